@@ -1,0 +1,117 @@
+/**
+ * Broker configuration: `wrangler.toml` [vars] (strings) -> one typed, validated object.
+ * Every limit has a default that runs locally with no setup; README.md lists them all.
+ */
+export interface BrokerConfig {
+  /** Number of TopicShard objects (N). Changing it on a live deployment is a migration. */
+  shardCount: number;
+  /** Topic levels hashed to pick a shard (K). */
+  shardLevels: number;
+  /** Largest MQTT packet accepted from a client, in bytes (whole packet). */
+  maxPacketSize: number;
+  /** Time a new connection has to send CONNECT before it is closed. */
+  connectTimeoutMs: number;
+  /** Largest keep-alive (seconds) accepted; larger or zero values are replaced (v5 Server Keep Alive). */
+  maxKeepAlive: number;
+  /** Outbound QoS 1/2 messages awaiting acknowledgement per session (capped by the client's Receive Maximum). */
+  maxInflight: number;
+  /** Inbound QoS 1/2 PUBLISHes a client may have unacknowledged (our v5 Receive Maximum). */
+  receiveMaximum: number;
+  /** QoS 1/2 messages queued per session (offline or beyond the in-flight window). */
+  maxQueuedMessages: number;
+  /** Subscriptions per session. */
+  maxSubscriptions: number;
+  /** Longest session expiry granted, in seconds (also caps MQTT 3.1.1 persistent sessions). */
+  maxSessionExpiry: number;
+  /** Longest topic name or filter, in bytes. */
+  maxTopicLength: number;
+  /** Most levels in a topic name or filter. */
+  maxTopicLevels: number;
+  /** Retained messages kept per TopicShard. */
+  maxRetainedPerShard: number;
+  /** Bytes the gateway buffers for a client while its session is being opened. */
+  maxPendingClientBytes: number;
+}
+
+export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
+  shardCount: 8,
+  shardLevels: 2,
+  maxPacketSize: 262144,
+  connectTimeoutMs: 10000,
+  maxKeepAlive: 3600,
+  maxInflight: 32,
+  receiveMaximum: 1024,
+  maxQueuedMessages: 1000,
+  maxSubscriptions: 100,
+  maxSessionExpiry: 604800,
+  maxTopicLength: 1024,
+  maxTopicLevels: 32,
+  maxRetainedPerShard: 10000,
+  maxPendingClientBytes: 1048576,
+});
+
+/** Environment variable name for each config key. */
+const VARIABLES: Record<keyof BrokerConfig, string> = {
+  shardCount: "SHARD_COUNT",
+  shardLevels: "SHARD_LEVELS",
+  maxPacketSize: "MAX_PACKET_SIZE",
+  connectTimeoutMs: "CONNECT_TIMEOUT_MS",
+  maxKeepAlive: "MAX_KEEP_ALIVE",
+  maxInflight: "MAX_INFLIGHT",
+  receiveMaximum: "RECEIVE_MAXIMUM",
+  maxQueuedMessages: "MAX_QUEUED_MESSAGES",
+  maxSubscriptions: "MAX_SUBSCRIPTIONS",
+  maxSessionExpiry: "MAX_SESSION_EXPIRY",
+  maxTopicLength: "MAX_TOPIC_LENGTH",
+  maxTopicLevels: "MAX_TOPIC_LEVELS",
+  maxRetainedPerShard: "MAX_RETAINED_PER_SHARD",
+  maxPendingClientBytes: "MAX_PENDING_CLIENT_BYTES",
+};
+
+/** Inclusive bounds per key: a value outside them is a configuration error, not a silent clamp. */
+const BOUNDS: Record<keyof BrokerConfig, [number, number]> = {
+  shardCount: [1, 1024],
+  shardLevels: [1, 16],
+  maxPacketSize: [64, 268435455],
+  connectTimeoutMs: [100, 600000],
+  maxKeepAlive: [1, 65535],
+  maxInflight: [1, 65535],
+  receiveMaximum: [1, 65535],
+  maxQueuedMessages: [1, 1000000],
+  maxSubscriptions: [1, 100000],
+  maxSessionExpiry: [0, 4294967295],
+  maxTopicLength: [1, 65535],
+  maxTopicLevels: [1, 1024],
+  maxRetainedPerShard: [0, 10000000],
+  maxPendingClientBytes: [1024, 67108864],
+};
+
+export class ConfigError extends Error {}
+
+/** Builds the config from `env`; throws ConfigError naming the variable when a value is invalid. */
+export function loadConfig(env: Record<string, unknown>): BrokerConfig {
+  const config = { ...DEFAULT_CONFIG };
+  for (const key of Object.keys(VARIABLES) as (keyof BrokerConfig)[]) {
+    const raw = env[VARIABLES[key]];
+    if (raw === undefined || raw === "") continue;
+    const value = typeof raw === "number" ? raw : Number(String(raw).trim());
+    const [min, max] = BOUNDS[key];
+    if (!Number.isInteger(value) || value < min || value > max) {
+      throw new ConfigError(`${VARIABLES[key]} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`);
+    }
+    config[key] = value;
+  }
+  return config;
+}
+
+const cache = new WeakMap<object, BrokerConfig>();
+
+/** loadConfig, memoised per env object (env is stable for an isolate). */
+export function configFor(env: object): BrokerConfig {
+  let config = cache.get(env);
+  if (!config) {
+    config = loadConfig(env as Record<string, unknown>);
+    cache.set(env, config);
+  }
+  return config;
+}

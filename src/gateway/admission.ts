@@ -1,0 +1,80 @@
+/**
+ * CONNECT at the edge: the checks the gateway makes before any Durable Object wakes, and the
+ * refusal CONNACK when one fails.
+ */
+import type { BrokerConfig } from "../config";
+import { ConnectReturnCode, MAX_CLIENT_ID_LENGTH, ReasonCode, type ProtocolVersion } from "../protocol/constants";
+import { topicNameError } from "../protocol/topic";
+
+export interface ConnectFields {
+  protocolVersion: ProtocolVersion;
+  clientId: string;
+  clean: boolean;
+  keepalive: number;
+  will?: { topic: string };
+}
+
+export type Admission =
+  | {
+      ok: true;
+      clientId: string;
+      assigned: boolean;
+      /** Seconds of silence (x1.5) after which the gateway closes the connection; 0: none. */
+      keepAlive: number;
+      /** v5 Server Keep Alive to announce when it differs from the client's. */
+      serverKeepAlive?: number;
+    }
+  | { ok: false; reason: string; connack?: { returnCode?: number; reasonCode?: number; sessionPresent: false } };
+
+const encoder = new TextEncoder();
+
+export function admitConnect(connect: ConnectFields, config: BrokerConfig, newId: () => string): Admission {
+  const v5 = connect.protocolVersion === 5;
+  const refuse = (reason: string, v5Code: number, v3Code: number): Admission => ({
+    ok: false,
+    reason,
+    connack: v5 ? { reasonCode: v5Code, sessionPresent: false } : { returnCode: v3Code, sessionPresent: false },
+  });
+  let clientId = connect.clientId ?? "";
+  let assigned = false;
+  if (clientId === "") {
+    // [MQTT-3.1.3-8] 3.1.1: an empty id with CleanSession=0 is refused with return code 0x02
+    if (!v5 && !connect.clean) {
+      return refuse("empty client id needs a clean session", ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, ConnectReturnCode.IDENTIFIER_REJECTED);
+    }
+    // [MQTT-3.1.3-6] the server assigns a unique id (v5 returns it in CONNACK [MQTT-3.2.2-16])
+    clientId = `auto-${newId()}`;
+    assigned = true;
+  }
+  if (encoder.encode(clientId).length > MAX_CLIENT_ID_LENGTH) {
+    return refuse("client id too long", ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, ConnectReturnCode.IDENTIFIER_REJECTED);
+  }
+  if (connect.will) {
+    const error = topicNameError(connect.will.topic, config);
+    // [MQTT-3.1.2-?] the will topic must be a valid topic name; 3.1.1 has no return code for it
+    if (error) {
+      return v5
+        ? refuse(`will topic ${error}`, ReasonCode.TOPIC_NAME_INVALID, 0)
+        : { ok: false, reason: `will topic ${error}` };
+    }
+  }
+  let keepAlive = connect.keepalive;
+  let serverKeepAlive: number | undefined;
+  if (v5 && (keepAlive === 0 || keepAlive > config.maxKeepAlive)) {
+    // [MQTT-3.2.2-21] the client must use the Server Keep Alive we return
+    keepAlive = config.maxKeepAlive;
+    serverKeepAlive = keepAlive;
+  }
+  return { ok: true, clientId, assigned, keepAlive, serverKeepAlive };
+}
+
+/** The protocol level byte of a CONNECT, read without a full parse (for the 0x84 / 0x01 answer). */
+export function peekProtocolLevel(packet: Uint8Array): number | undefined {
+  let i = 1;
+  while (i < packet.length && packet[i] & 0x80) i++;
+  i++; // past the last Remaining Length byte
+  if (i + 2 > packet.length) return undefined;
+  const nameLength = (packet[i] << 8) | packet[i + 1];
+  const levelAt = i + 2 + nameLength;
+  return levelAt < packet.length ? packet[levelAt] : undefined;
+}

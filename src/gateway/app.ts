@@ -1,0 +1,45 @@
+/** The Worker's HTTP surface (Hono): the MQTT WebSocket endpoint and a health check. */
+import { Hono } from "hono";
+import { ConfigError, configFor } from "../config";
+import type { Env } from "../env";
+import { GatewayConnection } from "./gateway-connection";
+
+/** Subprotocols we speak, in order of preference [MQTT-6.0.0-3]. */
+const SUBPROTOCOLS = ["mqtt", "mqttv3.1"];
+
+export const app = new Hono<{ Bindings: Env }>();
+
+app.get("/", (c) => c.text("MQTT broker. Connect MQTT 3.1.1 or 5.0 over WebSocket at /mqtt\n"));
+app.get("/health", (c) => c.json({ status: "ok" }));
+
+app.all("/mqtt", (c) => {
+  if (c.req.method !== "GET") return c.text("Use GET with a WebSocket upgrade\n", 405);
+  if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {
+    return c.text("This endpoint speaks MQTT over WebSocket: send a WebSocket upgrade (subprotocol mqtt)\n", 426, {
+      Upgrade: "websocket",
+    });
+  }
+  const offered = (c.req.header("Sec-WebSocket-Protocol") ?? "")
+    .split(",")
+    .map((p) => p.trim())
+    .filter(Boolean);
+  const protocol = SUBPROTOCOLS.find((p) => offered.includes(p));
+  if (offered.length > 0 && !protocol) {
+    return c.text(`Unsupported WebSocket subprotocol; use one of: ${SUBPROTOCOLS.join(", ")}\n`, 400);
+  }
+  let config;
+  try {
+    config = configFor(c.env);
+  } catch (err) {
+    if (err instanceof ConfigError) return c.text(`Broker misconfigured: ${err.message}\n`, 500);
+    throw err;
+  }
+  const pair = new WebSocketPair();
+  const [clientSide, serverSide] = Object.values(pair);
+  serverSide.accept();
+  new GatewayConnection(serverSide, c.env, config).start();
+  const headers: Record<string, string> = protocol ? { "Sec-WebSocket-Protocol": protocol } : {};
+  return new Response(null, { status: 101, webSocket: clientSide, headers });
+});
+
+app.notFound((c) => c.text("Not found. The MQTT endpoint is /mqtt\n", 404));

@@ -1,0 +1,218 @@
+/**
+ * One client connection at the edge: frames the byte stream, admits the CONNECT, answers PINGREQ,
+ * enforces keep-alive and the packet size, and pipes whole packets to and from the client's
+ * Session object over an internal WebSocket.
+ */
+import type { BrokerConfig } from "../config";
+import type { Env } from "../env";
+import { encodePacket, parsePacket, type Packet } from "../protocol/codec";
+import { ConnectReturnCode, InternalClose, PacketType, ReasonCode, SessionHeader, type ProtocolVersion } from "../protocol/constants";
+import { PacketFramer } from "../protocol/framer";
+import { admitConnect, peekProtocolLevel, type ConnectFields } from "./admission";
+
+const PINGRESP = new Uint8Array([0xd0, 0x00]);
+
+type State = "awaiting-connect" | "opening" | "open" | "closed";
+
+export class GatewayConnection {
+  private state: State = "awaiting-connect";
+  private readonly framer: PacketFramer;
+  private version: ProtocolVersion = 4;
+  private session?: WebSocket;
+  /** Packets that arrived while the session socket was opening (bounded by maxPendingClientBytes). */
+  private pending: Uint8Array[] = [];
+  private pendingBytes = 0;
+  private timer?: ReturnType<typeof setTimeout>;
+  private keepAliveMs = 0;
+  private lastActivity = Date.now();
+
+  constructor(
+    private readonly client: WebSocket,
+    private readonly env: Env,
+    private readonly config: BrokerConfig,
+  ) {
+    this.framer = new PacketFramer(config.maxPacketSize);
+  }
+
+  start(): void {
+    // Newer compatibility dates deliver binary messages as Blob by default; we want bytes.
+    this.client.binaryType = "arraybuffer";
+    this.client.addEventListener("message", (event) => this.onClientData(event.data));
+    this.client.addEventListener("close", () => this.onClientGone());
+    this.client.addEventListener("error", () => this.onClientGone());
+    // [MQTT-3.1.4-1]-adjacent: a connection that does not send CONNECT in time is closed
+    this.timer = setTimeout(() => {
+      if (this.state === "awaiting-connect") this.abort("CONNECT not received in time");
+    }, this.config.connectTimeoutMs);
+  }
+
+  private onClientData(data: ArrayBuffer | string): void {
+    if (this.state === "closed") return;
+    // [MQTT-6.0.0-1] MQTT control packets travel in binary frames; a text frame closes the connection
+    if (typeof data === "string") return this.abort("text frame", ReasonCode.MALFORMED_PACKET);
+    this.lastActivity = Date.now();
+    const { packets, error } = this.framer.push(new Uint8Array(data));
+    for (const packet of packets) {
+      if ((this.state as State) === "closed") return;
+      this.onPacket(packet);
+    }
+    if (error === "too-large") this.abort("packet too large", ReasonCode.PACKET_TOO_LARGE);
+    else if (error) this.abort("malformed remaining length", ReasonCode.MALFORMED_PACKET);
+  }
+
+  private onPacket(packet: Uint8Array): void {
+    const type = packet[0] >> 4;
+    if (this.state === "awaiting-connect") {
+      // [MQTT-3.1.0-1] the first packet from the client must be CONNECT
+      if (type !== PacketType.CONNECT) return this.abort("first packet is not CONNECT");
+      return this.onConnect(packet);
+    }
+    // PINGREQ is answered here so that keep-alive traffic never wakes the Session object.
+    if (type === PacketType.PINGREQ && packet[0] === 0xc0 && packet.length === 2) {
+      this.client.send(PINGRESP);
+      return;
+    }
+    this.toSession(packet);
+  }
+
+  private onConnect(packet: Uint8Array): void {
+    const parsed = parsePacket(packet, undefined);
+    if ("error" in parsed) {
+      const level = peekProtocolLevel(packet);
+      if (level !== undefined && ![3, 4, 5].includes(level)) {
+        // [MQTT-3.1.2-2] unsupported protocol level: CONNACK 0x01 (3.1.1) / 0x84 (5.0), then close
+        const refusal = level > 5
+          ? ({ cmd: "connack", reasonCode: ReasonCode.UNSUPPORTED_PROTOCOL_VERSION, sessionPresent: false } as Packet)
+          : ({ cmd: "connack", returnCode: ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION, sessionPresent: false } as Packet);
+        this.client.send(encodePacket(refusal, level > 5 ? 5 : 4));
+      }
+      return this.abort(`malformed CONNECT: ${parsed.error}`);
+    }
+    const connect = parsed.packet as unknown as ConnectFields;
+    this.version = connect.protocolVersion;
+    const admission = admitConnect(connect, this.config, () => crypto.randomUUID());
+    if (!admission.ok) {
+      if (admission.connack) {
+        this.client.send(encodePacket({ cmd: "connack", ...admission.connack } as Packet, this.version));
+      }
+      return this.abort(admission.reason);
+    }
+    this.state = "opening";
+    this.keepAliveMs = admission.keepAlive * 1000;
+    clearTimeout(this.timer);
+    this.pending.push(packet);
+    this.pendingBytes += packet.length;
+    void this.openSession(admission.clientId, admission.assigned, admission.serverKeepAlive);
+  }
+
+  private async openSession(clientId: string, assigned: boolean, serverKeepAlive: number | undefined): Promise<void> {
+    try {
+      const stub = this.env.SESSION.get(this.env.SESSION.idFromName(clientId));
+      const headers: Record<string, string> = {
+        Upgrade: "websocket",
+        [SessionHeader.CLIENT_ID]: encodeURIComponent(clientId),
+        [SessionHeader.VERSION]: String(this.version),
+      };
+      if (assigned) headers[SessionHeader.ASSIGNED] = "1";
+      if (serverKeepAlive !== undefined) headers[SessionHeader.SERVER_KEEP_ALIVE] = String(serverKeepAlive);
+      const response = await stub.fetch("https://session.internal/connect", { headers });
+      const session = response.webSocket;
+      if (!session) throw new Error(`session refused the connection: ${response.status}`);
+      session.binaryType = "arraybuffer";
+      session.accept();
+      if (this.state === "closed") {
+        session.close(InternalClose.CLIENT_GONE, "client gone");
+        return;
+      }
+      this.session = session;
+      session.addEventListener("message", (event) => this.toClient(event.data));
+      session.addEventListener("close", () => this.onSessionGone());
+      session.addEventListener("error", () => this.onSessionGone());
+      this.state = "open";
+      for (const packet of this.pending) session.send(packet);
+      this.pending = [];
+      this.pendingBytes = 0;
+      this.armKeepAlive();
+    } catch (err) {
+      console.error("gateway: opening session failed", err);
+      const refusal = this.version === 5
+        ? ({ cmd: "connack", reasonCode: ReasonCode.SERVER_UNAVAILABLE, sessionPresent: false } as Packet)
+        : ({ cmd: "connack", returnCode: ConnectReturnCode.SERVER_UNAVAILABLE, sessionPresent: false } as Packet);
+      if (this.state !== "closed") this.client.send(encodePacket(refusal, this.version));
+      this.abort("session unavailable");
+    }
+  }
+
+  private toSession(packet: Uint8Array): void {
+    if (this.state === "open") {
+      this.session!.send(packet);
+      return;
+    }
+    this.pendingBytes += packet.length;
+    if (this.pendingBytes > this.config.maxPendingClientBytes) {
+      return this.abort("too much data before the session opened", ReasonCode.QUOTA_EXCEEDED);
+    }
+    this.pending.push(packet);
+  }
+
+  private toClient(data: ArrayBuffer | string): void {
+    if (this.state === "closed" || typeof data === "string") return;
+    try {
+      this.client.send(data);
+    } catch {
+      this.onClientGone();
+    }
+  }
+
+  /** [MQTT-3.1.2-22] no packet within 1.5 x Keep Alive: the connection is closed (and the will sent). */
+  private armKeepAlive(): void {
+    if (this.keepAliveMs === 0 || this.state === "closed") return;
+    const limit = this.keepAliveMs * 1.5;
+    const due = this.lastActivity + limit - Date.now();
+    this.timer = setTimeout(() => {
+      if (this.state === "closed") return;
+      if (Date.now() - this.lastActivity >= limit) return this.abort("keep alive timeout", ReasonCode.KEEP_ALIVE_TIMEOUT);
+      this.armKeepAlive();
+    }, Math.max(due, 10));
+  }
+
+  /** Server-side end of the connection for an error: v5 DISCONNECT with the reason, then close both sides. */
+  private abort(reason: string, reasonCode?: number): void {
+    if (this.state === "closed") return;
+    const wasOpen = this.state === "open" || this.state === "opening";
+    if (reasonCode !== undefined && this.version === 5 && wasOpen) {
+      const disconnect = { cmd: "disconnect", reasonCode, properties: { reasonString: reason } } as Packet;
+      try {
+        this.client.send(encodePacket(disconnect, 5));
+      } catch {
+        // client already gone
+      }
+    }
+    this.finish(InternalClose.GATEWAY_ABORT, reason);
+  }
+
+  private onClientGone(): void {
+    this.finish(InternalClose.CLIENT_GONE, "client closed");
+  }
+
+  private onSessionGone(): void {
+    this.finish(1000, "session closed");
+  }
+
+  private finish(code: number, reason: string): void {
+    if (this.state === "closed") return;
+    this.state = "closed";
+    clearTimeout(this.timer);
+    this.pending = [];
+    safeClose(this.session, code, reason);
+    safeClose(this.client, 1000, reason);
+  }
+}
+
+function safeClose(ws: WebSocket | undefined, code: number, reason: string): void {
+  try {
+    ws?.close(code, reason.slice(0, 120));
+  } catch {
+    // already closed
+  }
+}

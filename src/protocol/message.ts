@@ -1,0 +1,49 @@
+/** The message and subscription shapes that travel between the gateway, sessions and shards. */
+
+export type QoS = 0 | 1 | 2;
+
+/** MQTT 5 properties a PUBLISH carries from publisher to subscriber unchanged [MQTT-3.3.2]. */
+export interface MessageProperties {
+  payloadFormatIndicator?: boolean;
+  messageExpiryInterval?: number;
+  contentType?: string;
+  responseTopic?: string;
+  correlationData?: Uint8Array;
+  userProperties?: Record<string, string | string[]>;
+}
+
+/** An application message on its way through the broker. */
+export interface RoutedMessage {
+  /** Unique per accepted publish; lets a session recognise a re-routed copy (exactly-once). */
+  id: string;
+  /** Client id of the publisher (for No Local). */
+  origin: string;
+  topic: string;
+  payload: Uint8Array;
+  qos: QoS;
+  retain: boolean;
+  properties?: MessageProperties;
+  /** Epoch ms when the broker accepted it (message expiry counts from here). */
+  receivedAt: number;
+}
+
+/** Subscription options [MQTT-3.8.3.1]. */
+export interface SubscriptionOptions {
+  qos: QoS;
+  noLocal: boolean;
+  retainAsPublished: boolean;
+  retainHandling: 0 | 1 | 2;
+  subscriptionId?: number;
+}
+
+export interface Subscription extends SubscriptionOptions {
+  filter: string;
+}
+
+/** One message for one session, at the QoS and flags its matching subscriptions grant. */
+export interface Delivery {
+  message: RoutedMessage;
+  qos: QoS;
+  retain: boolean;
+  subscriptionIds?: number[];
+}

@@ -1,0 +1,189 @@
+/**
+ * Session Durable Object: a thin shell over Session. It is the server side of the internal
+ * WebSocket from the gateway (Hibernation API), so an idle session costs nothing; state lives in
+ * SQLite and per-connection facts in the socket attachment.
+ */
+import { DurableObject } from "cloudflare:workers";
+import { configFor, type BrokerConfig } from "../config";
+import type { Env } from "../env";
+import { SessionHeader, type ProtocolVersion } from "../protocol/constants";
+import type { Delivery, RoutedMessage, Subscription } from "../protocol/message";
+import { shardForTopic, shardName, shardsForFilter } from "../topics/shard-rule";
+import type { TopicShardObject } from "../topics/topic-shard-object";
+import { Session, type ConnectionInfo, type SessionIO } from "./session";
+
+/** Survives hibernation with the socket (serializeAttachment, well under 16 KB). */
+interface Attachment extends ConnectionInfo {
+  version: ProtocolVersion;
+  /** CONNECT has been handled on this socket. */
+  connected: boolean;
+}
+
+export class SessionObject extends DurableObject<Env> {
+  private readonly config: BrokerConfig;
+  private readonly session: Session;
+  private readonly sockets = new Map<string, WebSocket>();
+  private readonly shardStubs = new Map<number, DurableObjectStub<TopicShardObject>>();
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.config = configFor(env);
+    this.session = new Session(ctx.storage.sql, this.io(), this.config);
+  }
+
+  /** The gateway opens the internal WebSocket here; the first message on it is the CONNECT. */
+  async fetch(request: Request): Promise<Response> {
+    if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket") {
+      return new Response("Session objects accept only the gateway's WebSocket", { status: 426 });
+    }
+    const h = request.headers;
+    const keepAlive = h.get(SessionHeader.SERVER_KEEP_ALIVE);
+    const attachment: Attachment = {
+      connId: crypto.randomUUID(),
+      clientId: decodeURIComponent(h.get(SessionHeader.CLIENT_ID) ?? ""),
+      assignedClientId: h.get(SessionHeader.ASSIGNED) === "1",
+      serverKeepAlive: keepAlive === null ? undefined : Number(keepAlive),
+      version: Number(h.get(SessionHeader.VERSION) ?? 4) as ProtocolVersion,
+      connected: false,
+    };
+    const pair = new WebSocketPair();
+    const [gatewaySide, sessionSide] = Object.values(pair);
+    this.ctx.acceptWebSocket(sessionSide);
+    sessionSide.serializeAttachment(attachment);
+    this.sockets.set(attachment.connId, sessionSide);
+    return new Response(null, { status: 101, webSocket: gatewaySide });
+  }
+
+  async webSocketMessage(ws: WebSocket, message: ArrayBuffer | string): Promise<void> {
+    if (typeof message === "string") return; // the gateway sends MQTT packets only, as binary
+    const a = ws.deserializeAttachment() as Attachment;
+    this.sockets.set(a.connId, ws);
+    const expectConnect = !a.connected;
+    if (expectConnect) {
+      a.connected = true;
+      ws.serializeAttachment(a);
+    }
+    await this.session.receive(a, new Uint8Array(message), expectConnect ? undefined : a.version);
+  }
+
+  async webSocketClose(ws: WebSocket): Promise<void> {
+    await this.socketGone(ws);
+  }
+
+  async webSocketError(ws: WebSocket): Promise<void> {
+    await this.socketGone(ws);
+  }
+
+  private async socketGone(ws: WebSocket): Promise<void> {
+    const a = ws.deserializeAttachment() as Attachment;
+    this.sockets.delete(a.connId);
+    try {
+      ws.close(1000, "closed");
+    } catch {
+      // already closed
+    }
+    await this.session.ended(a.connId);
+  }
+
+  async alarm(): Promise<void> {
+    await this.session.alarm();
+  }
+
+  /** RPC from a TopicShard: messages for this session. False when the session does not exist. */
+  async deliver(batch: Delivery[]): Promise<boolean> {
+    return this.session.deliver(batch);
+  }
+
+  // --- SessionIO: what the session core may do (kept off the RPC surface) --------------------
+
+  private io(): SessionIO {
+    return {
+      send: (connId, frame) => this.sendFrame(connId, frame),
+      close: (connId, reason) => this.closeSocket(connId, reason),
+      route: (message) => this.route(message),
+      subscribe: (clientId, subs, retainedFor) => this.subscribeShards(clientId, subs, retainedFor),
+      unsubscribe: (clientId, filters) => this.unsubscribeShards(clientId, filters),
+      setAlarm: (at) => {
+        if (at === undefined) void this.ctx.storage.deleteAlarm();
+        else void this.ctx.storage.setAlarm(at);
+      },
+      now: () => Date.now(),
+      newId: () => crypto.randomUUID(),
+    };
+  }
+
+
+  private socket(connId: string): WebSocket | undefined {
+    let ws = this.sockets.get(connId);
+    if (!ws) {
+      // After hibernation the map is empty: find the socket by its attachment.
+      for (const candidate of this.ctx.getWebSockets()) {
+        const a = candidate.deserializeAttachment() as Attachment | null;
+        if (a) this.sockets.set(a.connId, candidate);
+        if (a?.connId === connId) ws = candidate;
+      }
+    }
+    return ws;
+  }
+
+  private sendFrame(connId: string, frame: Uint8Array): void {
+    try {
+      this.socket(connId)?.send(frame);
+    } catch {
+      // The socket closed under us; its close event ends the connection.
+    }
+  }
+
+  private closeSocket(connId: string, reason: string): void {
+    const ws = this.socket(connId);
+    this.sockets.delete(connId);
+    try {
+      ws?.close(1000, reason.slice(0, 120));
+    } catch {
+      // already closed
+    }
+  }
+
+  private shard(index: number): DurableObjectStub<TopicShardObject> {
+    let stub = this.shardStubs.get(index);
+    if (!stub) {
+      stub = this.env.TOPIC_SHARD.get(this.env.TOPIC_SHARD.idFromName(shardName(index)));
+      this.shardStubs.set(index, stub);
+    }
+    return stub;
+  }
+
+  private async route(message: RoutedMessage): Promise<void> {
+    await this.shard(shardForTopic(message.topic, this.config.shardCount, this.config.shardLevels)).publish(message);
+  }
+
+  private async subscribeShards(clientId: string, subs: Subscription[], retainedFor: string[]): Promise<RoutedMessage[][]> {
+    const byShard = new Map<number, { subs: Subscription[]; retainedFor: string[] }>();
+    for (const sub of subs) {
+      for (const index of shardsForFilter(sub.filter, this.config.shardCount, this.config.shardLevels)) {
+        let entry = byShard.get(index);
+        if (!entry) byShard.set(index, (entry = { subs: [], retainedFor: [] }));
+        entry.subs.push(sub);
+        if (retainedFor.includes(sub.filter)) entry.retainedFor.push(sub.filter);
+      }
+    }
+    const merged: RoutedMessage[][] = retainedFor.map(() => []);
+    await Promise.all(
+      [...byShard].map(async ([index, entry]) => {
+        const found = await this.shard(index).subscribe(clientId, entry.subs, entry.retainedFor);
+        entry.retainedFor.forEach((filter, i) => merged[retainedFor.indexOf(filter)].push(...found[i]));
+      }),
+    );
+    return merged;
+  }
+
+  private async unsubscribeShards(clientId: string, filters: string[]): Promise<void> {
+    const byShard = new Map<number, string[]>();
+    for (const filter of filters) {
+      for (const index of shardsForFilter(filter, this.config.shardCount, this.config.shardLevels)) {
+        byShard.set(index, [...(byShard.get(index) ?? []), filter]);
+      }
+    }
+    await Promise.all([...byShard].map(([index, list]) => this.shard(index).unsubscribe(clientId, list)));
+  }
+}

@@ -1,0 +1,263 @@
+/**
+ * A session's durable state in its Durable Object's SQLite database. Every method is synchronous
+ * (SQLite in a Durable Object is), so a handler that only touches the store cannot interleave.
+ */
+import type { Delivery, QoS, RoutedMessage, Subscription } from "../protocol/message";
+import { propertiesFromJson, propertiesToJson } from "../protocol/properties";
+
+/** Session-wide values, one row each in `meta`. */
+export interface SessionMeta {
+  clientId?: string;
+  version?: number;
+  /** Seconds the session outlives its connection (0: it ends with the connection). */
+  expiryInterval?: number;
+  /** Connection id of the live connection, absent while offline. */
+  connId?: string;
+  /** Will message of the live connection (JSON), absent when none. */
+  will?: string;
+  /** Epoch ms at which a delayed will is due. */
+  willAt?: number;
+  /** Epoch ms at which an offline session ends. */
+  expireAt?: number;
+  /** The client's Receive Maximum (v5) for outbound QoS 1/2. */
+  clientReceiveMax?: number;
+  /** The client's Maximum Packet Size (v5). */
+  clientMaxPacketSize?: number;
+  /** Last outbound packet identifier used. */
+  lastPacketId?: number;
+  /** QoS 1/2 messages dropped because the queue was full (documented outcome). */
+  droppedQueueFull?: number;
+}
+
+/** Outbound message states in `outq`. */
+export const OutState = {
+  QUEUED: 0,
+  /** PUBLISH sent, awaiting PUBACK (QoS 1) or PUBREC (QoS 2). */
+  SENT: 1,
+  /** PUBREL sent, awaiting PUBCOMP. */
+  RELEASED: 2,
+  /** QoS 2 finished; kept briefly so a re-routed copy with the same id is recognised. */
+  DONE: 3,
+} as const;
+
+export interface OutboundRow {
+  seq: number;
+  msgId: string;
+  state: number;
+  packetId: number | null;
+  delivery: Delivery;
+}
+
+/** QoS 2 rows kept after PUBCOMP to recognise duplicates of the same message id. */
+const DONE_ROWS_KEPT = 64;
+
+export class SessionStore {
+  constructor(private readonly sql: SqlStorage) {
+    sql.exec(`CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)`);
+    sql.exec(`CREATE TABLE IF NOT EXISTS subs (filter TEXT PRIMARY KEY, qos INTEGER, no_local INTEGER,
+      rap INTEGER, rh INTEGER, sub_id INTEGER)`);
+    sql.exec(`CREATE TABLE IF NOT EXISTS outq (seq INTEGER PRIMARY KEY AUTOINCREMENT, msg_id TEXT UNIQUE,
+      topic TEXT, payload BLOB, qos INTEGER, retain INTEGER, props TEXT, sub_ids TEXT, origin TEXT,
+      received_at INTEGER, state INTEGER, packet_id INTEGER)`);
+    sql.exec(`CREATE TABLE IF NOT EXISTS inq2 (packet_id INTEGER PRIMARY KEY, msg_id TEXT, routed INTEGER)`);
+  }
+
+  // --- meta -------------------------------------------------------------------------------
+
+  loadMeta(): SessionMeta {
+    const meta: Record<string, unknown> = {};
+    for (const row of this.sql.exec<{ key: string; value: string }>(`SELECT key, value FROM meta`)) {
+      meta[row.key] = JSON.parse(row.value);
+    }
+    return meta as SessionMeta;
+  }
+
+  saveMeta(changes: Partial<SessionMeta>): void {
+    for (const [key, value] of Object.entries(changes)) {
+      if (value === undefined) this.sql.exec(`DELETE FROM meta WHERE key = ?`, key);
+      else this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)`, key, JSON.stringify(value));
+    }
+  }
+
+  /** Replaces all meta values with `meta` (absent keys are removed). */
+  clearMetaAndSave(meta: SessionMeta): void {
+    this.sql.exec(`DELETE FROM meta`);
+    this.saveMeta(meta);
+  }
+
+  /** Removes every trace of the session. */
+  clearAll(): void {
+    this.sql.exec(`DELETE FROM meta`);
+    this.sql.exec(`DELETE FROM subs`);
+    this.sql.exec(`DELETE FROM outq`);
+    this.sql.exec(`DELETE FROM inq2`);
+  }
+
+  /** Clears subscriptions and messages but keeps meta (a clean start). */
+  clearState(): void {
+    this.sql.exec(`DELETE FROM subs`);
+    this.sql.exec(`DELETE FROM outq`);
+    this.sql.exec(`DELETE FROM inq2`);
+  }
+
+  // --- subscriptions ----------------------------------------------------------------------
+
+  subscriptions(): Subscription[] {
+    return this.sql
+      .exec<{ filter: string; qos: number; no_local: number; rap: number; rh: number; sub_id: number | null }>(
+        `SELECT filter, qos, no_local, rap, rh, sub_id FROM subs`,
+      )
+      .toArray()
+      .map((r) => ({
+        filter: r.filter,
+        qos: r.qos as QoS,
+        noLocal: r.no_local === 1,
+        retainAsPublished: r.rap === 1,
+        retainHandling: r.rh as 0 | 1 | 2,
+        subscriptionId: r.sub_id ?? undefined,
+      }));
+  }
+
+  hasSubscription(filter: string): boolean {
+    return this.sql.exec(`SELECT 1 FROM subs WHERE filter = ?`, filter).toArray().length > 0;
+  }
+
+  subscriptionCount(): number {
+    return this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM subs`).one().n;
+  }
+
+  putSubscription(s: Subscription): void {
+    this.sql.exec(
+      `INSERT OR REPLACE INTO subs (filter, qos, no_local, rap, rh, sub_id) VALUES (?, ?, ?, ?, ?, ?)`,
+      s.filter, s.qos, s.noLocal ? 1 : 0, s.retainAsPublished ? 1 : 0, s.retainHandling, s.subscriptionId ?? null,
+    );
+  }
+
+  deleteSubscription(filter: string): boolean {
+    return this.sql.exec(`DELETE FROM subs WHERE filter = ?`, filter).rowsWritten > 0;
+  }
+
+  // --- outbound queue (QoS 1/2 to this client) -------------------------------------------
+
+  /** Messages queued or in flight (what counts against the queue limit). */
+  pendingCount(): number {
+    return this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM outq WHERE state < ?`, OutState.DONE).one().n;
+  }
+
+  inflightCount(): number {
+    return this.sql
+      .exec<{ n: number }>(`SELECT COUNT(*) AS n FROM outq WHERE state IN (?, ?)`, OutState.SENT, OutState.RELEASED)
+      .one().n;
+  }
+
+  inflightPacketIds(): Set<number> {
+    const ids = new Set<number>();
+    for (const r of this.sql.exec<{ packet_id: number }>(
+      `SELECT packet_id FROM outq WHERE state IN (?, ?)`, OutState.SENT, OutState.RELEASED,
+    )) ids.add(r.packet_id);
+    return ids;
+  }
+
+  /** Queues a message; false when a message with the same id is already known (a duplicate). */
+  enqueue(d: Delivery): boolean {
+    const m = d.message;
+    const cursor = this.sql.exec(
+      `INSERT OR IGNORE INTO outq (msg_id, topic, payload, qos, retain, props, sub_ids, origin, received_at, state, packet_id)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)`,
+      m.id, m.topic, m.payload, d.qos, d.retain ? 1 : 0, propertiesToJson(m.properties),
+      d.subscriptionIds?.length ? JSON.stringify(d.subscriptionIds) : null, m.origin, m.receivedAt, OutState.QUEUED,
+    );
+    return cursor.rowsWritten > 0;
+  }
+
+  /** Rows in the given states, oldest first. */
+  rows(states: number[], limit = -1): OutboundRow[] {
+    const marks = states.map(() => "?").join(",");
+    return this.sql
+      .exec<Record<string, SqlStorageValue>>(
+        `SELECT * FROM outq WHERE state IN (${marks}) ORDER BY seq LIMIT ?`, ...states, limit,
+      )
+      .toArray()
+      .map(rowToOutbound);
+  }
+
+  markSent(seq: number, packetId: number): void {
+    this.sql.exec(`UPDATE outq SET state = ?, packet_id = ? WHERE seq = ?`, OutState.SENT, packetId, seq);
+  }
+
+  /** The in-flight row with this packet id in this state, if any. */
+  findInflight(packetId: number, state: number): OutboundRow | undefined {
+    const rows = this.sql
+      .exec<Record<string, SqlStorageValue>>(`SELECT * FROM outq WHERE packet_id = ? AND state = ?`, packetId, state)
+      .toArray();
+    return rows.length ? rowToOutbound(rows[0]) : undefined;
+  }
+
+  markReleased(seq: number): void {
+    this.sql.exec(`UPDATE outq SET state = ? WHERE seq = ?`, OutState.RELEASED, seq);
+  }
+
+  /** Finishes a message: QoS 2 rows stay as DONE (bounded) to recognise duplicates; others go. */
+  finish(row: OutboundRow): void {
+    if (row.delivery.qos === 2) {
+      this.sql.exec(`UPDATE outq SET state = ?, packet_id = NULL, payload = NULL WHERE seq = ?`, OutState.DONE, row.seq);
+      this.sql.exec(
+        `DELETE FROM outq WHERE state = ? AND seq <= (SELECT seq FROM outq WHERE state = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)`,
+        OutState.DONE, OutState.DONE, DONE_ROWS_KEPT,
+      );
+    } else {
+      this.sql.exec(`DELETE FROM outq WHERE seq = ?`, row.seq);
+    }
+  }
+
+  /** Drops a queued message that can never be sent (expired, too large for the client). */
+  discard(seq: number): void {
+    this.sql.exec(`DELETE FROM outq WHERE seq = ?`, seq);
+  }
+
+  // --- inbound QoS 2 (PUBREC sent, awaiting PUBREL) ---------------------------------------
+
+  inboundQos2(packetId: number): { msgId: string; routed: boolean } | undefined {
+    const rows = this.sql
+      .exec<{ msg_id: string; routed: number }>(`SELECT msg_id, routed FROM inq2 WHERE packet_id = ?`, packetId)
+      .toArray();
+    return rows.length ? { msgId: rows[0].msg_id, routed: rows[0].routed === 1 } : undefined;
+  }
+
+  inboundQos2Count(): number {
+    return this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM inq2`).one().n;
+  }
+
+  putInboundQos2(packetId: number, msgId: string, routed: boolean): void {
+    this.sql.exec(`INSERT OR REPLACE INTO inq2 (packet_id, msg_id, routed) VALUES (?, ?, ?)`, packetId, msgId, routed ? 1 : 0);
+  }
+
+  deleteInboundQos2(packetId: number): boolean {
+    return this.sql.exec(`DELETE FROM inq2 WHERE packet_id = ?`, packetId).rowsWritten > 0;
+  }
+}
+
+function rowToOutbound(r: Record<string, SqlStorageValue>): OutboundRow {
+  const message: RoutedMessage = {
+    id: r.msg_id as string,
+    origin: r.origin as string,
+    topic: r.topic as string,
+    payload: r.payload ? new Uint8Array(r.payload as ArrayBuffer) : new Uint8Array(0),
+    qos: r.qos as QoS,
+    retain: r.retain === 1,
+    properties: propertiesFromJson(r.props as string | null),
+    receivedAt: r.received_at as number,
+  };
+  return {
+    seq: r.seq as number,
+    msgId: r.msg_id as string,
+    state: r.state as number,
+    packetId: (r.packet_id as number | null) ?? null,
+    delivery: {
+      message,
+      qos: r.qos as QoS,
+      retain: r.retain === 1,
+      subscriptionIds: r.sub_ids ? (JSON.parse(r.sub_ids as string) as number[]) : undefined,
+    },
+  };
+}

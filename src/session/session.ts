@@ -1,0 +1,633 @@
+/**
+ * The MQTT session state machine, one per client id: CONNECT/CONNACK, subscriptions, QoS 0/1/2 in
+ * both directions, the will, expiry. It owns no I/O: it calls its SessionIO for sockets, shards and
+ * alarms, and keeps its state in a SessionStore. The Durable Object shell wires both.
+ */
+import type { BrokerConfig } from "../config";
+import { encodePacket, joinFrames, parsePacket, type Packet } from "../protocol/codec";
+import { ReasonCode, SUBACK_FAILURE_V3, type ProtocolVersion } from "../protocol/constants";
+import type { Delivery, QoS, RoutedMessage, Subscription } from "../protocol/message";
+import { messagePropertiesFrom, propertiesFromJson, propertiesToJson, remainingExpiry } from "../protocol/properties";
+import { parseSharedFilter, topicFilterError, topicNameError } from "../protocol/topic";
+import { OutState, SessionStore, type SessionMeta } from "./session-store";
+
+/** What the session needs from the world around it. */
+export interface SessionIO {
+  /** Sends one frame of encoded packets on a connection (no-op if it is gone). */
+  send(connId: string, frame: Uint8Array): void;
+  /** Closes a connection (after any DISCONNECT the session sent). */
+  close(connId: string, reason: string): void;
+  /** Routes a message to the shard that owns its topic; resolves once it is durable for every QoS>0 match. */
+  route(message: RoutedMessage): Promise<void>;
+  /** Registers subscriptions with their shards; returns retained messages for `retainedFor` filters. */
+  subscribe(clientId: string, subs: Subscription[], retainedFor: string[]): Promise<RoutedMessage[][]>;
+  /** Removes subscriptions from their shards. */
+  unsubscribe(clientId: string, filters: string[]): Promise<void>;
+  /** Schedules the one alarm (undefined: none). */
+  setAlarm(at: number | undefined): void;
+  now(): number;
+  newId(): string;
+}
+
+/** Facts the gateway established about a connection before handing it over. */
+export interface ConnectionInfo {
+  connId: string;
+  clientId: string;
+  /** The gateway assigned the client id (v5: returned as Assigned Client Identifier). */
+  assignedClientId: boolean;
+  /** Keep-alive the gateway enforces when it differs from the client's (v5 Server Keep Alive). */
+  serverKeepAlive?: number;
+}
+
+interface StoredWill {
+  topic: string;
+  payload: number[];
+  qos: QoS;
+  retain: boolean;
+  /** JSON from propertiesToJson. */
+  properties: string | null;
+  delay: number;
+}
+
+/** mqtt-packet objects as we read and build them (its types are narrower than the wire allows). */
+type AnyPacket = Record<string, any>;
+
+export class Session {
+  private meta: SessionMeta;
+  private readonly store: SessionStore;
+  /** Serialises inbound packet handling so acknowledgements keep the order of their PUBLISHes [MQTT-4.6.0-2]. */
+  private chain: Promise<void> = Promise.resolve();
+
+  constructor(
+    sql: SqlStorage,
+    private readonly io: SessionIO,
+    private readonly config: BrokerConfig,
+  ) {
+    this.store = new SessionStore(sql);
+    this.meta = this.store.loadMeta();
+  }
+
+  get clientId(): string | undefined {
+    return this.meta.clientId;
+  }
+
+  get version(): ProtocolVersion {
+    return (this.meta.version ?? 4) as ProtocolVersion;
+  }
+
+  isCurrent(connId: string): boolean {
+    return this.meta.connId === connId;
+  }
+
+  /** Handles one whole packet from the gateway, in arrival order. */
+  receive(info: ConnectionInfo, bytes: Uint8Array, version: ProtocolVersion | undefined): Promise<void> {
+    const run = () => this.handle(info, bytes, version).catch((err) => this.fail(info.connId, err));
+    this.chain = this.chain.then(run, run);
+    return this.chain;
+  }
+
+  private async handle(info: ConnectionInfo, bytes: Uint8Array, version: ProtocolVersion | undefined): Promise<void> {
+    const parsed = parsePacket(bytes, version);
+    if ("error" in parsed) {
+      if (version === undefined || !this.isCurrent(info.connId)) return this.io.close(info.connId, "malformed CONNECT");
+      return this.protocolError(info.connId, ReasonCode.MALFORMED_PACKET, parsed.error);
+    }
+    const packet = parsed.packet as AnyPacket;
+    if (packet.cmd === "connect") {
+      // [MQTT-3.1.0-2] a second CONNECT on a connection is a protocol error
+      if (version !== undefined) return this.protocolError(info.connId, ReasonCode.PROTOCOL_ERROR, "second CONNECT");
+      return this.connect(info, packet);
+    }
+    if (!this.isCurrent(info.connId)) return; // a stale connection (taken over or ended)
+    switch (packet.cmd) {
+      case "publish":
+        return this.onPublish(info.connId, packet);
+      case "puback":
+        return this.onPuback(packet);
+      case "pubrec":
+        return this.onPubrec(info.connId, packet);
+      case "pubrel":
+        return this.onPubrel(info.connId, packet);
+      case "pubcomp":
+        return this.onPubcomp(packet);
+      case "subscribe":
+        return this.onSubscribe(info.connId, packet);
+      case "unsubscribe":
+        return this.onUnsubscribe(info.connId, packet);
+      case "pingreq":
+        return this.send(info.connId, [{ cmd: "pingresp" }]);
+      case "disconnect":
+        return this.onDisconnect(info.connId, packet);
+      default:
+        return this.protocolError(info.connId, ReasonCode.PROTOCOL_ERROR, `unexpected ${packet.cmd}`);
+    }
+  }
+
+  // --- CONNECT ----------------------------------------------------------------------------
+
+  private async connect(info: ConnectionInfo, packet: AnyPacket): Promise<void> {
+    const version = packet.protocolVersion as ProtocolVersion;
+    const now = this.io.now();
+    const cleanStart = packet.clean !== false;
+    const previous = this.meta;
+    const existed = previous.clientId !== undefined && !(previous.expireAt !== undefined && now >= previous.expireAt);
+
+    // Session takeover [MQTT-3.1.4-3]: the older connection gets DISCONNECT 0x8E and is closed.
+    if (previous.connId && previous.connId !== info.connId) {
+      if ((previous.version ?? 4) === 5) {
+        this.io.send(previous.connId, encodePacket({ cmd: "disconnect", reasonCode: ReasonCode.SESSION_TAKEN_OVER } as Packet, 5));
+      }
+      this.io.close(previous.connId, "session taken over");
+    }
+    // The will of a connection that ended without DISCONNECT: sent now unless this reconnect, to the
+    // same session, arrives within its delay [MQTT-3.1.3-9].
+    const pendingWill = previous.will ? (JSON.parse(previous.will) as StoredWill) : undefined;
+    const willWasArmed = pendingWill && (previous.connId !== undefined || previous.willAt !== undefined);
+    if (pendingWill && willWasArmed && (cleanStart || pendingWill.delay === 0 || !existed)) {
+      await this.publishWill(pendingWill).catch(() => undefined);
+    }
+
+    const sessionPresent = existed && !cleanStart;
+    if (!sessionPresent && previous.clientId !== undefined) await this.dropSubscriptions();
+    if (!sessionPresent) this.store.clearState();
+
+    const requestedExpiry =
+      version === 5 ? Number(packet.properties?.sessionExpiryInterval ?? 0) : cleanStart ? 0 : this.config.maxSessionExpiry;
+    const expiryInterval = Math.min(requestedExpiry, this.config.maxSessionExpiry);
+    this.meta = {
+      clientId: info.clientId,
+      version,
+      expiryInterval,
+      connId: info.connId,
+      will: packet.will ? JSON.stringify(willFrom(packet)) : undefined,
+      clientReceiveMax: version === 5 ? packet.properties?.receiveMaximum : undefined,
+      clientMaxPacketSize: version === 5 ? packet.properties?.maximumPacketSize : undefined,
+      lastPacketId: sessionPresent ? previous.lastPacketId : undefined,
+      droppedQueueFull: sessionPresent ? previous.droppedQueueFull : undefined,
+    };
+    this.store.clearMetaAndSave(this.meta);
+    this.io.setAlarm(undefined);
+
+    const connack: AnyPacket = { cmd: "connack", sessionPresent };
+    if (version === 5) {
+      connack.reasonCode = ReasonCode.SUCCESS;
+      connack.properties = this.connackProperties(info, requestedExpiry, expiryInterval);
+    } else {
+      connack.returnCode = 0;
+    }
+    this.send(info.connId, [connack]);
+    // [MQTT-4.4.0-1] resend unacknowledged PUBLISH (with DUP) and PUBREL packets of a resumed session
+    if (sessionPresent) this.resendInflight(info.connId);
+    this.pump();
+  }
+
+  private connackProperties(info: ConnectionInfo, requested: number, granted: number): Record<string, unknown> {
+    const props: Record<string, unknown> = {
+      receiveMaximum: this.config.receiveMaximum,
+      maximumPacketSize: this.config.maxPacketSize,
+      topicAliasMaximum: 0,
+      retainAvailable: true,
+      wildcardSubscriptionAvailable: true,
+      subscriptionIdentifiersAvailable: true,
+      sharedSubscriptionAvailable: false,
+    };
+    if (info.assignedClientId) props.assignedClientIdentifier = info.clientId;
+    if (granted !== requested) props.sessionExpiryInterval = granted;
+    if (info.serverKeepAlive !== undefined) props.serverKeepAlive = info.serverKeepAlive;
+    return props;
+  }
+
+  // --- PUBLISH from the client ------------------------------------------------------------
+
+  private onPublish(connId: string, packet: AnyPacket): void | Promise<void> {
+    const topicError = topicNameError(packet.topic, this.config);
+    if (packet.properties?.topicAlias !== undefined) {
+      // We announce Topic Alias Maximum 0, so any alias is invalid [MQTT-3.3.2-9].
+      return this.protocolError(connId, ReasonCode.TOPIC_ALIAS_INVALID, "topic alias not allowed");
+    }
+    if (topicError) return this.protocolError(connId, ReasonCode.TOPIC_NAME_INVALID, `topic name ${topicError}`);
+    const qos = packet.qos as QoS;
+    const packetId = packet.messageId as number;
+    const known = qos === 2 ? this.store.inboundQos2(packetId) : undefined;
+    if (qos > 0 && !known && this.pendingAcks + this.store.inboundQos2Count() >= this.config.receiveMaximum) {
+      // [MQTT-3.3.4-9] more unacknowledged QoS 1/2 PUBLISHes than our Receive Maximum
+      return this.protocolError(connId, ReasonCode.RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded");
+    }
+    if (qos === 2) {
+      // [MQTT-4.3.3-9] a PUBLISH with a packet id awaiting PUBREL is the same message: not routed again
+      if (known?.routed) return this.send(connId, [ackPacket("pubrec", packetId)]);
+      const message = this.toMessage(packet, known?.msgId ?? `${this.meta.clientId}:${this.io.newId()}`);
+      this.store.putInboundQos2(packetId, message.id, false);
+      this.acknowledgeAfter(connId, this.io.route(message), () => {
+        this.store.putInboundQos2(packetId, message.id, true);
+        return ackPacket("pubrec", packetId);
+      });
+      return;
+    }
+    const message = this.toMessage(packet, `${this.meta.clientId}:${this.io.newId()}`);
+    const routed = this.io.route(message);
+    if (qos === 1) this.acknowledgeAfter(connId, routed, () => ackPacket("puback", packetId));
+    else routed.catch(() => undefined); // QoS 0: at most once
+  }
+
+  /** Sends the acknowledgement once routing is durable, in PUBLISH order; on failure, drops the connection unacknowledged. */
+  private ackChain: Promise<void> = Promise.resolve();
+  /** Inbound QoS 1/2 PUBLISHes whose PUBACK/PUBREC is not sent yet. */
+  private pendingAcks = 0;
+  private acknowledgeAfter(connId: string, routed: Promise<void>, ack: () => AnyPacket): void {
+    const previous = this.ackChain;
+    this.pendingAcks++;
+    this.ackChain = (async () => {
+      await previous;
+      try {
+        await routed;
+      } catch (err) {
+        this.pendingAcks--;
+        // Not durable: the client keeps the message and resends it on its next connection.
+        return this.serverError(connId, err);
+      }
+      this.pendingAcks--;
+      if (this.isCurrent(connId)) this.send(connId, [ack()]);
+    })();
+  }
+
+  private toMessage(packet: AnyPacket, id: string): RoutedMessage {
+    return {
+      id,
+      origin: this.meta.clientId!,
+      topic: packet.topic,
+      payload: new Uint8Array(packet.payload),
+      qos: packet.qos,
+      retain: packet.retain === true,
+      properties: this.version === 5 ? messagePropertiesFrom(packet.properties) : undefined,
+      receivedAt: this.io.now(),
+    };
+  }
+
+  private onPubrel(connId: string, packet: AnyPacket): void {
+    const found = this.store.deleteInboundQos2(packet.messageId);
+    const pubcomp = ackPacket("pubcomp", packet.messageId);
+    if (!found && this.version === 5) pubcomp.reasonCode = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND;
+    // Wait for earlier acknowledgements so PUBCOMP never overtakes the PUBREC it answers.
+    this.ackChain = this.ackChain.then(() => {
+      if (this.isCurrent(connId)) this.send(connId, [pubcomp]);
+    });
+  }
+
+  // --- acknowledgements of our PUBLISHes ----------------------------------------------------
+
+  private onPuback(packet: AnyPacket): void {
+    const row = this.store.findInflight(packet.messageId, OutState.SENT);
+    if (row && row.delivery.qos === 1) this.store.finish(row);
+    this.pump();
+  }
+
+  private onPubrec(connId: string, packet: AnyPacket): void {
+    const row = this.store.findInflight(packet.messageId, OutState.SENT);
+    if (row && row.delivery.qos === 2 && (packet.reasonCode ?? 0) >= 0x80) {
+      this.store.finish(row); // the client refused it: the flow ends here [MQTT-4.3.3]
+      return this.pump();
+    }
+    const pubrel = ackPacket("pubrel", packet.messageId);
+    if (row && row.delivery.qos === 2) this.store.markReleased(row.seq);
+    else if (this.version === 5 && !this.store.findInflight(packet.messageId, OutState.RELEASED)) {
+      pubrel.reasonCode = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND;
+    }
+    this.send(connId, [pubrel]);
+  }
+
+  private onPubcomp(packet: AnyPacket): void {
+    const row = this.store.findInflight(packet.messageId, OutState.RELEASED);
+    if (row) this.store.finish(row);
+    this.pump();
+  }
+
+  // --- SUBSCRIBE / UNSUBSCRIBE --------------------------------------------------------------
+
+  private async onSubscribe(connId: string, packet: AnyPacket): Promise<void> {
+    const v5 = this.version === 5;
+    const subscriptionId: number | undefined = v5 ? packet.properties?.subscriptionIdentifier : undefined;
+    const codes: number[] = [];
+    const accepted: Subscription[] = [];
+    const retainedFor: string[] = [];
+    let count = this.store.subscriptionCount();
+    for (const request of packet.subscriptions as AnyPacket[]) {
+      const filter: string = request.topic;
+      const failure = this.subscriptionFailure(filter, count);
+      if (failure !== undefined) {
+        codes.push(v5 ? failure : SUBACK_FAILURE_V3);
+        continue;
+      }
+      const existed = this.store.hasSubscription(filter) || accepted.some((s) => s.filter === filter);
+      if (!existed) count++;
+      const qos = Math.min(request.qos ?? 0, 2) as QoS;
+      const sub: Subscription = {
+        filter,
+        qos,
+        noLocal: v5 && request.nl === true,
+        retainAsPublished: v5 && request.rap === true,
+        retainHandling: v5 ? ((request.rh ?? 0) as 0 | 1 | 2) : 0,
+        subscriptionId,
+      };
+      accepted.push(sub);
+      codes.push(qos);
+      // [MQTT-3.3.1-9..11] retained messages on subscribe, as Retain Handling says
+      if (sub.retainHandling === 0 || (sub.retainHandling === 1 && !existed)) retainedFor.push(filter);
+    }
+    const retained = accepted.length ? await this.io.subscribe(this.meta.clientId!, accepted, retainedFor) : [];
+    for (const sub of accepted) this.store.putSubscription(sub);
+    // [MQTT-3.8.4-1] SUBACK with one code per filter, in order [MQTT-3.8.4-6]
+    this.send(connId, [{ cmd: "suback", messageId: packet.messageId, granted: codes }]);
+    const deliveries: Delivery[] = [];
+    retainedFor.forEach((filter, i) => {
+      const sub = accepted.find((s) => s.filter === filter)!;
+      for (const message of retained[i] ?? []) {
+        deliveries.push({
+          // A fresh id per delivery: a re-subscribe must deliver the retained message again [MQTT-3.8.4-3].
+          message: { ...message, id: `${message.id}:${this.io.newId()}` },
+          qos: Math.min(message.qos, sub.qos) as QoS,
+          retain: true, // [MQTT-3.3.1-8] retained messages sent on subscribe carry RETAIN=1
+          subscriptionIds: sub.subscriptionId ? [sub.subscriptionId] : undefined,
+        });
+      }
+    });
+    if (deliveries.length) this.deliver(deliveries);
+  }
+
+  /** A SUBACK failure reason for the filter, or undefined when it can be granted. */
+  private subscriptionFailure(filter: string, count: number): number | undefined {
+    if (topicFilterError(filter, this.config)) return ReasonCode.TOPIC_FILTER_INVALID;
+    if (parseSharedFilter(filter)) return ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED;
+    if (!this.store.hasSubscription(filter) && count >= this.config.maxSubscriptions) return ReasonCode.QUOTA_EXCEEDED;
+    return undefined;
+  }
+
+  private async onUnsubscribe(connId: string, packet: AnyPacket): Promise<void> {
+    const filters = packet.unsubscriptions as string[];
+    const removed = filters.filter((f) => this.store.hasSubscription(f));
+    if (removed.length) await this.io.unsubscribe(this.meta.clientId!, removed);
+    const codes = filters.map((f) =>
+      this.store.deleteSubscription(f) ? ReasonCode.SUCCESS : ReasonCode.NO_SUBSCRIPTION_EXISTED,
+    );
+    const unsuback: AnyPacket = { cmd: "unsuback", messageId: packet.messageId };
+    if (this.version === 5) unsuback.granted = codes;
+    this.send(connId, [unsuback]);
+  }
+
+  // --- DISCONNECT and the end of a connection ------------------------------------------------
+
+  private async onDisconnect(connId: string, packet: AnyPacket): Promise<void> {
+    const newExpiry = packet.properties?.sessionExpiryInterval;
+    if (this.version === 5 && newExpiry !== undefined) {
+      // [MQTT-3.14.2-2] a session that was to end with the connection cannot be extended at DISCONNECT
+      if (this.meta.expiryInterval === 0 && newExpiry !== 0) {
+        return this.protocolError(connId, ReasonCode.PROTOCOL_ERROR, "session expiry cannot change from 0");
+      }
+      this.meta.expiryInterval = Math.min(newExpiry, this.config.maxSessionExpiry);
+    }
+    // [MQTT-3.14.4-3] a normal DISCONNECT discards the will; 0x04 asks for it to be sent
+    const keepWill = this.version === 5 && packet.reasonCode === ReasonCode.DISCONNECT_WITH_WILL;
+    if (!keepWill) this.meta.will = undefined;
+    this.io.close(connId, "client disconnected");
+    await this.connectionEnded(connId);
+  }
+
+  /** The connection's socket closed: handled after every packet that arrived before it. */
+  ended(connId: string): Promise<void> {
+    const run = () => this.connectionEnded(connId).catch((err) => console.error("session end failed", err));
+    this.chain = this.chain.then(run, run);
+    return this.chain;
+  }
+
+  /** Ends the connection's part of the session (will, expiry). Safe to call more than once. */
+  private async connectionEnded(connId: string): Promise<void> {
+    if (!this.isCurrent(connId)) return;
+    const now = this.io.now();
+    const will = this.meta.will ? (JSON.parse(this.meta.will) as StoredWill) : undefined;
+    const expiry = this.meta.expiryInterval ?? 0;
+    this.meta.connId = undefined;
+    if (expiry > 0) this.meta.expireAt = now + expiry * 1000;
+    if (will && will.delay > 0 && expiry > 0) {
+      // [MQTT-3.1.3-9] the will waits for its delay or the end of the session, whichever is first
+      this.meta.willAt = now + Math.min(will.delay, expiry) * 1000;
+    } else if (will) {
+      this.meta.will = undefined;
+      await this.publishWill(will).catch(() => undefined);
+    }
+    this.store.clearMetaAndSave(this.meta);
+    if (expiry === 0) return this.endSession();
+    this.io.setAlarm(this.nextAlarm());
+  }
+
+  /** Alarm: a delayed will became due, or an offline session expired. */
+  async alarm(): Promise<void> {
+    const now = this.io.now();
+    if (this.meta.willAt !== undefined && now >= this.meta.willAt && this.meta.will) {
+      const will = JSON.parse(this.meta.will) as StoredWill;
+      this.meta.will = undefined;
+      this.meta.willAt = undefined;
+      this.store.clearMetaAndSave(this.meta);
+      await this.publishWill(will).catch(() => undefined);
+    }
+    if (this.meta.connId === undefined && this.meta.expireAt !== undefined && now >= this.meta.expireAt) {
+      return this.endSession();
+    }
+    this.io.setAlarm(this.nextAlarm());
+  }
+
+  private nextAlarm(): number | undefined {
+    const times = [this.meta.willAt, this.meta.connId ? undefined : this.meta.expireAt].filter(
+      (t): t is number => t !== undefined,
+    );
+    return times.length ? Math.min(...times) : undefined;
+  }
+
+  private async endSession(): Promise<void> {
+    if (this.meta.will) {
+      const will = JSON.parse(this.meta.will) as StoredWill;
+      this.meta.will = undefined;
+      await this.publishWill(will).catch(() => undefined);
+    }
+    await this.dropSubscriptions();
+    this.store.clearAll();
+    this.meta = {};
+    this.io.setAlarm(undefined);
+  }
+
+  private async dropSubscriptions(): Promise<void> {
+    const filters = this.store.subscriptions().map((s) => s.filter);
+    if (filters.length && this.meta.clientId) await this.io.unsubscribe(this.meta.clientId, filters);
+  }
+
+  private async publishWill(will: StoredWill): Promise<void> {
+    await this.io.route({
+      id: `${this.meta.clientId}:will:${this.io.newId()}`,
+      origin: this.meta.clientId ?? "",
+      topic: will.topic,
+      payload: new Uint8Array(will.payload),
+      qos: will.qos,
+      retain: will.retain,
+      properties: propertiesFromJson(will.properties),
+      receivedAt: this.io.now(),
+    });
+  }
+
+  // --- delivery to the client -----------------------------------------------------------------
+
+  /** Messages from a shard. Returns false when this session does not exist (the shard forgets it). */
+  deliver(batch: Delivery[]): boolean {
+    if (this.meta.clientId === undefined) return false;
+    const online = this.meta.connId !== undefined;
+    const immediate: AnyPacket[] = [];
+    let queued = false;
+    for (const d of batch) {
+      if (d.qos === 0) {
+        // QoS 0 is not stored for an offline session (at most once).
+        if (online) {
+          const p = this.publishPacket(d, undefined, false);
+          if (p) immediate.push(p);
+        }
+        continue;
+      }
+      if (this.store.pendingCount() >= this.config.maxQueuedMessages) {
+        // Documented outcome: the newest QoS 1/2 message for a full session is dropped and counted.
+        this.meta.droppedQueueFull = (this.meta.droppedQueueFull ?? 0) + 1;
+        this.store.saveMeta({ droppedQueueFull: this.meta.droppedQueueFull });
+        continue;
+      }
+      if (this.store.enqueue(d)) queued = true;
+    }
+    if (online && immediate.length) this.send(this.meta.connId!, immediate);
+    if (online && queued) this.pump();
+    return true;
+  }
+
+  /** Sends queued QoS 1/2 messages while the in-flight window allows [MQTT-4.9.0-2]. */
+  private pump(): void {
+    const connId = this.meta.connId;
+    if (!connId) return;
+    const window = Math.min(this.meta.clientReceiveMax ?? 65535, this.config.maxInflight);
+    let room = window - this.store.inflightCount();
+    if (room <= 0) return;
+    const used = this.store.inflightPacketIds();
+    const packets: AnyPacket[] = [];
+    while (room > 0) {
+      const rows = this.store.rows([OutState.QUEUED], room);
+      if (!rows.length) break;
+      for (const row of rows) {
+        const packetId = this.nextPacketId(used);
+        const packet = this.publishPacket(row.delivery, packetId, false);
+        if (!packet) {
+          this.store.discard(row.seq); // expired or too large for the client: never sendable
+          continue;
+        }
+        used.add(packetId);
+        this.store.markSent(row.seq, packetId);
+        packets.push(packet);
+        room--;
+      }
+    }
+    this.store.saveMeta({ lastPacketId: this.meta.lastPacketId });
+    if (packets.length) this.send(connId, packets);
+  }
+
+  private resendInflight(connId: string): void {
+    const packets: AnyPacket[] = [];
+    for (const row of this.store.rows([OutState.SENT, OutState.RELEASED])) {
+      if (row.state === OutState.RELEASED) {
+        packets.push(ackPacket("pubrel", row.packetId!));
+      } else {
+        // [MQTT-3.3.1-1] DUP is set on a re-delivery; the packet id stays the same
+        const p = this.publishPacket(row.delivery, row.packetId!, true, true);
+        if (p) packets.push(p);
+      }
+    }
+    if (packets.length) this.send(connId, packets);
+  }
+
+  private nextPacketId(used: Set<number>): number {
+    let id = this.meta.lastPacketId ?? 0;
+    do id = (id % 65535) + 1;
+    while (used.has(id));
+    this.meta.lastPacketId = id;
+    return id;
+  }
+
+  /** The PUBLISH for a delivery, or undefined when it must not be sent (expired, too large). */
+  private publishPacket(d: Delivery, packetId: number | undefined, dup: boolean, ignoreExpiry = false): AnyPacket | undefined {
+    const m = d.message;
+    const packet: AnyPacket = {
+      cmd: "publish",
+      topic: m.topic,
+      payload: Buffer.from(m.payload.buffer, m.payload.byteOffset, m.payload.byteLength),
+      qos: d.qos,
+      retain: d.retain,
+      dup,
+    };
+    if (packetId !== undefined) packet.messageId = packetId;
+    if (this.version === 5) {
+      const props: Record<string, unknown> = {};
+      const p = m.properties;
+      if (p) {
+        if (p.payloadFormatIndicator !== undefined) props.payloadFormatIndicator = p.payloadFormatIndicator;
+        if (p.contentType !== undefined) props.contentType = p.contentType;
+        if (p.responseTopic !== undefined) props.responseTopic = p.responseTopic;
+        if (p.correlationData) props.correlationData = Buffer.from(p.correlationData);
+        if (p.userProperties) props.userProperties = p.userProperties;
+      }
+      // [MQTT-3.3.2-6] the expiry sent is the received value less the time spent waiting
+      const remaining = remainingExpiry(p, m.receivedAt, this.io.now());
+      if (remaining !== undefined) {
+        if (remaining <= 0 && !ignoreExpiry) return undefined;
+        props.messageExpiryInterval = Math.max(remaining, 1);
+      }
+      if (d.subscriptionIds?.length) props.subscriptionIdentifier = d.subscriptionIds;
+      if (Object.keys(props).length) packet.properties = props;
+    }
+    if (this.meta.clientMaxPacketSize !== undefined) {
+      // [MQTT-3.1.2-24] never send a packet larger than the client's Maximum Packet Size
+      if (encodePacket(packet as Packet, this.version).length > this.meta.clientMaxPacketSize) return undefined;
+    }
+    return packet;
+  }
+
+  // --- errors -----------------------------------------------------------------------------
+
+  /** Ends a connection for a protocol error: v5 DISCONNECT with the reason, then close [MQTT-4.13.1-1]. */
+  private async protocolError(connId: string, reasonCode: number, reason: string): Promise<void> {
+    if (this.version === 5 && this.isCurrent(connId)) {
+      this.send(connId, [{ cmd: "disconnect", reasonCode, properties: { reasonString: reason } }]);
+    }
+    this.io.close(connId, reason.slice(0, 100));
+    await this.connectionEnded(connId);
+  }
+
+  private async serverError(connId: string, err: unknown): Promise<void> {
+    console.error("session error", this.meta.clientId, err);
+    await this.protocolError(connId, ReasonCode.UNSPECIFIED_ERROR, "internal error");
+  }
+
+  private async fail(connId: string, err: unknown): Promise<void> {
+    await this.serverError(connId, err).catch(() => undefined);
+  }
+
+  private send(connId: string, packets: AnyPacket[]): void {
+    this.io.send(connId, joinFrames(packets.map((p) => encodePacket(p as Packet, this.version))));
+  }
+}
+
+function ackPacket(cmd: "puback" | "pubrec" | "pubrel" | "pubcomp", messageId: number): AnyPacket {
+  return { cmd, messageId } as AnyPacket;
+}
+
+function willFrom(packet: AnyPacket): StoredWill {
+  const will = packet.will;
+  return {
+    topic: will.topic,
+    payload: Array.from(new Uint8Array(will.payload)),
+    qos: (will.qos ?? 0) as QoS,
+    retain: will.retain === true,
+    properties: packet.protocolVersion === 5 ? propertiesToJson(messagePropertiesFrom(will.properties)) : null,
+    delay: packet.protocolVersion === 5 ? Number(will.properties?.willDelayInterval ?? 0) : 0,
+  };
+}

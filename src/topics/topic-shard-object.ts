@@ -1,0 +1,48 @@
+/** TopicShard Durable Object: a thin shell over TopicShard (subscription index + retained store). */
+import { DurableObject } from "cloudflare:workers";
+import { configFor } from "../config";
+import type { Env } from "../env";
+import type { RoutedMessage, Subscription } from "../protocol/message";
+import type { SessionObject } from "../session/session-object";
+import { TopicShard } from "./topic-shard";
+
+/** Session stubs kept per shard; beyond this many the cache starts over (stubs are cheap to make). */
+const MAX_CACHED_STUBS = 10000;
+
+export class TopicShardObject extends DurableObject<Env> {
+  private readonly shard: TopicShard;
+  private readonly stubs = new Map<string, DurableObjectStub<SessionObject>>();
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.shard = new TopicShard(
+      ctx.storage.sql,
+      configFor(env),
+      (clientId, batch) => this.sessionStub(clientId).deliver(batch),
+      Date.now,
+    );
+  }
+
+  /** One stub per session, so deliveries to it keep their order. */
+  private sessionStub(clientId: string): DurableObjectStub<SessionObject> {
+    let stub = this.stubs.get(clientId);
+    if (!stub) {
+      if (this.stubs.size >= MAX_CACHED_STUBS) this.stubs.clear();
+      stub = this.env.SESSION.get(this.env.SESSION.idFromName(clientId));
+      this.stubs.set(clientId, stub);
+    }
+    return stub;
+  }
+
+  async subscribe(clientId: string, subs: Subscription[], retainedFor: string[]): Promise<RoutedMessage[][]> {
+    return this.shard.subscribe(clientId, subs, retainedFor);
+  }
+
+  async unsubscribe(clientId: string, filters: string[]): Promise<void> {
+    this.shard.unsubscribe(clientId, filters);
+  }
+
+  async publish(message: RoutedMessage): Promise<number> {
+    return this.shard.publish(message);
+  }
+}

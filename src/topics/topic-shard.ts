@@ -1,0 +1,144 @@
+/**
+ * One TopicShard: the subscription index and retained messages for the topics that hash to it.
+ * SQLite is the truth; the trie is a cache rebuilt on wake.
+ */
+import type { BrokerConfig } from "../config";
+import type { Delivery, QoS, RoutedMessage, Subscription } from "../protocol/message";
+import { propertiesFromJson, propertiesToJson, remainingExpiry } from "../protocol/properties";
+import { topicMatches } from "../protocol/topic";
+import { SubscriptionTrie } from "./subscription-trie";
+
+/** Sends one batch to one session; resolves false when that session no longer exists. */
+export type DeliverFn = (clientId: string, batch: Delivery[]) => Promise<boolean>;
+
+export class TopicShard {
+  private readonly trie = new SubscriptionTrie();
+
+  constructor(
+    private readonly sql: SqlStorage,
+    private readonly config: BrokerConfig,
+    private readonly deliverTo: DeliverFn,
+    private readonly now: () => number,
+  ) {
+    sql.exec(`CREATE TABLE IF NOT EXISTS subs (client_id TEXT, filter TEXT, qos INTEGER, no_local INTEGER,
+      rap INTEGER, sub_id INTEGER, PRIMARY KEY (client_id, filter))`);
+    sql.exec(`CREATE TABLE IF NOT EXISTS retained (topic TEXT PRIMARY KEY, payload BLOB, qos INTEGER,
+      props TEXT, received_at INTEGER)`);
+    for (const r of sql.exec<Record<string, SqlStorageValue>>(`SELECT * FROM subs`)) {
+      this.trie.add(r.filter as string, r.client_id as string, {
+        qos: r.qos as QoS,
+        noLocal: r.no_local === 1,
+        retainAsPublished: r.rap === 1,
+        retainHandling: 0,
+        subscriptionId: (r.sub_id as number | null) ?? undefined,
+      });
+    }
+  }
+
+  /** Registers subscriptions; returns, per filter in `retainedFor`, the retained messages it matches. */
+  subscribe(clientId: string, subs: Subscription[], retainedFor: string[]): RoutedMessage[][] {
+    for (const s of subs) {
+      this.sql.exec(
+        `INSERT OR REPLACE INTO subs (client_id, filter, qos, no_local, rap, sub_id) VALUES (?, ?, ?, ?, ?, ?)`,
+        clientId, s.filter, s.qos, s.noLocal ? 1 : 0, s.retainAsPublished ? 1 : 0, s.subscriptionId ?? null,
+      );
+      this.trie.add(s.filter, clientId, s);
+    }
+    return retainedFor.map((filter) => this.retainedMatching(filter));
+  }
+
+  unsubscribe(clientId: string, filters: string[]): void {
+    for (const filter of filters) {
+      this.sql.exec(`DELETE FROM subs WHERE client_id = ? AND filter = ?`, clientId, filter);
+      this.trie.remove(filter, clientId);
+    }
+  }
+
+  /** Forgets every subscription of a client (its session is gone). */
+  removeClient(clientId: string): void {
+    const filters = this.sql
+      .exec<{ filter: string }>(`SELECT filter FROM subs WHERE client_id = ?`, clientId)
+      .toArray()
+      .map((r) => r.filter);
+    this.unsubscribe(clientId, filters);
+  }
+
+  /**
+   * Stores or clears the retained message, then delivers to every matching session, one batch per
+   * session. Resolves once every QoS 1/2 delivery is durable in its session; rejects otherwise, so the
+   * publisher is not acknowledged and will resend.
+   */
+  async publish(message: RoutedMessage): Promise<number> {
+    if (message.retain) this.retain(message);
+    const matches = this.trie.match(message.topic, message.origin);
+    const failures: unknown[] = [];
+    await Promise.all(
+      [...matches].map(async ([clientId, match]) => {
+        const delivery: Delivery = {
+          message,
+          // [MQTT-3.8.4-8] delivered at the lower of the published and the granted QoS
+          qos: Math.min(message.qos, match.qos) as QoS,
+          // [MQTT-3.3.1-12] RETAIN is 0 on forwarding unless Retain As Published is set
+          retain: message.retain && match.retainAsPublished,
+          subscriptionIds: match.subscriptionIds.length ? match.subscriptionIds : undefined,
+        };
+        try {
+          if (!(await this.deliverTo(clientId, [delivery]))) this.removeClient(clientId);
+        } catch (err) {
+          if (delivery.qos > 0) failures.push(err);
+        }
+      }),
+    );
+    if (failures.length) throw new Error(`delivery failed to ${failures.length} session(s): ${String(failures[0])}`);
+    return matches.size;
+  }
+
+  /** [MQTT-3.3.1-5..7] store, replace, or (empty payload) delete the retained message for a topic. */
+  private retain(message: RoutedMessage): void {
+    if (message.payload.length === 0) {
+      this.sql.exec(`DELETE FROM retained WHERE topic = ?`, message.topic);
+      return;
+    }
+    const exists = this.sql.exec(`SELECT 1 FROM retained WHERE topic = ?`, message.topic).toArray().length > 0;
+    if (!exists && this.retainedCount() >= this.config.maxRetainedPerShard) {
+      // Documented outcome: a new retained topic beyond the shard's limit is not stored (still delivered).
+      console.warn(`retained limit reached, not storing ${message.topic}`);
+      return;
+    }
+    this.sql.exec(
+      `INSERT OR REPLACE INTO retained (topic, payload, qos, props, received_at) VALUES (?, ?, ?, ?, ?)`,
+      message.topic, message.payload, message.qos, propertiesToJson(message.properties), message.receivedAt,
+    );
+  }
+
+  retainedCount(): number {
+    return this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM retained`).one().n;
+  }
+
+  /** Retained messages whose topic matches the filter; expired ones are removed on the way. */
+  retainedMatching(filter: string): RoutedMessage[] {
+    const out: RoutedMessage[] = [];
+    const now = this.now();
+    for (const r of this.sql.exec<Record<string, SqlStorageValue>>(`SELECT * FROM retained`).toArray()) {
+      const topic = r.topic as string;
+      if (!topicMatches(filter, topic)) continue;
+      const properties = propertiesFromJson(r.props as string | null);
+      const remaining = remainingExpiry(properties, r.received_at as number, now);
+      if (remaining !== undefined && remaining <= 0) {
+        this.sql.exec(`DELETE FROM retained WHERE topic = ?`, topic); // [MQTT-3.3.2-5]
+        continue;
+      }
+      out.push({
+        id: `retained:${topic}:${r.received_at}`,
+        origin: "",
+        topic,
+        payload: new Uint8Array(r.payload as ArrayBuffer),
+        qos: r.qos as QoS,
+        retain: true,
+        properties,
+        receivedAt: r.received_at as number,
+      });
+    }
+    return out;
+  }
+}
