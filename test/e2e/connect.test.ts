@@ -1,0 +1,108 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { brokerHttp, closeAll, connect, rawClient, uid } from "./helpers";
+
+afterEach(closeAll);
+
+describe("HTTP surface", () => {
+  it("answers / and /health plainly", async () => {
+    expect((await fetch(`${brokerHttp()}/`)).status).toBe(200);
+    expect(await (await fetch(`${brokerHttp()}/health`)).json()).toEqual({ status: "ok" });
+  });
+
+  it("answers a plain HTTP request to /mqtt with 426 and a message", async () => {
+    const res = await fetch(`${brokerHttp()}/mqtt`);
+    expect(res.status).toBe(426);
+    expect(await res.text()).toMatch(/WebSocket/);
+  });
+
+  it("negotiates the mqtt subprotocol (and mqttv3.1)", async () => {
+    const a = await rawClient(4, "mqtt");
+    expect((await a.connect({ clientId: uid() })).returnCode).toBe(0);
+    a.close();
+    const b = await rawClient(4, "mqttv3.1");
+    expect((await b.connect({ clientId: uid() })).returnCode).toBe(0);
+    b.close();
+  });
+});
+
+describe.each([4, 5] as const)("CONNECT, MQTT v%i", (version) => {
+  it("connects MQTT.js and answers CONNACK", async () => {
+    const client = await connect(version);
+    expect(client.connected).toBe(true);
+  });
+
+  it("assigns a client id to an empty one", async () => {
+    const raw = await rawClient(version);
+    const connack = await raw.connect({ clientId: "", clean: true });
+    if (version === 5) {
+      expect(connack.reasonCode).toBe(0);
+      expect(connack.properties.assignedClientIdentifier).toMatch(/^auto-/);
+    } else {
+      expect(connack.returnCode).toBe(0);
+    }
+    raw.close();
+  });
+
+  it("closes a connection whose first packet is not CONNECT [MQTT-3.1.0-1]", async () => {
+    const raw = await rawClient(version);
+    raw.send({ cmd: "pingreq" });
+    await raw.waitClosed();
+    expect(raw.all("pingresp")).toHaveLength(0);
+  });
+
+  it("closes a connection that sends no CONNECT in time", async () => {
+    const raw = await rawClient(version);
+    await raw.waitClosed(5000);
+  });
+
+  it("treats a second CONNECT as a protocol error [MQTT-3.1.0-2]", async () => {
+    const raw = await rawClient(version);
+    await raw.connect({ clientId: uid() });
+    raw.send({ cmd: "connect", protocolVersion: version, clientId: uid(), clean: true, keepalive: 60 });
+    if (version === 5) expect((await raw.next("disconnect")).reasonCode).toBe(0x82);
+    await raw.waitClosed();
+  });
+
+  it("closes the connection on a text frame [MQTT-6.0.0-1]", async () => {
+    const { default: WebSocket } = await import("ws");
+    const { brokerUrl } = await import("./helpers");
+    const ws = new WebSocket(brokerUrl(), "mqtt");
+    await new Promise((r) => ws.once("open", r));
+    ws.send("hello");
+    await new Promise((r) => ws.once("close", r));
+  });
+});
+
+describe("CONNECT refusals", () => {
+  it("refuses an empty client id without clean session in 3.1.1 with return code 0x02 [MQTT-3.1.3-8]", async () => {
+    const raw = await rawClient(4);
+    // CONNECT 3.1.1, CleanSession=0, empty client id (MQTT.js and mqtt-packet refuse to build it)
+    raw.sendBytes([0x10, 0x0c, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, 0x00, 0x00, 0x3c, 0x00, 0x00]);
+    const connack = await raw.next("connack");
+    expect(connack.returnCode).toBe(2);
+    await raw.waitClosed();
+  });
+
+  it("refuses an unsupported protocol level with 0x84 [MQTT-3.1.2-2]", async () => {
+    const raw = await rawClient(5);
+    // CONNECT, protocol name MQTT, level 6
+    raw.sendBytes([0x10, 0x0d, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x06, 0x02, 0x00, 0x3c, 0x00, 0x00, 0x01, 0x61]);
+    const connack = await raw.next("connack");
+    expect(connack.reasonCode).toBe(0x84);
+    await raw.waitClosed();
+  });
+
+  it("accepts MQTT 3.1 (MQIsdp, level 3) clients", async () => {
+    const raw = await rawClient(3);
+    const connack = await raw.connect({ clientId: "v31client", protocolId: "MQIsdp", protocolVersion: 3 });
+    expect(connack.returnCode).toBe(0);
+    raw.close();
+  });
+
+  it("refuses an invalid will topic in v5 with 0x90", async () => {
+    const raw = await rawClient(5);
+    const connack = await raw.connect({ clientId: uid(), will: { topic: "a/#", payload: Buffer.from("x") } });
+    expect(connack.reasonCode).toBe(0x90);
+    await raw.waitClosed();
+  });
+});

@@ -1,0 +1,111 @@
+/** Helpers for end-to-end tests: MQTT.js clients and raw WebSocket clients against the running broker. */
+import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import { inject } from "vitest";
+import WebSocket from "ws";
+import { RawClient } from "../support/raw-client";
+
+export const brokerUrl = (): string => inject("brokerUrl");
+export const brokerHttp = (): string => inject("brokerHttp");
+
+let counter = 0;
+/** A client id unique to this run. */
+export function uid(prefix = "c"): string {
+  return `${prefix}-${process.pid}-${Date.now().toString(36)}-${++counter}`;
+}
+
+const open: MqttClient[] = [];
+
+/** An MQTT.js client that does not reconnect by itself (tests reconnect explicitly). */
+export async function connect(version: 4 | 5 | 3, options: IClientOptions = {}): Promise<MqttClient> {
+  const client = await mqtt.connectAsync(brokerUrl(), {
+    protocolVersion: version,
+    reconnectPeriod: 0,
+    connectTimeout: 8000,
+    clientId: uid(),
+    ...options,
+  });
+  open.push(client);
+  return client;
+}
+
+export async function closeAll(): Promise<void> {
+  await Promise.all(open.splice(0).map((c) => c.endAsync(true).catch(() => undefined)));
+}
+
+export interface Received {
+  topic: string;
+  payload: string;
+  packet: mqtt.IPublishPacket;
+}
+
+/** Records every message a client receives. */
+export function recorder(client: MqttClient): { messages: Received[]; waitFor(n: number, ms?: number): Promise<Received[]> } {
+  const messages: Received[] = [];
+  const waiters: (() => void)[] = [];
+  client.on("message", (topic, payload, packet) => {
+    messages.push({ topic, payload: payload.toString(), packet });
+    waiters.splice(0).forEach((w) => w());
+  });
+  return {
+    messages,
+    async waitFor(n: number, ms = 5000) {
+      const deadline = Date.now() + ms;
+      while (messages.length < n) {
+        const left = deadline - Date.now();
+        if (left <= 0) throw new Error(`expected ${n} messages, got ${messages.length}: ${JSON.stringify(messages.map((m) => m.topic))}`);
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, Math.min(left, 100));
+          waiters.push(() => {
+            clearTimeout(t);
+            r();
+          });
+        });
+      }
+      return messages;
+    },
+  };
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A raw client over a real WebSocket (Node `ws`). */
+export async function rawClient(version: 3 | 4 | 5 = 5, protocol = "mqtt"): Promise<RawClient> {
+  const ws = new WebSocket(brokerUrl(), protocol);
+  await new Promise<void>((resolve, reject) => {
+    ws.once("open", () => resolve());
+    ws.once("error", reject);
+  });
+  return new RawClient(
+    {
+      send: (data) => ws.send(data),
+      close: () => ws.terminate(),
+      onBytes: (cb) => ws.on("message", (d: Buffer) => cb(new Uint8Array(d))),
+      onClose: (cb) => ws.on("close", cb),
+    },
+    version,
+  );
+}
+
+/**
+ * Connects with a recorder attached before CONNACK, so messages a resumed session sends right
+ * after CONNACK are not missed. Resolves with the client, its recorder and the CONNACK.
+ */
+export async function connectRecording(
+  version: 4 | 5,
+  options: IClientOptions = {},
+): Promise<{ client: MqttClient; rec: ReturnType<typeof recorder>; connack: mqtt.IConnackPacket }> {
+  const client = mqtt.connect(brokerUrl(), {
+    protocolVersion: version,
+    reconnectPeriod: 0,
+    connectTimeout: 8000,
+    clientId: uid(),
+    ...options,
+  });
+  open.push(client);
+  const rec = recorder(client);
+  const connack = await new Promise<mqtt.IConnackPacket>((resolve, reject) => {
+    client.once("connect", resolve);
+    client.once("error", reject);
+  });
+  return { client, rec, connack };
+}

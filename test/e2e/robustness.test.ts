@@ -1,0 +1,56 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { closeAll, connect, rawClient, recorder, uid } from "./helpers";
+
+afterEach(closeAll);
+
+describe.each([4, 5] as const)("keep-alive and bad input, MQTT v%i", (version) => {
+  it("answers PINGREQ at the edge", async () => {
+    const raw = await rawClient(version);
+    await raw.connect({ clientId: uid() });
+    for (let i = 0; i < 3; i++) raw.send({ cmd: "pingreq" });
+    await raw.until(() => raw.all("pingresp").length === 3);
+    raw.close();
+  });
+
+  it("closes only the offending connection on a malformed packet; others keep working", async () => {
+    const topic = `${uid("bad")}/x`;
+    const good = await connect(version);
+    const rec = recorder(good);
+    await good.subscribeAsync(topic, { qos: 1 });
+    const bad = await rawClient(version);
+    await bad.connect({ clientId: uid() });
+    // SUBSCRIBE with reserved flags 0000 instead of 0010 [MQTT-3.8.1-1]
+    bad.sendBytes([0x80, 0x06, 0x00, 0x01, 0x00, 0x01, 0x61, 0x00]);
+    await bad.waitClosed();
+    const pub = await connect(version);
+    await pub.publishAsync(topic, "still fine", { qos: 1 });
+    expect((await rec.waitFor(1))[0].payload).toBe("still fine");
+  });
+
+  it("refuses a packet over the maximum size (v5: DISCONNECT 0x95)", async () => {
+    const raw = await rawClient(version);
+    await raw.connect({ clientId: uid() });
+    raw.send({ cmd: "publish", topic: "big", payload: Buffer.alloc(20000), qos: 0 }); // MAX_PACKET_SIZE is 16384 here
+    if (version === 5) expect((await raw.next("disconnect")).reasonCode).toBe(0x95);
+    await raw.waitClosed();
+  });
+
+  it("closes the connection on a remaining length of five bytes", async () => {
+    const raw = await rawClient(version);
+    await raw.connect({ clientId: uid() });
+    raw.sendBytes([0x30, 0xff, 0xff, 0xff, 0xff, 0x01]);
+    await raw.waitClosed();
+  });
+
+  it("reassembles a packet split across WebSocket frames and packets sharing one frame", async () => {
+    const raw = await rawClient(version);
+    await raw.connect({ clientId: uid() });
+    const sub = [0x82, 0x08, 0x00, 0x09, 0x00, 0x03, 0x73, 0x2f, 0x31, 0x00]; // SUBSCRIBE id 9 "s/1" QoS 0
+    const bytes = version === 5 ? [0x82, 0x09, 0x00, 0x09, 0x00, 0x00, 0x03, 0x73, 0x2f, 0x31, 0x00] : sub;
+    for (const b of bytes) raw.sendBytes([b]);
+    await raw.next("suback");
+    raw.sendBytes([0xc0, 0x00, 0xc0, 0x00]);
+    await raw.until(() => raw.all("pingresp").length === 2);
+    raw.close();
+  });
+});

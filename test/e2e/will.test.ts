@@ -1,0 +1,119 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { closeAll, connect, rawClient, recorder, sleep, uid } from "./helpers";
+
+afterEach(closeAll);
+
+async function watcher(version: 4 | 5, topic: string) {
+  const w = await connect(version);
+  const rec = recorder(w);
+  await w.subscribeAsync(topic, { qos: 1 });
+  return rec;
+}
+
+describe.each([4, 5] as const)("last will, MQTT v%i", (version) => {
+  const will = (topic: string) => ({ topic, payload: Buffer.from("gone"), qos: 1 as const, retain: false });
+
+  it("is published when the network connection drops [MQTT-3.1.2-8]", async () => {
+    const topic = `${uid("will")}/status`;
+    const rec = await watcher(version, topic);
+    const raw = await rawClient(version);
+    await raw.connect({ clientId: uid(), will: will(topic) });
+    raw.close(); // abrupt: no DISCONNECT
+    const [m] = await rec.waitFor(1);
+    expect(m.payload).toBe("gone");
+  });
+
+  it("is not published after a normal DISCONNECT [MQTT-3.1.2-10]", async () => {
+    const topic = `${uid("will")}/status`;
+    const rec = await watcher(version, topic);
+    const raw = await rawClient(version);
+    await raw.connect({ clientId: uid(), will: will(topic) });
+    raw.send({ cmd: "disconnect" });
+    await raw.waitClosed();
+    await sleep(500);
+    expect(rec.messages).toHaveLength(0);
+  });
+
+  it("is published when the keep-alive expires [MQTT-3.1.2-22]", async () => {
+    const topic = `${uid("will")}/ka`;
+    const rec = await watcher(version, topic);
+    const raw = await rawClient(version);
+    await raw.connect({ clientId: uid(), keepalive: 1, will: will(topic) });
+    const start = Date.now();
+    await raw.waitClosed(5000);
+    expect(Date.now() - start).toBeGreaterThanOrEqual(1400);
+    if (version === 5) expect(raw.all("disconnect")[0]?.reasonCode).toBe(0x8d);
+    await rec.waitFor(1);
+  });
+
+  it("is published after a protocol error", async () => {
+    const topic = `${uid("will")}/err`;
+    const rec = await watcher(version, topic);
+    const raw = await rawClient(version);
+    await raw.connect({ clientId: uid(), will: will(topic) });
+    raw.send({ cmd: "publish", topic: "bad/#", payload: Buffer.from("x"), qos: 0 });
+    await raw.waitClosed();
+    await rec.waitFor(1);
+  });
+
+  it("is published with retain when asked", async () => {
+    const topic = `${uid("will")}/retained`;
+    const raw = await rawClient(version);
+    await raw.connect({ clientId: uid(), will: { ...will(topic), retain: true } });
+    raw.close();
+    await sleep(500);
+    const late = await connect(version);
+    const rec = recorder(late);
+    await late.subscribeAsync(topic, { qos: 1 });
+    const [m] = await rec.waitFor(1);
+    expect(m.packet.retain).toBe(true);
+  });
+});
+
+describe("last will, MQTT v5 specifics", () => {
+  it("DISCONNECT with 0x04 publishes the will [MQTT-3.14.4-3]", async () => {
+    const topic = `${uid("will")}/04`;
+    const rec = await watcher(5, topic);
+    const raw = await rawClient(5);
+    await raw.connect({ clientId: uid(), will: { topic, payload: Buffer.from("bye"), qos: 1 } });
+    raw.send({ cmd: "disconnect", reasonCode: 0x04 });
+    await rec.waitFor(1);
+  });
+
+  it("a reconnect within the will delay cancels the will [MQTT-3.1.3-9]", async () => {
+    const topic = `${uid("will")}/delay`;
+    const rec = await watcher(5, topic);
+    const clientId = uid();
+    const opts = {
+      clientId,
+      clean: false,
+      properties: { sessionExpiryInterval: 60 },
+      will: { topic, payload: Buffer.from("late"), qos: 1, properties: { willDelayInterval: 2 } },
+    };
+    const raw = await rawClient(5);
+    await raw.connect(opts);
+    raw.close();
+    await sleep(500);
+    const back = await rawClient(5);
+    await back.connect({ clientId, clean: false, properties: { sessionExpiryInterval: 60 } });
+    await sleep(2500);
+    expect(rec.messages).toHaveLength(0);
+    back.close();
+  });
+
+  it("a delayed will is published once the delay passes", async () => {
+    const topic = `${uid("will")}/delayed`;
+    const rec = await watcher(5, topic);
+    const raw = await rawClient(5);
+    await raw.connect({
+      clientId: uid(),
+      clean: false,
+      properties: { sessionExpiryInterval: 60 },
+      will: { topic, payload: Buffer.from("late"), qos: 1, properties: { willDelayInterval: 1 } },
+    });
+    const closedAt = Date.now();
+    raw.close();
+    await rec.waitFor(1, 6000);
+    expect(Date.now() - closedAt).toBeGreaterThanOrEqual(900);
+  });
+});
