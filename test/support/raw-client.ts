@@ -30,7 +30,9 @@ export class RawClient {
       this.received.push(p);
       this.wake();
     });
-    socket.onBytes((bytes) => this.parser.parse(Buffer.from(bytes)));
+    socket.onBytes((bytes) => {
+      this.parser.parse(Buffer.from(bytes));
+    });
     socket.onClose(() => {
       this.closed = true;
       this.wake();

@@ -1,0 +1,130 @@
+/**
+ * Nothing acknowledged is lost when any object restarts: abortAllDurableObjects() in the middle of
+ * QoS 1 and QoS 2 flows, then reconnect and check what arrives.
+ */
+import { abortAllDurableObjects } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { rawClient, sleep, uid } from "./helpers";
+
+const persistent = (version: 4 | 5) => (version === 5 ? { clean: false, properties: { sessionExpiryInterval: 600 } } : { clean: false });
+
+describe.each([4, 5] as const)("restarts of every object, MQTT v%i", (version) => {
+  it("keeps acknowledged QoS 1 and QoS 2 messages queued for an offline session", async () => {
+    const subId = uid("sub");
+    const topic = `${uid("dur")}/x`;
+    const sub = await rawClient(version);
+    await sub.connect({ clientId: subId, ...persistent(version) });
+    await sub.subscribe(topic, 2);
+    sub.send({ cmd: "disconnect" });
+    await sub.waitClosed();
+
+    const pub = await rawClient(version);
+    await pub.connect({ clientId: uid("pub") });
+    pub.send({ cmd: "publish", topic, payload: Buffer.from("one"), qos: 1, messageId: 1 });
+    await pub.next("puback");
+    pub.send({ cmd: "publish", topic, payload: Buffer.from("two"), qos: 2, messageId: 2 });
+    await pub.next("pubrec");
+    pub.send({ cmd: "pubrel", messageId: 2 });
+    await pub.next("pubcomp");
+
+    await abortAllDurableObjects();
+
+    const back = await rawClient(version);
+    const connack = await back.connect({ clientId: subId, ...persistent(version) });
+    expect(connack.sessionPresent).toBe(true);
+    await back.until(() => back.all("publish").length === 2);
+    expect(back.all("publish").map((p) => p.payload.toString())).toEqual(["one", "two"]);
+    back.close();
+  });
+
+  it("completes an outbound QoS 2 flow exactly once across a restart after PUBREC", async () => {
+    const subId = uid("sub2");
+    const topic = `${uid("dur2")}/x`;
+    const sub = await rawClient(version);
+    await sub.connect({ clientId: subId, ...persistent(version) });
+    await sub.subscribe(topic, 2);
+    const pub = await rawClient(version);
+    await pub.connect({ clientId: uid("pub") });
+    pub.send({ cmd: "publish", topic, payload: Buffer.from("x"), qos: 2, messageId: 9 });
+    const publish = await sub.next("publish");
+    sub.send({ cmd: "pubrec", messageId: publish.messageId });
+    await sub.next("pubrel");
+
+    await abortAllDurableObjects();
+    await sub.waitClosed();
+
+    const back = await rawClient(version);
+    await back.connect({ clientId: subId, ...persistent(version) });
+    const rel = await back.next("pubrel");
+    expect(rel.messageId).toBe(publish.messageId);
+    back.send({ cmd: "pubcomp", messageId: rel.messageId });
+    await sleep(200);
+    expect(back.all("publish")).toHaveLength(0);
+    back.close();
+  });
+
+  it("routes an inbound QoS 2 message once when the publisher resumes after a restart", async () => {
+    const pubId = uid("pub3");
+    const subId = uid("sub3");
+    const topic = `${uid("dur3")}/x`;
+    const sub = await rawClient(version);
+    await sub.connect({ clientId: subId, ...persistent(version) });
+    await sub.subscribe(topic, 2);
+
+    const pub = await rawClient(version);
+    await pub.connect({ clientId: pubId, ...persistent(version) });
+    const publish = { cmd: "publish", topic, payload: Buffer.from("once"), qos: 2, messageId: 11 };
+    pub.send(publish);
+    await pub.next("pubrec");
+    const first = await sub.next("publish"); // delivered, not yet acknowledged
+
+    await abortAllDurableObjects();
+    await pub.waitClosed();
+    await sub.waitClosed();
+
+    // The publisher resumes and resends the PUBLISH (DUP) before PUBREL: it is not routed again.
+    const pub2 = await rawClient(version);
+    expect((await pub2.connect({ clientId: pubId, ...persistent(version) })).sessionPresent).toBe(true);
+    pub2.send({ ...publish, dup: true });
+    await pub2.next("pubrec");
+    pub2.send({ cmd: "pubrel", messageId: 11 });
+    await pub2.next("pubcomp");
+
+    // The subscriber gets the same message once more as a DUP of the unacknowledged one, and no other copy.
+    const sub2 = await rawClient(version);
+    await sub2.connect({ clientId: subId, ...persistent(version) });
+    const again = await sub2.next("publish");
+    expect(again.dup).toBe(true);
+    expect(again.messageId).toBe(first.messageId);
+    sub2.send({ cmd: "pubrec", messageId: again.messageId });
+    await sub2.next("pubrel");
+    sub2.send({ cmd: "pubcomp", messageId: again.messageId });
+    await sleep(300);
+    expect(sub2.all("publish")).toHaveLength(1);
+    sub2.close();
+  });
+
+  it("keeps a QoS 1 message the subscriber had not acknowledged when objects restart", async () => {
+    const subId = uid("sub4");
+    const topic = `${uid("dur4")}/x`;
+    const sub = await rawClient(version);
+    await sub.connect({ clientId: subId, ...persistent(version) });
+    await sub.subscribe(topic, 1);
+    const pub = await rawClient(version);
+    await pub.connect({ clientId: uid("pub") });
+    pub.send({ cmd: "publish", topic, payload: Buffer.from("unacked"), qos: 1, messageId: 3 });
+    await pub.next("puback");
+    await sub.next("publish"); // received, never acknowledged
+
+    await abortAllDurableObjects();
+    await sub.waitClosed();
+
+    const back = await rawClient(version);
+    await back.connect({ clientId: subId, ...persistent(version) });
+    const again = await back.next("publish");
+    expect(again.payload.toString()).toBe("unacked");
+    expect(again.dup).toBe(true);
+    back.send({ cmd: "puback", messageId: again.messageId });
+    back.close();
+  });
+});

@@ -1,0 +1,36 @@
+/** Raw MQTT clients over real WebSockets into the Worker under test (inside workerd). */
+import { SELF } from "cloudflare:test";
+import { RawClient } from "../support/raw-client";
+
+export async function rawClient(version: 4 | 5 = 5): Promise<RawClient> {
+  const res = await SELF.fetch("http://broker.test/mqtt", {
+    headers: { Upgrade: "websocket", "Sec-WebSocket-Protocol": "mqtt" },
+  });
+  const ws = res.webSocket;
+  if (!ws) throw new Error(`no WebSocket: ${res.status}`);
+  ws.binaryType = "arraybuffer";
+  ws.accept();
+  return new RawClient(
+    {
+      send: (data) => ws.send(data),
+      close: () => {
+        try {
+          ws.close(1000, "test");
+        } catch {
+          // already closed
+        }
+      },
+      onBytes: (cb) => ws.addEventListener("message", (e) => cb(new Uint8Array(e.data as ArrayBuffer))),
+      onClose: (cb) => {
+        ws.addEventListener("close", cb);
+        ws.addEventListener("error", cb);
+      },
+    },
+    version,
+  );
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let n = 0;
+export const uid = (p = "w") => `${p}-${Date.now().toString(36)}-${++n}`;
