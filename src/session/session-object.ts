@@ -29,6 +29,10 @@ export class SessionObject extends DurableObject<Env> {
     super(ctx, env);
     this.config = configFor(env);
     this.session = new Session(ctx.storage.sql, this.io(), this.config);
+    // A restart (eviction, deploy, crash) drops the socket without a close event: end that connection
+    // now, so its will is sent and its expiry starts. Queued before any event this wake delivers.
+    const live = this.session.liveConnection;
+    if (live && !this.socket(live)) void this.session.ended(live);
   }
 
   /** The gateway opens the internal WebSocket here; the first message on it is the CONNECT. */

@@ -75,6 +75,11 @@ export class Session {
     return (this.meta.version ?? 4) as ProtocolVersion;
   }
 
+  /** Id of the connection the session believes is live, if any. */
+  get liveConnection(): string | undefined {
+    return this.meta.connId;
+  }
+
   isCurrent(connId: string): boolean {
     return this.meta.connId === connId;
   }

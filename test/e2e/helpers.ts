@@ -16,14 +16,12 @@ export function uid(prefix = "c"): string {
 const open: MqttClient[] = [];
 
 /** An MQTT.js client that does not reconnect by itself (tests reconnect explicitly). */
+function clientOptions(version: 3 | 4 | 5, options: IClientOptions): IClientOptions {
+  return { protocolVersion: version, reconnectPeriod: 0, connectTimeout: 8000, clientId: uid(), ...options };
+}
+
 export async function connect(version: 4 | 5 | 3, options: IClientOptions = {}): Promise<MqttClient> {
-  const client = await mqtt.connectAsync(brokerUrl(), {
-    protocolVersion: version,
-    reconnectPeriod: 0,
-    connectTimeout: 8000,
-    clientId: uid(),
-    ...options,
-  });
+  const client = await mqtt.connectAsync(brokerUrl(), clientOptions(version, options));
   open.push(client);
   return client;
 }
@@ -94,13 +92,7 @@ export async function connectRecording(
   version: 4 | 5,
   options: IClientOptions = {},
 ): Promise<{ client: MqttClient; rec: ReturnType<typeof recorder>; connack: mqtt.IConnackPacket }> {
-  const client = mqtt.connect(brokerUrl(), {
-    protocolVersion: version,
-    reconnectPeriod: 0,
-    connectTimeout: 8000,
-    clientId: uid(),
-    ...options,
-  });
+  const client = mqtt.connect(brokerUrl(), clientOptions(version, options));
   open.push(client);
   const rec = recorder(client);
   const connack = await new Promise<mqtt.IConnackPacket>((resolve, reject) => {

@@ -127,4 +127,25 @@ describe.each([4, 5] as const)("restarts of every object, MQTT v%i", (version) =
     back.send({ cmd: "puback", messageId: again.messageId });
     back.close();
   });
+
+  it("sends the will of a connection lost in a restart once, when its session next wakes", async () => {
+    const clientId = uid("will");
+    const topic = `${uid("lost")}/status`;
+    const a = await rawClient(version);
+    await a.connect({ clientId, will: { topic, payload: Buffer.from("lost"), qos: 1 } });
+    await abortAllDurableObjects();
+    await a.waitClosed();
+
+    const watcher = await rawClient(version);
+    await watcher.connect({ clientId: uid("watch") });
+    await watcher.subscribe(topic, 1);
+    const back = await rawClient(version);
+    await back.connect({ clientId });
+    const will = await watcher.next("publish");
+    expect(will.payload.toString()).toBe("lost");
+    await sleep(300);
+    expect(watcher.all("publish")).toHaveLength(1);
+    back.close();
+    watcher.close();
+  });
 });

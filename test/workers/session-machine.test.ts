@@ -1,0 +1,242 @@
+/**
+ * The session state machine (src/session/session.ts) on real SQLite inside workerd, with its I/O
+ * recorded: packets in as bytes, packets out decoded from the frames it sends.
+ */
+import { env, runInDurableObject } from "cloudflare:test";
+import mqtt from "mqtt-packet";
+import { describe, expect, it } from "vitest";
+import { DEFAULT_CONFIG, type BrokerConfig } from "../../src/config";
+import type { Delivery, RoutedMessage, Subscription } from "../../src/protocol/message";
+import { Session, type SessionIO } from "../../src/session/session";
+import { uid } from "./helpers";
+
+type AnyPacket = Record<string, any>;
+
+class RecordingIO implements SessionIO {
+  out: AnyPacket[] = [];
+  closed: string[] = [];
+  routed: RoutedMessage[] = [];
+  subscribed: Subscription[] = [];
+  alarm: number | undefined;
+  time = 1_000_000;
+  /** Set to control when (and whether) each route() settles. */
+  routeResult: () => Promise<void> = async () => undefined;
+  private ids = 0;
+
+  constructor(private readonly version: 4 | 5) {}
+
+  send(_connId: string, frame: Uint8Array): void {
+    const parser = mqtt.parser({ protocolVersion: this.version });
+    parser.on("packet", (p: AnyPacket) => this.out.push(p));
+    parser.parse(Buffer.from(frame));
+  }
+  close(connId: string): void {
+    this.closed.push(connId);
+  }
+  route(message: RoutedMessage): Promise<void> {
+    this.routed.push(message);
+    return this.routeResult();
+  }
+  async subscribe(_clientId: string, subs: Subscription[], retainedFor: string[]): Promise<RoutedMessage[][]> {
+    this.subscribed.push(...subs);
+    return retainedFor.map(() => []);
+  }
+  async unsubscribe(): Promise<void> {}
+  setAlarm(at: number | undefined): void {
+    this.alarm = at;
+  }
+  now(): number {
+    return this.time;
+  }
+  newId(): string {
+    return `id${++this.ids}`;
+  }
+  take(cmd: string): AnyPacket[] {
+    return this.out.filter((p) => p.cmd === cmd);
+  }
+}
+
+const bytes = (packet: AnyPacket, version: 4 | 5) => new Uint8Array(mqtt.generate(packet as mqtt.Packet, { protocolVersion: version }));
+
+/** Runs `body` with a fresh Session over a fresh Durable Object's SQLite. */
+async function withSession(
+  version: 4 | 5,
+  body: (s: { session: Session; io: RecordingIO; send: (p: AnyPacket) => Promise<void> }) => Promise<void>,
+  config: BrokerConfig = DEFAULT_CONFIG,
+) {
+  const stub = env.SESSION.get(env.SESSION.idFromName(uid("machine")));
+  await runInDurableObject(stub, async (_instance, state) => {
+    const io = new RecordingIO(version);
+    const session = new Session(state.storage.sql, io, config);
+    const info = { connId: "conn-1", clientId: "machine-client", assignedClientId: false };
+    let connected = false;
+    const send = async (p: AnyPacket) => {
+      await session.receive(info, bytes(p, version), connected ? version : undefined);
+      connected = true;
+    };
+    await body({ session, io, send });
+  });
+}
+
+const connect = (version: 4 | 5, extra: AnyPacket = {}) => ({
+  cmd: "connect",
+  protocolVersion: version,
+  clientId: "machine-client",
+  clean: true,
+  keepalive: 60,
+  ...extra,
+});
+
+const delivery = (id: string, qos: 0 | 1 | 2): Delivery => ({
+  message: { id, origin: "other", topic: "t/x", payload: new TextEncoder().encode(id), qos, retain: false, receivedAt: 1 },
+  qos,
+  retain: false,
+});
+
+describe("Session state machine", () => {
+  it("answers CONNECT with CONNACK and the v5 capability properties", async () => {
+    await withSession(5, async ({ io, send }) => {
+      await send(connect(5));
+      const [connack] = io.take("connack");
+      expect(connack.sessionPresent).toBe(false);
+      expect(connack.reasonCode).toBe(0);
+      expect(connack.properties).toMatchObject({
+        receiveMaximum: DEFAULT_CONFIG.receiveMaximum,
+        maximumPacketSize: DEFAULT_CONFIG.maxPacketSize,
+        retainAvailable: true,
+        wildcardSubscriptionAvailable: true,
+        sharedSubscriptionAvailable: false,
+      });
+    });
+  });
+
+  it("sends PUBACKs in PUBLISH order even when routing finishes out of order [MQTT-4.6.0-2]", async () => {
+    await withSession(4, async ({ io, send }) => {
+      await send(connect(4));
+      const releases: (() => void)[] = [];
+      io.routeResult = () => new Promise<void>((resolve) => releases.push(resolve));
+      await send({ cmd: "publish", topic: "a", payload: Buffer.from("1"), qos: 1, messageId: 1 });
+      await send({ cmd: "publish", topic: "a", payload: Buffer.from("2"), qos: 1, messageId: 2 });
+      expect(io.take("puback")).toHaveLength(0); // not durable yet: no acknowledgement
+      releases[1]();
+      await new Promise((r) => setTimeout(r, 10));
+      expect(io.take("puback")).toHaveLength(0); // the second waits for the first
+      releases[0]();
+      await new Promise((r) => setTimeout(r, 10));
+      expect(io.take("puback").map((p) => p.messageId)).toEqual([1, 2]);
+    });
+  });
+
+  it("does not acknowledge a message whose routing failed, and closes the connection", async () => {
+    await withSession(5, async ({ io, send }) => {
+      await send(connect(5));
+      io.routeResult = async () => {
+        throw new Error("shard unavailable");
+      };
+      await send({ cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 1, messageId: 1 });
+      await new Promise((r) => setTimeout(r, 10));
+      expect(io.take("puback")).toHaveLength(0);
+      expect(io.take("disconnect")[0]?.reasonCode).toBe(0x80);
+      expect(io.closed).toContain("conn-1");
+    });
+  });
+
+  it("keeps the in-flight window at the client's Receive Maximum [MQTT-4.9.0-2]", async () => {
+    await withSession(5, async ({ session, io, send }) => {
+      await send(connect(5, { properties: { receiveMaximum: 2 } }));
+      session.deliver([delivery("m1", 1), delivery("m2", 1), delivery("m3", 1)]);
+      const first = io.take("publish");
+      expect(first.map((p) => p.payload.toString())).toEqual(["m1", "m2"]);
+      await send({ cmd: "puback", messageId: first[0].messageId });
+      expect(io.take("publish").map((p) => p.payload.toString())).toEqual(["m1", "m2", "m3"]);
+    });
+  });
+
+  it("ignores a second delivery of the same message id (exactly once)", async () => {
+    await withSession(5, async ({ session, io, send }) => {
+      await send(connect(5));
+      session.deliver([delivery("same", 2)]);
+      session.deliver([delivery("same", 2)]);
+      expect(io.take("publish")).toHaveLength(1);
+    });
+  });
+
+  it("refuses a topic alias it never offered with 0x94", async () => {
+    await withSession(5, async ({ io, send }) => {
+      await send(connect(5));
+      await send({ cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 0, properties: { topicAlias: 1 } });
+      expect(io.take("disconnect")[0]?.reasonCode).toBe(0x94);
+    });
+  });
+
+  it("disconnects with 0x93 when more QoS 1/2 PUBLISHes are unacknowledged than Receive Maximum", async () => {
+    await withSession(5, async ({ io, send }) => {
+      await send(connect(5));
+      io.routeResult = () => new Promise<void>(() => undefined); // never durable
+      for (let i = 1; i <= 3; i++) await send({ cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 1, messageId: i });
+      expect(io.take("disconnect")[0]?.reasonCode).toBe(0x93);
+    }, { ...DEFAULT_CONFIG, receiveMaximum: 2 });
+  });
+
+  it("refuses to extend a session with expiry 0 at DISCONNECT [MQTT-3.14.2-2]", async () => {
+    await withSession(5, async ({ io, send }) => {
+      await send(connect(5));
+      await send({ cmd: "disconnect", reasonCode: 0, properties: { sessionExpiryInterval: 60 } });
+      expect(io.take("disconnect")[0]?.reasonCode).toBe(0x82);
+    });
+  });
+
+  it("answers SUBSCRIBE with per-filter codes: invalid, shared, over quota", async () => {
+    await withSession(5, async ({ io, send }) => {
+      await send(connect(5));
+      await send({
+        cmd: "subscribe",
+        messageId: 4,
+        subscriptions: [
+          { topic: "ok/+", qos: 2 },
+          { topic: "bad/#/x", qos: 0 },
+          { topic: "$share/g/x", qos: 1 },
+          { topic: "second", qos: 1 },
+        ],
+      });
+      expect(io.take("suback")[0].granted).toEqual([2, 0x8f, 0x9e, 0x97]);
+      expect(io.subscribed.map((s) => s.filter)).toEqual(["ok/+"]);
+    }, { ...DEFAULT_CONFIG, maxSubscriptions: 1 });
+  });
+
+  it("delays the will and arms an alarm when the connection drops [MQTT-3.1.3-9]", async () => {
+    await withSession(5, async ({ session, io, send }) => {
+      await send(
+        connect(5, {
+          clean: false,
+          properties: { sessionExpiryInterval: 100 },
+          will: { topic: "w", payload: Buffer.from("bye"), qos: 1, properties: { willDelayInterval: 10 } },
+        }),
+      );
+      await session.ended("conn-1");
+      expect(io.routed).toHaveLength(0);
+      expect(io.alarm).toBe(io.time + 10_000);
+      io.time += 10_000;
+      await session.alarm();
+      expect(io.routed.map((m) => m.topic)).toEqual(["w"]);
+      expect(io.alarm).toBe(1_000_000 + 100_000); // then the session's expiry
+    });
+  });
+
+  it("resends unacknowledged PUBLISH with DUP and PUBREL on resumption [MQTT-4.4.0-1]", async () => {
+    await withSession(4, async ({ session, io, send }) => {
+      await send(connect(4, { clean: false }));
+      session.deliver([delivery("q1", 1), delivery("q2", 2)]);
+      const [p1, p2] = io.take("publish");
+      await send({ cmd: "pubrec", messageId: p2.messageId });
+      await session.ended("conn-1");
+      io.out = [];
+      const info = { connId: "conn-2", clientId: "machine-client", assignedClientId: false };
+      await session.receive(info, bytes(connect(4, { clean: false }), 4), undefined);
+      expect(io.take("connack")[0].sessionPresent).toBe(true);
+      const again = io.take("publish");
+      expect(again.map((p) => [p.messageId, p.dup])).toEqual([[p1.messageId, true]]);
+      expect(io.take("pubrel").map((p) => p.messageId)).toEqual([p2.messageId]);
+    });
+  });
+});
