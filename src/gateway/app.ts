@@ -1,5 +1,5 @@
 /** The Worker's HTTP surface (Hono): the MQTT WebSocket endpoint and a health check. */
-import { Hono } from "hono";
+import { Hono, type Context } from "hono";
 import { ConfigError, configFor } from "../config";
 import type { Env } from "../env";
 import { GatewayConnection } from "./gateway-connection";
@@ -9,12 +9,16 @@ const SUBPROTOCOLS = ["mqtt", "mqttv3.1"];
 
 export const app = new Hono<{ Bindings: Env }>();
 
-app.get("/", (c) => c.text("MQTT broker. Connect MQTT 3.1.1 or 5.0 over WebSocket at /mqtt\n"));
-app.get("/health", (c) => c.json({ status: "ok" }));
+const isUpgrade = (c: Context) => c.req.header("Upgrade")?.toLowerCase() === "websocket";
 
-app.all("/mqtt", (c) => {
+// Some clients (the MQTT.js CLI among them) open the WebSocket at "/": accept MQTT there too.
+app.get("/", (c) => (isUpgrade(c) ? mqttEndpoint(c) : c.text("MQTT broker. Connect MQTT 3.1.1 or 5.0 over WebSocket at /mqtt\n")));
+app.get("/health", (c) => c.json({ status: "ok" }));
+app.all("/mqtt", (c) => mqttEndpoint(c));
+
+function mqttEndpoint(c: Context<{ Bindings: Env }>): Response {
   if (c.req.method !== "GET") return c.text("Use GET with a WebSocket upgrade\n", 405);
-  if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {
+  if (!isUpgrade(c)) {
     return c.text("This endpoint speaks MQTT over WebSocket: send a WebSocket upgrade (subprotocol mqtt)\n", 426, {
       Upgrade: "websocket",
     });
@@ -40,6 +44,6 @@ app.all("/mqtt", (c) => {
   new GatewayConnection(serverSide, c.env, config).start();
   const headers: Record<string, string> = protocol ? { "Sec-WebSocket-Protocol": protocol } : {};
   return new Response(null, { status: 101, webSocket: clientSide, headers });
-});
+}
 
 app.notFound((c) => c.text("Not found. The MQTT endpoint is /mqtt\n", 404));

@@ -621,8 +621,12 @@ export class Session {
   }
 }
 
+/**
+ * A PUBACK/PUBREC/PUBREL/PUBCOMP. An explicit reason code 0 lets the codec send the short v5 form
+ * (Remaining Length 2 [MQTT-3.4.2-1]), which every client understands (Paho 1.6 rejects the long one).
+ */
 function ackPacket(cmd: "puback" | "pubrec" | "pubrel" | "pubcomp", messageId: number): AnyPacket {
-  return { cmd, messageId } as AnyPacket;
+  return { cmd, messageId, reasonCode: ReasonCode.SUCCESS };
 }
 
 function willFrom(packet: AnyPacket): StoredWill {
