@@ -9,6 +9,7 @@ import { ReasonCode, SUBACK_FAILURE_V3, type ProtocolVersion } from "../protocol
 import type { Delivery, QoS, RoutedMessage, Subscription } from "../protocol/message";
 import { messagePropertiesFrom, propertiesFromJson, propertiesToJson, remainingExpiry } from "../protocol/properties";
 import { parseSharedFilter, topicFilterError, topicNameError } from "../protocol/topic";
+import { packetViolation } from "../protocol/validate";
 import { OutState, SessionStore, type SessionMeta } from "./session-store";
 
 /** What the session needs from the world around it. */
@@ -104,6 +105,8 @@ export class Session {
       return this.connect(info, packet);
     }
     if (!this.isCurrent(info.connId)) return; // a stale connection (taken over or ended)
+    const violation = packetViolation(packet);
+    if (violation) return this.protocolError(info.connId, violation.reasonCode, violation.reason);
     switch (packet.cmd) {
       case "publish":
         return this.onPublish(info.connId, packet);

@@ -1,0 +1,29 @@
+/**
+ * Checks on a parsed packet that mqtt-packet does not make. A failure is a protocol error: the
+ * connection is closed (v5: DISCONNECT with the reason code first).
+ */
+import { ReasonCode } from "./constants";
+
+export interface PacketViolation {
+  reasonCode: number;
+  reason: string;
+}
+
+const NEEDS_PACKET_ID = new Set(["subscribe", "unsubscribe", "puback", "pubrec", "pubrel", "pubcomp"]);
+
+export function packetViolation(packet: Record<string, any>): PacketViolation | undefined {
+  const malformed = (reason: string) => ({ reasonCode: ReasonCode.MALFORMED_PACKET, reason });
+  const needsId = NEEDS_PACKET_ID.has(packet.cmd) || (packet.cmd === "publish" && packet.qos > 0);
+  // [MQTT-2.2.1-3] SUBSCRIBE, UNSUBSCRIBE and QoS>0 PUBLISH carry a non-zero packet identifier
+  if (needsId && !packet.messageId) return malformed("packet identifier must be non-zero");
+  if (packet.cmd === "publish" && packet.qos === 0 && packet.dup) {
+    return malformed("DUP must be 0 for QoS 0"); // [MQTT-3.3.1-2]
+  }
+  if (packet.cmd === "subscribe" && !packet.subscriptions?.length) {
+    return { reasonCode: ReasonCode.PROTOCOL_ERROR, reason: "SUBSCRIBE without a topic filter" }; // [MQTT-3.8.3-3]
+  }
+  if (packet.cmd === "unsubscribe" && !packet.unsubscriptions?.length) {
+    return { reasonCode: ReasonCode.PROTOCOL_ERROR, reason: "UNSUBSCRIBE without a topic filter" }; // [MQTT-3.10.3-2]
+  }
+  return undefined;
+}
