@@ -17,6 +17,8 @@ export interface BrokerConfig {
   maxInflight: number;
   /** Inbound QoS 1/2 PUBLISHes a client may have unacknowledged (our v5 Receive Maximum). */
   receiveMaximum: number;
+  /** Topic aliases a v5 client may set towards us per connection (our Topic Alias Maximum). */
+  topicAliasMaximum: number;
   /** QoS 1/2 messages queued per session (offline or beyond the in-flight window). */
   maxQueuedMessages: number;
   /** Subscriptions per session. */
@@ -41,6 +43,7 @@ export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
   maxKeepAlive: 3600,
   maxInflight: 32,
   receiveMaximum: 1024,
+  topicAliasMaximum: 64,
   maxQueuedMessages: 1000,
   maxSubscriptions: 100,
   maxSessionExpiry: 604800,
@@ -59,6 +62,7 @@ const VARIABLES: Record<keyof BrokerConfig, string> = {
   maxKeepAlive: "MAX_KEEP_ALIVE",
   maxInflight: "MAX_INFLIGHT",
   receiveMaximum: "RECEIVE_MAXIMUM",
+  topicAliasMaximum: "TOPIC_ALIAS_MAXIMUM",
   maxQueuedMessages: "MAX_QUEUED_MESSAGES",
   maxSubscriptions: "MAX_SUBSCRIPTIONS",
   maxSessionExpiry: "MAX_SESSION_EXPIRY",
@@ -77,6 +81,7 @@ const BOUNDS: Record<keyof BrokerConfig, [number, number]> = {
   maxKeepAlive: [1, 65535],
   maxInflight: [1, 65535],
   receiveMaximum: [1, 65535],
+  topicAliasMaximum: [0, 65535],
   maxQueuedMessages: [1, 1000000],
   maxSubscriptions: [1, 100000],
   maxSessionExpiry: [0, 4294967295],

@@ -5,13 +5,15 @@
 import type { BrokerConfig } from "../config";
 import { ConnectReturnCode, MAX_CLIENT_ID_LENGTH, ReasonCode, type ProtocolVersion } from "../protocol/constants";
 import { topicNameError } from "../protocol/topic";
+import { isUtf8 } from "../protocol/validate";
 
 export interface ConnectFields {
   protocolVersion: ProtocolVersion;
   clientId: string;
   clean: boolean;
   keepalive: number;
-  will?: { topic: string };
+  will?: { topic: string; payload?: Uint8Array; properties?: { payloadFormatIndicator?: boolean } };
+  properties?: { authenticationMethod?: string };
 }
 
 export type Admission =
@@ -49,7 +51,14 @@ export function admitConnect(connect: ConnectFields, config: BrokerConfig, newId
   if (encoder.encode(clientId).length > MAX_CLIENT_ID_LENGTH) {
     return refuse("client id too long", ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, ConnectReturnCode.IDENTIFIER_REJECTED);
   }
+  if (v5 && connect.properties?.authenticationMethod !== undefined) {
+    // No enhanced authentication method is configured [MQTT-4.12.0-1]
+    return refuse("authentication method not supported", ReasonCode.BAD_AUTHENTICATION_METHOD, 0);
+  }
   if (connect.will) {
+    if (v5 && connect.will.properties?.payloadFormatIndicator && !isUtf8(connect.will.payload ?? new Uint8Array())) {
+      return refuse("will payload is not UTF-8", ReasonCode.PAYLOAD_FORMAT_INVALID, 0);
+    }
     const error = topicNameError(connect.will.topic, config);
     // [MQTT-3.1.2-?] the will topic must be a valid topic name; 3.1.1 has no return code for it
     if (error) {

@@ -46,4 +46,9 @@ export interface Delivery {
   qos: QoS;
   retain: boolean;
   subscriptionIds?: number[];
+  /** Set when the message came through a shared subscription `$share/{group}/{filter}`. */
+  shareFilter?: string;
 }
+
+/** What a session did with a batch: took it, is offline (and took nothing, when asked), or does not exist. */
+export type DeliveryOutcome = "ok" | "offline" | "gone";

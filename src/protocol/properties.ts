@@ -13,7 +13,10 @@ export function messagePropertiesFrom(props: PacketProperties): MessagePropertie
   if (typeof props.responseTopic === "string") out.responseTopic = props.responseTopic;
   if (props.correlationData instanceof Uint8Array) out.correlationData = new Uint8Array(props.correlationData);
   if (props.userProperties && typeof props.userProperties === "object") {
-    out.userProperties = props.userProperties as Record<string, string | string[]>;
+    // The codec builds a null-prototype object, which Durable Object RPC cannot serialise: copy it.
+    out.userProperties = Object.fromEntries(
+      Object.entries(props.userProperties as Record<string, string | string[]>).map(([k, v]) => [k, Array.isArray(v) ? [...v] : v]),
+    );
   }
   return Object.keys(out).length ? out : undefined;
 }

@@ -3,6 +3,7 @@
  * connection is closed (v5: DISCONNECT with the reason code first).
  */
 import { ReasonCode } from "./constants";
+import { topicNameError, type TopicLimits } from "./topic";
 
 export interface PacketViolation {
   reasonCode: number;
@@ -26,4 +27,33 @@ export function packetViolation(packet: Record<string, any>): PacketViolation | 
     return { reasonCode: ReasonCode.PROTOCOL_ERROR, reason: "UNSUBSCRIBE without a topic filter" }; // [MQTT-3.10.3-2]
   }
   return undefined;
+}
+
+/** Problems in the properties of a PUBLISH from a client (v5). */
+export function publishPropertiesProblem(
+  props: Record<string, any> | undefined,
+  limits: TopicLimits,
+): PacketViolation | undefined {
+  if (!props) return undefined;
+  // [MQTT-3.3.4-6] a PUBLISH from a client must not carry a Subscription Identifier
+  if (props.subscriptionIdentifier !== undefined) {
+    return { reasonCode: ReasonCode.PROTOCOL_ERROR, reason: "Subscription Identifier in a client PUBLISH" };
+  }
+  // [MQTT-3.3.2-13, 3.3.2-14] the Response Topic is a topic name: no wildcards
+  if (props.responseTopic !== undefined && topicNameError(props.responseTopic, limits)) {
+    return { reasonCode: ReasonCode.PROTOCOL_ERROR, reason: "invalid Response Topic" };
+  }
+  return undefined;
+}
+
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/** True when the bytes are well-formed UTF-8. */
+export function isUtf8(bytes: Uint8Array): boolean {
+  try {
+    strictUtf8.decode(bytes);
+    return true;
+  } catch {
+    return false;
+  }
 }

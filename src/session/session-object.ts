@@ -7,7 +7,7 @@ import { DurableObject } from "cloudflare:workers";
 import { configFor, type BrokerConfig } from "../config";
 import type { Env } from "../env";
 import { SessionHeader, type ProtocolVersion } from "../protocol/constants";
-import type { Delivery, RoutedMessage, Subscription } from "../protocol/message";
+import type { Delivery, DeliveryOutcome, RoutedMessage, Subscription } from "../protocol/message";
 import { shardForTopic, shardName, shardsForFilter } from "../topics/shard-rule";
 import type { TopicShardObject } from "../topics/topic-shard-object";
 import { Session, type ConnectionInfo, type SessionIO } from "./session";
@@ -93,9 +93,9 @@ export class SessionObject extends DurableObject<Env> {
     await this.session.alarm();
   }
 
-  /** RPC from a TopicShard: messages for this session. False when the session does not exist. */
-  async deliver(batch: Delivery[]): Promise<boolean> {
-    return this.session.deliver(batch);
+  /** RPC from a TopicShard: messages for this session (see Session.deliver). */
+  async deliver(batch: Delivery[], onlyIfOnline = false): Promise<DeliveryOutcome> {
+    return this.session.deliver(batch, onlyIfOnline);
   }
 
   // --- SessionIO: what the session core may do (kept off the RPC surface) --------------------
@@ -105,6 +105,8 @@ export class SessionObject extends DurableObject<Env> {
       send: (connId, frame) => this.sendFrame(connId, frame),
       close: (connId, reason) => this.closeSocket(connId, reason),
       route: (message) => this.route(message),
+      redistribute: (shareFilter, leaving, message) =>
+        this.topicShard(message.topic).redistribute(shareFilter, leaving, message),
       subscribe: (clientId, subs, retainedFor) => this.subscribeShards(clientId, subs, retainedFor),
       unsubscribe: (clientId, filters) => this.unsubscribeShards(clientId, filters),
       setAlarm: (at) => {
@@ -157,8 +159,12 @@ export class SessionObject extends DurableObject<Env> {
     return stub;
   }
 
-  private async route(message: RoutedMessage): Promise<void> {
-    await this.shard(shardForTopic(message.topic, this.config.shardCount, this.config.shardLevels)).publish(message);
+  private topicShard(topic: string): DurableObjectStub<TopicShardObject> {
+    return this.shard(shardForTopic(topic, this.config.shardCount, this.config.shardLevels));
+  }
+
+  private async route(message: RoutedMessage): Promise<number> {
+    return this.topicShard(message.topic).publish(message);
   }
 
   private async subscribeShards(clientId: string, subs: Subscription[], retainedFor: string[]): Promise<RoutedMessage[][]> {

@@ -23,6 +23,10 @@ export interface SessionMeta {
   clientReceiveMax?: number;
   /** The client's Maximum Packet Size (v5). */
   clientMaxPacketSize?: number;
+  /** The client's Topic Alias Maximum (v5): aliases we may use towards it. */
+  clientTopicAliasMax?: number;
+  /** The client's Request Problem Information (v5; absent means 1). */
+  problemInfo?: boolean;
   /** Last outbound packet identifier used. */
   lastPacketId?: number;
   /** QoS 1/2 messages dropped because the queue was full (documented outcome). */
@@ -60,6 +64,9 @@ export class SessionStore {
       topic TEXT, payload BLOB, qos INTEGER, retain INTEGER, props TEXT, sub_ids TEXT, origin TEXT,
       received_at INTEGER, state INTEGER, packet_id INTEGER)`);
     sql.exec(`CREATE TABLE IF NOT EXISTS inq2 (packet_id INTEGER PRIMARY KEY, msg_id TEXT, routed INTEGER)`);
+    sql.exec(`CREATE TABLE IF NOT EXISTS alias_in (alias INTEGER PRIMARY KEY, topic TEXT)`);
+    sql.exec(`CREATE TABLE IF NOT EXISTS alias_out (topic TEXT PRIMARY KEY, alias INTEGER)`);
+    addColumnIfMissing(sql, "outq", "share_filter", "TEXT");
   }
 
   // --- meta -------------------------------------------------------------------------------
@@ -87,6 +94,7 @@ export class SessionStore {
 
   /** Removes every trace of the session. */
   clearAll(): void {
+    this.clearTopicAliases();
     this.sql.exec(`DELETE FROM meta`);
     this.sql.exec(`DELETE FROM subs`);
     this.sql.exec(`DELETE FROM outq`);
@@ -162,10 +170,11 @@ export class SessionStore {
   enqueue(d: Delivery): boolean {
     const m = d.message;
     const cursor = this.sql.exec(
-      `INSERT OR IGNORE INTO outq (msg_id, topic, payload, qos, retain, props, sub_ids, origin, received_at, state, packet_id)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)`,
+      `INSERT OR IGNORE INTO outq (msg_id, topic, payload, qos, retain, props, sub_ids, origin, received_at, state,
+       packet_id, share_filter) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)`,
       m.id, m.topic, m.payload, d.qos, d.retain ? 1 : 0, propertiesToJson(m.properties),
       d.subscriptionIds?.length ? JSON.stringify(d.subscriptionIds) : null, m.origin, m.receivedAt, OutState.QUEUED,
+      d.shareFilter ?? null,
     );
     return cursor.rowsWritten > 0;
   }
@@ -215,6 +224,46 @@ export class SessionStore {
     this.sql.exec(`DELETE FROM outq WHERE seq = ?`, seq);
   }
 
+  /** Unfinished messages taken through shared subscriptions (of one filter, or all). */
+  sharedRows(shareFilter?: string): OutboundRow[] {
+    const rows = shareFilter
+      ? this.sql.exec<Record<string, SqlStorageValue>>(
+          `SELECT * FROM outq WHERE share_filter = ? AND state < ? ORDER BY seq`, shareFilter, OutState.DONE,
+        )
+      : this.sql.exec<Record<string, SqlStorageValue>>(
+          `SELECT * FROM outq WHERE share_filter IS NOT NULL AND state < ? ORDER BY seq`, OutState.DONE,
+        );
+    return rows.toArray().map(rowToOutbound);
+  }
+
+  // --- topic aliases of the live connection -----------------------------------------------
+
+  clearTopicAliases(): void {
+    this.sql.exec(`DELETE FROM alias_in`);
+    this.sql.exec(`DELETE FROM alias_out`);
+  }
+
+  topicAliasIn(alias: number): string | undefined {
+    const rows = this.sql.exec<{ topic: string }>(`SELECT topic FROM alias_in WHERE alias = ?`, alias).toArray();
+    return rows[0]?.topic;
+  }
+
+  putTopicAliasIn(alias: number, topic: string): void {
+    this.sql.exec(`INSERT OR REPLACE INTO alias_in (alias, topic) VALUES (?, ?)`, alias, topic);
+  }
+
+  topicAliasesOut(): Map<string, number> {
+    const map = new Map<string, number>();
+    for (const r of this.sql.exec<{ topic: string; alias: number }>(`SELECT topic, alias FROM alias_out`)) {
+      map.set(r.topic, r.alias);
+    }
+    return map;
+  }
+
+  putTopicAliasOut(topic: string, alias: number): void {
+    this.sql.exec(`INSERT OR REPLACE INTO alias_out (topic, alias) VALUES (?, ?)`, topic, alias);
+  }
+
   // --- inbound QoS 2 (PUBREC sent, awaiting PUBREL) ---------------------------------------
 
   inboundQos2(packetId: number): { msgId: string; routed: boolean } | undefined {
@@ -258,6 +307,13 @@ function rowToOutbound(r: Record<string, SqlStorageValue>): OutboundRow {
       qos: r.qos as QoS,
       retain: r.retain === 1,
       subscriptionIds: r.sub_ids ? (JSON.parse(r.sub_ids as string) as number[]) : undefined,
+      shareFilter: (r.share_filter as string | null) ?? undefined,
     },
   };
+}
+
+/** Schema upgrade for objects created by an older version: add a column when it is missing. */
+function addColumnIfMissing(sql: SqlStorage, table: string, column: string, type: string): void {
+  const columns = sql.exec<{ name: string }>(`PRAGMA table_info(${table})`).toArray();
+  if (!columns.some((c) => c.name === column)) sql.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${type}`);
 }

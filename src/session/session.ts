@@ -6,10 +6,10 @@
 import type { BrokerConfig } from "../config";
 import { encodePacket, joinFrames, parsePacket, type Packet } from "../protocol/codec";
 import { ReasonCode, SUBACK_FAILURE_V3, type ProtocolVersion } from "../protocol/constants";
-import type { Delivery, QoS, RoutedMessage, Subscription } from "../protocol/message";
+import type { Delivery, DeliveryOutcome, QoS, RoutedMessage, Subscription } from "../protocol/message";
 import { messagePropertiesFrom, propertiesFromJson, propertiesToJson, remainingExpiry } from "../protocol/properties";
 import { parseSharedFilter, topicFilterError, topicNameError } from "../protocol/topic";
-import { packetViolation } from "../protocol/validate";
+import { isUtf8, packetViolation, publishPropertiesProblem } from "../protocol/validate";
 import { OutState, SessionStore, type SessionMeta } from "./session-store";
 
 /** What the session needs from the world around it. */
@@ -18,8 +18,13 @@ export interface SessionIO {
   send(connId: string, frame: Uint8Array): void;
   /** Closes a connection (after any DISCONNECT the session sent). */
   close(connId: string, reason: string): void;
-  /** Routes a message to the shard that owns its topic; resolves once it is durable for every QoS>0 match. */
-  route(message: RoutedMessage): Promise<void>;
+  /**
+   * Routes a message to the shard that owns its topic; resolves, with the number of matching
+   * sessions and groups, once it is durable for every QoS>0 match.
+   */
+  route(message: RoutedMessage): Promise<number>;
+  /** Hands a message this session took through a shared subscription to another member. */
+  redistribute(shareFilter: string, leaving: string, message: RoutedMessage): Promise<void>;
   /** Registers subscriptions with their shards; returns retained messages for `retainedFor` filters. */
   subscribe(clientId: string, subs: Subscription[], retainedFor: string[]): Promise<RoutedMessage[][]>;
   /** Removes subscriptions from their shards. */
@@ -58,6 +63,9 @@ export class Session {
   private readonly store: SessionStore;
   /** Serialises inbound packet handling so acknowledgements keep the order of their PUBLISHes [MQTT-4.6.0-2]. */
   private chain: Promise<void> = Promise.resolve();
+  /** Topic aliases of the live connection, cached from SQLite (the truth across hibernation). */
+  private aliasesIn = new Map<number, string>();
+  private aliasesOut?: Map<string, number>;
 
   constructor(
     sql: SqlStorage,
@@ -156,8 +164,14 @@ export class Session {
     }
 
     const sessionPresent = existed && !cleanStart;
-    if (!sessionPresent && previous.clientId !== undefined) await this.dropSubscriptions();
+    if (!sessionPresent && previous.clientId !== undefined) {
+      await this.dropSubscriptions();
+      await this.redistributeShared();
+    }
     if (!sessionPresent) this.store.clearState();
+    this.store.clearTopicAliases(); // aliases live as long as one network connection [MQTT-3.3.2-7]
+    this.aliasesIn = new Map();
+    this.aliasesOut = new Map();
 
     const requestedExpiry =
       version === 5 ? Number(packet.properties?.sessionExpiryInterval ?? 0) : cleanStart ? 0 : this.config.maxSessionExpiry;
@@ -170,6 +184,9 @@ export class Session {
       will: packet.will ? JSON.stringify(willFrom(packet)) : undefined,
       clientReceiveMax: version === 5 ? packet.properties?.receiveMaximum : undefined,
       clientMaxPacketSize: version === 5 ? packet.properties?.maximumPacketSize : undefined,
+      clientTopicAliasMax: version === 5 ? packet.properties?.topicAliasMaximum : undefined,
+      // [MQTT-3.1.2-28] Request Problem Information defaults to 1
+      problemInfo: version === 5 ? packet.properties?.requestProblemInformation !== false : undefined,
       lastPacketId: sessionPresent ? previous.lastPacketId : undefined,
       droppedQueueFull: sessionPresent ? previous.droppedQueueFull : undefined,
     };
@@ -193,11 +210,11 @@ export class Session {
     const props: Record<string, unknown> = {
       receiveMaximum: this.config.receiveMaximum,
       maximumPacketSize: this.config.maxPacketSize,
-      topicAliasMaximum: 0,
+      topicAliasMaximum: this.config.topicAliasMaximum,
       retainAvailable: true,
       wildcardSubscriptionAvailable: true,
       subscriptionIdentifiersAvailable: true,
-      sharedSubscriptionAvailable: false,
+      sharedSubscriptionAvailable: true,
     };
     if (info.assignedClientId) props.assignedClientIdentifier = info.clientId;
     if (granted !== requested) props.sessionExpiryInterval = granted;
@@ -208,14 +225,20 @@ export class Session {
   // --- PUBLISH from the client ------------------------------------------------------------
 
   private onPublish(connId: string, packet: AnyPacket): void | Promise<void> {
-    const topicError = topicNameError(packet.topic, this.config);
-    if (packet.properties?.topicAlias !== undefined) {
-      // We announce Topic Alias Maximum 0, so any alias is invalid [MQTT-3.3.2-9].
-      return this.protocolError(connId, ReasonCode.TOPIC_ALIAS_INVALID, "topic alias not allowed");
+    if (this.version === 5) {
+      const problem = this.resolveTopicAlias(packet) ?? publishPropertiesProblem(packet.properties, this.config);
+      if (problem) return this.protocolError(connId, problem.reasonCode, problem.reason);
     }
+    const topicError = topicNameError(packet.topic, this.config);
     if (topicError) return this.protocolError(connId, ReasonCode.TOPIC_NAME_INVALID, `topic name ${topicError}`);
     const qos = packet.qos as QoS;
     const packetId = packet.messageId as number;
+    if (this.version === 5 && packet.properties?.payloadFormatIndicator && !isUtf8(packet.payload)) {
+      // [MQTT-3.3.2-4]-adjacent: we validate the payload the sender declared as UTF-8 (0x99)
+      if (qos === 0) return this.protocolError(connId, ReasonCode.PAYLOAD_FORMAT_INVALID, "payload is not UTF-8");
+      const refusal = ackPacket(qos === 1 ? "puback" : "pubrec", packetId, ReasonCode.PAYLOAD_FORMAT_INVALID);
+      return this.send(connId, [this.withReason(refusal, "payload is not valid UTF-8")]);
+    }
     const known = qos === 2 ? this.store.inboundQos2(packetId) : undefined;
     if (qos > 0 && !known && this.pendingAcks + this.store.inboundQos2Count() >= this.config.receiveMaximum) {
       // [MQTT-3.3.4-9] more unacknowledged QoS 1/2 PUBLISHes than our Receive Maximum
@@ -226,36 +249,66 @@ export class Session {
       if (known?.routed) return this.send(connId, [ackPacket("pubrec", packetId)]);
       const message = this.toMessage(packet, known?.msgId ?? `${this.meta.clientId}:${this.io.newId()}`);
       this.store.putInboundQos2(packetId, message.id, false);
-      this.acknowledgeAfter(connId, this.io.route(message), () => {
+      this.acknowledgeAfter(connId, this.io.route(message), (matched) => {
         this.store.putInboundQos2(packetId, message.id, true);
-        return ackPacket("pubrec", packetId);
+        return ackPacket("pubrec", packetId, this.matchCode(matched));
       });
       return;
     }
     const message = this.toMessage(packet, `${this.meta.clientId}:${this.io.newId()}`);
     const routed = this.io.route(message);
-    if (qos === 1) this.acknowledgeAfter(connId, routed, () => ackPacket("puback", packetId));
+    if (qos === 1) this.acknowledgeAfter(connId, routed, (matched) => ackPacket("puback", packetId, this.matchCode(matched)));
     else routed.catch(() => undefined); // QoS 0: at most once
+  }
+
+  /** v5: 0x10 tells the publisher nobody subscribes to the topic (the message was still accepted). */
+  private matchCode(matched: number): number {
+    return this.version === 5 && matched === 0 ? ReasonCode.NO_MATCHING_SUBSCRIBERS : ReasonCode.SUCCESS;
+  }
+
+  /**
+   * Topic aliases from the client [MQTT-3.3.2-7..12]: a PUBLISH with a topic sets the alias, one with
+   * an empty topic uses it. Rewrites packet.topic; returns a problem when the alias is invalid.
+   */
+  private resolveTopicAlias(packet: AnyPacket): { reasonCode: number; reason: string } | undefined {
+    const alias = packet.properties?.topicAlias;
+    if (alias === undefined) return undefined;
+    if (alias === 0 || alias > this.config.topicAliasMaximum) {
+      return { reasonCode: ReasonCode.TOPIC_ALIAS_INVALID, reason: `topic alias ${alias} is outside 1..${this.config.topicAliasMaximum}` };
+    }
+    if (packet.topic) {
+      if (this.aliasesIn.get(alias) !== packet.topic) {
+        this.aliasesIn.set(alias, packet.topic);
+        this.store.putTopicAliasIn(alias, packet.topic);
+      }
+      return undefined;
+    }
+    const topic = this.aliasesIn.get(alias) ?? this.store.topicAliasIn(alias);
+    if (topic === undefined) return { reasonCode: ReasonCode.PROTOCOL_ERROR, reason: `topic alias ${alias} is not set` };
+    this.aliasesIn.set(alias, topic);
+    packet.topic = topic;
+    return undefined;
   }
 
   /** Sends the acknowledgement once routing is durable, in PUBLISH order; on failure, drops the connection unacknowledged. */
   private ackChain: Promise<void> = Promise.resolve();
   /** Inbound QoS 1/2 PUBLISHes whose PUBACK/PUBREC is not sent yet. */
   private pendingAcks = 0;
-  private acknowledgeAfter(connId: string, routed: Promise<void>, ack: () => AnyPacket): void {
+  private acknowledgeAfter(connId: string, routed: Promise<number>, ack: (matched: number) => AnyPacket): void {
     const previous = this.ackChain;
     this.pendingAcks++;
     this.ackChain = (async () => {
       await previous;
+      let matched: number;
       try {
-        await routed;
+        matched = await routed;
       } catch (err) {
         this.pendingAcks--;
         // Not durable: the client keeps the message and resends it on its next connection.
         return this.serverError(connId, err);
       }
       this.pendingAcks--;
-      if (this.isCurrent(connId)) this.send(connId, [ack()]);
+      if (this.isCurrent(connId)) this.send(connId, [ack(matched)]);
     })();
   }
 
@@ -321,6 +374,10 @@ export class Session {
     let count = this.store.subscriptionCount();
     for (const request of packet.subscriptions as AnyPacket[]) {
       const filter: string = request.topic;
+      if (v5 && request.nl && parseSharedFilter(filter)) {
+        // [MQTT-3.8.3-4] No Local on a shared subscription is a protocol error
+        return this.protocolError(connId, ReasonCode.PROTOCOL_ERROR, "No Local set on a shared subscription");
+      }
       const failure = this.subscriptionFailure(filter, count);
       if (failure !== undefined) {
         codes.push(v5 ? failure : SUBACK_FAILURE_V3);
@@ -365,7 +422,9 @@ export class Session {
   /** A SUBACK failure reason for the filter, or undefined when it can be granted. */
   private subscriptionFailure(filter: string, count: number): number | undefined {
     if (topicFilterError(filter, this.config)) return ReasonCode.TOPIC_FILTER_INVALID;
-    if (parseSharedFilter(filter)) return ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED;
+    const shared = parseSharedFilter(filter);
+    // [MQTT-4.8.2-1, 4.8.2-2] a share name is at least one character, without '/', '+' or '#', and is followed by a filter
+    if (shared && (!shared.group || /[+#]/.test(shared.group) || !shared.filter)) return ReasonCode.TOPIC_FILTER_INVALID;
     if (!this.store.hasSubscription(filter) && count >= this.config.maxSubscriptions) return ReasonCode.QUOTA_EXCEEDED;
     return undefined;
   }
@@ -377,6 +436,7 @@ export class Session {
     const codes = filters.map((f) =>
       this.store.deleteSubscription(f) ? ReasonCode.SUCCESS : ReasonCode.NO_SUBSCRIPTION_EXISTED,
     );
+    for (const filter of removed) if (parseSharedFilter(filter)) await this.redistributeShared(filter);
     const unsuback: AnyPacket = { cmd: "unsuback", messageId: packet.messageId };
     if (this.version === 5) unsuback.granted = codes;
     this.send(connId, [unsuback]);
@@ -457,6 +517,7 @@ export class Session {
       await this.publishWill(will).catch(() => undefined);
     }
     await this.dropSubscriptions();
+    await this.redistributeShared();
     this.store.clearAll();
     this.meta = {};
     this.io.setAlarm(undefined);
@@ -465,6 +526,21 @@ export class Session {
   private async dropSubscriptions(): Promise<void> {
     const filters = this.store.subscriptions().map((s) => s.filter);
     if (filters.length && this.meta.clientId) await this.io.unsubscribe(this.meta.clientId, filters);
+  }
+
+  /**
+   * Unfinished messages this session took through shared subscriptions (all of them, or those of one
+   * filter) go to another member of the group and leave this session [MQTT-4.8.2].
+   */
+  private async redistributeShared(shareFilter?: string): Promise<void> {
+    const clientId = this.meta.clientId;
+    if (!clientId) return;
+    for (const row of this.store.sharedRows(shareFilter)) {
+      // Redistributed under a new id: the chosen member must not mistake it for a duplicate.
+      const message = { ...row.delivery.message, id: `${row.msgId}:r` };
+      await this.io.redistribute(row.delivery.shareFilter!, clientId, message).catch(() => undefined);
+      this.store.discard(row.seq);
+    }
   }
 
   private async publishWill(will: StoredWill): Promise<void> {
@@ -482,10 +558,14 @@ export class Session {
 
   // --- delivery to the client -----------------------------------------------------------------
 
-  /** Messages from a shard. Returns false when this session does not exist (the shard forgets it). */
-  deliver(batch: Delivery[]): boolean {
-    if (this.meta.clientId === undefined) return false;
+  /**
+   * Messages from a shard. "gone" when this session does not exist (the shard forgets it);
+   * "offline" without taking anything when `onlyIfOnline` and the client is not connected.
+   */
+  deliver(batch: Delivery[], onlyIfOnline = false): DeliveryOutcome {
+    if (this.meta.clientId === undefined) return "gone";
     const online = this.meta.connId !== undefined;
+    if (onlyIfOnline && !online) return "offline";
     const immediate: AnyPacket[] = [];
     let queued = false;
     for (const d of batch) {
@@ -507,7 +587,7 @@ export class Session {
     }
     if (online && immediate.length) this.send(this.meta.connId!, immediate);
     if (online && queued) this.pump();
-    return true;
+    return "ok";
   }
 
   /** Sends queued QoS 1/2 messages while the in-flight window allows [MQTT-4.9.0-2]. */
@@ -592,11 +672,36 @@ export class Session {
       if (d.subscriptionIds?.length) props.subscriptionIdentifier = d.subscriptionIds;
       if (Object.keys(props).length) packet.properties = props;
     }
+    const alias = this.outboundAlias(m.topic);
+    if (alias) {
+      packet.properties = { ...packet.properties, topicAlias: alias.value };
+      if (!alias.isNew) packet.topic = ""; // the client maps the alias back to the topic
+    }
     if (this.meta.clientMaxPacketSize !== undefined) {
       // [MQTT-3.1.2-24] never send a packet larger than the client's Maximum Packet Size
-      if (encodePacket(packet as Packet, this.version).length > this.meta.clientMaxPacketSize) return undefined;
+      if (encodePacket(packet as Packet, this.version).length > this.meta.clientMaxPacketSize) {
+        if (alias?.isNew) this.aliasesOut!.delete(m.topic);
+        return undefined;
+      }
     }
+    if (alias?.isNew) this.store.putTopicAliasOut(m.topic, alias.value);
     return packet;
+  }
+
+  /**
+   * Topic aliases to the client, within the Topic Alias Maximum it announced [MQTT-3.3.2-8]: the
+   * first topics sent on a connection get aliases 1..max; later ones go with their full topic.
+   */
+  private outboundAlias(topic: string): { value: number; isNew: boolean } | undefined {
+    const max = this.meta.clientTopicAliasMax ?? 0;
+    if (this.version !== 5 || max === 0) return undefined;
+    this.aliasesOut ??= this.store.topicAliasesOut();
+    const existing = this.aliasesOut.get(topic);
+    if (existing !== undefined) return { value: existing, isNew: false };
+    if (this.aliasesOut.size >= max) return undefined;
+    const value = this.aliasesOut.size + 1;
+    this.aliasesOut.set(topic, value);
+    return { value, isNew: true };
   }
 
   // --- errors -----------------------------------------------------------------------------
@@ -604,7 +709,7 @@ export class Session {
   /** Ends a connection for a protocol error: v5 DISCONNECT with the reason, then close [MQTT-4.13.1-1]. */
   private async protocolError(connId: string, reasonCode: number, reason: string): Promise<void> {
     if (this.version === 5 && this.isCurrent(connId)) {
-      this.send(connId, [{ cmd: "disconnect", reasonCode, properties: { reasonString: reason } }]);
+      this.send(connId, [this.withReason({ cmd: "disconnect", reasonCode }, reason)]);
     }
     this.io.close(connId, reason.slice(0, 100));
     await this.connectionEnded(connId);
@@ -619,6 +724,18 @@ export class Session {
     await this.serverError(connId, err).catch(() => undefined);
   }
 
+  /**
+   * Adds a v5 Reason String unless the client asked for no problem information; DISCONNECT, CONNACK
+   * and PUBLISH may always carry one [MQTT-3.1.2-29].
+   */
+  private withReason(packet: AnyPacket, reason: string): AnyPacket {
+    const always = packet.cmd === "disconnect" || packet.cmd === "connack";
+    if (this.version === 5 && (always || this.meta.problemInfo !== false)) {
+      packet.properties = { ...packet.properties, reasonString: reason };
+    }
+    return packet;
+  }
+
   private send(connId: string, packets: AnyPacket[]): void {
     this.io.send(connId, joinFrames(packets.map((p) => encodePacket(p as Packet, this.version))));
   }
@@ -628,8 +745,8 @@ export class Session {
  * A PUBACK/PUBREC/PUBREL/PUBCOMP. An explicit reason code 0 lets the codec send the short v5 form
  * (Remaining Length 2 [MQTT-3.4.2-1]), which every client understands (Paho 1.6 rejects the long one).
  */
-function ackPacket(cmd: "puback" | "pubrec" | "pubrel" | "pubcomp", messageId: number): AnyPacket {
-  return { cmd, messageId, reasonCode: ReasonCode.SUCCESS };
+function ackPacket(cmd: "puback" | "pubrec" | "pubrel" | "pubcomp", messageId: number, reasonCode: number = ReasonCode.SUCCESS): AnyPacket {
+  return { cmd, messageId, reasonCode };
 }
 
 function willFrom(packet: AnyPacket): StoredWill {

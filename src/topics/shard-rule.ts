@@ -4,6 +4,7 @@
  * wildcard within its first K levels is registered in every shard, so that every topic it can match
  * finds it in the topic's own shard.
  */
+import { parseSharedFilter } from "../protocol/topic";
 
 /** FNV-1a over the UTF-16 code units of the key: stable across isolates and versions. */
 export function fnv1a(key: string): number {
@@ -34,7 +35,8 @@ export function shardForTopic(topic: string, shardCount: number, levels: number)
  * A filter `a/b/#` with K=2 also matches topic `a/b`, whose key is the same `a/b`: one shard.
  */
 export function shardsForFilter(filter: string, shardCount: number, levels: number): number[] {
-  const key = shardKey(filter, levels);
+  // A shared subscription follows the rule of the filter it shares: `$share/{group}/{filter}`.
+  const key = shardKey(parseSharedFilter(filter)?.filter ?? filter, levels);
   if (key.includes("+") || key.includes("#")) return allShards(shardCount);
   return [fnv1a(key) % shardCount];
 }

@@ -18,7 +18,7 @@ export class TopicShardObject extends DurableObject<Env> {
     this.shard = new TopicShard(
       ctx.storage.sql,
       configFor(env),
-      (clientId, batch) => this.sessionStub(clientId).deliver(batch),
+      (clientId, batch, onlyIfOnline) => this.sessionStub(clientId).deliver(batch, onlyIfOnline),
       Date.now,
     );
   }
@@ -44,5 +44,10 @@ export class TopicShardObject extends DurableObject<Env> {
 
   async publish(message: RoutedMessage): Promise<number> {
     return this.shard.publish(message);
+  }
+
+  /** A leaving shared-subscription member's unfinished message, for another member. */
+  async redistribute(shareFilter: string, leaving: string, message: RoutedMessage): Promise<void> {
+    await this.shard.redistribute(shareFilter, leaving, message);
   }
 }

@@ -3,16 +3,21 @@
  * SQLite is the truth; the trie is a cache rebuilt on wake.
  */
 import type { BrokerConfig } from "../config";
-import type { Delivery, QoS, RoutedMessage, Subscription } from "../protocol/message";
+import type { Delivery, DeliveryOutcome, QoS, RoutedMessage, Subscription, SubscriptionOptions } from "../protocol/message";
 import { propertiesFromJson, propertiesToJson, remainingExpiry } from "../protocol/properties";
-import { topicMatches } from "../protocol/topic";
-import { SubscriptionTrie } from "./subscription-trie";
+import { parseSharedFilter, topicMatches } from "../protocol/topic";
+import { SubscriptionTrie, type GroupMatch } from "./subscription-trie";
 
-/** Sends one batch to one session; resolves false when that session no longer exists. */
-export type DeliverFn = (clientId: string, batch: Delivery[]) => Promise<boolean>;
+/**
+ * Sends one batch to one session. With `onlyIfOnline`, a session whose client is not connected
+ * takes nothing and answers "offline" (used to pick a connected member of a shared subscription).
+ */
+export type DeliverFn = (clientId: string, batch: Delivery[], onlyIfOnline: boolean) => Promise<DeliveryOutcome>;
 
 export class TopicShard {
   private readonly trie = new SubscriptionTrie();
+  /** Round-robin position per shared subscription (in memory: fairness need not survive a restart). */
+  private readonly cursors = new Map<string, number>();
 
   constructor(
     private readonly sql: SqlStorage,
@@ -25,7 +30,7 @@ export class TopicShard {
     sql.exec(`CREATE TABLE IF NOT EXISTS retained (topic TEXT PRIMARY KEY, payload BLOB, qos INTEGER,
       props TEXT, received_at INTEGER)`);
     for (const r of sql.exec<Record<string, SqlStorageValue>>(`SELECT * FROM subs`)) {
-      this.trie.add(r.filter as string, r.client_id as string, {
+      this.index(r.filter as string, r.client_id as string, {
         qos: r.qos as QoS,
         noLocal: r.no_local === 1,
         retainAsPublished: r.rap === 1,
@@ -35,6 +40,19 @@ export class TopicShard {
     }
   }
 
+  /** Adds to the trie; a `$share/{group}/{filter}` subscription joins its group at `filter`. */
+  private index(filter: string, clientId: string, options: SubscriptionOptions): void {
+    const shared = parseSharedFilter(filter);
+    if (shared) this.trie.add(shared.filter, clientId, options, shared.group);
+    else this.trie.add(filter, clientId, options);
+  }
+
+  private unindex(filter: string, clientId: string): void {
+    const shared = parseSharedFilter(filter);
+    if (shared) this.trie.remove(shared.filter, clientId, shared.group);
+    else this.trie.remove(filter, clientId);
+  }
+
   /** Registers subscriptions; returns, per filter in `retainedFor`, the retained messages it matches. */
   subscribe(clientId: string, subs: Subscription[], retainedFor: string[]): RoutedMessage[][] {
     for (const s of subs) {
@@ -42,15 +60,16 @@ export class TopicShard {
         `INSERT OR REPLACE INTO subs (client_id, filter, qos, no_local, rap, sub_id) VALUES (?, ?, ?, ?, ?, ?)`,
         clientId, s.filter, s.qos, s.noLocal ? 1 : 0, s.retainAsPublished ? 1 : 0, s.subscriptionId ?? null,
       );
-      this.trie.add(s.filter, clientId, s);
+      this.index(s.filter, clientId, s);
     }
-    return retainedFor.map((filter) => this.retainedMatching(filter));
+    // [MQTT-3.8.4-?] no retained messages are sent for a shared subscription
+    return retainedFor.map((filter) => (parseSharedFilter(filter) ? [] : this.retainedMatching(filter)));
   }
 
   unsubscribe(clientId: string, filters: string[]): void {
     for (const filter of filters) {
       this.sql.exec(`DELETE FROM subs WHERE client_id = ? AND filter = ?`, clientId, filter);
-      this.trie.remove(filter, clientId);
+      this.unindex(filter, clientId);
     }
   }
 
@@ -70,10 +89,17 @@ export class TopicShard {
    */
   async publish(message: RoutedMessage): Promise<number> {
     if (message.retain) this.retain(message);
-    const matches = this.trie.match(message.topic, message.origin);
+    const { clients, groups } = this.trie.matchAll(message.topic, message.origin);
     const failures: unknown[] = [];
-    await Promise.all(
-      [...matches].map(async ([clientId, match]) => {
+    const attempt = async (qos: QoS, send: () => Promise<unknown>) => {
+      try {
+        await send();
+      } catch (err) {
+        if (qos > 0) failures.push(err);
+      }
+    };
+    await Promise.all([
+      ...[...clients].map(([clientId, match]) => {
         const delivery: Delivery = {
           message,
           // [MQTT-3.8.4-8] delivered at the lower of the published and the granted QoS
@@ -82,15 +108,58 @@ export class TopicShard {
           retain: message.retain && match.retainAsPublished,
           subscriptionIds: match.subscriptionIds.length ? match.subscriptionIds : undefined,
         };
-        try {
-          if (!(await this.deliverTo(clientId, [delivery]))) this.removeClient(clientId);
-        } catch (err) {
-          if (delivery.qos > 0) failures.push(err);
-        }
+        return attempt(delivery.qos, () => this.deliverOrForget(clientId, [delivery], false));
       }),
-    );
+      ...groups.map((group) => attempt(message.qos, () => this.deliverToGroup(group, message))),
+    ]);
     if (failures.length) throw new Error(`delivery failed to ${failures.length} session(s): ${String(failures[0])}`);
-    return matches.size;
+    return clients.size + groups.length;
+  }
+
+  /**
+   * A message that a leaving member of a shared subscription had not finished: given to another
+   * member [MQTT-4.8.2]. Dropped when the group has no other member.
+   */
+  async redistribute(shareFilter: string, leaving: string, message: RoutedMessage): Promise<void> {
+    const shared = parseSharedFilter(shareFilter);
+    if (!shared) return;
+    const group = this.trie.matchAll(message.topic).groups.find((g) => g.shareFilter === shareFilter);
+    if (!group) return;
+    const members = group.members.filter(([clientId]) => clientId !== leaving);
+    if (members.length) await this.deliverToGroup({ shareFilter, members }, message);
+  }
+
+  /**
+   * One member of a shared subscription gets the message [MQTT-4.8.2-?]: round robin, preferring a
+   * member whose client is connected; when none is, the next member's session queues it.
+   */
+  private async deliverToGroup(group: GroupMatch, message: RoutedMessage): Promise<void> {
+    const n = group.members.length;
+    const start = (this.cursors.get(group.shareFilter) ?? 0) % n;
+    this.cursors.set(group.shareFilter, start + 1);
+    const deliveryFor = (options: SubscriptionOptions): Delivery => ({
+      message,
+      qos: Math.min(message.qos, options.qos) as QoS,
+      retain: message.retain && options.retainAsPublished,
+      subscriptionIds: options.subscriptionId ? [options.subscriptionId] : undefined,
+      shareFilter: group.shareFilter,
+    });
+    for (let i = 0; i < n; i++) {
+      const [clientId, options] = group.members[(start + i) % n];
+      if ((await this.deliverOrForget(clientId, [deliveryFor(options)], true)) === "ok") return;
+    }
+    // Nobody is connected: the next member in turn keeps it in its session (if it still exists).
+    for (let i = 0; i < n; i++) {
+      const [clientId, options] = group.members[(start + i) % n];
+      if ((await this.deliverOrForget(clientId, [deliveryFor(options)], false)) === "ok") return;
+    }
+  }
+
+  /** Delivers; a session that no longer exists is forgotten here. */
+  private async deliverOrForget(clientId: string, batch: Delivery[], onlyIfOnline: boolean): Promise<DeliveryOutcome> {
+    const outcome = await this.deliverTo(clientId, batch, onlyIfOnline);
+    if (outcome === "gone") this.removeClient(clientId);
+    return outcome;
   }
 
   /** [MQTT-3.3.1-5..7] store, replace, or (empty payload) delete the retained message for a topic. */

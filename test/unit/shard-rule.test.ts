@@ -23,6 +23,11 @@ describe("shard rule", () => {
     expect(shardsForFilter("a", 8, 2)).toEqual([shardForTopic("a", 8, 2)]);
   });
 
+  it("places a shared subscription by the filter it shares", () => {
+    expect(shardsForFilter("$share/g/devices/42/#", 8, 2)).toEqual([shardForTopic("devices/42/x", 8, 2)]);
+    expect(shardsForFilter("$share/g/devices/+/t", 8, 2)).toEqual(allShards(8));
+  });
+
   it("always finds a matching filter in the topic's own shard", () => {
     const topics = ["a", "a/b", "a/b/c", "x/y/z/w", "devices/1/t", "devices/2/t", "/", "/a", "$SYS/x/y"];
     const filters = ["#", "+", "a/#", "a/b/#", "a/+", "+/b", "a/b/c", "devices/+/t", "devices/1/#", "+/+/+", "/#", "$SYS/#"];

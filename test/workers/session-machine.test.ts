@@ -19,8 +19,9 @@ class RecordingIO implements SessionIO {
   subscribed: Subscription[] = [];
   alarm: number | undefined;
   time = 1_000_000;
-  /** Set to control when (and whether) each route() settles. */
-  routeResult: () => Promise<void> = async () => undefined;
+  redistributed: RoutedMessage[] = [];
+  /** Set to control when (and whether) each route() settles, and how many subscribers it reports. */
+  routeResult: () => Promise<number> = async () => 1;
   private ids = 0;
 
   constructor(private readonly version: 4 | 5) {}
@@ -33,9 +34,12 @@ class RecordingIO implements SessionIO {
   close(connId: string): void {
     this.closed.push(connId);
   }
-  route(message: RoutedMessage): Promise<void> {
+  route(message: RoutedMessage): Promise<number> {
     this.routed.push(message);
     return this.routeResult();
+  }
+  async redistribute(_shareFilter: string, _leaving: string, message: RoutedMessage): Promise<void> {
+    this.redistributed.push(message);
   }
   async subscribe(_clientId: string, subs: Subscription[], retainedFor: string[]): Promise<RoutedMessage[][]> {
     this.subscribed.push(...subs);
@@ -94,7 +98,7 @@ const delivery = (id: string, qos: 0 | 1 | 2): Delivery => ({
 });
 
 describe("Session state machine", () => {
-  it("answers CONNECT with CONNACK and the v5 capability properties", async () => {
+  it("answers CONNECT with CONNACK and truthful v5 capability properties [MQTT-3.2.2-?]", async () => {
     await withSession(5, async ({ io, send }) => {
       await send(connect(5));
       const [connack] = io.take("connack");
@@ -105,8 +109,11 @@ describe("Session state machine", () => {
         maximumPacketSize: DEFAULT_CONFIG.maxPacketSize,
         retainAvailable: true,
         wildcardSubscriptionAvailable: true,
-        sharedSubscriptionAvailable: false,
+        sharedSubscriptionAvailable: true,
+        subscriptionIdentifiersAvailable: true,
+        topicAliasMaximum: DEFAULT_CONFIG.topicAliasMaximum,
       });
+      expect(connack.properties.maximumQoS).toBeUndefined(); // QoS 2 is supported [MQTT-3.2.2-9]
     });
   });
 
@@ -114,7 +121,7 @@ describe("Session state machine", () => {
     await withSession(4, async ({ io, send }) => {
       await send(connect(4));
       const releases: (() => void)[] = [];
-      io.routeResult = () => new Promise<void>((resolve) => releases.push(resolve));
+      io.routeResult = () => new Promise<number>((resolve) => releases.push(() => resolve(1)));
       await send({ cmd: "publish", topic: "a", payload: Buffer.from("1"), qos: 1, messageId: 1 });
       await send({ cmd: "publish", topic: "a", payload: Buffer.from("2"), qos: 1, messageId: 2 });
       expect(io.take("puback")).toHaveLength(0); // not durable yet: no acknowledgement
@@ -161,18 +168,95 @@ describe("Session state machine", () => {
     });
   });
 
-  it("refuses a topic alias it never offered with 0x94", async () => {
+  it("refuses a topic alias above its Topic Alias Maximum with 0x94 [MQTT-3.3.2-9]", async () => {
     await withSession(5, async ({ io, send }) => {
       await send(connect(5));
-      await send({ cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 0, properties: { topicAlias: 1 } });
+      const alias = DEFAULT_CONFIG.topicAliasMaximum + 1;
+      await send({ cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 0, properties: { topicAlias: alias } });
       expect(io.take("disconnect")[0]?.reasonCode).toBe(0x94);
+    });
+  });
+
+  it("maps a client's topic alias to its topic [MQTT-3.3.2-12]", async () => {
+    await withSession(5, async ({ io, send }) => {
+      await send(connect(5));
+      await send({ cmd: "publish", topic: "long/topic", payload: Buffer.from("1"), qos: 0, properties: { topicAlias: 3 } });
+      await send({ cmd: "publish", topic: "", payload: Buffer.from("2"), qos: 0, properties: { topicAlias: 3 } });
+      expect(io.routed.map((m) => m.topic)).toEqual(["long/topic", "long/topic"]);
+    });
+  });
+
+  it("treats an unset topic alias with an empty topic as a protocol error", async () => {
+    await withSession(5, async ({ io, send }) => {
+      await send(connect(5));
+      await send({ cmd: "publish", topic: "", payload: Buffer.from("2"), qos: 0, properties: { topicAlias: 4 } });
+      expect(io.take("disconnect")[0]?.reasonCode).toBe(0x82);
+    });
+  });
+
+  it("uses topic aliases towards a client within its maximum [MQTT-3.3.2-8]", async () => {
+    await withSession(5, async ({ session, io, send }) => {
+      await send(connect(5, { properties: { topicAliasMaximum: 1 } }));
+      const d = (id: string, topic: string): Delivery => ({ ...delivery(id, 0), message: { ...delivery(id, 0).message, topic } });
+      session.deliver([d("1", "t/a"), d("2", "t/a"), d("3", "t/b")]);
+      const sent = io.take("publish").map((p) => [p.topic, p.properties?.topicAlias]);
+      expect(sent).toEqual([["t/a", 1], ["", 1], ["t/b", undefined]]);
+    });
+  });
+
+  it("answers a PUBLISH declared UTF-8 with an invalid payload with 0x99", async () => {
+    await withSession(5, async ({ io, send }) => {
+      await send(connect(5));
+      await send({
+        cmd: "publish", topic: "a", payload: Buffer.from([0xff, 0xfe]), qos: 1, messageId: 5,
+        properties: { payloadFormatIndicator: true },
+      });
+      expect(io.take("puback")[0]).toMatchObject({ messageId: 5, reasonCode: 0x99 });
+      expect(io.routed).toHaveLength(0);
+    });
+  });
+
+  it("answers 0x10 when no one subscribes, and omits reason strings when asked [MQTT-3.1.2-29]", async () => {
+    await withSession(5, async ({ io, send }) => {
+      await send(connect(5, { properties: { requestProblemInformation: false } }));
+      io.routeResult = async () => 0;
+      await send({ cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 1, messageId: 6 });
+      await new Promise((r) => setTimeout(r, 10));
+      expect(io.take("puback")[0]).toMatchObject({ messageId: 6, reasonCode: 0x10 });
+      await send({
+        cmd: "publish", topic: "a", payload: Buffer.from([0xff]), qos: 1, messageId: 7,
+        properties: { payloadFormatIndicator: true },
+      });
+      const refusal = io.take("puback")[1];
+      expect(refusal.reasonCode).toBe(0x99);
+      expect(refusal.properties?.reasonString).toBeUndefined();
+    });
+  });
+
+  it("hands unfinished shared-subscription messages to the group when unsubscribing [MQTT-4.8.2]", async () => {
+    await withSession(5, async ({ session, io, send }) => {
+      await send(connect(5, { properties: { receiveMaximum: 1 } }));
+      await send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "$share/g/t/#", qos: 1 }] });
+      const shared = (id: string): Delivery => ({ ...delivery(id, 1), shareFilter: "$share/g/t/#" });
+      session.deliver([shared("s1"), shared("s2")]);
+      expect(io.take("publish")).toHaveLength(1); // s2 waits behind the window of 1
+      await send({ cmd: "unsubscribe", messageId: 2, unsubscriptions: ["$share/g/t/#"] });
+      expect(io.redistributed.map((m) => new TextDecoder().decode(m.payload))).toEqual(["s1", "s2"]);
+    });
+  });
+
+  it("treats No Local on a shared subscription as a protocol error [MQTT-3.8.3-4]", async () => {
+    await withSession(5, async ({ io, send }) => {
+      await send(connect(5));
+      await send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "$share/g/t", qos: 1, nl: true }] });
+      expect(io.take("disconnect")[0]?.reasonCode).toBe(0x82);
     });
   });
 
   it("disconnects with 0x93 when more QoS 1/2 PUBLISHes are unacknowledged than Receive Maximum", async () => {
     await withSession(5, async ({ io, send }) => {
       await send(connect(5));
-      io.routeResult = () => new Promise<void>(() => undefined); // never durable
+      io.routeResult = () => new Promise<number>(() => undefined); // never durable
       for (let i = 1; i <= 3; i++) await send({ cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 1, messageId: i });
       expect(io.take("disconnect")[0]?.reasonCode).toBe(0x93);
     }, { ...DEFAULT_CONFIG, receiveMaximum: 2 });
@@ -186,7 +270,7 @@ describe("Session state machine", () => {
     });
   });
 
-  it("answers SUBSCRIBE with per-filter codes: invalid, shared, over quota", async () => {
+  it("answers SUBSCRIBE with per-filter codes: invalid filter, empty share name, over quota [MQTT-4.8.2-1]", async () => {
     await withSession(5, async ({ io, send }) => {
       await send(connect(5));
       await send({
@@ -195,11 +279,11 @@ describe("Session state machine", () => {
         subscriptions: [
           { topic: "ok/+", qos: 2 },
           { topic: "bad/#/x", qos: 0 },
-          { topic: "$share/g/x", qos: 1 },
+          { topic: "$share//x", qos: 1 },
           { topic: "second", qos: 1 },
         ],
       });
-      expect(io.take("suback")[0].granted).toEqual([2, 0x8f, 0x9e, 0x97]);
+      expect(io.take("suback")[0].granted).toEqual([2, 0x8f, 0x8f, 0x97]);
       expect(io.subscribed.map((s) => s.filter)).toEqual(["ok/+"]);
     }, { ...DEFAULT_CONFIG, maxSubscriptions: 1 });
   });
