@@ -3,7 +3,13 @@ import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
 
 export default defineConfig({
-  plugins: [cloudflareTest({ wrangler: { configPath: "./wrangler.toml" } })],
+  plugins: [
+    cloudflareTest({
+      wrangler: { configPath: "./wrangler.toml" },
+      // As `npm start`: local development accepts clients without credentials.
+      miniflare: { bindings: { ALLOW_ANONYMOUS: "true" } },
+    }),
+  ],
   test: {
     include: ["test/workers/**/*.test.ts"],
     testTimeout: 20000,

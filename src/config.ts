@@ -19,6 +19,8 @@ export interface BrokerConfig {
   receiveMaximum: number;
   /** Topic aliases a v5 client may set towards us per connection (our Topic Alias Maximum). */
   topicAliasMaximum: number;
+  /** PUBLISH packets per second a client may send (burst the same); beyond: DISCONNECT 0x96. */
+  maxPublishRate: number;
   /** QoS 1/2 messages queued per session (offline or beyond the in-flight window). */
   maxQueuedMessages: number;
   /** Subscriptions per session. */
@@ -31,6 +33,8 @@ export interface BrokerConfig {
   maxTopicLevels: number;
   /** Retained messages kept per TopicShard. */
   maxRetainedPerShard: number;
+  /** Payload bytes of retained messages kept per TopicShard. */
+  maxRetainedBytesPerShard: number;
   /** Bytes the gateway buffers for a client while its session is being opened. */
   maxPendingClientBytes: number;
 }
@@ -44,12 +48,14 @@ export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
   maxInflight: 32,
   receiveMaximum: 1024,
   topicAliasMaximum: 64,
+  maxPublishRate: 1000,
   maxQueuedMessages: 1000,
   maxSubscriptions: 100,
   maxSessionExpiry: 604800,
   maxTopicLength: 1024,
   maxTopicLevels: 32,
   maxRetainedPerShard: 10000,
+  maxRetainedBytesPerShard: 67108864,
   maxPendingClientBytes: 1048576,
 });
 
@@ -63,12 +69,14 @@ const VARIABLES: Record<keyof BrokerConfig, string> = {
   maxInflight: "MAX_INFLIGHT",
   receiveMaximum: "RECEIVE_MAXIMUM",
   topicAliasMaximum: "TOPIC_ALIAS_MAXIMUM",
+  maxPublishRate: "MAX_PUBLISH_RATE",
   maxQueuedMessages: "MAX_QUEUED_MESSAGES",
   maxSubscriptions: "MAX_SUBSCRIPTIONS",
   maxSessionExpiry: "MAX_SESSION_EXPIRY",
   maxTopicLength: "MAX_TOPIC_LENGTH",
   maxTopicLevels: "MAX_TOPIC_LEVELS",
   maxRetainedPerShard: "MAX_RETAINED_PER_SHARD",
+  maxRetainedBytesPerShard: "MAX_RETAINED_BYTES_PER_SHARD",
   maxPendingClientBytes: "MAX_PENDING_CLIENT_BYTES",
 };
 
@@ -82,12 +90,14 @@ const BOUNDS: Record<keyof BrokerConfig, [number, number]> = {
   maxInflight: [1, 65535],
   receiveMaximum: [1, 65535],
   topicAliasMaximum: [0, 65535],
+  maxPublishRate: [1, 1000000],
   maxQueuedMessages: [1, 1000000],
   maxSubscriptions: [1, 100000],
   maxSessionExpiry: [0, 4294967295],
   maxTopicLength: [1, 65535],
   maxTopicLevels: [1, 1024],
   maxRetainedPerShard: [0, 10000000],
+  maxRetainedBytesPerShard: [0, 1073741824],
   maxPendingClientBytes: [1024, 67108864],
 };
 

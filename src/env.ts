@@ -5,5 +5,7 @@ import type { TopicShardObject } from "./topics/topic-shard-object";
 export interface Env {
   SESSION: DurableObjectNamespace<SessionObject>;
   TOPIC_SHARD: DurableObjectNamespace<TopicShardObject>;
+  /** Optional Workers rate limiting binding: connection attempts per client address. */
+  CONNECT_LIMITER?: RateLimit;
   [variable: string]: unknown;
 }

@@ -1,5 +1,6 @@
 /** The Worker's HTTP surface (Hono): the MQTT WebSocket endpoint and a health check. */
 import { Hono, type Context } from "hono";
+import { AuthConfigError, authConfigFor } from "../auth/auth-config";
 import { ConfigError, configFor } from "../config";
 import type { Env } from "../env";
 import { GatewayConnection } from "./gateway-connection";
@@ -16,7 +17,7 @@ app.get("/", (c) => (isUpgrade(c) ? mqttEndpoint(c) : c.text("MQTT broker. Conne
 app.get("/health", (c) => c.json({ status: "ok" }));
 app.all("/mqtt", (c) => mqttEndpoint(c));
 
-function mqttEndpoint(c: Context<{ Bindings: Env }>): Response {
+async function mqttEndpoint(c: Context<{ Bindings: Env }>): Promise<Response> {
   if (c.req.method !== "GET") return c.text("Use GET with a WebSocket upgrade\n", 405);
   if (!isUpgrade(c)) {
     return c.text("This endpoint speaks MQTT over WebSocket: send a WebSocket upgrade (subprotocol mqtt)\n", 426, {
@@ -32,16 +33,24 @@ function mqttEndpoint(c: Context<{ Bindings: Env }>): Response {
     return c.text(`Unsupported WebSocket subprotocol; use one of: ${SUBPROTOCOLS.join(", ")}\n`, 400);
   }
   let config;
+  let auth;
   try {
     config = configFor(c.env);
+    auth = authConfigFor(c.env);
   } catch (err) {
-    if (err instanceof ConfigError) return c.text(`Broker misconfigured: ${err.message}\n`, 500);
+    if (err instanceof ConfigError || err instanceof AuthConfigError) return c.text(`Broker misconfigured: ${err.message}\n`, 500);
     throw err;
+  }
+  const remoteAddress = c.req.header("CF-Connecting-IP");
+  if (c.env.CONNECT_LIMITER) {
+    // Connection attempts per client address (Workers rate limiting binding, per location)
+    const { success } = await c.env.CONNECT_LIMITER.limit({ key: remoteAddress ?? "unknown" });
+    if (!success) return c.text("Too many connection attempts from this address; retry later\n", 429, { "Retry-After": "10" });
   }
   const pair = new WebSocketPair();
   const [clientSide, serverSide] = Object.values(pair);
   serverSide.accept();
-  new GatewayConnection(serverSide, c.env, config).start();
+  new GatewayConnection(serverSide, c.env, config, auth, remoteAddress).start();
   const headers: Record<string, string> = protocol ? { "Sec-WebSocket-Protocol": protocol } : {};
   return new Response(null, { status: 101, webSocket: clientSide, headers });
 }

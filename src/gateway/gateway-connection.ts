@@ -8,9 +8,24 @@ import type { Env } from "../env";
 import { encodePacket, parsePacket, type Packet } from "../protocol/codec";
 import { ConnectReturnCode, InternalClose, PacketType, ReasonCode, SessionHeader, type ProtocolVersion } from "../protocol/constants";
 import { PacketFramer } from "../protocol/framer";
-import { admitConnect, peekProtocolLevel, type ConnectFields } from "./admission";
+import { authenticate } from "../auth/authenticate";
+import type { Identity } from "../auth/acl";
+import type { AuthConfig } from "../auth/auth-config";
+import { admitConnect, peekProtocolLevel, type Admission, type ConnectFields } from "./admission";
 
 const PINGRESP = new Uint8Array([0xd0, 0x00]);
+
+/** CONNACK codes per authentication refusal (v5 reason code, 3.1.1 return code). */
+const REFUSALS = {
+  "bad-credentials": { v5: ReasonCode.BAD_USERNAME_OR_PASSWORD, v3: ConnectReturnCode.BAD_USERNAME_OR_PASSWORD },
+  "not-authorized": { v5: ReasonCode.NOT_AUTHORIZED, v3: ConnectReturnCode.NOT_AUTHORIZED },
+  unavailable: { v5: ReasonCode.SERVER_UNAVAILABLE, v3: ConnectReturnCode.SERVER_UNAVAILABLE },
+} as const;
+
+interface ConnectCredentials {
+  username?: string;
+  password?: Uint8Array;
+}
 
 type State = "awaiting-connect" | "opening" | "open" | "closed";
 
@@ -30,6 +45,8 @@ export class GatewayConnection {
     private readonly client: WebSocket,
     private readonly env: Env,
     private readonly config: BrokerConfig,
+    private readonly auth: AuthConfig,
+    private readonly remoteAddress?: string,
   ) {
     this.framer = new PacketFramer(config.maxPacketSize);
   }
@@ -102,10 +119,33 @@ export class GatewayConnection {
     clearTimeout(this.timer);
     this.pending.push(packet);
     this.pendingBytes += packet.length;
-    void this.openSession(admission.clientId, admission.assigned, admission.serverKeepAlive);
+    void this.authenticateAndOpen(parsed.packet as unknown as ConnectCredentials, admission);
   }
 
-  private async openSession(clientId: string, assigned: boolean, serverKeepAlive: number | undefined): Promise<void> {
+  /** The `authenticate` moment, then the session; a refusal is a CONNACK with the right code. */
+  private async authenticateAndOpen(connect: ConnectCredentials, admission: Extract<Admission, { ok: true }>): Promise<void> {
+    const outcome = await authenticate(
+      { clientId: admission.clientId, username: connect.username, password: connect.password, remoteAddress: this.remoteAddress },
+      this.auth,
+    );
+    if (this.state === "closed") return;
+    if (!outcome.ok) {
+      const refusal = REFUSALS[outcome.refusal];
+      const connack = this.version === 5
+        ? { cmd: "connack", reasonCode: refusal.v5, sessionPresent: false }
+        : { cmd: "connack", returnCode: refusal.v3, sessionPresent: false };
+      this.client.send(encodePacket(connack as Packet, this.version));
+      return this.abort(`authentication refused: ${outcome.refusal}`);
+    }
+    await this.openSession(admission.clientId, admission.assigned, admission.serverKeepAlive, outcome.identity);
+  }
+
+  private async openSession(
+    clientId: string,
+    assigned: boolean,
+    serverKeepAlive: number | undefined,
+    identity: Identity,
+  ): Promise<void> {
     try {
       const stub = this.env.SESSION.get(this.env.SESSION.idFromName(clientId));
       const headers: Record<string, string> = {
@@ -115,6 +155,7 @@ export class GatewayConnection {
       };
       if (assigned) headers[SessionHeader.ASSIGNED] = "1";
       if (serverKeepAlive !== undefined) headers[SessionHeader.SERVER_KEEP_ALIVE] = String(serverKeepAlive);
+      headers[SessionHeader.IDENTITY] = encodeURIComponent(JSON.stringify(identity));
       const response = await stub.fetch("https://session.internal/connect", { headers });
       const session = response.webSocket;
       if (!session) throw new Error(`session refused the connection: ${response.status}`);

@@ -52,6 +52,7 @@ export const ReasonCode = {
   TOPIC_ALIAS_INVALID: 0x94,
   PACKET_TOO_LARGE: 0x95,
   QUOTA_EXCEEDED: 0x97,
+  MESSAGE_RATE_TOO_HIGH: 0x96,
   PAYLOAD_FORMAT_INVALID: 0x99,
   RETAIN_NOT_SUPPORTED: 0x9a,
   QOS_NOT_SUPPORTED: 0x9b,
@@ -93,4 +94,6 @@ export const SessionHeader = {
   ASSIGNED: "x-mqtt-assigned-client-id",
   VERSION: "x-mqtt-version",
   SERVER_KEEP_ALIVE: "x-mqtt-server-keep-alive",
+  /** The authenticated Identity (URI-encoded JSON). */
+  IDENTITY: "x-mqtt-identity",
 } as const;

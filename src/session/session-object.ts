@@ -4,6 +4,7 @@
  * SQLite and per-connection facts in the socket attachment.
  */
 import { DurableObject } from "cloudflare:workers";
+import { authConfigFor } from "../auth/auth-config";
 import { configFor, type BrokerConfig } from "../config";
 import type { Env } from "../env";
 import { SessionHeader, type ProtocolVersion } from "../protocol/constants";
@@ -28,7 +29,7 @@ export class SessionObject extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.config = configFor(env);
-    this.session = new Session(ctx.storage.sql, this.io(), this.config);
+    this.session = new Session(ctx.storage.sql, this.io(), this.config, authConfigFor(env).acl);
     // A restart (eviction, deploy, crash) drops the socket without a close event: end that connection
     // now, so its will is sent and its expiry starts. Queued before any event this wake delivers.
     const live = this.session.liveConnection;
@@ -48,6 +49,7 @@ export class SessionObject extends DurableObject<Env> {
       assignedClientId: h.get(SessionHeader.ASSIGNED) === "1",
       serverKeepAlive: keepAlive === null ? undefined : Number(keepAlive),
       version: Number(h.get(SessionHeader.VERSION) ?? 4) as ProtocolVersion,
+      identity: JSON.parse(decodeURIComponent(h.get(SessionHeader.IDENTITY) ?? "%7B%7D")),
       connected: false,
     };
     const pair = new WebSocketPair();

@@ -8,6 +8,10 @@ import { propertiesFromJson, propertiesToJson } from "../protocol/properties";
 /** Session-wide values, one row each in `meta`. */
 export interface SessionMeta {
   clientId?: string;
+  /** Username (or token subject) of the identity that owns the session; "" for anonymous. */
+  owner?: string;
+  /** The owning connection's Identity as JSON (for the ACL outside a connection's events). */
+  identity?: string;
   version?: number;
   /** Seconds the session outlives its connection (0: it ends with the connection). */
   expiryInterval?: number;

@@ -5,7 +5,8 @@
  */
 import type { BrokerConfig } from "../config";
 import { encodePacket, joinFrames, parsePacket, type Packet } from "../protocol/codec";
-import { ReasonCode, SUBACK_FAILURE_V3, type ProtocolVersion } from "../protocol/constants";
+import { ConnectReturnCode, ReasonCode, SUBACK_FAILURE_V3, type ProtocolVersion } from "../protocol/constants";
+import { isAllowed, type AclAction, type AclPolicy, type Identity } from "../auth/acl";
 import type { Delivery, DeliveryOutcome, QoS, RoutedMessage, Subscription } from "../protocol/message";
 import { messagePropertiesFrom, propertiesFromJson, propertiesToJson, remainingExpiry } from "../protocol/properties";
 import { parseSharedFilter, topicFilterError, topicNameError } from "../protocol/topic";
@@ -43,6 +44,8 @@ export interface ConnectionInfo {
   assignedClientId: boolean;
   /** Keep-alive the gateway enforces when it differs from the client's (v5 Server Keep Alive). */
   serverKeepAlive?: number;
+  /** Who the gateway authenticated (absent: anonymous). */
+  identity?: Identity;
 }
 
 interface StoredWill {
@@ -67,13 +70,39 @@ export class Session {
   private aliasesIn = new Map<number, string>();
   private aliasesOut?: Map<string, number>;
 
+  private readonly acl: AclPolicy;
+
   constructor(
     sql: SqlStorage,
     private readonly io: SessionIO,
     private readonly config: BrokerConfig,
+    acl: AclPolicy = { rules: [], defaultAllow: true },
   ) {
+    this.acl = acl;
     this.store = new SessionStore(sql);
     this.meta = this.store.loadMeta();
+  }
+
+  /** The identity that owns this session (the one of its connections). */
+  private get identity(): Identity {
+    return this.meta.identity ? (JSON.parse(this.meta.identity) as Identity) : {};
+  }
+
+  private allowed(action: AclAction, topicOrFilter: string, identity = this.identity): boolean {
+    return isAllowed(this.acl, identity, this.meta.clientId ?? "", action, topicOrFilter);
+  }
+
+  /** Publish rate limiter (token bucket, per connection, in memory). */
+  private tokens = 0;
+  private tokensAt = 0;
+  private takePublishToken(): boolean {
+    const now = this.io.now();
+    const rate = this.config.maxPublishRate;
+    this.tokens = Math.min(rate, this.tokens + ((now - this.tokensAt) / 1000) * rate);
+    this.tokensAt = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
   }
 
   get clientId(): string | undefined {
@@ -147,6 +176,18 @@ export class Session {
     const cleanStart = packet.clean !== false;
     const previous = this.meta;
     const existed = previous.clientId !== undefined && !(previous.expireAt !== undefined && now >= previous.expireAt);
+    const identity = info.identity ?? {};
+    const owner = identity.username ?? "";
+    // A client may only resume or take over a session that its own identity owns.
+    const foreign = existed && previous.owner !== undefined && previous.owner !== owner;
+    const willRefused = packet.will && !isAllowed(this.acl, identity, info.clientId, "publish", packet.will.topic);
+    if (foreign || willRefused) {
+      const connack = version === 5
+        ? { cmd: "connack", sessionPresent: false, reasonCode: ReasonCode.NOT_AUTHORIZED }
+        : { cmd: "connack", sessionPresent: false, returnCode: ConnectReturnCode.NOT_AUTHORIZED };
+      this.io.send(info.connId, encodePacket(connack as Packet, version));
+      return this.io.close(info.connId, foreign ? "session owned by another identity" : "will topic not authorized");
+    }
 
     // Session takeover [MQTT-3.1.4-3]: the older connection gets DISCONNECT 0x8E and is closed.
     if (previous.connId && previous.connId !== info.connId) {
@@ -176,8 +217,12 @@ export class Session {
     const requestedExpiry =
       version === 5 ? Number(packet.properties?.sessionExpiryInterval ?? 0) : cleanStart ? 0 : this.config.maxSessionExpiry;
     const expiryInterval = Math.min(requestedExpiry, this.config.maxSessionExpiry);
+    this.tokens = this.config.maxPublishRate;
+    this.tokensAt = now;
     this.meta = {
       clientId: info.clientId,
+      owner,
+      identity: JSON.stringify(identity),
       version,
       expiryInterval,
       connId: info.connId,
@@ -233,6 +278,10 @@ export class Session {
     if (topicError) return this.protocolError(connId, ReasonCode.TOPIC_NAME_INVALID, `topic name ${topicError}`);
     const qos = packet.qos as QoS;
     const packetId = packet.messageId as number;
+    if (!this.takePublishToken()) {
+      return this.protocolError(connId, ReasonCode.MESSAGE_RATE_TOO_HIGH, `more than ${this.config.maxPublishRate} PUBLISH/s`);
+    }
+    if (!this.allowed("publish", packet.topic)) return this.refusePublish(connId, qos, packetId);
     if (this.version === 5 && packet.properties?.payloadFormatIndicator && !isUtf8(packet.payload)) {
       // [MQTT-3.3.2-4]-adjacent: we validate the payload the sender declared as UTF-8 (0x99)
       if (qos === 0) return this.protocolError(connId, ReasonCode.PAYLOAD_FORMAT_INVALID, "payload is not UTF-8");
@@ -259,6 +308,20 @@ export class Session {
     const routed = this.io.route(message);
     if (qos === 1) this.acknowledgeAfter(connId, routed, (matched) => ackPacket("puback", packetId, this.matchCode(matched)));
     else routed.catch(() => undefined); // QoS 0: at most once
+  }
+
+  /**
+   * An unauthorized PUBLISH is not routed. v5 answers 0x87 [MQTT-3.3.5-2]; 3.1.1 has no code for it,
+   * so the flow completes normally and the message is dropped, as the 3.1.1 spec allows.
+   */
+  private refusePublish(connId: string, qos: QoS, packetId: number): void {
+    if (qos === 0) return;
+    if (this.version === 5) {
+      const ack = ackPacket(qos === 1 ? "puback" : "pubrec", packetId, ReasonCode.NOT_AUTHORIZED);
+      return this.send(connId, [this.withReason(ack, "not authorized to publish to this topic")]);
+    }
+    if (qos === 2) this.store.putInboundQos2(packetId, `refused:${packetId}`, true);
+    this.send(connId, [ackPacket(qos === 1 ? "puback" : "pubrec", packetId)]);
   }
 
   /** v5: 0x10 tells the publisher nobody subscribes to the topic (the message was still accepted). */
@@ -402,11 +465,14 @@ export class Session {
     const retained = accepted.length ? await this.io.subscribe(this.meta.clientId!, accepted, retainedFor) : [];
     for (const sub of accepted) this.store.putSubscription(sub);
     // [MQTT-3.8.4-1] SUBACK with one code per filter, in order [MQTT-3.8.4-6]
-    this.send(connId, [{ cmd: "suback", messageId: packet.messageId, granted: codes }]);
+    const suback: AnyPacket = { cmd: "suback", messageId: packet.messageId, granted: codes };
+    const refused = codes.filter((c) => c >= 0x80);
+    this.send(connId, [refused.length ? this.withReason(suback, `${refused.length} filter(s) refused: ${refused.map((c) => `0x${c.toString(16)}`).join(", ")}`) : suback]);
     const deliveries: Delivery[] = [];
     retainedFor.forEach((filter, i) => {
       const sub = accepted.find((s) => s.filter === filter)!;
       for (const message of retained[i] ?? []) {
+        if (!this.allowed("subscribe", message.topic)) continue; // retained delivery obeys the ACL too
         deliveries.push({
           // A fresh id per delivery: a re-subscribe must deliver the retained message again [MQTT-3.8.4-3].
           message: { ...message, id: `${message.id}:${this.io.newId()}` },
@@ -425,6 +491,7 @@ export class Session {
     const shared = parseSharedFilter(filter);
     // [MQTT-4.8.2-1, 4.8.2-2] a share name is at least one character, without '/', '+' or '#', and is followed by a filter
     if (shared && (!shared.group || /[+#]/.test(shared.group) || !shared.filter)) return ReasonCode.TOPIC_FILTER_INVALID;
+    if (!this.allowed("subscribe", shared ? shared.filter : filter)) return ReasonCode.NOT_AUTHORIZED;
     if (!this.store.hasSubscription(filter) && count >= this.config.maxSubscriptions) return ReasonCode.QUOTA_EXCEEDED;
     return undefined;
   }

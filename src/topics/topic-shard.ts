@@ -169,7 +169,10 @@ export class TopicShard {
       return;
     }
     const exists = this.sql.exec(`SELECT 1 FROM retained WHERE topic = ?`, message.topic).toArray().length > 0;
-    if (!exists && this.retainedCount() >= this.config.maxRetainedPerShard) {
+    const full = () =>
+      this.retainedCount() >= this.config.maxRetainedPerShard ||
+      this.retainedBytes() + message.payload.length > this.config.maxRetainedBytesPerShard;
+    if (!exists && full()) {
       // Documented outcome: a new retained topic beyond the shard's limit is not stored (still delivered).
       console.warn(`retained limit reached, not storing ${message.topic}`);
       return;
@@ -178,6 +181,10 @@ export class TopicShard {
       `INSERT OR REPLACE INTO retained (topic, payload, qos, props, received_at) VALUES (?, ?, ?, ?, ?)`,
       message.topic, message.payload, message.qos, propertiesToJson(message.properties), message.receivedAt,
     );
+  }
+
+  retainedBytes(): number {
+    return this.sql.exec<{ n: number }>(`SELECT COALESCE(SUM(LENGTH(payload)), 0) AS n FROM retained`).one().n;
   }
 
   retainedCount(): number {

@@ -4,10 +4,23 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
+import { createServer as createHttpServer } from "node:http";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TestProject } from "vitest/node";
+import { hashPassword } from "../../src/auth/password";
+
+/** Credentials the e2e broker knows (test/e2e/auth.test.ts). */
+export const E2E_USERS = { alice: "alice-password", bob: "bob-password" };
+export const E2E_JWT_SECRET = "e2e-jwt-secret-of-enough-length-for-hs256";
+
+/** ACL of the e2e broker: alice is confined to users/alice/#, role readonly may not publish. */
+const E2E_ACL = [
+  { allow: true, action: "all", users: ["alice"], topics: ["users/%u/#"] },
+  { allow: false, action: "all", users: ["alice"], topics: ["#"] },
+  { allow: false, action: "publish", roles: ["readonly"], topics: ["#"] },
+];
 
 /** Smaller limits than the defaults so that tests can reach them quickly. */
 export const E2E_VARS: Record<string, string> = {
@@ -15,7 +28,36 @@ export const E2E_VARS: Record<string, string> = {
   MAX_QUEUED_MESSAGES: "300",
   MAX_SUBSCRIPTIONS: "20",
   MAX_PACKET_SIZE: "16384",
+  MAX_PUBLISH_RATE: "500",
+  ALLOW_ANONYMOUS: "true",
+  JWT_SECRET: E2E_JWT_SECRET,
+  ACL: JSON.stringify(E2E_ACL),
+  ACL_DEFAULT: "allow",
+  AUTH_HOOK_TIMEOUT_MS: "1000",
 };
+
+/**
+ * The user's authentication endpoint, as the HTTP hook calls it: hook-user/hook-pass is allowed
+ * (publish only to hook/#), "slow" never answers in time, everyone else is refused.
+ */
+async function startAuthHook(): Promise<{ url: string; close: () => void }> {
+  const server = createHttpServer((req, res) => {
+    let body = "";
+    req.on("data", (d) => (body += d));
+    req.on("end", () => {
+      const { username, password } = JSON.parse(body || "{}");
+      if (username === "slow") return void setTimeout(() => res.end("{}"), 3000);
+      res.setHeader("content-type", "application/json");
+      if (username === "hook-user" && password === "hook-pass") {
+        return void res.end(JSON.stringify({ allow: true, roles: ["hooked"], publish: ["hook/#"], subscribe: ["hook/#"] }));
+      }
+      res.end(JSON.stringify({ allow: false }));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const { port } = server.address() as { port: number };
+  return { url: `http://127.0.0.1:${port}/auth`, close: () => server.close() };
+}
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -43,13 +85,14 @@ async function waitForHealth(url: string, child: ChildProcess, log: () => string
   throw new Error(`wrangler dev did not become healthy:\n${log()}`);
 }
 
-export default async function setup(project: TestProject) {
+/** Starts `wrangler dev` (as `npm start` does) on a free port with its own state; resolves when healthy. */
+export async function startBroker(vars: Record<string, string>): Promise<{ base: string; output: () => string; stop: () => Promise<void> }> {
   const port = await freePort();
   const state = mkdtempSync(join(tmpdir(), "mqtt-e2e-"));
-  const vars = Object.entries(E2E_VARS).flatMap(([k, v]) => ["--var", `${k}:${v}`]);
+  const args = Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]);
   const child = spawn(
     "npx",
-    ["wrangler", "dev", "--port", String(port), "--ip", "127.0.0.1", "--persist-to", state, ...vars],
+    ["wrangler", "dev", "--port", String(port), "--ip", "127.0.0.1", "--persist-to", state, ...args],
     { detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false" } },
   );
   let output = "";
@@ -57,22 +100,33 @@ export default async function setup(project: TestProject) {
   child.stderr?.on("data", (d) => (output += d));
   const base = `http://127.0.0.1:${port}`;
   await waitForHealth(base, child, () => output);
-  project.provide("brokerHttp", base);
-  project.provide("brokerUrl", `ws://127.0.0.1:${port}/mqtt`);
-  return async () => {
-    try {
-      process.kill(-child.pid!, "SIGTERM");
-    } catch {
-      // already gone
+  const stop = async () => {
+    for (const signal of ["SIGTERM", "SIGKILL"] as const) {
+      try {
+        process.kill(-child.pid!, signal);
+      } catch {
+        // already gone
+      }
+      await new Promise((r) => setTimeout(r, 300));
     }
-    await new Promise((r) => setTimeout(r, 500));
-    try {
-      process.kill(-child.pid!, "SIGKILL");
-    } catch {
-      // already gone
-    }
-    if (process.env.E2E_BROKER_LOG) console.log(output);
     rmSync(state, { recursive: true, force: true });
+  };
+  return { base, output: () => output, stop };
+}
+
+export default async function setup(project: TestProject) {
+  const hook = await startAuthHook();
+  const users: Record<string, unknown> = {};
+  for (const [name, password] of Object.entries(E2E_USERS)) {
+    users[name] = { hash: await hashPassword(password, 1000), roles: name === "bob" ? ["readonly"] : [] };
+  }
+  const broker = await startBroker({ ...E2E_VARS, AUTH_USERS: JSON.stringify(users), AUTH_HOOK_URL: hook.url });
+  project.provide("brokerHttp", broker.base);
+  project.provide("brokerUrl", `${broker.base.replace("http", "ws")}/mqtt`);
+  return async () => {
+    hook.close();
+    if (process.env.E2E_BROKER_LOG) console.log(broker.output());
+    await broker.stop();
   };
 }
 

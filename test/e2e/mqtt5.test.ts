@@ -283,6 +283,12 @@ describe("shared subscriptions [MQTT-4.8.2]", () => {
 });
 
 describe("session expiry at DISCONNECT [MQTT-3.14.2]", () => {
+  it("caps a requested expiry above the maximum and says so in CONNACK [MQTT-3.2.2-?]", async () => {
+    const raw = await rawClient(5);
+    const connack = await raw.connect({ clientId: uid(), clean: false, properties: { sessionExpiryInterval: 0xffffffff } });
+    expect(connack.properties.sessionExpiryInterval).toBe(604800);
+  });
+
   it("a DISCONNECT may shorten the session expiry to 0, ending the session", async () => {
     const clientId = uid("sx");
     const raw = await rawClient(5);

@@ -1,0 +1,100 @@
+/**
+ * The `authenticate` moment: CONNECT credentials -> an Identity, or a refusal. Runs in the gateway,
+ * before any Durable Object wakes. Refusals say nothing about which part was wrong.
+ */
+import { createRemoteJWKSet, jwtVerify, type JWTPayload } from "jose";
+import type { Identity } from "./acl";
+import type { AuthConfig } from "./auth-config";
+import { verifyPassword } from "./password";
+
+export interface Credentials {
+  clientId: string;
+  username?: string;
+  password?: Uint8Array;
+  remoteAddress?: string;
+}
+
+export type AuthOutcome =
+  | { ok: true; identity: Identity }
+  /** bad-credentials: v5 0x86 / v3 4; not-authorized: v5 0x87 / v3 5; unavailable: v5 0x88 / v3 3. */
+  | { ok: false; refusal: "bad-credentials" | "not-authorized" | "unavailable" };
+
+const decoder = new TextDecoder();
+const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
+/** A fixed hash verified for unknown users, so that their refusal takes as long as a wrong password. */
+const DUMMY_HASH = "pbkdf2-sha256$100000$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+const jwksCache = new Map<string, ReturnType<typeof createRemoteJWKSet>>();
+
+export async function authenticate(credentials: Credentials, config: AuthConfig): Promise<AuthOutcome> {
+  const { username, password } = credentials;
+  const passwordText = password ? decoder.decode(password) : undefined;
+  if (config.jwt && passwordText && JWT_SHAPE.test(passwordText)) return verifyToken(passwordText, credentials, config);
+  if (username !== undefined && config.users.size > 0 && (config.users.has(username) || !config.hook)) {
+    const user = config.users.get(username);
+    const valid = await verifyPassword(password ?? new Uint8Array(), user?.hash ?? DUMMY_HASH);
+    return valid && user ? { ok: true, identity: { username, roles: user.roles } } : { ok: false, refusal: "bad-credentials" };
+  }
+  if (config.hook && (username !== undefined || password !== undefined)) return callHook(credentials, config.hook);
+  if (config.allowAnonymous && config.users.size === 0 && !config.jwt && !config.hook) {
+    // Nothing to check credentials against (local development): the claimed username is taken as is.
+    return { ok: true, identity: username !== undefined ? { username } : {} };
+  }
+  if (username === undefined && password === undefined) {
+    return config.allowAnonymous ? { ok: true, identity: {} } : { ok: false, refusal: "not-authorized" };
+  }
+  return { ok: false, refusal: "bad-credentials" };
+}
+
+async function verifyToken(token: string, credentials: Credentials, config: AuthConfig): Promise<AuthOutcome> {
+  const jwt = config.jwt!;
+  let payload: JWTPayload;
+  try {
+    const options = { issuer: jwt.issuer, audience: jwt.audience, algorithms: jwt.secret ? ["HS256"] : ["RS256", "ES256"] };
+    if (jwt.secret) {
+      payload = (await jwtVerify(token, new TextEncoder().encode(jwt.secret), options)).payload;
+    } else {
+      let keys = jwksCache.get(jwt.jwksUrl!);
+      if (!keys) jwksCache.set(jwt.jwksUrl!, (keys = createRemoteJWKSet(new URL(jwt.jwksUrl!))));
+      payload = (await jwtVerify(token, keys, options)).payload;
+    }
+  } catch {
+    return { ok: false, refusal: "bad-credentials" };
+  }
+  // A token may bind the client id: it is then valid for that client only.
+  const boundClient = payload.client_id;
+  if (typeof boundClient === "string" && boundClient !== credentials.clientId) return { ok: false, refusal: "not-authorized" };
+  const mqtt = (payload.mqtt ?? {}) as { publish?: unknown; subscribe?: unknown };
+  const list = (v: unknown) => (Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : undefined);
+  return {
+    ok: true,
+    identity: {
+      username: typeof payload.sub === "string" ? payload.sub : credentials.username,
+      roles: list(payload.roles) ?? [],
+      grants: payload.mqtt ? { publish: list(mqtt.publish) ?? [], subscribe: list(mqtt.subscribe) ?? [] } : undefined,
+    },
+  };
+}
+
+async function callHook(credentials: Credentials, hook: NonNullable<AuthConfig["hook"]>): Promise<AuthOutcome> {
+  try {
+    const response = await fetch(hook.url, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        clientId: credentials.clientId,
+        username: credentials.username,
+        password: credentials.password ? decoder.decode(credentials.password) : undefined,
+        remoteAddress: credentials.remoteAddress,
+      }),
+      signal: AbortSignal.timeout(hook.timeoutMs),
+    });
+    if (!response.ok) return { ok: false, refusal: response.status >= 500 ? "unavailable" : "bad-credentials" };
+    const body = (await response.json()) as { allow?: boolean; username?: string; roles?: string[]; publish?: string[]; subscribe?: string[] };
+    if (body.allow !== true) return { ok: false, refusal: "bad-credentials" };
+    const grants = body.publish || body.subscribe ? { publish: body.publish, subscribe: body.subscribe } : undefined;
+    return { ok: true, identity: { username: body.username ?? credentials.username, roles: body.roles ?? [], grants } };
+  } catch {
+    return { ok: false, refusal: "unavailable" }; // timeout or network failure
+  }
+}

@@ -1,0 +1,162 @@
+/** Identity and permissions through the real Worker: passwords, JWT, HTTP hook, ACL, ownership. */
+import { SignJWT } from "jose";
+import { afterEach, describe, expect, it } from "vitest";
+import { E2E_JWT_SECRET, E2E_USERS } from "./global-setup";
+import { closeAll, connect, rawClient, recorder, sleep, uid } from "./helpers";
+
+afterEach(closeAll);
+
+const secret = new TextEncoder().encode(E2E_JWT_SECRET);
+async function token(claims: Record<string, unknown>, expiresIn = "5m"): Promise<string> {
+  return new SignJWT(claims).setProtectedHeader({ alg: "HS256" }).setIssuedAt().setExpirationTime(expiresIn).sign(secret);
+}
+
+describe.each([4, 5] as const)("username and password, MQTT v%i", (version) => {
+  it("accepts the right password", async () => {
+    const raw = await rawClient(version);
+    const connack = await raw.connect({ clientId: uid(), username: "alice", password: Buffer.from(E2E_USERS.alice) });
+    expect(version === 5 ? connack.reasonCode : connack.returnCode).toBe(0);
+  });
+
+  it.each([
+    ["a wrong password", "alice", "nope"],
+    ["an unknown user", "mallory", "whatever"],
+  ])("refuses %s the same way (v5 0x86, 3.1.1 4)", async (_what, username, password) => {
+    const raw = await rawClient(version);
+    const connack = await raw.connect({ clientId: uid(), username, password: Buffer.from(password) });
+    if (version === 5) {
+      expect(connack.reasonCode).toBe(0x86);
+      expect(connack.properties?.reasonString).toBeUndefined(); // reveals nothing
+    } else expect(connack.returnCode).toBe(4);
+    await raw.waitClosed();
+  });
+});
+
+describe.each([4, 5] as const)("JWT as the password, MQTT v%i", (version) => {
+  it("accepts a valid token and enforces its topic grants", async () => {
+    const jwt = await token({ sub: "device-7", mqtt: { publish: ["dev/%c/up"], subscribe: ["dev/%c/down"] } });
+    const clientId = uid("jwt");
+    const raw = await rawClient(version);
+    const connack = await raw.connect({ clientId, username: "jwt", password: Buffer.from(jwt) });
+    expect(version === 5 ? connack.reasonCode : connack.returnCode).toBe(0);
+    raw.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: `dev/${clientId}/down`, qos: 1 }, { topic: "dev/other/down", qos: 1 }] });
+    expect((await raw.next("suback")).granted).toEqual([1, version === 5 ? 0x87 : 0x80]);
+    raw.send({ cmd: "publish", topic: "dev/other/up", payload: Buffer.from("x"), qos: 1, messageId: 2 });
+    const puback = await raw.next("puback");
+    if (version === 5) expect(puback.reasonCode).toBe(0x87);
+  });
+
+  it("refuses an expired or badly signed token", async () => {
+    const expired = await token({ sub: "d" }, "-1m");
+    const forged = await new SignJWT({ sub: "d" }).setProtectedHeader({ alg: "HS256" }).sign(new TextEncoder().encode("x".repeat(40)));
+    for (const jwt of [expired, forged]) {
+      const raw = await rawClient(version);
+      const connack = await raw.connect({ clientId: uid(), username: "jwt", password: Buffer.from(jwt) });
+      expect(version === 5 ? connack.reasonCode : connack.returnCode).toBe(version === 5 ? 0x86 : 4);
+    }
+  });
+
+  it("refuses a token bound to another client id (v5 0x87, 3.1.1 5)", async () => {
+    const jwt = await token({ sub: "d", client_id: "the-right-one" });
+    const raw = await rawClient(version);
+    const connack = await raw.connect({ clientId: uid("wrong"), username: "jwt", password: Buffer.from(jwt) });
+    expect(version === 5 ? connack.reasonCode : connack.returnCode).toBe(version === 5 ? 0x87 : 5);
+  });
+});
+
+describe("HTTP authentication hook", () => {
+  it("accepts what the hook allows, with the grants it returns", async () => {
+    const raw = await rawClient(5);
+    const connack = await raw.connect({ clientId: uid(), username: "hook-user", password: Buffer.from("hook-pass") });
+    expect(connack.reasonCode).toBe(0);
+    raw.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "hook/a", qos: 0 }, { topic: "elsewhere", qos: 0 }] });
+    expect((await raw.next("suback")).granted).toEqual([0, 0x87]);
+  });
+
+  it("refuses what the hook refuses (0x86)", async () => {
+    const raw = await rawClient(5);
+    const connack = await raw.connect({ clientId: uid(), username: "hook-user", password: Buffer.from("wrong") });
+    expect(connack.reasonCode).toBe(0x86);
+  });
+
+  it("answers 0x88 when the hook does not answer in time", async () => {
+    const raw = await rawClient(5);
+    const started = Date.now();
+    const connack = await raw.connect({ clientId: uid(), username: "slow", password: Buffer.from("x") });
+    expect(connack.reasonCode).toBe(0x88);
+    expect(Date.now() - started).toBeLessThan(2900);
+  });
+});
+
+describe.each([4, 5] as const)("ACL, MQTT v%i", (version) => {
+  const alice = () => ({ username: "alice", password: Buffer.from(E2E_USERS.alice) });
+
+  it("confines alice to users/alice/# with %u substitution (SUBACK 0x87 / 0x80)", async () => {
+    const raw = await rawClient(version);
+    await raw.connect({ clientId: uid(), ...alice() });
+    raw.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "users/alice/#", qos: 1 }, { topic: "users/bob/#", qos: 1 }, { topic: "#", qos: 0 }] });
+    expect((await raw.next("suback")).granted).toEqual(version === 5 ? [1, 0x87, 0x87] : [1, 0x80, 0x80]);
+  });
+
+  it("does not route an unauthorized PUBLISH (v5 PUBACK 0x87; 3.1.1 acknowledged and dropped)", async () => {
+    const topic = "users/bob/inbox";
+    const watcher = await connect(version);
+    const rec = recorder(watcher);
+    await watcher.subscribeAsync(topic, { qos: 1 });
+    const raw = await rawClient(version);
+    await raw.connect({ clientId: uid(), ...alice() });
+    raw.send({ cmd: "publish", topic, payload: Buffer.from("sneaky"), qos: 1, messageId: 4 });
+    const puback = await raw.next("puback");
+    if (version === 5) expect(puback.reasonCode).toBe(0x87);
+    raw.send({ cmd: "publish", topic, payload: Buffer.from("sneaky2"), qos: 2, messageId: 5 });
+    const pubrec = await raw.next("pubrec");
+    if (version === 5) expect(pubrec.reasonCode).toBe(0x87);
+    else {
+      raw.send({ cmd: "pubrel", messageId: 5 });
+      await raw.next("pubcomp");
+    }
+    await sleep(300);
+    expect(rec.messages).toHaveLength(0);
+  });
+
+  it("a readonly role may subscribe but not publish", async () => {
+    const raw = await rawClient(version);
+    await raw.connect({ clientId: uid(), username: "bob", password: Buffer.from(E2E_USERS.bob) });
+    expect((await raw.subscribe("anything/#", 1)).granted).toEqual([1]);
+    raw.send({ cmd: "publish", topic: "anything/x", payload: Buffer.from("x"), qos: 1, messageId: 9 });
+    const puback = await raw.next("puback");
+    if (version === 5) expect(puback.reasonCode).toBe(0x87);
+  });
+
+  it("refuses a will on a topic the client may not publish to", async () => {
+    const raw = await rawClient(version);
+    const connack = await raw.connect({ clientId: uid(), ...alice(), will: { topic: "public/status", payload: Buffer.from("x"), qos: 0 } });
+    expect(version === 5 ? connack.reasonCode : connack.returnCode).toBe(version === 5 ? 0x87 : 5);
+  });
+});
+
+describe("session ownership", () => {
+  it("a client may not resume or take over a session another identity owns", async () => {
+    const clientId = uid("owned");
+    const owner = await rawClient(5);
+    await owner.connect({ clientId, clean: false, properties: { sessionExpiryInterval: 60 }, username: "alice", password: Buffer.from(E2E_USERS.alice) });
+    const intruder = await rawClient(5);
+    const connack = await intruder.connect({ clientId, clean: false, properties: { sessionExpiryInterval: 60 } });
+    expect(connack.reasonCode).toBe(0x87);
+    await intruder.waitClosed();
+    // The owner's connection is untouched.
+    owner.send({ cmd: "pingreq" });
+    await owner.next("pingresp");
+    expect(owner.closed).toBe(false);
+  });
+});
+
+describe("limits", () => {
+  it("disconnects a client publishing faster than MAX_PUBLISH_RATE with 0x96", async () => {
+    const raw = await rawClient(5);
+    await raw.connect({ clientId: uid() });
+    for (let i = 0; i < 700; i++) raw.send({ cmd: "publish", topic: "flood/x", payload: Buffer.from("x"), qos: 0 });
+    expect((await raw.next("disconnect")).reasonCode).toBe(0x96);
+    await raw.waitClosed();
+  });
+});
