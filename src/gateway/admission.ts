@@ -30,7 +30,12 @@ export type Admission =
 
 const encoder = new TextEncoder();
 
-export function admitConnect(connect: ConnectFields, config: BrokerConfig, newId: () => string): Admission {
+export function admitConnect(
+  connect: ConnectFields,
+  config: BrokerConfig,
+  newId: () => string,
+  authMethods: string[] = [],
+): Admission {
   const v5 = connect.protocolVersion === 5;
   const refuse = (reason: string, v5Code: number, v3Code: number): Admission => ({
     ok: false,
@@ -51,8 +56,9 @@ export function admitConnect(connect: ConnectFields, config: BrokerConfig, newId
   if (encoder.encode(clientId).length > MAX_CLIENT_ID_LENGTH) {
     return refuse("client id too long", ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, ConnectReturnCode.IDENTIFIER_REJECTED);
   }
-  if (v5 && connect.properties?.authenticationMethod !== undefined) {
-    // No enhanced authentication method is configured [MQTT-4.12.0-1]
+  const method = connect.properties?.authenticationMethod;
+  if (v5 && method !== undefined && !authMethods.includes(method)) {
+    // [MQTT-4.12.0-1] an authentication method we do not offer: CONNACK 0x8C, then close
     return refuse("authentication method not supported", ReasonCode.BAD_AUTHENTICATION_METHOD, 0);
   }
   if (connect.will) {

@@ -9,6 +9,7 @@ import { encodePacket, parsePacket, type Packet } from "../protocol/codec";
 import { ConnectReturnCode, InternalClose, PacketType, ReasonCode, SessionHeader, type ProtocolVersion } from "../protocol/constants";
 import { PacketFramer } from "../protocol/framer";
 import { authenticate } from "../auth/authenticate";
+import { SCRAM_METHOD, startScram, type ScramExchange } from "../auth/scram";
 import type { Identity } from "../auth/acl";
 import type { AuthConfig } from "../auth/auth-config";
 import { admitConnect, peekProtocolLevel, type Admission, type ConnectFields } from "./admission";
@@ -25,9 +26,10 @@ const REFUSALS = {
 interface ConnectCredentials {
   username?: string;
   password?: Uint8Array;
+  properties?: { authenticationMethod?: string; authenticationData?: Uint8Array };
 }
 
-type State = "awaiting-connect" | "opening" | "open" | "closed";
+type State = "awaiting-connect" | "authenticating" | "opening" | "open" | "closed";
 
 export class GatewayConnection {
   private state: State = "awaiting-connect";
@@ -84,6 +86,10 @@ export class GatewayConnection {
       if (type !== PacketType.CONNECT) return this.abort("first packet is not CONNECT");
       return this.onConnect(packet);
     }
+    if (this.state === "authenticating") {
+      void this.continueEnhancedAuth(packet);
+      return;
+    }
     // PINGREQ is answered here so that keep-alive traffic never wakes the Session object.
     if (type === PacketType.PINGREQ && packet[0] === 0xc0 && packet.length === 2) {
       this.client.send(PINGRESP);
@@ -107,19 +113,65 @@ export class GatewayConnection {
     }
     const connect = parsed.packet as unknown as ConnectFields;
     this.version = connect.protocolVersion;
-    const admission = admitConnect(connect, this.config, () => crypto.randomUUID());
+    const methods = this.auth.users.size > 0 ? [SCRAM_METHOD] : [];
+    const admission = admitConnect(connect, this.config, () => crypto.randomUUID(), methods);
     if (!admission.ok) {
       if (admission.connack) {
         this.client.send(encodePacket({ cmd: "connack", ...admission.connack } as Packet, this.version));
       }
       return this.abort(admission.reason);
     }
-    this.state = "opening";
     this.keepAliveMs = admission.keepAlive * 1000;
-    clearTimeout(this.timer);
     this.pending.push(packet);
     this.pendingBytes += packet.length;
-    void this.authenticateAndOpen(parsed.packet as unknown as ConnectCredentials, admission);
+    const credentials = parsed.packet as unknown as ConnectCredentials;
+    if (credentials.properties?.authenticationMethod === SCRAM_METHOD) return this.startEnhancedAuth(credentials, admission);
+    this.state = "opening";
+    clearTimeout(this.timer);
+    void this.authenticateAndOpen(credentials, admission);
+  }
+
+  private scram?: { exchange: ScramExchange; admission: Extract<Admission, { ok: true }> };
+
+  /** [MQTT-4.12] enhanced authentication: CONNECT -> AUTH 0x18 (challenge) -> AUTH 0x18 (response) -> CONNACK. */
+  private startEnhancedAuth(connect: ConnectCredentials, admission: Extract<Admission, { ok: true }>): void {
+    const exchange = startScram(connect.properties?.authenticationData ?? new Uint8Array(), this.auth.users);
+    if (!exchange) return this.refuseConnect("bad-credentials", "malformed SCRAM client-first-message");
+    this.state = "authenticating";
+    this.scram = { exchange, admission };
+    const challenge = {
+      cmd: "auth",
+      reasonCode: ReasonCode.CONTINUE_AUTHENTICATION,
+      properties: { authenticationMethod: SCRAM_METHOD, authenticationData: Buffer.from(exchange.serverFirst) },
+    };
+    this.client.send(encodePacket(challenge as Packet, 5));
+  }
+
+  private async continueEnhancedAuth(packet: Uint8Array): Promise<void> {
+    const { exchange, admission } = this.scram!;
+    this.scram = undefined;
+    const parsed = parsePacket(packet, 5);
+    const auth = "packet" in parsed ? (parsed.packet as unknown as Record<string, any>) : undefined;
+    // [MQTT-4.12.0-2..4] only AUTH with Continue Authentication and the same method may follow
+    if (auth?.cmd !== "auth" || auth.reasonCode !== ReasonCode.CONTINUE_AUTHENTICATION || auth.properties?.authenticationMethod !== SCRAM_METHOD) {
+      return this.abort("expected AUTH during enhanced authentication", ReasonCode.PROTOCOL_ERROR);
+    }
+    this.state = "opening";
+    clearTimeout(this.timer);
+    const result = await exchange.finish(auth.properties.authenticationData ?? new Uint8Array());
+    if ((this.state as State) === "closed") return;
+    if (!result.ok) return this.refuseConnect("bad-credentials", "SCRAM proof refused");
+    const authResponse = { method: SCRAM_METHOD, data: btoa(result.serverFinal) };
+    await this.openSession(admission.clientId, admission.assigned, admission.serverKeepAlive, { username: result.username, roles: result.roles }, authResponse);
+  }
+
+  private refuseConnect(refusal: keyof typeof REFUSALS, reason: string): void {
+    const code = REFUSALS[refusal];
+    const connack = this.version === 5
+      ? { cmd: "connack", reasonCode: code.v5, sessionPresent: false }
+      : { cmd: "connack", returnCode: code.v3, sessionPresent: false };
+    this.client.send(encodePacket(connack as Packet, this.version));
+    this.abort(`authentication refused: ${reason}`);
   }
 
   /** The `authenticate` moment, then the session; a refusal is a CONNACK with the right code. */
@@ -129,14 +181,7 @@ export class GatewayConnection {
       this.auth,
     );
     if (this.state === "closed") return;
-    if (!outcome.ok) {
-      const refusal = REFUSALS[outcome.refusal];
-      const connack = this.version === 5
-        ? { cmd: "connack", reasonCode: refusal.v5, sessionPresent: false }
-        : { cmd: "connack", returnCode: refusal.v3, sessionPresent: false };
-      this.client.send(encodePacket(connack as Packet, this.version));
-      return this.abort(`authentication refused: ${outcome.refusal}`);
-    }
+    if (!outcome.ok) return this.refuseConnect(outcome.refusal, outcome.refusal);
     await this.openSession(admission.clientId, admission.assigned, admission.serverKeepAlive, outcome.identity);
   }
 
@@ -145,6 +190,7 @@ export class GatewayConnection {
     assigned: boolean,
     serverKeepAlive: number | undefined,
     identity: Identity,
+    authResponse?: { method: string; data: string },
   ): Promise<void> {
     try {
       const stub = this.env.SESSION.get(this.env.SESSION.idFromName(clientId));
@@ -156,6 +202,7 @@ export class GatewayConnection {
       if (assigned) headers[SessionHeader.ASSIGNED] = "1";
       if (serverKeepAlive !== undefined) headers[SessionHeader.SERVER_KEEP_ALIVE] = String(serverKeepAlive);
       headers[SessionHeader.IDENTITY] = encodeURIComponent(JSON.stringify(identity));
+      if (authResponse) headers[SessionHeader.AUTH_RESPONSE] = encodeURIComponent(JSON.stringify(authResponse));
       const response = await stub.fetch("https://session.internal/connect", { headers });
       const session = response.webSocket;
       if (!session) throw new Error(`session refused the connection: ${response.status}`);

@@ -29,6 +29,8 @@ export const ReasonCode = {
   GRANTED_QOS_2: 0x02,
   DISCONNECT_WITH_WILL: 0x04,
   NO_MATCHING_SUBSCRIBERS: 0x10,
+  CONTINUE_AUTHENTICATION: 0x18,
+  REAUTHENTICATE: 0x19,
   NO_SUBSCRIPTION_EXISTED: 0x11,
   UNSPECIFIED_ERROR: 0x80,
   MALFORMED_PACKET: 0x81,
@@ -96,4 +98,6 @@ export const SessionHeader = {
   SERVER_KEEP_ALIVE: "x-mqtt-server-keep-alive",
   /** The authenticated Identity (URI-encoded JSON). */
   IDENTITY: "x-mqtt-identity",
+  /** Enhanced authentication result for CONNACK (URI-encoded JSON {method, data base64}). */
+  AUTH_RESPONSE: "x-mqtt-auth-response",
 } as const;

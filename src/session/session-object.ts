@@ -50,6 +50,7 @@ export class SessionObject extends DurableObject<Env> {
       serverKeepAlive: keepAlive === null ? undefined : Number(keepAlive),
       version: Number(h.get(SessionHeader.VERSION) ?? 4) as ProtocolVersion,
       identity: JSON.parse(decodeURIComponent(h.get(SessionHeader.IDENTITY) ?? "%7B%7D")),
+      authResponse: h.has(SessionHeader.AUTH_RESPONSE) ? JSON.parse(decodeURIComponent(h.get(SessionHeader.AUTH_RESPONSE)!)) : undefined,
       connected: false,
     };
     const pair = new WebSocketPair();

@@ -46,6 +46,8 @@ export interface ConnectionInfo {
   serverKeepAlive?: number;
   /** Who the gateway authenticated (absent: anonymous). */
   identity?: Identity;
+  /** Enhanced authentication's final data for CONNACK (v5 [MQTT-4.12.0-?]). */
+  authResponse?: { method: string; data: string };
 }
 
 interface StoredWill {
@@ -264,6 +266,10 @@ export class Session {
     if (info.assignedClientId) props.assignedClientIdentifier = info.clientId;
     if (granted !== requested) props.sessionExpiryInterval = granted;
     if (info.serverKeepAlive !== undefined) props.serverKeepAlive = info.serverKeepAlive;
+    if (info.authResponse) {
+      props.authenticationMethod = info.authResponse.method;
+      props.authenticationData = Buffer.from(info.authResponse.data, "base64");
+    }
     return props;
   }
 

@@ -160,3 +160,43 @@ describe("limits", () => {
     await raw.waitClosed();
   });
 });
+
+describe("MQTT 5 enhanced authentication: SCRAM-SHA-256 [MQTT-4.12]", () => {
+  async function scramConnect(username: string, password: string, proofPassword = password) {
+    const { ScramClient } = await import("../support/scram-client");
+    const scram = new ScramClient(username, password);
+    const raw = await rawClient(5);
+    raw.send({
+      cmd: "connect", protocolVersion: 5, clientId: uid("scram"), clean: true, keepalive: 30,
+      properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: scram.clientFirst() },
+    });
+    const challenge = await raw.next("auth");
+    expect(challenge.reasonCode).toBe(0x18);
+    expect(challenge.properties.authenticationMethod).toBe("SCRAM-SHA-256");
+    raw.send({
+      cmd: "auth", reasonCode: 0x18,
+      properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: scram.clientFinal(challenge.properties.authenticationData, proofPassword) },
+    });
+    return { raw, scram, connack: await raw.next("connack") };
+  }
+
+  it("authenticates without sending the password, and the server proves itself", async () => {
+    const { raw, scram, connack } = await scramConnect("alice", E2E_USERS.alice);
+    expect(connack.reasonCode).toBe(0);
+    expect(connack.properties.authenticationMethod).toBe("SCRAM-SHA-256");
+    expect(scram.verifyServer(connack.properties.authenticationData)).toBe(true);
+    // and the identity is alice's: the ACL applies
+    expect((await raw.subscribe("users/bob/#", 1)).granted).toEqual([0x87]);
+  });
+
+  it("refuses a wrong password with 0x86, and an unknown user the same way", async () => {
+    expect((await scramConnect("alice", E2E_USERS.alice, "wrong")).connack.reasonCode).toBe(0x86);
+    expect((await scramConnect("mallory", "whatever")).connack.reasonCode).toBe(0x86);
+  });
+
+  it("refuses a method it does not offer with 0x8C", async () => {
+    const raw = await rawClient(5);
+    const connack = await raw.connect({ clientId: uid(), properties: { authenticationMethod: "KERBEROS" } });
+    expect(connack.reasonCode).toBe(0x8c);
+  });
+});

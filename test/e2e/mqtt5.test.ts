@@ -47,11 +47,6 @@ describe("v5 properties carried through", () => {
     expect(connack.reasonCode).toBe(0x99);
   });
 
-  it("refuses an authentication method it does not offer (CONNACK 0x8C)", async () => {
-    const raw = await rawClient(5);
-    const connack = await raw.connect({ clientId: uid(), properties: { authenticationMethod: "SCRAM-SHA-1" } });
-    expect(connack.reasonCode).toBe(0x8c);
-  });
 });
 
 describe("message expiry [MQTT-3.3.2-5, 3.3.2-6]", () => {
