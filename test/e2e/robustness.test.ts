@@ -54,3 +54,26 @@ describe.each([4, 5] as const)("keep-alive and bad input, MQTT v%i", (version) =
     raw.close();
   });
 });
+
+describe.each([4, 5] as const)("topic limits, MQTT v%i", (version) => {
+  it("refuses a filter longer than MAX_TOPIC_LENGTH in SUBACK and a long topic with a close", async () => {
+    const raw = await rawClient(version);
+    await raw.connect({ clientId: uid() });
+    const long = "x/".repeat(600) + "y"; // 1201 bytes > 1024
+    raw.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: long, qos: 0 }] });
+    expect((await raw.next("suback")).granted).toEqual([version === 5 ? 0x8f : 0x80]);
+    raw.send({ cmd: "publish", topic: long, payload: Buffer.from("x"), qos: 0 });
+    if (version === 5) expect((await raw.next("disconnect")).reasonCode).toBe(0x90);
+    await raw.waitClosed();
+  });
+
+  it("refuses subscriptions beyond MAX_SUBSCRIPTIONS (v5 0x97, 3.1.1 0x80)", async () => {
+    const raw = await rawClient(version);
+    await raw.connect({ clientId: uid() });
+    const subscriptions = Array.from({ length: 21 }, (_, i) => ({ topic: `many/${i}`, qos: 0 })); // limit is 20 here
+    raw.send({ cmd: "subscribe", messageId: 2, subscriptions });
+    const granted = (await raw.next("suback")).granted;
+    expect(granted.slice(0, 20)).toEqual(Array(20).fill(0));
+    expect(granted[20]).toBe(version === 5 ? 0x97 : 0x80);
+  });
+});

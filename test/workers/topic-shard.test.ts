@@ -1,0 +1,69 @@
+/** TopicShard on real SQLite inside workerd: retained limits and shared-subscription choice. */
+import { env, runInDurableObject } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { DEFAULT_CONFIG, type BrokerConfig } from "../../src/config";
+import type { Delivery, DeliveryOutcome, RoutedMessage } from "../../src/protocol/message";
+import { TopicShard } from "../../src/topics/topic-shard";
+import { uid } from "./helpers";
+
+const message = (topic: string, payload: string, retain = true): RoutedMessage => ({
+  id: uid("m"), origin: "pub", topic, payload: new TextEncoder().encode(payload), qos: 1, retain, receivedAt: Date.now(),
+});
+
+async function withShard(
+  config: Partial<BrokerConfig>,
+  body: (shard: TopicShard, delivered: [string, Delivery[], boolean][], online: Set<string>) => Promise<void>,
+) {
+  const stub = env.TOPIC_SHARD.get(env.TOPIC_SHARD.idFromName(uid("shard-test")));
+  await runInDurableObject(stub, async (_instance, state) => {
+    const delivered: [string, Delivery[], boolean][] = [];
+    const online = new Set<string>();
+    const deliver = async (clientId: string, batch: Delivery[], onlyIfOnline: boolean): Promise<DeliveryOutcome> => {
+      if (onlyIfOnline && !online.has(clientId)) return "offline";
+      delivered.push([clientId, batch, onlyIfOnline]);
+      return "ok";
+    };
+    await body(new TopicShard(state.storage.sql, { ...DEFAULT_CONFIG, ...config }, deliver, Date.now), delivered, online);
+  });
+}
+
+describe("TopicShard limits", () => {
+  it("stops storing new retained topics at MAX_RETAINED_PER_SHARD but still replaces and deletes", async () => {
+    await withShard({ maxRetainedPerShard: 2 }, async (shard) => {
+      await shard.publish(message("r/1", "a"));
+      await shard.publish(message("r/2", "b"));
+      await shard.publish(message("r/3", "c")); // over the limit: delivered, not stored
+      expect(shard.retainedMatching("r/#").map((m) => m.topic).sort()).toEqual(["r/1", "r/2"]);
+      await shard.publish(message("r/1", "a2")); // replacing is allowed
+      expect(shard.retainedMatching("r/1")[0].payload).toEqual(new TextEncoder().encode("a2"));
+      await shard.publish(message("r/2", "")); // deleting frees a place
+      await shard.publish(message("r/3", "c"));
+      expect(shard.retainedCount()).toBe(2);
+    });
+  });
+
+  it("stops storing new retained topics at MAX_RETAINED_BYTES_PER_SHARD", async () => {
+    await withShard({ maxRetainedBytesPerShard: 10 }, async (shard) => {
+      await shard.publish(message("b/1", "123456"));
+      await shard.publish(message("b/2", "123456")); // 12 bytes > 10: not stored
+      expect(shard.retainedCount()).toBe(1);
+      expect(shard.retainedBytes()).toBe(6);
+    });
+  });
+
+  it("delivers a shared-subscription message to one member, a connected one first", async () => {
+    await withShard({}, async (shard, delivered, online) => {
+      const opts = { qos: 1 as const, noLocal: false, retainAsPublished: false, retainHandling: 0 as const };
+      shard.subscribe("m1", [{ filter: "$share/g/jobs/#", ...opts }], []);
+      shard.subscribe("m2", [{ filter: "$share/g/jobs/#", ...opts }], []);
+      online.add("m2");
+      for (let i = 0; i < 4; i++) await shard.publish(message("jobs/x", String(i), false));
+      expect(delivered.map(([client]) => client)).toEqual(["m2", "m2", "m2", "m2"]);
+      online.add("m1");
+      delivered.length = 0;
+      for (let i = 0; i < 4; i++) await shard.publish(message("jobs/x", String(i), false));
+      expect(delivered.map(([client]) => client).sort()).toEqual(["m1", "m1", "m2", "m2"]);
+      expect(delivered.every(([, batch]) => batch[0].shareFilter === "$share/g/jobs/#")).toBe(true);
+    });
+  });
+});
