@@ -2,7 +2,7 @@
  * The `authenticate` moment: CONNECT credentials -> an Identity, or a refusal. Runs in the gateway,
  * before any Durable Object wakes. Refusals say nothing about which part was wrong.
  */
-import { createRemoteJWKSet, jwtVerify, type JWTPayload } from "jose";
+import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify, type JWTPayload } from "jose";
 import type { Identity } from "./acl";
 import type { AuthConfig } from "./auth-config";
 import { verifyPassword } from "./password";
@@ -50,13 +50,17 @@ async function verifyToken(token: string, credentials: Credentials, config: Auth
   const jwt = config.jwt!;
   let payload: JWTPayload;
   try {
-    const options = { issuer: jwt.issuer, audience: jwt.audience, algorithms: jwt.secret ? ["HS256"] : ["RS256", "ES256"] };
-    if (jwt.secret) {
-      payload = (await jwtVerify(token, new TextEncoder().encode(jwt.secret), options)).payload;
+    // HS256 tokens are checked with the shared secret, RS256/ES256 with the JWKS (fetched once, cached).
+    const alg = decodeProtectedHeader(token).alg;
+    const options = { issuer: jwt.issuer, audience: jwt.audience };
+    if (alg === "HS256" && jwt.secret) {
+      payload = (await jwtVerify(token, new TextEncoder().encode(jwt.secret), { ...options, algorithms: ["HS256"] })).payload;
+    } else if ((alg === "RS256" || alg === "ES256") && jwt.jwksUrl) {
+      let keys = jwksCache.get(jwt.jwksUrl);
+      if (!keys) jwksCache.set(jwt.jwksUrl, (keys = createRemoteJWKSet(new URL(jwt.jwksUrl))));
+      payload = (await jwtVerify(token, keys, { ...options, algorithms: ["RS256", "ES256"] })).payload;
     } else {
-      let keys = jwksCache.get(jwt.jwksUrl!);
-      if (!keys) jwksCache.set(jwt.jwksUrl!, (keys = createRemoteJWKSet(new URL(jwt.jwksUrl!))));
-      payload = (await jwtVerify(token, keys, options)).payload;
+      return { ok: false, refusal: "bad-credentials" };
     }
   } catch {
     return { ok: false, refusal: "bad-credentials" };

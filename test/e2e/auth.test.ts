@@ -1,6 +1,6 @@
 /** Identity and permissions through the real Worker: passwords, JWT, HTTP hook, ACL, ownership. */
-import { SignJWT } from "jose";
-import { afterEach, describe, expect, it } from "vitest";
+import { generateKeyPair, importJWK, SignJWT } from "jose";
+import { afterEach, describe, expect, inject, it } from "vitest";
 import { E2E_JWT_SECRET, E2E_USERS } from "./global-setup";
 import { closeAll, connect, rawClient, recorder, sleep, uid } from "./helpers";
 
@@ -54,6 +54,19 @@ describe.each([4, 5] as const)("JWT as the password, MQTT v%i", (version) => {
       const connack = await raw.connect({ clientId: uid(), username: "jwt", password: Buffer.from(jwt) });
       expect(version === 5 ? connack.reasonCode : connack.returnCode).toBe(version === 5 ? 0x86 : 4);
     }
+  });
+
+  it("accepts an ES256 token verified with keys from the JWKS URL", async () => {
+    const key = await importJWK(JSON.parse(inject("jwtPrivateJwk")), "ES256");
+    const jwt = await new SignJWT({ sub: "es-device" }).setProtectedHeader({ alg: "ES256", kid: "e2e" }).setExpirationTime("5m").sign(key);
+    const raw = await rawClient(version);
+    const connack = await raw.connect({ clientId: uid(), username: "jwt", password: Buffer.from(jwt) });
+    expect(version === 5 ? connack.reasonCode : connack.returnCode).toBe(0);
+    const other = await generateKeyPair("ES256");
+    const forged = await new SignJWT({ sub: "es-device" }).setProtectedHeader({ alg: "ES256", kid: "e2e" }).sign(other.privateKey);
+    const bad = await rawClient(version);
+    const refused = await bad.connect({ clientId: uid(), username: "jwt", password: Buffer.from(forged) });
+    expect(version === 5 ? refused.reasonCode : refused.returnCode).toBe(version === 5 ? 0x86 : 4);
   });
 
   it("refuses a token bound to another client id (v5 0x87, 3.1.1 5)", async () => {

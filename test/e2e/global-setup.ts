@@ -9,6 +9,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TestProject } from "vitest/node";
+import { exportJWK, generateKeyPair } from "jose";
 import { hashPassword } from "../../src/auth/password";
 
 /** Credentials the e2e broker knows (test/e2e/auth.test.ts). */
@@ -40,8 +41,12 @@ export const E2E_VARS: Record<string, string> = {
  * The user's authentication endpoint, as the HTTP hook calls it: hook-user/hook-pass is allowed
  * (publish only to hook/#), "slow" never answers in time, everyone else is refused.
  */
-async function startAuthHook(): Promise<{ url: string; close: () => void }> {
+async function startAuthHook(jwks: object): Promise<{ url: string; close: () => void }> {
   const server = createHttpServer((req, res) => {
+    if (req.url === "/jwks") {
+      res.setHeader("content-type", "application/json");
+      return void res.end(JSON.stringify(jwks));
+    }
     let body = "";
     req.on("data", (d) => (body += d));
     req.on("end", () => {
@@ -115,12 +120,21 @@ export async function startBroker(vars: Record<string, string>): Promise<{ base:
 }
 
 export default async function setup(project: TestProject) {
-  const hook = await startAuthHook();
+  // An ES256 key pair: the public half is served as the JWKS, tests sign with the private half.
+  const { publicKey, privateKey } = await generateKeyPair("ES256", { extractable: true });
+  const publicJwk = { ...(await exportJWK(publicKey)), kid: "e2e", alg: "ES256", use: "sig" };
+  const hook = await startAuthHook({ keys: [publicJwk] });
   const users: Record<string, unknown> = {};
   for (const [name, password] of Object.entries(E2E_USERS)) {
     users[name] = { hash: await hashPassword(password, 1000), roles: name === "bob" ? ["readonly"] : [] };
   }
-  const broker = await startBroker({ ...E2E_VARS, AUTH_USERS: JSON.stringify(users), AUTH_HOOK_URL: hook.url });
+  const broker = await startBroker({
+    ...E2E_VARS,
+    AUTH_USERS: JSON.stringify(users),
+    AUTH_HOOK_URL: hook.url,
+    JWT_JWKS_URL: hook.url.replace("/auth", "/jwks"),
+  });
+  project.provide("jwtPrivateJwk", JSON.stringify(await exportJWK(privateKey)));
   project.provide("brokerHttp", broker.base);
   project.provide("brokerUrl", `${broker.base.replace("http", "ws")}/mqtt`);
   return async () => {
@@ -134,5 +148,6 @@ declare module "vitest" {
   export interface ProvidedContext {
     brokerUrl: string;
     brokerHttp: string;
+    jwtPrivateJwk: string;
   }
 }
