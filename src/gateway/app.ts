@@ -2,6 +2,7 @@
 import { Hono, type Context } from "hono";
 import { AuthConfigError, authConfigFor } from "../auth/auth-config";
 import { ConfigError, configFor } from "../config";
+import { snapshot } from "../observability/counters";
 import type { Env } from "../env";
 import { GatewayConnection } from "./gateway-connection";
 
@@ -16,6 +17,11 @@ const isUpgrade = (c: Context) => c.req.header("Upgrade")?.toLowerCase() === "we
 app.get("/", (c) => (isUpgrade(c) ? mqttEndpoint(c) : c.text("MQTT broker. Connect MQTT 3.1.1 or 5.0 over WebSocket at /mqtt\n")));
 app.get("/health", (c) => c.json({ status: "ok" }));
 app.all("/mqtt", (c) => mqttEndpoint(c));
+
+// This isolate's invocation and write counters, for the benchmark; off unless DEBUG_COUNTERS is set.
+app.get("/debug/counters", (c) =>
+  c.env.DEBUG_COUNTERS === "true" ? c.json(snapshot()) : c.text("Not found. The MQTT endpoint is /mqtt\n", 404),
+);
 
 async function mqttEndpoint(c: Context<{ Bindings: Env }>): Promise<Response> {
   if (c.req.method !== "GET") return c.text("Use GET with a WebSocket upgrade\n", 405);

@@ -8,6 +8,7 @@ import type { Env } from "../env";
 import { encodePacket, parsePacket, type Packet } from "../protocol/codec";
 import { ConnectReturnCode, InternalClose, PacketType, ReasonCode, SessionHeader, type ProtocolVersion } from "../protocol/constants";
 import { PacketFramer } from "../protocol/framer";
+import { counters } from "../observability/counters";
 import { authenticate } from "../auth/authenticate";
 import { SCRAM_METHOD, startScram, type ScramExchange } from "../auth/scram";
 import type { Identity } from "../auth/acl";
@@ -92,6 +93,7 @@ export class GatewayConnection {
     }
     // PINGREQ is answered here so that keep-alive traffic never wakes the Session object.
     if (type === PacketType.PINGREQ && packet[0] === 0xc0 && packet.length === 2) {
+      counters.pingsAnsweredAtEdge++;
       this.client.send(PINGRESP);
       return;
     }

@@ -6,6 +6,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { authConfigFor } from "../auth/auth-config";
 import { configFor, type BrokerConfig } from "../config";
+import { counters, countingSql } from "../observability/counters";
 import type { Env } from "../env";
 import { SessionHeader, type ProtocolVersion } from "../protocol/constants";
 import type { Delivery, DeliveryOutcome, RoutedMessage, Subscription } from "../protocol/message";
@@ -29,7 +30,7 @@ export class SessionObject extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.config = configFor(env);
-    this.session = new Session(ctx.storage.sql, this.io(), this.config, authConfigFor(env).acl);
+    this.session = new Session(countingSql(ctx.storage.sql), this.io(), this.config, authConfigFor(env).acl);
     // A restart (eviction, deploy, crash) drops the socket without a close event: end that connection
     // now, so its will is sent and its expiry starts. Queued before any event this wake delivers.
     const live = this.session.liveConnection;
@@ -38,6 +39,7 @@ export class SessionObject extends DurableObject<Env> {
 
   /** The gateway opens the internal WebSocket here; the first message on it is the CONNECT. */
   async fetch(request: Request): Promise<Response> {
+    counters.sessionInvocations++;
     if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket") {
       return new Response("Session objects accept only the gateway's WebSocket", { status: 426 });
     }
@@ -62,6 +64,8 @@ export class SessionObject extends DurableObject<Env> {
   }
 
   async webSocketMessage(ws: WebSocket, message: ArrayBuffer | string): Promise<void> {
+    counters.sessionInvocations++;
+    counters.sessionWebSocketMessages++;
     if (typeof message === "string") return; // the gateway sends MQTT packets only, as binary
     const a = ws.deserializeAttachment() as Attachment;
     this.sockets.set(a.connId, ws);
@@ -74,10 +78,12 @@ export class SessionObject extends DurableObject<Env> {
   }
 
   async webSocketClose(ws: WebSocket): Promise<void> {
+    counters.sessionInvocations++;
     await this.socketGone(ws);
   }
 
   async webSocketError(ws: WebSocket): Promise<void> {
+    counters.sessionInvocations++;
     await this.socketGone(ws);
   }
 
@@ -93,11 +99,13 @@ export class SessionObject extends DurableObject<Env> {
   }
 
   async alarm(): Promise<void> {
+    counters.sessionInvocations++;
     await this.session.alarm();
   }
 
   /** RPC from a TopicShard: messages for this session (see Session.deliver). */
   async deliver(batch: Delivery[], onlyIfOnline = false): Promise<DeliveryOutcome> {
+    counters.sessionInvocations++;
     return this.session.deliver(batch, onlyIfOnline);
   }
 
@@ -113,6 +121,7 @@ export class SessionObject extends DurableObject<Env> {
       subscribe: (clientId, subs, retainedFor) => this.subscribeShards(clientId, subs, retainedFor),
       unsubscribe: (clientId, filters) => this.unsubscribeShards(clientId, filters),
       setAlarm: (at) => {
+        counters.alarmWrites++;
         if (at === undefined) void this.ctx.storage.deleteAlarm();
         else void this.ctx.storage.setAlarm(at);
       },

@@ -31,8 +31,6 @@ export interface SessionMeta {
   clientTopicAliasMax?: number;
   /** The client's Request Problem Information (v5; absent means 1). */
   problemInfo?: boolean;
-  /** Last outbound packet identifier used. */
-  lastPacketId?: number;
   /** QoS 1/2 messages dropped because the queue was full (documented outcome). */
   droppedQueueFull?: number;
 }
@@ -56,6 +54,9 @@ export interface OutboundRow {
   delivery: Delivery;
 }
 
+/** The one `meta` row holding the SessionMeta as JSON. */
+const META_KEY = "session";
+
 /** QoS 2 rows kept after PUBCOMP to recognise duplicates of the same message id. */
 const DONE_ROWS_KEPT = 64;
 
@@ -64,9 +65,12 @@ export class SessionStore {
     sql.exec(`CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)`);
     sql.exec(`CREATE TABLE IF NOT EXISTS subs (filter TEXT PRIMARY KEY, qos INTEGER, no_local INTEGER,
       rap INTEGER, rh INTEGER, sub_id INTEGER)`);
-    sql.exec(`CREATE TABLE IF NOT EXISTS outq (seq INTEGER PRIMARY KEY AUTOINCREMENT, msg_id TEXT UNIQUE,
+    // Rows written are billed: no AUTOINCREMENT (it writes sqlite_sequence on every insert), and the
+    // duplicate check by message id is a partial index over QoS 2 rows only (exactly-once needs it).
+    sql.exec(`CREATE TABLE IF NOT EXISTS outq (seq INTEGER PRIMARY KEY, msg_id TEXT,
       topic TEXT, payload BLOB, qos INTEGER, retain INTEGER, props TEXT, sub_ids TEXT, origin TEXT,
       received_at INTEGER, state INTEGER, packet_id INTEGER)`);
+    sql.exec(`CREATE UNIQUE INDEX IF NOT EXISTS outq_qos2_msg_id ON outq (msg_id) WHERE qos = 2`);
     sql.exec(`CREATE TABLE IF NOT EXISTS inq2 (packet_id INTEGER PRIMARY KEY, msg_id TEXT, routed INTEGER)`);
     sql.exec(`CREATE TABLE IF NOT EXISTS alias_in (alias INTEGER PRIMARY KEY, topic TEXT)`);
     sql.exec(`CREATE TABLE IF NOT EXISTS alias_out (topic TEXT PRIMARY KEY, alias INTEGER)`);
@@ -76,24 +80,19 @@ export class SessionStore {
   // --- meta -------------------------------------------------------------------------------
 
   loadMeta(): SessionMeta {
-    const meta: Record<string, unknown> = {};
-    for (const row of this.sql.exec<{ key: string; value: string }>(`SELECT key, value FROM meta`)) {
-      meta[row.key] = JSON.parse(row.value);
-    }
-    return meta as SessionMeta;
+    const rows = this.sql.exec<{ key: string; value: string }>(`SELECT key, value FROM meta`).toArray();
+    const whole = rows.find((r) => r.key === META_KEY);
+    if (whole) return JSON.parse(whole.value) as SessionMeta;
+    // Objects written by an earlier version kept one row per key.
+    return Object.fromEntries(rows.map((r) => [r.key, JSON.parse(r.value)])) as SessionMeta;
   }
 
-  saveMeta(changes: Partial<SessionMeta>): void {
-    for (const [key, value] of Object.entries(changes)) {
-      if (value === undefined) this.sql.exec(`DELETE FROM meta WHERE key = ?`, key);
-      else this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)`, key, JSON.stringify(value));
-    }
-  }
-
-  /** Replaces all meta values with `meta` (absent keys are removed). */
-  clearMetaAndSave(meta: SessionMeta): void {
-    this.sql.exec(`DELETE FROM meta`);
-    this.saveMeta(meta);
+  /** Writes the whole meta as one row (rows written are billed; one upsert is one row). */
+  writeMeta(meta: SessionMeta): void {
+    this.sql.exec(
+      `INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
+      META_KEY, JSON.stringify(meta),
+    );
   }
 
   /** Removes every trace of the session. */
@@ -170,17 +169,28 @@ export class SessionStore {
     return ids;
   }
 
-  /** Queues a message; false when a message with the same id is already known (a duplicate). */
-  enqueue(d: Delivery): boolean {
+  /**
+   * Stores a message, queued or already in flight; false when a QoS 2 message with the same id is
+   * already known (a duplicate).
+   */
+  enqueue(d: Delivery, state: number, packetId: number | null = null): boolean {
     const m = d.message;
     const cursor = this.sql.exec(
       `INSERT OR IGNORE INTO outq (msg_id, topic, payload, qos, retain, props, sub_ids, origin, received_at, state,
-       packet_id, share_filter) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)`,
+       packet_id, share_filter) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       m.id, m.topic, m.payload, d.qos, d.retain ? 1 : 0, propertiesToJson(m.properties),
-      d.subscriptionIds?.length ? JSON.stringify(d.subscriptionIds) : null, m.origin, m.receivedAt, OutState.QUEUED,
-      d.shareFilter ?? null,
+      d.subscriptionIds?.length ? JSON.stringify(d.subscriptionIds) : null, m.origin, m.receivedAt, state,
+      packetId, d.shareFilter ?? null,
     );
     return cursor.rowsWritten > 0;
+  }
+
+  hasQueued(): boolean {
+    return this.sql.exec(`SELECT 1 FROM outq WHERE state = ? LIMIT 1`, OutState.QUEUED).toArray().length > 0;
+  }
+
+  highestPacketId(): number {
+    return this.sql.exec<{ n: number | null }>(`SELECT MAX(packet_id) AS n FROM outq`).one().n ?? 0;
   }
 
   /** Rows in the given states, oldest first. */

@@ -234,10 +234,9 @@ export class Session {
       clientTopicAliasMax: version === 5 ? packet.properties?.topicAliasMaximum : undefined,
       // [MQTT-3.1.2-28] Request Problem Information defaults to 1
       problemInfo: version === 5 ? packet.properties?.requestProblemInformation !== false : undefined,
-      lastPacketId: sessionPresent ? previous.lastPacketId : undefined,
       droppedQueueFull: sessionPresent ? previous.droppedQueueFull : undefined,
     };
-    this.store.clearMetaAndSave(this.meta);
+    this.store.writeMeta(this.meta);
     this.io.setAlarm(undefined);
 
     const connack: AnyPacket = { cmd: "connack", sessionPresent };
@@ -555,7 +554,7 @@ export class Session {
       this.meta.will = undefined;
       await this.publishWill(will).catch(() => undefined);
     }
-    this.store.clearMetaAndSave(this.meta);
+    this.store.writeMeta(this.meta);
     if (expiry === 0) return this.endSession();
     this.io.setAlarm(this.nextAlarm());
   }
@@ -567,7 +566,7 @@ export class Session {
       const will = JSON.parse(this.meta.will) as StoredWill;
       this.meta.will = undefined;
       this.meta.willAt = undefined;
-      this.store.clearMetaAndSave(this.meta);
+      this.store.writeMeta(this.meta);
       await this.publishWill(will).catch(() => undefined);
     }
     if (this.meta.connId === undefined && this.meta.expireAt !== undefined && now >= this.meta.expireAt) {
@@ -653,22 +652,37 @@ export class Session {
       if (this.store.pendingCount() >= this.config.maxQueuedMessages) {
         // Documented outcome: the newest QoS 1/2 message for a full session is dropped and counted.
         this.meta.droppedQueueFull = (this.meta.droppedQueueFull ?? 0) + 1;
-        this.store.saveMeta({ droppedQueueFull: this.meta.droppedQueueFull });
+        this.store.writeMeta(this.meta);
         continue;
       }
-      if (this.store.enqueue(d)) queued = true;
+      // Straight out when nothing is waiting ahead of it and the window has room: stored once, as
+      // in flight (one row written). Otherwise it waits in the queue, in order.
+      if (online && !queued && this.windowRoom() > 0 && !this.store.hasQueued()) {
+        const used = this.store.inflightPacketIds();
+        const packetId = this.nextPacketId(used);
+        const packet = this.publishPacket(d, packetId, false);
+        if (!packet) continue; // expired or too large for the client
+        if (this.store.enqueue(d, OutState.SENT, packetId)) immediate.push(packet);
+        continue;
+      }
+      if (this.store.enqueue(d, OutState.QUEUED)) queued = true;
     }
     if (online && immediate.length) this.send(this.meta.connId!, immediate);
     if (online && queued) this.pump();
     return "ok";
   }
 
+  /** How many more QoS 1/2 messages may be in flight to the client now [MQTT-4.9.0-2]. */
+  private windowRoom(): number {
+    const window = Math.min(this.meta.clientReceiveMax ?? 65535, this.config.maxInflight);
+    return window - this.store.inflightCount();
+  }
+
   /** Sends queued QoS 1/2 messages while the in-flight window allows [MQTT-4.9.0-2]. */
   private pump(): void {
     const connId = this.meta.connId;
     if (!connId) return;
-    const window = Math.min(this.meta.clientReceiveMax ?? 65535, this.config.maxInflight);
-    let room = window - this.store.inflightCount();
+    let room = this.windowRoom();
     if (room <= 0) return;
     const used = this.store.inflightPacketIds();
     const packets: AnyPacket[] = [];
@@ -688,7 +702,6 @@ export class Session {
         room--;
       }
     }
-    this.store.saveMeta({ lastPacketId: this.meta.lastPacketId });
     if (packets.length) this.send(connId, packets);
   }
 
@@ -706,11 +719,13 @@ export class Session {
     if (packets.length) this.send(connId, packets);
   }
 
+  /** Last outbound packet id; in memory only (a restart resumes after the highest one in flight). */
+  private lastPacketId?: number;
   private nextPacketId(used: Set<number>): number {
-    let id = this.meta.lastPacketId ?? 0;
+    let id = (this.lastPacketId ??= this.store.highestPacketId());
     do id = (id % 65535) + 1;
     while (used.has(id));
-    this.meta.lastPacketId = id;
+    this.lastPacketId = id;
     return id;
   }
 

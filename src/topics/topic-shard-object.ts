@@ -1,6 +1,7 @@
 /** TopicShard Durable Object: a thin shell over TopicShard (subscription index + retained store). */
 import { DurableObject } from "cloudflare:workers";
 import { configFor } from "../config";
+import { counters, countingSql } from "../observability/counters";
 import type { Env } from "../env";
 import type { RoutedMessage, Subscription } from "../protocol/message";
 import type { SessionObject } from "../session/session-object";
@@ -16,7 +17,7 @@ export class TopicShardObject extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.shard = new TopicShard(
-      ctx.storage.sql,
+      countingSql(ctx.storage.sql),
       configFor(env),
       (clientId, batch, onlyIfOnline) => this.sessionStub(clientId).deliver(batch, onlyIfOnline),
       Date.now,
@@ -35,19 +36,23 @@ export class TopicShardObject extends DurableObject<Env> {
   }
 
   async subscribe(clientId: string, subs: Subscription[], retainedFor: string[]): Promise<RoutedMessage[][]> {
+    counters.shardInvocations++;
     return this.shard.subscribe(clientId, subs, retainedFor);
   }
 
   async unsubscribe(clientId: string, filters: string[]): Promise<void> {
+    counters.shardInvocations++;
     this.shard.unsubscribe(clientId, filters);
   }
 
   async publish(message: RoutedMessage): Promise<number> {
+    counters.shardInvocations++;
     return this.shard.publish(message);
   }
 
   /** A leaving shared-subscription member's unfinished message, for another member. */
   async redistribute(shareFilter: string, leaving: string, message: RoutedMessage): Promise<void> {
+    counters.shardInvocations++;
     await this.shard.redistribute(shareFilter, leaving, message);
   }
 }

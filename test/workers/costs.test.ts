@@ -1,0 +1,92 @@
+/**
+ * What traffic costs in Durable Object invocations and SQLite rows written (both billed), counted
+ * by the objects themselves. An idle client whose only traffic is PINGREQ must not wake its Session.
+ */
+import { describe, expect, it } from "vitest";
+import { counters, snapshot, type Counters } from "../../src/observability/counters";
+import { rawClient, sleep, uid } from "./helpers";
+
+const delta = (before: Counters): Counters =>
+  Object.fromEntries(Object.entries(snapshot()).map(([k, v]) => [k, v - before[k as keyof Counters]])) as Counters;
+
+describe("idle devices cost nothing", () => {
+  it("PINGREQs are answered at the edge: zero Session object invocations", async () => {
+    const before = snapshot();
+    const client = await rawClient(5);
+    await client.connect({ clientId: uid("idle"), keepalive: 2 });
+    expect(counters.sessionInvocations - before.sessionInvocations).toBeGreaterThan(0); // the counters are live
+    const idle = snapshot();
+    for (let i = 0; i < 6; i++) {
+      client.send({ cmd: "pingreq" });
+      await sleep(250);
+    }
+    await client.until(() => client.all("pingresp").length === 6);
+    const d = delta(idle);
+    expect(d.pingsAnsweredAtEdge).toBe(6);
+    expect(d.sessionInvocations).toBe(0);
+    expect(d.sqlRowsWritten).toBe(0);
+    client.close();
+  });
+});
+
+/** Sends `n` messages from one publisher to one subscriber and returns the per-message costs. */
+async function measure(qos: 0 | 1, subscriberOnline: boolean, n = 20) {
+  const topic = `${uid("cost")}/t`;
+  const subId = uid("cost-sub");
+  const sub = await rawClient(5);
+  await sub.connect({ clientId: subId, clean: false, properties: { sessionExpiryInterval: 300 } });
+  await sub.subscribe(topic, qos);
+  if (!subscriberOnline) {
+    sub.send({ cmd: "disconnect" });
+    await sub.waitClosed();
+  }
+  const pub = await rawClient(5);
+  await pub.connect({ clientId: uid("cost-pub") });
+  await sleep(50);
+  const before = snapshot();
+  for (let i = 1; i <= n; i++) pub.send({ cmd: "publish", topic, payload: Buffer.from(String(i)), qos, messageId: qos ? i : undefined });
+  if (qos) await pub.until(() => pub.all("puback").length === n);
+  let receiver = sub;
+  if (subscriberOnline) {
+    await sub.until(() => sub.all("publish").length === n);
+    if (qos) for (const p of sub.all("publish")) sub.send({ cmd: "puback", messageId: p.messageId });
+  } else {
+    receiver = await rawClient(5);
+    await receiver.connect({ clientId: subId, clean: false, properties: { sessionExpiryInterval: 300 } });
+    await receiver.until(() => receiver.all("publish").length === n);
+    for (const p of receiver.all("publish")) receiver.send({ cmd: "puback", messageId: p.messageId });
+  }
+  await sleep(100);
+  const d = delta(before);
+  pub.close();
+  receiver.close();
+  return {
+    invocationsPerMessage: (d.sessionInvocations + d.shardInvocations) / n,
+    rowsPerMessage: (d.sqlRowsWritten + d.alarmWrites) / n,
+  };
+}
+
+describe("cost per delivered message (1 publisher, 1 subscriber)", () => {
+  it("QoS 0 to an online subscriber writes no rows", async () => {
+    const cost = await measure(0, true);
+    console.log("QoS 0 online:", cost);
+    expect(cost.rowsPerMessage).toBe(0);
+    // publisher's message + shard publish + subscriber deliver
+    expect(cost.invocationsPerMessage).toBeLessThanOrEqual(3);
+  });
+
+  it("QoS 1 to an online subscriber", async () => {
+    const cost = await measure(1, true);
+    console.log("QoS 1 online:", cost);
+    // queue row in + out; PUBACK from the subscriber is one more session message
+    expect(cost.rowsPerMessage).toBeLessThanOrEqual(2);
+    expect(cost.invocationsPerMessage).toBeLessThanOrEqual(4);
+  });
+
+  it("QoS 1 to an offline subscriber", async () => {
+    const cost = await measure(1, false);
+    console.log("QoS 1 offline:", cost);
+    // queued (1), sent (1), acknowledged (1), plus the reconnect's own writes spread over the messages
+    expect(cost.rowsPerMessage).toBeLessThanOrEqual(3.2);
+  });
+});
