@@ -48,7 +48,7 @@ async function mqttEndpoint(c: Context<{ Bindings: Env }>): Promise<Response> {
     throw err;
   }
   const remoteAddress = c.req.header("CF-Connecting-IP");
-  if (c.env.CONNECT_LIMITER) {
+  if (c.env.CONNECT_LIMITER && c.env.CONNECT_RATE_LIMIT !== "off") {
     // Connection attempts per client address (Workers rate limiting binding, per location)
     const { success } = await c.env.CONNECT_LIMITER.limit({ key: remoteAddress ?? "unknown" });
     if (!success) return c.text("Too many connection attempts from this address; retry later\n", 429, { "Retry-After": "10" });
