@@ -17,6 +17,8 @@ import { BenchClient } from "./client.mjs";
 
 const args = process.argv.slice(2);
 const REPS = Number(args[args.indexOf("--reps") + 1] || 3) || 3;
+/** `--only fanIn,fanOut` runs just those scenarios. */
+const ONLY = args.includes("--only") ? args[args.indexOf("--only") + 1].split(",") : undefined;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const now = () => performance.now();
 const median = (xs) => {
@@ -294,6 +296,7 @@ async function main() {
   const wall0 = now();
   try {
     for (const [name, scenario] of Object.entries(scenarios)) {
+      if (ONLY && !ONLY.includes(name)) continue;
       results[name] = { ours: [], aedes: [] };
       for (let rep = 0; rep < REPS; rep++) {
         const order = rep % 2 === 0 ? brokers : [...brokers].reverse(); // alternate who goes first

@@ -12,7 +12,11 @@ import { SessionHeader, type ProtocolVersion } from "../protocol/constants";
 import type { Delivery, DeliveryOutcome, RoutedMessage, Subscription } from "../protocol/message";
 import { shardForTopic, shardName, shardsForFilter } from "../topics/shard-rule";
 import type { TopicShardObject } from "../topics/topic-shard-object";
+import { Batcher } from "../util/batcher";
 import { Session, type ConnectionInfo, type SessionIO } from "./session";
+
+/** Most messages routed to one shard in one call. */
+const MAX_ROUTE_BATCH = 128;
 
 /** Survives hibernation with the socket (serializeAttachment, well under 16 KB). */
 interface Attachment extends ConnectionInfo {
@@ -26,6 +30,12 @@ export class SessionObject extends DurableObject<Env> {
   private readonly session: Session;
   private readonly sockets = new Map<string, WebSocket>();
   private readonly shardStubs = new Map<number, DurableObjectStub<TopicShardObject>>();
+  /** Publishes to one shard from packets that arrived together go in one call. */
+  private readonly routes = new Batcher<number, RoutedMessage, number>(
+    (index, messages) => this.shard(index).publishMany(messages),
+    (fn) => setTimeout(fn, 0),
+    MAX_ROUTE_BATCH,
+  );
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -175,8 +185,8 @@ export class SessionObject extends DurableObject<Env> {
     return this.shard(shardForTopic(topic, this.config.shardCount, this.config.shardLevels));
   }
 
-  private async route(message: RoutedMessage): Promise<number> {
-    return this.topicShard(message.topic).publish(message);
+  private route(message: RoutedMessage): Promise<number> {
+    return this.routes.add(shardForTopic(message.topic, this.config.shardCount, this.config.shardLevels), message);
   }
 
   private async subscribeShards(clientId: string, subs: Subscription[], retainedFor: string[]): Promise<RoutedMessage[][]> {

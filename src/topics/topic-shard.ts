@@ -6,6 +6,7 @@ import type { BrokerConfig } from "../config";
 import type { Delivery, DeliveryOutcome, QoS, RoutedMessage, Subscription, SubscriptionOptions } from "../protocol/message";
 import { propertiesFromJson, propertiesToJson, remainingExpiry } from "../protocol/properties";
 import { parseSharedFilter, topicMatches } from "../protocol/topic";
+import { Batcher } from "../util/batcher";
 import { SubscriptionTrie, type GroupMatch } from "./subscription-trie";
 
 /**
@@ -14,8 +15,13 @@ import { SubscriptionTrie, type GroupMatch } from "./subscription-trie";
  */
 export type DeliverFn = (clientId: string, batch: Delivery[], onlyIfOnline: boolean) => Promise<DeliveryOutcome>;
 
+/** Most deliveries sent to one session in one call (a larger backlog is split). */
+export const MAX_DELIVERY_BATCH = 256;
+
 export class TopicShard {
   private readonly trie = new SubscriptionTrie();
+  /** Per-session batches of deliveries from several publishes, sent together (one call each). */
+  private readonly outbox: Batcher<string, Delivery, DeliveryOutcome>;
   /** Round-robin position per shared subscription (in memory: fairness need not survive a restart). */
   private readonly cursors = new Map<string, number>();
 
@@ -24,7 +30,17 @@ export class TopicShard {
     private readonly config: BrokerConfig,
     private readonly deliverTo: DeliverFn,
     private readonly now: () => number,
+    /** Runs `fn` after the events already waiting (the shell passes setTimeout 0): what batches deliveries. */
+    later: (fn: () => void) => void = queueMicrotask,
   ) {
+    this.outbox = new Batcher(
+      async (clientId, batch) => {
+        const outcome = await this.deliverOrForget(clientId, batch, false);
+        return batch.map(() => outcome);
+      },
+      later,
+      MAX_DELIVERY_BATCH,
+    );
     sql.exec(`CREATE TABLE IF NOT EXISTS subs (client_id TEXT, filter TEXT, qos INTEGER, no_local INTEGER,
       rap INTEGER, sub_id INTEGER, PRIMARY KEY (client_id, filter))`);
     sql.exec(`CREATE TABLE IF NOT EXISTS retained (topic TEXT PRIMARY KEY, payload BLOB, qos INTEGER,
@@ -108,7 +124,7 @@ export class TopicShard {
           retain: message.retain && match.retainAsPublished,
           subscriptionIds: match.subscriptionIds.length ? match.subscriptionIds : undefined,
         };
-        return attempt(delivery.qos, () => this.deliverOrForget(clientId, [delivery], false));
+        return attempt(delivery.qos, () => this.outbox.add(clientId, delivery));
       }),
       ...groups.map((group) => attempt(message.qos, () => this.deliverToGroup(group, message))),
     ]);
