@@ -54,7 +54,8 @@ function groupRssKb(pgid) {
 async function startOurs() {
   const port = await freePort();
   const state = mkdtempSync(join(tmpdir(), "mqtt-bench-"));
-  const vars = { ALLOW_ANONYMOUS: "true", DEBUG_COUNTERS: "true", MAX_PUBLISH_RATE: "1000000", CONNECT_RATE_LIMIT: "off" };
+  // Limits that would end a connection under deliberate overload are lifted: the bench measures throughput.
+  const vars = { ALLOW_ANONYMOUS: "true", DEBUG_COUNTERS: "true", MAX_PUBLISH_RATE: "1000000", CONNECT_RATE_LIMIT: "off", RECEIVE_MAXIMUM: "65535" };
   const child = spawn(
     "npx",
     ["wrangler", "dev", "--port", String(port), "--ip", "127.0.0.1", "--persist-to", state, ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`])],
