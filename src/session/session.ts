@@ -7,6 +7,8 @@ import type { BrokerConfig } from "../config";
 import { encodePacket, joinFrames, parsePacket, type Packet } from "../protocol/codec";
 import { ConnectReturnCode, ReasonCode, SUBACK_FAILURE_V3, type ProtocolVersion } from "../protocol/constants";
 import { isAllowed, type AclAction, type AclPolicy, type Identity } from "../auth/acl";
+import type { UserEntry } from "../auth/auth-config";
+import { startScram, type ScramExchange } from "../auth/scram";
 import type { Delivery, DeliveryOutcome, QoS, RoutedMessage, Subscription } from "../protocol/message";
 import { messagePropertiesFrom, propertiesFromJson, propertiesToJson, remainingExpiry } from "../protocol/properties";
 import { parseSharedFilter, topicFilterError, topicNameError } from "../protocol/topic";
@@ -73,14 +75,20 @@ export class Session {
   private aliasesOut?: Map<string, number>;
 
   private readonly acl: AclPolicy;
+  /** Users for SCRAM re-authentication. */
+  private readonly users: Map<string, UserEntry>;
+  /** A re-authentication in progress on the live connection (in memory: it spans two packets). */
+  private reauth?: ScramExchange;
 
   constructor(
     sql: SqlStorage,
     private readonly io: SessionIO,
     private readonly config: BrokerConfig,
     acl: AclPolicy = { rules: [], defaultAllow: true },
+    users: Map<string, UserEntry> = new Map(),
   ) {
     this.acl = acl;
+    this.users = users;
     this.store = new SessionStore(sql);
     this.meta = this.store.loadMeta();
   }
@@ -165,6 +173,8 @@ export class Session {
         return this.send(info.connId, [{ cmd: "pingresp" }]);
       case "disconnect":
         return this.onDisconnect(info.connId, packet);
+      case "auth":
+        return this.onAuth(info, packet);
       default:
         return this.protocolError(info.connId, ReasonCode.PROTOCOL_ERROR, `unexpected ${packet.cmd}`);
     }
@@ -512,6 +522,35 @@ export class Session {
     const unsuback: AnyPacket = { cmd: "unsuback", messageId: packet.messageId };
     if (this.version === 5) unsuback.granted = codes;
     this.send(connId, [unsuback]);
+  }
+
+  // --- AUTH: re-authentication [MQTT-4.12.1] ------------------------------------------------
+
+  private async onAuth(info: ConnectionInfo, packet: AnyPacket): Promise<void> {
+    const method = packet.properties?.authenticationMethod;
+    const data: Uint8Array = packet.properties?.authenticationData ?? new Uint8Array();
+    // [MQTT-4.12.0-6..7] AUTH only on a connection that authenticated with a method, and with that method
+    if (this.version !== 5 || !info.authResponse || method !== info.authResponse.method) {
+      return this.protocolError(info.connId, ReasonCode.PROTOCOL_ERROR, "AUTH without the connection's authentication method");
+    }
+    if (packet.reasonCode === ReasonCode.REAUTHENTICATE) {
+      this.reauth = startScram(data, this.users);
+      if (!this.reauth) return this.protocolError(info.connId, ReasonCode.NOT_AUTHORIZED, "malformed SCRAM message");
+      const challenge = { cmd: "auth", reasonCode: ReasonCode.CONTINUE_AUTHENTICATION, properties: { authenticationMethod: method, authenticationData: Buffer.from(this.reauth.serverFirst) } };
+      return this.send(info.connId, [challenge]);
+    }
+    const exchange = this.reauth;
+    this.reauth = undefined;
+    if (packet.reasonCode !== ReasonCode.CONTINUE_AUTHENTICATION || !exchange) {
+      return this.protocolError(info.connId, ReasonCode.PROTOCOL_ERROR, "unexpected AUTH");
+    }
+    const result = await exchange.finish(data);
+    // The same identity must prove itself again; anything else ends the connection [MQTT-4.12.1-2]
+    if (!result.ok || result.username !== this.meta.owner) {
+      return this.protocolError(info.connId, ReasonCode.NOT_AUTHORIZED, "re-authentication failed");
+    }
+    const done = { cmd: "auth", reasonCode: ReasonCode.SUCCESS, properties: { authenticationMethod: method, authenticationData: Buffer.from(result.serverFinal) } };
+    this.send(info.connId, [done]);
   }
 
   // --- DISCONNECT and the end of a connection ------------------------------------------------

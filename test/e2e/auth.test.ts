@@ -202,6 +202,35 @@ describe("MQTT 5 enhanced authentication: SCRAM-SHA-256 [MQTT-4.12]", () => {
     expect((await raw.subscribe("users/bob/#", 1)).granted).toEqual([0x87]);
   });
 
+  it("re-authenticates on the live connection (AUTH 0x19) [MQTT-4.12.1-1]", async () => {
+    const { ScramClient } = await import("../support/scram-client");
+    const { raw } = await scramConnect("alice", E2E_USERS.alice);
+    const again = new ScramClient("alice", E2E_USERS.alice);
+    raw.send({ cmd: "auth", reasonCode: 0x19, properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: again.clientFirst() } });
+    const challenge = await raw.next("auth");
+    expect(challenge.reasonCode).toBe(0x18);
+    raw.send({
+      cmd: "auth", reasonCode: 0x18,
+      properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: again.clientFinal(challenge.properties.authenticationData) },
+    });
+    const done = await raw.next("auth");
+    expect(done.reasonCode).toBe(0);
+    expect(again.verifyServer(done.properties.authenticationData)).toBe(true);
+    // a failed re-authentication ends the connection [MQTT-4.12.1-2]
+    const wrong = new ScramClient("alice", "not-her-password");
+    raw.send({ cmd: "auth", reasonCode: 0x19, properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: wrong.clientFirst() } });
+    const c2 = await raw.next("auth");
+    raw.send({ cmd: "auth", reasonCode: 0x18, properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: wrong.clientFinal(c2.properties.authenticationData) } });
+    expect((await raw.next("disconnect")).reasonCode).toBe(0x87);
+  });
+
+  it("treats AUTH on a connection without an authentication method as a protocol error", async () => {
+    const raw = await rawClient(5);
+    await raw.connect({ clientId: uid() });
+    raw.send({ cmd: "auth", reasonCode: 0x19, properties: { authenticationMethod: "SCRAM-SHA-256" } });
+    expect((await raw.next("disconnect")).reasonCode).toBe(0x82);
+  });
+
   it("refuses a wrong password with 0x86, and an unknown user the same way", async () => {
     expect((await scramConnect("alice", E2E_USERS.alice, "wrong")).connack.reasonCode).toBe(0x86);
     expect((await scramConnect("mallory", "whatever")).connack.reasonCode).toBe(0x86);
