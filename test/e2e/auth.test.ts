@@ -149,7 +149,7 @@ describe.each([4, 5] as const)("ACL, MQTT v%i", (version) => {
 });
 
 describe("session ownership", () => {
-  it("a client may not resume or take over a session another identity owns", async () => {
+  it("a client may not resume or take over a session another identity owns [MQTT-3.1.4-2] [MQTT311-3.1.4-2]", async () => {
     const clientId = uid("owned");
     const owner = await rawClient(5);
     await owner.connect({ clientId, clean: false, properties: { sessionExpiryInterval: 60 }, username: "alice", password: Buffer.from(E2E_USERS.alice) });
@@ -193,7 +193,7 @@ describe("MQTT 5 enhanced authentication: SCRAM-SHA-256 [MQTT-4.12]", () => {
     return { raw, scram, connack: await raw.next("connack") };
   }
 
-  it("authenticates without sending the password, and the server proves itself", async () => {
+  it("authenticates without sending the password, and the server proves itself [MQTT-4.12.0-2, 4.12.0-5]", async () => {
     const { raw, scram, connack } = await scramConnect("alice", E2E_USERS.alice);
     expect(connack.reasonCode).toBe(0);
     expect(connack.properties.authenticationMethod).toBe("SCRAM-SHA-256");
@@ -202,7 +202,7 @@ describe("MQTT 5 enhanced authentication: SCRAM-SHA-256 [MQTT-4.12]", () => {
     expect((await raw.subscribe("users/bob/#", 1)).granted).toEqual([0x87]);
   });
 
-  it("re-authenticates on the live connection (AUTH 0x19) [MQTT-4.12.1-1]", async () => {
+  it("re-authenticates on the live connection (AUTH 0x19) [MQTT-4.12.1-2]", async () => {
     const { ScramClient } = await import("../support/scram-client");
     const { raw } = await scramConnect("alice", E2E_USERS.alice);
     const again = new ScramClient("alice", E2E_USERS.alice);
@@ -224,19 +224,19 @@ describe("MQTT 5 enhanced authentication: SCRAM-SHA-256 [MQTT-4.12]", () => {
     expect((await raw.next("disconnect")).reasonCode).toBe(0x87);
   });
 
-  it("treats AUTH on a connection without an authentication method as a protocol error", async () => {
+  it("treats AUTH on a connection without an authentication method as a protocol error [MQTT-4.12.0-6]", async () => {
     const raw = await rawClient(5);
     await raw.connect({ clientId: uid() });
     raw.send({ cmd: "auth", reasonCode: 0x19, properties: { authenticationMethod: "SCRAM-SHA-256" } });
     expect((await raw.next("disconnect")).reasonCode).toBe(0x82);
   });
 
-  it("refuses a wrong password with 0x86, and an unknown user the same way", async () => {
+  it("refuses a wrong password with 0x86, and an unknown user the same way [MQTT-4.12.0-4]", async () => {
     expect((await scramConnect("alice", E2E_USERS.alice, "wrong")).connack.reasonCode).toBe(0x86);
     expect((await scramConnect("mallory", "whatever")).connack.reasonCode).toBe(0x86);
   });
 
-  it("refuses a method it does not offer with 0x8C", async () => {
+  it("refuses a method it does not offer with 0x8C [MQTT-4.12.0-1]", async () => {
     const raw = await rawClient(5);
     const connack = await raw.connect({ clientId: uid(), properties: { authenticationMethod: "KERBEROS" } });
     expect(connack.reasonCode).toBe(0x8c);

@@ -15,7 +15,7 @@ describe("HTTP surface", () => {
     expect(await res.text()).toMatch(/WebSocket/);
   });
 
-  it("negotiates the mqtt subprotocol (and mqttv3.1)", async () => {
+  it("negotiates the mqtt subprotocol (and mqttv3.1) [MQTT-6.0.0-4] [MQTT311-6.0.0-4]", async () => {
     const a = await rawClient(4, "mqtt");
     expect((await a.connect({ clientId: uid() })).returnCode).toBe(0);
     a.close();
@@ -26,12 +26,12 @@ describe("HTTP surface", () => {
 });
 
 describe.each([4, 5] as const)("CONNECT, MQTT v%i", (version) => {
-  it("connects MQTT.js and answers CONNACK", async () => {
+  it("connects MQTT.js and answers CONNACK [MQTT-3.1.4-5, 3.2.0-1]", async () => {
     const client = await connect(version);
     expect(client.connected).toBe(true);
   });
 
-  it("assigns a client id to an empty one", async () => {
+  it("assigns a client id to an empty one [MQTT-3.1.3-6, 3.1.3-7]", async () => {
     const raw = await rawClient(version);
     const connack = await raw.connect({ clientId: "", clean: true });
     if (version === 5) {
@@ -43,7 +43,7 @@ describe.each([4, 5] as const)("CONNECT, MQTT v%i", (version) => {
     raw.close();
   });
 
-  it("closes a connection whose first packet is not CONNECT [MQTT-3.1.0-1]", async () => {
+  it("closes a connection whose first packet is not CONNECT [MQTT-3.1.0-1] [MQTT311-3.1.0-1]", async () => {
     const raw = await rawClient(version);
     raw.send({ cmd: "pingreq" });
     await raw.waitClosed();
@@ -55,7 +55,7 @@ describe.each([4, 5] as const)("CONNECT, MQTT v%i", (version) => {
     await raw.waitClosed(5000);
   });
 
-  it("treats a second CONNECT as a protocol error [MQTT-3.1.0-2]", async () => {
+  it("treats a second CONNECT as a protocol error [MQTT-3.1.0-2, 4.13.1-1] [MQTT311-3.1.0-2]", async () => {
     const raw = await rawClient(version);
     await raw.connect({ clientId: uid() });
     raw.send({ cmd: "connect", protocolVersion: version, clientId: uid(), clean: true, keepalive: 60 });
@@ -63,7 +63,7 @@ describe.each([4, 5] as const)("CONNECT, MQTT v%i", (version) => {
     await raw.waitClosed();
   });
 
-  it("closes the connection on a text frame [MQTT-6.0.0-1]", async () => {
+  it("closes the connection on a text frame [MQTT-6.0.0-1] [MQTT311-6.0.0-1]", async () => {
     const { default: WebSocket } = await import("ws");
     const { brokerUrl } = await import("./helpers");
     const ws = new WebSocket(brokerUrl(), "mqtt");
@@ -74,7 +74,7 @@ describe.each([4, 5] as const)("CONNECT, MQTT v%i", (version) => {
 });
 
 describe("CONNECT refusals", () => {
-  it("refuses an empty client id without clean session in 3.1.1 with return code 0x02 [MQTT-3.1.3-8]", async () => {
+  it("refuses an empty client id without clean session in 3.1.1 with return code 0x02 [MQTT311-3.1.3-8]", async () => {
     const raw = await rawClient(4);
     // CONNECT 3.1.1, CleanSession=0, empty client id (MQTT.js and mqtt-packet refuse to build it)
     raw.sendBytes([0x10, 0x0c, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, 0x00, 0x00, 0x3c, 0x00, 0x00]);
@@ -83,7 +83,7 @@ describe("CONNECT refusals", () => {
     await raw.waitClosed();
   });
 
-  it("refuses an unsupported protocol level with 0x84 [MQTT-3.1.2-2]", async () => {
+  it("refuses an unsupported protocol level with 0x84 [MQTT-3.1.2-2, 3.2.2-7] [MQTT311-3.1.2-2]", async () => {
     const raw = await rawClient(5);
     // CONNECT, protocol name MQTT, level 6
     raw.sendBytes([0x10, 0x0d, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x06, 0x02, 0x00, 0x3c, 0x00, 0x00, 0x01, 0x61]);
@@ -99,7 +99,7 @@ describe("CONNECT refusals", () => {
     raw.close();
   });
 
-  it("refuses an invalid will topic in v5 with 0x90", async () => {
+  it("refuses an invalid will topic in v5 with 0x90 [MQTT-3.1.4-1, 3.2.2-6]", async () => {
     const raw = await rawClient(5);
     const connack = await raw.connect({ clientId: uid(), will: { topic: "a/#", payload: Buffer.from("x") } });
     expect(connack.reasonCode).toBe(0x90);

@@ -18,7 +18,7 @@ describe.each([4, 5] as const)("publish and subscribe, MQTT v%i", (version) => {
     expect(m.packet.retain).toBe(false);
   });
 
-  it("downgrades to the granted QoS [MQTT-3.8.4-8]", async () => {
+  it("downgrades to the granted QoS [MQTT-3.8.4-8] [MQTT311-3.8.4-6]", async () => {
     const topic = `${uid("t")}/down`;
     const sub = await connect(version);
     const rec = recorder(sub);
@@ -28,7 +28,7 @@ describe.each([4, 5] as const)("publish and subscribe, MQTT v%i", (version) => {
     expect((await rec.waitFor(1))[0].packet.qos).toBe(1);
   });
 
-  it("routes through + and # wildcards across shards", async () => {
+  it("routes through + and # wildcards across shards [MQTT-4.5.0-1, 3.3.2-3, 4.7.1-1, 4.7.1-2] [MQTT311-4.7.1-2, 4.7.1-3]", async () => {
     const root = uid("w");
     const sub = await connect(version);
     const rec = recorder(sub);
@@ -41,7 +41,7 @@ describe.each([4, 5] as const)("publish and subscribe, MQTT v%i", (version) => {
     expect(got.map((m) => m.topic).sort()).toEqual([...topics, root].sort());
   });
 
-  it("sends one copy at the highest QoS for overlapping subscriptions [MQTT-3.3.5-1]", async () => {
+  it("sends one copy at the highest QoS for overlapping subscriptions [MQTT-3.3.4-2] [MQTT311-3.3.5-1]", async () => {
     const root = uid("o");
     const sub = await connect(version);
     const rec = recorder(sub);
@@ -54,7 +54,7 @@ describe.each([4, 5] as const)("publish and subscribe, MQTT v%i", (version) => {
     expect(rec.messages[0].packet.qos).toBe(2);
   });
 
-  it("does not match $ topics with a leading wildcard [MQTT-4.7.2-1]", async () => {
+  it("does not match $ topics with a leading wildcard [MQTT-4.7.2-1] [MQTT311-4.7.2-1]", async () => {
     const sub = await connect(version);
     const rec = recorder(sub);
     await sub.subscribeAsync(["#", "+/x"], { qos: 0 });
@@ -68,7 +68,7 @@ describe.each([4, 5] as const)("publish and subscribe, MQTT v%i", (version) => {
     expect(rec.messages.filter((m) => m.topic.startsWith("$"))).toHaveLength(0);
   });
 
-  it("stops delivery after UNSUBSCRIBE", async () => {
+  it("stops delivery after UNSUBSCRIBE [MQTT-3.10.4-1, 3.10.4-2] [MQTT311-3.10.4-1, 3.10.4-2]", async () => {
     const topic = `${uid("u")}/x`;
     const sub = await connect(version);
     const rec = recorder(sub);
@@ -82,7 +82,7 @@ describe.each([4, 5] as const)("publish and subscribe, MQTT v%i", (version) => {
     expect(rec.messages.map((m) => m.payload)).toEqual(["1"]);
   });
 
-  it("keeps per-publisher order on a topic [MQTT-4.6.0]", async () => {
+  it("keeps per-publisher order on a topic [MQTT-4.6.0-5, 4.6.0-6, 4.6.0-2] [MQTT311-4.6.0-5, 4.6.0-6]", async () => {
     const topic = `${uid("ord")}/x`;
     const sub = await connect(version);
     const rec = recorder(sub);
@@ -118,7 +118,7 @@ describe.each([4, 5] as const)("publish and subscribe, MQTT v%i", (version) => {
 });
 
 describe.each([4, 5] as const)("SUBSCRIBE validation, MQTT v%i", (version) => {
-  it("answers an invalid filter with a failure code and keeps the valid ones", async () => {
+  it("answers an invalid filter with a failure code and keeps the valid ones [MQTT-3.8.4-1, 3.8.4-2, 3.8.4-5, 3.8.4-6, 3.8.4-7, 3.9.3-1, 3.9.3-2] [MQTT311-3.8.4-1, 3.8.4-2, 3.8.4-4, 3.8.4-5, 3.9.3-1]", async () => {
     const raw = await rawClient(version);
     await raw.connect({ clientId: uid() });
     raw.send({ cmd: "subscribe", messageId: 5, subscriptions: [{ topic: "ok/#", qos: 1 }, { topic: "a/#/b", qos: 1 }] });
@@ -128,7 +128,7 @@ describe.each([4, 5] as const)("SUBSCRIBE validation, MQTT v%i", (version) => {
     raw.close();
   });
 
-  it("closes the connection on a wildcard in a PUBLISH topic [MQTT-3.3.2-2]", async () => {
+  it("closes the connection on a wildcard in a PUBLISH topic [MQTT-3.3.2-2, 4.7.0-1] [MQTT311-3.3.2-2]", async () => {
     const raw = await rawClient(version);
     await raw.connect({ clientId: uid() });
     raw.send({ cmd: "publish", topic: "a/+", payload: Buffer.from("x"), qos: 0 });
@@ -136,7 +136,7 @@ describe.each([4, 5] as const)("SUBSCRIBE validation, MQTT v%i", (version) => {
     await raw.waitClosed();
   });
 
-  it("answers UNSUBSCRIBE with UNSUBACK (v5: a code per filter)", async () => {
+  it("answers UNSUBSCRIBE with UNSUBACK (v5: a code per filter) [MQTT-3.10.4-4, 3.10.4-5, 3.10.4-6, 3.11.3-1, 3.11.3-2] [MQTT311-3.10.4-4, 3.10.4-5, 3.10.4-6]", async () => {
     const raw = await rawClient(version);
     await raw.connect({ clientId: uid() });
     await raw.subscribe("x/y", 0, 1);

@@ -4,7 +4,7 @@ import { closeAll, connect, recorder, sleep, uid } from "./helpers";
 afterEach(closeAll);
 
 describe.each([4, 5] as const)("retained messages, MQTT v%i", (version) => {
-  it("stores, replaces and delivers with RETAIN=1 on subscribe [MQTT-3.3.1-5, 3.3.1-8]", async () => {
+  it("stores, replaces and delivers with RETAIN=1 on subscribe [MQTT-3.3.1-5, 3.3.1-9] [MQTT311-3.3.1-5, 3.3.1-6, 3.3.1-8]", async () => {
     const topic = `${uid("r")}/state`;
     const pub = await connect(version);
     await pub.publishAsync(topic, "first", { qos: 1, retain: true });
@@ -19,7 +19,7 @@ describe.each([4, 5] as const)("retained messages, MQTT v%i", (version) => {
     expect(rec.messages).toHaveLength(1);
   });
 
-  it("forwards a retained publish to existing subscribers with RETAIN=0 [MQTT-3.3.1-9]", async () => {
+  it("forwards a retained publish to existing subscribers with RETAIN=0 [MQTT-3.3.1-12] [MQTT311-3.3.1-9]", async () => {
     const topic = `${uid("r")}/live`;
     const sub = await connect(version);
     const rec = recorder(sub);
@@ -30,7 +30,7 @@ describe.each([4, 5] as const)("retained messages, MQTT v%i", (version) => {
     expect(m.packet.retain).toBe(false);
   });
 
-  it("deletes the retained message on an empty payload [MQTT-3.3.1-6]", async () => {
+  it("deletes the retained message on an empty payload [MQTT-3.3.1-6, 3.3.1-7] [MQTT311-3.3.1-10, 3.3.1-11]", async () => {
     const topic = `${uid("r")}/gone`;
     const pub = await connect(version);
     await pub.publishAsync(topic, "x", { qos: 1, retain: true });
@@ -72,7 +72,7 @@ describe.each([4, 5] as const)("retained messages, MQTT v%i", (version) => {
     expect((await rec.waitFor(1))[0].packet.qos).toBe(1);
   });
 
-  it("sends the retained message again on a repeated SUBSCRIBE [MQTT-3.8.4-3]", async () => {
+  it("sends the retained message again on a repeated SUBSCRIBE [MQTT-3.8.4-3, 3.8.4-4] [MQTT311-3.8.4-3]", async () => {
     const topic = `${uid("r")}/again`;
     const pub = await connect(version);
     await pub.publishAsync(topic, "x", { qos: 2, retain: true });

@@ -4,7 +4,7 @@ import { closeAll, connect, rawClient, recorder, uid } from "./helpers";
 afterEach(closeAll);
 
 describe.each([4, 5] as const)("keep-alive and bad input, MQTT v%i", (version) => {
-  it("answers PINGREQ at the edge", async () => {
+  it("answers PINGREQ at the edge [MQTT-3.12.4-1] [MQTT311-3.12.4-1]", async () => {
     const raw = await rawClient(version);
     await raw.connect({ clientId: uid() });
     for (let i = 0; i < 3; i++) raw.send({ cmd: "pingreq" });
@@ -12,7 +12,7 @@ describe.each([4, 5] as const)("keep-alive and bad input, MQTT v%i", (version) =
     raw.close();
   });
 
-  it("closes only the offending connection on a malformed packet; others keep working", async () => {
+  it("closes only the offending connection on a malformed packet; others keep working [MQTT-3.8.1-1, 2.1.3-1] [MQTT311-3.8.1-1, 2.2.2-1, 2.2.2-2]", async () => {
     const topic = `${uid("bad")}/x`;
     const good = await connect(version);
     const rec = recorder(good);
@@ -35,14 +35,14 @@ describe.each([4, 5] as const)("keep-alive and bad input, MQTT v%i", (version) =
     await raw.waitClosed();
   });
 
-  it("closes the connection on a remaining length of five bytes", async () => {
+  it("closes the connection on a remaining length of five bytes [MQTT-1.5.5-1, 4.13.1-1]", async () => {
     const raw = await rawClient(version);
     await raw.connect({ clientId: uid() });
     raw.sendBytes([0x30, 0xff, 0xff, 0xff, 0xff, 0x01]);
     await raw.waitClosed();
   });
 
-  it("reassembles a packet split across WebSocket frames and packets sharing one frame", async () => {
+  it("reassembles a packet split across WebSocket frames and packets sharing one frame [MQTT-6.0.0-2] [MQTT311-6.0.0-2]", async () => {
     const raw = await rawClient(version);
     await raw.connect({ clientId: uid() });
     const sub = [0x82, 0x08, 0x00, 0x09, 0x00, 0x03, 0x73, 0x2f, 0x31, 0x00]; // SUBSCRIBE id 9 "s/1" QoS 0
@@ -56,7 +56,7 @@ describe.each([4, 5] as const)("keep-alive and bad input, MQTT v%i", (version) =
 });
 
 describe.each([4, 5] as const)("topic limits, MQTT v%i", (version) => {
-  it("refuses a filter longer than MAX_TOPIC_LENGTH in SUBACK and a long topic with a close", async () => {
+  it("refuses a filter longer than MAX_TOPIC_LENGTH in SUBACK and a long topic with a close [MQTT-4.7.3-3]", async () => {
     const raw = await rawClient(version);
     await raw.connect({ clientId: uid() });
     const long = "x/".repeat(600) + "y"; // 1201 bytes > 1024

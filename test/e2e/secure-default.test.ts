@@ -35,7 +35,8 @@ describe("connection attempts per address", () => {
   it("answers HTTP 429 beyond the CONNECT_LIMITER rate (300 per 10 s)", async () => {
     const url = `${broker.base.replace("http", "ws")}/mqtt`;
     const statuses = await Promise.all(
-      Array.from({ length: 340 }, async () => {
+      // 650 attempts in a burst: even if the burst straddles two 10 s windows, at most 600 pass.
+      Array.from({ length: 650 }, async () => {
         const ws = new WebSocket(url, "mqtt");
         return new Promise<number>((resolve) => {
           ws.once("open", () => {
@@ -51,7 +52,7 @@ describe("connection attempts per address", () => {
       }),
     );
     const limited = statuses.filter((s) => s === 429).length;
-    expect(statuses.filter((s) => s === 101).length).toBeLessThanOrEqual(300);
-    expect(limited).toBeGreaterThanOrEqual(40);
+    expect(statuses.filter((s) => s === 101).length).toBeLessThanOrEqual(600);
+    expect(limited).toBeGreaterThanOrEqual(50);
   });
 });

@@ -7,7 +7,7 @@ const persistent = (version: 4 | 5) =>
   version === 5 ? { clean: false, properties: { sessionExpiryInterval: 300 } } : { clean: false };
 
 describe.each([4, 5] as const)("persistent sessions, MQTT v%i", (version) => {
-  it("keeps subscriptions and queues QoS 1/2 (not QoS 0) while offline", async () => {
+  it("keeps subscriptions and queues QoS 1/2 (not QoS 0) while offline [MQTT-3.1.2-5, 3.1.2-23, 3.2.2-3, 4.1.0-1] [MQTT311-3.1.2-4, 3.2.2-2]", async () => {
     const clientId = uid("p");
     const topic = `${uid("pt")}/x`;
     const first = await connect(version, { clientId, ...persistent(version) });
@@ -28,7 +28,7 @@ describe.each([4, 5] as const)("persistent sessions, MQTT v%i", (version) => {
     expect(rec.messages).toHaveLength(2);
   });
 
-  it("discards the session on a clean start", async () => {
+  it("discards the session on a clean start [MQTT-3.1.2-4, 3.1.4-4, 3.2.2-2] [MQTT311-3.1.2-6, 3.2.2-1]", async () => {
     const clientId = uid("clean");
     const topic = `${uid("ct")}/x`;
     const first = await connect(version, { clientId, ...persistent(version) });
@@ -44,7 +44,7 @@ describe.each([4, 5] as const)("persistent sessions, MQTT v%i", (version) => {
     raw.close();
   });
 
-  it("takes over: a second connection with the same id closes the first", async () => {
+  it("takes over: a second connection with the same id closes the first [MQTT-3.1.4-3] [MQTT311-3.1.4-2]", async () => {
     const clientId = uid("take");
     const first = await rawClient(version);
     await first.connect({ clientId });
@@ -60,7 +60,7 @@ describe.each([4, 5] as const)("persistent sessions, MQTT v%i", (version) => {
     second.close();
   });
 
-  it("delivers QoS 2 exactly once across reconnects mid-flow [MQTT-4.3.3]", async () => {
+  it("delivers QoS 2 exactly once across reconnects mid-flow [MQTT-4.4.0-1, 3.3.1-1, 4.3.3-3, 4.3.3-4, 4.3.3-5, 4.3.3-6] [MQTT311-4.4.0-1, 3.3.1-1]", async () => {
     const clientId = uid("eo");
     const topic = `${uid("eot")}/x`;
     const sub = await rawClient(version);
@@ -104,7 +104,7 @@ describe.each([4, 5] as const)("persistent sessions, MQTT v%i", (version) => {
     sub4.close();
   });
 
-  it("routes an inbound QoS 2 message once even when the PUBLISH is repeated [MQTT-4.3.3-9]", async () => {
+  it("routes an inbound QoS 2 message once even when the PUBLISH is repeated [MQTT-4.3.3-8, 4.3.3-10, 4.3.3-11] [MQTT311-4.3.3-2]", async () => {
     const topic = `${uid("in2")}/x`;
     const sub = await connect(version);
     const rec = recorder(sub);
@@ -142,7 +142,7 @@ describe.each([4, 5] as const)("persistent sessions, MQTT v%i", (version) => {
 });
 
 describe("session expiry (v5)", () => {
-  it("ends the session when the expiry interval has passed", async () => {
+  it("ends the session when the expiry interval has passed [MQTT-4.1.0-2, 3.1.2-6]", async () => {
     const clientId = uid("exp");
     const first = await connect(5, { clientId, clean: false, properties: { sessionExpiryInterval: 1 } });
     await first.subscribeAsync("exp/x", { qos: 1 });

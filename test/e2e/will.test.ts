@@ -13,7 +13,7 @@ async function watcher(version: 4 | 5, topic: string) {
 describe.each([4, 5] as const)("last will, MQTT v%i", (version) => {
   const will = (topic: string) => ({ topic, payload: Buffer.from("gone"), qos: 1 as const, retain: false });
 
-  it("is published when the network connection drops [MQTT-3.1.2-8]", async () => {
+  it("is published when the network connection drops [MQTT-3.1.2-7, 3.1.2-8, 3.1.2-14] [MQTT311-3.1.2-8, 3.1.2-16]", async () => {
     const topic = `${uid("will")}/status`;
     const rec = await watcher(version, topic);
     const raw = await rawClient(version);
@@ -23,7 +23,7 @@ describe.each([4, 5] as const)("last will, MQTT v%i", (version) => {
     expect(m.payload).toBe("gone");
   });
 
-  it("is not published after a normal DISCONNECT [MQTT-3.1.2-10]", async () => {
+  it("is not published after a normal DISCONNECT [MQTT-3.1.2-10, 3.14.4-3] [MQTT311-3.1.2-10, 3.14.4-3]", async () => {
     const topic = `${uid("will")}/status`;
     const rec = await watcher(version, topic);
     const raw = await rawClient(version);
@@ -34,7 +34,7 @@ describe.each([4, 5] as const)("last will, MQTT v%i", (version) => {
     expect(rec.messages).toHaveLength(0);
   });
 
-  it("is published when the keep-alive expires [MQTT-3.1.2-22]", async () => {
+  it("is published when the keep-alive expires [MQTT-3.1.2-22] [MQTT311-3.1.2-24]", async () => {
     const topic = `${uid("will")}/ka`;
     const rec = await watcher(version, topic);
     const raw = await rawClient(version);
@@ -56,7 +56,7 @@ describe.each([4, 5] as const)("last will, MQTT v%i", (version) => {
     await rec.waitFor(1);
   });
 
-  it("is published with retain when asked", async () => {
+  it("is published with retain when asked [MQTT-3.1.2-15] [MQTT311-3.1.2-17]", async () => {
     const topic = `${uid("will")}/retained`;
     const raw = await rawClient(version);
     await raw.connect({ clientId: uid(), will: { ...will(topic), retain: true } });
@@ -71,7 +71,7 @@ describe.each([4, 5] as const)("last will, MQTT v%i", (version) => {
 });
 
 describe("last will, MQTT v5 specifics", () => {
-  it("DISCONNECT with 0x04 publishes the will [MQTT-3.14.4-3]", async () => {
+  it("DISCONNECT with 0x04 publishes the will", async () => {
     const topic = `${uid("will")}/04`;
     const rec = await watcher(5, topic);
     const raw = await rawClient(5);

@@ -11,12 +11,12 @@ describe("CONNECT admission at the edge", () => {
     expect(a).toEqual({ ok: true, clientId: "dev1", assigned: false, keepAlive: 60, serverKeepAlive: undefined });
   });
 
-  it("assigns an id to an empty one [MQTT-3.1.3-6]", () => {
+  it("assigns an id to an empty one [MQTT-3.1.3-6] [MQTT311-3.1.3-6]", () => {
     const a = admitConnect({ ...base, clientId: "", protocolVersion: 5 }, DEFAULT_CONFIG, () => "x");
     expect(a).toMatchObject({ ok: true, clientId: "auto-x", assigned: true });
   });
 
-  it("refuses an empty id without clean session in 3.1.1 with 0x02 [MQTT-3.1.3-8]", () => {
+  it("refuses an empty id without clean session in 3.1.1 with 0x02 [MQTT311-3.1.3-8]", () => {
     const a = admitConnect({ ...base, clientId: "", clean: false, protocolVersion: 4 }, DEFAULT_CONFIG, () => "x");
     expect(a).toMatchObject({ ok: false, connack: { returnCode: 2 } });
   });

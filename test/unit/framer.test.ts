@@ -4,7 +4,7 @@ import { PacketFramer, readFixedHeader } from "../../src/protocol/framer";
 const pingreq = [0xc0, 0x00];
 const publish = [0x30, 0x07, 0x00, 0x03, 0x61, 0x2f, 0x62, 0x68, 0x69]; // PUBLISH a/b "hi"
 
-describe("PacketFramer [MQTT-6.0.0-2..4]", () => {
+describe("PacketFramer [MQTT-6.0.0-2] [MQTT311-6.0.0-2]", () => {
   it("splits several packets sharing one frame", () => {
     const f = new PacketFramer(1024);
     const { packets, error } = f.push(new Uint8Array([...pingreq, ...publish, ...pingreq]));

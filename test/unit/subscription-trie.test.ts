@@ -23,7 +23,7 @@ describe("SubscriptionTrie", () => {
     expect(t.match("b").size).toBe(0);
   });
 
-  it("gives one copy per client at the highest QoS with every subscription id [MQTT-3.3.5-1]", () => {
+  it("gives one copy per client at the highest QoS with every subscription id [MQTT-3.3.4-2, 3.3.4-4] [MQTT311-3.3.5-1]", () => {
     const t = new SubscriptionTrie();
     t.add("a/+", "c", opts(0, { subscriptionId: 1 }));
     t.add("a/#", "c", opts(2, { subscriptionId: 2 }));
@@ -34,7 +34,7 @@ describe("SubscriptionTrie", () => {
     expect(t.match("a/b").size).toBe(1);
   });
 
-  it("does not match $ topics with a first-level wildcard [MQTT-4.7.2-1]", () => {
+  it("does not match $ topics with a first-level wildcard [MQTT-4.7.2-1] [MQTT311-4.7.2-1]", () => {
     const t = new SubscriptionTrie();
     t.add("#", "all", opts(0));
     t.add("+/x", "plus", opts(0));

@@ -3,7 +3,7 @@ import { parseSharedFilter, topicFilterError, topicMatches, topicNameError } fro
 
 const limits = { maxTopicLength: 64, maxTopicLevels: 8 };
 
-describe("topic names [MQTT-4.7.3]", () => {
+describe("topic names [MQTT-4.7.3-1, 4.7.3-2, 4.7.3-3, 4.7.0-1, 1.5.4-1, 1.5.4-2] [MQTT311-4.7.3-1, 4.7.3-2, 4.7.3-3, 1.5.3-1, 1.5.3-2]", () => {
   it.each(["a", "a/b", "/", "a//b", "$SYS/x", "sport/tennis/player1", "ü/ñ"])("accepts %j", (t) => {
     expect(topicNameError(t, limits)).toBeUndefined();
   });
@@ -20,7 +20,7 @@ describe("topic names [MQTT-4.7.3]", () => {
   });
 });
 
-describe("topic filters [MQTT-4.7.1]", () => {
+describe("topic filters [MQTT-4.7.1-1, 4.7.1-2] [MQTT311-4.7.1-2, 4.7.1-3]", () => {
   it.each(["#", "+", "a/#", "+/b", "a/+/c", "+/+", "/#", "$share/g/a/#"])("accepts %j", (f) => {
     expect(topicFilterError(f, limits)).toBeUndefined();
   });
@@ -33,7 +33,7 @@ describe("topic filters [MQTT-4.7.1]", () => {
   });
 });
 
-describe("matching [MQTT-4.7.1, 4.7.2]", () => {
+describe("matching [MQTT-4.7.2-1, 4.7.3-4] [MQTT311-4.7.2-1, 4.7.3-4]", () => {
   const cases: [string, string, boolean][] = [
     ["sport/tennis/player1/#", "sport/tennis/player1", true],
     ["sport/tennis/player1/#", "sport/tennis/player1/ranking", true],

@@ -9,7 +9,7 @@ import { rawClient, sleep, uid } from "./helpers";
 const persistent = (version: 4 | 5) => (version === 5 ? { clean: false, properties: { sessionExpiryInterval: 600 } } : { clean: false });
 
 describe.each([4, 5] as const)("restarts of every object, MQTT v%i", (version) => {
-  it("keeps acknowledged QoS 1 and QoS 2 messages queued for an offline session", async () => {
+  it("keeps acknowledged QoS 1 and QoS 2 messages queued for an offline session [MQTT-3.1.2-23, 4.1.0-1]", async () => {
     const subId = uid("sub");
     const topic = `${uid("dur")}/x`;
     const sub = await rawClient(version);
@@ -104,7 +104,7 @@ describe.each([4, 5] as const)("restarts of every object, MQTT v%i", (version) =
     sub2.close();
   });
 
-  it("keeps a QoS 1 message the subscriber had not acknowledged when objects restart", async () => {
+  it("keeps a QoS 1 message the subscriber had not acknowledged when objects restart [MQTT-4.3.2-3, 4.4.0-1]", async () => {
     const subId = uid("sub4");
     const topic = `${uid("dur4")}/x`;
     const sub = await rawClient(version);

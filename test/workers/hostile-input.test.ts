@@ -109,7 +109,7 @@ describe.each([4, 5] as const)("hostile input, MQTT v%i", { timeout: 60000 }, (v
     await canary();
   });
 
-  it("the named cases get the spec's answer", async () => {
+  it("the named cases get the spec's answer [MQTT-4.13.1-1, 4.13.2-1, 3.14.4-1, 3.14.4-2, 3.14.0-1, 1.5.4-1, 3.1.2-3, 3.6.1-1, 3.10.1-1, 3.14.1-1, 3.15.1-1, 3.8.3-5, 3.1.4-1] [MQTT311-4.8.0-1, 1.5.3-1, 3.1.2-3, 3.6.1-1, 3.10.1-1, 3.8.3-4]", async () => {
     const v5 = version === 5;
     const cases: [string, number[][], boolean, number | undefined][] = [
       // name, chunks, CONNECT first, expected v5 DISCONNECT reason (undefined: closed, code not checked)
@@ -125,7 +125,15 @@ describe.each([4, 5] as const)("hostile input, MQTT v%i", { timeout: 60000 }, (v
       ["packet id 0", [[0x32, 0x05, 0x00, 0x01, 0x61, 0x00, 0x00]], true, 0x81],
       ["text frame bytes of an AUTH without method", [[0xf0, 0x00]], true, undefined],
     ];
+    cases.push(
+      ["CONNECT with the reserved flag set", [[0x10, 0x0d, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, version, 0x03, 0x00, 0x3c, ...(v5 ? [0x00] : []), 0x00, 0x01, 0x61].map((b, i) => (i === 1 ? (v5 ? 0x0e : 0x0d) : b))], false, undefined],
+      ["PUBREL with flags 0000", [[0x60, 0x02, 0x00, 0x01]], true, 0x81],
+      ["UNSUBSCRIBE with flags 0000", [[0xa0, 0x05, 0x00, 0x01, ...(v5 ? [0x00] : []), 0x00, 0x01, 0x61].map((b, i) => (i === 1 ? (v5 ? 0x06 : 0x05) : b))], true, 0x81],
+      ["DISCONNECT with flags 0001", [[0xe1, 0x00]], true, 0x81],
+      ["SUBSCRIBE with reserved option bits", [[0x82, v5 ? 0x07 : 0x06, 0x00, 0x01, ...(v5 ? [0x00] : []), 0x00, 0x01, 0x61, 0xc0]], true, 0x81],
+    );
     if (v5) {
+      cases.push(["AUTH with flags 0001", [[0xf1, 0x00]], true, 0x81]);
       // PUBLISH with an unknown property identifier 0x7F
       cases.push(["unknown property", [[0x30, 0x07, 0x00, 0x01, 0x61, 0x02, 0x7f, 0x00, 0x78]], true, 0x81]);
     }
