@@ -111,7 +111,7 @@ describe.each([4, 5] as const)("ACL, MQTT v%i", (version) => {
     expect((await raw.next("suback")).granted).toEqual(version === 5 ? [1, 0x87, 0x87] : [1, 0x80, 0x80]);
   });
 
-  it("does not route an unauthorized PUBLISH (v5 PUBACK 0x87; 3.1.1 acknowledged and dropped)", async () => {
+  it("does not route an unauthorized PUBLISH (v5 PUBACK 0x87; 3.1.1 acknowledged and dropped) [MQTT311-3.3.5-2]", async () => {
     const topic = "users/bob/inbox";
     const watcher = await connect(version);
     const rec = recorder(watcher);

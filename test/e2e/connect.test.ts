@@ -26,7 +26,7 @@ describe("HTTP surface", () => {
 });
 
 describe.each([4, 5] as const)("CONNECT, MQTT v%i", (version) => {
-  it("connects MQTT.js and answers CONNACK [MQTT-3.1.4-5, 3.2.0-1]", async () => {
+  it("connects MQTT.js and answers CONNACK [MQTT-3.1.4-5, 3.2.0-1] [MQTT311-3.1.4-4, 3.2.0-1]", async () => {
     const client = await connect(version);
     expect(client.connected).toBe(true);
   });
@@ -74,7 +74,7 @@ describe.each([4, 5] as const)("CONNECT, MQTT v%i", (version) => {
 });
 
 describe("CONNECT refusals", () => {
-  it("refuses an empty client id without clean session in 3.1.1 with return code 0x02 [MQTT311-3.1.3-8]", async () => {
+  it("refuses an empty client id without clean session in 3.1.1 with return code 0x02 [MQTT311-3.1.3-8, 3.2.2-4, 3.2.2-5]", async () => {
     const raw = await rawClient(4);
     // CONNECT 3.1.1, CleanSession=0, empty client id (MQTT.js and mqtt-packet refuse to build it)
     raw.sendBytes([0x10, 0x0c, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, 0x00, 0x00, 0x3c, 0x00, 0x00]);

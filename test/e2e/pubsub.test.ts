@@ -4,7 +4,7 @@ import { closeAll, connect, rawClient, recorder, sleep, uid } from "./helpers";
 afterEach(closeAll);
 
 describe.each([4, 5] as const)("publish and subscribe, MQTT v%i", (version) => {
-  it.each([0, 1, 2] as const)("delivers QoS %i end to end", async (qos) => {
+  it.each([0, 1, 2] as const)("delivers QoS %i end to end [MQTT-3.3.4-1] [MQTT311-3.3.4-1, 4.3.1-1, 4.3.2-1, 4.3.2-2, 2.3.1-4, 2.3.1-5]", async (qos) => {
     const topic = `${uid("t")}/qos`;
     const sub = await connect(version);
     const rec = recorder(sub);
@@ -28,7 +28,7 @@ describe.each([4, 5] as const)("publish and subscribe, MQTT v%i", (version) => {
     expect((await rec.waitFor(1))[0].packet.qos).toBe(1);
   });
 
-  it("routes through + and # wildcards across shards [MQTT-4.5.0-1, 3.3.2-3, 4.7.1-1, 4.7.1-2] [MQTT311-4.7.1-2, 4.7.1-3]", async () => {
+  it("routes through + and # wildcards across shards [MQTT-4.5.0-1, 3.3.2-3, 4.7.1-1, 4.7.1-2] [MQTT311-4.5.0-1, 3.3.2-3, 3.8.3-2, 4.7.1-2, 4.7.1-3]", async () => {
     const root = uid("w");
     const sub = await connect(version);
     const rec = recorder(sub);
@@ -82,7 +82,7 @@ describe.each([4, 5] as const)("publish and subscribe, MQTT v%i", (version) => {
     expect(rec.messages.map((m) => m.payload)).toEqual(["1"]);
   });
 
-  it("keeps per-publisher order on a topic [MQTT-4.6.0-5, 4.6.0-6, 4.6.0-2] [MQTT311-4.6.0-5, 4.6.0-6]", async () => {
+  it("keeps per-publisher order on a topic [MQTT-4.6.0-5, 4.6.0-6, 4.6.0-2] [MQTT311-4.6.0-5, 4.6.0-6, 4.6.0-2]", async () => {
     const topic = `${uid("ord")}/x`;
     const sub = await connect(version);
     const rec = recorder(sub);
@@ -118,7 +118,7 @@ describe.each([4, 5] as const)("publish and subscribe, MQTT v%i", (version) => {
 });
 
 describe.each([4, 5] as const)("SUBSCRIBE validation, MQTT v%i", (version) => {
-  it("answers an invalid filter with a failure code and keeps the valid ones [MQTT-3.8.4-1, 3.8.4-2, 3.8.4-5, 3.8.4-6, 3.8.4-7, 3.9.3-1, 3.9.3-2] [MQTT311-3.8.4-1, 3.8.4-2, 3.8.4-4, 3.8.4-5, 3.9.3-1]", async () => {
+  it("answers an invalid filter with a failure code and keeps the valid ones [MQTT-3.8.4-1, 3.8.4-2, 3.8.4-5, 3.8.4-6, 3.8.4-7, 3.9.3-1, 3.9.3-2] [MQTT311-3.8.4-1, 3.8.4-2, 3.8.4-4, 3.8.4-5, 3.9.3-1, 3.9.3-2, 2.3.1-7]", async () => {
     const raw = await rawClient(version);
     await raw.connect({ clientId: uid() });
     raw.send({ cmd: "subscribe", messageId: 5, subscriptions: [{ topic: "ok/#", qos: 1 }, { topic: "a/#/b", qos: 1 }] });
@@ -128,7 +128,7 @@ describe.each([4, 5] as const)("SUBSCRIBE validation, MQTT v%i", (version) => {
     raw.close();
   });
 
-  it("closes the connection on a wildcard in a PUBLISH topic [MQTT-3.3.2-2, 4.7.0-1] [MQTT311-3.3.2-2]", async () => {
+  it("closes the connection on a wildcard in a PUBLISH topic [MQTT-3.3.2-2, 4.7.0-1] [MQTT311-3.3.2-2, 4.7.1-1]", async () => {
     const raw = await rawClient(version);
     await raw.connect({ clientId: uid() });
     raw.send({ cmd: "publish", topic: "a/+", payload: Buffer.from("x"), qos: 0 });

@@ -7,7 +7,7 @@ const persistent = (version: 4 | 5) =>
   version === 5 ? { clean: false, properties: { sessionExpiryInterval: 300 } } : { clean: false };
 
 describe.each([4, 5] as const)("persistent sessions, MQTT v%i", (version) => {
-  it("keeps subscriptions and queues QoS 1/2 (not QoS 0) while offline [MQTT-3.1.2-5, 3.1.2-23, 3.2.2-3, 4.1.0-1] [MQTT311-3.1.2-4, 3.2.2-2]", async () => {
+  it("keeps subscriptions and queues QoS 1/2 (not QoS 0) while offline [MQTT-3.1.2-5, 3.1.2-23, 3.2.2-3, 4.1.0-1] [MQTT311-3.1.2-4, 3.1.2-5, 3.2.2-2, 4.1.0-1, 4.1.0-2, 4.5.0-1]", async () => {
     const clientId = uid("p");
     const topic = `${uid("pt")}/x`;
     const first = await connect(version, { clientId, ...persistent(version) });
@@ -28,7 +28,7 @@ describe.each([4, 5] as const)("persistent sessions, MQTT v%i", (version) => {
     expect(rec.messages).toHaveLength(2);
   });
 
-  it("discards the session on a clean start [MQTT-3.1.2-4, 3.1.4-4, 3.2.2-2] [MQTT311-3.1.2-6, 3.2.2-1]", async () => {
+  it("discards the session on a clean start [MQTT-3.1.2-4, 3.1.4-4, 3.2.2-2] [MQTT311-3.1.2-6, 3.1.4-3, 3.2.2-1]", async () => {
     const clientId = uid("clean");
     const topic = `${uid("ct")}/x`;
     const first = await connect(version, { clientId, ...persistent(version) });
@@ -60,7 +60,7 @@ describe.each([4, 5] as const)("persistent sessions, MQTT v%i", (version) => {
     second.close();
   });
 
-  it("delivers QoS 2 exactly once across reconnects mid-flow [MQTT-4.4.0-1, 3.3.1-1, 4.3.3-3, 4.3.3-4, 4.3.3-5, 4.3.3-6] [MQTT311-4.4.0-1, 3.3.1-1]", async () => {
+  it("delivers QoS 2 exactly once across reconnects mid-flow [MQTT-4.4.0-1, 3.3.1-1, 4.3.3-3, 4.3.3-4, 4.3.3-5, 4.3.3-6] [MQTT311-4.4.0-1, 3.3.1-1, 4.3.3-1, 2.3.1-6]", async () => {
     const clientId = uid("eo");
     const topic = `${uid("eot")}/x`;
     const sub = await rawClient(version);
@@ -154,7 +154,7 @@ describe("session expiry (v5)", () => {
     raw.close();
   });
 
-  it("ends a session with expiry 0 at disconnect", async () => {
+  it("ends a session with expiry 0 at disconnect [MQTT-3.2.2-3]", async () => {
     const clientId = uid("exp0");
     const first = await connect(5, { clientId, clean: false });
     await first.subscribeAsync("exp0/x", { qos: 1 });

@@ -117,7 +117,7 @@ describe("Session state machine", () => {
     });
   });
 
-  it("sends PUBACKs in PUBLISH order even when routing finishes out of order [MQTT-4.6.0-2]", async () => {
+  it("sends PUBACKs in PUBLISH order even when routing finishes out of order [MQTT-4.6.0-2] [MQTT311-4.6.0-2]", async () => {
     await withSession(4, async ({ io, send }) => {
       await send(connect(4));
       const releases: (() => void)[] = [];
@@ -307,7 +307,7 @@ describe("Session state machine", () => {
     });
   });
 
-  it("resends unacknowledged PUBLISH with DUP and PUBREL on resumption [MQTT-4.4.0-1]", async () => {
+  it("resends unacknowledged PUBLISH with DUP and PUBREL on resumption [MQTT-4.4.0-1] [MQTT311-4.4.0-1, 4.6.0-1]", async () => {
     await withSession(4, async ({ session, io, send }) => {
       await send(connect(4, { clean: false }));
       session.deliver([delivery("q1", 1), delivery("q2", 2)]);
