@@ -5,6 +5,7 @@ import { ConfigError, configFor } from "../config";
 import { snapshot } from "../observability/counters";
 import type { Env } from "../env";
 import { GatewayConnection } from "./gateway-connection";
+import { mountPublishRoutes } from "../api/publish-routes";
 
 /** Subprotocols we speak, in order of preference [MQTT-6.0.0-3]. */
 const SUBPROTOCOLS = ["mqtt", "mqttv3.1"];
@@ -17,6 +18,7 @@ const isUpgrade = (c: Context) => c.req.header("Upgrade")?.toLowerCase() === "we
 app.get("/", (c) => (isUpgrade(c) ? mqttEndpoint(c) : c.text("MQTT broker. Connect MQTT 3.1.1 or 5.0 over WebSocket at /mqtt\n")));
 app.get("/health", (c) => c.json({ status: "ok" }));
 app.all("/mqtt", (c) => mqttEndpoint(c));
+mountPublishRoutes(app);
 
 // This isolate's invocation and write counters, for the benchmark; off unless DEBUG_COUNTERS is set.
 app.get("/debug/counters", (c) =>
@@ -61,4 +63,6 @@ async function mqttEndpoint(c: Context<{ Bindings: Env }>): Promise<Response> {
   return new Response(null, { status: 101, webSocket: clientSide, headers });
 }
 
-app.notFound((c) => c.text("Not found. The MQTT endpoint is /mqtt\n", 404));
+app.notFound((c) =>
+  c.req.path.startsWith("/api/") ? c.json({ error: `no such endpoint: ${c.req.method} ${c.req.path}` }, 404) : c.text("Not found. The MQTT endpoint is /mqtt\n", 404),
+);

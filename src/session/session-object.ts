@@ -7,10 +7,10 @@ import { DurableObject } from "cloudflare:workers";
 import { authConfigFor } from "../auth/auth-config";
 import { configFor, type BrokerConfig } from "../config";
 import { counters, countingSql } from "../observability/counters";
-import type { Env } from "../env";
+import { topicShardStub, type Env } from "../env";
 import { SessionHeader, type ProtocolVersion } from "../protocol/constants";
 import type { Delivery, DeliveryOutcome, RoutedMessage, Subscription } from "../protocol/message";
-import { shardForTopic, shardName, shardsForFilter } from "../topics/shard-rule";
+import { shardForTopic, shardsForFilter } from "../topics/shard-rule";
 import type { TopicShardObject } from "../topics/topic-shard-object";
 import { Batcher } from "../util/batcher";
 import { Session, type ConnectionInfo, type SessionIO } from "./session";
@@ -176,7 +176,7 @@ export class SessionObject extends DurableObject<Env> {
   private shard(index: number): DurableObjectStub<TopicShardObject> {
     let stub = this.shardStubs.get(index);
     if (!stub) {
-      stub = this.env.TOPIC_SHARD.get(this.env.TOPIC_SHARD.idFromName(shardName(index)));
+      stub = topicShardStub(this.env, index);
       this.shardStubs.set(index, stub);
     }
     return stub;

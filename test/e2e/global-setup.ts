@@ -14,6 +14,8 @@ import { hashPassword } from "../../src/auth/password";
 
 /** Credentials the e2e broker knows (test/e2e/auth.test.ts). */
 export const E2E_USERS = { alice: "alice-password", bob: "bob-password" };
+export const E2E_ADMIN_TOKEN = "e2e-admin-token";
+export const E2E_API_TOKEN = "e2e-api-token";
 export const E2E_JWT_SECRET = "e2e-jwt-secret-of-enough-length-for-hs256";
 
 /** ACL of the e2e broker: alice is confined to users/alice/#, role readonly may not publish. */
@@ -35,6 +37,9 @@ export const E2E_VARS: Record<string, string> = {
   ACL: JSON.stringify(E2E_ACL),
   ACL_DEFAULT: "allow",
   AUTH_HOOK_TIMEOUT_MS: "1000",
+  ADMIN_TOKEN: E2E_ADMIN_TOKEN,
+  API_TOKEN: E2E_API_TOKEN,
+  API_USERNAME: "backend",
 };
 
 /**

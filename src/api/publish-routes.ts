@@ -1,0 +1,91 @@
+/**
+ * `POST /api/v1/publish` and `POST /api/v1/publish/batch`: publishing without an MQTT connection.
+ * Authenticated by a bearer token (api-auth.ts), checked by the same ACL, routed to the topic's
+ * shard exactly like an MQTT PUBLISH. For QoS 1/2 the answer comes only once every matching
+ * session holds the message durably; a failure answers 503 and the caller retries.
+ */
+import type { Context, Hono } from "hono";
+import { isAllowed } from "../auth/acl";
+import { authConfigFor } from "../auth/auth-config";
+import { configFor } from "../config";
+import { topicShardStub, type Env } from "../env";
+import type { RoutedMessage } from "../protocol/message";
+import { shardForTopic } from "../topics/shard-rule";
+import { apiTokensFrom, HTTP_CLIENT_ID, publisherIdentity } from "./api-auth";
+import { parsePublishBody, type PublishDraft } from "./publish-request";
+
+/** Largest request body read, in bytes (a batch of maximum-size messages must fit). */
+const MAX_BODY_BYTES = 4 * 1024 * 1024;
+
+type Ctx = Context<{ Bindings: Env }>;
+
+export function mountPublishRoutes(app: Hono<{ Bindings: Env }>): void {
+  app.post("/api/v1/publish", (c) => publish(c, false));
+  app.post("/api/v1/publish/batch", (c) => publish(c, true));
+}
+
+export const jsonError = (c: Ctx, status: number, error: string, headers: Record<string, string> = {}) =>
+  c.json({ error }, status as 400, headers);
+
+async function publish(c: Ctx, batch: boolean): Promise<Response> {
+  const tokens = apiTokensFrom(c.env);
+  const auth = authConfigFor(c.env);
+  if (!tokens.admin && !tokens.publish && !auth.jwt) {
+    return jsonError(c, 403, "the HTTP publish API is off: set the API_TOKEN (or ADMIN_TOKEN) secret, or JWT_SECRET / JWT_JWKS_URL");
+  }
+  const identity = await publisherIdentity(c.req.header("Authorization"), tokens, auth);
+  if (!identity) return jsonError(c, 401, "missing or invalid bearer token", { "WWW-Authenticate": 'Bearer realm="mqtt-broker"' });
+  if (!(c.req.header("Content-Type") ?? "").toLowerCase().startsWith("application/json")) {
+    return jsonError(c, 415, "send the message as JSON (Content-Type: application/json)");
+  }
+  const length = Number(c.req.header("Content-Length") ?? 0);
+  if (length > MAX_BODY_BYTES) return jsonError(c, 413, `the body is larger than ${MAX_BODY_BYTES} bytes`);
+  const text = await c.req.text();
+  if (text.length > MAX_BODY_BYTES) return jsonError(c, 413, `the body is larger than ${MAX_BODY_BYTES} bytes`);
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return jsonError(c, 400, "the body is not valid JSON");
+  }
+  const config = configFor(c.env);
+  const parsed = parsePublishBody(body, config, batch);
+  if (!parsed.ok) return jsonError(c, parsed.status, parsed.error);
+  const denied = parsed.messages.findIndex((m) => !isAllowed(auth.acl, identity, HTTP_CLIENT_ID, "publish", m.topic));
+  if (denied >= 0) {
+    const where = batch ? `messages[${denied}]: ` : "";
+    return jsonError(c, 403, `${where}not authorized to publish to ${JSON.stringify(parsed.messages[denied].topic)}`);
+  }
+  const results = await route(c.env, parsed.messages, config.shardCount, config.shardLevels);
+  const failed = results.some((r) => "error" in r);
+  if (!batch) {
+    const [only] = results;
+    return "error" in only ? jsonError(c, 503, `not delivered, retry: ${only.error}`) : c.json(only);
+  }
+  return c.json({ results }, failed ? 503 : 200);
+}
+
+type RouteResult = { id: string; matched: number } | { id: string; error: string };
+
+/** Routes the messages, each to its topic's shard, in order per shard (one call per shard). */
+async function route(env: Env, drafts: PublishDraft[], shardCount: number, shardLevels: number): Promise<RouteResult[]> {
+  const now = Date.now();
+  const messages: RoutedMessage[] = drafts.map((d) => ({ ...d, id: `http:${crypto.randomUUID()}`, origin: "", receivedAt: now }));
+  const byShard = new Map<number, number[]>();
+  messages.forEach((m, i) => {
+    const index = shardForTopic(m.topic, shardCount, shardLevels);
+    byShard.set(index, [...(byShard.get(index) ?? []), i]);
+  });
+  const results: RouteResult[] = messages.map((m) => ({ id: m.id, error: "not routed" }));
+  await Promise.all(
+    [...byShard].map(async ([index, positions]) => {
+      try {
+        const matched = await topicShardStub(env, index).publishMany(positions.map((i) => messages[i]));
+        positions.forEach((i, k) => (results[i] = { id: messages[i].id, matched: matched[k] }));
+      } catch (err) {
+        positions.forEach((i) => (results[i] = { id: messages[i].id, error: String((err as Error).message ?? err) }));
+      }
+    }),
+  );
+  return results;
+}
