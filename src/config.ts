@@ -37,6 +37,10 @@ export interface BrokerConfig {
   maxRetainedBytesPerShard: number;
   /** Bytes the gateway buffers for a client while its session is being opened. */
   maxPendingClientBytes: number;
+  /** Number of ClientRegistry objects (presence and counters for the admin API and metrics). */
+  registryShardCount: number;
+  /** Seconds between `$SYS/broker/...` updates while someone subscribes to them. */
+  sysIntervalSeconds: number;
 }
 
 export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
@@ -57,6 +61,8 @@ export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
   maxRetainedPerShard: 10000,
   maxRetainedBytesPerShard: 67108864,
   maxPendingClientBytes: 1048576,
+  registryShardCount: 8,
+  sysIntervalSeconds: 10,
 });
 
 /** Environment variable name for each config key. */
@@ -78,6 +84,8 @@ const VARIABLES: Record<keyof BrokerConfig, string> = {
   maxRetainedPerShard: "MAX_RETAINED_PER_SHARD",
   maxRetainedBytesPerShard: "MAX_RETAINED_BYTES_PER_SHARD",
   maxPendingClientBytes: "MAX_PENDING_CLIENT_BYTES",
+  registryShardCount: "REGISTRY_SHARD_COUNT",
+  sysIntervalSeconds: "SYS_INTERVAL_SECONDS",
 };
 
 /** Inclusive bounds per key: a value outside them is a configuration error, not a silent clamp. */
@@ -99,6 +107,8 @@ const BOUNDS: Record<keyof BrokerConfig, [number, number]> = {
   maxRetainedPerShard: [0, 10000000],
   maxRetainedBytesPerShard: [0, 1073741824],
   maxPendingClientBytes: [1024, 67108864],
+  registryShardCount: [1, 256],
+  sysIntervalSeconds: [1, 3600],
 };
 
 export class ConfigError extends Error {}

@@ -2,10 +2,13 @@
 import type { SessionObject } from "./session/session-object";
 import type { TopicShardObject } from "./topics/topic-shard-object";
 import { shardName } from "./topics/shard-rule";
+import type { ClientRegistryObject } from "./registry/client-registry-object";
+import { registryName } from "./registry/client-registry";
 
 export interface Env {
   SESSION: DurableObjectNamespace<SessionObject>;
   TOPIC_SHARD: DurableObjectNamespace<TopicShardObject>;
+  REGISTRY: DurableObjectNamespace<ClientRegistryObject>;
   /** Optional Workers rate limiting binding: connection attempts per client address. */
   CONNECT_LIMITER?: RateLimit;
   [variable: string]: unknown;
@@ -14,4 +17,14 @@ export interface Env {
 /** The stub of TopicShard i (its name is the shard rule's). */
 export function topicShardStub(env: Env, index: number): DurableObjectStub<TopicShardObject> {
   return env.TOPIC_SHARD.get(env.TOPIC_SHARD.idFromName(shardName(index)));
+}
+
+/** The stub of registry shard i. */
+export function registryStub(env: Env, index: number): DurableObjectStub<ClientRegistryObject> {
+  return env.REGISTRY.get(env.REGISTRY.idFromName(registryName(index)));
+}
+
+/** The stub of a client's Session object (the object exists only once its client has connected). */
+export function sessionStub(env: Env, clientId: string): DurableObjectStub<SessionObject> {
+  return env.SESSION.get(env.SESSION.idFromName(clientId));
 }

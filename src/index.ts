@@ -3,6 +3,7 @@ import { app } from "./gateway/app";
 
 export { SessionObject } from "./session/session-object";
 export { TopicShardObject } from "./topics/topic-shard-object";
+export { ClientRegistryObject } from "./registry/client-registry-object";
 export type { BrokerConfig } from "./config";
 
 export default app;

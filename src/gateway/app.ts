@@ -6,6 +6,7 @@ import { snapshot } from "../observability/counters";
 import type { Env } from "../env";
 import { GatewayConnection } from "./gateway-connection";
 import { mountPublishRoutes } from "../api/publish-routes";
+import { mountAdminRoutes } from "../api/admin-routes";
 
 /** Subprotocols we speak, in order of preference [MQTT-6.0.0-3]. */
 const SUBPROTOCOLS = ["mqtt", "mqttv3.1"];
@@ -19,6 +20,7 @@ app.get("/", (c) => (isUpgrade(c) ? mqttEndpoint(c) : c.text("MQTT broker. Conne
 app.get("/health", (c) => c.json({ status: "ok" }));
 app.all("/mqtt", (c) => mqttEndpoint(c));
 mountPublishRoutes(app);
+mountAdminRoutes(app);
 
 // This isolate's invocation and write counters, for the benchmark; off unless DEBUG_COUNTERS is set.
 app.get("/debug/counters", (c) =>

@@ -205,6 +205,7 @@ export class GatewayConnection {
       if (serverKeepAlive !== undefined) headers[SessionHeader.SERVER_KEEP_ALIVE] = String(serverKeepAlive);
       headers[SessionHeader.IDENTITY] = encodeURIComponent(JSON.stringify(identity));
       if (authResponse) headers[SessionHeader.AUTH_RESPONSE] = encodeURIComponent(JSON.stringify(authResponse));
+      if (this.remoteAddress) headers[SessionHeader.REMOTE_ADDRESS] = this.remoteAddress;
       const response = await stub.fetch("https://session.internal/connect", { headers });
       const session = response.webSocket;
       if (!session) throw new Error(`session refused the connection: ${response.status}`);

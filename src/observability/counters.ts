@@ -11,8 +11,12 @@ export const counters = {
   sessionWebSocketMessages: 0,
   /** RPC calls into TopicShard objects. */
   shardInvocations: 0,
+  /** RPC calls into ClientRegistry objects (connection events and drops; never per message). */
+  registryInvocations: 0,
   /** SQLite rows written by any object (billed per row). */
   sqlRowsWritten: 0,
+  /** Rows written by metrics counters (Totals): at most one per changed counter per object per 10 s. */
+  metricsRowsWritten: 0,
   /** setAlarm/deleteAlarm calls (each billed as a row written). */
   alarmWrites: 0,
   /** PINGREQs the gateway answered without waking a Session object. */

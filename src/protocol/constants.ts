@@ -46,6 +46,7 @@ export const ReasonCode = {
   BAD_AUTHENTICATION_METHOD: 0x8c,
   KEEP_ALIVE_TIMEOUT: 0x8d,
   SESSION_TAKEN_OVER: 0x8e,
+  ADMINISTRATIVE_ACTION: 0x98,
   TOPIC_FILTER_INVALID: 0x8f,
   TOPIC_NAME_INVALID: 0x90,
   PACKET_IDENTIFIER_IN_USE: 0x91,
@@ -100,4 +101,6 @@ export const SessionHeader = {
   IDENTITY: "x-mqtt-identity",
   /** Enhanced authentication result for CONNACK (URI-encoded JSON {method, data base64}). */
   AUTH_RESPONSE: "x-mqtt-auth-response",
+  /** The client's address as the edge saw it (CF-Connecting-IP). */
+  REMOTE_ADDRESS: "x-mqtt-remote-address",
 } as const;

@@ -7,13 +7,14 @@ import { DurableObject } from "cloudflare:workers";
 import { authConfigFor } from "../auth/auth-config";
 import { configFor, type BrokerConfig } from "../config";
 import { counters, countingSql } from "../observability/counters";
-import { topicShardStub, type Env } from "../env";
+import { registryStub, topicShardStub, type Env } from "../env";
 import { SessionHeader, type ProtocolVersion } from "../protocol/constants";
 import type { Delivery, DeliveryOutcome, RoutedMessage, Subscription } from "../protocol/message";
 import { shardForTopic, shardsForFilter } from "../topics/shard-rule";
 import type { TopicShardObject } from "../topics/topic-shard-object";
 import { Batcher } from "../util/batcher";
-import { Session, type ConnectionInfo, type SessionIO } from "./session";
+import { registryShardFor } from "../registry/client-registry";
+import { Session, type ConnectionInfo, type SessionDescription, type SessionEvent, type SessionIO } from "./session";
 
 /** Most messages routed to one shard in one call. */
 const MAX_ROUTE_BATCH = 128;
@@ -30,6 +31,8 @@ export class SessionObject extends DurableObject<Env> {
   private readonly session: Session;
   private readonly sockets = new Map<string, WebSocket>();
   private readonly shardStubs = new Map<number, DurableObjectStub<TopicShardObject>>();
+  /** Invocations of this object not yet reported to the registry (metrics; lost if evicted first). */
+  private invocations = 0;
   /** Publishes to one shard from packets that arrived together go in one call. */
   private readonly routes = new Batcher<number, RoutedMessage, number>(
     (index, messages) => this.shard(index).publishMany(messages),
@@ -51,6 +54,7 @@ export class SessionObject extends DurableObject<Env> {
   /** The gateway opens the internal WebSocket here; the first message on it is the CONNECT. */
   async fetch(request: Request): Promise<Response> {
     counters.sessionInvocations++;
+    this.invocations++;
     if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket") {
       return new Response("Session objects accept only the gateway's WebSocket", { status: 426 });
     }
@@ -64,6 +68,7 @@ export class SessionObject extends DurableObject<Env> {
       version: Number(h.get(SessionHeader.VERSION) ?? 4) as ProtocolVersion,
       identity: JSON.parse(decodeURIComponent(h.get(SessionHeader.IDENTITY) ?? "%7B%7D")),
       authResponse: h.has(SessionHeader.AUTH_RESPONSE) ? JSON.parse(decodeURIComponent(h.get(SessionHeader.AUTH_RESPONSE)!)) : undefined,
+      remoteAddress: h.get(SessionHeader.REMOTE_ADDRESS) ?? undefined,
       connected: false,
     };
     const pair = new WebSocketPair();
@@ -76,6 +81,7 @@ export class SessionObject extends DurableObject<Env> {
 
   async webSocketMessage(ws: WebSocket, message: ArrayBuffer | string): Promise<void> {
     counters.sessionInvocations++;
+    this.invocations++;
     counters.sessionWebSocketMessages++;
     if (typeof message === "string") return; // the gateway sends MQTT packets only, as binary
     const a = ws.deserializeAttachment() as Attachment;
@@ -90,11 +96,13 @@ export class SessionObject extends DurableObject<Env> {
 
   async webSocketClose(ws: WebSocket): Promise<void> {
     counters.sessionInvocations++;
+    this.invocations++;
     await this.socketGone(ws);
   }
 
   async webSocketError(ws: WebSocket): Promise<void> {
     counters.sessionInvocations++;
+    this.invocations++;
     await this.socketGone(ws);
   }
 
@@ -111,12 +119,14 @@ export class SessionObject extends DurableObject<Env> {
 
   async alarm(): Promise<void> {
     counters.sessionInvocations++;
+    this.invocations++;
     await this.session.alarm();
   }
 
   /** RPC from a TopicShard: messages for this session (see Session.deliver). */
   async deliver(batch: Delivery[], onlyIfOnline = false): Promise<DeliveryOutcome> {
     counters.sessionInvocations++;
+    this.invocations++;
     return this.session.deliver(batch, onlyIfOnline);
   }
 
@@ -138,7 +148,46 @@ export class SessionObject extends DurableObject<Env> {
       },
       now: () => Date.now(),
       newId: () => crypto.randomUUID(),
+      report: (event) => this.report(event),
     };
+  }
+
+  /** Presence and drops go to the client's registry shard; a failure there never affects the session. */
+  private report(event: SessionEvent): void {
+    if (event.kind === "sys-watch") {
+      registryStub(this.env, 0).watchSys().catch((err) => console.warn("$SYS start failed", err));
+      return;
+    }
+    const clientId = event.kind === "connected" ? event.record.clientId : event.clientId;
+    const registry = registryStub(this.env, registryShardFor(clientId, this.config.registryShardCount));
+    const invocations = this.invocations;
+    this.invocations = 0;
+    const sent =
+      event.kind === "connected" ? registry.connected(event.record, invocations)
+      : event.kind === "disconnected" ? registry.disconnected(event.clientId, event.connId, invocations)
+      : event.kind === "dropped" ? registry.dropped(event.reason, event.count, invocations)
+      : registry.queueLevel(event.clientId, event.level, invocations);
+    sent.catch((err) => console.warn("registry report failed", err));
+  }
+
+  // --- administration (RPC from the admin API) ------------------------------------------------
+
+  async describe(): Promise<SessionDescription | undefined> {
+    counters.sessionInvocations++;
+    this.invocations++;
+    return this.session.describe();
+  }
+
+  async adminDisconnect(): Promise<boolean> {
+    counters.sessionInvocations++;
+    this.invocations++;
+    return this.session.adminDisconnect();
+  }
+
+  async adminDelete(): Promise<boolean> {
+    counters.sessionInvocations++;
+    this.invocations++;
+    return this.session.adminDelete();
   }
 
 

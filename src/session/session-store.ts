@@ -33,6 +33,12 @@ export interface SessionMeta {
   problemInfo?: boolean;
   /** QoS 1/2 messages dropped because the queue was full (documented outcome). */
   droppedQueueFull?: number;
+  /** Epoch ms of the live (or last) connection's CONNACK. */
+  connectedAt?: number;
+  /** Address of the live (or last) connection. */
+  remoteAddress?: string;
+  /** The queue depth level last reported to the registry (absent: 0). */
+  queueLevel?: number;
 }
 
 /** Outbound message states in `outq`. */
@@ -153,6 +159,11 @@ export class SessionStore {
   /** Messages queued or in flight (what counts against the queue limit). */
   pendingCount(): number {
     return this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM outq WHERE state < ?`, OutState.DONE).one().n;
+  }
+
+  /** Messages waiting behind the in-flight window (not yet sent). */
+  queuedCount(): number {
+    return this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM outq WHERE state = ?`, OutState.QUEUED).one().n;
   }
 
   inflightCount(): number {

@@ -13,6 +13,7 @@ import type { Delivery, DeliveryOutcome, QoS, RoutedMessage, Subscription } from
 import { messagePropertiesFrom, propertiesFromJson, propertiesToJson, remainingExpiry } from "../protocol/properties";
 import { parseSharedFilter, topicFilterError, topicNameError } from "../protocol/topic";
 import { isUtf8, packetViolation, publishPropertiesProblem } from "../protocol/validate";
+import type { PresenceRecord } from "../registry/client-registry";
 import { OutState, SessionStore, type SessionMeta } from "./session-store";
 
 /** What the session needs from the world around it. */
@@ -36,6 +37,47 @@ export interface SessionIO {
   setAlarm(at: number | undefined): void;
   now(): number;
   newId(): string;
+  /** Tells the outside world (registry, metrics, user hooks) what happened; never awaited. */
+  report(event: SessionEvent): void;
+}
+
+/** What a session reports, off the message path: connections starting and ending, drops. */
+export type SessionEvent =
+  | { kind: "connected"; record: PresenceRecord }
+  | { kind: "disconnected"; clientId: string; connId: string; version: number; username?: string }
+  | { kind: "dropped"; clientId: string; reason: DropReason; count: number }
+  /** The queue depth crossed a reporting level (see queueLevel); 0 once it is back under the first. */
+  | { kind: "queue"; clientId: string; level: number }
+  /** A `$SYS/...` subscription was made: the `$SYS` publisher should run. */
+  | { kind: "sys-watch"; clientId: string };
+
+/** Queue depths are reported only at these levels: none for the shallow queues of normal traffic. */
+export const QUEUE_REPORT_FLOOR = 16;
+
+/** The reporting level of a queue depth: 0 below the floor, else the power of two at or under it. */
+export function queueLevel(depth: number): number {
+  return depth < QUEUE_REPORT_FLOOR ? 0 : 2 ** Math.floor(Math.log2(depth));
+}
+
+/** Why a session dropped a message (documented outcomes, counted in metrics). */
+export type DropReason = "queue_full" | "expired" | "too_large_for_client";
+
+/** What the admin API shows of one session. */
+export interface SessionDescription {
+  clientId: string;
+  connected: boolean;
+  protocolVersion: number;
+  username?: string;
+  remoteAddress?: string;
+  connectedAt?: number;
+  expiryInterval: number;
+  /** Epoch ms at which the offline session ends. */
+  expiresAt?: number;
+  subscriptions: Subscription[];
+  queued: number;
+  inflight: number;
+  droppedQueueFull: number;
+  hasWill: boolean;
 }
 
 /** Facts the gateway established about a connection before handing it over. */
@@ -50,6 +92,8 @@ export interface ConnectionInfo {
   identity?: Identity;
   /** Enhanced authentication's final data for CONNACK (v5 [MQTT-4.12.0-?]). */
   authResponse?: { method: string; data: string };
+  /** The client's address as the edge saw it. */
+  remoteAddress?: string;
 }
 
 interface StoredWill {
@@ -245,6 +289,8 @@ export class Session {
       // [MQTT-3.1.2-28] Request Problem Information defaults to 1
       problemInfo: version === 5 ? packet.properties?.requestProblemInformation !== false : undefined,
       droppedQueueFull: sessionPresent ? previous.droppedQueueFull : undefined,
+      connectedAt: now,
+      remoteAddress: info.remoteAddress,
     };
     this.store.writeMeta(this.meta);
     this.io.setAlarm(undefined);
@@ -257,6 +303,19 @@ export class Session {
       connack.returnCode = 0;
     }
     this.send(info.connId, [connack]);
+    this.io.report({
+      kind: "connected",
+      record: {
+        clientId: info.clientId,
+        connId: info.connId,
+        connectedAt: now,
+        version,
+        username: identity.username,
+        remoteAddress: info.remoteAddress,
+        sessionPresent,
+        expiryInterval,
+      },
+    });
     // [MQTT-4.4.0-1] resend unacknowledged PUBLISH (with DUP) and PUBREL packets of a resumed session
     if (sessionPresent) this.resendInflight(info.connId);
     this.pump();
@@ -419,6 +478,7 @@ export class Session {
     const row = this.store.findInflight(packet.messageId, OutState.SENT);
     if (row && row.delivery.qos === 1) this.store.finish(row);
     this.pump();
+    if (this.meta.queueLevel) this.checkQueueLevel();
   }
 
   private onPubrec(connId: string, packet: AnyPacket): void {
@@ -439,6 +499,19 @@ export class Session {
     const row = this.store.findInflight(packet.messageId, OutState.RELEASED);
     if (row) this.store.finish(row);
     this.pump();
+    if (this.meta.queueLevel) this.checkQueueLevel();
+  }
+
+  /**
+   * Reports the queue depth (messages waiting behind the in-flight window) to the registry when it
+   * crosses a level (metrics: queue depths). A client keeping up never reaches the first level.
+   */
+  private checkQueueLevel(): void {
+    const level = queueLevel(this.store.queuedCount());
+    if (level === (this.meta.queueLevel ?? 0)) return;
+    this.meta.queueLevel = level || undefined;
+    this.store.writeMeta(this.meta);
+    this.io.report({ kind: "queue", clientId: this.meta.clientId ?? "", level });
   }
 
   // --- SUBSCRIBE / UNSUBSCRIBE --------------------------------------------------------------
@@ -479,6 +552,7 @@ export class Session {
     }
     const retained = accepted.length ? await this.io.subscribe(this.meta.clientId!, accepted, retainedFor) : [];
     for (const sub of accepted) this.store.putSubscription(sub);
+    if (accepted.some((sub) => sub.filter.startsWith("$SYS"))) this.io.report({ kind: "sys-watch", clientId: this.meta.clientId! });
     // [MQTT-3.8.4-1] SUBACK with one code per filter, in order [MQTT-3.8.4-6]
     const suback: AnyPacket = { cmd: "suback", messageId: packet.messageId, granted: codes };
     const refused = codes.filter((c) => c >= 0x80);
@@ -581,6 +655,7 @@ export class Session {
   /** Ends the connection's part of the session (will, expiry). Safe to call more than once. */
   private async connectionEnded(connId: string): Promise<void> {
     if (!this.isCurrent(connId)) return;
+    this.io.report({ kind: "disconnected", clientId: this.meta.clientId ?? "", connId, version: this.version, username: this.identity.username });
     const now = this.io.now();
     const will = this.meta.will ? (JSON.parse(this.meta.will) as StoredWill) : undefined;
     const expiry = this.meta.expiryInterval ?? 0;
@@ -667,6 +742,66 @@ export class Session {
     });
   }
 
+  // --- administration (admin API) --------------------------------------------------------------
+
+  /** The session as the admin API shows it; undefined when there is none. */
+  describe(): SessionDescription | undefined {
+    const m = this.meta;
+    if (m.clientId === undefined || (m.connId === undefined && m.expireAt !== undefined && this.io.now() >= m.expireAt)) return undefined;
+    return {
+      clientId: m.clientId,
+      connected: m.connId !== undefined,
+      protocolVersion: this.version,
+      username: this.identity.username,
+      remoteAddress: m.remoteAddress,
+      connectedAt: m.connectedAt,
+      expiryInterval: m.expiryInterval ?? 0,
+      expiresAt: m.connId === undefined ? m.expireAt : undefined,
+      subscriptions: this.store.subscriptions(),
+      queued: this.store.queuedCount(),
+      inflight: this.store.inflightCount(),
+      droppedQueueFull: m.droppedQueueFull ?? 0,
+      hasWill: m.will !== undefined,
+    };
+  }
+
+  /**
+   * An operator closes the client's connection: v5 DISCONNECT 0x98 (administrative action). The
+   * connection ended without the client's DISCONNECT, so its will is published [MQTT-3.1.2-8].
+   * Resolves false when the client is not connected.
+   */
+  adminDisconnect(): Promise<boolean> {
+    let done = false;
+    const run = async () => {
+      const connId = this.meta.connId;
+      if (!connId) return;
+      if (this.version === 5) this.send(connId, [this.withReason({ cmd: "disconnect", reasonCode: ReasonCode.ADMINISTRATIVE_ACTION }, "disconnected by an administrator")]);
+      this.io.close(connId, "disconnected by an administrator");
+      await this.connectionEnded(connId);
+      done = true;
+    };
+    this.chain = this.chain.then(run, run);
+    return this.chain.then(() => done);
+  }
+
+  /** An operator deletes the session: its connection is closed as above, then the session ends now. */
+  adminDelete(): Promise<boolean> {
+    let existed = false;
+    const run = async () => {
+      existed = this.describe() !== undefined;
+      if (!existed) return;
+      const connId = this.meta.connId;
+      if (connId) {
+        if (this.version === 5) this.send(connId, [this.withReason({ cmd: "disconnect", reasonCode: ReasonCode.ADMINISTRATIVE_ACTION }, "session deleted by an administrator")]);
+        this.io.close(connId, "session deleted by an administrator");
+        await this.connectionEnded(connId);
+      }
+      if (this.meta.clientId !== undefined) await this.endSession();
+    };
+    this.chain = this.chain.then(run, run);
+    return this.chain.then(() => existed);
+  }
+
   // --- delivery to the client -----------------------------------------------------------------
 
   /**
@@ -692,6 +827,7 @@ export class Session {
         // Documented outcome: the newest QoS 1/2 message for a full session is dropped and counted.
         this.meta.droppedQueueFull = (this.meta.droppedQueueFull ?? 0) + 1;
         this.store.writeMeta(this.meta);
+        this.reportDrop("queue_full");
         continue;
       }
       // Straight out when nothing is waiting ahead of it and the window has room: stored once, as
@@ -700,7 +836,10 @@ export class Session {
         const used = this.store.inflightPacketIds();
         const packetId = this.nextPacketId(used);
         const packet = this.publishPacket(d, packetId, false);
-        if (!packet) continue; // expired or too large for the client
+        if (!packet) {
+          this.reportDrop(this.undeliverableReason(d)); // expired or too large for the client
+          continue;
+        }
         if (this.store.enqueue(d, OutState.SENT, packetId)) immediate.push(packet);
         continue;
       }
@@ -708,7 +847,18 @@ export class Session {
     }
     if (online && immediate.length) this.send(this.meta.connId!, immediate);
     if (online && queued) this.pump();
+    if (batch.some((d) => d.qos > 0)) this.checkQueueLevel();
     return "ok";
+  }
+
+  private reportDrop(reason: DropReason): void {
+    this.io.report({ kind: "dropped", clientId: this.meta.clientId ?? "", reason, count: 1 });
+  }
+
+  /** Why publishPacket refused a delivery: its expiry passed, or it exceeds the client's maximum. */
+  private undeliverableReason(d: Delivery): DropReason {
+    const remaining = remainingExpiry(d.message.properties, d.message.receivedAt, this.io.now());
+    return remaining !== undefined && remaining <= 0 ? "expired" : "too_large_for_client";
   }
 
   /** How many more QoS 1/2 messages may be in flight to the client now [MQTT-4.9.0-2]. */
@@ -733,6 +883,7 @@ export class Session {
         const packet = this.publishPacket(row.delivery, packetId, false);
         if (!packet) {
           this.store.discard(row.seq); // expired or too large for the client: never sendable
+          this.reportDrop(this.undeliverableReason(row.delivery));
           continue;
         }
         used.add(packetId);

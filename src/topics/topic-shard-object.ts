@@ -5,7 +5,7 @@ import { counters, countingSql } from "../observability/counters";
 import type { Env } from "../env";
 import type { RoutedMessage, Subscription } from "../protocol/message";
 import type { SessionObject } from "../session/session-object";
-import { TopicShard } from "./topic-shard";
+import { TopicShard, type ShardStats } from "./topic-shard";
 
 /** Session stubs kept per shard; beyond this many the cache starts over (stubs are cheap to make). */
 const MAX_CACHED_STUBS = 10000;
@@ -39,28 +39,51 @@ export class TopicShardObject extends DurableObject<Env> {
 
   async subscribe(clientId: string, subs: Subscription[], retainedFor: string[]): Promise<RoutedMessage[][]> {
     counters.shardInvocations++;
+    this.shard.countInvocation();
     return this.shard.subscribe(clientId, subs, retainedFor);
   }
 
   async unsubscribe(clientId: string, filters: string[]): Promise<void> {
     counters.shardInvocations++;
+    this.shard.countInvocation();
     this.shard.unsubscribe(clientId, filters);
   }
 
   async publish(message: RoutedMessage): Promise<number> {
     counters.shardInvocations++;
+    this.shard.countInvocation();
     return this.shard.publish(message);
   }
 
   /** Several messages from one session, in order; resolves with each one's match count. */
   async publishMany(messages: RoutedMessage[]): Promise<number[]> {
     counters.shardInvocations++;
+    this.shard.countInvocation();
     return Promise.all(messages.map((m) => this.shard.publish(m)));
+  }
+
+  // --- admin API and metrics ---------------------------------------------------------------
+
+  async stats(): Promise<ShardStats> {
+    return this.shard.stats();
+  }
+
+  async listRetained(filter: string, limit: number): Promise<RoutedMessage[]> {
+    return this.shard.retainedMatching(filter).slice(0, limit);
+  }
+
+  async deleteRetained(filter: string): Promise<number> {
+    return this.shard.deleteRetained(filter);
+  }
+
+  async listSubscriptions(within: string, clientId: string | undefined, limit: number): Promise<(Subscription & { clientId: string })[]> {
+    return this.shard.listSubscriptions(within, clientId, limit);
   }
 
   /** A leaving shared-subscription member's unfinished message, for another member. */
   async redistribute(shareFilter: string, leaving: string, message: RoutedMessage): Promise<void> {
     counters.shardInvocations++;
+    this.shard.countInvocation();
     await this.shard.redistribute(shareFilter, leaving, message);
   }
 }

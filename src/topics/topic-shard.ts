@@ -6,6 +6,8 @@ import type { BrokerConfig } from "../config";
 import type { Delivery, DeliveryOutcome, QoS, RoutedMessage, Subscription, SubscriptionOptions } from "../protocol/message";
 import { propertiesFromJson, propertiesToJson, remainingExpiry } from "../protocol/properties";
 import { parseSharedFilter, topicMatches } from "../protocol/topic";
+import { filterCovers } from "../auth/acl";
+import { Totals } from "../observability/totals";
 import { Batcher } from "../util/batcher";
 import { SubscriptionTrie, type GroupMatch } from "./subscription-trie";
 
@@ -14,6 +16,20 @@ import { SubscriptionTrie, type GroupMatch } from "./subscription-trie";
  * takes nothing and answers "offline" (used to pick a connected member of a shared subscription).
  */
 export type DeliverFn = (clientId: string, batch: Delivery[], onlyIfOnline: boolean) => Promise<DeliveryOutcome>;
+
+/** What a shard counts (metrics): since the shard's storage began, except what a restart lost. */
+export interface ShardStats {
+  published: Record<string, number>;
+  publishedBytes: number;
+  delivered: Record<string, number>;
+  deliveredBytes: number;
+  dropped: Record<string, number>;
+  deliveryFailures: number;
+  invocations: number;
+  retainedMessages: number;
+  retainedBytes: number;
+  subscriptionEntries: number;
+}
 
 /** Most deliveries sent to one session in one call (a larger backlog is split). */
 export const MAX_DELIVERY_BATCH = 256;
@@ -24,6 +40,7 @@ export class TopicShard {
   private readonly outbox: Batcher<string, Delivery, DeliveryOutcome>;
   /** Round-robin position per shared subscription (in memory: fairness need not survive a restart). */
   private readonly cursors = new Map<string, number>();
+  private readonly totals: Totals;
 
   constructor(
     private readonly sql: SqlStorage,
@@ -41,6 +58,7 @@ export class TopicShard {
       later,
       MAX_DELIVERY_BATCH,
     );
+    this.totals = new Totals(sql, now);
     sql.exec(`CREATE TABLE IF NOT EXISTS subs (client_id TEXT, filter TEXT, qos INTEGER, no_local INTEGER,
       rap INTEGER, sub_id INTEGER, PRIMARY KEY (client_id, filter))`);
     sql.exec(`CREATE TABLE IF NOT EXISTS retained (topic TEXT PRIMARY KEY, payload BLOB, qos INTEGER,
@@ -106,11 +124,17 @@ export class TopicShard {
   async publish(message: RoutedMessage): Promise<number> {
     if (message.retain) this.retain(message);
     const { clients, groups } = this.trie.matchAll(message.topic, message.origin);
+    this.totals.add(`published:${message.qos}`);
+    this.totals.add("published_bytes", message.payload.length);
+    if (clients.size + groups.length === 0) this.totals.add("dropped:no_subscribers");
     const failures: unknown[] = [];
     const attempt = async (qos: QoS, send: () => Promise<unknown>) => {
       try {
         await send();
+        this.totals.add(`delivered:${qos}`);
+        this.totals.add("delivered_bytes", message.payload.length);
       } catch (err) {
+        this.totals.add("delivery_failures");
         if (qos > 0) failures.push(err);
       }
     };
@@ -191,12 +215,70 @@ export class TopicShard {
     if (!exists && full()) {
       // Documented outcome: a new retained topic beyond the shard's limit is not stored (still delivered).
       console.warn(`retained limit reached, not storing ${message.topic}`);
+      this.totals.add("dropped:retained_limit");
       return;
     }
     this.sql.exec(
       `INSERT OR REPLACE INTO retained (topic, payload, qos, props, received_at) VALUES (?, ?, ?, ?, ?)`,
       message.topic, message.payload, message.qos, propertiesToJson(message.properties), message.receivedAt,
     );
+  }
+
+  /** Deletes the retained messages whose topics match the filter (admin API); returns how many. */
+  deleteRetained(filter: string): number {
+    let deleted = 0;
+    for (const { topic } of this.sql.exec<{ topic: string }>(`SELECT topic FROM retained`).toArray()) {
+      if (!topicMatches(filter, topic)) continue;
+      this.sql.exec(`DELETE FROM retained WHERE topic = ?`, topic);
+      deleted++;
+    }
+    return deleted;
+  }
+
+  /**
+   * Subscriptions whose filter lies within `within` (admin API), optionally of one client, at most
+   * `limit`. A shared subscription is judged by the filter it shares.
+   */
+  listSubscriptions(within: string, clientId: string | undefined, limit: number): (Subscription & { clientId: string })[] {
+    const out: (Subscription & { clientId: string })[] = [];
+    const rows = clientId === undefined
+      ? this.sql.exec<Record<string, SqlStorageValue>>(`SELECT * FROM subs ORDER BY client_id, filter`)
+      : this.sql.exec<Record<string, SqlStorageValue>>(`SELECT * FROM subs WHERE client_id = ? ORDER BY filter`, clientId);
+    for (const r of rows) {
+      const filter = r.filter as string;
+      if (!filterCovers(within, parseSharedFilter(filter)?.filter ?? filter) && within !== filter) continue;
+      out.push({
+        clientId: r.client_id as string,
+        filter,
+        qos: r.qos as QoS,
+        noLocal: r.no_local === 1,
+        retainAsPublished: r.rap === 1,
+        retainHandling: 0,
+        subscriptionId: (r.sub_id as number | null) ?? undefined,
+      });
+      if (out.length >= limit) break;
+    }
+    return out;
+  }
+
+  /** One RPC into the shard (counted by the shell). */
+  countInvocation(): void {
+    this.totals.add("invocations");
+  }
+
+  stats(): ShardStats {
+    return {
+      published: this.totals.withPrefix("published:"),
+      publishedBytes: this.totals.get("published_bytes"),
+      delivered: this.totals.withPrefix("delivered:"),
+      deliveredBytes: this.totals.get("delivered_bytes"),
+      dropped: this.totals.withPrefix("dropped:"),
+      deliveryFailures: this.totals.get("delivery_failures"),
+      invocations: this.totals.get("invocations"),
+      retainedMessages: this.retainedCount(),
+      retainedBytes: this.retainedBytes(),
+      subscriptionEntries: this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM subs`).one().n,
+    };
   }
 
   retainedBytes(): number {

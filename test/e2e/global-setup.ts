@@ -40,6 +40,7 @@ export const E2E_VARS: Record<string, string> = {
   ADMIN_TOKEN: E2E_ADMIN_TOKEN,
   API_TOKEN: E2E_API_TOKEN,
   API_USERNAME: "backend",
+  SYS_INTERVAL_SECONDS: "2",
 };
 
 /**

@@ -7,7 +7,7 @@ import mqtt from "mqtt-packet";
 import { describe, expect, it } from "vitest";
 import { DEFAULT_CONFIG, type BrokerConfig } from "../../src/config";
 import type { Delivery, RoutedMessage, Subscription } from "../../src/protocol/message";
-import { Session, type SessionIO } from "../../src/session/session";
+import { Session, type SessionEvent, type SessionIO } from "../../src/session/session";
 import { uid } from "./helpers";
 
 type AnyPacket = Record<string, any>;
@@ -20,6 +20,7 @@ class RecordingIO implements SessionIO {
   alarm: number | undefined;
   time = 1_000_000;
   redistributed: RoutedMessage[] = [];
+  events: SessionEvent[] = [];
   /** Set to control when (and whether) each route() settles, and how many subscribers it reports. */
   routeResult: () => Promise<number> = async () => 1;
   private ids = 0;
@@ -33,6 +34,9 @@ class RecordingIO implements SessionIO {
   }
   close(connId: string): void {
     this.closed.push(connId);
+  }
+  report(event: SessionEvent): void {
+    this.events.push(event);
   }
   route(message: RoutedMessage): Promise<number> {
     this.routed.push(message);
@@ -286,6 +290,42 @@ describe("Session state machine", () => {
       expect(io.take("suback")[0].granted).toEqual([2, 0x8f, 0x8f, 0x97]);
       expect(io.subscribed.map((s) => s.filter)).toEqual(["ok/+"]);
     }, { ...DEFAULT_CONFIG, maxSubscriptions: 1 });
+  });
+
+  it("reports the connection's start and end and each dropped message, never per delivered message", async () => {
+    const small = { ...DEFAULT_CONFIG, maxQueuedMessages: 3 };
+    await withSession(5, async ({ session, io, send }) => {
+      await send(connect(5, { properties: { receiveMaximum: 1, maximumPacketSize: 64 } }));
+      expect(io.events).toMatchObject([{ kind: "connected", record: { clientId: "machine-client", connId: "conn-1", version: 5, sessionPresent: false } }]);
+      const big: Delivery = { ...delivery("big", 1), message: { ...delivery("big", 1).message, payload: new Uint8Array(200) } };
+      session.deliver([delivery("m1", 1), big, delivery("m3", 1), delivery("m4", 1)]);
+      // m1 in flight; "big" and m3 queued; m4 beyond the queue of 3. Once m1 is acknowledged, "big"
+      // turns out too large for the client's 64 bytes and m3 goes out.
+      const [m1] = io.take("publish");
+      await send({ cmd: "puback", messageId: m1.messageId });
+      expect(io.take("publish").map((p) => p.payload.toString())).toEqual(["m1", "m3"]);
+      expect(io.events.filter((e) => e.kind === "dropped").map((e) => e.kind === "dropped" && e.reason).sort()).toEqual(["queue_full", "too_large_for_client"]);
+      await session.ended("conn-1");
+      expect(io.events.at(-1)).toMatchObject({ kind: "disconnected", clientId: "machine-client", connId: "conn-1" });
+    }, small);
+  });
+
+  it("describes itself and obeys an administrator: DISCONNECT 0x98 with the will sent, then deletion", async () => {
+    await withSession(5, async ({ session, io, send }) => {
+      await send(connect(5, { clean: false, properties: { sessionExpiryInterval: 100 }, will: { topic: "w", payload: Buffer.from("bye"), qos: 0 } }));
+      await send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "a/#", qos: 1 }] });
+      const d = session.describe()!;
+      expect(d).toMatchObject({ clientId: "machine-client", connected: true, protocolVersion: 5, expiryInterval: 100, hasWill: true, queued: 0, inflight: 0 });
+      expect(d.subscriptions.map((x) => x.filter)).toEqual(["a/#"]);
+      expect(await session.adminDisconnect()).toBe(true);
+      expect(io.take("disconnect")[0].reasonCode).toBe(0x98);
+      expect(io.routed.map((m) => m.topic)).toEqual(["w"]); // closed without the client's DISCONNECT [MQTT-3.1.2-8]
+      expect(session.describe()).toMatchObject({ connected: false, expiresAt: io.time + 100_000 });
+      expect(await session.adminDisconnect()).toBe(false);
+      expect(await session.adminDelete()).toBe(true);
+      expect(session.describe()).toBeUndefined();
+      expect(await session.adminDelete()).toBe(false);
+    });
   });
 
   it("delays the will and arms an alarm when the connection drops [MQTT-3.1.3-9]", async () => {

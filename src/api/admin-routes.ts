@@ -1,0 +1,158 @@
+/**
+ * The admin API (JSON, ADMIN_TOKEN): connected clients (paged), one session, disconnect, delete a
+ * session, retained messages and subscriptions by filter. Every call fans out to the registry or
+ * topic shards that hold the answer; nothing here sits on the message path.
+ */
+import type { Context, Hono } from "hono";
+import { configFor } from "../config";
+import { registryStub, sessionStub, topicShardStub, type Env } from "../env";
+import type { RoutedMessage } from "../protocol/message";
+import { topicFilterError } from "../protocol/topic";
+import { isUtf8 } from "../protocol/validate";
+import { MAX_LIST, type PresenceRecord } from "../registry/client-registry";
+import { allShards, shardsForFilter } from "../topics/shard-rule";
+import { collectMetrics } from "../observability/metrics-collector";
+import { renderPrometheus } from "../observability/metrics";
+import { apiTokensFrom, isAdmin } from "./api-auth";
+import { jsonError } from "./publish-routes";
+
+type Ctx = Context<{ Bindings: Env }>;
+
+/** Default page size of list endpoints (`?limit=` up to MAX_LIST). */
+const DEFAULT_LIMIT = 100;
+
+export function mountAdminRoutes(app: Hono<{ Bindings: Env }>): void {
+  app.use("/api/v1/clients/*", adminOnly);
+  app.use("/api/v1/clients", adminOnly);
+  app.use("/api/v1/sessions/*", adminOnly);
+  app.use("/api/v1/retained", adminOnly);
+  app.use("/api/v1/subscriptions", adminOnly);
+  app.use("/api/v1/metrics", adminOnly);
+  app.use("/metrics", adminOnly);
+
+  // Prometheus scrapes with `authorization: Bearer <ADMIN_TOKEN>` (bearer_token in its config).
+  app.get("/metrics", async (c) =>
+    c.text(renderPrometheus(await collectMetrics(c.env)), 200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" }),
+  );
+  app.get("/api/v1/metrics", async (c) => c.json({ ...(await collectMetrics(c.env)), collectedAt: new Date().toISOString() }));
+
+  app.get("/api/v1/clients", async (c) => {
+    const limit = pageSize(c);
+    if (limit === undefined) return jsonError(c, 400, `limit: an integer from 1 to ${MAX_LIST}`);
+    const after = c.req.query("after") ?? "";
+    const { registryShardCount } = configFor(c.env);
+    const pages = await Promise.all(allShards(registryShardCount).map((i) => registryStub(c.env, i).list(after, limit + 1)));
+    const merged = pages.flat().sort((a, b) => (a.clientId < b.clientId ? -1 : a.clientId > b.clientId ? 1 : 0));
+    const clients = merged.slice(0, limit).map(presenceJson);
+    const next = merged.length > limit ? clients.at(-1)!.clientId : null;
+    return c.json({ clients, next });
+  });
+
+  app.get("/api/v1/clients/:clientId", async (c) => {
+    const clientId = c.req.param("clientId");
+    const session = await sessionStub(c.env, clientId).describe();
+    if (!session) return jsonError(c, 404, `no session for client ${JSON.stringify(clientId)}`);
+    return c.json({
+      ...session,
+      connectedAt: iso(session.connectedAt),
+      expiresAt: iso(session.expiresAt),
+    });
+  });
+
+  app.post("/api/v1/clients/:clientId/disconnect", async (c) => {
+    const clientId = c.req.param("clientId");
+    const done = await sessionStub(c.env, clientId).adminDisconnect();
+    return done ? c.json({ clientId, disconnected: true }) : jsonError(c, 404, `client ${JSON.stringify(clientId)} is not connected`);
+  });
+
+  app.delete("/api/v1/sessions/:clientId", async (c) => {
+    const clientId = c.req.param("clientId");
+    const done = await sessionStub(c.env, clientId).adminDelete();
+    return done ? c.json({ clientId, deleted: true }) : jsonError(c, 404, `no session for client ${JSON.stringify(clientId)}`);
+  });
+
+  app.get("/api/v1/retained", async (c) => {
+    const query = filterAndLimit(c);
+    if ("error" in query) return jsonError(c, 400, query.error);
+    const found = await Promise.all(
+      shardsFor(c, query.filter).map((i) => topicShardStub(c.env, i).listRetained(query.filter, query.limit + 1)),
+    );
+    const all = found.flat().sort((a, b) => (a.topic < b.topic ? -1 : 1));
+    return c.json({ retained: all.slice(0, query.limit).map(retainedJson), truncated: all.length > query.limit });
+  });
+
+  app.delete("/api/v1/retained", async (c) => {
+    if (c.req.query("filter") === undefined) return jsonError(c, 400, "filter: required (use # to delete every retained message)");
+    const query = filterAndLimit(c);
+    if ("error" in query) return jsonError(c, 400, query.error);
+    const counts = await Promise.all(shardsFor(c, query.filter).map((i) => topicShardStub(c.env, i).deleteRetained(query.filter)));
+    return c.json({ deleted: counts.reduce((a, b) => a + b, 0) });
+  });
+
+  app.get("/api/v1/subscriptions", async (c) => {
+    const query = filterAndLimit(c);
+    if ("error" in query) return jsonError(c, 400, query.error);
+    const clientId = c.req.query("clientId");
+    // A subscription with a wildcard in its first levels lives in every shard: list it once.
+    const found = await Promise.all(
+      shardsFor(c, query.filter).map((i) => topicShardStub(c.env, i).listSubscriptions(query.filter, clientId, query.limit + 1)),
+    );
+    const unique = new Map(found.flat().map((s) => [`${s.clientId}\u0000${s.filter}`, s]));
+    const all = [...unique.values()].sort((a, b) => (a.clientId + a.filter < b.clientId + b.filter ? -1 : 1));
+    return c.json({ subscriptions: all.slice(0, query.limit), truncated: all.length > query.limit });
+  });
+}
+
+async function adminOnly(c: Ctx, next: () => Promise<void>): Promise<Response | void> {
+  const tokens = apiTokensFrom(c.env);
+  if (!tokens.admin) return jsonError(c, 403, "the admin API is off: set the ADMIN_TOKEN secret");
+  if (!(await isAdmin(c.req.header("Authorization"), tokens))) {
+    return jsonError(c, 401, "missing or invalid admin token", { "WWW-Authenticate": 'Bearer realm="mqtt-broker"' });
+  }
+  await next();
+}
+
+function pageSize(c: Ctx): number | undefined {
+  const raw = c.req.query("limit");
+  if (raw === undefined) return DEFAULT_LIMIT;
+  const n = Number(raw);
+  return Number.isInteger(n) && n >= 1 && n <= MAX_LIST ? n : undefined;
+}
+
+function filterAndLimit(c: Ctx): { filter: string; limit: number } | { error: string } {
+  const filter = c.req.query("filter") ?? "#";
+  const config = configFor(c.env);
+  const problem = topicFilterError(filter, config);
+  if (problem) return { error: `filter: ${problem}` };
+  const limit = pageSize(c);
+  if (limit === undefined) return { error: `limit: an integer from 1 to ${MAX_LIST}` };
+  return { filter, limit };
+}
+
+function shardsFor(c: Ctx, filter: string): number[] {
+  const { shardCount, shardLevels } = configFor(c.env);
+  return shardsForFilter(filter, shardCount, shardLevels);
+}
+
+const iso = (ms: number | undefined) => (ms === undefined ? undefined : new Date(ms).toISOString());
+
+function presenceJson(r: PresenceRecord) {
+  return { ...r, connectedAt: iso(r.connectedAt) };
+}
+
+function retainedJson(m: RoutedMessage) {
+  const text = isUtf8(m.payload);
+  let binary = "";
+  if (!text) for (const b of m.payload) binary += String.fromCharCode(b);
+  return {
+    topic: m.topic,
+    payload: text ? new TextDecoder().decode(m.payload) : btoa(binary),
+    encoding: text ? "utf8" : "base64",
+    bytes: m.payload.length,
+    qos: m.qos,
+    properties: m.properties
+      ? { ...m.properties, correlationData: m.properties.correlationData ? btoa(String.fromCharCode(...m.properties.correlationData)) : undefined }
+      : undefined,
+    receivedAt: iso(m.receivedAt),
+  };
+}

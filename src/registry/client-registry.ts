@@ -1,0 +1,131 @@
+/**
+ * One shard of the client registry: which clients are connected now (for the admin API) and the
+ * broker-wide counters that sessions report (connects, disconnects, drops by reason). Sessions
+ * report here only when a connection starts or ends, or when they drop a message: never per
+ * delivered message, so the registry is off the hot path. A client's shard is hash(clientId) mod R.
+ */
+import { Totals } from "../observability/totals";
+import { fnv1a } from "../topics/shard-rule";
+
+/** A connected client, as its session reported it. */
+export interface PresenceRecord {
+  clientId: string;
+  connId: string;
+  /** Epoch ms of the CONNACK. */
+  connectedAt: number;
+  version: number;
+  username?: string;
+  remoteAddress?: string;
+  /** The session was resumed (Session Present). */
+  sessionPresent: boolean;
+  /** Session expiry granted, in seconds. */
+  expiryInterval: number;
+}
+
+export interface RegistryStats {
+  connected: number;
+  connectedByVersion: Record<string, number>;
+  connectsTotal: number;
+  disconnectsTotal: number;
+  /** Messages sessions dropped, by reason (queue_full, expired, too_large_for_client). */
+  dropped: Record<string, number>;
+  /** Session object invocations reported by sessions (approximate: counted in memory between reports). */
+  sessionInvocations: number;
+  /** Sessions whose queue holds QUEUE_REPORT_FLOOR or more messages, as last reported. */
+  deep: number;
+  /** Messages in those queues, each counted at its level (a lower bound within a factor of two). */
+  queued: number;
+}
+
+/** Most records one list call returns. */
+export const MAX_LIST = 1000;
+
+export function registryShardFor(clientId: string, shardCount: number): number {
+  return fnv1a(`client:${clientId}`) % shardCount;
+}
+
+export function registryName(index: number): string {
+  return `registry:${index}`;
+}
+
+export class ClientRegistry {
+  private readonly totals: Totals;
+
+  constructor(
+    private readonly sql: SqlStorage,
+    now: () => number,
+  ) {
+    // WITHOUT ROWID: the key is the table, so an insert or delete is one row written, not two.
+    sql.exec(`CREATE TABLE IF NOT EXISTS presence (client_id TEXT PRIMARY KEY, conn_id TEXT, record TEXT) WITHOUT ROWID`);
+    sql.exec(`CREATE TABLE IF NOT EXISTS queues (client_id TEXT PRIMARY KEY, level INTEGER) WITHOUT ROWID`);
+    this.totals = new Totals(sql, now);
+  }
+
+  connected(record: PresenceRecord): void {
+    this.sql.exec(
+      `INSERT INTO presence (client_id, conn_id, record) VALUES (?, ?, ?)
+       ON CONFLICT (client_id) DO UPDATE SET conn_id = excluded.conn_id, record = excluded.record`,
+      record.clientId, record.connId, JSON.stringify(record),
+    );
+    this.totals.add("connects");
+  }
+
+  /** Only the connection that is registered is removed (a takeover has already replaced it). */
+  disconnected(clientId: string, connId: string): void {
+    this.sql.exec(`DELETE FROM presence WHERE client_id = ? AND conn_id = ?`, clientId, connId);
+    this.totals.add("disconnects");
+  }
+
+  dropped(reason: string, count: number): void {
+    this.totals.add(`dropped:${reason}`, count);
+  }
+
+  /** Session object invocations, as sessions report them with their events (approximate). */
+  sessionInvocations(count: number): void {
+    this.totals.add("session_invocations", count);
+  }
+
+  /** A session's queue depth level (0: shallow again; the row goes). */
+  queueLevel(clientId: string, level: number): void {
+    if (level === 0) this.sql.exec(`DELETE FROM queues WHERE client_id = ?`, clientId);
+    else this.sql.exec(`INSERT INTO queues (client_id, level) VALUES (?, ?) ON CONFLICT (client_id) DO UPDATE SET level = excluded.level`, clientId, level);
+  }
+
+  get(clientId: string): PresenceRecord | undefined {
+    const row = this.sql.exec<{ record: string }>(`SELECT record FROM presence WHERE client_id = ?`, clientId).toArray()[0];
+    return row ? (JSON.parse(row.record) as PresenceRecord) : undefined;
+  }
+
+  /** Connected clients with ids after `after`, in id order. */
+  list(after: string, limit: number): PresenceRecord[] {
+    return this.sql
+      .exec<{ record: string }>(
+        `SELECT record FROM presence WHERE client_id > ? ORDER BY client_id LIMIT ?`,
+        after, Math.max(1, Math.min(limit, MAX_LIST)),
+      )
+      .toArray()
+      .map((r) => JSON.parse(r.record) as PresenceRecord);
+  }
+
+  stats(): RegistryStats {
+    const byVersion: Record<string, number> = {};
+    let connected = 0;
+    for (const r of this.sql.exec<{ v: number; n: number }>(
+      `SELECT json_extract(record, '$.version') AS v, COUNT(*) AS n FROM presence GROUP BY v`,
+    )) {
+      byVersion[String(r.v)] = r.n;
+      connected += r.n;
+    }
+    return {
+      connected,
+      connectedByVersion: byVersion,
+      connectsTotal: this.totals.get("connects"),
+      disconnectsTotal: this.totals.get("disconnects"),
+      dropped: this.totals.withPrefix("dropped:"),
+      sessionInvocations: this.totals.get("session_invocations"),
+      ...this.sql
+        .exec<{ deep: number; queued: number }>(`SELECT COUNT(*) AS deep, COALESCE(SUM(level), 0) AS queued FROM queues`)
+        .one(),
+    };
+  }
+}

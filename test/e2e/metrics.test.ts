@@ -1,0 +1,108 @@
+/** Metrics through the real Worker: Prometheus text at /metrics, JSON, and $SYS topics. */
+import { afterEach, describe, expect, it } from "vitest";
+import { E2E_ADMIN_TOKEN } from "./global-setup";
+import { brokerHttp, closeAll, connect, recorder, sleep, uid } from "./helpers";
+
+afterEach(closeAll);
+
+const auth = { authorization: `Bearer ${E2E_ADMIN_TOKEN}` };
+
+async function scrape(): Promise<Map<string, number>> {
+  const res = await fetch(`${brokerHttp()}/metrics`, { headers: auth });
+  expect(res.status).toBe(200);
+  expect(res.headers.get("content-type")).toMatch(/text\/plain; version=0.0.4/);
+  const samples = new Map<string, number>();
+  for (const line of (await res.text()).split("\n")) {
+    if (!line || line.startsWith("#")) continue;
+    const at = line.lastIndexOf(" ");
+    samples.set(line.slice(0, at), Number(line.slice(at + 1)));
+  }
+  return samples;
+}
+
+async function eventually(check: () => Promise<boolean>, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await sleep(100);
+  }
+}
+
+describe("metrics", () => {
+  it("is protected like the admin API", async () => {
+    expect((await fetch(`${brokerHttp()}/metrics`)).status).toBe(401);
+  });
+
+  it("counts connections, messages and bytes per QoS, deliveries and drops, in Prometheus text", async () => {
+    const before = await scrape();
+    const at = (m: Map<string, number>, k: string) => m.get(k) ?? 0;
+    expect(before.has('mqtt_messages_received_total{qos="1"}')).toBe(true);
+    const topic = `metrics/${uid()}`;
+    const sub = await connect(5);
+    const rec = recorder(sub);
+    await sub.subscribeAsync(topic, { qos: 1 });
+    const pub = await connect(4);
+    await pub.publishAsync(topic, "12345", { qos: 1 });
+    await pub.publishAsync(topic, "abc", { qos: 0 });
+    await pub.publishAsync(`${topic}/nobody`, "x", { qos: 0 });
+    await rec.waitFor(2);
+    let after = before;
+    await eventually(async () => {
+      after = await scrape();
+      return at(after, "mqtt_connections_total") - at(before, "mqtt_connections_total") >= 2;
+    });
+    const d = (k: string) => at(after, k) - at(before, k);
+    // Other test files run against the same broker at the same time: at least ours, then.
+    expect(d('mqtt_messages_received_total{qos="1"}')).toBeGreaterThanOrEqual(1);
+    expect(d('mqtt_messages_received_total{qos="0"}')).toBeGreaterThanOrEqual(2);
+    expect(d("mqtt_received_bytes_total")).toBeGreaterThanOrEqual(9);
+    expect(d('mqtt_messages_delivered_total{qos="1"}')).toBeGreaterThanOrEqual(1);
+    expect(d('mqtt_messages_dropped_total{reason="no_subscribers"}')).toBeGreaterThanOrEqual(1);
+    expect(at(after, 'mqtt_connected_clients{protocol="5.0"}')).toBeGreaterThanOrEqual(1);
+    expect(at(after, 'mqtt_connected_clients{protocol="3.1.1"}')).toBeGreaterThanOrEqual(1);
+    expect(at(after, 'mqtt_durable_object_invocations_total{class="topic_shard"}')).toBeGreaterThan(0);
+  });
+
+  it("counts a full queue's drops and reports deep queues", async () => {
+    const clientId = uid("deep");
+    const topic = `deep/${clientId}`;
+    const c = await connect(5, { clientId, clean: false, properties: { sessionExpiryInterval: 60 } });
+    await c.subscribeAsync(topic, { qos: 1 });
+    await c.endAsync();
+    const before = await scrape();
+    const pub = await connect(5);
+    // MAX_QUEUED_MESSAGES is 300 in the e2e broker: 310 messages, 10 dropped.
+    await Promise.all(Array.from({ length: 310 }, (_, i) => pub.publishAsync(topic, String(i), { qos: 1 })));
+    await eventually(async () => {
+      const m = await scrape();
+      return (m.get('mqtt_messages_dropped_total{reason="queue_full"}') ?? 0) - (before.get('mqtt_messages_dropped_total{reason="queue_full"}') ?? 0) >= 10;
+    });
+    const m = await scrape();
+    expect(m.get("mqtt_deep_queues")).toBeGreaterThanOrEqual(1);
+    expect(m.get("mqtt_deep_queue_messages")).toBeGreaterThanOrEqual(256);
+  });
+
+  it("serves the same figures as JSON for the dashboard", async () => {
+    const res = await fetch(`${brokerHttp()}/api/v1/metrics`, { headers: auth });
+    const body = (await res.json()) as Record<string, any>;
+    expect(res.status).toBe(200);
+    expect(body).toMatchObject({ received: expect.any(Object), connected: expect.any(Number), invocations: { topicShard: expect.any(Number) } });
+  });
+
+  it("publishes $SYS/broker/... topics, retained, to a watching subscriber", async () => {
+    const watcher = await connect(5);
+    const rec = recorder(watcher);
+    await watcher.subscribeAsync("$SYS/broker/#");
+    const got = await rec.waitFor(13, 8000);
+    const values = new Map(got.map((m) => [m.topic, m.payload]));
+    expect(Number(values.get("$SYS/broker/clients/connected"))).toBeGreaterThanOrEqual(1);
+    expect(Number(values.get("$SYS/broker/messages/received"))).toBeGreaterThanOrEqual(0);
+    expect(values.has("$SYS/broker/load/bytes/sent")).toBe(true);
+    // '#' does not match $SYS topics [MQTT-4.7.2-1]: a plain '#' subscriber sees none of them
+    const all = await connect(5);
+    const allRec = recorder(all);
+    await all.subscribeAsync("#");
+    await sleep(1500);
+    expect(allRec.messages.filter((m) => m.topic.startsWith("$SYS"))).toHaveLength(0);
+  });
+});
