@@ -1,0 +1,102 @@
+/**
+ * The TCP bridge (`mqtt-workers-broker bridge`) carrying Debian's mosquitto_pub / mosquitto_sub and
+ * MQTT.js over plain TCP to the real broker, next to WebSocket clients.
+ */
+import { spawn, execFile, type ChildProcess } from "node:child_process";
+import { createConnection } from "node:net";
+import { promisify } from "node:util";
+import mqtt from "mqtt";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { brokerUrl, closeAll, connect, recorder, sleep, uid } from "./helpers";
+
+const run = promisify(execFile);
+let bridge: ChildProcess;
+let port = 0;
+
+beforeAll(async () => {
+  bridge = spawn(process.execPath, ["bin/cli.mjs", "bridge", "--listen", "0", "--host", "127.0.0.1", "--url", brokerUrl(), "--quiet"], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  port = await new Promise<number>((resolve, reject) => {
+    let out = "";
+    bridge.stdout!.on("data", (d) => {
+      out += d;
+      const m = /listening on [^:]+:(\d+)/.exec(out);
+      if (m) resolve(Number(m[1]));
+    });
+    bridge.on("exit", (code) => reject(new Error(`bridge exited ${code}: ${out}`)));
+  });
+});
+
+afterAll(async () => {
+  await closeAll();
+  bridge.kill("SIGTERM");
+});
+
+describe("TCP bridge", () => {
+  it("carries mosquitto_pub (5.0, QoS 1) to a WebSocket subscriber", async () => {
+    const topic = `tcp/${uid()}`;
+    const sub = await connect(5);
+    const rec = recorder(sub);
+    await sub.subscribeAsync(topic, { qos: 1 });
+    await run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-V", "mqttv5", "-q", "1", "-t", topic, "-m", "from mosquitto_pub", "-i", uid("mpub")]);
+    const [m] = await rec.waitFor(1);
+    expect(m.payload).toBe("from mosquitto_pub");
+    expect(m.packet.qos).toBe(1);
+  });
+
+  it("carries a WebSocket publish to mosquitto_sub (3.1.1), retained and live", async () => {
+    const topic = `tcp/${uid()}`;
+    const pub = await connect(5);
+    await pub.publishAsync(topic, "retained one", { qos: 1, retain: true });
+    const sub = run("mosquitto_sub", ["-h", "127.0.0.1", "-p", String(port), "-V", "mqttv311", "-t", topic, "-C", "2", "-W", "10", "-v", "-i", uid("msub")]);
+    await sleep(1000);
+    await pub.publishAsync(topic, "live one", { qos: 0 });
+    const { stdout } = await sub;
+    expect(stdout.trim().split("\n")).toEqual([`${topic} retained one`, `${topic} live one`]);
+  });
+
+  it("keeps a mosquitto_sub persistent session across reconnects (QoS 1 queued while away)", async () => {
+    const topic = `tcp/${uid()}`;
+    const id = uid("msub-persist");
+    const args = ["-h", "127.0.0.1", "-p", String(port), "-V", "mqttv5", "-q", "1", "-t", topic, "-i", id, "-c", "-x", "300"];
+    await run("mosquitto_sub", [...args, "-C", "1", "-W", "2"]).catch(() => undefined); // subscribes, times out
+    const pub = await connect(5);
+    await pub.publishAsync(topic, "while away", { qos: 1 });
+    const { stdout } = await run("mosquitto_sub", [...args, "-C", "1", "-W", "10"]);
+    expect(stdout.trim()).toBe("while away");
+  });
+
+  it("carries MQTT.js over TCP, a device that sends packets split across TCP segments", async () => {
+    const topic = `tcp/${uid()}`;
+    const device = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion: 5, reconnectPeriod: 0, clientId: uid("tcpjs") });
+    const rec = recorder(device);
+    await device.subscribeAsync(topic, { qos: 1 });
+    const ws = await connect(4);
+    await ws.publishAsync(topic, "to the tcp device", { qos: 1 });
+    expect((await rec.waitFor(1))[0].payload).toBe("to the tcp device");
+    await device.endAsync();
+    // a raw TCP client writing CONNECT one byte at a time still gets its CONNACK
+    const raw = createConnection(port, "127.0.0.1");
+    const bytes = Buffer.from([0x10, 0x0d, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, 0x02, 0x00, 0x3c, 0x00, 0x01, 0x78]);
+    await new Promise<void>((r) => raw.once("connect", () => r()));
+    for (const b of bytes) {
+      raw.write(Buffer.from([b]));
+      await sleep(5);
+    }
+    const connack = await new Promise<Buffer>((resolve) => raw.once("data", resolve));
+    expect([...connack]).toEqual([0x20, 0x02, 0x00, 0x00]);
+    raw.destroy();
+  });
+
+  it("closes the TCP connection when the broker closes it (protocol error)", async () => {
+    const raw = createConnection(port, "127.0.0.1");
+    await new Promise<void>((r) => raw.once("connect", () => r()));
+    raw.write(Buffer.from([0x30, 0x02, 0x00, 0x00])); // PUBLISH before CONNECT
+    const closed = await new Promise<boolean>((resolve) => {
+      raw.once("close", () => resolve(true));
+      setTimeout(() => resolve(false), 5000);
+    });
+    expect(closed).toBe(true);
+  });
+});
