@@ -13,6 +13,8 @@ import type { RoutedMessage } from "../protocol/message";
 import { shardForTopic } from "../topics/shard-rule";
 import { apiTokensFrom, HTTP_CLIENT_ID, publisherIdentity } from "./api-auth";
 import { parsePublishBody, type PublishDraft } from "./publish-request";
+import { currentHooks, hookMessage, runHook, type HookContext } from "../hooks";
+import { topicNameError } from "../protocol/topic";
 
 /** Largest request body read, in bytes (a batch of maximum-size messages must fit). */
 const MAX_BODY_BYTES = 4 * 1024 * 1024;
@@ -56,7 +58,33 @@ async function publish(c: Ctx, batch: boolean): Promise<Response> {
     const where = batch ? `messages[${denied}]: ` : "";
     return jsonError(c, 403, `${where}not authorized to publish to ${JSON.stringify(parsed.messages[denied].topic)}`);
   }
-  const results = await route(c.env, parsed.messages, config.shardCount, config.shardLevels);
+  // The user's hooks see HTTP publishes as client "http-api" (src/hooks.ts).
+  const hooks = currentHooks();
+  const ctx: HookContext = {
+    env: c.env,
+    clientId: HTTP_CLIENT_ID,
+    identity,
+    publish: async (p) => {
+      const [r] = await route(c.env, [hookMessage(p)], config.shardCount, config.shardLevels);
+      if ("error" in r) throw new Error(r.error);
+      return r.matched;
+    },
+  };
+  if (hooks.authorizePublish) {
+    for (const [i, m] of parsed.messages.entries()) {
+      if (!(await runHook("authorizePublish", false, () => hooks.authorizePublish!(ctx, { ...m })))) {
+        return jsonError(c, 403, `${batch ? `messages[${i}]: ` : ""}not authorized to publish to ${JSON.stringify(m.topic)}`);
+      }
+    }
+  }
+  const transformed = hooks.onPublish
+    ? await Promise.all(parsed.messages.map((m) => runHook("onPublish", undefined, () => hooks.onPublish!(ctx, { ...m })).then((r) => (r === undefined ? m : r))))
+    : parsed.messages;
+  const kept = transformed.flatMap((m, i) => (m === null || topicNameError(m.topic, config) ? [] : [[i, m] as const]));
+  const routed = await route(c.env, kept.map(([, m]) => m), config.shardCount, config.shardLevels);
+  // A message the hook dropped is accepted and matched nobody.
+  const results: RouteResult[] = parsed.messages.map(() => ({ id: `http:dropped`, matched: 0 }));
+  kept.forEach(([i], k) => (results[i] = routed[k]));
   const failed = results.some((r) => "error" in r);
   if (!batch) {
     const [only] = results;
@@ -65,10 +93,10 @@ async function publish(c: Ctx, batch: boolean): Promise<Response> {
   return c.json({ results }, failed ? 503 : 200);
 }
 
-type RouteResult = { id: string; matched: number } | { id: string; error: string };
+export type RouteResult = { id: string; matched: number } | { id: string; error: string };
 
 /** Routes the messages, each to its topic's shard, in order per shard (one call per shard). */
-async function route(env: Env, drafts: PublishDraft[], shardCount: number, shardLevels: number): Promise<RouteResult[]> {
+export async function route(env: Env, drafts: PublishDraft[], shardCount: number, shardLevels: number): Promise<RouteResult[]> {
   const now = Date.now();
   const messages: RoutedMessage[] = drafts.map((d) => ({ ...d, id: `http:${crypto.randomUUID()}`, origin: "", receivedAt: now }));
   const byShard = new Map<number, number[]>();

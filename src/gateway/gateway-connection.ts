@@ -9,7 +9,8 @@ import { encodePacket, parsePacket, type Packet } from "../protocol/codec";
 import { ConnectReturnCode, InternalClose, PacketType, ReasonCode, SessionHeader, type ProtocolVersion } from "../protocol/constants";
 import { PacketFramer } from "../protocol/framer";
 import { counters } from "../observability/counters";
-import { authenticate } from "../auth/authenticate";
+import { authenticate, type AuthOutcome } from "../auth/authenticate";
+import { currentHooks, runHook, type AuthenticateInput } from "../hooks";
 import { SCRAM_METHOD, startScram, type ScramExchange } from "../auth/scram";
 import type { Identity } from "../auth/acl";
 import type { AuthConfig } from "../auth/auth-config";
@@ -178,13 +179,21 @@ export class GatewayConnection {
 
   /** The `authenticate` moment, then the session; a refusal is a CONNACK with the right code. */
   private async authenticateAndOpen(connect: ConnectCredentials, admission: Extract<Admission, { ok: true }>): Promise<void> {
-    const outcome = await authenticate(
-      { clientId: admission.clientId, username: connect.username, password: connect.password, remoteAddress: this.remoteAddress },
-      this.auth,
-    );
+    const input = { clientId: admission.clientId, username: connect.username, password: connect.password, remoteAddress: this.remoteAddress };
+    const outcome = (await this.authenticateHook(input)) ?? (await authenticate(input, this.auth));
     if (this.state === "closed") return;
     if (!outcome.ok) return this.refuseConnect(outcome.refusal, outcome.refusal);
     await this.openSession(admission.clientId, admission.assigned, admission.serverKeepAlive, outcome.identity);
+  }
+
+  /** The user's authenticate hook, when installed and when it decides (src/hooks.ts). */
+  private async authenticateHook(input: AuthenticateInput): Promise<AuthOutcome | undefined> {
+    const hook = currentHooks().authenticate;
+    if (!hook) return undefined;
+    const decided = await runHook("authenticate", { allow: false, reason: "unavailable" } as const, () => hook(input, this.env));
+    if (decided === undefined) return undefined;
+    if (decided.allow) return { ok: true, identity: decided.identity ?? (input.username !== undefined ? { username: input.username } : {}) };
+    return { ok: false, refusal: decided.reason ?? "bad-credentials" };
   }
 
   private async openSession(

@@ -14,6 +14,7 @@ import { shardForTopic, shardsForFilter } from "../topics/shard-rule";
 import type { TopicShardObject } from "../topics/topic-shard-object";
 import { Batcher } from "../util/batcher";
 import { registryShardFor } from "../registry/client-registry";
+import { currentHooks, hookMessage, runHook } from "../hooks";
 import { Session, type ConnectionInfo, type SessionDescription, type SessionEvent, type SessionIO } from "./session";
 
 /** Most messages routed to one shard in one call. */
@@ -149,6 +150,13 @@ export class SessionObject extends DurableObject<Env> {
       now: () => Date.now(),
       newId: () => crypto.randomUUID(),
       report: (event) => this.report(event),
+      hooks: currentHooks(),
+      hookContext: (clientId, identity) => ({
+        env: this.env,
+        clientId,
+        identity,
+        publish: (p) => this.route({ ...hookMessage(p), id: `hook:${crypto.randomUUID()}`, origin: "", receivedAt: Date.now() }),
+      }),
     };
   }
 
@@ -158,6 +166,7 @@ export class SessionObject extends DurableObject<Env> {
       registryStub(this.env, 0).watchSys().catch((err) => console.warn("$SYS start failed", err));
       return;
     }
+    this.runLifecycleHook(event);
     const clientId = event.kind === "connected" ? event.record.clientId : event.clientId;
     const registry = registryStub(this.env, registryShardFor(clientId, this.config.registryShardCount));
     const invocations = this.invocations;
@@ -168,6 +177,19 @@ export class SessionObject extends DurableObject<Env> {
       : event.kind === "dropped" ? registry.dropped(event.reason, event.count, invocations)
       : registry.queueLevel(event.clientId, event.level, invocations);
     sent.catch((err) => console.warn("registry report failed", err));
+  }
+
+  /** The user's onConnect / onDisconnect hooks (not awaited: they never delay the session). */
+  private runLifecycleHook(event: SessionEvent): void {
+    const hooks = currentHooks();
+    if (event.kind === "connected" && hooks.onConnect) {
+      const ctx = this.io().hookContext(event.record.clientId, event.identity);
+      const info = { protocolVersion: event.record.version, sessionPresent: event.record.sessionPresent, remoteAddress: event.record.remoteAddress };
+      void runHook("onConnect", undefined, () => hooks.onConnect!(ctx, info));
+    } else if (event.kind === "disconnected" && hooks.onDisconnect) {
+      const ctx = this.io().hookContext(event.clientId, event.identity);
+      void runHook("onDisconnect", undefined, () => hooks.onDisconnect!(ctx));
+    }
   }
 
   // --- administration (RPC from the admin API) ------------------------------------------------

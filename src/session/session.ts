@@ -14,6 +14,7 @@ import { messagePropertiesFrom, propertiesFromJson, propertiesToJson, remainingE
 import { parseSharedFilter, topicFilterError, topicNameError } from "../protocol/topic";
 import { isUtf8, packetViolation, publishPropertiesProblem } from "../protocol/validate";
 import type { PresenceRecord } from "../registry/client-registry";
+import { runHook, type BrokerHooks, type HookContext, type HookMessage } from "../hooks";
 import { OutState, SessionStore, type SessionMeta } from "./session-store";
 
 /** What the session needs from the world around it. */
@@ -39,12 +40,15 @@ export interface SessionIO {
   newId(): string;
   /** Tells the outside world (registry, metrics, user hooks) what happened; never awaited. */
   report(event: SessionEvent): void;
+  /** The user's hooks and the context they run with (src/hooks.ts). */
+  hooks: BrokerHooks;
+  hookContext(clientId: string, identity: Identity): HookContext;
 }
 
 /** What a session reports, off the message path: connections starting and ending, drops. */
 export type SessionEvent =
-  | { kind: "connected"; record: PresenceRecord }
-  | { kind: "disconnected"; clientId: string; connId: string; version: number; username?: string }
+  | { kind: "connected"; record: PresenceRecord; identity: Identity }
+  | { kind: "disconnected"; clientId: string; connId: string; version: number; identity: Identity }
   | { kind: "dropped"; clientId: string; reason: DropReason; count: number }
   /** The queue depth crossed a reporting level (see queueLevel); 0 once it is back under the first. */
   | { kind: "queue"; clientId: string; level: number }
@@ -305,6 +309,7 @@ export class Session {
     this.send(info.connId, [connack]);
     this.io.report({
       kind: "connected",
+      identity,
       record: {
         clientId: info.clientId,
         connId: info.connId,
@@ -343,7 +348,7 @@ export class Session {
 
   // --- PUBLISH from the client ------------------------------------------------------------
 
-  private onPublish(connId: string, packet: AnyPacket): void | Promise<void> {
+  private async onPublish(connId: string, packet: AnyPacket): Promise<void> {
     if (this.version === 5) {
       const problem = this.resolveTopicAlias(packet) ?? publishPropertiesProblem(packet.properties, this.config);
       if (problem) return this.protocolError(connId, problem.reasonCode, problem.reason);
@@ -356,6 +361,12 @@ export class Session {
       return this.protocolError(connId, ReasonCode.MESSAGE_RATE_TOO_HIGH, `more than ${this.config.maxPublishRate} PUBLISH/s`);
     }
     if (!this.allowed("publish", packet.topic)) return this.refusePublish(connId, qos, packetId);
+    const authorize = this.io.hooks.authorizePublish;
+    if (authorize) {
+      const ctx = this.io.hookContext(this.meta.clientId!, this.identity);
+      const allowed = await runHook("authorizePublish", false, () => authorize(ctx, hookView(this.toMessage(packet, ""))));
+      if (!allowed) return this.refusePublish(connId, qos, packetId);
+    }
     if (this.version === 5 && packet.properties?.payloadFormatIndicator && !isUtf8(packet.payload)) {
       // [MQTT-3.3.2-4]-adjacent: we validate the payload the sender declared as UTF-8 (0x99)
       if (qos === 0) return this.protocolError(connId, ReasonCode.PAYLOAD_FORMAT_INVALID, "payload is not UTF-8");
@@ -372,16 +383,42 @@ export class Session {
       if (known?.routed) return this.send(connId, [ackPacket("pubrec", packetId)]);
       const message = this.toMessage(packet, known?.msgId ?? `${this.meta.clientId}:${this.io.newId()}`);
       this.store.putInboundQos2(packetId, message.id, false);
-      this.acknowledgeAfter(connId, this.io.route(message), (matched) => {
+      this.acknowledgeAfter(connId, this.routeThroughHooks(message), (matched) => {
         this.store.putInboundQos2(packetId, message.id, true);
         return ackPacket("pubrec", packetId, this.matchCode(matched));
       });
       return;
     }
     const message = this.toMessage(packet, `${this.meta.clientId}:${this.io.newId()}`);
-    const routed = this.io.route(message);
+    const routed = this.routeThroughHooks(message);
     if (qos === 1) this.acknowledgeAfter(connId, routed, (matched) => ackPacket("puback", packetId, this.matchCode(matched)));
     else routed.catch(() => undefined); // QoS 0: at most once
+  }
+
+  /** onPublish hook results, in PUBLISH order (each waits for the one before it). */
+  private hookQueue: Promise<unknown> = Promise.resolve();
+
+  /**
+   * Routes a client's message, after the user's onPublish hook when there is one: it may rewrite the
+   * message or drop it (resolves 0 matches; the publisher is acknowledged as for any accepted
+   * message). Hooks run one at a time so that messages keep their order [MQTT-4.6.0-6].
+   */
+  private routeThroughHooks(message: RoutedMessage): Promise<number> {
+    const hook = this.io.hooks.onPublish;
+    if (!hook) return this.io.route(message);
+    const ctx = this.io.hookContext(this.meta.clientId!, this.identity);
+    const transformed = this.hookQueue.then(() => runHook("onPublish", undefined, () => hook(ctx, hookView(message))));
+    this.hookQueue = transformed;
+    return transformed.then((result) => {
+      if (result === null) return 0;
+      if (result === undefined) return this.io.route(message);
+      const problem = topicNameError(result.topic, this.config);
+      if (problem) {
+        console.error(`hook onPublish returned an invalid topic (${problem}); message dropped`);
+        return 0;
+      }
+      return this.io.route({ ...message, ...result, payload: new Uint8Array(result.payload) });
+    });
   }
 
   /**
@@ -529,7 +566,7 @@ export class Session {
         // [MQTT-3.8.3-4] No Local on a shared subscription is a protocol error
         return this.protocolError(connId, ReasonCode.PROTOCOL_ERROR, "No Local set on a shared subscription");
       }
-      const failure = this.subscriptionFailure(filter, count);
+      const failure = this.subscriptionFailure(filter, count) ?? (await this.subscribeHookRefusal(filter, request.qos ?? 0));
       if (failure !== undefined) {
         codes.push(v5 ? failure : SUBACK_FAILURE_V3);
         continue;
@@ -572,6 +609,14 @@ export class Session {
       }
     });
     if (deliveries.length) this.deliver(deliveries);
+  }
+
+  /** 0x87 when the user's authorizeSubscribe hook refuses the filter. */
+  private async subscribeHookRefusal(filter: string, qos: QoS): Promise<number | undefined> {
+    const hook = this.io.hooks.authorizeSubscribe;
+    if (!hook) return undefined;
+    const ctx = this.io.hookContext(this.meta.clientId!, this.identity);
+    return (await runHook("authorizeSubscribe", false, () => hook(ctx, filter, qos))) ? undefined : ReasonCode.NOT_AUTHORIZED;
   }
 
   /** A SUBACK failure reason for the filter, or undefined when it can be granted. */
@@ -655,7 +700,7 @@ export class Session {
   /** Ends the connection's part of the session (will, expiry). Safe to call more than once. */
   private async connectionEnded(connId: string): Promise<void> {
     if (!this.isCurrent(connId)) return;
-    this.io.report({ kind: "disconnected", clientId: this.meta.clientId ?? "", connId, version: this.version, username: this.identity.username });
+    this.io.report({ kind: "disconnected", clientId: this.meta.clientId ?? "", connId, version: this.version, identity: this.identity });
     const now = this.io.now();
     const will = this.meta.will ? (JSON.parse(this.meta.will) as StoredWill) : undefined;
     const expiry = this.meta.expiryInterval ?? 0;
@@ -1037,4 +1082,9 @@ function willFrom(packet: AnyPacket): StoredWill {
     properties: packet.protocolVersion === 5 ? propertiesToJson(messagePropertiesFrom(will.properties)) : null,
     delay: packet.protocolVersion === 5 ? Number(will.properties?.willDelayInterval ?? 0) : 0,
   };
+}
+
+/** The hook's view of a message: a copy, so a hook cannot change the broker's own. */
+function hookView(m: RoutedMessage): HookMessage {
+  return { topic: m.topic, payload: new Uint8Array(m.payload), qos: m.qos, retain: m.retain, properties: m.properties ? { ...m.properties } : undefined };
 }

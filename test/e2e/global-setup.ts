@@ -97,13 +97,13 @@ async function waitForHealth(url: string, child: ChildProcess, log: () => string
 }
 
 /** Starts `wrangler dev` (as `npm start` does) on a free port with its own state; resolves when healthy. */
-export async function startBroker(vars: Record<string, string>): Promise<{ base: string; output: () => string; stop: () => Promise<void> }> {
+export async function startBroker(vars: Record<string, string>, configPath?: string): Promise<{ base: string; output: () => string; stop: () => Promise<void> }> {
   const port = await freePort();
   const state = mkdtempSync(join(tmpdir(), "mqtt-e2e-"));
   const args = Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]);
   const child = spawn(
     "npx",
-    ["wrangler", "dev", "--port", String(port), "--ip", "127.0.0.1", "--persist-to", state, ...args],
+    ["wrangler", "dev", ...(configPath ? ["-c", configPath] : []), "--port", String(port), "--ip", "127.0.0.1", "--persist-to", state, ...args],
     { detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false" } },
   );
   let output = "";

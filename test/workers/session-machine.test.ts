@@ -8,6 +8,8 @@ import { describe, expect, it } from "vitest";
 import { DEFAULT_CONFIG, type BrokerConfig } from "../../src/config";
 import type { Delivery, RoutedMessage, Subscription } from "../../src/protocol/message";
 import { Session, type SessionEvent, type SessionIO } from "../../src/session/session";
+import { hookMessage, type BrokerHooks, type HookContext } from "../../src/hooks";
+import type { Identity } from "../../src/auth/acl";
 import { uid } from "./helpers";
 
 type AnyPacket = Record<string, any>;
@@ -37,6 +39,10 @@ class RecordingIO implements SessionIO {
   }
   report(event: SessionEvent): void {
     this.events.push(event);
+  }
+  hooks: BrokerHooks = {};
+  hookContext(clientId: string, identity: Identity): HookContext {
+    return { env: {}, clientId, identity, publish: async (p) => this.route({ ...hookMessage(p), id: `hook-${++this.ids}`, origin: "", receivedAt: this.time }) };
   }
   route(message: RoutedMessage): Promise<number> {
     this.routed.push(message);

@@ -1,0 +1,51 @@
+/**
+ * The broker as a library, for your own Worker: install hooks, re-export the Durable Object classes
+ * from your entry module, and serve the broker's routes (or mount them in your own Hono app).
+ *
+ *   import { createBroker } from "mqtt-workers-broker";
+ *   const broker = createBroker({ hooks: { onPublish: async (ctx, m) => { ...; return m; } } });
+ *   export const { SessionObject, TopicShardObject, ClientRegistryObject } = broker;
+ *   export default { fetch: broker.fetch };
+ *
+ * Your wrangler.toml declares the same three Durable Object bindings (SESSION, TOPIC_SHARD,
+ * REGISTRY) and migrations as this project's. See examples/queue-forwarder.
+ */
+import { route } from "./api/publish-routes";
+import { configFor } from "./config";
+import type { Env } from "./env";
+import { app } from "./gateway/app";
+import { hookMessage, installHooks, type BrokerHooks, type HookPublish } from "./hooks";
+import { ClientRegistryObject } from "./registry/client-registry-object";
+import { SessionObject } from "./session/session-object";
+import { TopicShardObject } from "./topics/topic-shard-object";
+
+export interface BrokerOptions<E> {
+  hooks?: BrokerHooks<E>;
+}
+
+export function createBroker<E = Record<string, unknown>>(options: BrokerOptions<E> = {}) {
+  installHooks(options.hooks ?? {});
+  return {
+    /** The broker's HTTP surface: /mqtt, /api/v1/..., /metrics, /dashboard, /health. */
+    fetch: (request: Request, env: E, ctx: ExecutionContext) => app.fetch(request, env as unknown as Env, ctx),
+    /** The Hono app, to mount under your own routes. */
+    app,
+    /**
+     * Publishes from your own code (a Queue consumer, a cron trigger): routed like any publish.
+     * Resolves with the subscribers matched; rejects when a QoS 1/2 message could not be made durable.
+     */
+    async publish(env: E, message: HookPublish): Promise<number> {
+      const config = configFor(env as object);
+      const [result] = await route(env as unknown as Env, [hookMessage(message)], config.shardCount, config.shardLevels);
+      if ("error" in result) throw new Error(result.error);
+      return result.matched;
+    },
+    SessionObject,
+    TopicShardObject,
+    ClientRegistryObject,
+  };
+}
+
+export type { BrokerHooks, HookContext, HookMessage, HookPublish, AuthenticateInput, AuthenticateResult, ConnectInfo } from "./hooks";
+export type { Identity } from "./auth/acl";
+export type { BrokerConfig } from "./config";
