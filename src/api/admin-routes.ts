@@ -14,6 +14,7 @@ import { allShards, shardsForFilter } from "../topics/shard-rule";
 import { collectMetrics } from "../observability/metrics-collector";
 import { renderPrometheus } from "../observability/metrics";
 import { apiTokensFrom, isAdmin } from "./api-auth";
+import { DASHBOARD_HTML } from "../dashboard/page";
 import { jsonError } from "./publish-routes";
 
 type Ctx = Context<{ Bindings: Env }>;
@@ -29,6 +30,15 @@ export function mountAdminRoutes(app: Hono<{ Bindings: Env }>): void {
   app.use("/api/v1/subscriptions", adminOnly);
   app.use("/api/v1/metrics", adminOnly);
   app.use("/metrics", adminOnly);
+  app.use("/dashboard", adminOnly);
+
+  // The page is self-contained; the policy makes "no external fetches" a rule the browser enforces.
+  app.get("/dashboard", (c) =>
+    c.html(DASHBOARD_HTML, 200, {
+      "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:; img-src 'self'",
+      "Cache-Control": "no-store",
+    }),
+  );
 
   // Prometheus scrapes with `authorization: Bearer <ADMIN_TOKEN>` (bearer_token in its config).
   app.get("/metrics", async (c) =>
@@ -107,7 +117,8 @@ async function adminOnly(c: Ctx, next: () => Promise<void>): Promise<Response | 
   const tokens = apiTokensFrom(c.env);
   if (!tokens.admin) return jsonError(c, 403, "the admin API is off: set the ADMIN_TOKEN secret");
   if (!(await isAdmin(c.req.header("Authorization"), tokens))) {
-    return jsonError(c, 401, "missing or invalid admin token", { "WWW-Authenticate": 'Bearer realm="mqtt-broker"' });
+    // Basic as well as Bearer: a browser opening /dashboard asks for the token (as the password).
+    return jsonError(c, 401, "missing or invalid admin token", { "WWW-Authenticate": 'Basic realm="mqtt-broker", Bearer realm="mqtt-broker"' });
   }
   await next();
 }
