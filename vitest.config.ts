@@ -7,7 +7,7 @@ export default defineConfig({
     cloudflareTest({
       wrangler: { configPath: "./wrangler.toml" },
       // As `npm start`: local development accepts clients without credentials.
-      miniflare: { bindings: { ALLOW_ANONYMOUS: "true" } },
+      miniflare: { bindings: { ALLOW_ANONYMOUS: "true", ADMIN_TOKEN: "workers-test-admin" } },
     }),
   ],
   test: {

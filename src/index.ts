@@ -1,9 +1,17 @@
 /** Worker entry: the edge gateway (Hono app) and the Durable Object classes. */
 import { app } from "./gateway/app";
+import type { Env } from "./env";
+import { writeMetricsPoint } from "./observability/metrics-collector";
 
 export { SessionObject } from "./session/session-object";
 export { TopicShardObject } from "./topics/topic-shard-object";
 export { ClientRegistryObject } from "./registry/client-registry-object";
 export type { BrokerConfig } from "./config";
 
-export default app;
+export default {
+  fetch: app.fetch,
+  // Cron trigger: one Workers Analytics Engine data point per run when METRICS is bound.
+  scheduled: async (_controller: ScheduledController, env: Env) => {
+    await writeMetricsPoint(env);
+  },
+} satisfies ExportedHandler<Env>;

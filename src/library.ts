@@ -12,6 +12,7 @@
  */
 import { route } from "./api/publish-routes";
 import { configFor } from "./config";
+import { writeMetricsPoint } from "./observability/metrics-collector";
 import type { Env } from "./env";
 import { app } from "./gateway/app";
 import { hookMessage, installHooks, type BrokerHooks, type HookPublish } from "./hooks";
@@ -28,6 +29,10 @@ export function createBroker<E = Record<string, unknown>>(options: BrokerOptions
   return {
     /** The broker's HTTP surface: /mqtt, /api/v1/..., /metrics, /dashboard, /health. */
     fetch: (request: Request, env: E, ctx: ExecutionContext) => app.fetch(request, env as unknown as Env, ctx),
+    /** A cron trigger handler: one Workers Analytics Engine data point per run when METRICS is bound. */
+    scheduled: async (_controller: ScheduledController, env: E) => {
+      await writeMetricsPoint(env as unknown as Env);
+    },
     /** The Hono app, to mount under your own routes. */
     app,
     /**

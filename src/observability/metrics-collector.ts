@@ -3,7 +3,7 @@ import { configFor } from "../config";
 import { registryStub, topicShardStub, type Env } from "../env";
 import type { RoutedMessage } from "../protocol/message";
 import { allShards, shardForTopic } from "../topics/shard-rule";
-import { summarize, sysMessages, type MetricsSummary } from "./metrics";
+import { analyticsPoint, summarize, sysMessages, type MetricsSummary } from "./metrics";
 
 export async function collectMetrics(env: Env): Promise<MetricsSummary> {
   const config = configFor(env);
@@ -37,4 +37,15 @@ export async function publishSys(env: Env, summary: MetricsSummary): Promise<num
   }
   const matched = await Promise.all([...byShard].map(([i, messages]) => topicShardStub(env, i).publishMany(messages)));
   return matched.flat().reduce((a, b) => a + b, 0);
+}
+
+/**
+ * The cron trigger (`[triggers] crons` in wrangler.toml): with a Workers Analytics Engine binding
+ * named METRICS, writes one data point of the broker-wide figures per run. Without it, nothing.
+ */
+export async function writeMetricsPoint(env: Env): Promise<boolean> {
+  const sink = env.METRICS as AnalyticsEngineDataset | undefined;
+  if (!sink) return false;
+  sink.writeDataPoint(analyticsPoint(await collectMetrics(env)));
+  return true;
 }

@@ -3,7 +3,6 @@ import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
 import { counters, countingSql } from "../observability/counters";
 import { configFor } from "../config";
-import { analyticsPoint } from "../observability/metrics";
 import { collectMetrics, publishSys } from "../observability/metrics-collector";
 import { ClientRegistry, type PresenceRecord, type RegistryStats } from "./client-registry";
 
@@ -54,7 +53,6 @@ export class ClientRegistryObject extends DurableObject<Env> {
   /**
    * Registry 0 runs the `$SYS` publisher: started by a `$SYS` subscription, it publishes every
    * SYS_INTERVAL_SECONDS while anyone matches, then stops (an alarm, so nothing runs when unwatched).
-   * With a Workers Analytics Engine binding (METRICS) it runs always and writes one data point per tick.
    */
   async watchSys(): Promise<void> {
     counters.registryInvocations++;
@@ -65,9 +63,7 @@ export class ClientRegistryObject extends DurableObject<Env> {
     counters.registryInvocations++;
     const summary = await collectMetrics(this.env);
     const matched = await publishSys(this.env, summary).catch(() => 0);
-    const sink = this.env.METRICS as AnalyticsEngineDataset | undefined;
-    if (sink) sink.writeDataPoint(analyticsPoint(summary));
-    if (matched > 0 || sink) await this.ctx.storage.setAlarm(Date.now() + configFor(this.env).sysIntervalSeconds * 1000);
+    if (matched > 0) await this.ctx.storage.setAlarm(Date.now() + configFor(this.env).sysIntervalSeconds * 1000);
   }
 
   async stats(): Promise<RegistryStats> {

@@ -71,7 +71,7 @@ describe("dashboard", () => {
     await device.publishAsync(`dash/${deviceId}/reply`, "hello back", { qos: 1 });
     await page.locator("#log", { hasText: "hello back" }).waitFor();
     // message rates and counts are shown
-    await page.waitForFunction(() => document.getElementById("s-in-rate")!.textContent !== "-", undefined, { timeout: 10000 });
+    await expect.poll(() => page.textContent("#s-in-rate"), { timeout: 10000 }).not.toBe("-");
     expect(Number(await page.textContent("#s-connected"))).toBeGreaterThanOrEqual(2);
 
     mkdirSync("test-results", { recursive: true });
