@@ -7,6 +7,7 @@
  *
  *   npm run bench                 # 3 repetitions
  *   npm run bench -- --reps 1     # quicker
+ *   npm run bench -- --profile    # also a CPU profile of workerd's JavaScript per scenario (ours)
  */
 import { spawn, execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -14,11 +15,14 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BenchClient } from "./client.mjs";
+import { startProfile, summarizeProfile } from "./cpu-profile.mjs";
 
 const args = process.argv.slice(2);
 const REPS = Number(args[args.indexOf("--reps") + 1] || 3) || 3;
 /** `--only fanIn,fanOut` runs just those scenarios. */
 const ONLY = args.includes("--only") ? args[args.indexOf("--only") + 1].split(",") : undefined;
+/** `--profile`: V8 CPU profile of the Worker isolate during each of our runs (bench/cpu-profile.mjs). */
+const PROFILE = args.includes("--profile");
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const now = () => performance.now();
 const median = (xs) => {
@@ -53,12 +57,13 @@ function groupRssKb(pgid) {
 
 async function startOurs() {
   const port = await freePort();
+  const inspectorPort = await freePort();
   const state = mkdtempSync(join(tmpdir(), "mqtt-bench-"));
   // Limits that would end a connection under deliberate overload are lifted: the bench measures throughput.
   const vars = { ALLOW_ANONYMOUS: "true", DEBUG_COUNTERS: "true", MAX_PUBLISH_RATE: "1000000", CONNECT_RATE_LIMIT: "off", RECEIVE_MAXIMUM: "65535" };
   const child = spawn(
     "npx",
-    ["wrangler", "dev", "--port", String(port), "--ip", "127.0.0.1", "--persist-to", state, ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`])],
+    ["wrangler", "dev", "--port", String(port), "--ip", "127.0.0.1", "--inspector-port", String(inspectorPort), "--persist-to", state, ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`])],
     { detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false" } },
   );
   let log = "";
@@ -75,6 +80,7 @@ async function startOurs() {
   return {
     name: "ours",
     url: `ws://127.0.0.1:${port}/mqtt`,
+    inspectorPort,
     rssKb: () => groupRssKb(child.pid),
     counters: async () => (await fetch(`${base}/debug/counters`)).json(),
     stop: () => {
@@ -293,6 +299,7 @@ async function main() {
   const brokers = [await startOurs(), await startAedes()];
   const results = {};
   const costs = {};
+  const profiles = {};
   const cpu0 = process.cpuUsage();
   const wall0 = now();
   try {
@@ -303,7 +310,14 @@ async function main() {
         const order = rep % 2 === 0 ? brokers : [...brokers].reverse(); // alternate who goes first
         for (const broker of order) {
           const c0 = await broker.counters();
+          const stopProfile = PROFILE && broker.inspectorPort ? await startProfile(broker.inspectorPort) : undefined;
           const r = await scenario(broker.url, broker);
+          if (stopProfile) {
+            const profile = await stopProfile();
+            mkdirSync(new URL("./results/", import.meta.url), { recursive: true });
+            writeFileSync(new URL(`./results/profile-${name}-rep${rep + 1}.cpuprofile`, import.meta.url), JSON.stringify(profile));
+            profiles[name] = summarizeProfile(profile);
+          }
           const c1 = await broker.counters();
           if (c0 && c1 && r.delivered) {
             const d = (k) => c1[k] - c0[k];
@@ -353,10 +367,15 @@ async function main() {
   for (const r of rows) {
     console.log(`${r.scenario.padEnd(16)} ${r.metric.padEnd(38)} ${String(fmt(r.ours)).padStart(12)} ${String(fmt(r.aedes)).padStart(12)} ${String(fmt(r.ratio)).padStart(9)}`);
   }
+  for (const [name, p] of Object.entries(profiles)) {
+    console.log(`\nCPU profile of workerd's JavaScript during ${name} (ours): ${p.sampledMs.toFixed(0)} ms sampled, ${p.idlePercent.toFixed(0)}% idle`);
+    console.log(`  by place:    ${p.places.map((x) => `${x.what} ${x.percent.toFixed(1)}%`).join(", ")}`);
+    for (const f of p.functions) console.log(`  ${f.percent.toFixed(1).padStart(5)}%  ${f.what}`);
+  }
   console.log(`\nload generator CPU: ${generatorCpu.toFixed(0)}% of one core over the run (near 100% would mean the generator limits the figures)`);
   mkdirSync(new URL("./results/", import.meta.url), { recursive: true });
   const file = new URL(`./results/bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`, import.meta.url);
-  writeFileSync(file, JSON.stringify({ reps: REPS, rows, raw: results, costs, generatorCpuPercent: generatorCpu }, null, 2));
+  writeFileSync(file, JSON.stringify({ reps: REPS, rows, raw: results, costs, profiles, generatorCpuPercent: generatorCpu }, null, 2));
   console.log(`results: ${file.pathname}`);
 }
 
