@@ -76,11 +76,14 @@ interface OutqCensus {
   queued: number;
   sent: number;
   released: number;
-  packetIds: Set<number>;
+  /** In-flight packet id -> its row (seq): an acknowledgement finds its row by primary key. */
+  packetIds: Map<number, number>;
 }
 
 export class SessionStore {
   private censusCache?: OutqCensus;
+  /** Packet ids of inbound QoS 2 messages awaiting PUBREL (the inq2 table), loaded on first use. */
+  private inboundQos2Ids?: Set<number>;
 
   constructor(private readonly sql: SqlStorage) {
     sql.exec(`CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)`);
@@ -119,6 +122,7 @@ export class SessionStore {
   /** Removes every trace of the session. */
   clearAll(): void {
     this.censusCache = undefined;
+    this.inboundQos2Ids = undefined;
     this.clearTopicAliases();
     this.sql.exec(`DELETE FROM meta`);
     this.sql.exec(`DELETE FROM subs`);
@@ -129,6 +133,7 @@ export class SessionStore {
   /** Clears subscriptions and messages but keeps meta (a clean start). */
   clearState(): void {
     this.censusCache = undefined;
+    this.inboundQos2Ids = undefined;
     this.sql.exec(`DELETE FROM subs`);
     this.sql.exec(`DELETE FROM outq`);
     this.sql.exec(`DELETE FROM inq2`);
@@ -175,22 +180,22 @@ export class SessionStore {
 
   private census(): OutqCensus {
     if (!this.censusCache) {
-      const c: OutqCensus = { queued: 0, sent: 0, released: 0, packetIds: new Set() };
+      const c: OutqCensus = { queued: 0, sent: 0, released: 0, packetIds: new Map() };
       for (const r of this.sql.exec<{ state: number; n: number }>(`SELECT state, COUNT(*) AS n FROM outq GROUP BY state`)) {
         if (r.state === OutState.QUEUED) c.queued = r.n;
         else if (r.state === OutState.SENT) c.sent = r.n;
         else if (r.state === OutState.RELEASED) c.released = r.n;
       }
-      for (const r of this.sql.exec<{ packet_id: number }>(
-        `SELECT packet_id FROM outq WHERE state IN (?, ?)`, OutState.SENT, OutState.RELEASED,
-      )) c.packetIds.add(r.packet_id);
+      for (const r of this.sql.exec<{ packet_id: number; seq: number }>(
+        `SELECT packet_id, seq FROM outq WHERE state IN (?, ?)`, OutState.SENT, OutState.RELEASED,
+      )) c.packetIds.set(r.packet_id, r.seq);
       this.censusCache = c;
     }
     return this.censusCache;
   }
 
   /** Moves one row's weight from one state to another in the census (undefined: not counted). */
-  private recount(from: number | undefined, to: number | undefined, packetId?: number | null): void {
+  private recount(from: number | undefined, to: number | undefined, packetId?: number | null, seq?: number): void {
     const c = this.censusCache;
     if (!c) return; // not loaded: the next read loads it from SQLite
     const key = (state: number | undefined) =>
@@ -200,8 +205,8 @@ export class SessionStore {
     if (f) c[f]--;
     if (t) c[t]++;
     if (packetId != null) {
-      if (t === "sent" || t === "released") c.packetIds.add(packetId);
-      else c.packetIds.delete(packetId);
+      if ((t === "sent" || t === "released") && seq !== undefined) c.packetIds.set(packetId, seq);
+      else if (t !== "sent" && t !== "released") c.packetIds.delete(packetId);
     }
   }
 
@@ -223,7 +228,7 @@ export class SessionStore {
 
   /** The packet ids in flight (a copy: the caller may add to it). */
   inflightPacketIds(): Set<number> {
-    return new Set(this.census().packetIds);
+    return new Set(this.census().packetIds.keys());
   }
 
   /**
@@ -232,15 +237,16 @@ export class SessionStore {
    */
   enqueue(d: Delivery, state: number, packetId: number | null = null): boolean {
     const m = d.message;
-    const cursor = this.sql.exec(
+    const cursor = this.sql.exec<{ seq: number }>(
       `INSERT OR IGNORE INTO outq (msg_id, topic, payload, qos, retain, props, sub_ids, origin, received_at, state,
-       packet_id, share_filter) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+       packet_id, share_filter) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`,
       m.id, m.topic, m.payload, d.qos, d.retain ? 1 : 0, propertiesToJson(m.properties),
       d.subscriptionIds?.length ? JSON.stringify(d.subscriptionIds) : null, m.origin, m.receivedAt, state,
       packetId, d.shareFilter ?? null,
     );
-    if (cursor.rowsWritten === 0) return false;
-    this.recount(undefined, state, packetId);
+    const inserted = cursor.toArray()[0];
+    if (!inserted) return false;
+    this.recount(undefined, state, packetId, inserted.seq);
     return true;
   }
 
@@ -266,13 +272,15 @@ export class SessionStore {
   /** A queued row goes out. */
   markSent(seq: number, packetId: number): void {
     this.sql.exec(`UPDATE outq SET state = ?, packet_id = ? WHERE seq = ?`, OutState.SENT, packetId, seq);
-    this.recount(OutState.QUEUED, OutState.SENT, packetId);
+    this.recount(OutState.QUEUED, OutState.SENT, packetId, seq);
   }
 
   /** The in-flight row with this packet id in this state, if any. */
   findInflight(packetId: number, state: number): OutboundRow | undefined {
+    const seq = this.census().packetIds.get(packetId);
+    if (seq === undefined) return undefined;
     const rows = this.sql
-      .exec<Record<string, SqlStorageValue>>(`SELECT * FROM outq WHERE packet_id = ? AND state = ?`, packetId, state)
+      .exec<Record<string, SqlStorageValue>>(`SELECT * FROM outq WHERE seq = ? AND state = ?`, seq, state)
       .toArray();
     return rows.length ? rowToOutbound(rows[0]) : undefined;
   }
@@ -352,16 +360,27 @@ export class SessionStore {
     return rows.length ? { msgId: rows[0].msg_id, routed: rows[0].routed === 1 } : undefined;
   }
 
+  private inboundIds(): Set<number> {
+    if (!this.inboundQos2Ids) {
+      this.inboundQos2Ids = new Set(this.sql.exec<{ packet_id: number }>(`SELECT packet_id FROM inq2`).toArray().map((r) => r.packet_id));
+    }
+    return this.inboundQos2Ids;
+  }
+
+  /** How many inbound QoS 2 messages await PUBREL (counted in memory: checked on every QoS 1/2 PUBLISH). */
   inboundQos2Count(): number {
-    return this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM inq2`).one().n;
+    return this.inboundIds().size;
   }
 
   putInboundQos2(packetId: number, msgId: string, routed: boolean): void {
     this.sql.exec(`INSERT OR REPLACE INTO inq2 (packet_id, msg_id, routed) VALUES (?, ?, ?)`, packetId, msgId, routed ? 1 : 0);
+    this.inboundIds().add(packetId);
   }
 
   deleteInboundQos2(packetId: number): boolean {
-    return this.sql.exec(`DELETE FROM inq2 WHERE packet_id = ?`, packetId).rowsWritten > 0;
+    const deleted = this.sql.exec(`DELETE FROM inq2 WHERE packet_id = ?`, packetId).rowsWritten > 0;
+    this.inboundIds().delete(packetId);
+    return deleted;
   }
 }
 
