@@ -60,6 +60,25 @@ export interface OutboundRow {
   delivery: Delivery;
 }
 
+/**
+ * The session's tables, each created when first written (SessionStore.ensure). Rows written are
+ * billed: no AUTOINCREMENT (it writes sqlite_sequence on every insert), and the duplicate check by
+ * message id is a partial index over QoS 2 rows only (exactly-once needs it).
+ */
+const SCHEMA = {
+  meta: [`CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)`],
+  subs: [`CREATE TABLE IF NOT EXISTS subs (filter TEXT PRIMARY KEY, qos INTEGER, no_local INTEGER, rap INTEGER, rh INTEGER, sub_id INTEGER)`],
+  outq: [
+    `CREATE TABLE IF NOT EXISTS outq (seq INTEGER PRIMARY KEY, msg_id TEXT, topic TEXT, payload BLOB, qos INTEGER,
+      retain INTEGER, props TEXT, sub_ids TEXT, origin TEXT, received_at INTEGER, state INTEGER, packet_id INTEGER,
+      share_filter TEXT)`,
+    `CREATE UNIQUE INDEX IF NOT EXISTS outq_qos2_msg_id ON outq (msg_id) WHERE qos = 2`,
+  ],
+  inq2: [`CREATE TABLE IF NOT EXISTS inq2 (packet_id INTEGER PRIMARY KEY, msg_id TEXT, routed INTEGER)`],
+  alias_in: [`CREATE TABLE IF NOT EXISTS alias_in (alias INTEGER PRIMARY KEY, topic TEXT)`],
+  alias_out: [`CREATE TABLE IF NOT EXISTS alias_out (topic TEXT PRIMARY KEY, alias INTEGER)`],
+} as const;
+
 /** The one `meta` row holding the SessionMeta as JSON. */
 const META_KEY = "session";
 
@@ -85,20 +104,31 @@ export class SessionStore {
   /** Packet ids of inbound QoS 2 messages awaiting PUBREL (the inq2 table), loaded on first use. */
   private inboundQos2Ids?: Set<number>;
 
+  /** Tables that exist in this object's database (read once per wake, without writing). */
+  private readonly tables: Set<string>;
+
   constructor(private readonly sql: SqlStorage) {
-    sql.exec(`CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)`);
-    sql.exec(`CREATE TABLE IF NOT EXISTS subs (filter TEXT PRIMARY KEY, qos INTEGER, no_local INTEGER,
-      rap INTEGER, rh INTEGER, sub_id INTEGER)`);
-    // Rows written are billed: no AUTOINCREMENT (it writes sqlite_sequence on every insert), and the
-    // duplicate check by message id is a partial index over QoS 2 rows only (exactly-once needs it).
-    sql.exec(`CREATE TABLE IF NOT EXISTS outq (seq INTEGER PRIMARY KEY, msg_id TEXT,
-      topic TEXT, payload BLOB, qos INTEGER, retain INTEGER, props TEXT, sub_ids TEXT, origin TEXT,
-      received_at INTEGER, state INTEGER, packet_id INTEGER)`);
-    sql.exec(`CREATE UNIQUE INDEX IF NOT EXISTS outq_qos2_msg_id ON outq (msg_id) WHERE qos = 2`);
-    sql.exec(`CREATE TABLE IF NOT EXISTS inq2 (packet_id INTEGER PRIMARY KEY, msg_id TEXT, routed INTEGER)`);
-    sql.exec(`CREATE TABLE IF NOT EXISTS alias_in (alias INTEGER PRIMARY KEY, topic TEXT)`);
-    sql.exec(`CREATE TABLE IF NOT EXISTS alias_out (topic TEXT PRIMARY KEY, alias INTEGER)`);
-    addColumnIfMissing(sql, "outq", "share_filter", "TEXT");
+    this.tables = new Set(
+      sql.exec<{ name: string }>(`SELECT name FROM sqlite_master WHERE type = 'table'`).toArray().map((r) => r.name),
+    );
+    this.ensure("meta");
+    // Objects written by an earlier version have an outq without this column.
+    if (this.tables.has("outq")) addColumnIfMissing(sql, "outq", "share_filter", "TEXT");
+  }
+
+  /**
+   * Creates a table the first time something is written to it. Creating the whole schema up front
+   * cost ~20 rows written for every new session (a client id never seen before, e.g. every clean
+   * web client): most sessions never need the queue, QoS 2 or alias tables.
+   */
+  private ensure(table: keyof typeof SCHEMA): void {
+    if (this.tables.has(table)) return;
+    for (const statement of SCHEMA[table]) this.sql.exec(statement);
+    this.tables.add(table);
+  }
+
+  private has(table: keyof typeof SCHEMA): boolean {
+    return this.tables.has(table);
   }
 
   // --- meta -------------------------------------------------------------------------------
@@ -125,23 +155,24 @@ export class SessionStore {
     this.inboundQos2Ids = undefined;
     this.clearTopicAliases();
     this.sql.exec(`DELETE FROM meta`);
-    this.sql.exec(`DELETE FROM subs`);
-    this.sql.exec(`DELETE FROM outq`);
-    this.sql.exec(`DELETE FROM inq2`);
+    this.deleteAllFrom("subs", "outq", "inq2");
+  }
+
+  private deleteAllFrom(...tables: (keyof typeof SCHEMA)[]): void {
+    for (const table of tables) if (this.has(table)) this.sql.exec(`DELETE FROM ${table}`);
   }
 
   /** Clears subscriptions and messages but keeps meta (a clean start). */
   clearState(): void {
     this.censusCache = undefined;
     this.inboundQos2Ids = undefined;
-    this.sql.exec(`DELETE FROM subs`);
-    this.sql.exec(`DELETE FROM outq`);
-    this.sql.exec(`DELETE FROM inq2`);
+    this.deleteAllFrom("subs", "outq", "inq2");
   }
 
   // --- subscriptions ----------------------------------------------------------------------
 
   subscriptions(): Subscription[] {
+    if (!this.has("subs")) return [];
     return this.sql
       .exec<{ filter: string; qos: number; no_local: number; rap: number; rh: number; sub_id: number | null }>(
         `SELECT filter, qos, no_local, rap, rh, sub_id FROM subs`,
@@ -158,14 +189,17 @@ export class SessionStore {
   }
 
   hasSubscription(filter: string): boolean {
+    if (!this.has("subs")) return false;
     return this.sql.exec(`SELECT 1 FROM subs WHERE filter = ?`, filter).toArray().length > 0;
   }
 
   subscriptionCount(): number {
+    if (!this.has("subs")) return 0;
     return this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM subs`).one().n;
   }
 
   putSubscription(s: Subscription): void {
+    this.ensure("subs");
     this.sql.exec(
       `INSERT OR REPLACE INTO subs (filter, qos, no_local, rap, rh, sub_id) VALUES (?, ?, ?, ?, ?, ?)`,
       s.filter, s.qos, s.noLocal ? 1 : 0, s.retainAsPublished ? 1 : 0, s.retainHandling, s.subscriptionId ?? null,
@@ -173,6 +207,7 @@ export class SessionStore {
   }
 
   deleteSubscription(filter: string): boolean {
+    if (!this.has("subs")) return false;
     return this.sql.exec(`DELETE FROM subs WHERE filter = ?`, filter).rowsWritten > 0;
   }
 
@@ -181,6 +216,7 @@ export class SessionStore {
   private census(): OutqCensus {
     if (!this.censusCache) {
       const c: OutqCensus = { queued: 0, sent: 0, released: 0, packetIds: new Map() };
+      if (!this.has("outq")) return (this.censusCache = c);
       for (const r of this.sql.exec<{ state: number; n: number }>(`SELECT state, COUNT(*) AS n FROM outq GROUP BY state`)) {
         if (r.state === OutState.QUEUED) c.queued = r.n;
         else if (r.state === OutState.SENT) c.sent = r.n;
@@ -236,6 +272,7 @@ export class SessionStore {
    * already known (a duplicate).
    */
   enqueue(d: Delivery, state: number, packetId: number | null = null): boolean {
+    this.ensure("outq");
     const m = d.message;
     const cursor = this.sql.exec<{ seq: number }>(
       `INSERT OR IGNORE INTO outq (msg_id, topic, payload, qos, retain, props, sub_ids, origin, received_at, state,
@@ -255,11 +292,13 @@ export class SessionStore {
   }
 
   highestPacketId(): number {
+    if (!this.has("outq")) return 0;
     return this.sql.exec<{ n: number | null }>(`SELECT MAX(packet_id) AS n FROM outq`).one().n ?? 0;
   }
 
   /** Rows in the given states, oldest first. */
   rows(states: number[], limit = -1): OutboundRow[] {
+    if (!this.has("outq")) return [];
     const marks = states.map(() => "?").join(",");
     return this.sql
       .exec<Record<string, SqlStorageValue>>(
@@ -313,6 +352,7 @@ export class SessionStore {
 
   /** Unfinished messages taken through shared subscriptions (of one filter, or all). */
   sharedRows(shareFilter?: string): OutboundRow[] {
+    if (!this.has("outq")) return [];
     const rows = shareFilter
       ? this.sql.exec<Record<string, SqlStorageValue>>(
           `SELECT * FROM outq WHERE share_filter = ? AND state < ? ORDER BY seq`, shareFilter, OutState.DONE,
@@ -326,21 +366,23 @@ export class SessionStore {
   // --- topic aliases of the live connection -----------------------------------------------
 
   clearTopicAliases(): void {
-    this.sql.exec(`DELETE FROM alias_in`);
-    this.sql.exec(`DELETE FROM alias_out`);
+    this.deleteAllFrom("alias_in", "alias_out");
   }
 
   topicAliasIn(alias: number): string | undefined {
+    if (!this.has("alias_in")) return undefined;
     const rows = this.sql.exec<{ topic: string }>(`SELECT topic FROM alias_in WHERE alias = ?`, alias).toArray();
     return rows[0]?.topic;
   }
 
   putTopicAliasIn(alias: number, topic: string): void {
+    this.ensure("alias_in");
     this.sql.exec(`INSERT OR REPLACE INTO alias_in (alias, topic) VALUES (?, ?)`, alias, topic);
   }
 
   topicAliasesOut(): Map<string, number> {
     const map = new Map<string, number>();
+    if (!this.has("alias_out")) return map;
     for (const r of this.sql.exec<{ topic: string; alias: number }>(`SELECT topic, alias FROM alias_out`)) {
       map.set(r.topic, r.alias);
     }
@@ -348,12 +390,14 @@ export class SessionStore {
   }
 
   putTopicAliasOut(topic: string, alias: number): void {
+    this.ensure("alias_out");
     this.sql.exec(`INSERT OR REPLACE INTO alias_out (topic, alias) VALUES (?, ?)`, topic, alias);
   }
 
   // --- inbound QoS 2 (PUBREC sent, awaiting PUBREL) ---------------------------------------
 
   inboundQos2(packetId: number): { msgId: string; routed: boolean } | undefined {
+    if (!this.has("inq2")) return undefined;
     const rows = this.sql
       .exec<{ msg_id: string; routed: number }>(`SELECT msg_id, routed FROM inq2 WHERE packet_id = ?`, packetId)
       .toArray();
@@ -362,6 +406,7 @@ export class SessionStore {
 
   private inboundIds(): Set<number> {
     if (!this.inboundQos2Ids) {
+      if (!this.has("inq2")) return (this.inboundQos2Ids = new Set());
       this.inboundQos2Ids = new Set(this.sql.exec<{ packet_id: number }>(`SELECT packet_id FROM inq2`).toArray().map((r) => r.packet_id));
     }
     return this.inboundQos2Ids;
@@ -373,11 +418,13 @@ export class SessionStore {
   }
 
   putInboundQos2(packetId: number, msgId: string, routed: boolean): void {
+    this.ensure("inq2");
     this.sql.exec(`INSERT OR REPLACE INTO inq2 (packet_id, msg_id, routed) VALUES (?, ?, ?)`, packetId, msgId, routed ? 1 : 0);
     this.inboundIds().add(packetId);
   }
 
   deleteInboundQos2(packetId: number): boolean {
+    if (!this.has("inq2")) return false;
     const deleted = this.sql.exec(`DELETE FROM inq2 WHERE packet_id = ?`, packetId).rowsWritten > 0;
     this.inboundIds().delete(packetId);
     return deleted;
