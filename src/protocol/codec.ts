@@ -12,6 +12,8 @@ export type ParseResult = { packet: Packet } | { error: string };
  * protocol level; for CONNECT it is read from the packet itself.
  */
 export function parsePacket(bytes: Uint8Array, version: ProtocolVersion | undefined): ParseResult {
+  const fast = version ? parseSimplePacket(bytes, version) : undefined;
+  if (fast) return { packet: fast };
   const parser = mqtt.parser(version ? { protocolVersion: version } : {});
   const packets: Packet[] = [];
   let error: string | undefined;
@@ -27,7 +29,111 @@ export function parsePacket(bytes: Uint8Array, version: ProtocolVersion | undefi
 
 /** Serialises a packet for the given protocol level. */
 export function encodePacket(packet: Packet, version: ProtocolVersion): Uint8Array {
-  return mqtt.generate(packet, { protocolVersion: version });
+  return encodeSimplePublish(packet, version) ?? mqtt.generate(packet, { protocolVersion: version });
+}
+
+// --- the hot path ------------------------------------------------------------------------
+// CPU profiles of the fan-in scenario showed a fresh mqtt-packet parser per packet and its Buffer
+// conversions as a large share of the work. PUBLISH without properties and the four-byte
+// acknowledgements, the bulk of the traffic, are read and written here directly on Uint8Array; any
+// other packet, and anything unusual about these (properties, a bad length, ill-formed UTF-8), goes
+// to mqtt-packet as before, so the answers to malformed input do not change. The unit tests compare
+// both paths on generated packets.
+
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+const encoder = new TextEncoder();
+const ACKS = ["puback", "pubrec", "pubrel", "pubcomp"] as const;
+
+/** A well-formed PUBLISH (no v5 properties) or a 2-byte-body PUBACK/PUBREC/PUBREL/PUBCOMP; else undefined. */
+export function parseSimplePacket(bytes: Uint8Array, version: ProtocolVersion): Packet | undefined {
+  const first = bytes[0];
+  const type = first >> 4;
+  if (type >= 4 && type <= 7) {
+    // [MQTT-3.6.1-1] PUBREL's flags are 0010, the others' 0000
+    if (bytes.length !== 4 || bytes[1] !== 2 || (first & 0x0f) !== (type === 6 ? 2 : 0)) return undefined;
+    if (bytes[2] === 0 && bytes[3] === 0) return undefined;
+    return { cmd: ACKS[type - 4], messageId: (bytes[2] << 8) | bytes[3], length: 2 } as Packet;
+  }
+  if (type !== 3) return undefined;
+  const qos = (first >> 1) & 3;
+  if (qos === 3) return undefined;
+  let i = 1;
+  let length = 0;
+  let multiplier = 1;
+  let digit: number;
+  do {
+    if (i >= bytes.length || i > 4) return undefined;
+    digit = bytes[i++];
+    length += (digit & 127) * multiplier;
+    multiplier *= 128;
+  } while (digit & 128);
+  if (i + length !== bytes.length || i + 2 > bytes.length) return undefined;
+  const topicLength = (bytes[i] << 8) | bytes[i + 1];
+  i += 2;
+  if (topicLength === 0 || i + topicLength > bytes.length) return undefined;
+  let topic: string;
+  try {
+    topic = strictUtf8.decode(bytes.subarray(i, i + topicLength));
+  } catch {
+    return undefined;
+  }
+  i += topicLength;
+  let messageId: number | undefined;
+  if (qos > 0) {
+    if (i + 2 > bytes.length) return undefined;
+    messageId = (bytes[i] << 8) | bytes[i + 1];
+    if (messageId === 0) return undefined;
+    i += 2;
+  }
+  if (version === 5) {
+    if (i >= bytes.length || bytes[i] !== 0) return undefined; // properties present: the full parser
+    i += 1;
+  }
+  const packet: Record<string, unknown> = {
+    cmd: "publish",
+    retain: (first & 1) === 1,
+    qos,
+    dup: (first & 8) === 8,
+    length,
+    topic,
+    payload: asBuffer(bytes.subarray(i)),
+  };
+  if (messageId !== undefined) packet.messageId = messageId;
+  return packet as unknown as Packet;
+}
+
+/** A PUBLISH without properties, encoded directly; undefined for anything else. */
+export function encodeSimplePublish(packet: Packet, version: ProtocolVersion): Uint8Array | undefined {
+  const p = packet as unknown as Record<string, any>;
+  if (p.cmd !== "publish" || (p.properties && Object.keys(p.properties).length > 0)) return undefined;
+  const qos = p.qos ?? 0;
+  const topic = encoder.encode(p.topic ?? "");
+  const payload: Uint8Array = typeof p.payload === "string" ? encoder.encode(p.payload) : (p.payload ?? new Uint8Array());
+  if (topic.length > 65535 || (qos > 0 && !p.messageId)) return undefined;
+  const remaining = 2 + topic.length + (qos > 0 ? 2 : 0) + (version === 5 ? 1 : 0) + payload.length;
+  if (remaining > 268435455) return undefined;
+  const header: number[] = [0x30 | (p.dup ? 8 : 0) | (qos << 1) | (p.retain ? 1 : 0)];
+  let x = remaining;
+  do {
+    let digit = x % 128;
+    x = Math.floor(x / 128);
+    if (x > 0) digit |= 128;
+    header.push(digit);
+  } while (x > 0);
+  const out = new Uint8Array(header.length + remaining);
+  out.set(header, 0);
+  let i = header.length;
+  out[i++] = topic.length >> 8;
+  out[i++] = topic.length & 255;
+  out.set(topic, i);
+  i += topic.length;
+  if (qos > 0) {
+    out[i++] = p.messageId >> 8;
+    out[i++] = p.messageId & 255;
+  }
+  if (version === 5) out[i++] = 0;
+  out.set(payload, i);
+  return out;
 }
 
 /** A Buffer view over bytes (RPC and WebSocket deliver plain Uint8Array/ArrayBuffer). */
