@@ -70,6 +70,7 @@ async function startOurs() {
     RECEIVE_MAXIMUM: "65535",
     MAX_QUEUED_MESSAGES: "100000",
     MAX_INFLIGHT: "1024",
+    ADMIN_TOKEN: "bench",
   };
   const child = spawn(
     "npx",
@@ -91,6 +92,12 @@ async function startOurs() {
     name: "ours",
     url: `ws://127.0.0.1:${port}/mqtt`,
     inspectorPort,
+    log: () => log,
+    /** The broker's own account of drops and failed deliveries (admin metrics). */
+    drops: async () => {
+      const m = await (await fetch(`${base}/api/v1/metrics`, { headers: { authorization: "Bearer bench" } })).json();
+      return { dropped: m.dropped, deliveryFailures: m.deliveryFailures };
+    },
     rssKb: () => groupRssKb(child.pid),
     counters: async () => (await fetch(`${base}/debug/counters`)).json(),
     stop: () => {
@@ -338,6 +345,11 @@ async function main() {
             });
           }
           results[name][broker.name].push(r);
+          if (r.delivered < r.sent && broker.log) {
+            // Something was not delivered: show what the broker said, to tell a loss from a stall.
+            const drops = await broker.drops().catch((err) => String(err));
+            console.log(`  ${name} ${broker.name}: ${r.sent - r.delivered} not delivered; broker's drop counters ${JSON.stringify(drops)}; log tail:\n${broker.log().split("\n").slice(-15).join("\n")}`);
+          }
           process.stdout.write(`  ${name} ${broker.name} rep ${rep + 1}: ${JSON.stringify(r)}\n`);
           await sleep(300);
         }

@@ -111,7 +111,6 @@ export class SessionStore {
     this.tables = new Set(
       sql.exec<{ name: string }>(`SELECT name FROM sqlite_master WHERE type = 'table'`).toArray().map((r) => r.name),
     );
-    this.ensure("meta");
     // Objects written by an earlier version have an outq without this column.
     if (this.tables.has("outq")) addColumnIfMissing(sql, "outq", "share_filter", "TEXT");
   }
@@ -134,6 +133,7 @@ export class SessionStore {
   // --- meta -------------------------------------------------------------------------------
 
   loadMeta(): SessionMeta {
+    if (!this.has("meta")) return {}; // a session that never existed: nothing written to look at it
     const rows = this.sql.exec<{ key: string; value: string }>(`SELECT key, value FROM meta`).toArray();
     const whole = rows.find((r) => r.key === META_KEY);
     if (whole) return JSON.parse(whole.value) as SessionMeta;
@@ -143,6 +143,7 @@ export class SessionStore {
 
   /** Writes the whole meta as one row (rows written are billed; one upsert is one row). */
   writeMeta(meta: SessionMeta): void {
+    this.ensure("meta");
     this.sql.exec(
       `INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
       META_KEY, JSON.stringify(meta),
@@ -154,8 +155,7 @@ export class SessionStore {
     this.censusCache = undefined;
     this.inboundQos2Ids = undefined;
     this.clearTopicAliases();
-    this.sql.exec(`DELETE FROM meta`);
-    this.deleteAllFrom("subs", "outq", "inq2");
+    this.deleteAllFrom("meta", "subs", "outq", "inq2");
   }
 
   private deleteAllFrom(...tables: (keyof typeof SCHEMA)[]): void {

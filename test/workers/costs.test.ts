@@ -2,6 +2,7 @@
  * What traffic costs in Durable Object invocations and SQLite rows written (both billed), counted
  * by the objects themselves. An idle client whose only traffic is PINGREQ must not wake its Session.
  */
+import { SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { counters, snapshot, type Counters } from "../../src/observability/counters";
 import { rawClient, sleep, uid } from "./helpers";
@@ -119,6 +120,16 @@ describe("cost of a connection", () => {
     // meta table (3) and row (2, then 1 update, 1 delete), the alarm cleared, presence in and out (2);
     // creating every table up front cost ~25 rows here
     expect(cost.rows).toBeLessThanOrEqual(12);
+  });
+});
+
+describe("cost of looking", () => {
+  it("the admin API asking about a client id that never connected writes nothing", async () => {
+    const before = snapshot();
+    const res = await SELF.fetch(`http://broker/api/v1/clients/${uid("never")}`, { headers: { authorization: "Bearer workers-test-admin" } });
+    expect(res.status).toBe(404);
+    expect(delta(before).sqlRowsWritten).toBe(0);
+    expect(delta(before).sessionInvocations).toBe(1);
   });
 });
 
