@@ -1059,10 +1059,13 @@ export class Session {
    */
   private withReason(packet: AnyPacket, reason: string): AnyPacket {
     const always = packet.cmd === "disconnect" || packet.cmd === "connack";
-    if (this.version === 5 && (always || this.meta.problemInfo !== false)) {
-      packet.properties = { ...packet.properties, reasonString: reason };
-    }
-    return packet;
+    if (this.version !== 5 || (!always && this.meta.problemInfo === false)) return packet;
+    const withString = { ...packet, properties: { ...packet.properties, reasonString: reason } };
+    // [MQTT-3.14.2-3, 3.4.2-2, 3.5.2-2, 3.9.2-1] no Reason String that would make the packet larger
+    // than the client's Maximum Packet Size: the packet goes without it
+    const max = this.meta.clientMaxPacketSize;
+    if (max !== undefined && encodePacket(withString as Packet, 5).length > max) return packet;
+    return withString;
   }
 
   private send(connId: string, packets: AnyPacket[]): void {

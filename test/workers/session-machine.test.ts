@@ -178,6 +178,31 @@ describe("Session state machine", () => {
     });
   });
 
+  it("leaves out a Reason String that would exceed the client's Maximum Packet Size [MQTT-3.14.2-3, 3.4.2-2, 3.5.2-2, 3.9.2-1]", async () => {
+    for (const [max, expectString] of [[16, false], [1000, true]] as const) {
+      await withSession(5, async ({ io, send }) => {
+        await send(connect(5, { properties: { maximumPacketSize: max } }));
+        // a PUBACK 0x99 (payload not UTF-8) with its reason string, then a DISCONNECT 0x94 with one
+        await send({ cmd: "publish", topic: "b", payload: Buffer.from([0xff]), qos: 1, messageId: 6, properties: { payloadFormatIndicator: true } });
+        const [puback] = io.take("puback");
+        expect(puback.reasonCode).toBe(0x99);
+        expect(puback.properties?.reasonString !== undefined).toBe(expectString);
+        await send({ cmd: "publish", topic: "b", payload: Buffer.from([0xff]), qos: 2, messageId: 8, properties: { payloadFormatIndicator: true } });
+        const [pubrec] = io.take("pubrec");
+        expect(pubrec.reasonCode).toBe(0x99);
+        expect(pubrec.properties?.reasonString !== undefined).toBe(expectString);
+        await send({ cmd: "subscribe", messageId: 7, subscriptions: [{ topic: "bad/#/x", qos: 0 }] });
+        const [suback] = io.take("suback");
+        expect(suback.granted).toEqual([0x8f]);
+        expect(suback.properties?.reasonString !== undefined).toBe(expectString);
+        await send({ cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 0, properties: { topicAlias: DEFAULT_CONFIG.topicAliasMaximum + 1 } });
+        const [disconnect] = io.take("disconnect");
+        expect(disconnect.reasonCode).toBe(0x94);
+        expect(disconnect.properties?.reasonString !== undefined).toBe(expectString);
+      });
+    }
+  });
+
   it("refuses a topic alias above its Topic Alias Maximum with 0x94 [MQTT-4.13.1-1]", async () => {
     await withSession(5, async ({ io, send }) => {
       await send(connect(5));
