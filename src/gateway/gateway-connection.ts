@@ -8,6 +8,7 @@ import type { Env } from "../env";
 import { encodePacket, parsePacket, type Packet } from "../protocol/codec";
 import { ConnectReturnCode, InternalClose, PacketType, ReasonCode, SessionHeader, type ProtocolVersion } from "../protocol/constants";
 import { PacketFramer } from "../protocol/framer";
+import { sequenced } from "../protocol/internal-order";
 import { counters } from "../observability/counters";
 import { authenticate, type AuthOutcome } from "../auth/authenticate";
 import { currentHooks, runHook, type AuthenticateInput } from "../hooks";
@@ -229,7 +230,7 @@ export class GatewayConnection {
       session.addEventListener("close", () => this.onSessionGone());
       session.addEventListener("error", () => this.onSessionGone());
       this.state = "open";
-      for (const packet of this.pending) session.send(packet);
+      for (const packet of this.pending) this.sendToSession(packet);
       this.pending = [];
       this.pendingBytes = 0;
       this.armKeepAlive();
@@ -245,7 +246,7 @@ export class GatewayConnection {
 
   private toSession(packet: Uint8Array): void {
     if (this.state === "open") {
-      this.session!.send(packet);
+      this.sendToSession(packet);
       return;
     }
     this.pendingBytes += packet.length;
@@ -253,6 +254,13 @@ export class GatewayConnection {
       return this.abort("too much data before the session opened", ReasonCode.QUOTA_EXCEEDED);
     }
     this.pending.push(packet);
+  }
+
+  /** Packets forwarded to the session so far: each carries its number (protocol/internal-order.ts). */
+  private forwarded = 0;
+
+  private sendToSession(packet: Uint8Array): void {
+    this.session!.send(sequenced(this.forwarded++, packet));
   }
 
   private toClient(data: ArrayBuffer | string): void {

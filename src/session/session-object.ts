@@ -13,6 +13,7 @@ import type { Delivery, DeliveryOutcome, RoutedMessage, Subscription } from "../
 import { shardForTopic, shardsForFilter } from "../topics/shard-rule";
 import type { TopicShardObject } from "../topics/topic-shard-object";
 import { Batcher } from "../util/batcher";
+import { InboundOrder, unsequenced } from "../protocol/internal-order";
 import { registryShardFor } from "../registry/client-registry";
 import { currentHooks, hookMessage, runHook } from "../hooks";
 import { Session, type ConnectionInfo, type SessionDescription, type SessionEvent, type SessionIO } from "./session";
@@ -31,6 +32,8 @@ export class SessionObject extends DurableObject<Env> {
   private readonly config: BrokerConfig;
   private readonly session: Session;
   private readonly sockets = new Map<string, WebSocket>();
+  /** Per connection, packets put back in the gateway's order (protocol/internal-order.ts). */
+  private readonly inbound = new Map<string, InboundOrder>();
   private readonly shardStubs = new Map<number, DurableObjectStub<TopicShardObject>>();
   /** Invocations of this object not yet reported to the registry (metrics; lost if evicted first). */
   private invocations = 0;
@@ -77,6 +80,7 @@ export class SessionObject extends DurableObject<Env> {
     this.ctx.acceptWebSocket(sessionSide);
     sessionSide.serializeAttachment(attachment);
     this.sockets.set(attachment.connId, sessionSide);
+    this.inbound.set(attachment.connId, new InboundOrder(0));
     return new Response(null, { status: 101, webSocket: gatewaySide });
   }
 
@@ -85,14 +89,27 @@ export class SessionObject extends DurableObject<Env> {
     this.invocations++;
     counters.sessionWebSocketMessages++;
     if (typeof message === "string") return; // the gateway sends MQTT packets only, as binary
+    const frame = unsequenced(new Uint8Array(message));
+    if (!frame) return;
     const a = ws.deserializeAttachment() as Attachment;
     this.sockets.set(a.connId, ws);
+    let order = this.inbound.get(a.connId);
+    if (!order) {
+      // After hibernation the expected number is not known: order resumes from the first arrival.
+      order = new InboundOrder(frame.seq);
+      this.inbound.set(a.connId, order);
+    }
+    await Promise.all(order.accept(frame.seq, frame.packet).map((packet) => this.receivePacket(ws, a, packet)));
+  }
+
+  /** One packet of the connection, in the order the client sent it. */
+  private receivePacket(ws: WebSocket, a: Attachment, packet: Uint8Array): Promise<void> {
     const expectConnect = !a.connected;
     if (expectConnect) {
       a.connected = true;
       ws.serializeAttachment(a);
     }
-    await this.session.receive(a, new Uint8Array(message), expectConnect ? undefined : a.version);
+    return this.session.receive(a, packet, expectConnect ? undefined : a.version);
   }
 
   async webSocketClose(ws: WebSocket): Promise<void> {
@@ -110,6 +127,7 @@ export class SessionObject extends DurableObject<Env> {
   private async socketGone(ws: WebSocket): Promise<void> {
     const a = ws.deserializeAttachment() as Attachment;
     this.sockets.delete(a.connId);
+    this.inbound.delete(a.connId);
     try {
       ws.close(1000, "closed");
     } catch {
