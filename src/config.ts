@@ -17,6 +17,11 @@ export interface BrokerConfig {
   maxInflight: number;
   /** Inbound QoS 1/2 PUBLISHes a client may have unacknowledged (our v5 Receive Maximum). */
   receiveMaximum: number;
+  /**
+   * How long a session waits for its online client's PUBACK before writing a QoS 1 message it
+   * received from a shard (0: write every one at once). Acknowledged within it: no row written.
+   */
+  ackWaitMs: number;
   /** Topic aliases a v5 client may set towards us per connection (our Topic Alias Maximum). */
   topicAliasMaximum: number;
   /** PUBLISH packets per second a client may send (burst the same); beyond: DISCONNECT 0x96. */
@@ -51,6 +56,7 @@ export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
   maxKeepAlive: 3600,
   maxInflight: 32,
   receiveMaximum: 1024,
+  ackWaitMs: 50,
   topicAliasMaximum: 64,
   maxPublishRate: 1000,
   maxQueuedMessages: 1000,
@@ -74,6 +80,7 @@ const VARIABLES: Record<keyof BrokerConfig, string> = {
   maxKeepAlive: "MAX_KEEP_ALIVE",
   maxInflight: "MAX_INFLIGHT",
   receiveMaximum: "RECEIVE_MAXIMUM",
+  ackWaitMs: "ACK_WAIT_MS",
   topicAliasMaximum: "TOPIC_ALIAS_MAXIMUM",
   maxPublishRate: "MAX_PUBLISH_RATE",
   maxQueuedMessages: "MAX_QUEUED_MESSAGES",
@@ -97,6 +104,7 @@ const BOUNDS: Record<keyof BrokerConfig, [number, number]> = {
   maxKeepAlive: [1, 65535],
   maxInflight: [1, 65535],
   receiveMaximum: [1, 65535],
+  ackWaitMs: [0, 10000],
   topicAliasMaximum: [0, 65535],
   maxPublishRate: [1, 1000000],
   maxQueuedMessages: [1, 1000000],

@@ -146,7 +146,7 @@ export class SessionObject extends DurableObject<Env> {
   async deliver(batch: Delivery[], onlyIfOnline = false): Promise<DeliveryOutcome> {
     counters.sessionInvocations++;
     this.invocations++;
-    return this.session.deliver(batch, onlyIfOnline);
+    return this.session.deliver(batch, onlyIfOnline, true);
   }
 
   // --- SessionIO: what the session core may do (kept off the RPC surface) --------------------
@@ -165,6 +165,7 @@ export class SessionObject extends DurableObject<Env> {
         if (at === undefined) void this.ctx.storage.deleteAlarm();
         else void this.ctx.storage.setAlarm(at);
       },
+      later: (ms, fn) => void setTimeout(fn, ms),
       now: () => Date.now(),
       newId: () => crypto.randomUUID(),
       report: (event) => this.report(event),

@@ -267,17 +267,31 @@ export class SessionStore {
     return new Set(this.census().packetIds.keys());
   }
 
+  /** The last outbound sequence number given out (rows' order is the order messages were taken). */
+  private lastSeq?: number;
+
+  /**
+   * The next outbound sequence number. Given out in memory so that a message sent before it is
+   * written (Session: unstored QoS 1) keeps its place in the order of resends [MQTT-4.6.0-1].
+   */
+  nextSeq(): number {
+    if (this.lastSeq === undefined) {
+      this.lastSeq = this.has("outq") ? (this.sql.exec<{ n: number | null }>(`SELECT MAX(seq) AS n FROM outq`).one().n ?? 0) : 0;
+    }
+    return ++this.lastSeq;
+  }
+
   /**
    * Stores a message, queued or already in flight; false when a QoS 2 message with the same id is
    * already known (a duplicate).
    */
-  enqueue(d: Delivery, state: number, packetId: number | null = null): boolean {
+  enqueue(d: Delivery, state: number, packetId: number | null = null, seq = this.nextSeq()): boolean {
     this.ensure("outq");
     const m = d.message;
     const cursor = this.sql.exec<{ seq: number }>(
-      `INSERT OR IGNORE INTO outq (msg_id, topic, payload, qos, retain, props, sub_ids, origin, received_at, state,
-       packet_id, share_filter) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`,
-      m.id, m.topic, m.payload, d.qos, d.retain ? 1 : 0, propertiesToJson(m.properties),
+      `INSERT OR IGNORE INTO outq (seq, msg_id, topic, payload, qos, retain, props, sub_ids, origin, received_at, state,
+       packet_id, share_filter) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`,
+      seq, m.id, m.topic, m.payload, d.qos, d.retain ? 1 : 0, propertiesToJson(m.properties),
       d.subscriptionIds?.length ? JSON.stringify(d.subscriptionIds) : null, m.origin, m.receivedAt, state,
       packetId, d.shareFilter ?? null,
     );

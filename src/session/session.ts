@@ -36,6 +36,8 @@ export interface SessionIO {
   unsubscribe(clientId: string, filters: string[]): Promise<void>;
   /** Schedules the one alarm (undefined: none). */
   setAlarm(at: number | undefined): void;
+  /** Runs `fn` after `ms` milliseconds, in this object's lifetime (setTimeout). */
+  later(ms: number, fn: () => void): void;
   now(): number;
   newId(): string;
   /** Tells the outside world (registry, metrics, user hooks) what happened; never awaited. */
@@ -110,6 +112,15 @@ interface StoredWill {
   delay: number;
 }
 
+/** A QoS 1 message in flight to the client and not written to SQLite (Session.unstored). */
+interface UnstoredMessage {
+  delivery: Delivery;
+  /** Its place in the outbound order, given out when it was sent. */
+  seq: number;
+  /** Settles the shard's `deliver` call for this message (acknowledged or written). */
+  settle: () => void;
+}
+
 /** mqtt-packet objects as we read and build them (its types are narrower than the wire allows). */
 type AnyPacket = Record<string, any>;
 
@@ -118,6 +129,12 @@ export class Session {
   private readonly store: SessionStore;
   /** Serialises inbound packet handling so acknowledgements keep the order of their PUBLISHes [MQTT-4.6.0-2]. */
   private chain: Promise<void> = Promise.resolve();
+  /**
+   * QoS 1 messages sent to the live connection that are neither acknowledged nor written yet, by
+   * packet id (see deliver). Each has a shard waiting on its `deliver` call, so none is ever only
+   * here: if this object dies, that call fails and the publisher is not acknowledged.
+   */
+  private readonly unstored = new Map<number, UnstoredMessage>();
   /** Topic aliases of the live connection, cached from SQLite (the truth across hibernation). */
   private aliasesIn = new Map<number, string>();
   private aliasesOut?: Map<string, number>;
@@ -255,6 +272,8 @@ export class Session {
       return this.io.close(info.connId, foreign ? "session owned by another identity" : "will topic not authorized");
     }
 
+    // Messages in flight to the older connection are written before anything reads the queue.
+    this.storeUnacknowledged(true);
     // Session takeover [MQTT-3.1.4-3]: the older connection gets DISCONNECT 0x8E and is closed.
     if (previous.connId && previous.connId !== info.connId) {
       if ((previous.version ?? 4) === 5) {
@@ -518,8 +537,15 @@ export class Session {
   // --- acknowledgements of our PUBLISHes ----------------------------------------------------
 
   private onPuback(packet: AnyPacket): void {
-    const row = this.store.findInflight(packet.messageId, OutState.SENT);
-    if (row && row.delivery.qos === 1) this.store.finish(row);
+    const held = this.unstored.get(packet.messageId);
+    if (held) {
+      // Acknowledged before it was written: it never needs a row [MQTT-4.3.2-3 ends the flow here].
+      this.unstored.delete(packet.messageId);
+      held.settle();
+    } else {
+      const row = this.store.findInflight(packet.messageId, OutState.SENT);
+      if (row && row.delivery.qos === 1) this.store.finish(row);
+    }
     this.pump();
     if (this.meta.queueLevel) this.checkQueueLevel();
   }
@@ -706,6 +732,9 @@ export class Session {
   /** Ends the connection's part of the session (will, expiry). Safe to call more than once. */
   private async connectionEnded(connId: string): Promise<void> {
     if (!this.isCurrent(connId)) return;
+    // Unacknowledged messages of the connection are kept for its resumption [MQTT-4.4.0-1], unless
+    // the session ends with it.
+    this.storeUnacknowledged((this.meta.expiryInterval ?? 0) > 0);
     this.io.report({ kind: "disconnected", clientId: this.meta.clientId ?? "", connId, version: this.version, identity: this.identity });
     const now = this.io.now();
     const will = this.meta.will ? (JSON.parse(this.meta.will) as StoredWill) : undefined;
@@ -755,6 +784,7 @@ export class Session {
     }
     await this.dropSubscriptions();
     await this.redistributeShared();
+    this.storeUnacknowledged(false);
     this.store.clearAll();
     this.meta = {};
     this.io.setAlarm(undefined);
@@ -810,7 +840,7 @@ export class Session {
       expiresAt: m.connId === undefined ? m.expireAt : undefined,
       subscriptions: this.store.subscriptions(),
       queued: this.store.queuedCount(),
-      inflight: this.store.inflightCount(),
+      inflight: this.inflightCount(),
       droppedQueueFull: m.droppedQueueFull ?? 0,
       hasWill: m.will !== undefined,
     };
@@ -858,12 +888,19 @@ export class Session {
   /**
    * Messages from a shard. "gone" when this session does not exist (the shard forgets it);
    * "offline" without taking anything when `onlyIfOnline` and the client is not connected.
+   *
+   * The result settles when every QoS 1/2 message is safe here: written to SQLite, or, with
+   * `waitForAck`, a QoS 1 message sent straight to the online client and acknowledged by it within
+   * ACK_WAIT_MS (then it is never written; after ACK_WAIT_MS it is written as in flight). The shard
+   * acknowledges the publisher only then, so an acknowledged message is never only in memory.
    */
-  deliver(batch: Delivery[], onlyIfOnline = false): DeliveryOutcome {
+  deliver(batch: Delivery[], onlyIfOnline = false, waitForAck = false): DeliveryOutcome | Promise<DeliveryOutcome> {
     if (this.meta.clientId === undefined) return "gone";
     const online = this.meta.connId !== undefined;
     if (onlyIfOnline && !online) return "offline";
     const immediate: AnyPacket[] = [];
+    const held: number[] = [];
+    const settled: Promise<void>[] = [];
     let queued = false;
     for (const d of batch) {
       if (d.qos === 0) {
@@ -874,7 +911,7 @@ export class Session {
         }
         continue;
       }
-      if (this.store.pendingCount() >= this.config.maxQueuedMessages) {
+      if (this.store.pendingCount() + this.unstored.size >= this.config.maxQueuedMessages) {
         // Documented outcome: the newest QoS 1/2 message for a full session is dropped and counted.
         this.meta.droppedQueueFull = (this.meta.droppedQueueFull ?? 0) + 1;
         this.store.writeMeta(this.meta);
@@ -884,14 +921,17 @@ export class Session {
       // Straight out when nothing is waiting ahead of it and the window has room: stored once, as
       // in flight (one row written). Otherwise it waits in the queue, in order.
       if (online && !queued && this.windowRoom() > 0 && !this.store.hasQueued()) {
-        const used = this.store.inflightPacketIds();
-        const packetId = this.nextPacketId(used);
+        const packetId = this.nextPacketId(this.inflightPacketIds());
         const packet = this.publishPacket(d, packetId, false);
         if (!packet) {
           this.reportDrop(this.undeliverableReason(d)); // expired or too large for the client
           continue;
         }
-        if (this.store.enqueue(d, OutState.SENT, packetId)) immediate.push(packet);
+        if (waitForAck && d.qos === 1 && !d.shareFilter && this.config.ackWaitMs > 0) {
+          settled.push(new Promise((settle) => this.unstored.set(packetId, { delivery: d, seq: this.store.nextSeq(), settle })));
+          held.push(packetId);
+          immediate.push(packet);
+        } else if (this.store.enqueue(d, OutState.SENT, packetId)) immediate.push(packet);
         continue;
       }
       if (this.store.enqueue(d, OutState.QUEUED)) queued = true;
@@ -899,7 +939,36 @@ export class Session {
     if (online && immediate.length) this.send(this.meta.connId!, immediate);
     if (online && queued) this.pump();
     if (batch.some((d) => d.qos > 0)) this.checkQueueLevel();
-    return "ok";
+    if (!held.length) return "ok";
+    this.io.later(this.config.ackWaitMs, () => this.storeUnacknowledged(true, held));
+    return Promise.all(settled).then(() => "ok" as const);
+  }
+
+  /**
+   * Settles unstored QoS 1 messages (those of `packetIds`, or all): written as in flight when `keep`
+   * (resent with DUP and the same packet id on resumption [MQTT-4.4.0-1]), else dropped with the
+   * session that held them.
+   */
+  private storeUnacknowledged(keep: boolean, packetIds: Iterable<number> = [...this.unstored.keys()]): void {
+    for (const packetId of packetIds) {
+      const m = this.unstored.get(packetId);
+      if (!m) continue; // acknowledged meanwhile
+      this.unstored.delete(packetId);
+      if (keep) this.store.enqueue(m.delivery, OutState.SENT, packetId, m.seq);
+      m.settle();
+    }
+  }
+
+  /** QoS 1/2 messages in flight to the client: written ones and unstored ones. */
+  private inflightCount(): number {
+    return this.store.inflightCount() + this.unstored.size;
+  }
+
+  /** Packet ids in flight to the client (a fresh set: the caller may add to it). */
+  private inflightPacketIds(): Set<number> {
+    const ids = this.store.inflightPacketIds();
+    for (const id of this.unstored.keys()) ids.add(id);
+    return ids;
   }
 
   private reportDrop(reason: DropReason): void {
@@ -915,7 +984,7 @@ export class Session {
   /** How many more QoS 1/2 messages may be in flight to the client now [MQTT-4.9.0-2]. */
   private windowRoom(): number {
     const window = Math.min(this.meta.clientReceiveMax ?? 65535, this.config.maxInflight);
-    return window - this.store.inflightCount();
+    return window - this.inflightCount();
   }
 
   /** Sends queued QoS 1/2 messages while the in-flight window allows [MQTT-4.9.0-2]. */
@@ -924,7 +993,7 @@ export class Session {
     if (!connId || !this.store.hasQueued()) return;
     let room = this.windowRoom();
     if (room <= 0) return;
-    const used = this.store.inflightPacketIds();
+    const used = this.inflightPacketIds();
     const packets: AnyPacket[] = [];
     while (room > 0) {
       const rows = this.store.rows([OutState.QUEUED], room);

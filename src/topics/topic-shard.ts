@@ -118,8 +118,8 @@ export class TopicShard {
 
   /**
    * Stores or clears the retained message, then delivers to every matching session, one batch per
-   * session. Resolves once every QoS 1/2 delivery is durable in its session; rejects otherwise, so the
-   * publisher is not acknowledged and will resend.
+   * session. Resolves once every QoS 1/2 delivery is safe in its session (written, or acknowledged by
+   * its client: Session.deliver); rejects otherwise, so the publisher is not acknowledged and will resend.
    */
   async publish(message: RoutedMessage): Promise<number> {
     if (message.retain) this.retain(message);

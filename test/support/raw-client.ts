@@ -15,6 +15,8 @@ type AnyPacket = Record<string, any>;
 
 export class RawClient {
   readonly received: AnyPacket[] = [];
+  /** Acknowledge each QoS 1 PUBLISH as it arrives, as a client library does. */
+  autoAck = false;
   closed = false;
   private waiters: (() => void)[] = [];
   private parser: any;
@@ -28,6 +30,7 @@ export class RawClient {
     this.parser = mqtt.parser({ protocolVersion: version });
     this.parser.on("packet", (p: AnyPacket) => {
       this.received.push(p);
+      if (this.autoAck && p.cmd === "publish" && p.qos === 1) this.send({ cmd: "puback", messageId: p.messageId });
       this.wake();
     });
     socket.onBytes((bytes) => {

@@ -128,6 +128,40 @@ describe.each([4, 5] as const)("restarts of every object, MQTT v%i", (version) =
     back.close();
   });
 
+  it("never acknowledges a QoS 1 message that only the subscriber's memory held: lost in a restart, it comes again from the publisher [MQTT-4.3.2-3]", async () => {
+    // The subscriber is online and has not acknowledged yet; within ACK_WAIT_MS the message is in its
+    // session's memory only, so the publisher must not have its PUBACK when every object restarts.
+    const subId = uid("sub5");
+    const pubId = uid("pub5");
+    const topic = `${uid("dur5")}/x`;
+    const sub = await rawClient(version);
+    await sub.connect({ clientId: subId, ...persistent(version) });
+    await sub.subscribe(topic, 1);
+    const pub = await rawClient(version);
+    await pub.connect({ clientId: pubId, ...persistent(version) });
+    pub.send({ cmd: "publish", topic, payload: Buffer.from("in memory"), qos: 1, messageId: 5 });
+    await sub.next("publish");
+    const ackedBeforeRestart = pub.all("puback").length > 0;
+    await abortAllDurableObjects();
+    await pub.waitClosed();
+    await sub.waitClosed();
+    expect(ackedBeforeRestart).toBe(false);
+    expect(pub.all("puback")).toHaveLength(0);
+
+    // The publisher resends it on its next connection (as any MQTT client does), and it arrives.
+    const sub2 = await rawClient(version);
+    await sub2.connect({ clientId: subId, ...persistent(version) });
+    const pub2 = await rawClient(version);
+    await pub2.connect({ clientId: pubId, ...persistent(version) });
+    pub2.send({ cmd: "publish", topic, payload: Buffer.from("in memory"), qos: 1, messageId: 5, dup: true });
+    await pub2.next("puback");
+    const again = await sub2.next("publish");
+    expect(again.payload.toString()).toBe("in memory");
+    sub2.send({ cmd: "puback", messageId: again.messageId });
+    sub2.close();
+    pub2.close();
+  });
+
   it("sends the will of a connection lost in a restart once, when its session next wakes", async () => {
     const clientId = uid("will");
     const topic = `${uid("lost")}/status`;

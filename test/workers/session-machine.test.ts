@@ -59,6 +59,16 @@ class RecordingIO implements SessionIO {
   setAlarm(at: number | undefined): void {
     this.alarm = at;
   }
+  /** Callbacks scheduled with later(), run by the test when it chooses (runTimers). */
+  timers: (() => void)[] = [];
+  later(_ms: number, fn: () => void): void {
+    this.timers.push(fn);
+  }
+  runTimers(): void {
+    const due = this.timers;
+    this.timers = [];
+    due.forEach((fn) => fn());
+  }
   now(): number {
     return this.time;
   }
@@ -75,7 +85,7 @@ const bytes = (packet: AnyPacket, version: 4 | 5) => new Uint8Array(mqtt.generat
 /** Runs `body` with a fresh Session over a fresh Durable Object's SQLite. */
 async function withSession(
   version: 4 | 5,
-  body: (s: { session: Session; io: RecordingIO; send: (p: AnyPacket) => Promise<void> }) => Promise<void>,
+  body: (s: { session: Session; io: RecordingIO; send: (p: AnyPacket) => Promise<void>; sql: SqlStorage }) => Promise<void>,
   config: BrokerConfig = DEFAULT_CONFIG,
 ) {
   const stub = env.SESSION.get(env.SESSION.idFromName(uid("machine")));
@@ -88,7 +98,7 @@ async function withSession(
       await session.receive(info, bytes(p, version), connected ? version : undefined);
       connected = true;
     };
-    await body({ session, io, send });
+    await body({ session, io, send, sql: state.storage.sql });
   });
 }
 
@@ -393,5 +403,102 @@ describe("Session state machine", () => {
       expect(again.map((p) => [p.messageId, p.dup])).toEqual([[p1.messageId, true]]);
       expect(io.take("pubrel").map((p) => p.messageId)).toEqual([p2.messageId]);
     });
+  });
+});
+
+/** The outbound queue's rows (state, packet id, message id) in order; none when the table was never made. */
+function outq(sql: SqlStorage): [number, number | null, string][] {
+  const made = sql.exec(`SELECT 1 FROM sqlite_master WHERE name = 'outq'`).toArray().length > 0;
+  if (!made) return [];
+  return sql
+    .exec<{ state: number; packet_id: number | null; msg_id: string }>(`SELECT state, packet_id, msg_id FROM outq ORDER BY seq`)
+    .toArray()
+    .map((r) => [r.state, r.packet_id, r.msg_id]);
+}
+
+/** Whether a promise has settled by now (after pending microtasks ran). */
+async function settled(p: unknown): Promise<boolean> {
+  let done = false;
+  void Promise.resolve(p).then(() => (done = true));
+  await new Promise((r) => setTimeout(r, 0));
+  return done;
+}
+
+describe("QoS 1 to an online client: acknowledged or written (ACK_WAIT_MS)", () => {
+  it("a message acknowledged in time settles its delivery and is never written", async () => {
+    await withSession(5, async ({ session, io, send, sql }) => {
+      await send(connect(5));
+      const delivered = session.deliver([delivery("a1", 1), delivery("a2", 1)], false, true);
+      const [p1, p2] = io.take("publish");
+      expect(outq(sql)).toEqual([]);
+      await send({ cmd: "puback", messageId: p1.messageId });
+      expect(await settled(delivered)).toBe(false); // a2 is neither acknowledged nor written
+      await send({ cmd: "puback", messageId: p2.messageId });
+      expect(await settled(delivered)).toBe(true);
+      expect(await delivered).toBe("ok");
+      io.runTimers(); // the wait ends with nothing left to write
+      expect(outq(sql)).toEqual([]);
+    });
+  });
+
+  it("a message not acknowledged within the wait is written as in flight, and its PUBACK finishes it", async () => {
+    await withSession(5, async ({ session, io, send, sql }) => {
+      await send(connect(5));
+      const delivered = session.deliver([delivery("b1", 1)], false, true);
+      const [p1] = io.take("publish");
+      expect(await settled(delivered)).toBe(false);
+      io.runTimers();
+      expect(await settled(delivered)).toBe(true);
+      expect(outq(sql)).toEqual([[1, p1.messageId, "b1"]]); // OutState.SENT
+      await send({ cmd: "puback", messageId: p1.messageId });
+      expect(outq(sql)).toEqual([]);
+    });
+  });
+
+  it("a connection that ends first keeps them for resumption, resent in the order first sent [MQTT-4.4.0-1, 4.6.0-1]", async () => {
+    await withSession(4, async ({ session, io, send }) => {
+      await send(connect(4, { clean: false }));
+      const first = session.deliver([delivery("c1", 1)], false, true);
+      session.deliver([delivery("c2", 2)], false, true); // QoS 2 is always written at once
+      const third = session.deliver([delivery("c3", 1)], false, true);
+      const sent = io.take("publish").map((p) => [p.messageId, p.payload.toString()]);
+      expect(sent.map(([, m]) => m)).toEqual(["c1", "c2", "c3"]);
+      await session.ended("conn-1");
+      expect(await settled(first)).toBe(true);
+      expect(await settled(third)).toBe(true);
+      io.out = [];
+      const info = { connId: "conn-2", clientId: "machine-client", assignedClientId: false };
+      await session.receive(info, bytes(connect(4, { clean: false }), 4), undefined);
+      const again = io.take("publish");
+      expect(again.map((p) => [p.messageId, p.payload.toString()])).toEqual(sent);
+      expect(again.every((p) => p.dup)).toBe(true);
+    });
+  });
+
+  it("a session that ends with its connection settles them without writing", async () => {
+    await withSession(4, async ({ session, io, sql, send }) => {
+      await send(connect(4, { clean: true }));
+      const delivered = session.deliver([delivery("d1", 1)], false, true);
+      expect(io.take("publish")).toHaveLength(1);
+      await session.ended("conn-1");
+      expect(await settled(delivered)).toBe(true);
+      expect(outq(sql)).toEqual([]);
+    });
+  });
+
+  it("counts them against the in-flight window and the queue limit [MQTT-4.9.0-2]", async () => {
+    await withSession(5, async ({ session, io, send, sql }) => {
+      await send(connect(5, { properties: { receiveMaximum: 2 } }));
+      session.deliver([delivery("e1", 1), delivery("e2", 1), delivery("e3", 1)], false, true);
+      const first = io.take("publish");
+      expect(first.map((p) => p.payload.toString())).toEqual(["e1", "e2"]);
+      expect(outq(sql).map(([state, , id]) => [state, id])).toEqual([[0, "e3"]]); // queued behind the window
+      session.deliver([delivery("e4", 1)], false, true); // 2 unstored + 1 queued: the queue is full
+      expect(io.events.filter((e) => e.kind === "dropped")).toHaveLength(1);
+      await send({ cmd: "puback", messageId: first[0].messageId });
+      const next = io.take("publish").slice(2);
+      expect(next.map((p) => p.payload.toString())).toEqual(["e3"]);
+      expect(new Set(io.take("publish").map((p) => p.messageId)).size).toBe(3); // no packet id reused
+    }, { ...DEFAULT_CONFIG, maxQueuedMessages: 3 });
   });
 });
