@@ -21,8 +21,6 @@ export class TopicShardObject extends DurableObject<Env> {
       configFor(env),
       (clientId, batch, onlyIfOnline) => this.sessionStub(clientId).deliver(batch, onlyIfOnline),
       Date.now,
-      // After the events already queued: publishes arriving together share one call per session.
-      (fn) => setTimeout(fn, 0),
     );
   }
 

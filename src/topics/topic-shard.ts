@@ -47,8 +47,11 @@ export class TopicShard {
     private readonly config: BrokerConfig,
     private readonly deliverTo: DeliverFn,
     private readonly now: () => number,
-    /** Runs `fn` after the events already waiting (the shell passes setTimeout 0): what batches deliveries. */
-    later: (fn: () => void) => void = queueMicrotask,
+    /**
+     * Runs `fn` after the events already waiting and DELIVERY_BATCH_MS (0 by default): what batches
+     * deliveries per session.
+     */
+    later: (fn: () => void) => void = (fn) => setTimeout(fn, config.deliveryBatchMs),
   ) {
     this.outbox = new Batcher(
       async (clientId, batch) => {

@@ -27,6 +27,32 @@ async function withShard(
   });
 }
 
+describe("TopicShard delivery batching (DELIVERY_BATCH_MS)", () => {
+  const opts = { qos: 1 as const, noLocal: false, retainAsPublished: false, retainHandling: 0 as const };
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  it("0: what arrives together goes in one call, a message arriving later in another", async () => {
+    await withShard({ deliveryBatchMs: 0 }, async (shard, delivered) => {
+      shard.subscribe("backend", [{ filter: "d/+/t", ...opts }], []);
+      await Promise.all([shard.publish(message("d/1/t", "a", false)), shard.publish(message("d/2/t", "b", false))]);
+      const third = shard.publish(message("d/3/t", "c", false));
+      await third;
+      expect(delivered.map(([, batch]) => batch.length)).toEqual([2, 1]);
+    });
+  });
+
+  it("40 ms: messages within the window share one call per session", async () => {
+    await withShard({ deliveryBatchMs: 40 }, async (shard, delivered) => {
+      shard.subscribe("backend", [{ filter: "d/+/t", ...opts }], []);
+      const first = shard.publish(message("d/1/t", "a", false));
+      await sleep(10);
+      const second = shard.publish(message("d/2/t", "b", false));
+      await Promise.all([first, second]);
+      expect(delivered.map(([, batch]) => batch.map((d) => new TextDecoder().decode(d.message.payload)))).toEqual([["a", "b"]]);
+    });
+  });
+});
+
 describe("TopicShard limits", () => {
   it("stops storing new retained topics at MAX_RETAINED_PER_SHARD but still replaces and deletes", async () => {
     await withShard({ maxRetainedPerShard: 2 }, async (shard) => {
