@@ -349,6 +349,42 @@ const scenarios = {
     };
   },
 
+  /**
+   * What the gateway hop costs, to judge the direct route (client WebSocket straight to its Session
+   * object): round trips answered by the Worker (PINGREQ -> PINGRESP) against round trips that go on
+   * to the Session object and back (PUBREL for an unknown packet id -> PUBCOMP, no shard involved).
+   * The difference is what one client -> Worker -> Session -> Worker -> client pass adds over
+   * client -> Worker -> client: the most a direct route could save per packet. Aedes answers both in
+   * its one process.
+   */
+  async hopCost(url) {
+    const t = tag();
+    const [c] = await clients(url, 1, `hop-${t}`);
+    const n = 1000;
+    const roundTrips = async (packet, answer) => {
+      const times = [];
+      for (let i = 0; i < n; i++) {
+        const s = now();
+        const got = c.waitFor(answer);
+        c.send(packet);
+        await got;
+        times.push(now() - s);
+      }
+      return times;
+    };
+    const edge = await roundTrips({ cmd: "pingreq" }, "pingresp");
+    const session = await roundTrips({ cmd: "pubrel", messageId: 7 }, "pubcomp");
+    c.close();
+    return {
+      "answered at the edge p50 ms": pct(edge, 50),
+      "via the Session p50 ms": pct(session, 50),
+      "via the Session p99 ms": pct(session, 99),
+      "Session hop p50 ms": pct(session, 50) - pct(edge, 50),
+      sent: 2 * n,
+      delivered: edge.length + session.length,
+    };
+  },
+
   async idleMemory(url, broker) {
     const t = tag();
     const before = broker.rssKb();

@@ -230,7 +230,8 @@ export class GatewayConnection {
       session.addEventListener("close", () => this.onSessionGone());
       session.addEventListener("error", () => this.onSessionGone());
       this.state = "open";
-      for (const packet of this.pending) this.sendToSession(packet);
+      this.outbox = this.pending;
+      this.flushToSession();
       this.pending = [];
       this.pendingBytes = 0;
       this.armKeepAlive();
@@ -246,7 +247,21 @@ export class GatewayConnection {
 
   private toSession(packet: Uint8Array): void {
     if (this.state === "open") {
-      this.sendToSession(packet);
+      // A packet after a quiet spell goes at once (no added latency); the ones that follow it before
+      // the client's messages already waiting here are handled go to the session together, as one
+      // frame (one event there), or at once when the frame is full.
+      this.outbox.push(packet);
+      this.outboxBytes += packet.length;
+      if (!this.burstOpen) {
+        this.burstOpen = true;
+        this.flushToSession();
+        setTimeout(() => {
+          this.burstOpen = false;
+          this.flushToSession();
+        }, 0);
+      } else if (this.outbox.length >= MAX_PACKETS_PER_FRAME || this.outboxBytes >= MAX_FRAME_BYTES) {
+        this.flushToSession();
+      }
       return;
     }
     this.pendingBytes += packet.length;
@@ -256,11 +271,34 @@ export class GatewayConnection {
     this.pending.push(packet);
   }
 
-  /** Packets forwarded to the session so far: each carries its number (protocol/internal-order.ts). */
+  /** Frames forwarded to the session so far: each carries its number (protocol/internal-order.ts). */
   private forwarded = 0;
+  /** Packets for the session not yet sent (bounded: MAX_PACKETS_PER_FRAME, MAX_FRAME_BYTES). */
+  private outbox: Uint8Array[] = [];
+  private outboxBytes = 0;
+  /** A packet went to the session in this turn: the next ones wait for the end of the turn. */
+  private burstOpen = false;
 
-  private sendToSession(packet: Uint8Array): void {
-    this.session!.send(sequenced(this.forwarded++, packet));
+  private flushToSession(): void {
+    if (!this.outbox.length || !this.session) return;
+    const packets = this.outbox;
+    this.outbox = [];
+    this.outboxBytes = 0;
+    // Frames of at most MAX_PACKETS_PER_FRAME packets and MAX_FRAME_BYTES (plus one packet).
+    let start = 0;
+    let bytes = 0;
+    for (let i = 0; i < packets.length; i++) {
+      bytes += packets[i].length;
+      if (i + 1 === packets.length || i + 1 - start >= MAX_PACKETS_PER_FRAME || bytes >= MAX_FRAME_BYTES) {
+        try {
+          this.session.send(sequenced(this.forwarded++, packets.slice(start, i + 1)));
+        } catch {
+          return; // the session socket is closed: its close event ends the connection
+        }
+        start = i + 1;
+        bytes = 0;
+      }
+    }
   }
 
   private toClient(data: ArrayBuffer | string): void {
@@ -309,6 +347,8 @@ export class GatewayConnection {
 
   private finish(code: number, reason: string): void {
     if (this.state === "closed") return;
+    // Packets the client sent before it went (a DISCONNECT, say) still reach the session, first.
+    if (this.state === "open") this.flushToSession();
     this.state = "closed";
     clearTimeout(this.timer);
     this.pending = [];
@@ -316,6 +356,10 @@ export class GatewayConnection {
     safeClose(this.client, 1000, reason);
   }
 }
+
+/** Most packets, and bytes (plus one packet), the gateway puts in one frame to the session. */
+const MAX_PACKETS_PER_FRAME = 64;
+const MAX_FRAME_BYTES = 65536;
 
 function safeClose(ws: WebSocket | undefined, code: number, reason: string): void {
   try {

@@ -1,52 +1,72 @@
 /**
  * Order on the internal WebSocket between the gateway and a Session object. The gateway numbers
- * every packet it forwards; the Session hands packets to the session core in that order.
+ * every frame it forwards; the Session hands the frames' packets to the session core in that order.
  *
  * Why: under workerd, a hibernatable WebSocket's messages reached the Session object out of order
  * (a PUBACK sent just before DISCONNECT was handled after it, so the acknowledged message was sent
  * again on resumption; test/workers/ack-then-disconnect.test.ts). MQTT needs a connection's packets
  * handled in the order sent [MQTT-4.6.0-2..4], so the order is carried explicitly.
  *
- * Frame: 4 bytes of sequence number (big-endian, from 0 per connection), then one MQTT packet.
+ * Frame: 4 bytes of sequence number (big-endian, from 0 per connection), then one or more whole MQTT
+ * packets (the gateway sends what a client sent in a burst as one frame: one Session event for many
+ * packets).
  */
+import { readFixedHeader } from "./framer";
 
-/** Packets held while waiting for an earlier one; beyond this the held ones are released in order. */
-export const MAX_HELD_PACKETS = 256;
+/** Frames held while waiting for an earlier one; beyond this the held ones are released in order. */
+export const MAX_HELD_FRAMES = 256;
 
-export function sequenced(seq: number, packet: Uint8Array): Uint8Array {
-  const out = new Uint8Array(packet.length + 4);
+export function sequenced(seq: number, packets: Uint8Array[]): Uint8Array {
+  let length = 4;
+  for (const p of packets) length += p.length;
+  const out = new Uint8Array(length);
   out[0] = (seq >>> 24) & 255;
   out[1] = (seq >>> 16) & 255;
   out[2] = (seq >>> 8) & 255;
   out[3] = seq & 255;
-  out.set(packet, 4);
+  let offset = 4;
+  for (const p of packets) {
+    out.set(p, offset);
+    offset += p.length;
+  }
   return out;
 }
 
-export function unsequenced(frame: Uint8Array): { seq: number; packet: Uint8Array } | undefined {
-  if (frame.length < 5) return undefined;
+/** The frame's number and packets; undefined when it is not a well-formed frame of whole packets. */
+export function unsequenced(frame: Uint8Array): { seq: number; packets: Uint8Array[] } | undefined {
+  if (frame.length < 6) return undefined;
   const seq = ((frame[0] << 24) | (frame[1] << 16) | (frame[2] << 8) | frame[3]) >>> 0;
-  return { seq, packet: frame.subarray(4) };
+  const packets: Uint8Array[] = [];
+  let offset = 4;
+  while (offset < frame.length) {
+    const header = readFixedHeader(frame, offset);
+    if (header === undefined || header === "malformed") return undefined;
+    const end = offset + header.headerLength + header.remainingLength;
+    if (end > frame.length) return undefined;
+    packets.push(frame.subarray(offset, end));
+    offset = end;
+  }
+  return { seq, packets };
 }
 
-/** Puts one connection's packets back in order. */
-export class InboundOrder {
-  private readonly held = new Map<number, Uint8Array>();
+/** Puts one connection's frames back in order. */
+export class InboundOrder<T> {
+  private readonly held = new Map<number, T>();
 
   /** `next`: the sequence number expected first (0 for a new connection). */
   constructor(private next: number) {}
 
-  /** The packets now ready, in order (none while an earlier one is missing). */
-  accept(seq: number, packet: Uint8Array): Uint8Array[] {
-    if (seq < this.next) return [packet]; // not expected twice on a reliable socket; handled, not lost
-    this.held.set(seq, packet);
-    if (seq > this.next && this.held.size <= MAX_HELD_PACKETS) return [];
+  /** The frames now ready, in order (none while an earlier one is missing). */
+  accept(seq: number, frame: T): T[] {
+    if (seq < this.next) return [frame]; // not expected twice on a reliable socket; handled, not lost
+    this.held.set(seq, frame);
+    if (seq > this.next && this.held.size <= MAX_HELD_FRAMES) return [];
     if (seq > this.next) this.next = Math.min(...this.held.keys()); // too many held: stop waiting
-    const ready: Uint8Array[] = [];
-    let p: Uint8Array | undefined;
-    while ((p = this.held.get(this.next)) !== undefined) {
+    const ready: T[] = [];
+    let f: T | undefined;
+    while ((f = this.held.get(this.next)) !== undefined) {
       this.held.delete(this.next);
-      ready.push(p);
+      ready.push(f);
       this.next++;
     }
     return ready;

@@ -33,7 +33,7 @@ export class SessionObject extends DurableObject<Env> {
   private readonly session: Session;
   private readonly sockets = new Map<string, WebSocket>();
   /** Per connection, packets put back in the gateway's order (protocol/internal-order.ts). */
-  private readonly inbound = new Map<string, InboundOrder>();
+  private readonly inbound = new Map<string, InboundOrder<Uint8Array[]>>();
   private readonly shardStubs = new Map<number, DurableObjectStub<TopicShardObject>>();
   /** Invocations of this object not yet reported to the registry (metrics; lost if evicted first). */
   private invocations = 0;
@@ -80,7 +80,7 @@ export class SessionObject extends DurableObject<Env> {
     this.ctx.acceptWebSocket(sessionSide);
     sessionSide.serializeAttachment(attachment);
     this.sockets.set(attachment.connId, sessionSide);
-    this.inbound.set(attachment.connId, new InboundOrder(0));
+    this.inbound.set(attachment.connId, new InboundOrder<Uint8Array[]>(0));
     return new Response(null, { status: 101, webSocket: gatewaySide });
   }
 
@@ -96,10 +96,14 @@ export class SessionObject extends DurableObject<Env> {
     let order = this.inbound.get(a.connId);
     if (!order) {
       // After hibernation the expected number is not known: order resumes from the first arrival.
-      order = new InboundOrder(frame.seq);
+      order = new InboundOrder<Uint8Array[]>(frame.seq);
       this.inbound.set(a.connId, order);
     }
-    await Promise.all(order.accept(frame.seq, frame.packet).map((packet) => this.receivePacket(ws, a, packet)));
+    const handled: Promise<void>[] = [];
+    for (const packets of order.accept(frame.seq, frame.packets)) {
+      for (const packet of packets) handled.push(this.receivePacket(ws, a, packet));
+    }
+    await Promise.all(handled);
   }
 
   /** One packet of the connection, in the order the client sent it. */

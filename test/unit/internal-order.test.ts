@@ -1,29 +1,36 @@
 import { describe, expect, it } from "vitest";
-import { InboundOrder, MAX_HELD_PACKETS, sequenced, unsequenced } from "../../src/protocol/internal-order";
+import { InboundOrder, MAX_HELD_FRAMES, sequenced, unsequenced } from "../../src/protocol/internal-order";
 
-const p = (n: number) => new Uint8Array([n]);
-const values = (list: Uint8Array[]) => list.map((x) => x[0]);
+const values = (list: number[]) => list;
 
-describe("internal packet order", () => {
-  it("round-trips the sequence number", () => {
-    const frame = sequenced(0x01020304, new Uint8Array([0xe0, 0x00]));
-    expect(unsequenced(frame)).toEqual({ seq: 0x01020304, packet: new Uint8Array([0xe0, 0x00]) });
-    expect(unsequenced(new Uint8Array([0, 0, 0, 1]))).toBeUndefined();
+describe("internal frame order", () => {
+  it("round-trips the sequence number and the packets of a frame", () => {
+    const pingreq = new Uint8Array([0xc0, 0x00]);
+    const puback = new Uint8Array([0x40, 0x02, 0x00, 0x07]);
+    const frame = sequenced(0x01020304, [puback, pingreq]);
+    expect(unsequenced(frame)).toEqual({ seq: 0x01020304, packets: [puback, pingreq] });
   });
 
-  it("holds a packet that arrives early and releases it after the one before it", () => {
-    const order = new InboundOrder(0);
-    expect(values(order.accept(1, p(1)))).toEqual([]);
-    expect(values(order.accept(2, p(2)))).toEqual([]);
-    expect(values(order.accept(0, p(0)))).toEqual([0, 1, 2]);
-    expect(values(order.accept(3, p(3)))).toEqual([3]);
+  it("refuses a frame that is not whole packets", () => {
+    expect(unsequenced(new Uint8Array([0, 0, 0, 1]))).toBeUndefined();
+    expect(unsequenced(new Uint8Array([0, 0, 0, 1, 0x40, 0x02, 0x00]))).toBeUndefined(); // cut short
+    expect(unsequenced(new Uint8Array([0, 0, 0, 1, 0x30, 0xff, 0xff, 0xff, 0xff, 0x01]))).toBeUndefined(); // bad length
+  });
+
+  it("holds a frame that arrives early and releases it after the one before it", () => {
+    const order = new InboundOrder<number>(0);
+    expect(values(order.accept(1, 1))).toEqual([]);
+    expect(values(order.accept(2, 2))).toEqual([]);
+    expect(values(order.accept(0, 0))).toEqual([0, 1, 2]);
+    expect(values(order.accept(3, 3))).toEqual([3]);
   });
 
   it("never drops: a late duplicate is handed on, and too many held are released in order", () => {
-    const order = new InboundOrder(5);
-    expect(values(order.accept(4, p(4)))).toEqual([4]);
-    const gap = new InboundOrder(0);
-    for (let i = 1; i <= MAX_HELD_PACKETS; i++) expect(gap.accept(i, p(i % 256))).toEqual([]);
-    expect(gap.accept(MAX_HELD_PACKETS + 1, p(0)).length).toBe(MAX_HELD_PACKETS + 1);
+    const order = new InboundOrder<number>(5);
+    expect(order.accept(4, 4)).toEqual([4]);
+    const gap = new InboundOrder<number>(0);
+    for (let i = 1; i <= MAX_HELD_FRAMES; i++) expect(gap.accept(i, i)).toEqual([]);
+    const released = gap.accept(MAX_HELD_FRAMES + 1, MAX_HELD_FRAMES + 1);
+    expect(released).toEqual(Array.from({ length: MAX_HELD_FRAMES + 1 }, (_, i) => i + 1));
   });
 });

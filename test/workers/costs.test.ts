@@ -98,6 +98,33 @@ async function measure(qos: 0 | 1, subscriberOnline: boolean, n = 20, promptAcks
   };
 }
 
+describe("a burst from one client", () => {
+  it("reaches its Session object in a few events, not one per packet, and in order [MQTT-4.6.0-2]", async () => {
+    const topic = `${uid("burst")}/t`;
+    const sub = await rawClient(5);
+    sub.autoAck = true;
+    await sub.connect({ clientId: uid("burst-sub") });
+    await sub.subscribe(topic, 1);
+    const pub = await rawClient(5);
+    await pub.connect({ clientId: uid("burst-pub") });
+    await registryQuiet();
+    const before = snapshot();
+    const n = 50;
+    for (let i = 1; i <= n; i++) pub.send({ cmd: "publish", topic, payload: Buffer.from(String(i)), qos: 1, messageId: i });
+    await pub.until(() => pub.all("puback").length === n);
+    const d = delta(before);
+    console.log(`burst of ${n} PUBLISH: ${d.sessionWebSocketMessages} Session WebSocket events`);
+    // 50 packets, each its own WebSocket message from the client; the publisher's session sees them
+    // in a few frames (the subscriber's PUBACKs are counted here too, and they come in bursts as well).
+    expect(d.sessionWebSocketMessages).toBeLessThanOrEqual(10);
+    expect(pub.all("puback").map((p) => p.messageId)).toEqual(Array.from({ length: n }, (_, i) => i + 1));
+    await sub.until(() => sub.all("publish").length === n);
+    expect(sub.all("publish").map((p) => p.payload.toString())).toEqual(Array.from({ length: n }, (_, i) => String(i + 1)));
+    pub.close();
+    sub.close();
+  });
+});
+
 describe("cost of a connection", () => {
   it("a client id never seen before connects and leaves with few rows written (tables are made when first needed)", async () => {
     // Two fresh client ids of the same registry shard: the first also pays for that shard's tables
