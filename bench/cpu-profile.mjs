@@ -3,6 +3,46 @@
 // The Worker and its Durable Objects run in that one isolate locally, so the profile covers all of it.
 import WebSocket from "ws";
 
+/** A Chrome DevTools protocol session with workerd's isolate; `call` gives up after `ms`. */
+async function inspectorSession(inspectorPort, ms = 60000) {
+  const ws = new WebSocket(`ws://127.0.0.1:${inspectorPort}/ws`);
+  await new Promise((resolve, reject) => {
+    ws.once("open", resolve);
+    ws.once("error", reject);
+  });
+  let id = 0;
+  const waiting = new Map();
+  ws.on("message", (data) => {
+    const msg = JSON.parse(String(data));
+    if (msg.id && msg.result && waiting.has(msg.id)) {
+      waiting.get(msg.id)(msg);
+      waiting.delete(msg.id);
+    }
+  });
+  const call = (method, params = {}) =>
+    new Promise((resolve) => {
+      const n = ++id;
+      waiting.set(n, resolve);
+      ws.send(JSON.stringify({ id: n, method, params }));
+      setTimeout(() => resolve({ timedOut: method }), ms);
+    });
+  return { call, close: () => ws.close() };
+}
+
+/**
+ * The isolate's JS heap in use, in KB, after a full garbage collection. workerd does not answer
+ * HeapProfiler.collectGarbage; a heap snapshot collects garbage first, so one is taken (its chunks
+ * are ignored).
+ */
+export async function heapUsedKb(inspectorPort) {
+  const session = await inspectorSession(inspectorPort, 60000);
+  await session.call("HeapProfiler.enable");
+  await session.call("HeapProfiler.takeHeapSnapshot", { reportProgress: false });
+  const usage = await session.call("Runtime.getHeapUsage");
+  session.close();
+  return usage.result ? usage.result.usedSize / 1024 : NaN;
+}
+
 export async function startProfile(inspectorPort) {
   const ws = new WebSocket(`ws://127.0.0.1:${inspectorPort}/ws`);
   await new Promise((resolve, reject) => {

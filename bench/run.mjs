@@ -15,7 +15,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BenchClient } from "./client.mjs";
-import { startProfile, summarizeProfile } from "./cpu-profile.mjs";
+import { heapUsedKb, startProfile, summarizeProfile } from "./cpu-profile.mjs";
 
 const args = process.argv.slice(2);
 const REPS = Number(args[args.indexOf("--reps") + 1] || 3) || 3;
@@ -102,6 +102,7 @@ async function startOurs() {
       return { dropped: m.dropped, deliveryFailures: m.deliveryFailures };
     },
     rssKb: () => groupRssKb(child.pid),
+    heapKb: () => heapUsedKb(inspectorPort),
     counters: async () => (await fetch(`${base}/debug/counters`)).json(),
     stop: () => {
       try {
@@ -114,15 +115,20 @@ async function startOurs() {
 
 async function startAedes() {
   const port = await freePort();
-  const child = spawn(process.execPath, [new URL("./aedes-server.mjs", import.meta.url).pathname, String(port)], {
+  const child = spawn(process.execPath, ["--expose-gc", new URL("./aedes-server.mjs", import.meta.url).pathname, String(port)], {
     detached: true,
-    stdio: ["ignore", "pipe", "inherit"],
+    stdio: ["ignore", "pipe", "inherit", "ipc"],
   });
   await new Promise((resolve) => child.stdout.on("data", (d) => String(d).includes("ready") && resolve()));
   return {
     name: "aedes",
     url: `ws://127.0.0.1:${port}/mqtt`,
     rssKb: () => groupRssKb(child.pid),
+    heapKb: () =>
+      new Promise((resolve) => {
+        child.once("message", (m) => resolve(m.heapUsedKb));
+        child.send("heap");
+      }),
     counters: async () => undefined,
     stop: () => {
       try {
@@ -387,15 +393,25 @@ const scenarios = {
 
   async idleMemory(url, broker) {
     const t = tag();
+    const heapBefore = await broker.heapKb();
     const before = broker.rssKb();
     const n = 500;
     const list = await clients(url, n, `idle-${t}`);
     await sleep(2000);
     const after = broker.rssKb();
+    const heapAfter = await broker.heapKb();
     const open = list.filter((c) => !c.closed).length;
     list.forEach((c) => c.close());
     await sleep(500);
-    return { "KB per connection": (after - before) / n, sent: n, delivered: open };
+    return {
+      // JS heap after a garbage collection: what the broker's own objects keep per idle connection
+      // (for us the whole isolate: gateway, Session objects, shards). RSS also counts native buffers
+      // and is noisy on garbage-collected processes.
+      "JS heap KB per connection": (heapAfter - heapBefore) / n,
+      "RSS KB per connection": (after - before) / n,
+      sent: n,
+      delivered: open,
+    };
   },
 };
 
