@@ -494,7 +494,7 @@ async function main() {
   }
   const fmt = (v) => (typeof v === "number" ? (Number.isFinite(v) ? (Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(2)) : "n/a") : v);
   console.log(`\nmedians of ${REPS} repetition(s); us = this broker under workerd (wrangler dev), Aedes 1.2.0 over ws.`);
-  console.log("Higher is better for rates, lower for ms and KB. Idle memory is process RSS growth (noisy for a GC'd process).");
+  console.log("Higher is better for rates, lower for ms and KB. Idle memory: JS heap growth after a full GC, and process RSS growth (noisy for a GC'd process).");
   console.log(`${"scenario".padEnd(16)} ${"metric".padEnd(38)} ${"us".padStart(12)} ${"aedes".padStart(12)} ${"us/aedes".padStart(9)}`);
   for (const r of rows) {
     console.log(`${r.scenario.padEnd(16)} ${r.metric.padEnd(38)} ${String(fmt(r.ours)).padStart(12)} ${String(fmt(r.aedes)).padStart(12)} ${String(fmt(r.ratio)).padStart(9)}`);
