@@ -14,7 +14,9 @@ async function inspectorSession(inspectorPort, ms = 60000) {
   const waiting = new Map();
   ws.on("message", (data) => {
     const msg = JSON.parse(String(data));
-    if (msg.id && msg.result && waiting.has(msg.id)) {
+    // Any message with the id settles the call: wrangler's inspector proxy echoes Profiler.enable
+    // back instead of answering it.
+    if (msg.id && waiting.has(msg.id)) {
       waiting.get(msg.id)(msg);
       waiting.delete(msg.id);
     }
@@ -44,32 +46,13 @@ export async function heapUsedKb(inspectorPort) {
 }
 
 export async function startProfile(inspectorPort) {
-  const ws = new WebSocket(`ws://127.0.0.1:${inspectorPort}/ws`);
-  await new Promise((resolve, reject) => {
-    ws.once("open", resolve);
-    ws.once("error", reject);
-  });
-  let id = 0;
-  const waiting = new Map();
-  ws.on("message", (data) => {
-    const msg = JSON.parse(String(data));
-    if (msg.id && waiting.has(msg.id)) {
-      waiting.get(msg.id)(msg);
-      waiting.delete(msg.id);
-    }
-  });
-  const call = (method, params = {}) =>
-    new Promise((resolve) => {
-      const n = ++id;
-      waiting.set(n, resolve);
-      ws.send(JSON.stringify({ id: n, method, params }));
-    });
-  await call("Profiler.enable");
-  await call("Profiler.setSamplingInterval", { interval: 100 }); // microseconds
-  await call("Profiler.start");
+  const session = await inspectorSession(inspectorPort);
+  await session.call("Profiler.enable");
+  await session.call("Profiler.setSamplingInterval", { interval: 100 }); // microseconds
+  await session.call("Profiler.start");
   return async () => {
-    const { result } = await call("Profiler.stop");
-    ws.close();
+    const { result } = await session.call("Profiler.stop");
+    session.close();
     return result.profile;
   };
 }

@@ -102,7 +102,8 @@ async function startOurs() {
       return { dropped: m.dropped, deliveryFailures: m.deliveryFailures };
     },
     rssKb: () => groupRssKb(child.pid),
-    heapKb: () => heapUsedKb(inspectorPort),
+    // Not while a CPU profile is being taken: the inspector proxy serves one session at a time.
+    heapKb: () => (PROFILE ? NaN : heapUsedKb(inspectorPort)),
     counters: async () => (await fetch(`${base}/debug/counters`)).json(),
     stop: () => {
       try {
