@@ -2,6 +2,7 @@
 import mqtt from "mqtt-packet";
 import type { Packet } from "mqtt-packet";
 import type { ProtocolVersion } from "./constants";
+import { readFixedHeader } from "./framer";
 
 export type { Packet };
 
@@ -57,16 +58,10 @@ export function parseSimplePacket(bytes: Uint8Array, version: ProtocolVersion): 
   if (type !== 3) return undefined;
   const qos = (first >> 1) & 3;
   if (qos === 3) return undefined;
-  let i = 1;
-  let length = 0;
-  let multiplier = 1;
-  let digit: number;
-  do {
-    if (i >= bytes.length || i > 4) return undefined;
-    digit = bytes[i++];
-    length += (digit & 127) * multiplier;
-    multiplier *= 128;
-  } while (digit & 128);
+  const header = readFixedHeader(bytes, 0);
+  if (header === undefined || header === "malformed") return undefined;
+  const length = header.remainingLength;
+  let i = header.headerLength;
   if (i + length !== bytes.length || i + 2 > bytes.length) return undefined;
   const topicLength = (bytes[i] << 8) | bytes[i + 1];
   i += 2;

@@ -59,6 +59,10 @@ export class InboundOrder<T> {
   /** The frames now ready, in order (none while an earlier one is missing). */
   accept(seq: number, frame: T): T[] {
     if (seq < this.next) return [frame]; // not expected twice on a reliable socket; handled, not lost
+    if (seq === this.next && this.held.size === 0) {
+      this.next++; // the usual case: in order, nothing waiting
+      return [frame];
+    }
     this.held.set(seq, frame);
     if (seq > this.next && this.held.size <= MAX_HELD_FRAMES) return [];
     if (seq > this.next) this.next = Math.min(...this.held.keys()); // too many held: stop waiting

@@ -55,10 +55,15 @@ export class SessionObject extends DurableObject<Env> {
     if (live && !this.socket(live)) void this.session.ended(live);
   }
 
-  /** The gateway opens the internal WebSocket here; the first message on it is the CONNECT. */
-  async fetch(request: Request): Promise<Response> {
+  /** Counts one invocation of this object (test counters, and the registry's metrics). */
+  private invoked(): void {
     counters.sessionInvocations++;
     this.invocations++;
+  }
+
+  /** The gateway opens the internal WebSocket here; the first message on it is the CONNECT. */
+  async fetch(request: Request): Promise<Response> {
+    this.invoked();
     if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket") {
       return new Response("Session objects accept only the gateway's WebSocket", { status: 426 });
     }
@@ -85,8 +90,7 @@ export class SessionObject extends DurableObject<Env> {
   }
 
   async webSocketMessage(ws: WebSocket, message: ArrayBuffer | string): Promise<void> {
-    counters.sessionInvocations++;
-    this.invocations++;
+    this.invoked();
     counters.sessionWebSocketMessages++;
     if (typeof message === "string") return; // the gateway sends MQTT packets only, as binary
     const frame = unsequenced(new Uint8Array(message));
@@ -117,14 +121,12 @@ export class SessionObject extends DurableObject<Env> {
   }
 
   async webSocketClose(ws: WebSocket): Promise<void> {
-    counters.sessionInvocations++;
-    this.invocations++;
+    this.invoked();
     await this.socketGone(ws);
   }
 
   async webSocketError(ws: WebSocket): Promise<void> {
-    counters.sessionInvocations++;
-    this.invocations++;
+    this.invoked();
     await this.socketGone(ws);
   }
 
@@ -141,15 +143,13 @@ export class SessionObject extends DurableObject<Env> {
   }
 
   async alarm(): Promise<void> {
-    counters.sessionInvocations++;
-    this.invocations++;
+    this.invoked();
     await this.session.alarm();
   }
 
   /** RPC from a TopicShard: messages for this session (see Session.deliver). */
   async deliver(batch: Delivery[], onlyIfOnline = false): Promise<DeliveryOutcome> {
-    counters.sessionInvocations++;
-    this.invocations++;
+    this.invoked();
     return this.session.deliver(batch, onlyIfOnline, true);
   }
 
@@ -218,20 +218,17 @@ export class SessionObject extends DurableObject<Env> {
   // --- administration (RPC from the admin API) ------------------------------------------------
 
   async describe(): Promise<SessionDescription | undefined> {
-    counters.sessionInvocations++;
-    this.invocations++;
+    this.invoked();
     return this.session.describe();
   }
 
   async adminDisconnect(): Promise<boolean> {
-    counters.sessionInvocations++;
-    this.invocations++;
+    this.invoked();
     return this.session.adminDisconnect();
   }
 
   async adminDelete(): Promise<boolean> {
-    counters.sessionInvocations++;
-    this.invocations++;
+    this.invoked();
     return this.session.adminDelete();
   }
 

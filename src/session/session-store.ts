@@ -262,9 +262,9 @@ export class SessionStore {
     return c.sent + c.released;
   }
 
-  /** The packet ids in flight (a copy: the caller may add to it). */
-  inflightPacketIds(): Set<number> {
-    return new Set(this.census().packetIds.keys());
+  /** Whether a written message in flight uses this packet id. */
+  isPacketIdInFlight(packetId: number): boolean {
+    return this.census().packetIds.has(packetId);
   }
 
   /** The last outbound sequence number given out (rows' order is the order messages were taken). */

@@ -856,9 +856,7 @@ export class Session {
     const run = async () => {
       const connId = this.meta.connId;
       if (!connId) return;
-      if (this.version === 5) this.send(connId, [this.withReason({ cmd: "disconnect", reasonCode: ReasonCode.ADMINISTRATIVE_ACTION }, "disconnected by an administrator")]);
-      this.io.close(connId, "disconnected by an administrator");
-      await this.connectionEnded(connId);
+      await this.closeByAdministrator(connId, "disconnected by an administrator");
       done = true;
     };
     this.chain = this.chain.then(run, run);
@@ -872,15 +870,18 @@ export class Session {
       existed = this.describe() !== undefined;
       if (!existed) return;
       const connId = this.meta.connId;
-      if (connId) {
-        if (this.version === 5) this.send(connId, [this.withReason({ cmd: "disconnect", reasonCode: ReasonCode.ADMINISTRATIVE_ACTION }, "session deleted by an administrator")]);
-        this.io.close(connId, "session deleted by an administrator");
-        await this.connectionEnded(connId);
-      }
+      if (connId) await this.closeByAdministrator(connId, "session deleted by an administrator");
       if (this.meta.clientId !== undefined) await this.endSession();
     };
     this.chain = this.chain.then(run, run);
     return this.chain.then(() => existed);
+  }
+
+  /** v5 DISCONNECT 0x98 (administrative action), close, and the end of the connection (its will). */
+  private async closeByAdministrator(connId: string, reason: string): Promise<void> {
+    if (this.version === 5) this.send(connId, [this.withReason({ cmd: "disconnect", reasonCode: ReasonCode.ADMINISTRATIVE_ACTION }, reason)]);
+    this.io.close(connId, reason);
+    await this.connectionEnded(connId);
   }
 
   // --- delivery to the client -----------------------------------------------------------------
@@ -921,7 +922,7 @@ export class Session {
       // Straight out when nothing is waiting ahead of it and the window has room: stored once, as
       // in flight (one row written). Otherwise it waits in the queue, in order.
       if (online && !queued && this.windowRoom() > 0 && !this.store.hasQueued()) {
-        const packetId = this.nextPacketId(this.inflightPacketIds());
+        const packetId = this.nextPacketId();
         const packet = this.publishPacket(d, packetId, false);
         if (!packet) {
           this.reportDrop(this.undeliverableReason(d)); // expired or too large for the client
@@ -964,11 +965,9 @@ export class Session {
     return this.store.inflightCount() + this.unstored.size;
   }
 
-  /** Packet ids in flight to the client (a fresh set: the caller may add to it). */
-  private inflightPacketIds(): Set<number> {
-    const ids = this.store.inflightPacketIds();
-    for (const id of this.unstored.keys()) ids.add(id);
-    return ids;
+  /** Whether a message in flight to the client (written or unstored) uses this packet id. */
+  private packetIdInFlight(packetId: number): boolean {
+    return this.unstored.has(packetId) || this.store.isPacketIdInFlight(packetId);
   }
 
   private reportDrop(reason: DropReason): void {
@@ -993,21 +992,19 @@ export class Session {
     if (!connId || !this.store.hasQueued()) return;
     let room = this.windowRoom();
     if (room <= 0) return;
-    const used = this.inflightPacketIds();
     const packets: AnyPacket[] = [];
     while (room > 0) {
       const rows = this.store.rows([OutState.QUEUED], room);
       if (!rows.length) break;
       for (const row of rows) {
-        const packetId = this.nextPacketId(used);
+        const packetId = this.nextPacketId();
         const packet = this.publishPacket(row.delivery, packetId, false);
         if (!packet) {
           this.store.discard(row.seq); // expired or too large for the client: never sendable
           this.reportDrop(this.undeliverableReason(row.delivery));
           continue;
         }
-        used.add(packetId);
-        this.store.markSent(row.seq, packetId);
+        this.store.markSent(row.seq, packetId); // in flight from here: nextPacketId skips it
         packets.push(packet);
         room--;
       }
@@ -1031,10 +1028,10 @@ export class Session {
 
   /** Last outbound packet id; in memory only (a restart resumes after the highest one in flight). */
   private lastPacketId?: number;
-  private nextPacketId(used: Set<number>): number {
+  private nextPacketId(): number {
     let id = (this.lastPacketId ??= this.store.highestPacketId());
     do id = (id % 65535) + 1;
-    while (used.has(id));
+    while (this.packetIdInFlight(id));
     this.lastPacketId = id;
     return id;
   }

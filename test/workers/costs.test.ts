@@ -125,6 +125,42 @@ describe("a burst from one client", () => {
   });
 });
 
+describe("a burst larger than one frame (64 packets or 64 KB)", () => {
+  /** Publishes `n` QoS 0 messages of `size` bytes back to back; returns the publisher session's events. */
+  async function burst(n: number, size: number): Promise<number> {
+    const topic = `${uid("frames")}/t`;
+    const sub = await rawClient(5);
+    await sub.connect({ clientId: uid("frames-sub") });
+    await sub.subscribe(topic, 0);
+    const pub = await rawClient(5);
+    await pub.connect({ clientId: uid("frames-pub") });
+    await registryQuiet();
+    const before = snapshot();
+    const payload = (i: number) => Buffer.concat([Buffer.from(`${i}:`), Buffer.alloc(size)]);
+    for (let i = 1; i <= n; i++) pub.send({ cmd: "publish", topic, payload: payload(i), qos: 0 });
+    await sub.until(() => sub.all("publish").length === n, 10000);
+    const events = delta(before).sessionWebSocketMessages;
+    // Everything arrives, in order, whatever the split.
+    expect(sub.all("publish").map((p) => p.payload.toString().split(":")[0])).toEqual(Array.from({ length: n }, (_, i) => String(i + 1)));
+    pub.close();
+    sub.close();
+    return events;
+  }
+
+  it("is split at 64 packets", async () => {
+    const events = await burst(200, 8);
+    console.log(`burst of 200 small PUBLISH: ${events} Session WebSocket events`);
+    expect(events).toBeGreaterThanOrEqual(Math.ceil(200 / 64));
+    expect(events).toBeLessThanOrEqual(20);
+  });
+
+  it("is split at 64 KB", async () => {
+    const events = await burst(12, 30000); // 3 packets reach 64 KB: at least 4 frames
+    console.log(`burst of 12 x 30 KB PUBLISH: ${events} Session WebSocket events`);
+    expect(events).toBeGreaterThanOrEqual(4);
+  });
+});
+
 describe("cost of a connection", () => {
   it("a client id never seen before connects and leaves with few rows written (tables are made when first needed)", async () => {
     // Two fresh client ids of the same registry shard: the first also pays for that shard's tables
