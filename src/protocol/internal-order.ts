@@ -49,23 +49,37 @@ export function unsequenced(frame: Uint8Array): { seq: number; packets: Uint8Arr
   return { seq, packets };
 }
 
-/** Puts one connection's frames back in order. */
+/** Puts one connection's frames (or one sender's calls: util/ordered-calls.ts) back in order. */
 export class InboundOrder<T> {
   private readonly held = new Map<number, T>();
 
   /** `next`: the sequence number expected first (0 for a new connection). */
   constructor(private next: number) {}
 
-  /** The frames now ready, in order (none while an earlier one is missing). */
-  accept(seq: number, frame: T): T[] {
+  /** Something arrived early and waits for an earlier number. */
+  get holding(): boolean {
+    return this.held.size > 0;
+  }
+
+  /** The number expected next. */
+  get expected(): number {
+    return this.next;
+  }
+
+  /**
+   * The frames now ready, in order (none while an earlier one is missing). `after`, when the sender
+   * knows it: every number below it has been settled (handled, or lost on the way), so none of them
+   * is waited for.
+   */
+  accept(seq: number, frame: T, after?: number): T[] {
     if (seq < this.next) return [frame]; // not expected twice on a reliable socket; handled, not lost
     if (seq === this.next && this.held.size === 0) {
       this.next++; // the usual case: in order, nothing waiting
       return [frame];
     }
     this.held.set(seq, frame);
-    if (seq > this.next && this.held.size <= MAX_HELD_FRAMES) return [];
-    if (seq > this.next) this.next = Math.min(...this.held.keys()); // too many held: stop waiting
+    if (after !== undefined && after > this.next) this.next = after;
+    if (this.held.size > MAX_HELD_FRAMES) this.next = Math.min(...this.held.keys()); // too many held: stop waiting
     const ready: T[] = [];
     let f: T | undefined;
     while ((f = this.held.get(this.next)) !== undefined) {
@@ -73,6 +87,15 @@ export class InboundOrder<T> {
       ready.push(f);
       this.next++;
     }
+    return ready;
+  }
+
+  /** Stops waiting: everything held, in order (the missing ones, if they come, are handled late). */
+  releaseAll(): T[] {
+    const seqs = [...this.held.keys()].sort((a, b) => a - b);
+    const ready = seqs.map((seq) => this.held.get(seq)!);
+    this.held.clear();
+    if (seqs.length) this.next = seqs[seqs.length - 1] + 1;
     return ready;
   }
 }

@@ -13,6 +13,7 @@ import type { Delivery, DeliveryOutcome, RoutedMessage, Subscription } from "../
 import { shardForTopic, shardsForFilter } from "../topics/shard-rule";
 import type { TopicShardObject } from "../topics/topic-shard-object";
 import { Batcher } from "../util/batcher";
+import { CALL_GAP_MS, CallSequencer, OrderedChannels, type CallOrder } from "../util/ordered-calls";
 import { InboundOrder, unsequenced } from "../protocol/internal-order";
 import { registryShardFor } from "../registry/client-registry";
 import { currentHooks, hookMessage, runHook } from "../hooks";
@@ -20,6 +21,8 @@ import { Session, type ConnectionInfo, type SessionDescription, type SessionEven
 
 /** Most messages routed to one shard in one call. */
 const MAX_ROUTE_BATCH = 128;
+/** Shards whose calls to this session are put in order (more than any deployment's shard count). */
+const MAX_ORDERED_CALLERS = 1024;
 
 /** Survives hibernation with the socket (serializeAttachment, well under 16 KB). */
 interface Attachment extends ConnectionInfo {
@@ -34,12 +37,19 @@ export class SessionObject extends DurableObject<Env> {
   private readonly sockets = new Map<string, WebSocket>();
   /** Per connection, packets put back in the gateway's order (protocol/internal-order.ts). */
   private readonly inbound = new Map<string, InboundOrder<Uint8Array[]>>();
-  private readonly shardStubs = new Map<number, DurableObjectStub<TopicShardObject>>();
+  /** Calls to shards, numbered so that each shard handles this session's calls in order. */
+  private readonly shards = new OrderedChannels<number, DurableObjectStub<TopicShardObject>>(
+    (index) => topicShardStub(this.env, index),
+    () => crypto.randomUUID(),
+    Number.MAX_SAFE_INTEGER, // one per shard: bounded by the shard count
+  );
+  /** Deliveries from each shard, handled in the order the shard made them. */
+  private readonly fromShards = new CallSequencer(MAX_ORDERED_CALLERS, CALL_GAP_MS, (ms, fn) => setTimeout(fn, ms));
   /** Invocations of this object not yet reported to the registry (metrics; lost if evicted first). */
   private invocations = 0;
   /** Publishes to one shard from packets that arrived together go in one call. */
   private readonly routes = new Batcher<number, RoutedMessage, number>(
-    (index, messages) => this.shard(index).publishMany(messages),
+    (index, messages) => this.shards.call(index, (shard, order) => shard.publishMany(messages, order)),
     (fn) => setTimeout(fn, 0),
     MAX_ROUTE_BATCH,
   );
@@ -148,9 +158,9 @@ export class SessionObject extends DurableObject<Env> {
   }
 
   /** RPC from a TopicShard: messages for this session (see Session.deliver). */
-  async deliver(batch: Delivery[], onlyIfOnline = false): Promise<DeliveryOutcome> {
+  async deliver(batch: Delivery[], onlyIfOnline = false, order?: CallOrder): Promise<DeliveryOutcome> {
     this.invoked();
-    return this.session.deliver(batch, onlyIfOnline, true);
+    return this.fromShards.run(order, () => this.session.deliver(batch, onlyIfOnline, true));
   }
 
   // --- SessionIO: what the session core may do (kept off the RPC surface) --------------------
@@ -161,7 +171,7 @@ export class SessionObject extends DurableObject<Env> {
       close: (connId, reason) => this.closeSocket(connId, reason),
       route: (message) => this.route(message),
       redistribute: (shareFilter, leaving, message) =>
-        this.topicShard(message.topic).redistribute(shareFilter, leaving, message),
+        this.shards.call(this.topicShardIndex(message.topic), (shard, order) => shard.redistribute(shareFilter, leaving, message, order)),
       subscribe: (clientId, subs, retainedFor) => this.subscribeShards(clientId, subs, retainedFor),
       unsubscribe: (clientId, filters) => this.unsubscribeShards(clientId, filters),
       setAlarm: (at) => {
@@ -264,21 +274,12 @@ export class SessionObject extends DurableObject<Env> {
     }
   }
 
-  private shard(index: number): DurableObjectStub<TopicShardObject> {
-    let stub = this.shardStubs.get(index);
-    if (!stub) {
-      stub = topicShardStub(this.env, index);
-      this.shardStubs.set(index, stub);
-    }
-    return stub;
-  }
-
-  private topicShard(topic: string): DurableObjectStub<TopicShardObject> {
-    return this.shard(shardForTopic(topic, this.config.shardCount, this.config.shardLevels));
+  private topicShardIndex(topic: string): number {
+    return shardForTopic(topic, this.config.shardCount, this.config.shardLevels);
   }
 
   private route(message: RoutedMessage): Promise<number> {
-    return this.routes.add(shardForTopic(message.topic, this.config.shardCount, this.config.shardLevels), message);
+    return this.routes.add(this.topicShardIndex(message.topic), message);
   }
 
   private async subscribeShards(clientId: string, subs: Subscription[], retainedFor: string[]): Promise<RoutedMessage[][]> {
@@ -294,7 +295,7 @@ export class SessionObject extends DurableObject<Env> {
     const merged: RoutedMessage[][] = retainedFor.map(() => []);
     await Promise.all(
       [...byShard].map(async ([index, entry]) => {
-        const found = await this.shard(index).subscribe(clientId, entry.subs, entry.retainedFor);
+        const found = await this.shards.call(index, (shard, order) => shard.subscribe(clientId, entry.subs, entry.retainedFor, order));
         entry.retainedFor.forEach((filter, i) => merged[retainedFor.indexOf(filter)].push(...found[i]));
       }),
     );
@@ -308,6 +309,6 @@ export class SessionObject extends DurableObject<Env> {
         byShard.set(index, [...(byShard.get(index) ?? []), filter]);
       }
     }
-    await Promise.all([...byShard].map(([index, list]) => this.shard(index).unsubscribe(clientId, list)));
+    await Promise.all([...byShard].map(([index, list]) => this.shards.call(index, (shard, order) => shard.unsubscribe(clientId, list, order))));
   }
 }

@@ -5,46 +5,48 @@ import { counters, countingSql } from "../observability/counters";
 import type { Env } from "../env";
 import type { RoutedMessage, Subscription } from "../protocol/message";
 import type { SessionObject } from "../session/session-object";
+import { CALL_GAP_MS, CallSequencer, OrderedChannels, type CallOrder } from "../util/ordered-calls";
 import { TopicShard, type ShardStats } from "./topic-shard";
 
-/** Session stubs kept per shard; beyond this many the cache starts over (stubs are cheap to make). */
-const MAX_CACHED_STUBS = 10000;
+/** Sessions this shard keeps a numbered channel to; beyond this the least recently used is forgotten. */
+const MAX_SESSION_CHANNELS = 10000;
+/** Sessions whose calls to this shard are put in order; beyond this the least recently heard is forgotten. */
+const MAX_ORDERED_CALLERS = 10000;
 
 export class TopicShardObject extends DurableObject<Env> {
   private readonly shard: TopicShard;
-  private readonly stubs = new Map<string, DurableObjectStub<SessionObject>>();
+  /** Deliveries to sessions, numbered so that each session handles this shard's in order. */
+  private readonly sessions = new OrderedChannels<string, DurableObjectStub<SessionObject>>(
+    (clientId) => this.env.SESSION.get(this.env.SESSION.idFromName(clientId)),
+    () => crypto.randomUUID(),
+    MAX_SESSION_CHANNELS,
+  );
+  /** Calls from each session, handled in the order the session made them. */
+  private readonly fromSessions = new CallSequencer(MAX_ORDERED_CALLERS, CALL_GAP_MS, (ms, fn) => setTimeout(fn, ms));
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.shard = new TopicShard(
       countingSql(ctx.storage.sql),
       configFor(env),
-      (clientId, batch, onlyIfOnline) => this.sessionStub(clientId).deliver(batch, onlyIfOnline),
+      (clientId, batch, onlyIfOnline) =>
+        this.sessions.call(clientId, (session, order) => session.deliver(batch, onlyIfOnline, order)),
       Date.now,
     );
   }
 
-  /** One stub per session, so deliveries to it keep their order. */
-  private sessionStub(clientId: string): DurableObjectStub<SessionObject> {
-    let stub = this.stubs.get(clientId);
-    if (!stub) {
-      if (this.stubs.size >= MAX_CACHED_STUBS) this.stubs.clear();
-      stub = this.env.SESSION.get(this.env.SESSION.idFromName(clientId));
-      this.stubs.set(clientId, stub);
-    }
-    return stub;
-  }
+  // Calls from sessions carry their order (util/ordered-calls.ts); each runs in it.
 
-  async subscribe(clientId: string, subs: Subscription[], retainedFor: string[]): Promise<RoutedMessage[][]> {
+  async subscribe(clientId: string, subs: Subscription[], retainedFor: string[], order?: CallOrder): Promise<RoutedMessage[][]> {
     counters.shardInvocations++;
     this.shard.countInvocation();
-    return this.shard.subscribe(clientId, subs, retainedFor);
+    return this.fromSessions.run(order, () => this.shard.subscribe(clientId, subs, retainedFor));
   }
 
-  async unsubscribe(clientId: string, filters: string[]): Promise<void> {
+  async unsubscribe(clientId: string, filters: string[], order?: CallOrder): Promise<void> {
     counters.shardInvocations++;
     this.shard.countInvocation();
-    this.shard.unsubscribe(clientId, filters);
+    return this.fromSessions.run(order, () => this.shard.unsubscribe(clientId, filters));
   }
 
   async publish(message: RoutedMessage): Promise<number> {
@@ -54,10 +56,10 @@ export class TopicShardObject extends DurableObject<Env> {
   }
 
   /** Several messages from one session, in order; resolves with each one's match count. */
-  async publishMany(messages: RoutedMessage[]): Promise<number[]> {
+  async publishMany(messages: RoutedMessage[], order?: CallOrder): Promise<number[]> {
     counters.shardInvocations++;
     this.shard.countInvocation();
-    return Promise.all(messages.map((m) => this.shard.publish(m)));
+    return this.fromSessions.run(order, () => Promise.all(messages.map((m) => this.shard.publish(m))));
   }
 
   // --- admin API and metrics ---------------------------------------------------------------
@@ -79,9 +81,9 @@ export class TopicShardObject extends DurableObject<Env> {
   }
 
   /** A leaving shared-subscription member's unfinished message, for another member. */
-  async redistribute(shareFilter: string, leaving: string, message: RoutedMessage): Promise<void> {
+  async redistribute(shareFilter: string, leaving: string, message: RoutedMessage, order?: CallOrder): Promise<void> {
     counters.shardInvocations++;
     this.shard.countInvocation();
-    await this.shard.redistribute(shareFilter, leaving, message);
+    await this.fromSessions.run(order, () => this.shard.redistribute(shareFilter, leaving, message));
   }
 }
