@@ -10,7 +10,7 @@
  *   npm run bench -- --profile    # also a CPU profile of workerd's JavaScript per scenario (ours)
  */
 import { spawn, execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -55,6 +55,39 @@ function groupRssKb(pgid) {
   } catch {
     return NaN;
   }
+}
+
+/** CPU time (ms) used so far by every process in a process group (Linux /proc). */
+function groupCpuMs(pgid) {
+  try {
+    const pids = execFileSync("ps", ["-o", "pid=", "-g", String(pgid)]).toString().split("\n").filter(Boolean);
+    let ticks = 0;
+    for (const pid of pids) {
+      try {
+        const fields = readFileSync(`/proc/${pid.trim()}/stat`, "utf8").split(") ")[1].split(" ");
+        ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+      } catch {}
+    }
+    return ticks * 10; // USER_HZ is 100 on Linux
+  } catch {
+    return NaN;
+  }
+}
+
+/**
+ * Waits until both brokers are idle (under 5% of a core over 500 ms), so that one run does not pay
+ * for the work another left behind (ours ends the sessions of 100 clients after fan-out, for
+ * instance): every run starts on a quiet machine. Returns the time waited.
+ */
+async function untilIdle(brokers, capMs = 30000) {
+  const start = now();
+  while (now() - start < capMs) {
+    const before = brokers.reduce((sum, b) => sum + b.cpuMs(), 0);
+    await sleep(500);
+    const used = brokers.reduce((sum, b) => sum + b.cpuMs(), 0) - before;
+    if (!(used >= 25)) break;
+  }
+  return now() - start;
 }
 
 async function startOurs() {
@@ -102,6 +135,7 @@ async function startOurs() {
       return { dropped: m.dropped, deliveryFailures: m.deliveryFailures };
     },
     rssKb: () => groupRssKb(child.pid),
+    cpuMs: () => groupCpuMs(child.pid),
     // Not while a CPU profile is being taken: the inspector proxy serves one session at a time.
     heapKb: () => (PROFILE ? NaN : heapUsedKb(inspectorPort)),
     counters: async () => (await fetch(`${base}/debug/counters`)).json(),
@@ -125,6 +159,7 @@ async function startAedes() {
     name: "aedes",
     url: `ws://127.0.0.1:${port}/mqtt`,
     rssKb: () => groupRssKb(child.pid),
+    cpuMs: () => groupCpuMs(child.pid),
     heapKb: () =>
       new Promise((resolve) => {
         child.once("message", (m) => resolve(m.heapUsedKb));
@@ -431,6 +466,7 @@ async function main() {
       for (let rep = 0; rep < REPS; rep++) {
         const order = rep % 2 === 0 ? brokers : [...brokers].reverse(); // alternate who goes first
         for (const broker of order) {
+          const idleWaitMs = await untilIdle(brokers);
           let c0 = await broker.counters();
           const stopProfile = PROFILE && broker.inspectorPort ? await startProfile(broker.inspectorPort) : undefined;
           const r = await scenario(broker.url, broker);
@@ -460,8 +496,7 @@ async function main() {
             const drops = await broker.drops().catch((err) => String(err));
             console.log(`  ${name} ${broker.name}: ${r.sent - r.delivered} not delivered; broker's drop counters ${JSON.stringify(drops)}; log tail:\n${broker.log().split("\n").slice(-15).join("\n")}`);
           }
-          process.stdout.write(`  ${name} ${broker.name} rep ${rep + 1}: ${JSON.stringify(r)}\n`);
-          await sleep(300);
+          process.stdout.write(`  ${name} ${broker.name} rep ${rep + 1} (after ${Math.round(idleWaitMs)} ms waiting for both brokers to be idle): ${JSON.stringify(r)}\n`);
         }
       }
     }
