@@ -35,30 +35,27 @@ export class TopicShardObject extends DurableObject<Env> {
     );
   }
 
+  /** Counts one invocation of this object (test counters, and the shard's own metrics). */
+  private invoked(): void {
+    counters.shardInvocations++;
+    this.shard.countInvocation();
+  }
+
   // Calls from sessions carry their order (util/ordered-calls.ts); each runs in it.
 
   async subscribe(clientId: string, subs: Subscription[], retainedFor: string[], order?: CallOrder): Promise<RoutedMessage[][]> {
-    counters.shardInvocations++;
-    this.shard.countInvocation();
+    this.invoked();
     return this.fromSessions.run(order, () => this.shard.subscribe(clientId, subs, retainedFor));
   }
 
   async unsubscribe(clientId: string, filters: string[], order?: CallOrder): Promise<void> {
-    counters.shardInvocations++;
-    this.shard.countInvocation();
+    this.invoked();
     return this.fromSessions.run(order, () => this.shard.unsubscribe(clientId, filters));
-  }
-
-  async publish(message: RoutedMessage): Promise<number> {
-    counters.shardInvocations++;
-    this.shard.countInvocation();
-    return this.shard.publish(message);
   }
 
   /** Several messages from one session, in order; resolves with each one's match count. */
   async publishMany(messages: RoutedMessage[], order?: CallOrder): Promise<number[]> {
-    counters.shardInvocations++;
-    this.shard.countInvocation();
+    this.invoked();
     return this.fromSessions.run(order, () => Promise.all(messages.map((m) => this.shard.publish(m))));
   }
 
@@ -82,8 +79,7 @@ export class TopicShardObject extends DurableObject<Env> {
 
   /** A leaving shared-subscription member's unfinished message, for another member. */
   async redistribute(shareFilter: string, leaving: string, message: RoutedMessage, order?: CallOrder): Promise<void> {
-    counters.shardInvocations++;
-    this.shard.countInvocation();
+    this.invoked();
     await this.fromSessions.run(order, () => this.shard.redistribute(shareFilter, leaving, message));
   }
 }
