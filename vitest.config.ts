@@ -11,7 +11,7 @@ export default defineConfig({
     }),
   ],
   test: {
-    include: ["test/workers/**/*.test.ts"],
+    include: ["test/workers/**/*.test.ts", "test/security/**/*.workers.test.ts"],
     testTimeout: 20000,
     // mqtt-packet is CommonJS; the pool needs it pre-bundled (see shared TOOLCHAIN.md).
     deps: { optimizer: { ssr: { enabled: true, include: ["mqtt-packet"] } } },

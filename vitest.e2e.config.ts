@@ -3,7 +3,7 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
-    include: ["test/e2e/**/*.test.ts"],
+    include: ["test/e2e/**/*.test.ts", "test/security/**/*.e2e.test.ts"],
     environment: "node",
     globalSetup: ["test/e2e/global-setup.ts"],
     testTimeout: 30000,
