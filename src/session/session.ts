@@ -15,6 +15,7 @@ import { parseSharedFilter, topicFilterError, topicNameError } from "../protocol
 import { isUtf8, packetViolation, publishPropertiesProblem } from "../protocol/validate";
 import type { PresenceRecord } from "../registry/client-registry";
 import { runHook, type BrokerHooks, type HookContext, type HookMessage } from "../hooks";
+import { logText } from "../observability/log-text";
 import { OutState, SessionStore, type SessionMeta } from "./session-store";
 
 /** What the session needs from the world around it. */
@@ -1111,7 +1112,7 @@ export class Session {
   }
 
   private async serverError(connId: string, err: unknown): Promise<void> {
-    console.error("session error", this.meta.clientId, err);
+    console.error(`session error, client ${logText(this.meta.clientId)}`, err);
     await this.protocolError(connId, ReasonCode.UNSPECIFIED_ERROR, "internal error");
   }
 

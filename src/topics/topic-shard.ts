@@ -9,6 +9,7 @@ import { parseSharedFilter, topicMatches } from "../protocol/topic";
 import { filterCovers } from "../auth/acl";
 import { Totals } from "../observability/totals";
 import { Batcher } from "../util/batcher";
+import { logText } from "../observability/log-text";
 import { SubscriptionTrie, type GroupMatch } from "./subscription-trie";
 
 /**
@@ -217,7 +218,7 @@ export class TopicShard {
       this.retainedBytes() + message.payload.length > this.config.maxRetainedBytesPerShard;
     if (!exists && full()) {
       // Documented outcome: a new retained topic beyond the shard's limit is not stored (still delivered).
-      console.warn(`retained limit reached, not storing ${message.topic}`);
+      console.warn(`retained limit reached, not storing ${logText(message.topic)}`);
       this.totals.add("dropped:retained_limit");
       return;
     }
