@@ -193,7 +193,8 @@ export class GatewayConnection {
     if (!hook) return undefined;
     const decided = await runHook("authenticate", { allow: false, reason: "unavailable" } as const, () => hook(input, this.env));
     if (decided === undefined) return undefined;
-    if (decided.allow) return { ok: true, identity: decided.identity ?? (input.username !== undefined ? { username: input.username } : {}) };
+    // The hook is the authority: the identity it returns, never CONNECT's username on its own.
+    if (decided.allow) return { ok: true, identity: decided.identity ?? {} };
     return { ok: false, refusal: decided.reason ?? "bad-credentials" };
   }
 
