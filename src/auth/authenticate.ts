@@ -5,7 +5,8 @@
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify, type JWTPayload } from "jose";
 import type { Identity } from "./acl";
 import type { AuthConfig } from "./auth-config";
-import { verifyPassword } from "./password";
+import { passwordMatches } from "./password";
+import { storedCredential } from "./stored-credential";
 
 export interface Credentials {
   clientId: string;
@@ -21,8 +22,6 @@ export type AuthOutcome =
 
 const decoder = new TextDecoder();
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
-/** A fixed hash verified for unknown users, so that their refusal takes as long as a wrong password. */
-const DUMMY_HASH = "pbkdf2-sha256$100000$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 
 const jwksCache = new Map<string, ReturnType<typeof createRemoteJWKSet>>();
 
@@ -31,8 +30,9 @@ export async function authenticate(credentials: Credentials, config: AuthConfig)
   const passwordText = password ? decoder.decode(password) : undefined;
   if (config.jwt && passwordText && JWT_SHAPE.test(passwordText)) return verifyToken(passwordText, credentials, config);
   if (username !== undefined && config.users.size > 0 && (config.users.has(username) || !config.hook)) {
-    const user = config.users.get(username);
-    const valid = await verifyPassword(password ?? new Uint8Array(), user?.hash ?? DUMMY_HASH);
+    // An unknown user is checked against a stand-in of the same cost, so its refusal takes as long.
+    const { user, stored } = await storedCredential(username, config);
+    const valid = await passwordMatches(password ?? new Uint8Array(), stored);
     return valid && user ? { ok: true, identity: { username, roles: user.roles } } : { ok: false, refusal: "bad-credentials" };
   }
   if (config.hook && (username !== undefined || password !== undefined)) return callHook(credentials, config.hook);
