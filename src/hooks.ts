@@ -49,7 +49,10 @@ export interface AuthenticateInput {
   remoteAddress?: string;
 }
 
-/** `undefined`: let the built-in methods decide; otherwise the hook's decision. */
+/**
+ * `undefined`: let the built-in methods decide; otherwise the hook's decision. An allow without an
+ * identity gives the client no username: CONNECT's username is only the client's claim.
+ */
 export type AuthenticateResult =
   | { allow: true; identity?: Identity }
   /** bad-credentials: v5 0x86 / v3 4; not-authorized: 0x87 / 5; unavailable: 0x88 / 3. */

@@ -11,7 +11,11 @@ export interface AclRule {
   allow: boolean;
   /** Which actions the rule covers ("all" for both). */
   action: AclAction | "all";
-  /** Topic filters the rule covers; `%u` and `%c` are replaced by the username and client id. */
+  /**
+   * Topic filters the rule covers; `%u` and `%c` are replaced by the username and client id. When
+   * the value is unsafe (`unsafeIdentityValue`) an allow pattern matches nothing and a deny pattern
+   * matches everything.
+   */
   topics: string[];
   /** The rule applies only to these usernames / client ids / roles (any of them) when given. */
   users?: string[];
@@ -64,9 +68,36 @@ export function filtersOverlap(a: string, b: string): boolean {
   return true;
 }
 
-function substitute(pattern: string, identity: Identity, clientId: string): string | undefined {
-  if (pattern.includes("%u") && identity.username === undefined) return undefined;
-  return pattern.replaceAll("%u", identity.username ?? "").replaceAll("%c", clientId);
+/**
+ * Why an identity value may not be put into a topic pattern, or undefined when it may. A value that
+ * holds a wildcard (`+`, `#`), a level separator (`/`) or U+0000 would turn `devices/%c/#` into a
+ * wider filter than the rule's author wrote (`devices/#`, or another device's levels); a leading `$`
+ * would reach the topics reserved for the server (`%c/#` -> `$SYS/#`, MQTT 5.0 section 4.7.2); an empty or absent value
+ * names no one (`users//#` is one level every nameless client would share).
+ */
+export function unsafeIdentityValue(value: string | undefined): string | undefined {
+  if (value === undefined || value === "") return "absent or empty";
+  if (/[+#\/\u0000]/.test(value)) return "holds +, #, / or U+0000";
+  if (value.startsWith("$")) return "starts with $";
+  return undefined;
+}
+
+/** Marks a pattern whose `%u` or `%c` could not be substituted safely. */
+const UNSAFE = Symbol("unsafe substitution");
+
+/**
+ * `%u` -> username, `%c` -> client id, in one pass: a username holding `%c` stays literal, never
+ * replaced a second time by the (client-chosen) client id.
+ */
+function substitute(pattern: string, identity: Identity, clientId: string): string | typeof UNSAFE {
+  if (!pattern.includes("%")) return pattern;
+  let unsafe = false;
+  const out = pattern.replace(/%[uc]/g, (token) => {
+    const value = token === "%u" ? identity.username : clientId;
+    if (unsafeIdentityValue(value) !== undefined) unsafe = true;
+    return value ?? "";
+  });
+  return unsafe ? UNSAFE : out;
 }
 
 function applies(rule: AclRule, action: AclAction, identity: Identity, clientId: string): boolean {
@@ -96,7 +127,7 @@ export function isAllowed(
   if (grants) {
     const granted = grants.some((g) => {
       const pattern = substitute(g, identity, clientId);
-      return pattern !== undefined && covers(action, pattern, topicOrFilter);
+      return pattern !== UNSAFE && covers(action, pattern, topicOrFilter);
     });
     if (!granted) return false;
   }
@@ -104,7 +135,12 @@ export function isAllowed(
     if (!applies(rule, action, identity, clientId)) continue;
     for (const raw of rule.topics) {
       const pattern = substitute(raw, identity, clientId);
-      if (pattern === undefined) continue;
+      // Fail closed: an unsafe substitution never grants, and a deny rule with one denies everything
+      // (skipping it would let a later, wider allow rule apply: a widening too).
+      if (pattern === UNSAFE) {
+        if (rule.allow) continue;
+        return false;
+      }
       if (rule.allow && covers(action, pattern, topicOrFilter)) return true;
       if (!rule.allow && (action === "publish" ? topicMatches(pattern, topicOrFilter) : filtersOverlap(pattern, topicOrFilter))) {
         return false;

@@ -3,6 +3,7 @@
  * isolate. See README.md "Authentication and authorization".
  */
 import { parseAclRules, type AclPolicy } from "./acl";
+import { unknownUserPolicy, type UnknownUserPolicy } from "./stored-credential";
 
 export interface UserEntry {
   hash: string;
@@ -13,6 +14,8 @@ export interface AuthConfig {
   /** Clients without credentials may connect (local development; off unless turned on). */
   allowAnonymous: boolean;
   users: Map<string, UserEntry>;
+  /** Stand-in credentials for usernames not in `users` (stored-credential.ts). */
+  unknownUsers: UnknownUserPolicy;
   jwt?: { secret?: string; jwksUrl?: string; issuer?: string; audience?: string };
   hook?: { url: string; timeoutMs: number };
   acl: AclPolicy;
@@ -57,6 +60,9 @@ export function loadAuthConfig(env: Record<string, unknown>): AuthConfig {
   return {
     allowAnonymous: truthy(env.ALLOW_ANONYMOUS),
     users,
+    // AUTH_SALT_SECRET keeps unknown users' salts stable when AUTH_USERS changes; without it the
+    // AUTH_USERS secret keys them (stable across isolates, but they change when a user is edited).
+    unknownUsers: unknownUserPolicy(str(env.AUTH_SALT_SECRET) ?? rawUsers ?? "", users),
     jwt: secret || jwksUrl ? { secret, jwksUrl, issuer: str(env.JWT_ISSUER), audience: str(env.JWT_AUDIENCE) } : undefined,
     hook: hookUrl ? { url: hookUrl, timeoutMs: Number(str(env.AUTH_HOOK_TIMEOUT_MS) ?? 3000) } : undefined,
     // With no rules every authenticated client may do everything; with rules, unmatched is denied.

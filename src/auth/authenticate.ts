@@ -5,7 +5,8 @@
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify, type JWTPayload } from "jose";
 import type { Identity } from "./acl";
 import type { AuthConfig } from "./auth-config";
-import { verifyPassword } from "./password";
+import { passwordMatches } from "./password";
+import { storedCredential } from "./stored-credential";
 
 export interface Credentials {
   clientId: string;
@@ -21,8 +22,6 @@ export type AuthOutcome =
 
 const decoder = new TextDecoder();
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
-/** A fixed hash verified for unknown users, so that their refusal takes as long as a wrong password. */
-const DUMMY_HASH = "pbkdf2-sha256$100000$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 
 const jwksCache = new Map<string, ReturnType<typeof createRemoteJWKSet>>();
 
@@ -31,8 +30,9 @@ export async function authenticate(credentials: Credentials, config: AuthConfig)
   const passwordText = password ? decoder.decode(password) : undefined;
   if (config.jwt && passwordText && JWT_SHAPE.test(passwordText)) return verifyToken(passwordText, credentials, config);
   if (username !== undefined && config.users.size > 0 && (config.users.has(username) || !config.hook)) {
-    const user = config.users.get(username);
-    const valid = await verifyPassword(password ?? new Uint8Array(), user?.hash ?? DUMMY_HASH);
+    // An unknown user is checked against a stand-in of the same cost, so its refusal takes as long.
+    const { user, stored } = await storedCredential(username, config);
+    const valid = await passwordMatches(password ?? new Uint8Array(), stored);
     return valid && user ? { ok: true, identity: { username, roles: user.roles } } : { ok: false, refusal: "bad-credentials" };
   }
   if (config.hook && (username !== undefined || password !== undefined)) return callHook(credentials, config.hook);
@@ -68,12 +68,15 @@ async function verifyToken(token: string, credentials: Credentials, config: Auth
   // A token may bind the client id: it is then valid for that client only.
   const boundClient = payload.client_id;
   if (typeof boundClient === "string" && boundClient !== credentials.clientId) return { ok: false, refusal: "not-authorized" };
+  // The token is the only source of the username: without a usable `sub` it names no one, and it is
+  // refused rather than falling back to CONNECT's username (that let any valid token act as "bob").
+  const username = nonEmptyString(payload.sub);
+  if (username === undefined) return { ok: false, refusal: "bad-credentials" };
   const mqtt = (payload.mqtt ?? {}) as { publish?: unknown; subscribe?: unknown };
-  const list = (v: unknown) => (Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : undefined);
   return {
     ok: true,
     identity: {
-      username: typeof payload.sub === "string" ? payload.sub : credentials.username,
+      username,
       roles: list(payload.roles) ?? [],
       grants: payload.mqtt ? { publish: list(mqtt.publish) ?? [], subscribe: list(mqtt.subscribe) ?? [] } : undefined,
     },
@@ -94,11 +97,17 @@ async function callHook(credentials: Credentials, hook: NonNullable<AuthConfig["
       signal: AbortSignal.timeout(hook.timeoutMs),
     });
     if (!response.ok) return { ok: false, refusal: response.status >= 500 ? "unavailable" : "bad-credentials" };
-    const body = (await response.json()) as { allow?: boolean; username?: string; roles?: string[]; publish?: string[]; subscribe?: string[] };
+    const body = (await response.json()) as Record<string, unknown>;
     if (body.allow !== true) return { ok: false, refusal: "bad-credentials" };
-    const grants = body.publish || body.subscribe ? { publish: body.publish, subscribe: body.subscribe } : undefined;
-    return { ok: true, identity: { username: body.username ?? credentials.username, roles: body.roles ?? [], grants } };
+    // A grant list the hook sent but malformed allows nothing; one it left out restricts nothing.
+    const grantList = (v: unknown) => (v === undefined ? undefined : (list(v) ?? []));
+    const grants = body.publish || body.subscribe ? { publish: grantList(body.publish), subscribe: grantList(body.subscribe) } : undefined;
+    // The hook's answer is the only source of the username: without one the client has none.
+    return { ok: true, identity: { username: nonEmptyString(body.username), roles: list(body.roles) ?? [], grants } };
   } catch {
     return { ok: false, refusal: "unavailable" }; // timeout or network failure
   }
 }
+
+const list = (v: unknown) => (Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : undefined);
+const nonEmptyString = (v: unknown) => (typeof v === "string" && v !== "" ? v : undefined);

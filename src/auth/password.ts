@@ -62,6 +62,16 @@ export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
 
 export async function verifyPassword(password: Uint8Array, encoded: string): Promise<boolean> {
   const parsed = parseHash(encoded);
-  if (!parsed) return false;
-  return constantTimeEqual(await pbkdf2(password, parsed.salt, parsed.iterations), parsed.hash);
+  return parsed !== undefined && (await passwordMatches(password, parsed));
+}
+
+/** One PBKDF2 at the stored cost, then a constant-time comparison. */
+export async function passwordMatches(password: Uint8Array, stored: ParsedHash): Promise<boolean> {
+  return constantTimeEqual(await pbkdf2(password, stored.salt, stored.iterations), stored.hash);
+}
+
+/** HMAC-SHA-256 of a text under a key (SCRAM's HMAC, and the unknown-user stand-ins). */
+export async function hmacSha256(key: Uint8Array, data: string): Promise<Uint8Array> {
+  const k = await crypto.subtle.importKey("raw", key, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  return new Uint8Array(await crypto.subtle.sign("HMAC", k, encoder.encode(data)));
 }

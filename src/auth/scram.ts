@@ -3,18 +3,12 @@
  * The password never crosses the wire. The stored PBKDF2-SHA-256 hash is SCRAM's SaltedPassword,
  * so the same AUTH_USERS entries serve both plain and SCRAM authentication.
  */
-import type { UserEntry } from "./auth-config";
-import { constantTimeEqual, fromBase64, parseHash, toBase64 } from "./password";
+import { constantTimeEqual, fromBase64, hmacSha256 as hmac, toBase64 } from "./password";
+import { storedCredential, type UserDirectory } from "./stored-credential";
 
 export const SCRAM_METHOD = "SCRAM-SHA-256";
 
-const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-async function hmac(key: Uint8Array, data: string): Promise<Uint8Array> {
-  const k = await crypto.subtle.importKey("raw", key, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-  return new Uint8Array(await crypto.subtle.sign("HMAC", k, encoder.encode(data)));
-}
 
 async function sha256(data: Uint8Array): Promise<Uint8Array> {
   return new Uint8Array(await crypto.subtle.digest("SHA-256", data));
@@ -38,9 +32,11 @@ export interface ScramExchange {
 
 /**
  * Starts an exchange from the client-first-message (CONNECT's Authentication Data). An unknown user
- * gets a plausible challenge and fails only at the end, so the exchange reveals nothing.
+ * gets the challenge a real user would (a salt stable per name and the usual iteration count, from
+ * stored-credential.ts), the same verification work, and fails only at the end: the exchange does
+ * not reveal whether the user exists.
  */
-export function startScram(clientFirstBytes: Uint8Array, users: Map<string, UserEntry>): ScramExchange | undefined {
+export async function startScram(clientFirstBytes: Uint8Array, directory: UserDirectory): Promise<ScramExchange | undefined> {
   const clientFirst = decoder.decode(clientFirstBytes);
   // gs2 header: no channel binding ("n,,"), no authzid
   if (!clientFirst.startsWith("n,,")) return undefined;
@@ -49,19 +45,16 @@ export function startScram(clientFirstBytes: Uint8Array, users: Map<string, User
   const username = attrs.get("n")?.replaceAll("=2C", ",").replaceAll("=3D", "=");
   const clientNonce = attrs.get("r");
   if (!username || !clientNonce) return undefined;
-  const user = users.get(username);
-  const stored = user ? parseHash(user.hash) : undefined;
-  const salt = stored?.salt ?? crypto.getRandomValues(new Uint8Array(16));
-  const iterations = stored?.iterations ?? 100_000;
+  const { user, stored } = await storedCredential(username, directory);
   const nonce = clientNonce + toBase64(crypto.getRandomValues(new Uint8Array(18)));
-  const serverFirst = `r=${nonce},s=${toBase64(salt)},i=${iterations}`;
+  const serverFirst = `r=${nonce},s=${toBase64(stored.salt)},i=${stored.iterations}`;
   return {
     serverFirst,
     async finish(clientFinalBytes) {
       const clientFinal = decoder.decode(clientFinalBytes);
       const final = attributes(clientFinal);
       const proofAt = clientFinal.lastIndexOf(",p=");
-      if (!stored || final.get("r") !== nonce || final.get("c") !== "biws" || proofAt < 0) return { ok: false };
+      if (final.get("r") !== nonce || final.get("c") !== "biws" || proofAt < 0) return { ok: false };
       const authMessage = `${bare},${serverFirst},${clientFinal.slice(0, proofAt)}`;
       const saltedPassword = stored.hash;
       const clientKey = await hmac(saltedPassword, "Client Key");
@@ -75,9 +68,11 @@ export function startScram(clientFirstBytes: Uint8Array, users: Map<string, User
       }
       if (proof.length !== clientSignature.length) return { ok: false };
       const recoveredKey = proof.map((b, i) => b ^ clientSignature[i]);
-      if (!constantTimeEqual(await sha256(recoveredKey), storedKey)) return { ok: false };
+      const proven = constantTimeEqual(await sha256(recoveredKey), storedKey);
+      // The server signature is computed for everyone, so an unknown user's refusal costs the same.
       const serverSignature = await hmac(await hmac(saltedPassword, "Server Key"), authMessage);
-      return { ok: true, username, serverFinal: `v=${toBase64(serverSignature)}`, roles: user!.roles };
+      if (!proven || !user) return { ok: false };
+      return { ok: true, username, serverFinal: `v=${toBase64(serverSignature)}`, roles: user.roles };
     },
   };
 }

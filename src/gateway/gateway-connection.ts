@@ -135,20 +135,24 @@ export class GatewayConnection {
     void this.authenticateAndOpen(credentials, admission);
   }
 
-  private scram?: { exchange: ScramExchange; admission: Extract<Admission, { ok: true }> };
+  private scram?: { exchange: Promise<ScramExchange | undefined>; admission: Extract<Admission, { ok: true }> };
 
   /** [MQTT-4.12] enhanced authentication: CONNECT -> AUTH 0x18 (challenge) -> AUTH 0x18 (response) -> CONNACK. */
   private startEnhancedAuth(connect: ConnectCredentials, admission: Extract<Admission, { ok: true }>): void {
-    const exchange = startScram(connect.properties?.authenticationData ?? new Uint8Array(), this.auth.users);
-    if (!exchange) return this.refuseConnect("bad-credentials", "malformed SCRAM client-first-message");
+    // Authenticating from now on, while the challenge is derived (stored-credential.ts).
     this.state = "authenticating";
+    const exchange = startScram(connect.properties?.authenticationData ?? new Uint8Array(), this.auth);
     this.scram = { exchange, admission };
-    const challenge = {
-      cmd: "auth",
-      reasonCode: ReasonCode.CONTINUE_AUTHENTICATION,
-      properties: { authenticationMethod: SCRAM_METHOD, authenticationData: Buffer.from(exchange.serverFirst) },
-    };
-    this.client.send(encodePacket(challenge as Packet, 5));
+    void exchange.then((started) => {
+      if (this.state !== "authenticating") return; // closed, or the client answered before the challenge
+      if (!started) return this.refuseConnect("bad-credentials", "malformed SCRAM client-first-message");
+      const challenge = {
+        cmd: "auth",
+        reasonCode: ReasonCode.CONTINUE_AUTHENTICATION,
+        properties: { authenticationMethod: SCRAM_METHOD, authenticationData: Buffer.from(started.serverFirst) },
+      };
+      this.client.send(encodePacket(challenge as Packet, 5));
+    });
   }
 
   private async continueEnhancedAuth(packet: Uint8Array): Promise<void> {
@@ -162,7 +166,8 @@ export class GatewayConnection {
     }
     this.state = "opening";
     clearTimeout(this.timer);
-    const result = await exchange.finish(auth.properties.authenticationData ?? new Uint8Array());
+    const started = await exchange;
+    const result = started ? await started.finish(auth.properties.authenticationData ?? new Uint8Array()) : { ok: false as const };
     if ((this.state as State) === "closed") return;
     if (!result.ok) return this.refuseConnect("bad-credentials", "SCRAM proof refused");
     const authResponse = { method: SCRAM_METHOD, data: btoa(result.serverFinal) };
@@ -193,7 +198,8 @@ export class GatewayConnection {
     if (!hook) return undefined;
     const decided = await runHook("authenticate", { allow: false, reason: "unavailable" } as const, () => hook(input, this.env));
     if (decided === undefined) return undefined;
-    if (decided.allow) return { ok: true, identity: decided.identity ?? (input.username !== undefined ? { username: input.username } : {}) };
+    // The hook is the authority: the identity it returns, never CONNECT's username on its own.
+    if (decided.allow) return { ok: true, identity: decided.identity ?? {} };
     return { ok: false, refusal: decided.reason ?? "bad-credentials" };
   }
 

@@ -58,7 +58,7 @@ export class SessionObject extends DurableObject<Env> {
     super(ctx, env);
     this.config = configFor(env);
     const auth = authConfigFor(env);
-    this.session = new Session(countingSql(ctx.storage.sql), this.io(), this.config, auth.acl, auth.users);
+    this.session = new Session(countingSql(ctx.storage.sql), this.io(), this.config, auth.acl, auth);
     // A restart (eviction, deploy, crash) drops the socket without a close event: end that connection
     // now, so its will is sent and its expiry starts. Queued before any event this wake delivers.
     const live = this.session.liveConnection;

@@ -7,7 +7,7 @@ import type { BrokerConfig } from "../config";
 import { encodePacket, joinFrames, parsePacket, type Packet } from "../protocol/codec";
 import { ConnectReturnCode, ReasonCode, SUBACK_FAILURE_V3, type ProtocolVersion } from "../protocol/constants";
 import { isAllowed, type AclAction, type AclPolicy, type Identity } from "../auth/acl";
-import type { UserEntry } from "../auth/auth-config";
+import { unknownUserPolicy, type UserDirectory } from "../auth/stored-credential";
 import { startScram, type ScramExchange } from "../auth/scram";
 import type { Delivery, DeliveryOutcome, QoS, RoutedMessage, Subscription } from "../protocol/message";
 import { messagePropertiesFrom, propertiesFromJson, propertiesToJson, remainingExpiry } from "../protocol/properties";
@@ -142,7 +142,7 @@ export class Session {
 
   private readonly acl: AclPolicy;
   /** Users for SCRAM re-authentication. */
-  private readonly users: Map<string, UserEntry>;
+  private readonly users: UserDirectory;
   /** A re-authentication in progress on the live connection (in memory: it spans two packets). */
   private reauth?: ScramExchange;
 
@@ -151,7 +151,7 @@ export class Session {
     private readonly io: SessionIO,
     private readonly config: BrokerConfig,
     acl: AclPolicy = { rules: [], defaultAllow: true },
-    users: Map<string, UserEntry> = new Map(),
+    users: UserDirectory = { users: new Map(), unknownUsers: unknownUserPolicy("", new Map()) },
   ) {
     this.acl = acl;
     this.users = users;
@@ -686,7 +686,7 @@ export class Session {
       return this.protocolError(info.connId, ReasonCode.PROTOCOL_ERROR, "AUTH without the connection's authentication method");
     }
     if (packet.reasonCode === ReasonCode.REAUTHENTICATE) {
-      this.reauth = startScram(data, this.users);
+      this.reauth = await startScram(data, this.users);
       if (!this.reauth) return this.protocolError(info.connId, ReasonCode.NOT_AUTHORIZED, "malformed SCRAM message");
       const challenge = { cmd: "auth", reasonCode: ReasonCode.CONTINUE_AUTHENTICATION, properties: { authenticationMethod: method, authenticationData: Buffer.from(this.reauth.serverFirst) } };
       return this.send(info.connId, [challenge]);
