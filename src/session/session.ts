@@ -11,7 +11,7 @@ import type { UserEntry } from "../auth/auth-config";
 import { startScram, type ScramExchange } from "../auth/scram";
 import type { Delivery, DeliveryOutcome, QoS, RoutedMessage, Subscription } from "../protocol/message";
 import { messagePropertiesFrom, propertiesFromJson, propertiesToJson, remainingExpiry } from "../protocol/properties";
-import { parseSharedFilter, topicFilterError, topicNameError } from "../protocol/topic";
+import { isBrokerOnlyTopic, parseSharedFilter, topicFilterError, topicNameError } from "../protocol/topic";
 import { isUtf8, packetViolation, publishPropertiesProblem } from "../protocol/validate";
 import type { PresenceRecord } from "../registry/client-registry";
 import { runHook, type BrokerHooks, type HookContext, type HookMessage } from "../hooks";
@@ -385,7 +385,9 @@ export class Session {
     if (!this.takePublishToken()) {
       return this.protocolError(connId, ReasonCode.MESSAGE_RATE_TOO_HIGH, `more than ${this.config.maxPublishRate} PUBLISH/s`);
     }
-    if (!this.allowed("publish", packet.topic)) return this.refusePublish(connId, qos, packetId);
+    // `$SYS/...` is written by the broker only, whatever the ACL says (and after alias resolution,
+    // so an alias mapped to a `$SYS` topic is refused too)
+    if (isBrokerOnlyTopic(packet.topic) || !this.allowed("publish", packet.topic)) return this.refusePublish(connId, qos, packetId);
     const authorize = this.io.hooks.authorizePublish;
     if (authorize) {
       const ctx = this.io.hookContext(this.meta.clientId!, this.identity);
@@ -404,11 +406,24 @@ export class Session {
       return this.protocolError(connId, ReasonCode.RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded");
     }
     if (qos === 2) {
-      // [MQTT-4.3.3-9] a PUBLISH with a packet id awaiting PUBREL is the same message: not routed again
+      // [MQTT-4.3.3-10] [MQTT311-4.3.3-2] until PUBREL, a PUBLISH with the same packet id is the same
+      // message: it is acknowledged, not routed again
       if (known?.routed) return this.send(connId, [ackPacket("pubrec", packetId)]);
+      const routing = this.inboundRouting.get(packetId);
+      if (routing) {
+        // Its first copy is still being routed: this one is answered when that one is.
+        return this.acknowledgeAfter(connId, routing, (matched) => ackPacket("pubrec", packetId, this.matchCode(matched)), false);
+      }
+      // Known but not routing: the routing of an earlier copy failed; retried under the same message id.
       const message = this.toMessage(packet, known?.msgId ?? `${this.meta.clientId}:${this.io.newId()}`);
       this.store.putInboundQos2(packetId, message.id, false);
-      this.acknowledgeAfter(connId, this.routeThroughHooks(message), (matched) => {
+      const routed = this.routeThroughHooks(message);
+      this.inboundRouting.set(packetId, routed);
+      const settled = () => {
+        if (this.inboundRouting.get(packetId) === routed) this.inboundRouting.delete(packetId);
+      };
+      routed.then(settled, settled);
+      this.acknowledgeAfter(connId, routed, (matched) => {
         this.store.putInboundQos2(packetId, message.id, true);
         return ackPacket("pubrec", packetId, this.matchCode(matched));
       });
@@ -493,20 +508,27 @@ export class Session {
   private ackChain: Promise<void> = Promise.resolve();
   /** Inbound QoS 1/2 PUBLISHes whose PUBACK/PUBREC is not sent yet. */
   private pendingAcks = 0;
-  private acknowledgeAfter(connId: string, routed: Promise<number>, ack: (matched: number) => AnyPacket): void {
+  /**
+   * Inbound QoS 2 packet ids whose message is being routed now (in memory: the routing lives no
+   * longer than this object), so that a copy of the PUBLISH arriving meanwhile is not routed again.
+   */
+  private readonly inboundRouting = new Map<number, Promise<number>>();
+  /** `counted`: the PUBLISH is a new message (a repeated QoS 2 one does not count to Receive Maximum). */
+  private acknowledgeAfter(connId: string, routed: Promise<number>, ack: (matched: number) => AnyPacket, counted = true): void {
     const previous = this.ackChain;
-    this.pendingAcks++;
+    const pending = counted ? 1 : 0;
+    this.pendingAcks += pending;
     this.ackChain = (async () => {
       await previous;
       let matched: number;
       try {
         matched = await routed;
       } catch (err) {
-        this.pendingAcks--;
+        this.pendingAcks -= pending;
         // Not durable: the client keeps the message and resends it on its next connection.
         return this.serverError(connId, err);
       }
-      this.pendingAcks--;
+      this.pendingAcks -= pending;
       if (this.isCurrent(connId)) this.send(connId, [ack(matched)]);
     })();
   }
