@@ -294,7 +294,10 @@ export class Session {
       await this.dropSubscriptions();
       await this.redistributeShared();
     }
-    if (!sessionPresent) this.store.clearState();
+    if (!sessionPresent) {
+      this.store.clearState();
+      this.queueGone();
+    }
     this.store.clearTopicAliases(); // aliases live as long as one network connection [MQTT-3.3.2-7]
     this.aliasesIn = new Map();
     this.aliasesOut = new Map();
@@ -318,6 +321,7 @@ export class Session {
       // [MQTT-3.1.2-28] Request Problem Information defaults to 1
       problemInfo: version === 5 ? packet.properties?.requestProblemInformation !== false : undefined,
       droppedQueueFull: sessionPresent ? previous.droppedQueueFull : undefined,
+      queueLevel: sessionPresent ? previous.queueLevel : undefined,
       connectedAt: now,
       remoteAddress: info.remoteAddress,
     };
@@ -349,6 +353,7 @@ export class Session {
     // [MQTT-4.4.0-1] resend unacknowledged PUBLISH (with DUP) and PUBREL packets of a resumed session
     if (sessionPresent) this.resendInflight(info.connId);
     this.pump();
+    if (this.meta.queueLevel) this.checkQueueLevel();
   }
 
   private connackProperties(info: ConnectionInfo, requested: number, granted: number): Record<string, unknown> {
@@ -605,6 +610,16 @@ export class Session {
     this.io.report({ kind: "queue", clientId: this.meta.clientId ?? "", level });
   }
 
+  /**
+   * The session's queue is gone with its state (the session ended, or started afresh): a deep-queue
+   * level it reported must not stay in the registry's gauge.
+   */
+  private queueGone(): void {
+    if (!this.meta.queueLevel) return;
+    this.meta.queueLevel = undefined;
+    this.io.report({ kind: "queue", clientId: this.meta.clientId ?? "", level: 0 });
+  }
+
   // --- SUBSCRIBE / UNSUBSCRIBE --------------------------------------------------------------
 
   private async onSubscribe(connId: string, packet: AnyPacket): Promise<void> {
@@ -807,6 +822,7 @@ export class Session {
     await this.dropSubscriptions();
     await this.redistributeShared();
     this.storeUnacknowledged(false);
+    this.queueGone();
     this.store.clearAll();
     this.meta = {};
     this.io.setAlarm(undefined);
