@@ -14,7 +14,7 @@ import { shardForTopic } from "../topics/shard-rule";
 import { apiTokensFrom, HTTP_CLIENT_ID, publisherIdentity } from "./api-auth";
 import { parsePublishBody, type PublishDraft } from "./publish-request";
 import { currentHooks, hookMessage, runHook, type HookContext } from "../hooks";
-import { topicNameError } from "../protocol/topic";
+import { isBrokerOnlyTopic, topicNameError } from "../protocol/topic";
 
 /** Largest request body read, in bytes (a batch of maximum-size messages must fit). */
 const MAX_BODY_BYTES = 4 * 1024 * 1024;
@@ -53,10 +53,13 @@ async function publish(c: Ctx, batch: boolean): Promise<Response> {
   const config = configFor(c.env);
   const parsed = parsePublishBody(body, config, batch);
   if (!parsed.ok) return jsonError(c, parsed.status, parsed.error);
-  const denied = parsed.messages.findIndex((m) => !isAllowed(auth.acl, identity, HTTP_CLIENT_ID, "publish", m.topic));
+  // `$SYS/...` is the broker's own, as for MQTT clients (protocol/topic.ts), then the ACL
+  const denied = parsed.messages.findIndex((m) => isBrokerOnlyTopic(m.topic) || !isAllowed(auth.acl, identity, HTTP_CLIENT_ID, "publish", m.topic));
   if (denied >= 0) {
     const where = batch ? `messages[${denied}]: ` : "";
-    return jsonError(c, 403, `${where}not authorized to publish to ${JSON.stringify(parsed.messages[denied].topic)}`);
+    const topic = parsed.messages[denied].topic;
+    const why = isBrokerOnlyTopic(topic) ? "only the broker publishes $SYS topics, so may not publish" : "not authorized to publish";
+    return jsonError(c, 403, `${where}${why} to ${JSON.stringify(topic)}`);
   }
   // The user's hooks see HTTP publishes as client "http-api" (src/hooks.ts).
   const hooks = currentHooks();

@@ -4,7 +4,8 @@
  */
 import type { BrokerConfig } from "../config";
 import { ConnectReturnCode, MAX_CLIENT_ID_LENGTH, ReasonCode, type ProtocolVersion } from "../protocol/constants";
-import { topicNameError } from "../protocol/topic";
+import { connectFault } from "../protocol/connect-check";
+import { isBrokerOnlyTopic, topicNameError } from "../protocol/topic";
 import { isUtf8 } from "../protocol/validate";
 
 export interface ConnectFields {
@@ -29,6 +30,18 @@ export type Admission =
   | { ok: false; reason: string; connack?: { returnCode?: number; reasonCode?: number; sessionPresent: false } };
 
 const encoder = new TextEncoder();
+
+/**
+ * Faults only the CONNECT's bytes show (protocol/connect-check.ts). [MQTT-3.1.4-1] the server closes
+ * a CONNECT that does not conform: 5.0 answers CONNACK 0x81 / 0x82 first (4.13), 3.1.1 closes
+ * without CONNACK [MQTT311-3.1.4-1]. Undefined when the bytes are well formed.
+ */
+export function refuseConnectBytes(bytes: Uint8Array, version: ProtocolVersion): Admission | undefined {
+  const fault = connectFault(bytes);
+  if (!fault) return undefined;
+  const reason = `malformed CONNECT: ${fault.reason}`;
+  return version === 5 ? { ok: false, reason, connack: { reasonCode: fault.reasonCode, sessionPresent: false } } : { ok: false, reason };
+}
 
 export function admitConnect(
   connect: ConnectFields,
@@ -71,6 +84,11 @@ export function admitConnect(
       return v5
         ? refuse(`will topic ${error}`, ReasonCode.TOPIC_NAME_INVALID, 0)
         : { ok: false, reason: `will topic ${error}` };
+    }
+    // `$SYS/...` is the broker's own (protocol/topic.ts): a will there is refused as an unauthorized
+    // will is, 0x87 / 3.1.1 return code 5, rather than accepted and never published
+    if (isBrokerOnlyTopic(connect.will.topic)) {
+      return refuse("will topic is reserved for the broker ($SYS)", ReasonCode.NOT_AUTHORIZED, ConnectReturnCode.NOT_AUTHORIZED);
     }
   }
   let keepAlive = connect.keepalive;

@@ -15,7 +15,7 @@ import { currentHooks, runHook, type AuthenticateInput } from "../hooks";
 import { SCRAM_METHOD, startScram, type ScramExchange } from "../auth/scram";
 import type { Identity } from "../auth/acl";
 import type { AuthConfig } from "../auth/auth-config";
-import { admitConnect, peekProtocolLevel, type Admission, type ConnectFields } from "./admission";
+import { admitConnect, peekProtocolLevel, refuseConnectBytes, type Admission, type ConnectFields } from "./admission";
 
 const PINGRESP = new Uint8Array([0xd0, 0x00]);
 
@@ -73,7 +73,14 @@ export class GatewayConnection {
     // [MQTT-6.0.0-1] MQTT control packets travel in binary frames; a text frame closes the connection
     if (typeof data === "string") return this.abort("text frame", ReasonCode.MALFORMED_PACKET);
     this.lastActivity = Date.now();
-    const { packets, error } = this.framer.push(new Uint8Array(data));
+    const bytes = new Uint8Array(data);
+    // [MQTT-3.1.0-1] the first packet must be CONNECT: anything else (an HTTP request sent down the
+    // socket, say) is refused at its first byte, not after the CONNECT timeout or once enough bytes
+    // arrived to frame some other packet
+    if (this.state === "awaiting-connect" && this.framer.bufferedBytes === 0 && bytes.length > 0 && bytes[0] >> 4 !== PacketType.CONNECT) {
+      return this.abort("first packet is not CONNECT");
+    }
+    const { packets, error } = this.framer.push(bytes);
     for (const packet of packets) {
       if ((this.state as State) === "closed") return;
       this.onPacket(packet);
@@ -84,11 +91,8 @@ export class GatewayConnection {
 
   private onPacket(packet: Uint8Array): void {
     const type = packet[0] >> 4;
-    if (this.state === "awaiting-connect") {
-      // [MQTT-3.1.0-1] the first packet from the client must be CONNECT
-      if (type !== PacketType.CONNECT) return this.abort("first packet is not CONNECT");
-      return this.onConnect(packet);
-    }
+    // Its first byte was checked on arrival (onClientData): the first packet is a CONNECT [MQTT-3.1.0-1].
+    if (this.state === "awaiting-connect") return this.onConnect(packet);
     if (this.state === "authenticating") {
       void this.continueEnhancedAuth(packet);
       return;
@@ -118,7 +122,8 @@ export class GatewayConnection {
     const connect = parsed.packet as unknown as ConnectFields;
     this.version = connect.protocolVersion;
     const methods = this.auth.users.size > 0 ? [SCRAM_METHOD] : [];
-    const admission = admitConnect(connect, this.config, () => crypto.randomUUID(), methods);
+    const admission =
+      refuseConnectBytes(packet, this.version) ?? admitConnect(connect, this.config, () => crypto.randomUUID(), methods);
     if (!admission.ok) {
       if (admission.connack) {
         this.client.send(encodePacket({ cmd: "connack", ...admission.connack } as Packet, this.version));

@@ -51,6 +51,15 @@ export function topicFilterError(filter: string, limits: TopicLimits): string | 
   return undefined;
 }
 
+/**
+ * `$SYS` topics carry the broker's own figures: only the broker publishes them. A client's PUBLISH,
+ * will or HTTP publish to one is refused, so nobody can pass a value off as the broker's.
+ * (MQTT leaves `$` topics to the server [MQTT-4.7.2]; `$SYS/` is the accepted prefix for its data.)
+ */
+export function isBrokerOnlyTopic(topic: string): boolean {
+  return topic === "$SYS" || topic.startsWith("$SYS/");
+}
+
 /** True when the filter contains a wildcard. */
 export function hasWildcard(filter: string): boolean {
   return filter.includes("+") || filter.includes("#");

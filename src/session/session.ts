@@ -11,7 +11,7 @@ import { unknownUserPolicy, type UserDirectory } from "../auth/stored-credential
 import { startScram, type ScramExchange } from "../auth/scram";
 import type { Delivery, DeliveryOutcome, QoS, RoutedMessage, Subscription } from "../protocol/message";
 import { messagePropertiesFrom, propertiesFromJson, propertiesToJson, remainingExpiry } from "../protocol/properties";
-import { parseSharedFilter, topicFilterError, topicNameError } from "../protocol/topic";
+import { isBrokerOnlyTopic, parseSharedFilter, topicFilterError, topicNameError } from "../protocol/topic";
 import { isUtf8, packetViolation, publishPropertiesProblem } from "../protocol/validate";
 import type { PresenceRecord } from "../registry/client-registry";
 import { runHook, type BrokerHooks, type HookContext, type HookMessage } from "../hooks";
@@ -295,7 +295,10 @@ export class Session {
       await this.dropSubscriptions();
       await this.redistributeShared();
     }
-    if (!sessionPresent) this.store.clearState();
+    if (!sessionPresent) {
+      this.store.clearState();
+      this.queueGone();
+    }
     this.store.clearTopicAliases(); // aliases live as long as one network connection [MQTT-3.3.2-7]
     this.aliasesIn = new Map();
     this.aliasesOut = new Map();
@@ -319,6 +322,7 @@ export class Session {
       // [MQTT-3.1.2-28] Request Problem Information defaults to 1
       problemInfo: version === 5 ? packet.properties?.requestProblemInformation !== false : undefined,
       droppedQueueFull: sessionPresent ? previous.droppedQueueFull : undefined,
+      queueLevel: sessionPresent ? previous.queueLevel : undefined,
       connectedAt: now,
       remoteAddress: info.remoteAddress,
     };
@@ -350,6 +354,7 @@ export class Session {
     // [MQTT-4.4.0-1] resend unacknowledged PUBLISH (with DUP) and PUBREL packets of a resumed session
     if (sessionPresent) this.resendInflight(info.connId);
     this.pump();
+    if (this.meta.queueLevel) this.checkQueueLevel();
   }
 
   private connackProperties(info: ConnectionInfo, requested: number, granted: number): Record<string, unknown> {
@@ -386,7 +391,9 @@ export class Session {
     if (!this.takePublishToken()) {
       return this.protocolError(connId, ReasonCode.MESSAGE_RATE_TOO_HIGH, `more than ${this.config.maxPublishRate} PUBLISH/s`);
     }
-    if (!this.allowed("publish", packet.topic)) return this.refusePublish(connId, qos, packetId);
+    // `$SYS/...` is written by the broker only, whatever the ACL says (and after alias resolution,
+    // so an alias mapped to a `$SYS` topic is refused too)
+    if (isBrokerOnlyTopic(packet.topic) || !this.allowed("publish", packet.topic)) return this.refusePublish(connId, qos, packetId);
     const authorize = this.io.hooks.authorizePublish;
     if (authorize) {
       const ctx = this.io.hookContext(this.meta.clientId!, this.identity);
@@ -405,11 +412,24 @@ export class Session {
       return this.protocolError(connId, ReasonCode.RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded");
     }
     if (qos === 2) {
-      // [MQTT-4.3.3-9] a PUBLISH with a packet id awaiting PUBREL is the same message: not routed again
+      // [MQTT-4.3.3-10] [MQTT311-4.3.3-2] until PUBREL, a PUBLISH with the same packet id is the same
+      // message: it is acknowledged, not routed again
       if (known?.routed) return this.send(connId, [ackPacket("pubrec", packetId)]);
+      const routing = this.inboundRouting.get(packetId);
+      if (routing) {
+        // Its first copy is still being routed: this one is answered when that one is.
+        return this.acknowledgeAfter(connId, routing, (matched) => ackPacket("pubrec", packetId, this.matchCode(matched)), false);
+      }
+      // Known but not routing: the routing of an earlier copy failed; retried under the same message id.
       const message = this.toMessage(packet, known?.msgId ?? `${this.meta.clientId}:${this.io.newId()}`);
       this.store.putInboundQos2(packetId, message.id, false);
-      this.acknowledgeAfter(connId, this.routeThroughHooks(message), (matched) => {
+      const routed = this.routeThroughHooks(message);
+      this.inboundRouting.set(packetId, routed);
+      const settled = () => {
+        if (this.inboundRouting.get(packetId) === routed) this.inboundRouting.delete(packetId);
+      };
+      routed.then(settled, settled);
+      this.acknowledgeAfter(connId, routed, (matched) => {
         this.store.putInboundQos2(packetId, message.id, true);
         return ackPacket("pubrec", packetId, this.matchCode(matched));
       });
@@ -494,20 +514,27 @@ export class Session {
   private ackChain: Promise<void> = Promise.resolve();
   /** Inbound QoS 1/2 PUBLISHes whose PUBACK/PUBREC is not sent yet. */
   private pendingAcks = 0;
-  private acknowledgeAfter(connId: string, routed: Promise<number>, ack: (matched: number) => AnyPacket): void {
+  /**
+   * Inbound QoS 2 packet ids whose message is being routed now (in memory: the routing lives no
+   * longer than this object), so that a copy of the PUBLISH arriving meanwhile is not routed again.
+   */
+  private readonly inboundRouting = new Map<number, Promise<number>>();
+  /** `counted`: the PUBLISH is a new message (a repeated QoS 2 one does not count to Receive Maximum). */
+  private acknowledgeAfter(connId: string, routed: Promise<number>, ack: (matched: number) => AnyPacket, counted = true): void {
     const previous = this.ackChain;
-    this.pendingAcks++;
+    const pending = counted ? 1 : 0;
+    this.pendingAcks += pending;
     this.ackChain = (async () => {
       await previous;
       let matched: number;
       try {
         matched = await routed;
       } catch (err) {
-        this.pendingAcks--;
+        this.pendingAcks -= pending;
         // Not durable: the client keeps the message and resends it on its next connection.
         return this.serverError(connId, err);
       }
-      this.pendingAcks--;
+      this.pendingAcks -= pending;
       if (this.isCurrent(connId)) this.send(connId, [ack(matched)]);
     })();
   }
@@ -582,6 +609,16 @@ export class Session {
     this.meta.queueLevel = level || undefined;
     this.store.writeMeta(this.meta);
     this.io.report({ kind: "queue", clientId: this.meta.clientId ?? "", level });
+  }
+
+  /**
+   * The session's queue is gone with its state (the session ended, or started afresh): a deep-queue
+   * level it reported must not stay in the registry's gauge.
+   */
+  private queueGone(): void {
+    if (!this.meta.queueLevel) return;
+    this.meta.queueLevel = undefined;
+    this.io.report({ kind: "queue", clientId: this.meta.clientId ?? "", level: 0 });
   }
 
   // --- SUBSCRIBE / UNSUBSCRIBE --------------------------------------------------------------
@@ -786,6 +823,7 @@ export class Session {
     await this.dropSubscriptions();
     await this.redistributeShared();
     this.storeUnacknowledged(false);
+    this.queueGone();
     this.store.clearAll();
     this.meta = {};
     this.io.setAlarm(undefined);

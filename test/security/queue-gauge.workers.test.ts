@@ -1,0 +1,88 @@
+/**
+ * Security review #11: the deep-queue gauge (the registry's `queues` table, `mqtt_deep_queues`) kept
+ * a session's level after the session and its queue were gone. Driven through the real Worker and
+ * Durable Objects; the registry's table is read directly.
+ */
+import { env, runDurableObjectAlarm, runInDurableObject, SELF } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { configFor } from "../../src/config";
+import { registryStub, sessionStub } from "../../src/env";
+import { registryShardFor } from "../../src/registry/client-registry";
+import { rawClient, sleep, uid } from "../workers/helpers";
+
+/** The level the registry holds for the client, undefined when it holds none. */
+async function gaugeLevel(clientId: string): Promise<number | undefined> {
+  const stub = registryStub(env, registryShardFor(clientId, configFor(env).registryShardCount));
+  return runInDurableObject(stub, async (_instance, state) =>
+    state.storage.sql.exec<{ level: number }>("SELECT level FROM queues WHERE client_id = ?", clientId).toArray()[0]?.level,
+  );
+}
+
+/** Waits until the registry holds `level` for the client (reports travel off the message path). */
+async function gaugeBecomes(clientId: string, level: number | undefined, ms = 4000): Promise<void> {
+  const deadline = Date.now() + ms;
+  let now = await gaugeLevel(clientId);
+  while (now !== level) {
+    if (Date.now() > deadline) throw new Error(`gauge for ${clientId} is ${now}, expected ${level}`);
+    await sleep(50);
+    now = await gaugeLevel(clientId);
+  }
+}
+
+/** An offline session with 20 QoS 1 messages queued: the registry shows level 16. */
+async function deepQueue(expirySeconds = 300): Promise<{ clientId: string; topic: string }> {
+  const clientId = uid("gauge");
+  const topic = `${clientId}/t`;
+  const sub = await rawClient(5);
+  await sub.connect({ clientId, clean: true, properties: { sessionExpiryInterval: expirySeconds } });
+  await sub.subscribe(topic, 1);
+  sub.send({ cmd: "disconnect" });
+  await sub.waitClosed();
+  while ((await sessionStub(env, clientId).describe())?.connected) await sleep(20);
+  const pub = await rawClient(5);
+  await pub.connect({ clientId: uid("gauge-pub") });
+  for (let i = 1; i <= 20; i++) pub.send({ cmd: "publish", topic, payload: Buffer.from(String(i)), qos: 1, messageId: i });
+  await pub.until(() => pub.all("puback").length === 20);
+  pub.close();
+  await gaugeBecomes(clientId, 16);
+  return { clientId, topic };
+}
+
+describe("the deep-queue gauge follows the session", () => {
+  it("is cleared when a clean start discards the session", async () => {
+    const { clientId } = await deepQueue();
+    const again = await rawClient(5);
+    expect((await again.connect({ clientId, clean: true })).sessionPresent).toBe(false);
+    await gaugeBecomes(clientId, undefined);
+    again.close();
+  });
+
+  it("is cleared when the session expires", async () => {
+    const { clientId } = await deepQueue(2);
+    const session = sessionStub(env, clientId);
+    // The expiry alarm (run now if it has not run by itself): the session ends with its queue.
+    while ((await session.describe()) !== undefined) await sleep(100);
+    await runDurableObjectAlarm(session);
+    await gaugeBecomes(clientId, undefined);
+  });
+
+  it("class: is cleared when an administrator deletes the session", async () => {
+    const { clientId } = await deepQueue();
+    const res = await SELF.fetch(`http://broker.test/api/v1/sessions/${encodeURIComponent(clientId)}`, {
+      method: "DELETE",
+      headers: { authorization: "Bearer workers-test-admin" },
+    });
+    expect(res.status).toBe(200);
+    await gaugeBecomes(clientId, undefined);
+  });
+
+  it("class: is cleared when a resumed session's client drains the queue", async () => {
+    const { clientId } = await deepQueue();
+    const again = await rawClient(5);
+    again.autoAck = true;
+    expect((await again.connect({ clientId, clean: false, properties: { sessionExpiryInterval: 300 } })).sessionPresent).toBe(true);
+    await again.until(() => again.all("publish").length === 20);
+    await gaugeBecomes(clientId, undefined);
+    again.close();
+  });
+});
