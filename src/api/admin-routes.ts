@@ -27,10 +27,9 @@ type Ctx = Context<{ Bindings: Env }>;
 const DEFAULT_LIMIT = 100;
 
 export function mountAdminRoutes(app: Hono<{ Bindings: Env }>): void {
+  // "/x/*" also matches "/x" itself (registering both ran the check twice).
   app.use("/api/v1/clients/*", adminOnly);
-  app.use("/api/v1/clients", adminOnly);
   app.use("/api/v1/sessions/*", adminOnly);
-  app.use("/api/v1/client", adminOnly);
   app.use("/api/v1/client/*", adminOnly);
   app.use("/api/v1/session", adminOnly);
   app.use("/api/v1/retained", adminOnly);
