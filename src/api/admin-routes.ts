@@ -1,7 +1,8 @@
 /**
  * The admin API (JSON, ADMIN_TOKEN): connected clients (paged), one session, disconnect, delete a
- * session, retained messages and subscriptions by filter. Every call fans out to the registry or
- * topic shards that hold the answer; nothing here sits on the message path.
+ * session, retained messages and subscriptions by filter; and the dashboard. Every call fans out to
+ * the registry or topic shards that hold the answer; nothing here sits on the message path.
+ * State-changing calls pass the cross-site check first (cross-site.ts).
  */
 import type { Context, Hono } from "hono";
 import { configFor } from "../config";
@@ -14,7 +15,10 @@ import { allShards, shardsForFilter } from "../topics/shard-rule";
 import { collectMetrics } from "../observability/metrics-collector";
 import { renderPrometheus } from "../observability/metrics";
 import { apiTokensFrom, isAdmin } from "./api-auth";
-import { DASHBOARD_HTML } from "../dashboard/page";
+import { crossSiteRefusal } from "./cross-site";
+import { DASHBOARD_HEADERS, DASHBOARD_PAGE_HEADERS, DASHBOARD_SCRIPT_PATH, DASHBOARD_STYLE_PATH, dashboardHtml } from "../dashboard/page";
+import { DASHBOARD_SCRIPT } from "../dashboard/client-script";
+import { DASHBOARD_CSS } from "../dashboard/styles";
 import { jsonError } from "./publish-routes";
 
 type Ctx = Context<{ Bindings: Env }>;
@@ -23,22 +27,21 @@ type Ctx = Context<{ Bindings: Env }>;
 const DEFAULT_LIMIT = 100;
 
 export function mountAdminRoutes(app: Hono<{ Bindings: Env }>): void {
+  // "/x/*" also matches "/x" itself (registering both ran the check twice).
   app.use("/api/v1/clients/*", adminOnly);
-  app.use("/api/v1/clients", adminOnly);
   app.use("/api/v1/sessions/*", adminOnly);
+  app.use("/api/v1/client/*", adminOnly);
+  app.use("/api/v1/session", adminOnly);
   app.use("/api/v1/retained", adminOnly);
   app.use("/api/v1/subscriptions", adminOnly);
   app.use("/api/v1/metrics", adminOnly);
   app.use("/metrics", adminOnly);
   app.use("/dashboard", adminOnly);
 
-  // The page is self-contained; the policy makes "no external fetches" a rule the browser enforces.
-  app.get("/dashboard", (c) =>
-    c.html(DASHBOARD_HTML, 200, {
-      "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:; img-src 'self'",
-      "Cache-Control": "no-store",
-    }),
-  );
+  app.get("/dashboard", (c) => c.html(dashboardHtml(), 200, DASHBOARD_PAGE_HEADERS));
+  // The page's script and styles hold no data (the code is public): served without the token.
+  app.get(DASHBOARD_SCRIPT_PATH, (c) => c.body(DASHBOARD_SCRIPT, 200, { ...DASHBOARD_HEADERS, "Content-Type": "text/javascript; charset=utf-8" }));
+  app.get(DASHBOARD_STYLE_PATH, (c) => c.body(DASHBOARD_CSS, 200, { ...DASHBOARD_HEADERS, "Content-Type": "text/css; charset=utf-8" }));
 
   // Prometheus scrapes with `authorization: Bearer <ADMIN_TOKEN>` (bearer_token in its config).
   app.get("/metrics", async (c) =>
@@ -58,28 +61,14 @@ export function mountAdminRoutes(app: Hono<{ Bindings: Env }>): void {
     return c.json({ clients, next });
   });
 
-  app.get("/api/v1/clients/:clientId", async (c) => {
-    const clientId = c.req.param("clientId");
-    const session = await sessionStub(c.env, clientId).describe();
-    if (!session) return jsonError(c, 404, `no session for client ${JSON.stringify(clientId)}`);
-    return c.json({
-      ...session,
-      connectedAt: iso(session.connectedAt),
-      expiresAt: iso(session.expiresAt),
-    });
-  });
-
-  app.post("/api/v1/clients/:clientId/disconnect", async (c) => {
-    const clientId = c.req.param("clientId");
-    const done = await sessionStub(c.env, clientId).adminDisconnect();
-    return done ? c.json({ clientId, disconnected: true }) : jsonError(c, 404, `client ${JSON.stringify(clientId)} is not connected`);
-  });
-
-  app.delete("/api/v1/sessions/:clientId", async (c) => {
-    const clientId = c.req.param("clientId");
-    const done = await sessionStub(c.env, clientId).adminDelete();
-    return done ? c.json({ clientId, deleted: true }) : jsonError(c, 404, `no session for client ${JSON.stringify(clientId)}`);
-  });
+  // Each call on one client id has two forms: the id as a path segment, and `?clientId=`, which
+  // reaches every id: URL normalisation removes "." and ".." segments (and %2e / %2E spellings).
+  app.get("/api/v1/clients/:clientId", (c) => describeClient(c, c.req.param("clientId")));
+  app.get("/api/v1/client", (c) => withQueryClientId(c, describeClient));
+  app.post("/api/v1/clients/:clientId/disconnect", (c) => disconnectClient(c, c.req.param("clientId")));
+  app.post("/api/v1/client/disconnect", (c) => withQueryClientId(c, disconnectClient));
+  app.delete("/api/v1/sessions/:clientId", (c) => deleteSession(c, c.req.param("clientId")));
+  app.delete("/api/v1/session", (c) => withQueryClientId(c, deleteSession));
 
   app.get("/api/v1/retained", async (c) => {
     const query = filterAndLimit(c);
@@ -113,7 +102,33 @@ export function mountAdminRoutes(app: Hono<{ Bindings: Env }>): void {
   });
 }
 
+async function describeClient(c: Ctx, clientId: string): Promise<Response> {
+  const session = await sessionStub(c.env, clientId).describe();
+  if (!session) return jsonError(c, 404, `no session for client ${JSON.stringify(clientId)}`);
+  return c.json({ ...session, connectedAt: iso(session.connectedAt), expiresAt: iso(session.expiresAt) });
+}
+
+async function disconnectClient(c: Ctx, clientId: string): Promise<Response> {
+  const done = await sessionStub(c.env, clientId).adminDisconnect();
+  return done ? c.json({ clientId, disconnected: true }) : jsonError(c, 404, `client ${JSON.stringify(clientId)} is not connected`);
+}
+
+async function deleteSession(c: Ctx, clientId: string): Promise<Response> {
+  const done = await sessionStub(c.env, clientId).adminDelete();
+  return done ? c.json({ clientId, deleted: true }) : jsonError(c, 404, `no session for client ${JSON.stringify(clientId)}`);
+}
+
+/** Runs `handler` on `?clientId=`; an empty id names no session (the broker assigns one instead). */
+function withQueryClientId(c: Ctx, handler: (c: Ctx, clientId: string) => Promise<Response>): Promise<Response> | Response {
+  const clientId = c.req.query("clientId");
+  return clientId ? handler(c, clientId) : jsonError(c, 400, "clientId: required (the client id, URL-encoded, in the query string)");
+}
+
 async function adminOnly(c: Ctx, next: () => Promise<void>): Promise<Response | void> {
+  c.header("X-Content-Type-Options", "nosniff");
+  // Before the token check: a cross-site request gets no 401 either (no Basic prompt on another site's behalf).
+  const crossSite = crossSiteRefusal({ method: c.req.method, url: c.req.url, header: (name) => c.req.header(name) });
+  if (crossSite) return jsonError(c, 403, crossSite);
   const tokens = apiTokensFrom(c.env);
   if (!tokens.admin) return jsonError(c, 403, "the admin API is off: set the ADMIN_TOKEN secret");
   if (!(await isAdmin(c.req.header("Authorization"), tokens))) {

@@ -2,28 +2,20 @@
  * The dashboard in a real headless Chromium (Debian's chromium, driven by playwright-core): a device
  * connects and appears, the page's own MQTT client publishes, and the device receives it.
  */
-import { existsSync, mkdirSync } from "node:fs";
-import { chromium, type Browser } from "playwright-core";
+import { mkdirSync } from "node:fs";
+import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { E2E_ADMIN_TOKEN } from "./global-setup";
+import { adminContext, hasChromium, launchChromium } from "./browser";
 import { brokerHttp, closeAll, connect, recorder, uid } from "./helpers";
 
 /** Where the screenshot goes (the README's picture is a copy of one). */
 export const SCREENSHOT = "test-results/dashboard.png";
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-/** Debian's chromium: CI installs it (.ci/run); elsewhere the suite is skipped without it. */
-const hasChromium = existsSync(CHROMIUM);
-if (!hasChromium && process.env.CI) throw new Error("CI must have Debian's chromium installed (see .ci/run)");
-
 let browser: Browser;
 
 beforeAll(async () => {
   if (!hasChromium) return;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  browser = await launchChromium();
 });
 
 afterAll(async () => {
@@ -42,7 +34,7 @@ describe.skipIf(!hasChromium)("dashboard", () => {
   });
 
   it("shows a connected device, publishes from the page, and the device receives it", async () => {
-    const context = await browser.newContext({ httpCredentials: { username: "admin", password: E2E_ADMIN_TOKEN }, viewport: { width: 1400, height: 900 } });
+    const context = await adminContext(browser, { viewport: { width: 1400, height: 900 } });
     const page = await context.newPage();
     const external: string[] = [];
     page.on("request", (r) => {
