@@ -127,7 +127,7 @@ function withQueryClientId(c: Ctx, handler: (c: Ctx, clientId: string) => Promis
 async function adminOnly(c: Ctx, next: () => Promise<void>): Promise<Response | void> {
   c.header("X-Content-Type-Options", "nosniff");
   // Before the token check: a cross-site request gets no 401 either (no Basic prompt on another site's behalf).
-  const crossSite = crossSiteRefusal({ method: c.req.method, url: c.req.url, header: (name) => c.req.header(name) });
+  const crossSite = crossSiteRefusal(c.req);
   if (crossSite) return jsonError(c, 403, crossSite);
   const tokens = apiTokensFrom(c.env);
   if (!tokens.admin) return jsonError(c, 403, "the admin API is off: set the ADMIN_TOKEN secret");

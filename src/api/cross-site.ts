@@ -1,5 +1,6 @@
 /**
- * Cross-site request forgery defence for the admin API (pure: no Hono, no Cloudflare imports).
+ * Cross-site request forgery defence for the admin API and HTTP publish (pure: no Hono, no Cloudflare
+ * imports).
  *
  * A browser that has opened /dashboard keeps the admin token as cached HTTP Basic credentials and
  * attaches them to any request to this origin, including a form POST or a no-cors fetch started by a
@@ -30,14 +31,14 @@ export function crossSiteRefusal(req: RequestFacts): string | undefined {
   const site = req.header("Sec-Fetch-Site");
   // "same-site" is not enough: another port or subdomain of this host is another origin.
   if (site !== undefined && site !== "same-origin") {
-    return `cross-site request refused: Sec-Fetch-Site is ${JSON.stringify(site)}, state-changing admin calls must come from this origin`;
+    return `cross-site request refused: Sec-Fetch-Site is ${JSON.stringify(site)}, state-changing calls must come from this origin`;
   }
   const origin = req.header("Origin");
   if (origin !== undefined && origin !== new URL(req.url).origin) {
     return `cross-site request refused: Origin ${JSON.stringify(origin)} is not this origin`;
   }
   if (!isBearer(req.header("Authorization")) && !req.header(CSRF_HEADER)?.trim()) {
-    return `cross-site request refused: a state-changing admin call needs a Bearer token or the ${CSRF_HEADER} header`;
+    return `cross-site request refused: a state-changing call needs a Bearer token or the ${CSRF_HEADER} header`;
   }
   return undefined;
 }

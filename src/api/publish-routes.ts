@@ -12,6 +12,7 @@ import { topicShardStub, type Env } from "../env";
 import type { RoutedMessage } from "../protocol/message";
 import { shardForTopic } from "../topics/shard-rule";
 import { apiTokensFrom, HTTP_CLIENT_ID, publisherIdentity } from "./api-auth";
+import { crossSiteRefusal } from "./cross-site";
 import { parsePublishBody, type PublishDraft } from "./publish-request";
 import { currentHooks, hookMessage, runHook, type HookContext } from "../hooks";
 import { isBrokerOnlyTopic, topicNameError } from "../protocol/topic";
@@ -37,6 +38,9 @@ async function publish(c: Ctx, batch: boolean): Promise<Response> {
   }
   const identity = await publisherIdentity(c.req.header("Authorization"), tokens, auth);
   if (!identity) return jsonError(c, 401, "missing or invalid bearer token", { "WWW-Authenticate": 'Bearer realm="mqtt-broker"' });
+  // After the token check (no token: 401). The admin token also works as cached Basic credentials in a browser: no publishing on another site's behalf.
+  const crossSite = crossSiteRefusal(c.req);
+  if (crossSite) return jsonError(c, 403, crossSite);
   if (!(c.req.header("Content-Type") ?? "").toLowerCase().startsWith("application/json")) {
     return jsonError(c, 415, "send the message as JSON (Content-Type: application/json)");
   }

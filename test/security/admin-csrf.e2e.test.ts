@@ -82,6 +82,28 @@ describe("admin API: state-changing calls refuse cross-site requests (issue #11 
     expect(await deleted.json()).toEqual({ deleted: 1 });
   });
 
+  it("class: HTTP publish with the admin's Basic credentials refuses another origin; a Bearer backend still publishes", async () => {
+    const v = await victim();
+    const topic = `csrf/${v.clientId}/published`;
+    const rec = recorder(v.client);
+    await v.client.subscribeAsync(topic, { qos: 1 });
+    const body = JSON.stringify({ topic, payload: "forged", qos: 1 });
+    const json = { "content-type": "application/json" };
+    for (const headers of [
+      { ...basic, ...json, origin: "http://127.0.0.1:1" },
+      { ...basic, ...json, "sec-fetch-site": "cross-site" },
+      { ...basic, ...json },
+    ]) {
+      const res = await fetch(`${brokerHttp()}/api/v1/publish`, { method: "POST", headers, body });
+      expect(res.status, JSON.stringify(headers)).toBe(403);
+      expect(((await res.json()) as { error: string }).error).toMatch(/cross-site request refused/);
+    }
+    // Positive control, and what proves nothing forged arrived: the Bearer backend's message is the first.
+    const ok = await fetch(`${brokerHttp()}/api/v1/publish`, { method: "POST", headers: { ...bearer, ...json }, body: JSON.stringify({ topic, payload: "backend", qos: 1 }) });
+    expect(ok.status).toBe(200);
+    expect((await rec.waitFor(1)).map((m) => m.payload)).toEqual(["backend"]);
+  });
+
   it.skipIf(!hasChromium)("a page on another origin cannot disconnect a client with the admin's cached Basic credentials; the dashboard's own button can (0x98)", async () => {
     const v = await victim();
     const id = encodeURIComponent(v.clientId);
