@@ -59,7 +59,7 @@ export class OutboundBudget {
     if (this.estimate(now) < this.budget / 2) this.sentBehind = undefined;
     let kept: Uint8Array[] | undefined;
     let dropped = 0;
-    if (!this.fits(this.held, frame.length)) {
+    if (this.held + frame.length > this.budget) {
       kept = [];
       for (const packet of packetsOf(frame)) {
         if (isQos0Publish(packet) && !this.fits(this.held, packet.length)) {

@@ -10,6 +10,7 @@
  * Bounded run: a few seconds of flood from 3 publishers, then it stops by itself. Clients use
  * `perMessageDeflate: false` and random payloads, or the backlog would compress to nothing.
  */
+import { randomBytes } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import { Worker } from "node:worker_threads";
 import mqtt, { type MqttClient } from "mqtt";
@@ -64,8 +65,11 @@ function client(version: 4 | 5): Promise<MqttClient> {
   return mqtt.connectAsync(url, options).then((c) => (opened.push(c), c));
 }
 
-/** A raw `ws` client that subscribes, then stops reading its socket (ws.pause) until resumed. */
-async function stalledSubscriber(filter: string, qos: 0 | 1) {
+/**
+ * A raw `ws` client that subscribes, then stops reading its socket (ws.pause) until resumed; with
+ * `pauseFirst` it stops reading before it subscribes (the SUBACK waits with the rest).
+ */
+async function stalledSubscriber(filter: string, qos: 0 | 1, pauseFirst = false) {
   const ws = new WebSocket(url, "mqtt", { perMessageDeflate: false });
   raws.push(ws);
   await new Promise<void>((resolve, reject) => (ws.once("open", () => resolve()), ws.once("error", reject)));
@@ -82,8 +86,13 @@ async function stalledSubscriber(filter: string, qos: 0 | 1) {
   const counted = { bytes: 0 };
   ws.on("message", (d: Buffer) => (counted.bytes += d.length));
   expect((await raw.connect({ clientId: `stalled-${process.pid}-${++runId}` })).reasonCode).toBe(0);
-  expect((await raw.subscribe(filter, qos)).granted).toEqual([qos]);
-  ws.pause();
+  if (pauseFirst) {
+    ws.pause();
+    raw.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: filter, qos }] });
+  } else {
+    expect((await raw.subscribe(filter, qos)).granted).toEqual([qos]);
+    ws.pause();
+  }
   counted.bytes = 0;
   return { ws, raw, counted };
 }
@@ -263,5 +272,28 @@ describe("one slow subscriber does not hold back others [issue #11]", () => {
     console.log(`[slow-consumer 12 s flood] held for the stalled subscriber until its DISCONNECT: ${(counted.bytes / 1048576).toFixed(1)} MB`);
     expect(counted.bytes).toBeLessThan(HELD_BOUND_BYTES);
     await stillServing(run.root, run.stalled);
+  }, 120000);
+
+  it("class: a slow reader that subscribes over a large retained set (9.4 MiB at QoS 0) is sent no more than its budget", async () => {
+    const root = `ret${++runId}/room`;
+    const pub = await client(4);
+    const count = 600;
+    for (let i = 0; i < count; i++) {
+      pub.publish(`${root}/r/${i}`, randomBytes(PAYLOAD_BYTES), { qos: 0, retain: true });
+      if (i % 100 === 99) await new Promise((r) => setTimeout(r, 150)); // under MAX_PUBLISH_RATE
+    }
+    // Acknowledged after the QoS 0 ones before it were routed (one publisher, calls in order): all stored.
+    await pub.publishAsync(`${root}/r/last`, "last", { qos: 1, retain: true });
+    const droppedBefore = await droppedSlowConsumer();
+    const stalled = await stalledSubscriber(`${root}/r/#`, 0, true);
+    const deadline = Date.now() + 20000;
+    while ((await droppedSlowConsumer()) === droppedBefore && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    const dropped = (await droppedSlowConsumer()) - droppedBefore;
+    const held = await resumeAndMeasure(stalled, `${root}/r/live`);
+    expect(stalled.raw.all("suback").map((p) => p.granted)).toEqual([[0]]);
+    console.log(`[slow-consumer retained] ${count} x 16 KB retained; dropped slow_consumer ${dropped}; held for the stalled subscriber: ${(held / 1048576).toFixed(1)} MB`);
+    expect(dropped).toBeGreaterThan(0);
+    expect(held).toBeLessThan(4 * 1048576);
+    await stillServing(root, stalled);
   }, 120000);
 });

@@ -33,6 +33,14 @@ describe("OutboundBudget", () => {
     expect(budget.admit(publish(0, 5000), 5000).dropped).toBe(0);
   });
 
+  it("cuts a frame larger than the budget per packet even when nothing is waiting (a burst of retained messages)", () => {
+    const budget = new OutboundBudget(10_000, 1000, 8_000, 0);
+    const parts = Array.from({ length: 5 }, () => publish(0, 3000));
+    const admitted = budget.admit(joinFrames(parts), 0);
+    expect(admitted.dropped).toBe(2);
+    expect(admitted.frame).toEqual(joinFrames(parts.slice(0, 3)));
+  });
+
   it("lets a packet larger than the budget through when nothing is waiting", () => {
     const budget = new OutboundBudget(16_384, 1000, 8_000, 0);
     expect(budget.admit(publish(0, 20_000), 0).dropped).toBe(0);
