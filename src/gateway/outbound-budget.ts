@@ -6,7 +6,7 @@
  * has read (QoS 0 has no acknowledgement), so the gateway estimates that queue as a leaky bucket:
  * bytes sent, less what a client is assumed to read at least (`readRate` bytes per second).
  *
- * A QoS 0 PUBLISH that would take the estimate over `budget` is dropped (at most once [MQTT-4.3.1]);
+ * A QoS 0 PUBLISH that would take the estimate over `budget` is dropped (QoS 0 is at most once, 4.3.1);
  * everything else goes (QoS 1/2 are bounded by the in-flight window, the rest are small answers).
  * While the client is behind (from a drop until the estimate is back under half the budget), what still
  * goes to it is counted; beyond `behindLimit` bytes the connection is stalled and the caller ends it.
