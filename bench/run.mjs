@@ -96,7 +96,8 @@ async function startOurs() {
   const state = mkdtempSync(join(tmpdir(), "mqtt-bench-"));
   // Limits that would end a connection under deliberate overload are lifted: the bench measures throughput.
   // Aedes has none of these limits; the defaults (queue 1000, window 32) would make the max-rate
-  // scenario measure the documented queue_full outcome instead of how fast a session drains.
+  // scenario measure the documented queue_full outcome instead of how fast a session drains, and the
+  // outbound budget (1 MiB, 1 MiB/s assumed read rate) would drop fan-in's QoS 0 at ~4 MB/s to one reader.
   const vars = {
     ALLOW_ANONYMOUS: "true",
     DEBUG_COUNTERS: "true",
@@ -105,6 +106,8 @@ async function startOurs() {
     RECEIVE_MAXIMUM: "65535",
     MAX_QUEUED_MESSAGES: "100000",
     MAX_INFLIGHT: "1024",
+    MAX_CLIENT_OUTBOUND_BYTES: "268435456",
+    CLIENT_READ_RATE: "1073741824",
     ADMIN_TOKEN: "bench",
     ...EXTRA_VARS,
   };

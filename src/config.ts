@@ -47,6 +47,13 @@ export interface BrokerConfig {
   maxRetainedBytesPerShard: number;
   /** Bytes the gateway buffers for a client while its session is being opened. */
   maxPendingClientBytes: number;
+  /**
+   * Bytes the gateway lets wait for one client by its estimate (workerd cannot tell what a client has
+   * read: bytes sent less `clientReadRate` per second). A QoS 0 PUBLISH beyond it is dropped and counted.
+   */
+  maxClientOutboundBytes: number;
+  /** Bytes per second a connected client is assumed to read at least (the estimate's drain rate). */
+  clientReadRate: number;
   /** Number of ClientRegistry objects (presence and counters for the admin API and metrics). */
   registryShardCount: number;
   /** Seconds between `$SYS/broker/...` updates while someone subscribes to them. */
@@ -73,6 +80,8 @@ export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
   maxRetainedPerShard: 10000,
   maxRetainedBytesPerShard: 67108864,
   maxPendingClientBytes: 1048576,
+  maxClientOutboundBytes: 1048576,
+  clientReadRate: 1048576,
   registryShardCount: 8,
   sysIntervalSeconds: 10,
 });
@@ -98,6 +107,8 @@ const VARIABLES: Record<keyof BrokerConfig, string> = {
   maxRetainedPerShard: "MAX_RETAINED_PER_SHARD",
   maxRetainedBytesPerShard: "MAX_RETAINED_BYTES_PER_SHARD",
   maxPendingClientBytes: "MAX_PENDING_CLIENT_BYTES",
+  maxClientOutboundBytes: "MAX_CLIENT_OUTBOUND_BYTES",
+  clientReadRate: "CLIENT_READ_RATE",
   registryShardCount: "REGISTRY_SHARD_COUNT",
   sysIntervalSeconds: "SYS_INTERVAL_SECONDS",
 };
@@ -123,6 +134,8 @@ const BOUNDS: Record<keyof BrokerConfig, [number, number]> = {
   maxRetainedPerShard: [0, 10000000],
   maxRetainedBytesPerShard: [0, 1073741824],
   maxPendingClientBytes: [1024, 67108864],
+  maxClientOutboundBytes: [16384, 268435456],
+  clientReadRate: [1024, 1073741824],
   registryShardCount: [1, 256],
   sysIntervalSeconds: [1, 3600],
 };

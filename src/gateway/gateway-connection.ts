@@ -4,7 +4,8 @@
  * Session object over an internal WebSocket.
  */
 import type { BrokerConfig } from "../config";
-import type { Env } from "../env";
+import { registryStub, type Env } from "../env";
+import { registryShardFor } from "../registry/client-registry";
 import { encodePacket, parsePacket, type Packet } from "../protocol/codec";
 import { ConnectReturnCode, InternalClose, PacketType, ReasonCode, SessionHeader, type ProtocolVersion } from "../protocol/constants";
 import { PacketFramer } from "../protocol/framer";
@@ -16,6 +17,7 @@ import { SCRAM_METHOD, startScram, type ScramExchange } from "../auth/scram";
 import type { Identity } from "../auth/acl";
 import type { AuthConfig } from "../auth/auth-config";
 import { admitConnect, peekProtocolLevel, refuseConnectBytes, type Admission, type ConnectFields } from "./admission";
+import { OutboundBudget } from "./outbound-budget";
 
 const PINGRESP = new Uint8Array([0xd0, 0x00]);
 
@@ -45,6 +47,12 @@ export class GatewayConnection {
   private timer?: ReturnType<typeof setTimeout>;
   private keepAliveMs = 0;
   private lastActivity = Date.now();
+  /** What this connection may make the gateway hold for its client (outbound-budget.ts). */
+  private readonly outbound: OutboundBudget;
+  private clientId?: string;
+  /** QoS 0 PUBLISHes dropped for this slow client and not yet reported to the registry. */
+  private unreportedDrops = 0;
+  private dropReport?: ReturnType<typeof setTimeout>;
 
   constructor(
     private readonly client: WebSocket,
@@ -54,6 +62,7 @@ export class GatewayConnection {
     private readonly remoteAddress?: string,
   ) {
     this.framer = new PacketFramer(config.maxPacketSize);
+    this.outbound = new OutboundBudget(config.maxClientOutboundBytes, config.clientReadRate, config.maxClientOutboundBytes * BEHIND_LIMIT_BUDGETS, Date.now());
   }
 
   start(): void {
@@ -237,6 +246,7 @@ export class GatewayConnection {
         return;
       }
       this.session = session;
+      this.clientId = clientId;
       session.addEventListener("message", (event) => this.toClient(event.data));
       session.addEventListener("close", () => this.onSessionGone());
       session.addEventListener("error", () => this.onSessionGone());
@@ -314,11 +324,32 @@ export class GatewayConnection {
 
   private toClient(data: ArrayBuffer | string): void {
     if (this.state === "closed" || typeof data === "string") return;
+    const { frame, dropped, stalled } = this.outbound.admit(new Uint8Array(data), Date.now());
+    if (dropped) this.countDrops(dropped);
+    if (stalled) return this.abort("slow consumer: outbound budget exceeded", ReasonCode.QUOTA_EXCEEDED);
+    if (!frame) return;
     try {
-      this.client.send(data);
+      this.client.send(frame);
     } catch {
       this.onClientGone();
     }
+  }
+
+  /** Drops reach the metrics through the client's registry shard, at most one report per second. */
+  private countDrops(count: number): void {
+    this.unreportedDrops += count;
+    this.dropReport ??= setTimeout(() => this.reportDrops(), DROP_REPORT_MS);
+  }
+
+  private reportDrops(): void {
+    clearTimeout(this.dropReport);
+    this.dropReport = undefined;
+    const count = this.unreportedDrops;
+    this.unreportedDrops = 0;
+    if (count === 0 || this.clientId === undefined) return;
+    registryStub(this.env, registryShardFor(this.clientId, this.config.registryShardCount))
+      .dropped("slow_consumer", count)
+      .catch((err) => console.warn("registry report failed", err));
   }
 
   /** [MQTT-3.1.2-22] no packet within 1.5 x Keep Alive: the connection is closed (and the will sent). */
@@ -362,11 +393,17 @@ export class GatewayConnection {
     if (this.state === "open") this.flushToSession();
     this.state = "closed";
     clearTimeout(this.timer);
+    this.reportDrops();
     this.pending = [];
     safeClose(this.session, code, reason);
     safeClose(this.client, 1000, reason);
   }
 }
+
+/** A client behind its outbound budget is disconnected once this many budgets more have gone to it. */
+const BEHIND_LIMIT_BUDGETS = 8;
+/** Slow-consumer drops are reported to the registry at most this often per connection. */
+const DROP_REPORT_MS = 1000;
 
 /** Most packets, and bytes (plus one packet), the gateway puts in one frame to the session. */
 const MAX_PACKETS_PER_FRAME = 64;

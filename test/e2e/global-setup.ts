@@ -97,7 +97,10 @@ async function waitForHealth(url: string, child: ChildProcess, log: () => string
 }
 
 /** Starts `wrangler dev` (as `npm start` does) on a free port with its own state; resolves when healthy. */
-export async function startBroker(vars: Record<string, string>, configPath?: string): Promise<{ base: string; output: () => string; stop: () => Promise<void> }> {
+export async function startBroker(
+  vars: Record<string, string>,
+  configPath?: string,
+): Promise<{ base: string; pid: number; output: () => string; stop: () => Promise<void> }> {
   const port = await freePort();
   const state = mkdtempSync(join(tmpdir(), "mqtt-e2e-"));
   const args = Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]);
@@ -122,7 +125,7 @@ export async function startBroker(vars: Record<string, string>, configPath?: str
     }
     rmSync(state, { recursive: true, force: true });
   };
-  return { base, output: () => output, stop };
+  return { base, pid: child.pid!, output: () => output, stop };
 }
 
 export default async function setup(project: TestProject) {
