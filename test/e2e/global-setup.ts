@@ -102,11 +102,13 @@ export async function startBroker(
   configPath?: string,
 ): Promise<{ base: string; pid: number; output: () => string; stop: () => Promise<void> }> {
   const port = await freePort();
+  // Its own inspector port too: two brokers at once (a test file's beside the global one) must not clash on 9229.
+  const inspectorPort = await freePort();
   const state = mkdtempSync(join(tmpdir(), "mqtt-e2e-"));
   const args = Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]);
   const child = spawn(
     "npx",
-    ["wrangler", "dev", ...(configPath ? ["-c", configPath] : []), "--port", String(port), "--ip", "127.0.0.1", "--persist-to", state, ...args],
+    ["wrangler", "dev", ...(configPath ? ["-c", configPath] : []), "--port", String(port), "--inspector-port", String(inspectorPort), "--ip", "127.0.0.1", "--persist-to", state, ...args],
     { detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false" } },
   );
   let output = "";
