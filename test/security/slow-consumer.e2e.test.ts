@@ -24,12 +24,13 @@ const FLOOD_SECONDS = 5;
 const PUBLISHERS = 3;
 const RATE_PER_PUBLISHER = 640;
 const PAYLOAD_BYTES = 16 * 1024;
-/**
- * Generous, and logged: on a loaded 2-core machine the unbounded broker stalled the pair 0.8-3.8 s
- * under 4-5 s floods and 7-17 s under 6-10 s floods, but the flood alone (no subscriber at all)
- * delayed it by up to ~6 s too; so what fails today's code here is the drops and the bytes held.
+/*
+ * The control pair's worst latency is printed, not asserted: it depends on the machine's load more
+ * than on the broker (idle: 1.1-1.4 s on a fresh broker, 35-46 ms after; with six other test runs
+ * beside it: 9 s), and the flood alone (no subscriber at all) delays the pair by seconds on a loaded
+ * machine. What fails on the unbounded broker is the drops and the bytes held for the stalled reader;
+ * what shows the pair is not held back is that every control message arrives during the flood.
  */
-const CONTROL_LATENCY_BOUND_MS = 8000;
 /**
  * Generous: workerd grew by 235-375 MB under this flood with the unbounded broker, 145-185 MB with the
  * budget, ~130 MB with no subscriber at all (the inbound flood itself, on a loaded machine).
@@ -235,11 +236,10 @@ async function stillServing(root: string, stalled: { ws: WebSocket }): Promise<v
 }
 
 describe("one slow subscriber does not hold back others [issue #11]", () => {
-  it("a subscriber that never reads: others keep their latency, QoS 0 beyond its budget is dropped and counted, memory stays bounded", async () => {
+  it("a subscriber that never reads: others are still served, QoS 0 beyond its budget is dropped and counted, memory stays bounded", async () => {
     const run = await isolationRun({ name: "QoS 0 flood", filter: (root) => `${root}/flood`, subQos: 0, floodQos: 0 });
     // Every control message arrived during the flood, none held back behind the slow consumer's backlog.
     expect(run.control.latencies.size).toBe(run.control.sent());
-    expect(run.worst).toBeLessThan(CONTROL_LATENCY_BOUND_MS);
     expect(run.dropped).toBeGreaterThan(0);
     expect(run.growth).toBeLessThan(MEMORY_GROWTH_BOUND_MB);
     const held = await resumeAndMeasure(run.stalled, `${run.root}/flood`);
@@ -251,7 +251,6 @@ describe("one slow subscriber does not hold back others [issue #11]", () => {
   it("class: a slow reader on a wildcard subscription at QoS 1 (QoS 1 control traffic too, all shards) is bounded the same way", async () => {
     const run = await isolationRun({ name: "wildcard # QoS 1", filter: () => "#", subQos: 1, floodQos: 0 });
     expect(run.control.latencies.size).toBe(run.control.sent());
-    expect(run.worst).toBeLessThan(CONTROL_LATENCY_BOUND_MS);
     expect(run.dropped).toBeGreaterThan(0);
     expect(run.growth).toBeLessThan(MEMORY_GROWTH_BOUND_MB);
     const held = await resumeAndMeasure(run.stalled, `${run.root}/flood`);
