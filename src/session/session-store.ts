@@ -50,6 +50,12 @@ export const OutState = {
   RELEASED: 2,
   /** QoS 2 finished; kept briefly so a re-routed copy with the same id is recognised. */
   DONE: 3,
+  /**
+   * Taken through a shared subscription and being handed to another member of the group (never
+   * sent from here). A row whose hand-over failed stays in this state, across the end of the
+   * session, until a retry succeeds: nothing is lost (Session.handOver).
+   */
+  HANDOVER: 4,
 } as const;
 
 export interface OutboundRow {
@@ -150,23 +156,29 @@ export class SessionStore {
     );
   }
 
-  /** Removes every trace of the session. */
+  /** Removes every trace of the session, except messages still to be handed over (HANDOVER). */
   clearAll(): void {
     this.censusCache = undefined;
     this.inboundQos2Ids = undefined;
     this.clearTopicAliases();
-    this.deleteAllFrom("meta", "subs", "outq", "inq2");
+    this.deleteAllFrom("meta", "subs", "inq2");
+    this.clearOutq();
+  }
+
+  private clearOutq(): void {
+    if (this.has("outq")) this.sql.exec(`DELETE FROM outq WHERE state != ?`, OutState.HANDOVER);
   }
 
   private deleteAllFrom(...tables: (keyof typeof SCHEMA)[]): void {
     for (const table of tables) if (this.has(table)) this.sql.exec(`DELETE FROM ${table}`);
   }
 
-  /** Clears subscriptions and messages but keeps meta (a clean start). */
+  /** Clears subscriptions and messages but keeps meta (a clean start) and HANDOVER rows. */
   clearState(): void {
     this.censusCache = undefined;
     this.inboundQos2Ids = undefined;
-    this.deleteAllFrom("subs", "outq", "inq2");
+    this.deleteAllFrom("subs", "inq2");
+    this.clearOutq();
   }
 
   // --- subscriptions ----------------------------------------------------------------------
@@ -364,17 +376,42 @@ export class SessionStore {
     this.censusCache = undefined; // rare: recounted on the next read
   }
 
-  /** Unfinished messages taken through shared subscriptions (of one filter, or all). */
-  sharedRows(shareFilter?: string): OutboundRow[] {
+  /**
+   * Moves messages taken through shared subscriptions to HANDOVER and returns them, oldest first.
+   * With `shareFilter` (an unsubscribe), that filter's queued messages only: those it started to
+   * send it completes [MQTT-3.10.4-3]. Without (the session ends), every queued one and every QoS 1
+   * in flight. QoS 2 in flight never moves: once sent to a member, it is not given to another
+   * [MQTT-4.8.2-5].
+   */
+  holdForHandover(shareFilter?: string): OutboundRow[] {
     if (!this.has("outq")) return [];
-    const rows = shareFilter
+    const held = shareFilter === undefined
       ? this.sql.exec<Record<string, SqlStorageValue>>(
-          `SELECT * FROM outq WHERE share_filter = ? AND state < ? ORDER BY seq`, shareFilter, OutState.DONE,
+          `UPDATE outq SET state = ?, packet_id = NULL WHERE share_filter IS NOT NULL AND (state = ? OR (state = ? AND qos = 1)) RETURNING *`,
+          OutState.HANDOVER, OutState.QUEUED, OutState.SENT,
         )
       : this.sql.exec<Record<string, SqlStorageValue>>(
-          `SELECT * FROM outq WHERE share_filter IS NOT NULL AND state < ? ORDER BY seq`, OutState.DONE,
+          `UPDATE outq SET state = ? WHERE share_filter = ? AND state = ? RETURNING *`, OutState.HANDOVER, shareFilter, OutState.QUEUED,
         );
-    return rows.toArray().map(rowToOutbound);
+    const rows = held.toArray().map(rowToOutbound).sort((a, b) => a.seq - b.seq);
+    if (rows.length) this.censusCache = undefined; // rare: recounted on the next read
+    return rows;
+  }
+
+  /** Messages awaiting their hand-over to another member, oldest first. */
+  handoverRows(): OutboundRow[] {
+    return this.rows([OutState.HANDOVER]);
+  }
+
+  hasHandovers(): boolean {
+    if (!this.has("outq")) return false;
+    return this.sql.exec(`SELECT 1 FROM outq WHERE state = ? LIMIT 1`, OutState.HANDOVER).toArray().length > 0;
+  }
+
+  /** A message whose hand-over failed goes back to this session's queue (an unsubscribe's). */
+  requeue(seq: number): void {
+    this.sql.exec(`UPDATE outq SET state = ? WHERE seq = ?`, OutState.QUEUED, seq);
+    this.censusCache = undefined;
   }
 
   // --- topic aliases of the live connection -----------------------------------------------

@@ -16,7 +16,10 @@ import { isUtf8, packetViolation, publishPropertiesProblem } from "../protocol/v
 import type { PresenceRecord } from "../registry/client-registry";
 import { runHook, type BrokerHooks, type HookContext, type HookMessage } from "../hooks";
 import { logText } from "../observability/log-text";
-import { OutState, SessionStore, type SessionMeta } from "./session-store";
+import { OutState, SessionStore, type OutboundRow, type SessionMeta } from "./session-store";
+
+/** How long after a failed shared-subscription hand-over it is tried again (alarm). */
+const HANDOVER_RETRY_MS = 5000;
 
 /** What the session needs from the world around it. */
 export interface SessionIO {
@@ -293,7 +296,7 @@ export class Session {
     const sessionPresent = existed && !cleanStart;
     if (!sessionPresent && previous.clientId !== undefined) {
       await this.dropSubscriptions();
-      await this.redistributeShared();
+      await this.handOverShared(); // the previous session ended
     }
     if (!sessionPresent) {
       this.store.clearState();
@@ -327,7 +330,7 @@ export class Session {
       remoteAddress: info.remoteAddress,
     };
     this.store.writeMeta(this.meta);
-    this.io.setAlarm(undefined);
+    this.io.setAlarm(this.nextAlarm());
 
     const connack: AnyPacket = { cmd: "connack", sessionPresent };
     if (version === 5) {
@@ -707,7 +710,7 @@ export class Session {
     const codes = filters.map((f) =>
       this.store.deleteSubscription(f) ? ReasonCode.SUCCESS : ReasonCode.NO_SUBSCRIPTION_EXISTED,
     );
-    for (const filter of removed) if (parseSharedFilter(filter)) await this.redistributeShared(filter);
+    for (const filter of removed) if (parseSharedFilter(filter)) await this.handOverQueued(filter);
     const unsuback: AnyPacket = { cmd: "unsuback", messageId: packet.messageId };
     if (this.version === 5) unsuback.granted = codes;
     this.send(connId, [unsuback]);
@@ -793,6 +796,7 @@ export class Session {
 
   /** Alarm: a delayed will became due, or an offline session expired. */
   async alarm(): Promise<void> {
+    if (this.store.hasHandovers()) await this.handOver(this.store.handoverRows());
     const now = this.io.now();
     if (this.meta.willAt !== undefined && now >= this.meta.willAt && this.meta.will) {
       const will = JSON.parse(this.meta.will) as StoredWill;
@@ -808,7 +812,8 @@ export class Session {
   }
 
   private nextAlarm(): number | undefined {
-    const times = [this.meta.willAt, this.meta.connId ? undefined : this.meta.expireAt].filter(
+    const retry = this.store.hasHandovers() ? this.io.now() + HANDOVER_RETRY_MS : undefined;
+    const times = [this.meta.willAt, this.meta.connId ? undefined : this.meta.expireAt, retry].filter(
       (t): t is number => t !== undefined,
     );
     return times.length ? Math.min(...times) : undefined;
@@ -821,12 +826,12 @@ export class Session {
       await this.publishWill(will).catch(() => undefined);
     }
     await this.dropSubscriptions();
-    await this.redistributeShared();
+    await this.handOverShared();
     this.storeUnacknowledged(false);
     this.queueGone();
     this.store.clearAll();
     this.meta = {};
-    this.io.setAlarm(undefined);
+    this.io.setAlarm(this.nextAlarm()); // a retry of failed hand-overs, if any
   }
 
   private async dropSubscriptions(): Promise<void> {
@@ -835,18 +840,45 @@ export class Session {
   }
 
   /**
-   * Unfinished messages this session took through shared subscriptions (all of them, or those of one
-   * filter) go to another member of the group and leave this session [MQTT-4.8.2].
+   * The session ends: what it took through shared subscriptions and may give to another member
+   * goes to one [MQTT-4.8.2]: messages not yet sent, and QoS 1 in flight (the client may never
+   * acknowledge it: the spec says SHOULD). A QoS 2 message once sent goes nowhere else, even
+   * though this session ends before completing it [MQTT-4.8.2-5]: it ends with the session.
    */
-  private async redistributeShared(shareFilter?: string): Promise<void> {
-    const clientId = this.meta.clientId;
-    if (!clientId) return;
-    for (const row of this.store.sharedRows(shareFilter)) {
-      // Redistributed under a new id: the chosen member must not mistake it for a duplicate.
+  private async handOverShared(): Promise<void> {
+    this.store.holdForHandover();
+    await this.handOver(this.store.handoverRows());
+  }
+
+  /**
+   * A shared subscription was unsubscribed: its queued messages go to another member. Those it
+   * started to send, this session completes [MQTT-3.10.4-3]; one whose hand-over fails stays
+   * queued here (a Server MAY deliver messages buffered before the UNSUBSCRIBE, 3.10.4).
+   */
+  private async handOverQueued(shareFilter: string): Promise<void> {
+    for (const failed of await this.handOver(this.store.holdForHandover(shareFilter))) this.store.requeue(failed.seq);
+    this.pump();
+  }
+
+  /**
+   * Gives each row to another member of its group through the shard of its topic; a row leaves
+   * this session only once that shard has it safe. Returns the rows whose hand-over failed: they
+   * stay in HANDOVER (retried by the alarm, nextAlarm) unless the caller puts them back.
+   */
+  private async handOver(rows: OutboundRow[]): Promise<OutboundRow[]> {
+    const failed: OutboundRow[] = [];
+    for (const row of rows) {
+      // Under a new id: the chosen member must not mistake it for a duplicate of its own copy.
       const message = { ...row.delivery.message, id: `${row.msgId}:r` };
-      await this.io.redistribute(row.delivery.shareFilter!, clientId, message).catch(() => undefined);
-      this.store.discard(row.seq);
+      try {
+        await this.io.redistribute(row.delivery.shareFilter!, this.meta.clientId ?? "", message);
+        this.store.discard(row.seq);
+      } catch (err) {
+        console.warn(`shared hand-over failed, kept for a retry: ${logText(message.topic)}`, err);
+        failed.push(row);
+      }
     }
+    return failed;
   }
 
   private async publishWill(will: StoredWill): Promise<void> {

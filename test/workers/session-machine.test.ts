@@ -278,15 +278,18 @@ describe("Session state machine", () => {
     });
   });
 
-  it("hands unfinished shared-subscription messages to the group when unsubscribing", async () => {
+  it("on unsubscribing a shared subscription, hands its queued messages to the group and completes those sent [MQTT-3.10.4-3]", async () => {
     await withSession(5, async ({ session, io, send }) => {
       await send(connect(5, { properties: { receiveMaximum: 1 } }));
       await send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "$share/g/t/#", qos: 1 }] });
       const shared = (id: string): Delivery => ({ ...delivery(id, 1), shareFilter: "$share/g/t/#" });
       session.deliver([shared("s1"), shared("s2")]);
-      expect(io.take("publish")).toHaveLength(1); // s2 waits behind the window of 1
+      const [sent] = io.take("publish"); // s2 waits behind the window of 1
       await send({ cmd: "unsubscribe", messageId: 2, unsubscriptions: ["$share/g/t/#"] });
-      expect(io.redistributed.map((m) => new TextDecoder().decode(m.payload))).toEqual(["s1", "s2"]);
+      expect(io.redistributed.map((m) => new TextDecoder().decode(m.payload))).toEqual(["s2"]);
+      expect(session.describe()).toMatchObject({ inflight: 1, queued: 0 }); // s1 stays, to be completed
+      await send({ cmd: "puback", messageId: sent.messageId });
+      expect(session.describe()).toMatchObject({ inflight: 0, queued: 0 });
     });
   });
 
