@@ -6,7 +6,7 @@
 import type { BrokerConfig } from "../config";
 import { registryStub, type Env } from "../env";
 import { registryShardFor } from "../registry/client-registry";
-import { encodePacket, parsePacket, type Packet } from "../protocol/codec";
+import { encodePacket, encodeWithin, parsePacket, type Packet } from "../protocol/codec";
 import { ConnectReturnCode, InternalClose, PacketType, ReasonCode, SessionHeader, type ProtocolVersion } from "../protocol/constants";
 import { PacketFramer } from "../protocol/framer";
 import { sequenced } from "../protocol/internal-order";
@@ -31,7 +31,7 @@ const REFUSALS = {
 interface ConnectCredentials {
   username?: string;
   password?: Uint8Array;
-  properties?: { authenticationMethod?: string; authenticationData?: Uint8Array };
+  properties?: { authenticationMethod?: string; authenticationData?: Uint8Array; maximumPacketSize?: number };
 }
 
 type State = "awaiting-connect" | "authenticating" | "opening" | "open" | "closed";
@@ -40,6 +40,8 @@ export class GatewayConnection {
   private state: State = "awaiting-connect";
   private readonly framer: PacketFramer;
   private version: ProtocolVersion = 4;
+  /** The v5 client's Maximum Packet Size from its CONNECT: nothing larger is sent to it [MQTT-3.1.2-24]. */
+  private clientMaxPacketSize?: number;
   private session?: WebSocket;
   /** Packets that arrived while the session socket was opening (bounded by maxPendingClientBytes). */
   private pending: Uint8Array[] = [];
@@ -130,13 +132,13 @@ export class GatewayConnection {
     }
     const connect = parsed.packet as unknown as ConnectFields;
     this.version = connect.protocolVersion;
+    const max = (parsed.packet as unknown as ConnectCredentials).properties?.maximumPacketSize;
+    if (this.version === 5 && typeof max === "number" && max > 0) this.clientMaxPacketSize = max;
     const methods = this.auth.users.size > 0 ? [SCRAM_METHOD] : [];
     const admission =
       refuseConnectBytes(packet, this.version) ?? admitConnect(connect, this.config, () => crypto.randomUUID(), methods);
     if (!admission.ok) {
-      if (admission.connack) {
-        this.client.send(encodePacket({ cmd: "connack", ...admission.connack } as Packet, this.version));
-      }
+      if (admission.connack) this.sendConnackRefusal(admission.connack, admission.reason);
       return this.abort(admission.reason);
     }
     this.keepAliveMs = admission.keepAlive * 1000;
@@ -165,7 +167,7 @@ export class GatewayConnection {
         reasonCode: ReasonCode.CONTINUE_AUTHENTICATION,
         properties: { authenticationMethod: SCRAM_METHOD, authenticationData: Buffer.from(started.serverFirst) },
       };
-      this.client.send(encodePacket(challenge as Packet, 5));
+      if (!this.sendPacket(challenge)) this.abort("AUTH challenge exceeds the client's Maximum Packet Size");
     });
   }
 
@@ -190,11 +192,32 @@ export class GatewayConnection {
 
   private refuseConnect(refusal: keyof typeof REFUSALS, reason: string): void {
     const code = REFUSALS[refusal];
-    const connack = this.version === 5
-      ? { cmd: "connack", reasonCode: code.v5, sessionPresent: false }
-      : { cmd: "connack", returnCode: code.v3, sessionPresent: false };
-    this.client.send(encodePacket(connack as Packet, this.version));
+    // no Reason String: a refused login learns nothing beyond its code (test/e2e/auth.test.ts)
+    this.sendConnackRefusal({ reasonCode: code.v5, returnCode: code.v3, sessionPresent: false });
     this.abort(`authentication refused: ${reason}`);
+  }
+
+  /** A refusal CONNACK: the code of this protocol level, and in v5 the reason, if any, as a Reason String. */
+  private sendConnackRefusal(codes: { reasonCode?: number; returnCode?: number; sessionPresent: false }, reason?: string): void {
+    const connack = this.version === 5
+      ? { cmd: "connack", reasonCode: codes.reasonCode, sessionPresent: false, properties: reason ? { reasonString: reason } : undefined }
+      : { cmd: "connack", returnCode: codes.returnCode, sessionPresent: false };
+    this.sendPacket(connack);
+  }
+
+  /**
+   * Sends a packet the gateway builds, within the client's Maximum Packet Size (encodeWithin: without
+   * its Reason String if need be); false when even that does not fit and nothing was sent.
+   */
+  private sendPacket(packet: Record<string, unknown>): boolean {
+    const bytes = encodeWithin(packet as unknown as Packet, this.version, this.clientMaxPacketSize);
+    if (!bytes) return false;
+    try {
+      this.client.send(bytes);
+    } catch {
+      // client already gone
+    }
+    return true;
   }
 
   /** The `authenticate` moment, then the session; a refusal is a CONNACK with the right code. */
@@ -258,10 +281,8 @@ export class GatewayConnection {
       this.armKeepAlive();
     } catch (err) {
       console.error("gateway: opening session failed", err);
-      const refusal = this.version === 5
-        ? ({ cmd: "connack", reasonCode: ReasonCode.SERVER_UNAVAILABLE, sessionPresent: false } as Packet)
-        : ({ cmd: "connack", returnCode: ConnectReturnCode.SERVER_UNAVAILABLE, sessionPresent: false } as Packet);
-      if (this.state !== "closed") this.client.send(encodePacket(refusal, this.version));
+      const codes = { reasonCode: ReasonCode.SERVER_UNAVAILABLE, returnCode: ConnectReturnCode.SERVER_UNAVAILABLE, sessionPresent: false } as const;
+      if (this.state !== "closed") this.sendConnackRefusal(codes, "session unavailable");
       this.abort("session unavailable");
     }
   }
@@ -369,12 +390,7 @@ export class GatewayConnection {
     if (this.state === "closed") return;
     const wasOpen = this.state === "open" || this.state === "opening";
     if (reasonCode !== undefined && this.version === 5 && wasOpen) {
-      const disconnect = { cmd: "disconnect", reasonCode, properties: { reasonString: reason } } as Packet;
-      try {
-        this.client.send(encodePacket(disconnect, 5));
-      } catch {
-        // client already gone
-      }
+      this.sendPacket({ cmd: "disconnect", reasonCode, properties: { reasonString: reason } });
     }
     this.finish(InternalClose.GATEWAY_ABORT, reason);
   }

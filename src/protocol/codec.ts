@@ -3,10 +3,12 @@ import mqtt from "mqtt-packet";
 import type { Packet } from "mqtt-packet";
 import type { ProtocolVersion } from "./constants";
 import { readFixedHeader } from "./framer";
+import { packetFault } from "./packet-check";
 
 export type { Packet };
 
-export type ParseResult = { packet: Packet } | { error: string };
+/** A packet, or why it is refused: `reasonCode` is the v5 answer (absent: 0x81 Malformed Packet). */
+export type ParseResult = { packet: Packet } | { error: string; reasonCode?: number };
 
 /**
  * Parses exactly one whole packet (as framed by PacketFramer). `version` is the connection's
@@ -25,12 +27,48 @@ export function parsePacket(bytes: Uint8Array, version: ProtocolVersion | undefi
   const rest = parser.parse(asBuffer(bytes));
   if (error) return { error };
   if (packets.length !== 1 || rest !== 0) return { error: "packet length does not match its contents" };
+  // What the packet object cannot show (its strings were decoded leniently): checked on the bytes.
+  // CONNECT has its own check, which answers with a CONNACK (connect-check.ts).
+  const fault = packets[0].cmd === "connect" ? undefined : packetFault(bytes, version ?? 4);
+  if (fault) return { error: fault.reason, reasonCode: fault.reasonCode };
   return { packet: packets[0] };
 }
 
 /** Serialises a packet for the given protocol level. */
 export function encodePacket(packet: Packet, version: ProtocolVersion): Uint8Array {
   return encodeSimplePublish(packet, version) ?? mqtt.generate(packet, { protocolVersion: version });
+}
+
+/** What a packet may go without, in the order it is left out to fit the client's Maximum Packet Size. */
+const OPTIONAL_PROPERTIES = ["reasonString", "userProperties"];
+/**
+ * CONNACK properties that, when true, say what their absence says too [3.2.2.3.5, 3.2.2.3.11,
+ * 3.2.2.3.12, 3.2.2.3.13]: left out after the optional ones, nothing is lost.
+ */
+const CONNACK_DEFAULTS = ["retainAvailable", "wildcardSubscriptionAvailable", "subscriptionIdentifiersAvailable", "sharedSubscriptionAvailable"];
+
+/**
+ * Encodes a packet the server sends within the client's Maximum Packet Size (`max`; undefined: no
+ * limit) [MQTT-3.1.2-24]: one that would exceed it goes without its Reason String, then without its
+ * User Properties [MQTT-3.2.2-19, 3.2.2-20, 3.4.2-2, 3.4.2-3, 3.5.2-2, 3.5.2-3, 3.6.2-2, 3.6.2-3,
+ * 3.7.2-2, 3.7.2-3, 3.9.2-1, 3.9.2-2, 3.11.2-1, 3.11.2-2, 3.14.2-3, 3.14.2-4, 3.15.2-2, 3.15.2-3].
+ * Undefined when it still does not fit: it must not be sent. A PUBLISH keeps its properties (they
+ * are the message's): it is discarded whole [MQTT-3.1.2-25].
+ */
+export function encodeWithin(packet: Packet, version: ProtocolVersion, max: number | undefined): Uint8Array | undefined {
+  let bytes = encodePacket(packet, version);
+  if (max === undefined || bytes.length <= max) return bytes;
+  const p = packet as unknown as Record<string, any>;
+  if (p.cmd === "publish" || !p.properties) return undefined;
+  const props: Record<string, unknown> = { ...p.properties };
+  const droppable = p.cmd === "connack" ? [...OPTIONAL_PROPERTIES, ...CONNACK_DEFAULTS.filter((name) => props[name] === true)] : OPTIONAL_PROPERTIES;
+  for (const name of droppable) {
+    if (props[name] === undefined) continue;
+    delete props[name];
+    bytes = encodePacket({ ...p, properties: props } as unknown as Packet, version);
+    if (bytes.length <= max) return bytes;
+  }
+  return undefined;
 }
 
 // --- the hot path ------------------------------------------------------------------------
@@ -66,9 +104,13 @@ export function parseSimplePacket(bytes: Uint8Array, version: ProtocolVersion): 
   const topicLength = (bytes[i] << 8) | bytes[i + 1];
   i += 2;
   if (topicLength === 0 || i + topicLength > bytes.length) return undefined;
+  // A topic with U+0000 or ill-formed UTF-8 goes to the full path, which refuses it as malformed
+  // (packet-check.ts): the one raw check this path needs, done by the strict decoder and this scan
+  const topicBytes = bytes.subarray(i, i + topicLength);
+  if (topicBytes.includes(0)) return undefined;
   let topic: string;
   try {
-    topic = strictUtf8.decode(bytes.subarray(i, i + topicLength));
+    topic = strictUtf8.decode(topicBytes);
   } catch {
     return undefined;
   }

@@ -6,6 +6,8 @@ export interface TopicLimits {
 }
 
 const encoder = new TextEncoder();
+/** A UTF-16 surrogate not part of a pair (with the u flag, a pair is one code point and does not match). */
+const LONE_SURROGATE = /\p{Cs}/u;
 
 /** Common checks for names and filters; returns a reason when invalid. */
 function checkString(value: string, limits: TopicLimits): string | undefined {
@@ -13,8 +15,10 @@ function checkString(value: string, limits: TopicLimits): string | undefined {
   if (value.length === 0) return "empty";
   // [MQTT-4.7.3-2] must not include the null character U+0000
   if (value.includes("\u0000")) return "contains U+0000";
-  // [MQTT-1.5.4-1] well-formed UTF-8; the codec turns ill-formed sequences into U+FFFD
-  if (value.includes("\uFFFD")) return "ill-formed UTF-8";
+  // [MQTT-1.5.4-1] well-formed UTF-8. Topics from the wire are checked on their bytes
+  // (packet-check.ts, connect-check.ts), where U+FFFD is an ordinary character; a string from
+  // elsewhere (HTTP API, hooks) is refused if it holds a lone surrogate, which has no UTF-8 form
+  if (LONE_SURROGATE.test(value)) return "ill-formed UTF-8";
   // [MQTT-4.7.3-3] at most 65535 bytes; we apply the configured, lower limit
   if (encoder.encode(value).length > limits.maxTopicLength) return "too long";
   if (countLevels(value) > limits.maxTopicLevels) return "too many levels";

@@ -4,7 +4,7 @@
  * alarms, and keeps its state in a SessionStore. The Durable Object shell wires both.
  */
 import type { BrokerConfig } from "../config";
-import { encodePacket, joinFrames, parsePacket, type Packet } from "../protocol/codec";
+import { encodeWithin, joinFrames, parsePacket, type Packet } from "../protocol/codec";
 import { ConnectReturnCode, ReasonCode, SUBACK_FAILURE_V3, type ProtocolVersion } from "../protocol/constants";
 import { isAllowed, type AclAction, type AclPolicy, type Identity } from "../auth/acl";
 import { unknownUserPolicy, type UserDirectory } from "../auth/stored-credential";
@@ -218,7 +218,7 @@ export class Session {
     const parsed = parsePacket(bytes, version);
     if ("error" in parsed) {
       if (version === undefined || !this.isCurrent(info.connId)) return this.io.close(info.connId, "malformed CONNECT");
-      return this.protocolError(info.connId, ReasonCode.MALFORMED_PACKET, parsed.error);
+      return this.protocolError(info.connId, parsed.reasonCode ?? ReasonCode.MALFORMED_PACKET, parsed.error);
     }
     const packet = parsed.packet as AnyPacket;
     if (packet.cmd === "connect") {
@@ -269,11 +269,14 @@ export class Session {
     const foreign = existed && previous.owner !== undefined && previous.owner !== owner;
     const willRefused = packet.will && !isAllowed(this.acl, identity, info.clientId, "publish", packet.will.topic);
     if (foreign || willRefused) {
+      const reason = foreign ? "session owned by another identity" : "will topic not authorized";
+      // no Reason String: whether someone else's session exists under this id is not told
       const connack = version === 5
         ? { cmd: "connack", sessionPresent: false, reasonCode: ReasonCode.NOT_AUTHORIZED }
         : { cmd: "connack", sessionPresent: false, returnCode: ConnectReturnCode.NOT_AUTHORIZED };
-      this.io.send(info.connId, encodePacket(connack as Packet, version));
-      return this.io.close(info.connId, foreign ? "session owned by another identity" : "will topic not authorized");
+      const bytes = encodeWithin(connack as Packet, version, clientMaxPacketSize(version, packet));
+      if (bytes) this.io.send(info.connId, bytes);
+      return this.io.close(info.connId, reason);
     }
 
     // Messages in flight to the older connection are written before anything reads the queue.
@@ -281,7 +284,8 @@ export class Session {
     // Session takeover [MQTT-3.1.4-3]: the older connection gets DISCONNECT 0x8E and is closed.
     if (previous.connId && previous.connId !== info.connId) {
       if ((previous.version ?? 4) === 5) {
-        this.io.send(previous.connId, encodePacket({ cmd: "disconnect", reasonCode: ReasonCode.SESSION_TAKEN_OVER } as Packet, 5));
+        const disconnect = encodeWithin({ cmd: "disconnect", reasonCode: ReasonCode.SESSION_TAKEN_OVER } as Packet, 5, previous.clientMaxPacketSize);
+        if (disconnect) this.io.send(previous.connId, disconnect);
       }
       this.io.close(previous.connId, "session taken over");
     }
@@ -320,7 +324,7 @@ export class Session {
       connId: info.connId,
       will: packet.will ? JSON.stringify(willFrom(packet)) : undefined,
       clientReceiveMax: version === 5 ? packet.properties?.receiveMaximum : undefined,
-      clientMaxPacketSize: version === 5 ? packet.properties?.maximumPacketSize : undefined,
+      clientMaxPacketSize: clientMaxPacketSize(version, packet),
       clientTopicAliasMax: version === 5 ? packet.properties?.topicAliasMaximum : undefined,
       // [MQTT-3.1.2-28] Request Problem Information defaults to 1
       problemInfo: version === 5 ? packet.properties?.requestProblemInformation !== false : undefined,
@@ -339,7 +343,15 @@ export class Session {
     } else {
       connack.returnCode = 0;
     }
-    this.send(info.connId, [connack]);
+    const connackBytes = encodeWithin(connack as Packet, version, this.meta.clientMaxPacketSize);
+    if (connackBytes) this.io.send(info.connId, connackBytes);
+    else {
+      // Not even without its optional properties does the CONNACK fit the client's Maximum Packet
+      // Size (an Assigned Client Identifier, say): it must not be sent [MQTT-3.1.2-24], and without
+      // it the client cannot go on. The connection ends as if the network had failed.
+      this.io.close(info.connId, "CONNACK exceeds the client's Maximum Packet Size");
+      return this.connectionEnded(info.connId);
+    }
     this.io.report({
       kind: "connected",
       identity,
@@ -1144,8 +1156,8 @@ export class Session {
       if (!alias.isNew) packet.topic = ""; // the client maps the alias back to the topic
     }
     if (this.meta.clientMaxPacketSize !== undefined) {
-      // [MQTT-3.1.2-24] never send a packet larger than the client's Maximum Packet Size
-      if (encodePacket(packet as Packet, this.version).length > this.meta.clientMaxPacketSize) {
+      // [MQTT-3.1.2-24, 3.1.2-25] a PUBLISH larger than the client's Maximum Packet Size is discarded
+      if (!encodeWithin(packet as Packet, this.version, this.meta.clientMaxPacketSize)) {
         if (alias?.isNew) this.aliasesOut!.delete(m.topic);
         return undefined;
       }
@@ -1197,16 +1209,22 @@ export class Session {
   private withReason(packet: AnyPacket, reason: string): AnyPacket {
     const always = packet.cmd === "disconnect" || packet.cmd === "connack";
     if (this.version !== 5 || (!always && this.meta.problemInfo === false)) return packet;
-    const withString = { ...packet, properties: { ...packet.properties, reasonString: reason } };
-    // [MQTT-3.14.2-3, 3.4.2-2, 3.5.2-2, 3.9.2-1] no Reason String that would make the packet larger
-    // than the client's Maximum Packet Size: the packet goes without it
-    const max = this.meta.clientMaxPacketSize;
-    if (max !== undefined && encodePacket(withString as Packet, 5).length > max) return packet;
-    return withString;
+    // send() leaves it out again if it would exceed the client's Maximum Packet Size
+    return { ...packet, properties: { ...packet.properties, reasonString: reason } };
   }
 
+  /**
+   * Sends packets as one frame, each within the client's Maximum Packet Size (encodeWithin: without
+   * its Reason String or User Properties if need be). One that cannot fit at all is not sent.
+   */
   private send(connId: string, packets: AnyPacket[]): void {
-    this.io.send(connId, joinFrames(packets.map((p) => encodePacket(p as Packet, this.version))));
+    const max = this.meta.clientMaxPacketSize;
+    const encoded: Uint8Array[] = [];
+    for (const p of packets) {
+      const bytes = encodeWithin(p as Packet, this.version, max);
+      if (bytes) encoded.push(bytes);
+    }
+    if (encoded.length) this.io.send(connId, joinFrames(encoded));
   }
 }
 
@@ -1216,6 +1234,11 @@ export class Session {
  */
 function ackPacket(cmd: "puback" | "pubrec" | "pubrel" | "pubcomp", messageId: number, reasonCode: number = ReasonCode.SUCCESS): AnyPacket {
   return { cmd, messageId, reasonCode };
+}
+
+/** The Maximum Packet Size a v5 CONNECT announced (absent: no limit beyond the protocol's). */
+function clientMaxPacketSize(version: ProtocolVersion, connect: AnyPacket): number | undefined {
+  return version === 5 ? connect.properties?.maximumPacketSize : undefined;
 }
 
 function willFrom(packet: AnyPacket): StoredWill {

@@ -115,7 +115,7 @@ describe.each([4, 5] as const)("hostile input, MQTT v%i", { timeout: 60000 }, (v
       // name, chunks, CONNECT first, expected v5 DISCONNECT reason (undefined: closed, code not checked)
       ["wrong remaining length (too short)", [[0x30, 0x02, 0x00, 0x05, 0x61]], true, undefined],
       ["remaining length of 5 bytes", [[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]], true, 0x81],
-      ["invalid UTF-8 in a topic", [[0x30, 0x05, 0x00, 0x02, 0xc3, 0x28, 0x78]], true, undefined],
+      ["invalid UTF-8 in a topic", [[0x30, 0x05, 0x00, 0x02, 0xc3, 0x28, 0x78]], true, 0x81],
       ["wildcard in a PUBLISH topic", [gen({ cmd: "publish", topic: "a/#", payload: Buffer.from("x"), qos: 0 }, version)], true, 0x90],
       ["QoS 3", [[0x36, 0x05, 0x00, 0x01, 0x61, 0x00, 0x01]], true, 0x81],
       ["reserved flag bits in SUBSCRIBE", [[0x80, 0x06, 0x00, 0x01, 0x00, 0x01, 0x61, 0x00]], true, 0x81],
