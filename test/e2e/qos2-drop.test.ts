@@ -55,48 +55,50 @@ describe("a drop after the PUBLISH reached the broker, before PUBREC", () => {
   // copy and the resend, so only the publisher's session can tell the resend is a copy.
   const FILLERS = 70;
 
-  it.each([4, 5] as const)("v%i: the resend (DUP, same packet id) after reconnecting is answered PUBREC and reaches QoS 0, 1 and 2 subscribers once, even after 70 other QoS 2 messages [MQTT-4.3.3-8, 4.3.3-10] [MQTT311-4.3.3-2]", async (version) => {
-    const url = `${held.base.replace("http", "ws")}/mqtt`;
-    const topic = `${uid("q2drop")}/x`;
-    const fillTopic = `${uid("q2fill")}/x`;
-    const { c: sub0 } = await client(version, { clientId: uid("s0") }, url);
-    await sub0.subscribe(topic, 0);
-    const { c: gate } = await client(version, { clientId: uid("s1") }, url);
-    await gate.subscribe(topic, 1);
-    const { c: sub2 } = await client(version, { clientId: uid("s2") }, url);
-    await sub2.subscribe(topic, 2, 1);
-    await sub2.subscribe(fillTopic, 2, 2);
+  describe.each([4, 5] as const)("MQTT v%i", (version) => {
+    it("the resend (DUP, same packet id) after reconnecting is answered PUBREC and reaches QoS 0, 1 and 2 subscribers once, even after 70 other QoS 2 messages [MQTT-4.3.3-8, 4.3.3-10] [MQTT311-4.3.3-2]", async () => {
+      const url = `${held.base.replace("http", "ws")}/mqtt`;
+      const topic = `${uid("q2drop")}/x`;
+      const fillTopic = `${uid("q2fill")}/x`;
+      const { c: sub0 } = await client(version, { clientId: uid("s0") }, url);
+      await sub0.subscribe(topic, 0);
+      const { c: gate } = await client(version, { clientId: uid("s1") }, url);
+      await gate.subscribe(topic, 1);
+      const { c: sub2 } = await client(version, { clientId: uid("s2") }, url);
+      await sub2.subscribe(topic, 2, 1);
+      await sub2.subscribe(fillTopic, 2, 2);
 
-    const pubId = uid("pub");
-    const { c: pub } = await client(version, { clientId: pubId, ...persistent(version) }, url);
-    const first = { cmd: "publish", topic, payload: Buffer.from("first"), qos: 2, messageId: 7 };
-    pub.send(first);
-    const gated = await gate.next("publish"); // routed; the publisher's PUBREC waits for this PUBACK
-    await arrived(sub0, "first");
-    pub.close(); // the connection drops before PUBREC
-    expect(pub.all("pubrec")).toHaveLength(0);
+      const pubId = uid("pub");
+      const { c: pub } = await client(version, { clientId: pubId, ...persistent(version) }, url);
+      const first = { cmd: "publish", topic, payload: Buffer.from("first"), qos: 2, messageId: 7 };
+      pub.send(first);
+      const gated = await gate.next("publish"); // routed; the publisher's PUBREC waits for this PUBACK
+      await arrived(sub0, "first");
+      pub.close(); // the connection drops before PUBREC
+      expect(pub.all("pubrec")).toHaveLength(0);
 
-    const { c: pub2, connack } = await client(version, { clientId: pubId, ...persistent(version) }, url);
-    expect(connack.sessionPresent).toBe(true);
-    // The routing completes now, after the connection that sent the message has gone.
-    gate.send({ cmd: "puback", messageId: gated.messageId });
-    gate.autoAck = true;
-    await finishQos2(sub2, 1);
-    const filler = (await client(version, { clientId: uid("fill") }, url)).c;
-    for (let i = 1; i <= FILLERS; i++) await publishQos2(filler, fillTopic, i, `fill-${i}`);
-    await finishQos2(sub2, FILLERS);
+      const { c: pub2, connack } = await client(version, { clientId: pubId, ...persistent(version) }, url);
+      expect(connack.sessionPresent).toBe(true);
+      // The routing completes now, after the connection that sent the message has gone.
+      gate.send({ cmd: "puback", messageId: gated.messageId });
+      gate.autoAck = true;
+      await finishQos2(sub2, 1);
+      const filler = (await client(version, { clientId: uid("fill") }, url)).c;
+      for (let i = 1; i <= FILLERS; i++) await publishQos2(filler, fillTopic, i, `fill-${i}`);
+      await finishQos2(sub2, FILLERS);
 
-    // [MQTT-4.3.3-10] the client resends on its new connection: acknowledged, not delivered onward again
-    pub2.send({ ...first, dup: true });
-    expect((await pub2.next("pubrec")).messageId).toBe(7);
-    pub2.send({ cmd: "pubrel", messageId: 7 });
-    expect((await pub2.next("pubcomp")).messageId).toBe(7);
+      // [MQTT-4.3.3-10] the client resends on its new connection: acknowledged, not delivered onward again
+      pub2.send({ ...first, dup: true });
+      expect((await pub2.next("pubrec")).messageId).toBe(7);
+      pub2.send({ cmd: "pubrel", messageId: 7 });
+      expect((await pub2.next("pubcomp")).messageId).toBe(7);
 
-    sub2.autoAck = true; // the control message reaches it at QoS 1
-    pub2.send({ cmd: "publish", topic, payload: Buffer.from("control"), qos: 1, messageId: 8 });
-    await pub2.next("puback");
-    for (const sub of [sub0, gate, sub2]) await arrived(sub, "control");
-    expect([copies(sub0, "first"), copies(gate, "first"), copies(sub2, "first")]).toEqual([1, 1, 1]);
+      sub2.autoAck = true; // the control message reaches it at QoS 1
+      pub2.send({ cmd: "publish", topic, payload: Buffer.from("control"), qos: 1, messageId: 8 });
+      await pub2.next("puback");
+      for (const sub of [sub0, gate, sub2]) await arrived(sub, "control");
+      expect([copies(sub0, "first"), copies(gate, "first"), copies(sub2, "first")]).toEqual([1, 1, 1]);
+    });
   });
 });
 
