@@ -474,6 +474,12 @@ export class SessionStore {
     this.inboundIds().add(packetId);
   }
 
+  /** Marks an inbound QoS 2 message routed, if its row is still there with this message id. */
+  markInboundQos2Routed(packetId: number, msgId: string): void {
+    if (!this.has("inq2")) return;
+    this.sql.exec(`UPDATE inq2 SET routed = 1 WHERE packet_id = ? AND msg_id = ? AND routed = 0`, packetId, msgId);
+  }
+
   deleteInboundQos2(packetId: number): boolean {
     if (!this.has("inq2")) return false;
     const deleted = this.sql.exec(`DELETE FROM inq2 WHERE packet_id = ?`, packetId).rowsWritten > 0;

@@ -428,26 +428,28 @@ export class Session {
     }
     if (qos === 2) {
       // [MQTT-4.3.3-10] [MQTT311-4.3.3-2] until PUBREL, a PUBLISH with the same packet id is the same
-      // message: it is acknowledged, not routed again
-      if (known?.routed) return this.send(connId, [ackPacket("pubrec", packetId)]);
+      // message: it is acknowledged, not routed again (after any acknowledgement still due, in order)
+      if (known?.routed) return this.sendAfterAcks(connId, ackPacket("pubrec", packetId));
       const routing = this.inboundRouting.get(packetId);
-      if (routing) {
-        // Its first copy is still being routed: this one is answered when that one is.
-        return this.acknowledgeAfter(connId, routing, (matched) => ackPacket("pubrec", packetId, this.matchCode(matched)), false);
+      if (known && routing?.msgId === known.msgId) {
+        // Its first copy is still being routed (perhaps for an earlier connection of this session):
+        // this one is answered when that one is.
+        return this.acknowledgeAfter(connId, routing.routed, (matched) => ackPacket("pubrec", packetId, this.matchCode(matched)), false);
       }
-      // Known but not routing: the routing of an earlier copy failed; retried under the same message id.
+      // Known but not routing: the routing of an earlier copy failed, or this object restarted during
+      // it; retried under the same message id (subscriber sessions that hold it ignore it).
       const message = this.toMessage(packet, known?.msgId ?? `${this.meta.clientId}:${this.io.newId()}`);
       this.store.putInboundQos2(packetId, message.id, false);
       const routed = this.routeThroughHooks(message);
-      this.inboundRouting.set(packetId, routed);
+      this.inboundRouting.set(packetId, { msgId: message.id, routed });
+      // Routed is recorded when routing completes, whatever became of the connection that sent it:
+      // the client resends the PUBLISH after a drop, and that copy must not be routed again. Only
+      // this message's row is marked (a PUBREL or a clean start may have removed it meanwhile).
       const settled = () => {
-        if (this.inboundRouting.get(packetId) === routed) this.inboundRouting.delete(packetId);
+        if (this.inboundRouting.get(packetId)?.routed === routed) this.inboundRouting.delete(packetId);
       };
-      routed.then(settled, settled);
-      this.acknowledgeAfter(connId, routed, (matched) => {
-        this.store.putInboundQos2(packetId, message.id, true);
-        return ackPacket("pubrec", packetId, this.matchCode(matched));
-      });
+      routed.then(() => this.store.markInboundQos2Routed(packetId, message.id)).then(settled, settled);
+      this.acknowledgeAfter(connId, routed, (matched) => ackPacket("pubrec", packetId, this.matchCode(matched)));
       return;
     }
     const message = this.toMessage(packet, `${this.meta.clientId}:${this.io.newId()}`);
@@ -530,10 +532,12 @@ export class Session {
   /** Inbound QoS 1/2 PUBLISHes whose PUBACK/PUBREC is not sent yet. */
   private pendingAcks = 0;
   /**
-   * Inbound QoS 2 packet ids whose message is being routed now (in memory: the routing lives no
-   * longer than this object), so that a copy of the PUBLISH arriving meanwhile is not routed again.
+   * Inbound QoS 2 packet ids whose message is being routed now, with its message id (in memory: the
+   * routing lives no longer than this object), so that a copy of the PUBLISH arriving meanwhile, on
+   * this connection or a later one of the same session, is not routed again. The message id tells
+   * an entry of an ended session (clean start) from the new session's use of the packet id.
    */
-  private readonly inboundRouting = new Map<number, Promise<number>>();
+  private readonly inboundRouting = new Map<number, { msgId: string; routed: Promise<number> }>();
   /** `counted`: the PUBLISH is a new message (a repeated QoS 2 one does not count to Receive Maximum). */
   private acknowledgeAfter(connId: string, routed: Promise<number>, ack: (matched: number) => AnyPacket, counted = true): void {
     const previous = this.ackChain;
@@ -572,8 +576,13 @@ export class Session {
     const pubcomp = ackPacket("pubcomp", packet.messageId);
     if (!found && this.version === 5) pubcomp.reasonCode = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND;
     // Wait for earlier acknowledgements so PUBCOMP never overtakes the PUBREC it answers.
+    this.sendAfterAcks(connId, pubcomp);
+  }
+
+  /** Sends an acknowledgement after those still waiting for their routing [MQTT-4.6.0-2..4]. */
+  private sendAfterAcks(connId: string, ack: AnyPacket): void {
     this.ackChain = this.ackChain.then(() => {
-      if (this.isCurrent(connId)) this.send(connId, [pubcomp]);
+      if (this.isCurrent(connId)) this.send(connId, [ack]);
     });
   }
 

@@ -2,9 +2,13 @@
  * Nothing acknowledged is lost when any object restarts: abortAllDurableObjects() in the middle of
  * QoS 1 and QoS 2 flows, then reconnect and check what arrives.
  */
-import { abortAllDurableObjects } from "cloudflare:test";
+import { abortAllDurableObjects, env, runInDurableObject } from "cloudflare:test";
+import mqtt from "mqtt-packet";
 import { describe, expect, it } from "vitest";
+import { until } from "../support/until";
 import { rawClient, sleep, uid } from "./helpers";
+
+const generate = (packet: Record<string, unknown>, version: 4 | 5) => mqtt.generate(packet as unknown as mqtt.Packet, { protocolVersion: version });
 
 const persistent = (version: 4 | 5) => (version === 5 ? { clean: false, properties: { sessionExpiryInterval: 600 } } : { clean: false });
 
@@ -101,6 +105,46 @@ describe.each([4, 5] as const)("restarts of every object, MQTT v%i", (version) =
     sub2.send({ cmd: "pubcomp", messageId: again.messageId });
     await sleep(300);
     expect(sub2.all("publish")).toHaveLength(1);
+    sub2.close();
+  });
+
+  it("routes an inbound QoS 2 message once when its connection ended before PUBREC and every object restarts before the resend [MQTT-4.3.3-10] [MQTT311-4.3.3-2]", async () => {
+    const pubId = uid("pub5");
+    const subId = uid("sub5");
+    const topic = `${uid("dur5")}/x`;
+    const sub = await rawClient(version);
+    await sub.connect({ clientId: subId, ...persistent(version) });
+    await sub.subscribe(topic, 0); // QoS 0: nothing on the subscriber's side could spot a copy
+
+    const pub = await rawClient(version);
+    await pub.connect({ clientId: pubId, ...persistent(version) });
+    const publish = { cmd: "publish", topic, payload: Buffer.from("once"), qos: 2, messageId: 21 };
+    // The connection ends right behind the PUBLISH (one frame), before its routing can complete.
+    pub.sendBytes(Buffer.concat([generate(publish, version), generate({ cmd: "disconnect" }, version)]));
+    await pub.waitClosed();
+    await sub.until(() => sub.all("publish").length === 1, 5000, "the first copy");
+    expect(pub.all("pubrec")).toHaveLength(0);
+    // Routed: the publisher's session records it although the connection that sent it is gone.
+    const session = env.SESSION.get(env.SESSION.idFromName(pubId));
+    const routed = () => runInDurableObject(session, (_o, state) => state.storage.sql.exec(`SELECT routed FROM inq2 WHERE packet_id = 21`).toArray()[0]?.routed === 1);
+    await until(routed, "the inbound QoS 2 row marked routed");
+
+    await abortAllDurableObjects();
+    await sub.waitClosed();
+
+    const sub2 = await rawClient(version);
+    await sub2.connect({ clientId: subId, ...persistent(version) });
+    const pub2 = await rawClient(version);
+    expect((await pub2.connect({ clientId: pubId, ...persistent(version) })).sessionPresent).toBe(true);
+    pub2.send({ ...publish, dup: true });
+    expect((await pub2.next("pubrec")).messageId).toBe(21);
+    pub2.send({ cmd: "pubrel", messageId: 21 });
+    expect((await pub2.next("pubcomp")).messageId).toBe(21);
+    pub2.send({ cmd: "publish", topic, payload: Buffer.from("control"), qos: 1, messageId: 22 });
+    await pub2.next("puback");
+    await sub2.until(() => sub2.all("publish").length > 0, 5000, "the control message");
+    expect(sub2.all("publish").map((p) => p.payload.toString())).toEqual(["control"]);
+    pub2.close();
     sub2.close();
   });
 

@@ -11,6 +11,7 @@ import { Session, type SessionEvent, type SessionIO } from "../../src/session/se
 import { hookMessage, type BrokerHooks, type HookContext } from "../../src/hooks";
 import type { Identity } from "../../src/auth/acl";
 import { uid } from "./helpers";
+import { until } from "../support/until";
 
 type AnyPacket = Record<string, any>;
 
@@ -29,9 +30,15 @@ class RecordingIO implements SessionIO {
 
   constructor(private readonly version: 4 | 5) {}
 
-  send(_connId: string, frame: Uint8Array): void {
+  /** Each packet sent with the connection it went to. */
+  outTo: { connId: string; packet: AnyPacket }[] = [];
+
+  send(connId: string, frame: Uint8Array): void {
     const parser = mqtt.parser({ protocolVersion: this.version });
-    parser.on("packet", (p: AnyPacket) => this.out.push(p));
+    parser.on("packet", (p: AnyPacket) => {
+      this.out.push(p);
+      this.outTo.push({ connId, packet: p });
+    });
     parser.parse(Buffer.from(frame));
   }
   close(connId: string): void {
@@ -505,3 +512,72 @@ describe("QoS 1 to an online client: acknowledged or written (ACK_WAIT_MS)", () 
     }, { ...DEFAULT_CONFIG, maxQueuedMessages: 3 });
   });
 });
+
+describe("inbound QoS 2 when its connection ends during routing", () => {
+  /** conn-1 connects (session kept 300 s) and sends a QoS 2 PUBLISH whose routing waits for `release`. */
+  async function publishedThenHeld(version: 4 | 5, s: { io: RecordingIO; send: (p: AnyPacket) => Promise<void> }) {
+    const keep = version === 5 ? { clean: false, properties: { sessionExpiryInterval: 300 } } : { clean: false };
+    await s.send(connect(version, keep));
+    let release!: (matched: number) => void;
+    s.io.routeResult = () => new Promise<number>((resolve) => (release = resolve));
+    await s.send(publish2(7, "first"));
+    s.io.routeResult = async () => 1;
+    return { keep, release: (n = 1) => release(n) };
+  }
+  const publish2 = (messageId: number, payload: string, dup = false) => ({ cmd: "publish", topic: "q2/x", payload: Buffer.from(payload), qos: 2, messageId, dup });
+  const conn2 = { connId: "conn-2", clientId: "machine-client", assignedClientId: false };
+  const pubrecsTo = (io: RecordingIO, connId: string) => io.outTo.filter((o) => o.connId === connId && o.packet.cmd === "pubrec").map((o) => o.packet.messageId);
+
+  it("routing that completes after the connection dropped is recorded; the resend on the next connection gets PUBREC, not a second routing [MQTT-4.3.3-10] [MQTT311-4.3.3-2]", async () => {
+    for (const version of [4, 5] as const) await withSession(version, async ({ session, io, send, sql }) => {
+      const { keep, release } = await publishedThenHeld(version, { io, send });
+      await session.ended("conn-1"); // dropped before PUBREC
+      release();
+      await until(() => inq2(sql).some(([, routed]) => routed === 1), "the inbound row marked routed");
+      await session.receive(conn2, bytes(connect(version, keep), version), undefined);
+      await session.receive(conn2, bytes(publish2(7, "first", true), version), version);
+      await until(() => pubrecsTo(io, "conn-2").length === 1, "PUBREC on the new connection");
+      expect(io.routed.map((m) => new TextDecoder().decode(m.payload))).toEqual(["first"]);
+      expect(pubrecsTo(io, "conn-1")).toEqual([]);
+      await session.receive(conn2, bytes({ cmd: "pubrel", messageId: 7 }, version), version);
+      await until(() => io.take("pubcomp").length === 1, "PUBCOMP");
+      expect(inq2(sql)).toEqual([]);
+    });
+  });
+
+  it("a resend on a new connection of the session while the first copy is still routing waits for it and is not routed again [MQTT-4.3.3-10]", async () => {
+    await withSession(5, async ({ session, io, send, sql }) => {
+      const { keep, release } = await publishedThenHeld(5, { io, send });
+      // Taken over (no close seen first): the first connection is no longer the session's.
+      await session.receive(conn2, bytes(connect(5, keep), 5), undefined);
+      await session.receive(conn2, bytes(publish2(7, "first", true), 5), 5);
+      await new Promise((r) => setTimeout(r, 10)); // the routing is held: nothing can answer yet
+      expect(pubrecsTo(io, "conn-2")).toEqual([]);
+      release();
+      await until(() => pubrecsTo(io, "conn-2").length === 1, "PUBREC on the new connection");
+      expect(io.routed).toHaveLength(1);
+      expect(pubrecsTo(io, "conn-1")).toEqual([]);
+      expect(inq2(sql).map(([, routed]) => routed)).toEqual([1]);
+    });
+  });
+
+  it("a clean start during the routing forgets it: the same packet id on the new session is a new message [MQTT-3.1.2-4, 4.3.3-12]", async () => {
+    await withSession(5, async ({ session, io, send, sql }) => {
+      const { release } = await publishedThenHeld(5, { io, send });
+      await session.receive(conn2, bytes(connect(5, { clean: true, properties: { sessionExpiryInterval: 300 } }), 5), undefined);
+      await session.receive(conn2, bytes(publish2(7, "second"), 5), 5);
+      release(); // the old session's routing ends after the new session took packet id 7
+      await until(() => pubrecsTo(io, "conn-2").length === 1, "PUBREC for the new message");
+      expect(io.routed.map((m) => new TextDecoder().decode(m.payload))).toEqual(["first", "second"]);
+      expect(io.routed[1].id).not.toBe(io.routed[0].id);
+      expect(inq2(sql)).toEqual([[7, 1]]);
+    });
+  });
+});
+
+/** The inbound QoS 2 rows as [packet id, routed]; none when the table was never made. */
+function inq2(sql: SqlStorage): [number, number][] {
+  const made = sql.exec(`SELECT 1 FROM sqlite_master WHERE name = 'inq2'`).toArray().length > 0;
+  if (!made) return [];
+  return sql.exec<{ packet_id: number; routed: number }>(`SELECT packet_id, routed FROM inq2 ORDER BY packet_id`).toArray().map((r) => [r.packet_id, r.routed]);
+}
