@@ -3,7 +3,7 @@ import mqtt from "mqtt-packet";
 import type { Packet } from "mqtt-packet";
 import type { ProtocolVersion } from "./constants";
 import { readFixedHeader } from "./framer";
-import { publishUserProperties, userPropertyList, varIntBytes, willUserProperties, withUserProperties } from "./user-properties";
+import { publishUserProperties, userPropertyList, pushVarInt, willUserProperties, withUserProperties } from "./user-properties";
 
 export type { Packet };
 
@@ -131,7 +131,7 @@ export function encodeSimplePublish(packet: Packet, version: ProtocolVersion): U
   if (topic.length > 65535 || (qos > 0 && !p.messageId)) return undefined;
   const remaining = 2 + topic.length + (qos > 0 ? 2 : 0) + (version === 5 ? 1 : 0) + payload.length;
   if (remaining > 268435455) return undefined;
-  const header = [0x30 | (p.dup ? 8 : 0) | (qos << 1) | (p.retain ? 1 : 0), ...varIntBytes(remaining)];
+  const header = pushVarInt([0x30 | (p.dup ? 8 : 0) | (qos << 1) | (p.retain ? 1 : 0)], remaining);
   const out = new Uint8Array(header.length + remaining);
   out.set(header, 0);
   let i = header.length;

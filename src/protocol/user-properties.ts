@@ -78,10 +78,10 @@ export function withUserProperties(encoded: Uint8Array, list: UserProperty[]): U
   const block = varInt(encoded, at)!;
   const extra = encodeUserProperties(list);
   const propsEnd = at + block.size + block.value;
-  const propLength = varIntBytes(block.value + extra.length);
+  const propLength = pushVarInt([], block.value + extra.length);
   const remaining = header.remainingLength - block.size + propLength.length + extra.length;
   if (remaining > 268435455) throw new Error("PUBLISH too large with its User Properties");
-  const fixed = [encoded[0], ...varIntBytes(remaining)];
+  const fixed = pushVarInt([encoded[0]], remaining);
   const out = new Uint8Array(fixed.length + remaining);
   let o = 0;
   const put = (part: ArrayLike<number>) => {
@@ -97,9 +97,8 @@ export function withUserProperties(encoded: Uint8Array, list: UserProperty[]): U
   return out;
 }
 
-/** A Variable Byte Integer [MQTT-1.5.5]. */
-export function varIntBytes(value: number): number[] {
-  const out: number[] = [];
+/** Appends a Variable Byte Integer [MQTT-1.5.5] to `out`, and returns `out`. */
+export function pushVarInt(out: number[], value: number): number[] {
   let x = value;
   do {
     let digit = x % 128;
