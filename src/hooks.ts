@@ -12,9 +12,15 @@
  * Wills and `$SYS` messages are the broker's own and do not pass through onPublish.
  */
 import type { Identity } from "./auth/acl";
-import type { MessageProperties, QoS } from "./protocol/message";
+import type { MessageProperties, QoS, UserProperty } from "./protocol/message";
+import { userPropertyList } from "./protocol/user-properties";
 
-/** An application message as hooks see it (and may return it). */
+/**
+ * An application message as hooks see it (and may return it). Its `properties.userProperties` is
+ * the list of `[name, value]` pairs in the order the publisher sent them, repeated names included
+ * (MQTT 5 requires that order to be kept [MQTT-3.3.2-18]): return them in the order subscribers
+ * should get them.
+ */
 export interface HookMessage {
   topic: string;
   payload: Uint8Array;
@@ -23,13 +29,17 @@ export interface HookMessage {
   properties?: MessageProperties;
 }
 
-/** What a hook may publish: text or bytes, QoS 0 and no retain unless said. */
+/**
+ * What a hook may publish: text or bytes, QoS 0 and no retain unless said. User Properties as
+ * `[name, value]` pairs, or as an object `{ name: value | value[] }` (JavaScript's key order: names
+ * that look like integers first, the values of a name together).
+ */
 export interface HookPublish {
   topic: string;
   payload?: string | Uint8Array;
   qos?: QoS;
   retain?: boolean;
-  properties?: MessageProperties;
+  properties?: Omit<MessageProperties, "userProperties"> & { userProperties?: UserProperty[] | Record<string, string | string[]> };
 }
 
 export interface HookContext<E = Record<string, unknown>> {
@@ -99,5 +109,17 @@ export async function runHook<T>(name: string, fallback: T, call: () => T | Prom
 /** Turns a hook's publish request into a message. */
 export function hookMessage(p: HookPublish): HookMessage {
   const payload = typeof p.payload === "string" ? new TextEncoder().encode(p.payload) : (p.payload ?? new Uint8Array());
-  return { topic: p.topic, payload, qos: p.qos ?? 0, retain: p.retain ?? false, properties: p.properties };
+  return { topic: p.topic, payload, qos: p.qos ?? 0, retain: p.retain ?? false, properties: hookProperties(p.properties) };
+}
+
+/** The message an onPublish hook returned, with its User Properties as pairs whichever form it used. */
+export function fromHook(m: HookMessage): HookMessage {
+  return m.properties?.userProperties ? { ...m, properties: hookProperties(m.properties) } : m;
+}
+
+function hookProperties(props: HookPublish["properties"]): MessageProperties | undefined {
+  if (props?.userProperties === undefined) return props as MessageProperties | undefined;
+  const { userProperties, ...others } = props;
+  const list = userPropertyList(userProperties);
+  return list ? { ...others, userProperties: list } : others;
 }

@@ -76,7 +76,7 @@ export function mountAdminRoutes(app: Hono<{ Bindings: Env }>): void {
     const found = await Promise.all(
       shardsFor(c, query.filter).map((i) => topicShardStub(c.env, i).listRetained(query.filter, query.limit + 1)),
     );
-    const all = found.flat().sort((a, b) => (a.topic < b.topic ? -1 : 1));
+    const all = (found.flat() as RoutedMessage[]).sort((a, b) => (a.topic < b.topic ? -1 : 1));
     return c.json({ retained: all.slice(0, query.limit).map(retainedJson), truncated: all.length > query.limit });
   });
 

@@ -5,8 +5,9 @@
  * Payload Format Indicator says so, a Response Topic that is a topic name [MQTT-3.3.2-13].
  */
 import type { BrokerConfig } from "../config";
-import type { MessageProperties, QoS } from "../protocol/message";
+import type { MessageProperties, QoS, UserProperty } from "../protocol/message";
 import { topicNameError } from "../protocol/topic";
+import { userPropertyList } from "../protocol/user-properties";
 import { isUtf8 } from "../protocol/validate";
 
 /** A message as the API accepted it, before it gets an id and a time. */
@@ -129,11 +130,19 @@ function parseProperties(value: unknown, config: BrokerConfig, at: string): Mess
     if (typeof p.correlationData !== "string") throw new Invalid(`${at}properties.correlationData: base64 string`);
     out.correlationData = base64Bytes(p.correlationData, `${at}properties.correlationData`);
   }
-  if (p.userProperties !== undefined) {
-    const u = p.userProperties;
-    const valid = isObject(u) && Object.values(u).every((v) => typeof v === "string" || (Array.isArray(v) && v.every((x) => typeof x === "string")));
-    if (!valid) throw new Invalid(`${at}properties.userProperties: an object of string (or string array) values`);
-    out.userProperties = { ...(u as Record<string, string | string[]>) };
-  }
+  if (p.userProperties !== undefined) out.userProperties = parseUserProperties(p.userProperties, `${at}properties.userProperties`);
   return Object.keys(out).length ? out : undefined;
+}
+
+/**
+ * User Properties: `[["name", "value"], ...]`, sent in that order with names free to repeat
+ * [MQTT-3.3.2-17, 3.3.2-18], or the object form `{"name": "value" | ["value", ...]}` (a JSON
+ * object's own order, the values of a name together).
+ */
+function parseUserProperties(value: unknown, field: string): UserProperty[] {
+  const list = Array.isArray(value) || isObject(value) ? userPropertyList(value) : undefined;
+  if (!list) throw new Invalid(`${field}: a list of ["name", "value"] string pairs, or an object of string (or string array) values`);
+  // each name and value is an MQTT UTF-8 string: at most 65535 bytes [MQTT-1.5.4]
+  if (list.some((pair) => pair.some((s) => encoder.encode(s).length > 65535))) throw new Invalid(`${field}: a name or value longer than 65535 bytes`);
+  return list;
 }

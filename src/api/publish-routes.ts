@@ -14,7 +14,7 @@ import { shardForTopic } from "../topics/shard-rule";
 import { apiTokensFrom, HTTP_CLIENT_ID, publisherIdentity } from "./api-auth";
 import { crossSiteRefusal } from "./cross-site";
 import { parsePublishBody, type PublishDraft } from "./publish-request";
-import { currentHooks, hookMessage, runHook, type HookContext } from "../hooks";
+import { currentHooks, fromHook, hookMessage, runHook, type HookContext } from "../hooks";
 import { isBrokerOnlyTopic, topicNameError } from "../protocol/topic";
 
 /** Largest request body read, in bytes (a batch of maximum-size messages must fit). */
@@ -85,7 +85,7 @@ async function publish(c: Ctx, batch: boolean): Promise<Response> {
     }
   }
   const transformed = hooks.onPublish
-    ? await Promise.all(parsed.messages.map((m) => runHook("onPublish", undefined, () => hooks.onPublish!(ctx, { ...m })).then((r) => (r === undefined ? m : r))))
+    ? await Promise.all(parsed.messages.map((m) => runHook("onPublish", undefined, () => hooks.onPublish!(ctx, { ...m })).then((r) => (r === undefined ? m : r && fromHook(r)))))
     : parsed.messages;
   const kept = transformed.flatMap((m, i) => (m === null || topicNameError(m.topic, config) ? [] : [[i, m] as const]));
   const routed = await route(c.env, kept.map(([, m]) => m), config.shardCount, config.shardLevels);

@@ -4,6 +4,7 @@ import type { Packet } from "mqtt-packet";
 import type { ProtocolVersion } from "./constants";
 import { readFixedHeader } from "./framer";
 import { packetFault } from "./packet-check";
+import { publishUserProperties, userPropertyList, pushVarInt, willUserProperties, withUserProperties } from "./user-properties";
 
 export type { Packet };
 
@@ -12,7 +13,9 @@ export type ParseResult = { packet: Packet } | { error: string; reasonCode?: num
 
 /**
  * Parses exactly one whole packet (as framed by PacketFramer). `version` is the connection's
- * protocol level; for CONNECT it is read from the packet itself.
+ * protocol level; for CONNECT it is read from the packet itself. The User Properties of a PUBLISH
+ * and of a will come as an ordered list of [name, value] pairs, not as mqtt-packet's object
+ * (src/protocol/user-properties.ts).
  */
 export function parsePacket(bytes: Uint8Array, version: ProtocolVersion | undefined): ParseResult {
   const fast = version ? parseSimplePacket(bytes, version) : undefined;
@@ -31,12 +34,33 @@ export function parsePacket(bytes: Uint8Array, version: ProtocolVersion | undefi
   // CONNECT has its own check, which answers with a CONNACK (connect-check.ts).
   const fault = packets[0].cmd === "connect" ? undefined : packetFault(bytes, version ?? 4);
   if (fault) return { error: fault.reason, reasonCode: fault.reasonCode };
-  return { packet: packets[0] };
+  return { packet: withOrderedUserProperties(packets[0], bytes) };
 }
 
-/** Serialises a packet for the given protocol level. */
+/** Replaces mqtt-packet's object of User Properties with the list read from the bytes, in order. */
+function withOrderedUserProperties(packet: Packet, bytes: Uint8Array): Packet {
+  const p = packet as unknown as Record<string, any>;
+  const props = p.cmd === "publish" ? p.properties : p.cmd === "connect" ? p.will?.properties : undefined;
+  if (!props?.userProperties) return packet;
+  const read = p.cmd === "publish" ? publishUserProperties : willUserProperties;
+  props.userProperties = read(bytes) ?? userPropertyList(props.userProperties);
+  return packet;
+}
+
+/**
+ * Serialises a packet for the given protocol level. A PUBLISH's User Properties may be a list of
+ * pairs (written in that order) or mqtt-packet's object.
+ */
 export function encodePacket(packet: Packet, version: ProtocolVersion): Uint8Array {
-  return encodeSimplePublish(packet, version) ?? mqtt.generate(packet, { protocolVersion: version });
+  const simple = encodeSimplePublish(packet, version);
+  if (simple) return simple;
+  const props = (packet as { properties?: Record<string, unknown> }).properties;
+  if (packet.cmd === "publish" && version === 5 && Array.isArray(props?.userProperties)) {
+    const { userProperties, ...others } = props;
+    const encoded = mqtt.generate({ ...packet, properties: others } as Packet, { protocolVersion: version });
+    return withUserProperties(encoded, userProperties as [string, string][]);
+  }
+  return mqtt.generate(packet, { protocolVersion: version });
 }
 
 /** What a packet may go without, in the order it is left out to fit the client's Maximum Packet Size. */
@@ -149,14 +173,7 @@ export function encodeSimplePublish(packet: Packet, version: ProtocolVersion): U
   if (topic.length > 65535 || (qos > 0 && !p.messageId)) return undefined;
   const remaining = 2 + topic.length + (qos > 0 ? 2 : 0) + (version === 5 ? 1 : 0) + payload.length;
   if (remaining > 268435455) return undefined;
-  const header: number[] = [0x30 | (p.dup ? 8 : 0) | (qos << 1) | (p.retain ? 1 : 0)];
-  let x = remaining;
-  do {
-    let digit = x % 128;
-    x = Math.floor(x / 128);
-    if (x > 0) digit |= 128;
-    header.push(digit);
-  } while (x > 0);
+  const header = pushVarInt([0x30 | (p.dup ? 8 : 0) | (qos << 1) | (p.retain ? 1 : 0)], remaining);
   const out = new Uint8Array(header.length + remaining);
   out.set(header, 0);
   let i = header.length;

@@ -2,6 +2,9 @@
 
 export type QoS = 0 | 1 | 2;
 
+/** One User Property, `[name, value]`. A message's list keeps the wire order and any repeated names. */
+export type UserProperty = [name: string, value: string];
+
 /** MQTT 5 properties a PUBLISH carries from publisher to subscriber unchanged [MQTT-3.3.2]. */
 export interface MessageProperties {
   payloadFormatIndicator?: boolean;
@@ -9,7 +12,8 @@ export interface MessageProperties {
   contentType?: string;
   responseTopic?: string;
   correlationData?: Uint8Array;
-  userProperties?: Record<string, string | string[]>;
+  /** In the order the publisher sent them [MQTT-3.3.2-17, 3.3.2-18]. */
+  userProperties?: UserProperty[];
 }
 
 /** An application message on its way through the broker. */

@@ -1,5 +1,6 @@
 /** Conversions between mqtt-packet PUBLISH properties and our MessageProperties, and their JSON form. */
 import type { MessageProperties } from "./message";
+import { userPropertyList } from "./user-properties";
 
 type PacketProperties = Record<string, unknown> | undefined;
 
@@ -12,12 +13,9 @@ export function messagePropertiesFrom(props: PacketProperties): MessagePropertie
   if (typeof props.contentType === "string") out.contentType = props.contentType;
   if (typeof props.responseTopic === "string") out.responseTopic = props.responseTopic;
   if (props.correlationData instanceof Uint8Array) out.correlationData = new Uint8Array(props.correlationData);
-  if (props.userProperties && typeof props.userProperties === "object") {
-    // The codec builds a null-prototype object, which Durable Object RPC cannot serialise: copy it.
-    out.userProperties = Object.fromEntries(
-      Object.entries(props.userProperties as Record<string, string | string[]>).map(([k, v]) => [k, Array.isArray(v) ? [...v] : v]),
-    );
-  }
+  // parsePacket gives them as an ordered list; a fresh copy of plain arrays is what RPC can carry.
+  const users = userPropertyList(props.userProperties);
+  if (users?.length) out.userProperties = users;
   return Object.keys(out).length ? out : undefined;
 }
 
@@ -30,11 +28,14 @@ export function propertiesToJson(props: MessageProperties | undefined): string |
 
 export function propertiesFromJson(json: string | null): MessageProperties | undefined {
   if (!json) return undefined;
-  const parsed = JSON.parse(json) as MessageProperties & { correlationData?: string };
-  if (typeof parsed.correlationData === "string") {
-    return { ...parsed, correlationData: fromBase64(parsed.correlationData) };
-  }
-  return parsed as MessageProperties;
+  const parsed = JSON.parse(json) as Omit<MessageProperties, "correlationData" | "userProperties"> & { correlationData?: string; userProperties?: unknown };
+  const { correlationData, userProperties, ...rest } = parsed;
+  const out: MessageProperties = rest;
+  if (typeof correlationData === "string") out.correlationData = fromBase64(correlationData);
+  // rows written before the ordered form hold mqtt-packet's object: read them as pairs
+  const users = userPropertyList(userProperties);
+  if (users) out.userProperties = users;
+  return out;
 }
 
 function toBase64(bytes: Uint8Array): string {

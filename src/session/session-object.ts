@@ -296,7 +296,8 @@ export class SessionObject extends DurableObject<Env> {
     await Promise.all(
       [...byShard].map(async ([index, entry]) => {
         const found = await this.shards.call(index, (shard, order) => shard.subscribe(clientId, entry.subs, entry.retainedFor, order));
-        entry.retainedFor.forEach((filter, i) => merged[retainedFor.indexOf(filter)].push(...found[i]));
+        // (RPC's types widen the [name, value] tuples of User Properties to string[])
+        entry.retainedFor.forEach((filter, i) => merged[retainedFor.indexOf(filter)].push(...(found[i] as RoutedMessage[])));
       }),
     );
     return merged;

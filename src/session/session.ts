@@ -9,12 +9,12 @@ import { ConnectReturnCode, ReasonCode, SUBACK_FAILURE_V3, type ProtocolVersion 
 import { isAllowed, type AclAction, type AclPolicy, type Identity } from "../auth/acl";
 import { unknownUserPolicy, type UserDirectory } from "../auth/stored-credential";
 import { startScram, type ScramExchange } from "../auth/scram";
-import type { Delivery, DeliveryOutcome, QoS, RoutedMessage, Subscription } from "../protocol/message";
+import type { Delivery, DeliveryOutcome, QoS, RoutedMessage, Subscription, UserProperty } from "../protocol/message";
 import { messagePropertiesFrom, propertiesFromJson, propertiesToJson, remainingExpiry } from "../protocol/properties";
 import { isBrokerOnlyTopic, parseSharedFilter, topicFilterError, topicNameError } from "../protocol/topic";
 import { isUtf8, packetViolation, publishPropertiesProblem } from "../protocol/validate";
 import type { PresenceRecord } from "../registry/client-registry";
-import { runHook, type BrokerHooks, type HookContext, type HookMessage } from "../hooks";
+import { fromHook, runHook, type BrokerHooks, type HookContext, type HookMessage } from "../hooks";
 import { logText } from "../observability/log-text";
 import { OutState, SessionStore, type OutboundRow, type SessionMeta } from "./session-store";
 
@@ -480,7 +480,7 @@ export class Session {
         console.error(`hook onPublish returned an invalid topic (${problem}); message dropped`);
         return 0;
       }
-      return this.io.route({ ...message, ...result, payload: new Uint8Array(result.payload) });
+      return this.io.route({ ...message, ...fromHook(result), payload: new Uint8Array(result.payload) });
     });
   }
 
@@ -1264,5 +1264,7 @@ function willFrom(packet: AnyPacket): StoredWill {
 
 /** The hook's view of a message: a copy, so a hook cannot change the broker's own. */
 function hookView(m: RoutedMessage): HookMessage {
-  return { topic: m.topic, payload: new Uint8Array(m.payload), qos: m.qos, retain: m.retain, properties: m.properties ? { ...m.properties } : undefined };
+  const p = m.properties;
+  const properties = p ? { ...p, userProperties: p.userProperties?.map(([k, v]) => [k, v] as UserProperty) } : undefined;
+  return { topic: m.topic, payload: new Uint8Array(m.payload), qos: m.qos, retain: m.retain, properties };
 }

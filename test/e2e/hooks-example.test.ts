@@ -4,8 +4,9 @@
  */
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ORDERED, publishesIn, publishWith } from "../support/user-properties";
 import { startBroker } from "./global-setup";
-import { recorder, uid } from "./helpers";
+import { rawClient, recorder, uid } from "./helpers";
 
 let broker: Awaited<ReturnType<typeof startBroker>>;
 const open: MqttClient[] = [];
@@ -68,6 +69,24 @@ describe("user hooks (examples/queue-forwarder)", () => {
     expect(JSON.parse(got[0].payload)).toEqual({ device: "d3", by: "device-3", value: "21.5" });
     expect(got.slice(1).map((m) => m.payload)).toEqual(["0", "1", "2", "3", "4"]);
     expect(rec.messages.some((m) => m.topic.startsWith("spam/"))).toBe(false);
+  });
+
+  it("onPublish returning the message unchanged keeps its User Properties in order [MQTT-3.3.2-17, 3.3.2-18]", async () => {
+    const topic = `plain/${uid("up")}`;
+    const url = `${broker.base.replace("http", "ws")}/mqtt`;
+    const [sub, pub] = [await rawClient(5, "mqtt", url), await rawClient(5, "mqtt", url)];
+    try {
+      await sub.connect({ clientId: uid("hk") });
+      await sub.subscribe(topic, 1);
+      await pub.connect({ clientId: uid("hk") });
+      pub.sendBytes(publishWith({ topic, payload: "p", qos: 1, messageId: 1, userProperties: ORDERED }));
+      await pub.next("puback");
+      await sub.until(() => publishesIn(sub.inbound).length > 0, 5000, "PUBLISH");
+      expect(publishesIn(sub.inbound)[0].userProperties).toEqual(ORDERED);
+    } finally {
+      sub.close();
+      pub.close();
+    }
   });
 
   it("onPublish forwards to a Cloudflare Queue, whose consumer publishes back", async () => {

@@ -15,6 +15,8 @@ type AnyPacket = Record<string, any>;
 
 export class RawClient {
   readonly received: AnyPacket[] = [];
+  /** Every byte received, as it came (for what the parsed objects no longer show, e.g. property order). */
+  readonly inbound: Uint8Array[] = [];
   /** Acknowledge each QoS 1 PUBLISH as it arrives, as a client library does. */
   autoAck = false;
   closed = false;
@@ -34,6 +36,7 @@ export class RawClient {
       this.wake();
     });
     socket.onBytes((bytes) => {
+      this.inbound.push(bytes.slice());
       this.parser.parse(Buffer.from(bytes));
     });
     socket.onClose(() => {

@@ -7,6 +7,7 @@ import fc from "fast-check";
 import mqtt from "mqtt-packet";
 import { describe, expect, it } from "vitest";
 import { encodePacket, encodeSimplePublish, parsePacket, parseSimplePacket } from "../../src/protocol/codec";
+import { connectWithWill, ORDERED, publishWith } from "../support/user-properties";
 
 const full = (bytes: Uint8Array, version: 4 | 5) => {
   const parser = mqtt.parser({ protocolVersion: version });
@@ -90,5 +91,42 @@ describe("codec hot path", () => {
     const packet = { cmd: "publish", topic: "t", payload: Buffer.from("x"), qos: 0, retain: false, dup: false, properties: { contentType: "a" } };
     expect(encodeSimplePublish(packet as never, 5)).toBeUndefined();
     expect(Buffer.from(encodePacket(packet as never, 5))).toEqual(mqtt.generate(packet as never, { protocolVersion: 5 }));
+  });
+});
+
+describe("User Properties keep the wire order", () => {
+  const pairArb = fc.array(fc.tuple(fc.constantFrom("a", "b", "10", "é", ""), fc.string({ maxLength: 8 })), { minLength: 1, maxLength: 8 });
+
+  it("are read from the bytes as pairs in order, repeats and integer-like names included", () => {
+    const parsed = parsePacket(publishWith({ topic: "t", payload: "p", qos: 1, messageId: 9, userProperties: ORDERED }), 5);
+    expect("packet" in parsed && (parsed.packet as any).properties.userProperties).toEqual(ORDERED);
+    const connect = parsePacket(connectWithWill({ clientId: "c", willTopic: "w", willPayload: "x", userProperties: ORDERED }), undefined);
+    expect("packet" in connect && (connect.packet as any).will.properties.userProperties).toEqual(ORDERED);
+  });
+
+  it("are written in the order given, and read back the same, beside other properties", () => {
+    fc.assert(
+      fc.property(pairArb, fc.constantFrom(0, 1, 2), fc.boolean(), (pairs, qos, alias) => {
+        const properties: Record<string, unknown> = { contentType: "c", userProperties: pairs, ...(alias ? { topicAlias: 3 } : {}) };
+        const packet = { cmd: "publish", topic: "a/b", payload: Buffer.from("xyz"), qos, retain: false, dup: false, messageId: qos ? 5 : undefined, properties };
+        const bytes = encodePacket(packet as never, 5);
+        // the whole packet is what mqtt-packet reads too (lengths right), with the same values
+        const reference = full(bytes, 5);
+        expect(reference.topic).toBe("a/b");
+        expect(reference.payload.toString()).toBe("xyz");
+        expect(reference.properties.contentType).toBe("c");
+        const parsed = parsePacket(bytes, 5);
+        expect("packet" in parsed && (parsed.packet as any).properties.userProperties).toEqual(pairs);
+      }),
+      { numRuns: 300, seed: 20261125 },
+    );
+  });
+
+  it("are written byte for byte as mqtt-packet writes the same order", () => {
+    const object = { "10": "x", b: ["1", "3"], a: ["2", "4"] };
+    const packet = { cmd: "publish", topic: "t", payload: Buffer.from("p"), qos: 0, retain: false, dup: false, properties: { contentType: "c", userProperties: object } };
+    const pairs = [["10", "x"], ["b", "1"], ["b", "3"], ["a", "2"], ["a", "4"]];
+    const ours = encodePacket({ ...packet, properties: { contentType: "c", userProperties: pairs } } as never, 5);
+    expect(Buffer.from(ours)).toEqual(mqtt.generate(packet as never, { protocolVersion: 5 }));
   });
 });

@@ -15,9 +15,13 @@ describe("PUBLISH properties", () => {
     if ("error" in parsed) throw new Error(parsed.error);
     const props = messagePropertiesFrom((parsed.packet as any).properties)!;
     expect(structuredClone(props)).toEqual(props); // what DO RPC does with it
-    expect(Object.getPrototypeOf(props.userProperties)).toBe(Object.prototype);
-    expect(props.userProperties).toEqual({ a: "1", b: ["x", "y"] });
+    expect(props.userProperties).toEqual([["a", "1"], ["b", "x"], ["b", "y"]]);
     expect(propertiesFromJson(propertiesToJson(props))).toEqual(props);
+  });
+
+  it("read rows stored before the ordered form: the object form becomes pairs", () => {
+    const old = JSON.stringify({ contentType: "c", userProperties: { "10": "x", b: ["1", "3"] } });
+    expect(propertiesFromJson(old)).toEqual({ contentType: "c", userProperties: [["10", "x"], ["b", "1"], ["b", "3"]] });
   });
 
   it("count message expiry down in whole seconds", () => {
