@@ -33,7 +33,7 @@ export function faultOf(check: () => void): PacketFault | undefined {
   }
 }
 
-type PropertyType = "byte" | "int16" | "int32" | "varint" | "string" | "binary" | "pair";
+export type PropertyType = "byte" | "int16" | "int32" | "varint" | "string" | "binary" | "pair";
 
 /** Every v5 property [2.2.2.2]: identifier -> name and data type. */
 const PROPERTIES = new Map<number, [string, PropertyType]>([
@@ -65,6 +65,11 @@ const PROPERTIES = new Map<number, [string, PropertyType]>([
   [0x29, ["Subscription Identifier Available", "byte"]],
   [0x2a, ["Shared Subscription Available", "byte"]],
 ]);
+
+/** The data type of property `id`, or undefined for an identifier no packet may carry. */
+export function propertyType(id: number): PropertyType | undefined {
+  return PROPERTIES.get(id)?.[1];
+}
 
 /** The properties a packet may carry, by identifier. */
 export type AllowedProperties = ReadonlySet<number>;

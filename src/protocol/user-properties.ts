@@ -9,20 +9,11 @@
  */
 import { readFixedHeader } from "./framer";
 import type { UserProperty } from "./message";
+import { propertyType, Reader } from "./raw-reader";
 
 const USER_PROPERTY = 0x26;
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
-
-/** Bytes of each fixed-width property value, by property id [MQTT 2.2.2.2]. */
-const FIXED_WIDTH = new Map<number, number>([
-  [0x01, 1], [0x17, 1], [0x19, 1], [0x24, 1], [0x25, 1], [0x28, 1], [0x29, 1], [0x2a, 1],
-  [0x13, 2], [0x21, 2], [0x22, 2], [0x23, 2],
-  [0x02, 4], [0x11, 4], [0x18, 4], [0x27, 4],
-]);
-/** Properties whose value is one length-prefixed string or binary datum. */
-const PREFIXED = new Set([0x03, 0x08, 0x09, 0x12, 0x15, 0x16, 0x1a, 0x1c, 0x1f]);
-const SUBSCRIPTION_IDENTIFIER = 0x0b;
 
 /**
  * Accepts the ordered form (a list of pairs) or the object form (mqtt-packet's, the HTTP API's,
@@ -47,23 +38,23 @@ export function userPropertyList(value: unknown): UserProperty[] | undefined {
 /** The User Properties of a whole v5 PUBLISH, in wire order; undefined if its bytes cannot be walked. */
 export function publishUserProperties(bytes: Uint8Array): UserProperty[] | undefined {
   const at = publishPropertiesAt(bytes);
-  return at === undefined ? undefined : readUserProperties(bytes, at);
+  return at === undefined ? undefined : walked(bytes, at, readUserProperties);
 }
 
 /** The User Properties of a whole v5 CONNECT's will, in wire order; undefined if there are none to read. */
 export function willUserProperties(bytes: Uint8Array): UserProperty[] | undefined {
   const header = readFixedHeader(bytes, 0);
   if (header === undefined || header === "malformed") return undefined;
-  let i = header.headerLength;
-  i += 2 + u16(bytes, i); // protocol name
-  const flags = bytes[i + 1];
-  if ((flags & 0x04) === 0) return undefined; // no will
-  i += 4; // level, flags, Keep Alive
-  const connectProps = varInt(bytes, i);
-  if (!connectProps) return undefined;
-  i += connectProps.size + connectProps.value;
-  i += 2 + u16(bytes, i); // Client Identifier
-  return readUserProperties(bytes, i);
+  return walked(bytes, header.headerLength, (r) => {
+    r.binary(); // protocol name
+    r.byte(); // level
+    if ((r.byte() & 0x04) === 0) return undefined; // no will
+    r.int16(); // Keep Alive
+    const connectProperties = r.varInt();
+    r.pos += connectProperties; // skipped: the will's come after the Client Identifier
+    r.binary(); // Client Identifier
+    return readUserProperties(r);
+  });
 }
 
 /**
@@ -75,7 +66,7 @@ export function withUserProperties(encoded: Uint8Array, list: UserProperty[]): U
   const header = readFixedHeader(encoded, 0);
   const at = publishPropertiesAt(encoded);
   if (header === undefined || header === "malformed" || at === undefined) throw new Error("not an encoded v5 PUBLISH");
-  const block = varInt(encoded, at)!;
+  const block = walked(encoded, at, (r) => ({ value: r.varInt(), size: r.pos - at }))!;
   const extra = encodeUserProperties(list);
   const propsEnd = at + block.size + block.value;
   const propLength = pushVarInt([], block.value + extra.length);
@@ -138,46 +129,39 @@ function publishPropertiesAt(bytes: Uint8Array): number | undefined {
   const header = readFixedHeader(bytes, 0);
   if (header === undefined || header === "malformed") return undefined;
   const qos = (bytes[0] >> 1) & 3;
-  const at = header.headerLength + 2 + u16(bytes, header.headerLength) + (qos > 0 ? 2 : 0);
-  return at < bytes.length ? at : undefined;
+  return walked(bytes, header.headerLength, (r) => {
+    r.binary(); // Topic Name
+    if (qos > 0) r.int16(); // Packet Identifier
+    return r.pos < r.end ? r.pos : undefined;
+  });
 }
 
-/** The User Properties of the property block at `at`, in order; undefined on anything unexpected. */
-function readUserProperties(bytes: Uint8Array, at: number): UserProperty[] | undefined {
-  const block = varInt(bytes, at);
-  if (!block) return undefined;
-  let i = at + block.size;
-  const end = i + block.value;
-  if (end > bytes.length) return undefined;
+/** Runs `read` over `bytes` from `at`; undefined when the bytes end early or are malformed. */
+function walked<T>(bytes: Uint8Array, at: number, read: (r: Reader) => T | undefined): T | undefined {
+  const r = new Reader(bytes);
+  r.pos = at;
+  try {
+    return read(r);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The User Properties of the property block at the reader, in order; undefined on anything unexpected. */
+function readUserProperties(r: Reader): UserProperty[] | undefined {
+  const length = r.varInt();
+  const end = r.pos + length;
+  if (end > r.end) return undefined;
   const out: UserProperty[] = [];
-  const text = () => {
-    const length = u16(bytes, i);
-    const s = decoder.decode(bytes.subarray(i + 2, i + 2 + length));
-    i += 2 + length;
-    return s;
-  };
-  while (i < end) {
-    const id = bytes[i++];
-    const width = FIXED_WIDTH.get(id);
-    if (width !== undefined) i += width;
-    else if (PREFIXED.has(id)) i += 2 + u16(bytes, i);
-    else if (id === SUBSCRIPTION_IDENTIFIER) i += varInt(bytes, i)?.size ?? end;
-    else if (id === USER_PROPERTY) out.push([text(), text()]);
-    else return undefined;
+  while (r.pos < end) {
+    const id = r.byte();
+    if (id === USER_PROPERTY) {
+      out.push([decoder.decode(r.binary()), decoder.decode(r.binary())]);
+      continue;
+    }
+    const type = propertyType(id);
+    if (type === undefined) return undefined;
+    r.value(type, "property");
   }
-  return i === end ? out : undefined;
-}
-
-function u16(bytes: Uint8Array, i: number): number {
-  return (bytes[i] << 8) | bytes[i + 1];
-}
-
-function varInt(bytes: Uint8Array, at: number): { value: number; size: number } | undefined {
-  let value = 0;
-  for (let n = 0, multiplier = 1; n < 4 && at + n < bytes.length; n++, multiplier *= 128) {
-    const byte = bytes[at + n];
-    value += (byte & 0x7f) * multiplier;
-    if ((byte & 0x80) === 0) return { value, size: n + 1 };
-  }
-  return undefined;
+  return r.pos === end ? out : undefined;
 }
