@@ -66,9 +66,9 @@ export function recorder(client: MqttClient): { messages: Received[]; waitFor(n:
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A raw client over a real WebSocket (Node `ws`). */
-export async function rawClient(version: 3 | 4 | 5 = 5, protocol = "mqtt"): Promise<RawClient> {
-  const ws = new WebSocket(brokerUrl(), protocol);
+/** A raw client over a real WebSocket (Node `ws`), to the shared broker unless `url` names another. */
+export async function rawClient(version: 3 | 4 | 5 = 5, protocol = "mqtt", url = brokerUrl()): Promise<RawClient> {
+  const ws = new WebSocket(url, protocol);
   await new Promise<void>((resolve, reject) => {
     ws.once("open", () => resolve());
     ws.once("error", reject);
