@@ -12,6 +12,9 @@
 import { createServer } from "node:net";
 import { WebSocket } from "ws";
 
+/** How long a device may take to read the broker's last packets after the broker closed. */
+const LINGER_MS = 2000;
+
 const USAGE = `usage: mqtt-workers-broker bridge --url <ws(s)://host/mqtt> [--listen 1883] [--host 0.0.0.0] [--max-buffer 1048576] [--quiet]`;
 
 function parseArgs(argv) {
@@ -52,16 +55,27 @@ function bridge({ listen, host, url, maxBuffer, quiet }) {
     const early = []; // bytes from the device before the WebSocket is open
     let earlyBytes = 0;
     let closed = false;
-    const close = (why) => {
+    /**
+     * When the broker closed, the device gets what the broker sent last (its DISCONNECT and reason)
+     * before a FIN, and what it still sends is read and dropped for LINGER_MS: destroy() would discard
+     * unflushed bytes, and closing with unread input answers with a RST, on which the device's kernel
+     * can drop the DISCONNECT it has not read yet. Otherwise the TCP connection ends at once.
+     */
+    const close = (why, graceful = false) => {
       if (closed) return;
       closed = true;
       open--;
       log(`closed ${peer} (${why}); ${open} open`);
-      tcp.destroy();
+      if (graceful) {
+        tcp.end();
+        tcp.resume();
+        setTimeout(() => tcp.destroy(), LINGER_MS).unref();
+      } else tcp.destroy();
       if (ws.readyState === WebSocket.CONNECTING) ws.terminate();
       else ws.close();
     };
     tcp.on("data", (chunk) => {
+      if (closed) return;
       if (ws.readyState === WebSocket.OPEN) {
         ws.send(chunk);
         // the broker is slower than the device: stop reading until the socket drains
@@ -94,7 +108,7 @@ function bridge({ listen, host, url, maxBuffer, quiet }) {
     });
     ws.on("unexpected-response", (_req, res) => close(`broker answered HTTP ${res.statusCode}`));
     ws.on("error", (err) => close(`broker: ${err.message}`));
-    ws.on("close", () => close("broker closed"));
+    ws.on("close", () => close("broker closed", true));
     tcp.on("error", (err) => close(`device: ${err.message}`));
     tcp.on("close", () => close("device closed"));
   });

@@ -38,16 +38,21 @@ export interface AclPolicy {
   defaultAllow: boolean;
 }
 
-/** True when every topic `inner` can match is also matched by `outer` (filter containment). */
-export function filterCovers(outer: string, inner: string): boolean {
+/**
+ * True when every topic `inner` can match is also matched by `outer` (filter containment). With
+ * `reserved` (the spec), a wildcard first level does not match a topic starting with `$`
+ * [MQTT-4.7.2-1]; deny rules pass false, so `#` denies `$SYS/...` too (fail closed).
+ */
+export function filterCovers(outer: string, inner: string, reserved = true): boolean {
   const o = outer.split("/");
   const i = inner.split("/");
+  const dollar = reserved && inner.startsWith("$");
   for (let k = 0; k < o.length; k++) {
-    if (o[k] === "#") return !(k === 0 && inner.startsWith("$"));
+    if (o[k] === "#") return !(k === 0 && dollar);
     if (k >= i.length) return false;
     if (i[k] === "#") return false;
     if (o[k] === "+") {
-      if (k === 0 && i[k].startsWith("$")) return false;
+      if (k === 0 && dollar) return false;
       continue;
     }
     if (o[k] !== i[k]) return false;
@@ -55,10 +60,11 @@ export function filterCovers(outer: string, inner: string): boolean {
   return o.length === i.length;
 }
 
-/** True when some topic could match both filters. */
-export function filtersOverlap(a: string, b: string): boolean {
+/** True when some topic could match both filters; `reserved` as for filterCovers. */
+export function filtersOverlap(a: string, b: string, reserved = true): boolean {
   const x = a.split("/");
   const y = b.split("/");
+  if (reserved && ((isWildcard(x[0]) && y[0].startsWith("$")) || (isWildcard(y[0]) && x[0].startsWith("$")))) return false;
   for (let k = 0; k < Math.max(x.length, y.length); k++) {
     if (x[k] === "#" || y[k] === "#") return true;
     if (x[k] === undefined || y[k] === undefined) return false;
@@ -66,6 +72,10 @@ export function filtersOverlap(a: string, b: string): boolean {
     if (x[k] !== y[k]) return false;
   }
   return true;
+}
+
+function isWildcard(level: string): boolean {
+  return level === "#" || level === "+";
 }
 
 /**
@@ -112,9 +122,20 @@ function applies(rule: AclRule, action: AclAction, identity: Identity, clientId:
 }
 
 /**
- * May this identity publish to `topic` (a topic name) or subscribe to `filter`?
- * Subscribing needs an allow rule whose filter covers the whole requested filter, and is denied
- * when a deny rule overlaps it; publishing is a plain match.
+ * How much of a subscription the ACL grants. "full": every topic the filter can match may be read,
+ * so delivery needs no check. "partial": some may (an allow rule overlaps the filter and no deny rule
+ * covers the part it left), so each delivered message is checked against the reader's rights
+ * (`isAllowed` on its topic name). "refused": none may. A deny rule therefore narrows what a wildcard
+ * subscriber receives instead of refusing the wildcard (Mosquitto's model).
+ */
+export type SubscribeGrant = "full" | "partial" | "refused";
+
+const GRANT_ORDER: SubscribeGrant[] = ["refused", "partial", "full"];
+
+/**
+ * May this identity publish to `topic` (a topic name), or subscribe to `filter`? For a topic name,
+ * "subscribe" is the right to read it: the check each message to a partially granted subscription
+ * passes on delivery. For a filter with wildcards it is true when the grant is at least partial.
  */
 export function isAllowed(
   policy: AclPolicy,
@@ -123,14 +144,9 @@ export function isAllowed(
   action: AclAction,
   topicOrFilter: string,
 ): boolean {
-  const grants = identity.grants?.[action];
-  if (grants) {
-    const granted = grants.some((g) => {
-      const pattern = substitute(g, identity, clientId);
-      return pattern !== UNSAFE && covers(action, pattern, topicOrFilter);
-    });
-    if (!granted) return false;
-  }
+  if (action === "subscribe") return subscribeGrant(policy, identity, clientId, topicOrFilter) !== "refused";
+  const grants = identity.grants?.publish;
+  if (grants && !grants.some((g) => matchesSafely(g, identity, clientId, topicOrFilter))) return false;
   for (const rule of policy.rules) {
     if (!applies(rule, action, identity, clientId)) continue;
     for (const raw of rule.topics) {
@@ -141,17 +157,62 @@ export function isAllowed(
         if (rule.allow) continue;
         return false;
       }
-      if (rule.allow && covers(action, pattern, topicOrFilter)) return true;
-      if (!rule.allow && (action === "publish" ? topicMatches(pattern, topicOrFilter) : filtersOverlap(pattern, topicOrFilter))) {
-        return false;
-      }
+      if (topicMatches(pattern, topicOrFilter)) return rule.allow;
     }
   }
   return policy.defaultAllow;
 }
 
-function covers(action: AclAction, pattern: string, topicOrFilter: string): boolean {
-  return action === "publish" ? topicMatches(pattern, topicOrFilter) : filterCovers(pattern, topicOrFilter);
+function matchesSafely(grant: string, identity: Identity, clientId: string, topic: string): boolean {
+  const pattern = substitute(grant, identity, clientId);
+  return pattern !== UNSAFE && topicMatches(pattern, topic);
+}
+
+/**
+ * The grant for a SUBSCRIBE to `filter` (the filter of a shared subscription, without `$share/g/`).
+ * Rules are read in order as for a topic name, the first one to match a topic decides it; a filter
+ * stands for all its topics at once, so the walk records whether earlier rules allowed or denied some
+ * of them. Credential grants (JWT, hook) are allow-only rules ending in a deny; both must grant.
+ */
+export function subscribeGrant(policy: AclPolicy, identity: Identity, clientId: string, filter: string): SubscribeGrant {
+  const grants = identity.grants?.subscribe;
+  const byCredential = grants ? grantOfGrants(grants, identity, clientId, filter) : "full";
+  if (byCredential === "refused") return "refused";
+  const byRules = grantOfRules(policy, identity, clientId, filter);
+  return GRANT_ORDER[Math.min(GRANT_ORDER.indexOf(byCredential), GRANT_ORDER.indexOf(byRules))];
+}
+
+function grantOfGrants(grants: string[], identity: Identity, clientId: string, filter: string): SubscribeGrant {
+  let some = false;
+  for (const g of grants) {
+    const pattern = substitute(g, identity, clientId);
+    if (pattern === UNSAFE) continue; // grants nothing
+    if (filterCovers(pattern, filter)) return "full";
+    if (filtersOverlap(pattern, filter)) some = true;
+  }
+  return some ? "partial" : "refused";
+}
+
+function grantOfRules(policy: AclPolicy, identity: Identity, clientId: string, filter: string): SubscribeGrant {
+  let allowedSome = false;
+  let deniedSome = false;
+  for (const rule of policy.rules) {
+    if (!applies(rule, "subscribe", identity, clientId)) continue;
+    for (const raw of rule.topics) {
+      const pattern = substitute(raw, identity, clientId);
+      // Fail closed as for names: an unsafe allow pattern covers nothing, an unsafe deny pattern all.
+      if (pattern === UNSAFE) {
+        if (rule.allow) continue;
+        return allowedSome ? "partial" : "refused";
+      }
+      if (filterCovers(pattern, filter, rule.allow)) return rule.allow ? (deniedSome ? "partial" : "full") : allowedSome ? "partial" : "refused";
+      if (!filtersOverlap(pattern, filter, rule.allow)) continue;
+      if (rule.allow) allowedSome = true;
+      else deniedSome = true;
+    }
+  }
+  if (policy.defaultAllow) return deniedSome ? "partial" : "full";
+  return allowedSome ? "partial" : "refused";
 }
 
 /** Parses the ACL variable (JSON array of rules); throws with a message naming the problem. */

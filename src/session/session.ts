@@ -6,7 +6,7 @@
 import type { BrokerConfig } from "../config";
 import { encodeWithin, joinFrames, parsePacket, type Packet } from "../protocol/codec";
 import { ConnectReturnCode, ReasonCode, SUBACK_FAILURE_V3, type ProtocolVersion } from "../protocol/constants";
-import { isAllowed, type AclAction, type AclPolicy, type Identity } from "../auth/acl";
+import { isAllowed, subscribeGrant, type AclAction, type AclPolicy, type Identity } from "../auth/acl";
 import { unknownUserPolicy, type UserDirectory } from "../auth/stored-credential";
 import { startScram, type ScramExchange } from "../auth/scram";
 import type { Delivery, DeliveryOutcome, QoS, RoutedMessage, Subscription, UserProperty } from "../protocol/message";
@@ -177,6 +177,23 @@ export class Session {
     return isAllowed(this.acl, identity, this.meta.clientId ?? "", action, topicOrFilter);
   }
 
+  /**
+   * Whether messages delivered to this session need the read check: some subscription is granted
+   * only in part (a deny rule narrows a wildcard, or it is wider than the allow rules). Worked out
+   * once per identity and set of subscriptions; a session the ACL wholly allows checks nothing per
+   * message. `readCheck` is reset wherever the subscriptions change.
+   */
+  private readCheckNeeded(): boolean {
+    const identityJson = this.meta.identity ?? "";
+    if (this.readCheck?.identityJson !== identityJson) {
+      const clientId = this.meta.clientId ?? "";
+      const partial = (filter: string) => subscribeGrant(this.acl, this.identity, clientId, parseSharedFilter(filter)?.filter ?? filter) !== "full";
+      this.readCheck = { identityJson, needed: this.store.subscriptions().some((s) => partial(s.filter)) };
+    }
+    return this.readCheck.needed;
+  }
+  private readCheck?: { identityJson: string; needed: boolean };
+
   /** Publish rate limiter (token bucket, per connection, in memory). */
   private tokens = 0;
   private tokensAt = 0;
@@ -304,6 +321,7 @@ export class Session {
     }
     if (!sessionPresent) {
       this.store.clearState();
+      this.readCheck = undefined;
       this.queueGone();
     }
     this.store.clearTopicAliases(); // aliases live as long as one network connection [MQTT-3.3.2-7]
@@ -683,6 +701,7 @@ export class Session {
     }
     const retained = accepted.length ? await this.io.subscribe(this.meta.clientId!, accepted, retainedFor) : [];
     for (const sub of accepted) this.store.putSubscription(sub);
+    this.readCheck = undefined;
     if (accepted.some((sub) => sub.filter.startsWith("$SYS"))) this.io.report({ kind: "sys-watch", clientId: this.meta.clientId! });
     // [MQTT-3.8.4-1] SUBACK with one code per filter, in order [MQTT-3.8.4-6]
     const suback: AnyPacket = { cmd: "suback", messageId: packet.messageId, granted: codes };
@@ -692,7 +711,6 @@ export class Session {
     retainedFor.forEach((filter, i) => {
       const sub = accepted.find((s) => s.filter === filter)!;
       for (const message of retained[i] ?? []) {
-        if (!this.allowed("subscribe", message.topic)) continue; // retained delivery obeys the ACL too
         deliveries.push({
           // A fresh id per delivery: a re-subscribe must deliver the retained message again [MQTT-3.8.4-3].
           message: { ...message, id: `${message.id}:${this.io.newId()}` },
@@ -702,7 +720,7 @@ export class Session {
         });
       }
     });
-    if (deliveries.length) this.deliver(deliveries);
+    if (deliveries.length) this.deliver(deliveries); // the read check there covers retained messages too
   }
 
   /** 0x87 when the user's authorizeSubscribe hook refuses the filter. */
@@ -731,6 +749,7 @@ export class Session {
     const codes = filters.map((f) =>
       this.store.deleteSubscription(f) ? ReasonCode.SUCCESS : ReasonCode.NO_SUBSCRIPTION_EXISTED,
     );
+    this.readCheck = undefined;
     for (const filter of removed) if (parseSharedFilter(filter)) await this.handOverQueued(filter);
     const unsuback: AnyPacket = { cmd: "unsuback", messageId: packet.messageId };
     if (this.version === 5) unsuback.granted = codes;
@@ -991,6 +1010,9 @@ export class Session {
     if (this.meta.clientId === undefined) return "gone";
     const online = this.meta.connId !== undefined;
     if (onlyIfOnline && !online) return "offline";
+    // A partially granted subscription receives only the topics its owner may read (the ACL's
+    // subscribe rules on the topic name); the rest were never this subscriber's to have.
+    if (this.readCheckNeeded()) batch = batch.filter((d) => this.allowed("subscribe", d.message.topic));
     const immediate: AnyPacket[] = [];
     const held: number[] = [];
     const settled: Promise<void>[] = [];

@@ -104,11 +104,18 @@ describe("HTTP authentication hook", () => {
 describe.each([4, 5] as const)("ACL, MQTT v%i", (version) => {
   const alice = () => ({ username: "alice", password: Buffer.from(E2E_USERS.alice) });
 
-  it("confines alice to users/alice/# with %u substitution (SUBACK 0x87 / 0x80)", async () => {
+  it("confines alice to users/alice/# with %u substitution: users/bob/# refused (SUBACK 0x87 / 0x80), # narrowed", async () => {
     const raw = await rawClient(version);
     await raw.connect({ clientId: uid(), ...alice() });
     raw.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "users/alice/#", qos: 1 }, { topic: "users/bob/#", qos: 1 }, { topic: "#", qos: 0 }] });
-    expect((await raw.next("suback")).granted).toEqual(version === 5 ? [1, 0x87, 0x87] : [1, 0x80, 0x80]);
+    // `#` overlaps her allow rule, so it is granted; the deny rule on # narrows what it delivers
+    expect((await raw.next("suback")).granted).toEqual(version === 5 ? [1, 0x87, 0] : [1, 0x80, 0]);
+    const other = await connect(version);
+    const mine = `users/alice/${uid("inbox")}`;
+    await other.publishAsync(`users/bob/${uid("inbox")}`, "not hers", { qos: 1 });
+    await other.publishAsync(mine, "hers", { qos: 1 });
+    await raw.until(() => raw.all("publish").some((p) => p.topic === mine), 5000, "her own message");
+    expect(raw.all("publish").filter((p) => !p.topic.startsWith("users/alice/"))).toEqual([]);
   });
 
   it("does not route an unauthorized PUBLISH (v5 PUBACK 0x87; 3.1.1 acknowledged and dropped) [MQTT311-3.3.5-2]", async () => {

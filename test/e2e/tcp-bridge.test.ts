@@ -5,12 +5,15 @@
 import { spawn, execFile, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { createConnection } from "node:net";
+import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import mqtt from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DEFAULT_CONFIG } from "../../src/config";
 import { brokerUrl, closeAll, connect, recorder, sleep, uid } from "./helpers";
 
 const run = promisify(execFile);
+const floodScript = fileURLToPath(new URL("./clients/tcp_flood_then_read.py", import.meta.url));
 /** Debian's mosquitto-clients: CI installs them (.ci/run); elsewhere the suite is skipped without them. */
 const hasMosquitto = existsSync("/usr/bin/mosquitto_pub") && existsSync("/usr/bin/mosquitto_sub");
 if (!hasMosquitto && process.env.CI) throw new Error("CI must have mosquitto-clients installed (see .ci/run)");
@@ -92,6 +95,15 @@ describe.skipIf(!hasMosquitto)("TCP bridge", () => {
     const connack = await new Promise<Buffer>((resolve) => raw.once("data", resolve));
     expect([...connack]).toEqual([0x20, 0x02, 0x00, 0x00]);
     raw.destroy();
+  });
+
+  it("hands the broker's DISCONNECT to a device that still writes after the broker closed (FIN, no reset)", async () => {
+    // Like Eclipse Paho's test_flow_control2: more QoS 2 PUBLISHes than the broker takes (Receive
+    // Maximum, or here first the publish rate: 0x96), then each PUBREC answered with a PUBREL after
+    // the broker closed. A bridge that reset the connection made those writes fail (EPIPE) before
+    // the device read the DISCONNECT.
+    const { stdout } = await run("python3", [floodScript, "127.0.0.1", String(port), uid("flood"), String(DEFAULT_CONFIG.receiveMaximum + 1)], { timeout: 30000 });
+    expect(stdout.trim()).toMatch(/^disconnect 0x(93|96)$/);
   });
 
   it("closes the TCP connection when the broker closes it (protocol error)", async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { filterCovers, filtersOverlap, isAllowed, parseAclRules, type AclPolicy } from "../../src/auth/acl";
+import { filterCovers, filtersOverlap, isAllowed, parseAclRules, subscribeGrant, type AclPolicy } from "../../src/auth/acl";
 
 describe("filter containment and overlap", () => {
   it.each([
@@ -21,6 +21,9 @@ describe("filter containment and overlap", () => {
     ["a/+", "+/b", true],
     ["a/b", "a/c", false],
     ["a/+/c", "a/b", false],
+    ["#", "$SYS/x", false],
+    ["+/x", "$SYS/+", false],
+    ["$SYS/#", "$SYS/x", true],
   ])("%j overlaps %j: %s", (a, b, expected) => {
     expect(filtersOverlap(a, b)).toBe(expected);
   });
@@ -46,11 +49,34 @@ describe("isAllowed", () => {
     expect(isAllowed(policy, {}, "dev9", "publish", "devices/dev9/t")).toBe(true);
     expect(isAllowed(policy, {}, "dev9", "publish", "devices/dev8/t")).toBe(false);
   });
-  it("needs a covering allow rule to subscribe to a wildcard", () => {
-    expect(isAllowed(policy, alice, "c1", "subscribe", "users/alice/+")).toBe(true);
-    expect(isAllowed(policy, alice, "c1", "subscribe", "users/+/x")).toBe(false);
-    expect(isAllowed(policy, {}, "dash-1", "subscribe", "status/+/online")).toBe(true);
-    expect(isAllowed(policy, {}, "dash-2", "subscribe", "status/+/online")).toBe(false);
+  it("grants a wildcard wholly when an allow rule covers it, in part when one only overlaps it", () => {
+    expect(subscribeGrant(policy, alice, "c1", "users/alice/+")).toBe("full");
+    // alice's own level is under users/+/x; the deny rule after it narrows the rest
+    expect(subscribeGrant(policy, alice, "c1", "users/+/x")).toBe("partial");
+    expect(isAllowed(policy, alice, "c1", "subscribe", "users/alice/x")).toBe(true);
+    expect(isAllowed(policy, alice, "c1", "subscribe", "users/bob/x")).toBe(false);
+    expect(subscribeGrant(policy, {}, "dash-1", "status/+/online")).toBe("full");
+    // no allow rule could match anything under it: refused
+    expect(subscribeGrant(policy, {}, "dash-2", "status/+/online")).toBe("refused");
+    expect(subscribeGrant(policy, alice, "c1", "other/#")).toBe("refused");
+  });
+  it("narrows a wildcard with a deny rule instead of refusing it; refuses what a deny rule covers", () => {
+    const open: AclPolicy = { rules: parseAclRules(JSON.stringify([{ allow: false, action: "subscribe", topics: ["test/nosubscribe"] }])), defaultAllow: true };
+    for (const filter of ["#", "+/+", "test/#", "test/+"]) expect(subscribeGrant(open, {}, "c", filter)).toBe("partial");
+    expect(subscribeGrant(open, {}, "c", "TopicA/#")).toBe("full");
+    expect(subscribeGrant(open, {}, "c", "test/nosubscribe")).toBe("refused");
+    expect(isAllowed(open, {}, "c", "subscribe", "test/nosubscribe")).toBe(false);
+    expect(isAllowed(open, {}, "c", "subscribe", "test/other")).toBe(true);
+    const secrets: AclPolicy = { rules: parseAclRules(JSON.stringify([{ allow: false, action: "all", topics: ["secret/#"] }])), defaultAllow: true };
+    expect(subscribeGrant(secrets, {}, "c", "secret/+/x")).toBe("refused");
+    expect(subscribeGrant(secrets, {}, "c", "+/a")).toBe("partial");
+  });
+  it("keeps a deny rule on # over $ topics (fail closed), while an allow # does not reach them", () => {
+    const denyAll: AclPolicy = { rules: parseAclRules('[{"allow":false,"action":"all","topics":["#"]}]'), defaultAllow: true };
+    expect(subscribeGrant(denyAll, {}, "c", "$SYS/#")).toBe("refused");
+    const allowAll: AclPolicy = { rules: parseAclRules('[{"allow":true,"action":"all","topics":["#"]}]'), defaultAllow: false };
+    expect(subscribeGrant(allowAll, {}, "c", "$SYS/#")).toBe("refused");
+    expect(subscribeGrant(allowAll, {}, "c", "#")).toBe("full");
   });
   it("denies by role and falls back to the default", () => {
     expect(isAllowed(policy, { username: "bob", roles: ["readonly"] }, "b", "publish", "devices/b/t")).toBe(false);
@@ -63,6 +89,11 @@ describe("isAllowed", () => {
     expect(isAllowed(open, id, "c7", "publish", "up/c7")).toBe(true);
     expect(isAllowed(open, id, "c7", "publish", "up/c8")).toBe(false);
     expect(isAllowed(open, id, "c7", "subscribe", "up/c7")).toBe(false);
+    const reader = { username: "r", grants: { subscribe: ["up/%c/#"] } };
+    expect(subscribeGrant(open, reader, "c7", "up/c7/+")).toBe("full");
+    expect(subscribeGrant(open, reader, "c7", "up/#")).toBe("partial");
+    expect(isAllowed(open, reader, "c7", "subscribe", "up/c8/x")).toBe(false);
+    expect(subscribeGrant(open, reader, "c7", "down/#")).toBe("refused");
   });
   it("rejects malformed rules with a message", () => {
     expect(() => parseAclRules('[{"action":"publish","topics":["a"]}]')).toThrow(/allow/);
