@@ -350,3 +350,40 @@ describe("v5 flow control, topic aliases and Response Topic", () => {
     );
   });
 });
+
+describe("v5 protocol errors the specification states without a number", () => {
+  /** Sends `packet` after CONNECT (with `fields`) and expects DISCONNECT `code`, then the close. */
+  async function expectDisconnect(packet: Record<string, unknown>, code: number, fields: Record<string, unknown> = {}): Promise<void> {
+    const raw = await rawClient(5);
+    await raw.connect({ clientId: uid("perr"), ...fields });
+    raw.send(packet);
+    expect((await raw.next("disconnect")).reasonCode).toBe(code);
+    await raw.waitClosed();
+  }
+
+  it("disconnects with 0x94 on a PUBLISH with Topic Alias 0 [U-5.0-topic-alias-0]", async () => {
+    await expectDisconnect(publish(`${uid("alias0")}/x`, "x", 0, undefined, { properties: { topicAlias: 0 } }), 0x94);
+  });
+
+  it("disconnects with 0x82 on a SUBSCRIBE with Subscription Identifier 0 [U-5.0-sub-id-0]", async () => {
+    await expectDisconnect({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "a/b", qos: 0 }], properties: { subscriptionIdentifier: 0 } }, 0x82);
+  });
+
+  it("closes the connection on a SUBSCRIBE with Retain Handling 3 [U-5.0-retain-handling-3]", async () => {
+    const raw = await rawClient(5);
+    await raw.connect({ clientId: uid("rh3") });
+    // SUBSCRIBE id 1, no properties, "a/b" with options 0x30 (Retain Handling 3); mqtt-packet will not write it
+    raw.sendBytes([0x82, 0x09, 0x00, 0x01, 0x00, 0x00, 0x03, 0x61, 0x2f, 0x62, 0x30]);
+    await raw.waitClosed();
+    expect(raw.all("suback")).toEqual([]);
+    // the codec cannot parse the options, so the answer is 0x81 (Malformed Packet) rather than 0x82
+    expect([0x81, 0x82]).toContain(raw.all("disconnect")[0]?.reasonCode);
+  });
+
+  it("disconnects with 0x82 on a DISCONNECT that sets a Session Expiry Interval after a CONNECT with none [U-5.0-disconnect-expiry]", async () => {
+    const clientId = uid("dexp");
+    await expectDisconnect({ cmd: "disconnect", reasonCode: 0, properties: { sessionExpiryInterval: 60 } }, 0x82, { clientId, clean: false });
+    const again = await rawClient(5);
+    expect((await again.connect({ clientId, clean: false })).sessionPresent).toBe(false);
+  });
+});

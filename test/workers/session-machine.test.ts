@@ -238,7 +238,7 @@ describe("Session state machine", () => {
     });
   });
 
-  it("treats an unset topic alias with an empty topic as a protocol error", async () => {
+  it("treats an unset topic alias with an empty topic as a protocol error [U-5.0-empty-topic]", async () => {
     await withSession(5, async ({ io, send }) => {
       await send(connect(5));
       await send({ cmd: "publish", topic: "", payload: Buffer.from("2"), qos: 0, properties: { topicAlias: 4 } });
@@ -305,7 +305,7 @@ describe("Session state machine", () => {
     });
   });
 
-  it("disconnects with 0x93 when more QoS 1/2 PUBLISHes are unacknowledged than Receive Maximum", async () => {
+  it("disconnects with 0x93 when more QoS 1/2 PUBLISHes are unacknowledged than Receive Maximum [U-5.0-receive-max-exceeded]", async () => {
     await withSession(5, async ({ io, send }) => {
       await send(connect(5));
       io.routeResult = () => new Promise<number>(() => undefined); // never durable
