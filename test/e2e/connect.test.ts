@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { brokerHttp, closeAll, connect, rawClient, uid } from "./helpers";
+import WebSocket from "ws";
+import { brokerHttp, brokerUrl, closeAll, connect, rawClient, uid } from "./helpers";
 
 afterEach(closeAll);
 
@@ -16,6 +17,19 @@ describe("HTTP surface", () => {
   });
 
   it("negotiates the mqtt subprotocol (and mqttv3.1) [MQTT-6.0.0-4] [MQTT311-6.0.0-4]", async () => {
+    // the subprotocol the server chose, for what a client offers
+    const chosen = async (offered: string[]) => {
+      const ws = new WebSocket(brokerUrl(), offered);
+      await new Promise<void>((resolve, reject) => {
+        ws.once("open", () => resolve());
+        ws.once("error", reject);
+      });
+      ws.terminate();
+      return ws.protocol;
+    };
+    expect(await chosen(["mqtt"])).toBe("mqtt");
+    expect(await chosen(["mqttv3.1", "mqtt"])).toBe("mqtt");
+    expect(await chosen(["mqttv3.1"])).toBe("mqttv3.1"); // MQTT 3.1 clients, which offer only this
     const a = await rawClient(4, "mqtt");
     expect((await a.connect({ clientId: uid() })).returnCode).toBe(0);
     a.close();

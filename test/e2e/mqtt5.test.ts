@@ -98,7 +98,7 @@ describe("topic aliases", () => {
     expect(rec.messages.map((m) => [m.topic, m.payload])).toEqual([[topic, "1"], [topic, "2"]]);
   });
 
-  it("DISCONNECTs with 0x94 on an alias beyond the maximum [MQTT-4.13.1-1]", async () => {
+  it("DISCONNECTs with 0x94 on an alias beyond the maximum [MQTT-4.13.1-1] [U-5.0-topic-alias-max]", async () => {
     const raw = await rawClient(5);
     await raw.connect({ clientId: uid() });
     raw.send({ cmd: "publish", topic: "x", payload: Buffer.from("1"), qos: 0, properties: { topicAlias: 65535 } });

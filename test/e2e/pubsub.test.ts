@@ -4,7 +4,7 @@ import { closeAll, connect, rawClient, recorder, sleep, uid } from "./helpers";
 afterEach(closeAll);
 
 describe.each([4, 5] as const)("publish and subscribe, MQTT v%i", (version) => {
-  it.each([0, 1, 2] as const)("delivers QoS %i end to end [MQTT-3.3.4-1] [MQTT311-3.3.4-1, 4.3.1-1, 4.3.2-1, 4.3.2-2, 2.3.1-4, 2.3.1-5]", async (qos) => {
+  it.each([0, 1, 2] as const)("delivers QoS %i end to end, DUP 0 on the first send [MQTT-3.3.4-1, 4.3.1-1, 4.3.2-2, 4.3.3-2] [MQTT311-3.3.4-1, 4.3.1-1, 4.3.2-1, 2.3.1-5]", async (qos) => {
     const topic = `${uid("t")}/qos`;
     const sub = await connect(version);
     const rec = recorder(sub);
@@ -16,6 +16,7 @@ describe.each([4, 5] as const)("publish and subscribe, MQTT v%i", (version) => {
     expect(m.payload).toBe(`hello ${qos}`);
     expect(m.packet.qos).toBe(qos);
     expect(m.packet.retain).toBe(false);
+    expect(m.packet.dup).toBe(false);
   });
 
   it("downgrades to the granted QoS [MQTT-3.8.4-8] [MQTT311-3.8.4-6]", async () => {

@@ -21,6 +21,15 @@ describe.each([4, 5] as const)("last will, MQTT v%i", (version) => {
     raw.close(); // abrupt: no DISCONNECT
     const [m] = await rec.waitFor(1);
     expect(m.payload).toBe("gone");
+    // Will Retain 0: published non-retained, so a later subscriber is given nothing retained; the
+    // control message published after it subscribes is the first thing it gets
+    const late = await rawClient(version);
+    await late.connect({ clientId: uid() });
+    await late.subscribe(topic, 1);
+    const pub = await connect(version);
+    await pub.publishAsync(topic, "control", { qos: 1 });
+    const first = await late.next("publish");
+    expect([first.payload.toString(), first.retain]).toEqual(["control", false]);
   });
 
   it("is not published after a normal DISCONNECT [MQTT-3.1.2-10, 3.14.4-3] [MQTT311-3.1.2-10, 3.14.4-3]", async () => {

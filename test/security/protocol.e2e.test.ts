@@ -144,28 +144,28 @@ describe("CONNECT validation, MQTT v5 properties", () => {
   const connectWith = (props: number[], flags = CLEAN, payloadTail: number[] = []) =>
     connectBytes(5, flags, [...field(uid("props")), ...payloadTail], props);
 
-  it("refuses a property included twice with 0x82 (Session Expiry Interval) [MQTT-3.1.4-1]", async () => {
+  it("refuses a property included twice with 0x82 (Session Expiry Interval) [MQTT-3.1.4-1] [U-5.0-props-once]", async () => {
     await expectRefused(5, connectWith([...int32(0x11, 10), ...int32(0x11, 20)]), 0x82);
   });
 
-  it("refuses Receive Maximum 0 with 0x82 [MQTT-3.1.4-1]", async () => {
+  it("refuses Receive Maximum 0 with 0x82 [MQTT-3.1.4-1] [U-5.0-receive-max-0]", async () => {
     await expectRefused(5, connectWith(int16(0x21, 0)), 0x82);
   });
 
-  it("class: refuses Maximum Packet Size 0 with 0x82 [MQTT-3.1.4-1]", async () => {
+  it("class: refuses Maximum Packet Size 0 with 0x82 [MQTT-3.1.4-1] [U-5.0-max-packet-0]", async () => {
     await expectRefused(5, connectWith(int32(0x27, 0)), 0x82);
   });
 
-  it("class: refuses Request Problem Information 2 with 0x82 [MQTT-3.1.4-1]", async () => {
+  it("class: refuses Request Problem Information 2 with 0x82 [MQTT-3.1.4-1] [U-5.0-request-flags]", async () => {
     await expectRefused(5, connectWith([0x17, 2]), 0x82);
   });
 
-  it("class: refuses a property included twice in the will properties with 0x82 [MQTT-3.1.4-1]", async () => {
+  it("class: refuses a property included twice in the will properties with 0x82 [MQTT-3.1.4-1] [U-5.0-props-once]", async () => {
     const willProps = [...int32(0x18, 0), ...int32(0x18, 5)];
     await expectRefused(5, connectWith([], CLEAN | WILL, [willProps.length, ...willProps, ...field("will/t"), ...field("bye")]), 0x82);
   });
 
-  it("class: refuses Authentication Data without an Authentication Method with 0x82 [MQTT-3.1.4-1]", async () => {
+  it("class: refuses Authentication Data without an Authentication Method with 0x82 [MQTT-3.1.4-1] [U-5.0-auth-data-no-method]", async () => {
     await expectRefused(5, connectWith([0x16, ...field("data")]), 0x82);
   });
 

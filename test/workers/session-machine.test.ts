@@ -161,18 +161,20 @@ describe("Session state machine", () => {
     });
   });
 
-  it("does not acknowledge a message whose routing failed, and closes the connection [MQTT-4.5.0-1]", async () => {
-    await withSession(5, async ({ io, send }) => {
-      await send(connect(5));
-      io.routeResult = async () => {
-        throw new Error("shard unavailable");
-      };
-      await send({ cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 1, messageId: 1 });
-      await new Promise((r) => setTimeout(r, 10));
-      expect(io.take("puback")).toHaveLength(0);
-      expect(io.take("disconnect")[0]?.reasonCode).toBe(0x80);
-      expect(io.closed).toContain("conn-1");
-    });
+  it("does not acknowledge a message whose routing failed, and closes the connection [MQTT-4.5.0-1] [MQTT311-4.8.0-2]", async () => {
+    for (const version of [4, 5] as const) {
+      await withSession(version, async ({ io, send }) => {
+        await send(connect(version));
+        io.routeResult = async () => {
+          throw new Error("shard unavailable");
+        };
+        await send({ cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 1, messageId: 1 });
+        await new Promise((r) => setTimeout(r, 10));
+        expect(io.take("puback")).toHaveLength(0);
+        if (version === 5) expect(io.take("disconnect")[0]?.reasonCode).toBe(0x80);
+        expect(io.closed).toContain("conn-1");
+      });
+    }
   });
 
   it("keeps the in-flight window at the client's Receive Maximum [MQTT-3.3.4-9, 4.9.0-1, 4.9.0-2, 2.2.1-4]", async () => {
@@ -181,8 +183,13 @@ describe("Session state machine", () => {
       session.deliver([delivery("m1", 1), delivery("m2", 1), delivery("m3", 1)]);
       const first = io.take("publish");
       expect(first.map((p) => p.payload.toString())).toEqual(["m1", "m2"]);
-      await send({ cmd: "puback", messageId: first[0].messageId });
-      expect(io.take("publish").map((p) => p.payload.toString())).toEqual(["m1", "m2", "m3"]);
+      // [MQTT-2.2.1-4] each new QoS>0 PUBLISH has a non-zero identifier no in-flight message holds
+      const [id1, id2] = first.map((p) => p.messageId);
+      expect(id1 > 0 && id2 > 0 && id1 !== id2).toBe(true);
+      await send({ cmd: "puback", messageId: id1 });
+      const all = io.take("publish");
+      expect(all.map((p) => p.payload.toString())).toEqual(["m1", "m2", "m3"]);
+      expect(all[2].messageId > 0 && all[2].messageId !== id2).toBe(true);
     });
   });
 
@@ -238,7 +245,7 @@ describe("Session state machine", () => {
     });
   });
 
-  it("treats an unset topic alias with an empty topic as a protocol error", async () => {
+  it("treats an unset topic alias with an empty topic as a protocol error [U-5.0-empty-topic]", async () => {
     await withSession(5, async ({ io, send }) => {
       await send(connect(5));
       await send({ cmd: "publish", topic: "", payload: Buffer.from("2"), qos: 0, properties: { topicAlias: 4 } });
@@ -308,7 +315,7 @@ describe("Session state machine", () => {
     });
   });
 
-  it("disconnects with 0x93 when more QoS 1/2 PUBLISHes are unacknowledged than Receive Maximum", async () => {
+  it("disconnects with 0x93 when more QoS 1/2 PUBLISHes are unacknowledged than Receive Maximum [U-5.0-receive-max-exceeded]", async () => {
     await withSession(5, async ({ io, send }) => {
       await send(connect(5));
       io.routeResult = () => new Promise<number>(() => undefined); // never durable
