@@ -790,7 +790,7 @@ export class Session {
   private async onDisconnect(connId: string, packet: AnyPacket): Promise<void> {
     const newExpiry = packet.properties?.sessionExpiryInterval;
     if (this.version === 5 && newExpiry !== undefined) {
-      // [MQTT-3.14.2-2] a session that was to end with the connection cannot be extended at DISCONNECT
+      // [3.14.2.2.2, no statement id: U-5.0-disconnect-expiry in docs/conformance] a session that was to end with the connection cannot be extended at DISCONNECT
       if (this.meta.expiryInterval === 0 && newExpiry !== 0) {
         return this.protocolError(connId, ReasonCode.PROTOCOL_ERROR, "session expiry cannot change from 0");
       }
