@@ -101,7 +101,7 @@ async function callHook(credentials: Credentials, hook: NonNullable<AuthConfig["
     if (body.allow !== true) return { ok: false, refusal: "bad-credentials" };
     // A grant list the hook sent but malformed allows nothing; one it left out restricts nothing.
     const grantList = (v: unknown) => (v === undefined ? undefined : (list(v) ?? []));
-    const grants = body.publish || body.subscribe ? { publish: grantList(body.publish), subscribe: grantList(body.subscribe) } : undefined;
+    const grants = body.publish !== undefined || body.subscribe !== undefined ? { publish: grantList(body.publish), subscribe: grantList(body.subscribe) } : undefined;
     // The hook's answer is the only source of the username: without one the client has none.
     return { ok: true, identity: { username: nonEmptyString(body.username), roles: list(body.roles) ?? [], grants } };
   } catch {

@@ -29,6 +29,7 @@ async function startHook(): Promise<{ url: string; server: Server }> {
       res.setHeader("content-type", "application/json");
       if (password?.startsWith("as:")) return void res.end(JSON.stringify({ allow: true, username: password.slice(3) }));
       if (password === "no-username") return void res.end(JSON.stringify({ allow: true }));
+      if (password === "null-grants") return void res.end(JSON.stringify({ allow: true, username: "null-grants", publish: null, subscribe: null }));
       res.end(JSON.stringify({ allow: false }));
     });
   });
@@ -196,6 +197,17 @@ describe("class: the username comes from the authority, never from CONNECT when 
     expect((await client.connect({ clientId: uid(), username: "alice", password: Buffer.from("no-username") })).reasonCode).toBe(0);
     client.send({ cmd: "subscribe", messageId: 1, subscriptions: ["users/alice/#", "public/ok"].map((topic) => ({ topic, qos: 0 })) });
     expect((await client.next("suback")).granted).toEqual([0x87, 0]);
+  });
+});
+
+describe("class: a hook's grants that are not lists allow nothing (fail closed)", () => {
+  it("a hook answering publish: null and subscribe: null gets nothing, not everything the ACL allows", async () => {
+    const client = await raw(5);
+    expect((await client.connect({ clientId: uid(), username: "n", password: Buffer.from("null-grants") })).reasonCode).toBe(0);
+    client.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "public/null-grants", qos: 0 }] });
+    expect((await client.next("suback")).granted).toEqual([0x87]);
+    client.send({ cmd: "publish", topic: "public/null-grants", payload: Buffer.from("x"), qos: 1, messageId: 2 });
+    expect((await client.next("puback")).reasonCode).toBe(0x87);
   });
 });
 
