@@ -2,7 +2,7 @@
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { inject } from "vitest";
 import WebSocket from "ws";
-import { RawClient } from "../support/raw-client";
+import { CONTROL_FILTER, RawClient } from "../support/raw-client";
 
 export const brokerUrl = (): string => inject("brokerUrl");
 export const brokerHttp = (): string => inject("brokerHttp");
@@ -64,7 +64,16 @@ export function recorder(client: MqttClient): { messages: Received[]; waitFor(n:
   };
 }
 
+/** Time itself is the premise (an expiry or delay must pass): nothing to observe instead. */
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * RawClient.roundTrip for an MQTT.js client: once the UNSUBACK is in, every PUBLISH the session sent
+ * before it has been emitted (MQTT.js handles incoming packets in order).
+ */
+export async function roundTrip(client: MqttClient): Promise<void> {
+  await client.unsubscribeAsync(CONTROL_FILTER);
+}
 
 /** A raw client over a real WebSocket (Node `ws`), to the shared broker unless `url` names another. */
 export async function rawClient(version: 3 | 4 | 5 = 5, protocol = "mqtt", url = brokerUrl()): Promise<RawClient> {

@@ -1,7 +1,7 @@
 /** MQTT 5.0 features end to end through the gateway, sessions and shards. */
 import { afterEach, describe, expect, it } from "vitest";
 import { until } from "../support/until";
-import { closeAll, connect, connectRecording, rawClient, recorder, sleep, uid } from "./helpers";
+import { closeAll, connect, connectRecording, rawClient, recorder, roundTrip, sleep, uid } from "./helpers";
 
 afterEach(closeAll);
 
@@ -60,10 +60,10 @@ describe("message expiry [MQTT-3.3.2-5, 3.3.2-6]", () => {
     const pub = await connect(5);
     await pub.publishAsync(topic, "short", { qos: 1, properties: { messageExpiryInterval: 1 } });
     await pub.publishAsync(topic, "long", { qos: 1, properties: { messageExpiryInterval: 100 } });
-    await sleep(2200);
-    const { rec } = await connectRecording(5, { clientId, clean: false, properties: { sessionExpiryInterval: 300 } });
+    await sleep(2200); // the premise: the 1 s expiry passes while the message waits
+    const { client, rec } = await connectRecording(5, { clientId, clean: false, properties: { sessionExpiryInterval: 300 } });
     const [m] = await rec.waitFor(1);
-    await sleep(300);
+    await roundTrip(client);
     expect(rec.messages.map((x) => x.payload)).toEqual(["long"]);
     const left = m.packet.properties!.messageExpiryInterval!;
     expect(left).toBeLessThanOrEqual(98);
@@ -74,11 +74,12 @@ describe("message expiry [MQTT-3.3.2-5, 3.3.2-6]", () => {
     const topic = `${uid("mxr")}/t`;
     const pub = await connect(5);
     await pub.publishAsync(topic, "brief", { qos: 1, retain: true, properties: { messageExpiryInterval: 1 } });
-    await sleep(2200);
+    await sleep(2200); // the premise: the 1 s expiry passes
     const sub = await connect(5);
     const rec = recorder(sub);
     await sub.subscribeAsync(topic, { qos: 1 });
-    await sleep(400);
+    await roundTrip(sub); // retained messages leave right after the SUBACK
+
     expect(rec.messages).toHaveLength(0);
   });
 });
@@ -133,11 +134,13 @@ describe("flow control and packet size", () => {
     await raw.subscribe(topic, 1);
     const pub = await connect(5);
     for (let i = 0; i < 5; i++) await pub.publishAsync(topic, String(i), { qos: 1 });
-    await raw.until(() => raw.all("publish").length === 2);
-    await sleep(300);
-    expect(raw.all("publish")).toHaveLength(2);
-    raw.send({ cmd: "puback", messageId: raw.all("publish")[0].messageId });
-    await raw.until(() => raw.all("publish").length === 3);
+    // QoS 0 is outside the window: a control published after the five overtakes none of them.
+    await pub.publishAsync(topic, "control", { qos: 0 });
+    await raw.until(() => raw.all("publish").some((p) => p.payload.toString() === "control"));
+    const qos1 = () => raw.all("publish").filter((p) => p.qos === 1);
+    expect(qos1()).toHaveLength(2);
+    raw.send({ cmd: "puback", messageId: qos1()[0].messageId });
+    await raw.until(() => qos1().length === 3);
   });
 
   it("does not send a message larger than the client's Maximum Packet Size [MQTT-3.1.2-24, 3.1.2-25]", async () => {
@@ -148,8 +151,7 @@ describe("flow control and packet size", () => {
     const pub = await connect(5);
     await pub.publishAsync(topic, "x".repeat(500), { qos: 1 });
     await pub.publishAsync(topic, "small", { qos: 1 });
-    await rec.waitFor(1);
-    await sleep(300);
+    await rec.waitFor(1); // "small", published after, is the control: the large one would come first
     expect(rec.messages.map((m) => m.payload)).toEqual(["small"]);
   });
 
@@ -176,9 +178,9 @@ describe("subscription options", () => {
     await sub.subscribeAsync(`${root}/#`, { qos: 1, properties: { subscriptionIdentifier: 22 } });
     const pub = await connect(5);
     await pub.publishAsync(`${root}/x`, "x", { qos: 1 });
-    const [m] = await rec.waitFor(1);
-    await sleep(200);
-    expect(rec.messages).toHaveLength(1);
+    await pub.publishAsync(`${root}/x`, "control", { qos: 1 });
+    const [m] = await rec.waitFor(2);
+    expect(rec.messages.map((x) => x.payload)).toEqual(["x", "control"]);
     expect([...(m.packet.properties!.subscriptionIdentifier as number[])].sort()).toEqual([11, 22]);
   });
 
@@ -191,7 +193,7 @@ describe("subscription options", () => {
     const other = await connect(5);
     await other.publishAsync(topic, "theirs", { qos: 1 });
     await rec.waitFor(1);
-    await sleep(200);
+    await roundTrip(c);
     expect(rec.messages.map((m) => m.payload)).toEqual(["theirs"]);
   });
 
@@ -217,7 +219,7 @@ describe("subscription options", () => {
     const never = await connect(5);
     const recNever = recorder(never);
     await never.subscribeAsync(topic, { qos: 1, rh: 2 });
-    await sleep(400);
+    await Promise.all([roundTrip(sub), roundTrip(never)]); // retained messages leave right after the SUBACK
     expect(rec.messages).toHaveLength(1);
     expect(recNever.messages).toHaveLength(0);
   });
@@ -266,7 +268,7 @@ describe("shared subscriptions [MQTT-4.8.2]", () => {
     const m = await connect(5);
     const rec = recorder(m);
     await m.subscribeAsync(`$share/g/${topic}`, { qos: 1 });
-    await sleep(400);
+    await roundTrip(m); // retained messages leave right after the SUBACK
     expect(rec.messages).toHaveLength(0);
   });
 
@@ -311,7 +313,6 @@ describe("session expiry at DISCONNECT [MQTT-3.14.2]", () => {
     await raw.subscribe("sx/t", 1);
     raw.send({ cmd: "disconnect", reasonCode: 0, properties: { sessionExpiryInterval: 0 } });
     await raw.waitClosed();
-    await sleep(200);
     const again = await rawClient(5);
     expect((await again.connect({ clientId, clean: false, properties: { sessionExpiryInterval: 300 } })).sessionPresent).toBe(false);
   });

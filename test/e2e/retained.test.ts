@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { closeAll, connect, recorder, sleep, uid } from "./helpers";
+import { closeAll, connect, recorder, roundTrip, uid } from "./helpers";
 
 afterEach(closeAll);
 
@@ -15,7 +15,7 @@ describe.each([4, 5] as const)("retained messages, MQTT v%i", (version) => {
     const [m] = await rec.waitFor(1);
     expect(m.payload).toBe("second");
     expect(m.packet.retain).toBe(true);
-    await sleep(200);
+    await roundTrip(sub); // retained messages leave right after the SUBACK
     expect(rec.messages).toHaveLength(1);
   });
 
@@ -38,7 +38,7 @@ describe.each([4, 5] as const)("retained messages, MQTT v%i", (version) => {
     const sub = await connect(version);
     const rec = recorder(sub);
     await sub.subscribeAsync(topic, { qos: 1 });
-    await sleep(400);
+    await roundTrip(sub); // retained messages leave right after the SUBACK
     expect(rec.messages).toHaveLength(0);
   });
 
@@ -58,7 +58,7 @@ describe.each([4, 5] as const)("retained messages, MQTT v%i", (version) => {
     const all = await connect(version);
     const recAll = recorder(all);
     await all.subscribeAsync(`+/d3/status`, { qos: 0 });
-    await sleep(500);
+    await roundTrip(all); // retained messages leave right after the SUBACK
     expect(recAll.messages.map((m) => m.topic)).toContain(`${root}/d3/status`);
   });
 

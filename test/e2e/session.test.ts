@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { closeAll, connect, connectRecording, rawClient, recorder, sleep, uid } from "./helpers";
+import { closeAll, connect, connectRecording, rawClient, recorder, roundTrip, sleep, uid } from "./helpers";
 
 afterEach(closeAll);
 
@@ -24,8 +24,9 @@ describe.each([4, 5] as const)("persistent sessions, MQTT v%i", (version) => {
     expect(connack.sessionPresent).toBe(true);
     expect(got.map((m) => m.payload)).toEqual(["q1", "q2"]);
     expect(got.map((m) => m.packet.qos)).toEqual([1, 2]);
-    await sleep(300);
-    expect(rec.messages).toHaveLength(2);
+    await pub.publishAsync(topic, "control", { qos: 1 });
+    await rec.waitFor(3);
+    expect(rec.messages.map((m) => m.payload)).toEqual(["q1", "q2", "control"]);
   });
 
   it("discards the session on a clean start [MQTT-3.1.2-4, 3.1.4-4, 3.2.2-2] [MQTT311-3.1.2-6, 3.1.4-3, 3.2.2-1]", async () => {
@@ -39,7 +40,7 @@ describe.each([4, 5] as const)("persistent sessions, MQTT v%i", (version) => {
     expect(connack.sessionPresent).toBe(false);
     const pub = await connect(version);
     await pub.publishAsync(topic, "x", { qos: 1 });
-    await sleep(300);
+    await raw.roundTrip();
     expect(raw.all("publish")).toHaveLength(0);
     raw.close();
   });
@@ -91,14 +92,14 @@ describe.each([4, 5] as const)("persistent sessions, MQTT v%i", (version) => {
     const rel = await sub3.next("pubrel");
     expect(rel.messageId).toBe(p1.messageId);
     sub3.send({ cmd: "pubcomp", messageId: rel.messageId });
-    await sleep(300);
+    await sub3.roundTrip();
     expect(sub3.all("publish")).toHaveLength(0);
     sub3.close();
 
     // 4. And nothing is left for a fourth connection.
     const sub4 = await rawClient(version);
     await sub4.connect({ clientId, ...persistent(version) });
-    await sleep(300);
+    await sub4.roundTrip();
     expect(sub4.all("publish")).toHaveLength(0);
     expect(sub4.all("pubrel")).toHaveLength(0);
     sub4.close();
@@ -118,9 +119,12 @@ describe.each([4, 5] as const)("persistent sessions, MQTT v%i", (version) => {
     await pub.next("pubrec");
     pub.send({ cmd: "pubrel", messageId: 7 });
     expect((await pub.next("pubcomp")).messageId).toBe(7);
-    await rec.waitFor(1);
-    await sleep(300);
-    expect(rec.messages).toHaveLength(1);
+    pub.send({ ...publish, messageId: 8, payload: Buffer.from("control"), dup: false });
+    await pub.next("pubrec");
+    pub.send({ cmd: "pubrel", messageId: 8 });
+    await pub.next("pubcomp");
+    await rec.waitFor(2);
+    expect(rec.messages.map((m) => m.payload)).toEqual(["once", "control"]);
     pub.close();
   });
 
@@ -133,9 +137,10 @@ describe.each([4, 5] as const)("persistent sessions, MQTT v%i", (version) => {
     const pub = await connect(version);
     const limit = 300; // MAX_QUEUED_MESSAGES in the e2e broker
     await Promise.all(Array.from({ length: limit + 10 }, (_, i) => pub.publishAsync(topic, String(i), { qos: 1 })));
-    const { rec } = await connectRecording(version, { clientId, ...persistent(version) });
+    const { client, rec } = await connectRecording(version, { clientId, ...persistent(version) });
     const got = await rec.waitFor(limit, 20000);
-    await sleep(500);
+    // Its PUBACKs go before the UNSUBSCRIBE: a queued 301st would be sent before the UNSUBACK.
+    await roundTrip(client);
     expect(got).toHaveLength(limit);
     expect(got.map((m) => Number(m.payload))).toEqual(Array.from({ length: limit }, (_, i) => i));
   });
@@ -147,7 +152,7 @@ describe("session expiry (v5)", () => {
     const first = await connect(5, { clientId, clean: false, properties: { sessionExpiryInterval: 1 } });
     await first.subscribeAsync("exp/x", { qos: 1 });
     await first.endAsync();
-    await sleep(2500);
+    await sleep(2500); // the premise: the 1 s session expiry passes
     const raw = await rawClient(5);
     const connack = await raw.connect({ clientId, clean: false, properties: { sessionExpiryInterval: 1 } });
     expect(connack.sessionPresent).toBe(false);

@@ -13,6 +13,9 @@ export interface SocketLike {
 
 type AnyPacket = Record<string, any>;
 
+/** A filter no test subscribes to, for control round trips. */
+export const CONTROL_FILTER = "control/never-subscribed";
+
 export class RawClient {
   readonly received: AnyPacket[] = [];
   /** Every byte received, as it came (for what the parsed objects no longer show, e.g. property order). */
@@ -114,5 +117,15 @@ export class RawClient {
   async subscribe(topic: string, qos: 0 | 1 | 2 = 0, messageId = 1, extra: AnyPacket = {}): Promise<AnyPacket> {
     this.send({ cmd: "subscribe", messageId, subscriptions: [{ topic, qos, ...extra }] });
     return this.next("suback");
+  }
+
+  /**
+   * A control round trip through the Session object: UNSUBSCRIBE a filter never subscribed and wait
+   * for the UNSUBACK. The session handles packets in order and sends synchronously, so whatever it
+   * sent before has arrived by then. (A PINGRESP proves nothing here: the gateway answers PINGREQ.)
+   */
+  async roundTrip(messageId = 0xfffe): Promise<void> {
+    this.send({ cmd: "unsubscribe", messageId, unsubscriptions: [CONTROL_FILTER] });
+    await this.next("unsuback");
   }
 }
