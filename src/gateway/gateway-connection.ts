@@ -168,7 +168,7 @@ export class GatewayConnection {
         properties: { authenticationMethod: SCRAM_METHOD, authenticationData: Buffer.from(started.serverFirst) },
       };
       if (!this.sendPacket(challenge)) this.abort("AUTH challenge exceeds the client's Maximum Packet Size");
-    });
+    }, () => this.abort("authentication failed", ReasonCode.UNSPECIFIED_ERROR));
   }
 
   private async continueEnhancedAuth(packet: Uint8Array): Promise<void> {

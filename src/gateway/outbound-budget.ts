@@ -73,7 +73,7 @@ export class OutboundBudget {
     } else {
       this.held += frame.length;
     }
-    const out = kept === undefined ? frame : kept.length === 0 ? undefined : joinFrames(kept);
+    const out = kept === undefined || dropped === 0 ? frame : kept.length === 0 ? undefined : joinFrames(kept);
     if (this.sentBehind !== undefined) this.sentBehind += out?.length ?? 0;
     return { frame: out, dropped, stalled: (this.sentBehind ?? 0) > this.behindLimit };
   }

@@ -153,7 +153,11 @@ export class Reader {
     for (let i = 0, multiplier = 1; i < 4; i++, multiplier *= 128) {
       const byte = this.byte();
       value += (byte & 0x7f) * multiplier;
-      if ((byte & 0x80) === 0) return value;
+      if ((byte & 0x80) === 0) {
+        // [MQTT-1.5.5-1] the fewest bytes: a last byte of 0 after a continuation is not
+        if (i > 0 && byte === 0) throw malformed("Variable Byte Integer not in its shortest form");
+        return value;
+      }
     }
     throw malformed("Variable Byte Integer longer than 4 bytes");
   }

@@ -23,10 +23,6 @@ export function packetViolation(packet: Record<string, any>): PacketViolation | 
   if (packet.cmd === "subscribe" && !packet.subscriptions?.length) {
     return { reasonCode: ReasonCode.PROTOCOL_ERROR, reason: "SUBSCRIBE without a topic filter" }; // [MQTT-3.8.3-3]
   }
-  if (packet.cmd === "subscribe" && packet.properties?.subscriptionIdentifier === 0) {
-    // 3.8.2.1.2 (no statement number): a Subscription Identifier of 0 is a Protocol Error
-    return { reasonCode: ReasonCode.PROTOCOL_ERROR, reason: "Subscription Identifier 0" };
-  }
   if (packet.cmd === "unsubscribe" && !packet.unsubscriptions?.length) {
     return { reasonCode: ReasonCode.PROTOCOL_ERROR, reason: "UNSUBSCRIBE without a topic filter" }; // [MQTT-3.10.3-2]
   }

@@ -36,6 +36,14 @@ describe("packetFault", () => {
     );
   });
 
+  it("refuses a Property Length that is not in its shortest form: 0x81 [MQTT-1.5.5-1]", () => {
+    // PUBLISH, topic "t", QoS 0, Property Length 0 written as 0x80 0x00, payload "x"
+    const longZero = new Uint8Array([0x30, 6, 0, 1, 0x74, 0x80, 0x00, 0x78]);
+    expect(packetFault(longZero, 5)?.reasonCode).toBe(0x81);
+    const shortZero = new Uint8Array([0x30, 5, 0, 1, 0x74, 0x00, 0x78]);
+    expect(packetFault(shortZero, 5)).toBeUndefined();
+  });
+
   it("finds ill-formed UTF-8 and U+0000 on the bytes: 0x81 [MQTT-1.5.4-1, 1.5.4-2, 1.5.7-1] [MQTT311-1.5.3-1, 1.5.3-2]", () => {
     const mark = (packet: Record<string, unknown>, version: 4 | 5, bytes: number[]) => {
       const out = generate(packet, version);
