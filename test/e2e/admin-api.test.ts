@@ -1,7 +1,8 @@
 /** The admin API through the real Worker: clients, sessions, retained messages, subscriptions. */
 import { afterEach, describe, expect, it } from "vitest";
+import { until } from "../support/until";
 import { E2E_ADMIN_TOKEN, E2E_API_TOKEN } from "./global-setup";
-import { brokerHttp, closeAll, connect, connectRecording, recorder, sleep, uid } from "./helpers";
+import { brokerHttp, closeAll, connect, connectRecording, recorder, roundTrip, uid } from "./helpers";
 
 afterEach(closeAll);
 
@@ -10,15 +11,14 @@ async function admin(method: string, path: string, token = E2E_ADMIN_TOKEN) {
   return { status: res.status, body: (await res.json()) as Record<string, any> };
 }
 
-/** Polls until `check` passes (presence is reported asynchronously, off the message path). */
-async function eventually<T>(fn: () => Promise<T>, check: (v: T) => boolean, ms = 5000): Promise<T> {
-  const deadline = Date.now() + ms;
-  let value = await fn();
-  while (!check(value) && Date.now() < deadline) {
-    await sleep(100);
-    value = await fn();
-  }
-  return value;
+/**
+ * The listing once `check` holds for it (presence is reported asynchronously, off the message path),
+ * or the last one after 5 s, for the assertions to judge.
+ */
+async function listedWhen(check: (l: Record<string, any>[]) => boolean): Promise<Record<string, any>[]> {
+  let listed: Record<string, any>[] = [];
+  await until(async () => check((listed = await allClients())), "the client listing", 5000, 100).catch(() => undefined);
+  return listed;
 }
 
 async function allClients(): Promise<Record<string, any>[]> {
@@ -44,7 +44,7 @@ describe("admin API", () => {
     const prefix = uid("listed");
     const ids = [0, 1, 2, 3, 4].map((i) => `${prefix}-${i}`);
     const clients = await Promise.all(ids.map((clientId, i) => connect(i % 2 ? 4 : 5, { clientId })));
-    const listed = await eventually(allClients, (l) => ids.every((id) => l.some((c) => c.clientId === id)));
+    const listed = await listedWhen((l) => ids.every((id) => l.some((c) => c.clientId === id)));
     const mine = listed.filter((c) => ids.includes(c.clientId));
     expect(mine.map((c) => c.clientId)).toEqual(ids);
     expect(mine[0]).toMatchObject({ version: 5, sessionPresent: false, expiryInterval: 0 });
@@ -61,7 +61,7 @@ describe("admin API", () => {
     }
     expect(paged).toEqual(ids);
     await clients[0].endAsync();
-    const after0 = await eventually(allClients, (l) => !l.some((c) => c.clientId === ids[0]));
+    const after0 = await listedWhen((l) => !l.some((c) => c.clientId === ids[0]));
     expect(after0.some((c) => c.clientId === ids[0])).toBe(false);
     expect((await admin("GET", "/api/v1/clients?limit=0")).status).toBe(400);
   });
@@ -133,7 +133,7 @@ describe("admin API", () => {
     const rec = recorder(sub);
     await sub.subscribeAsync(`${base}/#`);
     await rec.waitFor(1);
-    await sleep(200);
+    await roundTrip(sub); // retained messages go right after the SUBACK: all of them are in by now
     expect(rec.messages.map((m) => m.topic)).toEqual([`${base}/a`]);
     expect((await admin("GET", `/api/v1/retained?filter=${encodeURIComponent("a/#/b")}`)).status).toBe(400);
     expect((await admin("DELETE", "/api/v1/retained")).status).toBe(400);

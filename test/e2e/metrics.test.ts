@@ -2,7 +2,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { until } from "../support/until";
 import { E2E_ADMIN_TOKEN } from "./global-setup";
-import { brokerHttp, closeAll, connect, recorder, sleep, uid } from "./helpers";
+import { brokerHttp, closeAll, connect, recorder, roundTrip, uid } from "./helpers";
 
 afterEach(closeAll);
 
@@ -19,14 +19,6 @@ async function scrape(): Promise<Map<string, number>> {
     samples.set(line.slice(0, at), Number(line.slice(at + 1)));
   }
   return samples;
-}
-
-async function eventually(check: () => Promise<boolean>, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await sleep(100);
-  }
 }
 
 describe("metrics", () => {
@@ -60,10 +52,10 @@ describe("metrics", () => {
     ];
     let after = before;
     const moved = () => expected.filter(([k, n]) => at(after, k) - at(before, k) < n).map(([k]) => k);
-    await eventually(async () => {
+    await until(async () => {
       after = await scrape();
       return moved().length === 0;
-    }).catch(() => undefined);
+    }, "every counter to move", 5000, 100).catch(() => undefined);
     expect(moved()).toEqual([]);
     expect(at(after, 'mqtt_connected_clients{protocol="5.0"}')).toBeGreaterThanOrEqual(1);
     expect(at(after, 'mqtt_connected_clients{protocol="3.1.1"}')).toBeGreaterThanOrEqual(1);
@@ -83,10 +75,10 @@ describe("metrics", () => {
     // drops and queue levels are reported asynchronously: poll until both show
     let m = before;
     const dropped = () => (m.get('mqtt_messages_dropped_total{reason="queue_full"}') ?? 0) - (before.get('mqtt_messages_dropped_total{reason="queue_full"}') ?? 0);
-    await eventually(async () => {
+    await until(async () => {
       m = await scrape();
       return dropped() >= 10 && (m.get("mqtt_deep_queue_messages") ?? 0) >= 256;
-    }).catch(() => undefined);
+    }, "the drops and the deep queue to show", 5000, 100).catch(() => undefined);
     expect(dropped()).toBeGreaterThanOrEqual(10);
     expect(m.get("mqtt_deep_queues")).toBeGreaterThanOrEqual(1);
     expect(m.get("mqtt_deep_queue_messages")).toBeGreaterThanOrEqual(256);
@@ -116,7 +108,11 @@ describe("metrics", () => {
     const all = await connect(5);
     const allRec = recorder(all);
     await all.subscribeAsync("#");
-    await sleep(1500);
+    // positive control: a tick published after the '#' subscription reached the watcher, then a round trip on '#'
+    const ticks = () => rec.messages.filter((m) => m.topic === "$SYS/broker/clients/connected" && !m.packet.retain).length;
+    const seen = ticks();
+    await until(() => ticks() > seen, "a $SYS tick after the '#' subscription", 8000);
+    await roundTrip(all);
     expect(allRec.messages.filter((m) => m.topic.startsWith("$SYS"))).toHaveLength(0);
   });
 });
