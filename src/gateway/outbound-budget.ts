@@ -14,7 +14,7 @@
  * the assumed rate. (Below that rate the estimate cannot tell it from a client that reads.)
  * Pure code: no Cloudflare imports.
  */
-import { readFixedHeader } from "../protocol/framer";
+import { splitPackets } from "../protocol/framer";
 import { PacketType } from "../protocol/constants";
 import { joinFrames } from "../protocol/codec";
 
@@ -61,7 +61,8 @@ export class OutboundBudget {
     let dropped = 0;
     if (this.held + frame.length > this.budget) {
       kept = [];
-      for (const packet of packetsOf(frame)) {
+      // A frame the session built is whole packets; anything else passes as one opaque piece.
+      for (const packet of splitPackets(frame) ?? [frame]) {
         if (isQos0Publish(packet) && !this.fits(this.held, packet.length)) {
           dropped++;
           continue;
@@ -86,15 +87,4 @@ export class OutboundBudget {
 
 function isQos0Publish(packet: Uint8Array): boolean {
   return packet[0] >> 4 === PacketType.PUBLISH && ((packet[0] >> 1) & 3) === 0;
-}
-
-/** The whole packets of a frame the session built; a malformed tail is kept as one opaque piece. */
-function* packetsOf(frame: Uint8Array): Generator<Uint8Array> {
-  let offset = 0;
-  while (offset < frame.length) {
-    const header = readFixedHeader(frame, offset);
-    const end = typeof header === "object" ? offset + header.headerLength + header.remainingLength : frame.length;
-    yield frame.subarray(offset, Math.min(end, frame.length));
-    offset = end;
-  }
 }

@@ -6,8 +6,6 @@
 import { readFixedHeader } from "./framer";
 import { allowed, checkProperties, faultOf, malformed, Reader, type PacketFault } from "./raw-reader";
 
-export type ConnectFault = PacketFault;
-
 /** Properties a CONNECT may carry [MQTT-3.1.2.11]. */
 const CONNECT_PROPERTIES = allowed(0x11, 0x21, 0x27, 0x22, 0x19, 0x17, 0x26, 0x15, 0x16);
 
@@ -15,7 +13,7 @@ const CONNECT_PROPERTIES = allowed(0x11, 0x21, 0x27, 0x22, 0x19, 0x17, 0x26, 0x1
 const WILL_PROPERTIES = allowed(0x18, 0x01, 0x02, 0x03, 0x08, 0x09, 0x26);
 
 /** The first fault of a CONNECT, or undefined when it is well formed. */
-export function connectFault(bytes: Uint8Array): ConnectFault | undefined {
+export function connectFault(bytes: Uint8Array): PacketFault | undefined {
   return faultOf(() => checkConnect(new Reader(bytes)));
 }
 

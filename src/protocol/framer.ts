@@ -34,6 +34,20 @@ export function readFixedHeader(
   return "malformed";
 }
 
+/** The whole packets of `bytes` from `offset` on; undefined unless they are exactly whole packets. */
+export function splitPackets(bytes: Uint8Array, offset = 0): Uint8Array[] | undefined {
+  const packets: Uint8Array[] = [];
+  while (offset < bytes.length) {
+    const header = readFixedHeader(bytes, offset);
+    if (header === undefined || header === "malformed") return undefined;
+    const end = offset + header.headerLength + header.remainingLength;
+    if (end > bytes.length) return undefined;
+    packets.push(bytes.subarray(offset, end));
+    offset = end;
+  }
+  return packets;
+}
+
 export class PacketFramer {
   private pending: Uint8Array = new Uint8Array(0);
 

@@ -11,7 +11,7 @@
  * packets (the gateway sends what a client sent in a burst as one frame: one Session event for many
  * packets).
  */
-import { readFixedHeader } from "./framer";
+import { splitPackets } from "./framer";
 
 /** Frames held while waiting for an earlier one; beyond this the held ones are released in order. */
 export const MAX_HELD_FRAMES = 256;
@@ -36,16 +36,8 @@ export function sequenced(seq: number, packets: Uint8Array[]): Uint8Array {
 export function unsequenced(frame: Uint8Array): { seq: number; packets: Uint8Array[] } | undefined {
   if (frame.length < 6) return undefined;
   const seq = ((frame[0] << 24) | (frame[1] << 16) | (frame[2] << 8) | frame[3]) >>> 0;
-  const packets: Uint8Array[] = [];
-  let offset = 4;
-  while (offset < frame.length) {
-    const header = readFixedHeader(frame, offset);
-    if (header === undefined || header === "malformed") return undefined;
-    const end = offset + header.headerLength + header.remainingLength;
-    if (end > frame.length) return undefined;
-    packets.push(frame.subarray(offset, end));
-    offset = end;
-  }
+  const packets = splitPackets(frame, 4);
+  if (packets === undefined) return undefined;
   return { seq, packets };
 }
 

@@ -836,7 +836,8 @@ export class Session {
 
   /** Alarm: a delayed will became due, or an offline session expired. */
   async alarm(): Promise<void> {
-    if (this.store.hasHandovers()) await this.handOver(this.store.handoverRows());
+    const handovers = this.store.handoverRows();
+    if (handovers.length > 0) await this.handOver(handovers);
     const now = this.io.now();
     if (this.meta.willAt !== undefined && now >= this.meta.willAt && this.meta.will) {
       const will = JSON.parse(this.meta.will) as StoredWill;

@@ -2,7 +2,7 @@
 import { generateKeyPair, importJWK, SignJWT } from "jose";
 import { afterEach, describe, expect, inject, it } from "vitest";
 import { E2E_JWT_SECRET, E2E_USERS } from "./global-setup";
-import { closeAll, connect, rawClient, recorder, sleep, uid } from "./helpers";
+import { closeAll, connect, rawClient, recorder, scramStart, sleep, uid } from "./helpers";
 
 afterEach(closeAll);
 
@@ -183,14 +183,7 @@ describe("limits", () => {
 
 describe("MQTT 5 enhanced authentication: SCRAM-SHA-256 [MQTT-4.12]", () => {
   async function scramConnect(username: string, password: string, proofPassword = password) {
-    const { ScramClient } = await import("../support/scram-client");
-    const scram = new ScramClient(username, password);
-    const raw = await rawClient(5);
-    raw.send({
-      cmd: "connect", protocolVersion: 5, clientId: uid("scram"), clean: true, keepalive: 30,
-      properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: scram.clientFirst() },
-    });
-    const challenge = await raw.next("auth");
+    const { raw, scram, challenge } = await scramStart(username, password);
     expect(challenge.reasonCode).toBe(0x18);
     expect(challenge.properties.authenticationMethod).toBe("SCRAM-SHA-256");
     raw.send({

@@ -3,6 +3,7 @@ import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { inject } from "vitest";
 import WebSocket from "ws";
 import { CONTROL_FILTER, RawClient } from "../support/raw-client";
+import { ScramClient } from "../support/scram-client";
 
 export const brokerUrl = (): string => inject("brokerUrl");
 export const brokerHttp = (): string => inject("brokerHttp");
@@ -109,4 +110,18 @@ export async function connectRecording(
     client.once("error", reject);
   });
   return { client, rec, connack };
+}
+
+/**
+ * A v5 CONNECT with SCRAM-SHA-256 as `username`, up to the server's challenge (AUTH 0x18): the raw
+ * client, the SCRAM client state and the challenge packet.
+ */
+export async function scramStart(username: string, password: string, clientId = uid("scram")) {
+  const scram = new ScramClient(username, password);
+  const raw = await rawClient(5);
+  raw.send({
+    cmd: "connect", protocolVersion: 5, clientId, clean: true, keepalive: 30,
+    properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: scram.clientFirst() },
+  });
+  return { raw, scram, challenge: await raw.next("auth") };
 }

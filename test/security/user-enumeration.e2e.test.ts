@@ -6,27 +6,20 @@
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { E2E_USERS } from "../e2e/global-setup";
-import { closeAll, rawClient, uid } from "../e2e/helpers";
-import { ScramClient } from "../support/scram-client";
+import { closeAll, scramStart, uid } from "../e2e/helpers";
 
 afterEach(closeAll);
 
 /** CONNECT with SCRAM-SHA-256 as `username`, up to the server's challenge (AUTH 0x18). */
-async function scramStart(username: string, password = "whatever") {
-  const scram = new ScramClient(username, password);
-  const raw = await rawClient(5);
-  raw.send({
-    cmd: "connect", protocolVersion: 5, clientId: uid("enum"), clean: true, keepalive: 30,
-    properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: scram.clientFirst() },
-  });
-  const auth = await raw.next("auth");
-  expect(auth.reasonCode).toBe(0x18);
-  return { raw, scram, serverFirst: auth.properties.authenticationData as Buffer };
+async function scramChallenge(username: string, password = "whatever") {
+  const { raw, scram, challenge } = await scramStart(username, password, uid("enum"));
+  expect(challenge.reasonCode).toBe(0x18);
+  return { raw, scram, serverFirst: challenge.properties.authenticationData as Buffer };
 }
 
 /** The server-first-message's attributes for `username`: server nonce part, salt, iterations. */
 async function challenge(username: string): Promise<{ r: string; s: string; i: string }> {
-  const { raw, scram, serverFirst } = await scramStart(username);
+  const { raw, scram, serverFirst } = await scramChallenge(username);
   raw.close();
   const attrs = Object.fromEntries(serverFirst.toString().split(",").map((p) => [p[0], p.slice(2)]));
   expect(Object.keys(attrs)).toEqual(["r", "s", "i"]);
@@ -56,7 +49,7 @@ describe("finding: SCRAM challenges do not reveal whether a user exists", () => 
 
   it("an unknown user is still refused like a wrong password (0x86) [MQTT-4.12.0-4]", async () => {
     for (const [username, password] of [[uid("mallory"), "x"], ["alice", `not-${E2E_USERS.alice}`]]) {
-      const { raw, scram, serverFirst } = await scramStart(username, password);
+      const { raw, scram, serverFirst } = await scramChallenge(username, password);
       raw.send({ cmd: "auth", reasonCode: 0x18, properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: scram.clientFinal(serverFirst) } });
       const connack = await raw.next("connack");
       expect(connack.reasonCode).toBe(0x86);
