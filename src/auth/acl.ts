@@ -36,6 +36,12 @@ export interface AclPolicy {
   rules: AclRule[];
   /** Decision when no rule applies. */
   defaultAllow: boolean;
+  /**
+   * v5 refusals of a SUBSCRIBE or PUBLISH say 0x80 "Unspecified error" instead of 0x87 "Not
+   * authorized", for operators who do not want to reveal that a topic is protected (§3.9.3 lists 0x80
+   * for a server that "does not wish to reveal the reason").
+   */
+  hideDenialReason?: boolean;
 }
 
 /**

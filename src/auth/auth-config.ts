@@ -57,6 +57,10 @@ export function loadAuthConfig(env: Record<string, unknown>): AuthConfig {
   }
   const aclDefault = str(env.ACL_DEFAULT);
   if (aclDefault && aclDefault !== "allow" && aclDefault !== "deny") throw new AuthConfigError("ACL_DEFAULT must be allow or deny");
+  const denialReason = str(env.ACL_DENIAL_REASON) ?? "not-authorized";
+  if (denialReason !== "not-authorized" && denialReason !== "unspecified") {
+    throw new AuthConfigError("ACL_DENIAL_REASON must be not-authorized or unspecified");
+  }
   return {
     allowAnonymous: truthy(env.ALLOW_ANONYMOUS),
     users,
@@ -66,7 +70,11 @@ export function loadAuthConfig(env: Record<string, unknown>): AuthConfig {
     jwt: secret || jwksUrl ? { secret, jwksUrl, issuer: str(env.JWT_ISSUER), audience: str(env.JWT_AUDIENCE) } : undefined,
     hook: hookUrl ? { url: hookUrl, timeoutMs: Number(str(env.AUTH_HOOK_TIMEOUT_MS) ?? 3000) } : undefined,
     // With no rules every authenticated client may do everything; with rules, unmatched is denied.
-    acl: { rules, defaultAllow: aclDefault ? aclDefault === "allow" : rules.length === 0 },
+    acl: {
+      rules,
+      defaultAllow: aclDefault ? aclDefault === "allow" : rules.length === 0,
+      hideDenialReason: denialReason === "unspecified",
+    },
   };
 }
 

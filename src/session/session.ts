@@ -173,6 +173,11 @@ export class Session {
   }
   private identityCache?: { json: string; identity: Identity };
 
+  /** The v5 reason code for a SUBSCRIBE or PUBLISH the ACL or an authorize hook refuses. */
+  private get denialCode(): number {
+    return this.acl.hideDenialReason ? ReasonCode.UNSPECIFIED_ERROR : ReasonCode.NOT_AUTHORIZED;
+  }
+
   private allowed(action: AclAction, topicOrFilter: string, identity = this.identity): boolean {
     return isAllowed(this.acl, identity, this.meta.clientId ?? "", action, topicOrFilter);
   }
@@ -509,7 +514,8 @@ export class Session {
   private refusePublish(connId: string, qos: QoS, packetId: number): void {
     if (qos === 0) return;
     if (this.version === 5) {
-      const ack = ackPacket(qos === 1 ? "puback" : "pubrec", packetId, ReasonCode.NOT_AUTHORIZED);
+      const ack = ackPacket(qos === 1 ? "puback" : "pubrec", packetId, this.denialCode);
+      if (this.acl.hideDenialReason) return this.send(connId, [ack]);
       return this.send(connId, [this.withReason(ack, "not authorized to publish to this topic")]);
     }
     if (qos === 2) this.store.putInboundQos2(packetId, `refused:${packetId}`, true);
@@ -723,12 +729,12 @@ export class Session {
     if (deliveries.length) this.deliver(deliveries); // the read check there covers retained messages too
   }
 
-  /** 0x87 when the user's authorizeSubscribe hook refuses the filter. */
+  /** 0x87 (or 0x80, ACL_DENIAL_REASON) when the user's authorizeSubscribe hook refuses the filter. */
   private async subscribeHookRefusal(filter: string, qos: QoS): Promise<number | undefined> {
     const hook = this.io.hooks.authorizeSubscribe;
     if (!hook) return undefined;
     const ctx = this.io.hookContext(this.meta.clientId!, this.identity);
-    return (await runHook("authorizeSubscribe", false, () => hook(ctx, filter, qos))) ? undefined : ReasonCode.NOT_AUTHORIZED;
+    return (await runHook("authorizeSubscribe", false, () => hook(ctx, filter, qos))) ? undefined : this.denialCode;
   }
 
   /** A SUBACK failure reason for the filter, or undefined when it can be granted. */
@@ -737,7 +743,7 @@ export class Session {
     const shared = parseSharedFilter(filter);
     // [MQTT-4.8.2-1, 4.8.2-2] a share name is at least one character, without '/', '+' or '#', and is followed by a filter
     if (shared && (!shared.group || /[+#]/.test(shared.group) || !shared.filter)) return ReasonCode.TOPIC_FILTER_INVALID;
-    if (!this.allowed("subscribe", shared ? shared.filter : filter)) return ReasonCode.NOT_AUTHORIZED;
+    if (!this.allowed("subscribe", shared ? shared.filter : filter)) return this.denialCode;
     if (!this.store.hasSubscription(filter) && count >= this.config.maxSubscriptions) return ReasonCode.QUOTA_EXCEEDED;
     return undefined;
   }

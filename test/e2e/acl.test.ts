@@ -110,3 +110,30 @@ describe.each([4, 5] as const)("ACL on wildcard subscriptions, MQTT v%i", (versi
     expect(topics.filter((t) => !t.startsWith("public/"))).toEqual([]);
   });
 });
+
+describe("ACL_DENIAL_REASON=unspecified (the policy of Paho's interoperability suites)", () => {
+  let quiet: Awaited<ReturnType<typeof startBroker>>;
+  beforeAll(async () => {
+    quiet = await startBroker({
+      ALLOW_ANONYMOUS: "true",
+      ACL: JSON.stringify([{ allow: false, action: "all", topics: ["test/nosubscribe"] }]),
+      ACL_DEFAULT: "allow",
+      ACL_DENIAL_REASON: "unspecified",
+    });
+  });
+  afterAll(async () => {
+    await quiet?.stop();
+  });
+
+  it("refuses a denied SUBSCRIBE and PUBLISH with 0x80 and no Reason String, and still grants the rest", async () => {
+    const c = await rawClient(5, "mqtt", `${quiet.base.replace("http", "ws")}/mqtt`);
+    opened.push(c);
+    expect((await c.connect({ clientId: uid("quiet") })).reasonCode).toBe(0);
+    c.send({ cmd: "subscribe", messageId: 1, subscriptions: ["test/nosubscribe", "test/#"].map((topic) => ({ topic, qos: 1 })) });
+    expect((await c.next("suback")).granted).toEqual([0x80, 1]);
+    c.send({ cmd: "publish", topic: "test/nosubscribe", payload: Buffer.from("x"), qos: 1, retain: false, messageId: 7 });
+    const puback = await c.next("puback");
+    expect(puback.reasonCode).toBe(0x80);
+    expect(puback.properties?.reasonString).toBeUndefined();
+  });
+});

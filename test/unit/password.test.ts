@@ -34,5 +34,10 @@ describe("auth config", () => {
   it("names the variable when it is malformed", () => {
     expect(() => loadAuthConfig({ AUTH_USERS: "{" })).toThrow(/AUTH_USERS/);
     expect(() => loadAuthConfig({ ACL: "[1]" })).toThrow(/ACL/);
+    expect(() => loadAuthConfig({ ACL_DENIAL_REASON: "0x80" })).toThrow(/ACL_DENIAL_REASON/);
+  });
+  it("hides the denial reason only when ACL_DENIAL_REASON is unspecified", () => {
+    expect(loadAuthConfig({}).acl.hideDenialReason).toBe(false);
+    expect(loadAuthConfig({ ACL_DENIAL_REASON: "unspecified" }).acl.hideDenialReason).toBe(true);
   });
 });
