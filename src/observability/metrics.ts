@@ -90,7 +90,7 @@ export function renderPrometheus(s: MetricsSummary): string {
   metric("mqtt_received_bytes_total", "counter", "Payload bytes of the messages received.", [[{}, s.receivedBytes]]);
   metric("mqtt_messages_delivered_total", "counter", "Message copies handed to subscribers' sessions, by the QoS delivered.", byQos(s.delivered));
   metric("mqtt_delivered_bytes_total", "counter", "Payload bytes of the copies delivered.", [[{}, s.deliveredBytes]]);
-  const reasons = ["no_subscribers", "retained_limit", "queue_full", "expired", "too_large_for_client", "slow_consumer"];
+  const reasons = ["no_subscribers", "retained_limit", "queue_full", "expired", "too_large_for_client", "slow_consumer", "not_authorized"];
   for (const r of Object.keys(s.dropped)) if (!reasons.includes(r)) reasons.push(r);
   metric("mqtt_messages_dropped_total", "counter", "Messages (or copies) not delivered, by reason.", reasons.map((r) => [{ reason: r }, s.dropped[r] ?? 0]));
   metric("mqtt_delivery_failures_total", "counter", "Deliveries to a session that failed (QoS 1/2: the publisher was not acknowledged and resends).", [[{}, s.deliveryFailures]]);

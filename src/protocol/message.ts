@@ -54,5 +54,8 @@ export interface Delivery {
   shareFilter?: string;
 }
 
-/** What a session did with a batch: took it, is offline (and took nothing, when asked), or does not exist. */
-export type DeliveryOutcome = "ok" | "offline" | "gone";
+/**
+ * What a session did with a batch: took it, is offline (and took nothing, when asked), does not
+ * exist, or may not read the one shared-subscription message it was offered (another member may).
+ */
+export type DeliveryOutcome = "ok" | "offline" | "gone" | "unreadable";

@@ -18,8 +18,12 @@ import { fromHook, runHook, type BrokerHooks, type HookContext, type HookMessage
 import { logText } from "../observability/log-text";
 import { OutState, SessionStore, type OutboundRow, type SessionMeta } from "./session-store";
 
-/** How long after a failed shared-subscription hand-over it is tried again (alarm). */
+/**
+ * How long after a failed shared-subscription hand-over it is tried again (alarm): 5 s, doubling
+ * with each failure in a row up to 5 min, so a shard that stays unavailable is not called every 5 s.
+ */
 const HANDOVER_RETRY_MS = 5000;
+const HANDOVER_RETRY_MAX_MS = 300_000;
 
 /** What the session needs from the world around it. */
 export interface SessionIO {
@@ -858,8 +862,12 @@ export class Session {
     this.io.setAlarm(this.nextAlarm());
   }
 
+  /** Hand-over attempts in a row that left a row behind (in memory: a restart starts again at 5 s). */
+  private handoverFailures = 0;
+
   private nextAlarm(): number | undefined {
-    const retry = this.store.hasHandovers() ? this.io.now() + HANDOVER_RETRY_MS : undefined;
+    const backoff = Math.min(HANDOVER_RETRY_MS * 2 ** Math.max(0, this.handoverFailures - 1), HANDOVER_RETRY_MAX_MS);
+    const retry = this.store.hasHandovers() ? this.io.now() + backoff : undefined;
     const times = [this.meta.willAt, this.meta.connId ? undefined : this.meta.expireAt, retry].filter(
       (t): t is number => t !== undefined,
     );
@@ -914,6 +922,8 @@ export class Session {
    */
   private async handOver(rows: OutboundRow[]): Promise<OutboundRow[]> {
     const failed: OutboundRow[] = [];
+    // `leaving` is "" once the session has ended: its subscriptions are gone from the shards by then,
+    // so the shard cannot pick it anyway.
     for (const row of rows) {
       // Under a new id: the chosen member must not mistake it for a duplicate of its own copy.
       const message = { ...row.delivery.message, id: `${row.msgId}:r` };
@@ -925,6 +935,7 @@ export class Session {
         failed.push(row);
       }
     }
+    this.handoverFailures = failed.length ? this.handoverFailures + 1 : 0;
     return failed;
   }
 
@@ -1018,8 +1029,14 @@ export class Session {
     const online = this.meta.connId !== undefined;
     if (onlyIfOnline && !online) return "offline";
     // A partially granted subscription receives only the topics its owner may read (the ACL's
-    // subscribe rules on the topic name); the rest were never this subscriber's to have.
-    if (this.readCheckNeeded()) batch = batch.filter((d) => this.allowed("subscribe", d.message.topic));
+    // subscribe rules on the topic name); the rest were never this subscriber's to have. A shared
+    // subscription's message (offered alone) is declined instead, so the shard offers it to another
+    // member of the group who may read it.
+    if (this.readCheckNeeded()) {
+      const readable = batch.filter((d) => this.allowed("subscribe", d.message.topic));
+      if (readable.length === 0 && batch.length === 1 && batch[0].shareFilter) return "unreadable";
+      batch = readable;
+    }
     const immediate: AnyPacket[] = [];
     const held: number[] = [];
     const settled: Promise<void>[] = [];

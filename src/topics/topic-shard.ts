@@ -32,6 +32,9 @@ export interface ShardStats {
   subscriptionEntries: number;
 }
 
+/** Why no member of a shared subscription took a message (the `dropped` metric's reason). */
+type GroupDrop = "not_authorized" | "no_subscribers";
+
 /** Most deliveries sent to one session in one call (a larger backlog is split). */
 export const MAX_DELIVERY_BATCH = 256;
 
@@ -134,7 +137,8 @@ export class TopicShard {
     const failures: unknown[] = [];
     const attempt = async (qos: QoS, send: () => Promise<unknown>) => {
       try {
-        await send();
+        const dropped = await send();
+        if (typeof dropped === "string") return this.totals.add(`dropped:${dropped}`);
         this.totals.add(`delivered:${qos}`);
         this.totals.add("delivered_bytes", message.payload.length);
       } catch (err) {
@@ -177,9 +181,12 @@ export class TopicShard {
 
   /**
    * One member of a shared subscription gets the message [MQTT-4.8.2-?]: round robin, preferring a
-   * member whose client is connected; when none is, the next member's session queues it.
+   * member whose client is connected; when none is, the next member's session queues it. A member
+   * that may not read the topic (its grant on the shared filter is partial: Session.deliver) declines,
+   * and the next is offered it; when no member may read it, it is dropped like a message nobody
+   * subscribes to. Each member is offered it at most once per pass, so nothing goes round in circles.
    */
-  private async deliverToGroup(group: GroupMatch, message: RoutedMessage): Promise<void> {
+  private async deliverToGroup(group: GroupMatch, message: RoutedMessage): Promise<GroupDrop | undefined> {
     const n = group.members.length;
     const start = (this.cursors.get(group.shareFilter) ?? 0) % n;
     this.cursors.set(group.shareFilter, start + 1);
@@ -190,15 +197,18 @@ export class TopicShard {
       subscriptionIds: options.subscriptionId ? [options.subscriptionId] : undefined,
       shareFilter: group.shareFilter,
     });
-    for (let i = 0; i < n; i++) {
+    let declined = false;
+    const offer = async (i: number, onlyIfOnline: boolean) => {
       const [clientId, options] = group.members[(start + i) % n];
-      if ((await this.deliverOrForget(clientId, [deliveryFor(options)], true)) === "ok") return;
-    }
-    // Nobody is connected: the next member in turn keeps it in its session (if it still exists).
-    for (let i = 0; i < n; i++) {
-      const [clientId, options] = group.members[(start + i) % n];
-      if ((await this.deliverOrForget(clientId, [deliveryFor(options)], false)) === "ok") return;
-    }
+      const outcome = await this.deliverOrForget(clientId, [deliveryFor(options)], onlyIfOnline);
+      declined ||= outcome === "unreadable";
+      return outcome === "ok";
+    };
+    for (let i = 0; i < n; i++) if (await offer(i, true)) return undefined;
+    // Nobody who may read it is connected: the next member in turn keeps it in its session (if it
+    // still exists).
+    for (let i = 0; i < n; i++) if (await offer(i, false)) return undefined;
+    return declined ? "not_authorized" : "no_subscribers";
   }
 
   /** Delivers; a session that no longer exists is forgotten here. */

@@ -7,6 +7,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startBroker } from "./global-setup";
 import { rawClient, uid } from "./helpers";
+import { until } from "../support/until";
 import type { RawClient } from "../support/raw-client";
 
 const ACL = [
@@ -94,6 +95,25 @@ describe.each([4, 5] as const)("ACL on wildcard subscriptions, MQTT v%i", (versi
     const topics = await topicsAfterControl(sub, publisher, `devices/${other}/control`);
     expect(topics).toEqual(expect.arrayContaining([`devices/${other}/secret`, `devices/${me}/state`]));
     expect(topics).not.toContain(`devices/${me}/secret`);
+  });
+
+  it("a shared subscription gives each message to a member who may read it, never to one who may not", async () => {
+    const group = `$share/${uid("g")}/devices/#`;
+    const owner = uid("dev"); // may not read devices/<owner>/secret (the %c deny rule)
+    const ownerSub = await client(version, owner);
+    const otherSub = await client(version);
+    expect((await ownerSub.subscribe(group, 1)).granted).toEqual([1]);
+    expect((await otherSub.subscribe(group, 1)).granted).toEqual([1]);
+    const publisher = await client(version);
+    // round robin offers every other message to the owner first: each must go on to the other member
+    for (let i = 0; i < 4; i++) await publish(publisher, `devices/${owner}/secret`, `s${i}`);
+    const secrets = (c: RawClient) => c.all("publish").filter((p) => p.topic.endsWith("/secret")).map((p) => p.payload.toString());
+    await until(() => secrets(otherSub).length === 4, "all four messages at the member who may read them");
+    expect(secrets(otherSub)).toEqual(["s0", "s1", "s2", "s3"]);
+    // every PUBACK came after the owner's session had declined or taken its offer; a round trip
+    // through that session shows what it sent before
+    await ownerSub.roundTrip();
+    expect(secrets(ownerSub)).toEqual([]);
   });
 
   it.each(["#", "+"])("a hostile client id (%s) makes the deny rule on devices/<id>/secret deny everything: # is granted for public/# only", async (hostileId) => {

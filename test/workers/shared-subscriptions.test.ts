@@ -142,6 +142,14 @@ describe("shared subscriptions: a hand-over to another member loses nothing", ()
     await publish(pub, topic, "control", 1);
     await b.next("publish");
     expect(payloads(b)).toEqual(["control"]);
+    // Retries back off while the shard stays unavailable: 5 s after the first failure, then 10 s, 20 s.
+    const session = sessionStub(env, aId);
+    const retryIn = () => runInDurableObject(session, async (_i, state) => ((await state.storage.getAlarm()) ?? 0) - Date.now());
+    expect(await retryIn()).toBeLessThanOrEqual(5000);
+    expect(await runDurableObjectAlarm(session)).toBe(true);
+    expect(await runDurableObjectAlarm(session)).toBe(true);
+    expect(await retryIn()).toBeGreaterThan(15000);
+    expect(b.all("publish")).toHaveLength(1); // the failed retries handed nothing over
 
     await runInDurableObject(shard, (instance) => {
       delete (instance as unknown as { shard: { redistribute?: unknown } }).shard.redistribute;

@@ -92,4 +92,27 @@ describe("TopicShard limits", () => {
       expect(delivered.every(([, batch]) => batch[0].shareFilter === "$share/g/jobs/#")).toBe(true);
     });
   });
+
+  it("offers a shared message to the next member when one may not read it; counts it not_authorized when none may", async () => {
+    const stub = env.TOPIC_SHARD.get(env.TOPIC_SHARD.idFromName(uid("shard-test")));
+    await runInDurableObject(stub, async (_instance, state) => {
+      const opts = { qos: 1 as const, noLocal: false, retainAsPublished: false, retainHandling: 0 as const };
+      const unreadable = new Set(["m1"]);
+      const offered: string[] = [];
+      const deliver = async (clientId: string): Promise<DeliveryOutcome> => {
+        offered.push(clientId);
+        return unreadable.has(clientId) ? "unreadable" : "ok";
+      };
+      const shard = new TopicShard(state.storage.sql, DEFAULT_CONFIG, deliver, Date.now);
+      shard.subscribe("m1", [{ filter: "$share/g/jobs/#", ...opts }], []);
+      shard.subscribe("m2", [{ filter: "$share/g/jobs/#", ...opts }], []);
+      for (let i = 0; i < 2; i++) await shard.publish(message("jobs/x", String(i), false));
+      expect(offered.filter((c) => c === "m2")).toHaveLength(2); // each message reached m2
+      unreadable.add("m2");
+      offered.length = 0;
+      await shard.publish(message("jobs/x", "nobody", false));
+      expect(offered.sort()).toEqual(["m1", "m1", "m2", "m2"]); // each member once per pass, no more
+      expect(shard.stats().dropped).toMatchObject({ not_authorized: 1 });
+    });
+  });
 });
