@@ -142,20 +142,36 @@ const BOUNDS: Record<keyof BrokerConfig, [number, number]> = {
 
 export class ConfigError extends Error {}
 
+/** The numeric value of `key` in `env`, undefined when unset; throws ConfigError naming the variable. */
+function readLimit(env: Record<string, unknown>, key: keyof BrokerConfig): number | undefined {
+  const raw = env[VARIABLES[key]];
+  if (raw === undefined || raw === "") return undefined;
+  const value = typeof raw === "number" ? raw : Number(String(raw).trim());
+  const [min, max] = BOUNDS[key];
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(`${VARIABLES[key]} must be an integer from ${min} to ${max}, got ${JSON.stringify(String(raw).slice(0, 40))}`);
+  }
+  return value;
+}
+
 /** Builds the config from `env`; throws ConfigError naming the variable when a value is invalid. */
 export function loadConfig(env: Record<string, unknown>): BrokerConfig {
   const config = { ...DEFAULT_CONFIG };
-  for (const key of Object.keys(VARIABLES) as (keyof BrokerConfig)[]) {
-    const raw = env[VARIABLES[key]];
-    if (raw === undefined || raw === "") continue;
-    const value = typeof raw === "number" ? raw : Number(String(raw).trim());
-    const [min, max] = BOUNDS[key];
-    if (!Number.isInteger(value) || value < min || value > max) {
-      throw new ConfigError(`${VARIABLES[key]} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`);
-    }
-    config[key] = value;
-  }
+  for (const key of Object.keys(VARIABLES) as (keyof BrokerConfig)[]) config[key] = readLimit(env, key) ?? config[key];
   return config;
+}
+
+/** Every invalid limit in `env`, each with its variable's name (loadConfig stops at the first). */
+export function limitProblems(env: Record<string, unknown>): { variable: string; problem: string }[] {
+  const problems: { variable: string; problem: string }[] = [];
+  for (const key of Object.keys(VARIABLES) as (keyof BrokerConfig)[]) {
+    try {
+      readLimit(env, key);
+    } catch (err) {
+      problems.push({ variable: VARIABLES[key], problem: (err as Error).message });
+    }
+  }
+  return problems;
 }
 
 const cache = new WeakMap<object, BrokerConfig>();

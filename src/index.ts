@@ -1,5 +1,6 @@
 /** Worker entry: the edge gateway (Hono app) and the Durable Object classes. */
-import { app } from "./gateway/app";
+import { env } from "cloudflare:workers";
+import { app, reportConfig } from "./gateway/app";
 import type { Env } from "./env";
 import { writeMetricsPoint } from "./observability/metrics-collector";
 
@@ -7,6 +8,9 @@ export { SessionObject } from "./session/session-object";
 export { TopicShardObject } from "./topics/topic-shard-object";
 export { ClientRegistryObject } from "./registry/client-registry-object";
 export type { BrokerConfig } from "./config";
+
+// Configuration problems are logged as the isolate starts, before any request.
+reportConfig(env);
 
 export default {
   fetch: app.fetch,

@@ -4,6 +4,7 @@
  */
 import { parseAclRules, type AclPolicy } from "./acl";
 import { unknownUserPolicy, type UnknownUserPolicy } from "./stored-credential";
+import { parseHash } from "./password";
 
 export interface UserEntry {
   hash: string;
@@ -23,8 +24,33 @@ export interface AuthConfig {
 
 export class AuthConfigError extends Error {}
 
-const truthy = (v: unknown) => typeof v === "string" && ["1", "true", "yes", "on"].includes(v.trim().toLowerCase());
+const TRUE_WORDS = ["1", "true", "yes", "on"];
+const FALSE_WORDS = ["0", "false", "no", "off"];
 const str = (v: unknown) => (typeof v === "string" && v.trim() !== "" ? v.trim() : undefined);
+
+/** A yes/no variable: unset is false; a value that is neither is an error, not a silent "no". */
+export function flag(env: Record<string, unknown>, name: string): boolean {
+  const value = env[name] === true ? "true" : str(env[name])?.toLowerCase();
+  if (value === undefined || FALSE_WORDS.includes(value)) return false;
+  if (TRUE_WORDS.includes(value)) return true;
+  throw new AuthConfigError(`${name} must be true or false, got ${JSON.stringify(String(env[name]).slice(0, 40))}`);
+}
+
+/** An http(s) URL variable, or undefined when unset. */
+function url(env: Record<string, unknown>, name: string): string | undefined {
+  const value = str(env[name]);
+  if (value === undefined) return undefined;
+  let parsed: URL | undefined;
+  try {
+    parsed = new URL(value);
+  } catch {
+    parsed = undefined;
+  }
+  if (!parsed || (parsed.protocol !== "https:" && parsed.protocol !== "http:")) {
+    throw new AuthConfigError(`${name} must be an http(s) URL`);
+  }
+  return value;
+}
 
 export function loadAuthConfig(env: Record<string, unknown>): AuthConfig {
   const users = new Map<string, UserEntry>();
@@ -36,16 +62,26 @@ export function loadAuthConfig(env: Record<string, unknown>): AuthConfig {
     } catch {
       throw new AuthConfigError("AUTH_USERS must be JSON: {\"user\": \"pbkdf2-sha256$...\"}");
     }
+    if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) throw new AuthConfigError("AUTH_USERS must be a JSON object of users");
     for (const [name, entry] of Object.entries(parsed)) {
-      if (typeof entry === "string") users.set(name, { hash: entry, roles: [] });
-      else if (entry && typeof (entry as UserEntry).hash === "string") {
-        users.set(name, { hash: (entry as UserEntry).hash, roles: (entry as UserEntry).roles ?? [] });
-      } else throw new AuthConfigError(`AUTH_USERS: entry for ${JSON.stringify(name)} needs a hash`);
+      const user = typeof entry === "string" ? { hash: entry, roles: [] } : (entry as UserEntry | null);
+      if (!user || typeof user.hash !== "string") throw new AuthConfigError(`AUTH_USERS: entry for ${JSON.stringify(name)} needs a hash`);
+      // a hash in another format would make the user's every login fail, silently
+      if (!parseHash(user.hash)) {
+        throw new AuthConfigError(`AUTH_USERS: the hash of ${JSON.stringify(name)} is not pbkdf2-sha256$<iterations>$<salt>$<hash> (make one with npm run hash-password)`);
+      }
+      const roles = user.roles ?? [];
+      if (!Array.isArray(roles) || roles.some((r) => typeof r !== "string")) throw new AuthConfigError(`AUTH_USERS: roles of ${JSON.stringify(name)} must be a list of strings`);
+      users.set(name, { hash: user.hash, roles });
     }
   }
   const secret = str(env.JWT_SECRET);
-  const jwksUrl = str(env.JWT_JWKS_URL);
-  const hookUrl = str(env.AUTH_HOOK_URL);
+  const jwksUrl = url(env, "JWT_JWKS_URL");
+  const hookUrl = url(env, "AUTH_HOOK_URL");
+  const hookTimeoutMs = Number(str(env.AUTH_HOOK_TIMEOUT_MS) ?? 3000);
+  if (!Number.isInteger(hookTimeoutMs) || hookTimeoutMs < 1 || hookTimeoutMs > 60000) {
+    throw new AuthConfigError("AUTH_HOOK_TIMEOUT_MS must be an integer from 1 to 60000");
+  }
   let rules: AclPolicy["rules"] = [];
   const rawAcl = str(env.ACL);
   if (rawAcl) {
@@ -62,13 +98,13 @@ export function loadAuthConfig(env: Record<string, unknown>): AuthConfig {
     throw new AuthConfigError("ACL_DENIAL_REASON must be not-authorized or unspecified");
   }
   return {
-    allowAnonymous: truthy(env.ALLOW_ANONYMOUS),
+    allowAnonymous: flag(env, "ALLOW_ANONYMOUS"),
     users,
     // AUTH_SALT_SECRET keeps unknown users' salts stable when AUTH_USERS changes; without it the
     // AUTH_USERS secret keys them (stable across isolates, but they change when a user is edited).
     unknownUsers: unknownUserPolicy(str(env.AUTH_SALT_SECRET) ?? rawUsers ?? "", users),
     jwt: secret || jwksUrl ? { secret, jwksUrl, issuer: str(env.JWT_ISSUER), audience: str(env.JWT_AUDIENCE) } : undefined,
-    hook: hookUrl ? { url: hookUrl, timeoutMs: Number(str(env.AUTH_HOOK_TIMEOUT_MS) ?? 3000) } : undefined,
+    hook: hookUrl ? { url: hookUrl, timeoutMs: hookTimeoutMs } : undefined,
     // With no rules every authenticated client may do everything; with rules, unmatched is denied.
     acl: {
       rules,

@@ -18,6 +18,8 @@ import type { Identity } from "../auth/acl";
 import type { AuthConfig } from "../auth/auth-config";
 import { admitConnect, peekProtocolLevel, refuseConnectBytes, type Admission, type ConnectFields } from "./admission";
 import { OutboundBudget } from "./outbound-budget";
+import { closeReasonText, hexCode } from "../protocol/internal-close";
+import { logEvent, SampledLog } from "../observability/log";
 
 const PINGRESP = new Uint8Array([0xd0, 0x00]);
 
@@ -55,6 +57,12 @@ export class GatewayConnection {
   /** QoS 0 PUBLISHes dropped for this slow client and not yet reported to the registry. */
   private unreportedDrops = 0;
   private dropReport?: ReturnType<typeof setTimeout>;
+  /** The client id CONNECT named (or the one assigned), for the operator log of a refusal. */
+  private claimedClientId?: string;
+  /** The code of the refusal CONNACK sent, for the operator log. */
+  private refusalCode?: string;
+  /** At most one log line per 10 s about QoS 0 messages dropped for this slow client. */
+  private readonly slowLog = new SampledLog("warn", "client.slow_consumer");
 
   constructor(
     private readonly client: WebSocket,
@@ -132,6 +140,7 @@ export class GatewayConnection {
     }
     const connect = parsed.packet as unknown as ConnectFields;
     this.version = connect.protocolVersion;
+    this.claimedClientId = typeof connect.clientId === "string" ? connect.clientId : undefined;
     const max = (parsed.packet as unknown as ConnectCredentials).properties?.maximumPacketSize;
     if (this.version === 5 && typeof max === "number" && max > 0) this.clientMaxPacketSize = max;
     const methods = this.auth.users.size > 0 ? [SCRAM_METHOD] : [];
@@ -142,6 +151,7 @@ export class GatewayConnection {
       return this.abort(admission.reason);
     }
     this.keepAliveMs = admission.keepAlive * 1000;
+    this.claimedClientId = admission.clientId;
     this.pending.push(packet);
     this.pendingBytes += packet.length;
     const credentials = parsed.packet as unknown as ConnectCredentials;
@@ -199,6 +209,8 @@ export class GatewayConnection {
 
   /** A refusal CONNACK: the code of this protocol level, and in v5 the reason, if any, as a Reason String. */
   private sendConnackRefusal(codes: { reasonCode?: number; returnCode?: number; sessionPresent: false }, reason?: string): void {
+    const code = this.version === 5 ? codes.reasonCode : codes.returnCode;
+    this.refusalCode = this.version === 5 ? hexCode(code ?? 0) : String(code);
     const connack = this.version === 5
       ? { cmd: "connack", reasonCode: codes.reasonCode, sessionPresent: false, properties: reason ? { reasonString: reason } : undefined }
       : { cmd: "connack", returnCode: codes.returnCode, sessionPresent: false };
@@ -359,6 +371,7 @@ export class GatewayConnection {
   /** Drops reach the metrics through the client's registry shard, at most one report per second. */
   private countDrops(count: number): void {
     this.unreportedDrops += count;
+    this.slowLog.record(Date.now(), { clientId: this.clientId, dropped: count, limitBytes: this.config.maxClientOutboundBytes });
     this.dropReport ??= setTimeout(() => this.reportDrops(), DROP_REPORT_MS);
   }
 
@@ -392,7 +405,12 @@ export class GatewayConnection {
     if (reasonCode !== undefined && this.version === 5 && wasOpen) {
       this.sendPacket({ cmd: "disconnect", reasonCode, properties: { reasonString: reason } });
     }
-    this.finish(InternalClose.GATEWAY_ABORT, reason);
+    // Once the session has the connection it logs how it ended (from the close reason); before, here.
+    if (this.state !== "open") {
+      const code = this.refusalCode ?? (reasonCode !== undefined && this.version === 5 && wasOpen ? hexCode(reasonCode) : undefined);
+      logEvent("warn", "connection.refused", { clientId: this.claimedClientId, remoteAddress: this.remoteAddress, reason, code });
+    }
+    this.finish(InternalClose.GATEWAY_ABORT, closeReasonText(reason, reasonCode));
   }
 
   private onClientGone(): void {

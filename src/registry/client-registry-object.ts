@@ -1,4 +1,5 @@
 /** ClientRegistry Durable Object: a thin shell over one registry shard (see client-registry.ts). */
+import { applyLogLevel } from "../observability/log";
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
 import { counters, countingSql } from "../observability/counters";
@@ -11,6 +12,7 @@ export class ClientRegistryObject extends DurableObject<Env> {
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
+    applyLogLevel(env.LOG_LEVEL);
     this.registry = new ClientRegistry(countingSql(ctx.storage.sql), Date.now);
   }
 

@@ -3,6 +3,7 @@
  * WebSocket from the gateway (Hibernation API), so an idle session costs nothing; state lives in
  * SQLite and per-connection facts in the socket attachment.
  */
+import { applyLogLevel } from "../observability/log";
 import { DurableObject } from "cloudflare:workers";
 import { authConfigFor } from "../auth/auth-config";
 import { configFor, type BrokerConfig } from "../config";
@@ -15,9 +16,10 @@ import type { TopicShardObject } from "../topics/topic-shard-object";
 import { Batcher } from "../util/batcher";
 import { CALL_GAP_MS, CallSequencer, OrderedChannels, type CallOrder } from "../util/ordered-calls";
 import { InboundOrder, unsequenced } from "../protocol/internal-order";
+import { endCause } from "../protocol/internal-close";
 import { registryShardFor } from "../registry/client-registry";
 import { currentHooks, hookMessage, runHook } from "../hooks";
-import { Session, type ConnectionInfo, type SessionDescription, type SessionEvent, type SessionIO } from "./session";
+import { Session, type ConnectionInfo, type EndCause, type SessionDescription, type SessionEvent, type SessionIO } from "./session";
 
 /** Most messages routed to one shard in one call. */
 const MAX_ROUTE_BATCH = 128;
@@ -56,13 +58,14 @@ export class SessionObject extends DurableObject<Env> {
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
+    applyLogLevel(env.LOG_LEVEL);
     this.config = configFor(env);
     const auth = authConfigFor(env);
     this.session = new Session(countingSql(ctx.storage.sql), this.io(), this.config, auth.acl, auth);
     // A restart (eviction, deploy, crash) drops the socket without a close event: end that connection
     // now, so its will is sent and its expiry starts. Queued before any event this wake delivers.
     const live = this.session.liveConnection;
-    if (live && !this.socket(live)) void this.session.ended(live);
+    if (live && !this.socket(live)) void this.session.ended(live, { reason: "session object restarted: the connection was lost" });
   }
 
   /** Counts one invocation of this object (test counters, and the registry's metrics). */
@@ -130,17 +133,17 @@ export class SessionObject extends DurableObject<Env> {
     return this.session.receive(a, packet, expectConnect ? undefined : a.version);
   }
 
-  async webSocketClose(ws: WebSocket): Promise<void> {
+  async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
     this.invoked();
-    await this.socketGone(ws);
+    await this.socketGone(ws, endCause(code, reason));
   }
 
   async webSocketError(ws: WebSocket): Promise<void> {
     this.invoked();
-    await this.socketGone(ws);
+    await this.socketGone(ws, { reason: "network: the gateway's connection failed" });
   }
 
-  private async socketGone(ws: WebSocket): Promise<void> {
+  private async socketGone(ws: WebSocket, cause: EndCause): Promise<void> {
     const a = ws.deserializeAttachment() as Attachment;
     this.sockets.delete(a.connId);
     this.inbound.delete(a.connId);
@@ -149,7 +152,7 @@ export class SessionObject extends DurableObject<Env> {
     } catch {
       // already closed
     }
-    await this.session.ended(a.connId);
+    await this.session.ended(a.connId, cause);
   }
 
   async alarm(): Promise<void> {

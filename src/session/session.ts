@@ -16,6 +16,8 @@ import { isUtf8, packetViolation, publishPropertiesProblem } from "../protocol/v
 import type { PresenceRecord } from "../registry/client-registry";
 import { fromHook, runHook, type BrokerHooks, type HookContext, type HookMessage } from "../hooks";
 import { logText } from "../observability/log-text";
+import { logEvent, SampledLog } from "../observability/log";
+import { hexCode } from "../protocol/internal-close";
 import { OutState, SessionStore, type OutboundRow, type SessionMeta } from "./session-store";
 
 /**
@@ -302,6 +304,7 @@ export class Session {
         : { cmd: "connack", sessionPresent: false, returnCode: ConnectReturnCode.NOT_AUTHORIZED };
       const bytes = encodeWithin(connack as Packet, version, clientMaxPacketSize(version, packet));
       if (bytes) this.io.send(info.connId, bytes);
+      logEvent("warn", "connection.refused", { clientId: info.clientId, username: identity.username, remoteAddress: info.remoteAddress, reason, code: codeText(version, 0x87, 5) });
       return this.io.close(info.connId, reason);
     }
 
@@ -314,6 +317,7 @@ export class Session {
         if (disconnect) this.io.send(previous.connId, disconnect);
       }
       this.io.close(previous.connId, "session taken over");
+      logEvent("info", "connection.ended", { clientId: info.clientId, reason: "session taken over", code: (previous.version ?? 4) === 5 ? "0x8e" : undefined });
     }
     // The will of a connection that ended without DISCONNECT: sent now unless this reconnect, to the
     // same session, arrives within its delay [MQTT-3.1.3-9].
@@ -377,8 +381,17 @@ export class Session {
       // Size (an Assigned Client Identifier, say): it must not be sent [MQTT-3.1.2-24], and without
       // it the client cannot go on. The connection ends as if the network had failed.
       this.io.close(info.connId, "CONNACK exceeds the client's Maximum Packet Size");
-      return this.connectionEnded(info.connId);
+      return this.connectionEnded(info.connId, { reason: "CONNACK exceeds the client's Maximum Packet Size" });
     }
+    logEvent("info", "connection.accepted", {
+      clientId: info.clientId,
+      username: identity.username,
+      remoteAddress: info.remoteAddress,
+      protocol: version === 5 ? "5.0" : version === 4 ? "3.1.1" : "3.1",
+      cleanStart,
+      sessionPresent,
+      keepAlive: info.serverKeepAlive ?? packet.keepalive,
+    });
     this.io.report({
       kind: "connected",
       identity,
@@ -810,19 +823,20 @@ export class Session {
     const keepWill = this.version === 5 && packet.reasonCode === ReasonCode.DISCONNECT_WITH_WILL;
     if (!keepWill) this.meta.will = undefined;
     this.io.close(connId, "client disconnected");
-    await this.connectionEnded(connId);
+    await this.connectionEnded(connId, { reason: "client DISCONNECT", code: this.version === 5 ? hexCode(packet.reasonCode ?? 0) : undefined });
   }
 
   /** The connection's socket closed: handled after every packet that arrived before it. */
-  ended(connId: string): Promise<void> {
-    const run = () => this.connectionEnded(connId).catch((err) => console.error("session end failed", err));
+  ended(connId: string, cause: EndCause = { reason: "connection closed" }): Promise<void> {
+    const run = () => this.connectionEnded(connId, cause).catch((err) => console.error("session end failed", err));
     this.chain = this.chain.then(run, run);
     return this.chain;
   }
 
   /** Ends the connection's part of the session (will, expiry). Safe to call more than once. */
-  private async connectionEnded(connId: string): Promise<void> {
+  private async connectionEnded(connId: string, cause: EndCause): Promise<void> {
     if (!this.isCurrent(connId)) return;
+    logEvent("info", "connection.ended", { clientId: this.meta.clientId, reason: cause.reason, code: cause.code });
     // Unacknowledged messages of the connection are kept for its resumption [MQTT-4.4.0-1], unless
     // the session ends with it.
     this.storeUnacknowledged((this.meta.expiryInterval ?? 0) > 0);
@@ -1010,7 +1024,7 @@ export class Session {
   private async closeByAdministrator(connId: string, reason: string): Promise<void> {
     if (this.version === 5) this.send(connId, [this.withReason({ cmd: "disconnect", reasonCode: ReasonCode.ADMINISTRATIVE_ACTION }, reason)]);
     this.io.close(connId, reason);
-    await this.connectionEnded(connId);
+    await this.connectionEnded(connId, { reason: `administrator: ${reason}`, code: this.version === 5 ? "0x98" : undefined });
   }
 
   // --- delivery to the client -----------------------------------------------------------------
@@ -1110,7 +1124,10 @@ export class Session {
 
   private reportDrop(reason: DropReason): void {
     this.io.report({ kind: "dropped", clientId: this.meta.clientId ?? "", reason, count: 1 });
+    if (reason === "queue_full") this.queueFullLog.record(this.io.now(), { clientId: this.meta.clientId, limit: this.config.maxQueuedMessages });
   }
+  /** At most one log line per 10 s for a session whose queue is full (with how many were dropped). */
+  private readonly queueFullLog = new SampledLog("warn", "queue.full");
 
   /** Why publishPacket refused a delivery: its expiry passed, or it exceeds the client's maximum. */
   private undeliverableReason(d: Delivery): DropReason {
@@ -1245,7 +1262,7 @@ export class Session {
       this.send(connId, [this.withReason({ cmd: "disconnect", reasonCode }, reason)]);
     }
     this.io.close(connId, reason.slice(0, 100));
-    await this.connectionEnded(connId);
+    await this.connectionEnded(connId, { reason, code: hexCode(reasonCode) });
   }
 
   private async serverError(connId: string, err: unknown): Promise<void> {
@@ -1313,4 +1330,15 @@ function hookView(m: RoutedMessage): HookMessage {
   const p = m.properties;
   const properties = p ? { ...p, userProperties: p.userProperties?.map(([k, v]) => [k, v] as UserProperty) } : undefined;
   return { topic: m.topic, payload: new Uint8Array(m.payload), qos: m.qos, retain: m.retain, properties };
+}
+
+/** Why a connection ended, for the operator log: a reason and, where one was sent, the v5 code. */
+export interface EndCause {
+  reason: string;
+  code?: string;
+}
+
+/** The refusal code a client of this version received: v5 reason code, or the 3.1.1 return code. */
+function codeText(version: ProtocolVersion, v5: number, v3: number): string {
+  return version === 5 ? hexCode(v5) : String(v3);
 }

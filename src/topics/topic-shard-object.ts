@@ -1,4 +1,5 @@
 /** TopicShard Durable Object: a thin shell over TopicShard (subscription index + retained store). */
+import { applyLogLevel } from "../observability/log";
 import { DurableObject } from "cloudflare:workers";
 import { configFor } from "../config";
 import { counters, countingSql } from "../observability/counters";
@@ -26,6 +27,7 @@ export class TopicShardObject extends DurableObject<Env> {
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
+    applyLogLevel(env.LOG_LEVEL);
     this.shard = new TopicShard(
       countingSql(ctx.storage.sql),
       configFor(env),

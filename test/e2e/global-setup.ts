@@ -70,7 +70,7 @@ async function startAuthHook(jwks: object): Promise<{ url: string; close: () => 
   return { url: `http://127.0.0.1:${port}/auth`, close: () => server.close() };
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once("error", reject);
@@ -81,13 +81,13 @@ async function freePort(): Promise<number> {
   });
 }
 
-async function waitForHealth(url: string, child: ChildProcess, log: () => string): Promise<void> {
+async function waitForHealth(url: string, child: ChildProcess, log: () => string, healthy = true): Promise<void> {
   const deadline = Date.now() + 45000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`wrangler dev exited early:\n${log()}`);
     try {
       const res = await fetch(`${url}/health`);
-      if (res.ok) return;
+      if (res.ok || (!healthy && res.status === 503)) return; // 503: up, but misconfigured
     } catch {
       // not up yet
     }
@@ -96,10 +96,26 @@ async function waitForHealth(url: string, child: ChildProcess, log: () => string
   throw new Error(`wrangler dev did not become healthy:\n${log()}`);
 }
 
-/** Starts `wrangler dev` (as `npm start` does) on a free port with its own state; resolves when healthy. */
+/** Ends a detached child's whole process group (wrangler and its workerd): SIGTERM, then SIGKILL. */
+export async function stopProcessGroup(pid: number, first: NodeJS.Signals = "SIGTERM"): Promise<void> {
+  for (const signal of [first, "SIGKILL"] as const) {
+    try {
+      process.kill(-pid, signal);
+    } catch {
+      // already gone
+    }
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}
+
+/**
+ * Starts `wrangler dev` (as `npm start` does) on a free port with its own state; resolves when
+ * healthy (or, with `healthy` false, when /health answers at all: a misconfigured broker's 503).
+ */
 export async function startBroker(
   vars: Record<string, string>,
   configPath?: string,
+  healthy = true,
 ): Promise<{ base: string; pid: number; output: () => string; stop: () => Promise<void> }> {
   const port = await freePort();
   // Its own inspector port too: two brokers at once (a test file's beside the global one) must not clash on 9229.
@@ -115,16 +131,9 @@ export async function startBroker(
   child.stdout?.on("data", (d) => (output += d));
   child.stderr?.on("data", (d) => (output += d));
   const base = `http://127.0.0.1:${port}`;
-  await waitForHealth(base, child, () => output);
+  await waitForHealth(base, child, () => output, healthy);
   const stop = async () => {
-    for (const signal of ["SIGTERM", "SIGKILL"] as const) {
-      try {
-        process.kill(-child.pid!, signal);
-      } catch {
-        // already gone
-      }
-      await new Promise((r) => setTimeout(r, 300));
-    }
+    await stopProcessGroup(child.pid!);
     rmSync(state, { recursive: true, force: true });
   };
   return { base, pid: child.pid!, output: () => output, stop };

@@ -1,0 +1,50 @@
+/**
+ * Every configuration problem at once, each with the variable it is about: the limits
+ * (config.ts), authentication and the ACL (auth/auth-config.ts), LOG_LEVEL and the switches. The
+ * Worker logs them when an isolate starts and on its first request, and `/health` answers 503 with
+ * them, so a bad variable is seen at once rather than as MQTT clients that retry for ever.
+ */
+import { limitProblems } from "./config";
+import { loadAuthConfig } from "./auth/auth-config";
+import { logLevelProblem } from "./observability/log";
+
+export interface ConfigProblem {
+  variable: string;
+  problem: string;
+}
+
+/** Variables loadAuthConfig reads and checks on their own (the rest are free-form secrets). */
+const AUTH_VARIABLES = [
+  "ALLOW_ANONYMOUS", "AUTH_USERS", "JWT_JWKS_URL", "AUTH_HOOK_URL", "AUTH_HOOK_TIMEOUT_MS", "ACL", "ACL_DEFAULT", "ACL_DENIAL_REASON",
+];
+
+export function configProblems(env: Record<string, unknown>): ConfigProblem[] {
+  const problems = limitProblems(env);
+  const check = (variable: string, fn: () => void) => {
+    try {
+      fn();
+    } catch (err) {
+      problems.push({ variable, problem: (err as Error).message });
+    }
+  };
+  for (const variable of AUTH_VARIABLES) check(variable, () => loadAuthConfig({ [variable]: env[variable] }));
+  const rateLimit = env.CONNECT_RATE_LIMIT;
+  if (rateLimit !== undefined && rateLimit !== "" && rateLimit !== "on" && rateLimit !== "off") {
+    problems.push({ variable: "CONNECT_RATE_LIMIT", problem: `CONNECT_RATE_LIMIT must be on or off, got ${JSON.stringify(String(rateLimit).slice(0, 40))}` });
+  }
+  const level = logLevelProblem(env.LOG_LEVEL);
+  if (level) problems.push({ variable: "LOG_LEVEL", problem: level });
+  return problems;
+}
+
+const checked = new WeakMap<object, ConfigProblem[]>();
+
+/** configProblems, worked out once per env object (an isolate's env does not change). */
+export function configProblemsFor(env: object): ConfigProblem[] {
+  let problems = checked.get(env);
+  if (!problems) {
+    problems = configProblems(env as Record<string, unknown>);
+    checked.set(env, problems);
+  }
+  return problems;
+}
