@@ -10,7 +10,8 @@ import { promisify } from "node:util";
 import mqtt from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_CONFIG } from "../../src/config";
-import { brokerUrl, closeAll, connect, recorder, sleep, uid } from "./helpers";
+import { brokerUrl, closeAll, connect, recorder, uid } from "./helpers";
+import { until } from "../support/until";
 
 const run = promisify(execFile);
 const floodScript = fileURLToPath(new URL("./clients/tcp_flood_then_read.py", import.meta.url));
@@ -58,7 +59,10 @@ describe.skipIf(!hasMosquitto)("TCP bridge", () => {
     const pub = await connect(5);
     await pub.publishAsync(topic, "retained one", { qos: 1, retain: true });
     const sub = run("mosquitto_sub", ["-h", "127.0.0.1", "-p", String(port), "-V", "mqttv311", "-t", topic, "-C", "2", "-W", "10", "-v", "-i", uid("msub")]);
-    await sleep(1000);
+    // The retained message arrives once mosquitto_sub has subscribed: then the live one can be sent.
+    let printed = "";
+    sub.child.stdout!.on("data", (d) => (printed += d));
+    await until(() => printed.includes("retained one"), "mosquitto_sub to print the retained message");
     await pub.publishAsync(topic, "live one", { qos: 0 });
     const { stdout } = await sub;
     expect(stdout.trim().split("\n")).toEqual([`${topic} retained one`, `${topic} live one`]);
@@ -88,10 +92,8 @@ describe.skipIf(!hasMosquitto)("TCP bridge", () => {
     const raw = createConnection(port, "127.0.0.1");
     const bytes = Buffer.from([0x10, 0x0d, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, 0x02, 0x00, 0x3c, 0x00, 0x01, 0x78]);
     await new Promise<void>((r) => raw.once("connect", () => r()));
-    for (const b of bytes) {
-      raw.write(Buffer.from([b]));
-      await sleep(5);
-    }
+    raw.setNoDelay(true); // each write its own segment (no Nagle coalescing)
+    for (const b of bytes) await new Promise((r) => raw.write(Buffer.from([b]), r)); // each byte handed to the kernel before the next
     const connack = await new Promise<Buffer>((resolve) => raw.once("data", resolve));
     expect([...connack]).toEqual([0x20, 0x02, 0x00, 0x00]);
     raw.destroy();
@@ -110,10 +112,8 @@ describe.skipIf(!hasMosquitto)("TCP bridge", () => {
     const raw = createConnection(port, "127.0.0.1");
     await new Promise<void>((r) => raw.once("connect", () => r()));
     raw.write(Buffer.from([0x30, 0x02, 0x00, 0x00])); // PUBLISH before CONNECT
-    const closed = await new Promise<boolean>((resolve) => {
-      raw.once("close", () => resolve(true));
-      setTimeout(() => resolve(false), 5000);
-    });
-    expect(closed).toBe(true);
+    let closed = false;
+    raw.once("close", () => (closed = true));
+    await until(() => closed, "the bridge to close the TCP connection", 5000);
   });
 });

@@ -8,7 +8,8 @@ import { describe, expect, it } from "vitest";
 import { configFor } from "../../src/config";
 import { registryStub, sessionStub } from "../../src/env";
 import { registryShardFor } from "../../src/registry/client-registry";
-import { rawClient, sleep, uid } from "../workers/helpers";
+import { rawClient, uid } from "../workers/helpers";
+import { until } from "../support/until";
 
 /** The level the registry holds for the client, undefined when it holds none. */
 async function gaugeLevel(clientId: string): Promise<number | undefined> {
@@ -20,13 +21,7 @@ async function gaugeLevel(clientId: string): Promise<number | undefined> {
 
 /** Waits until the registry holds `level` for the client (reports travel off the message path). */
 async function gaugeBecomes(clientId: string, level: number | undefined, ms = 4000): Promise<void> {
-  const deadline = Date.now() + ms;
-  let now = await gaugeLevel(clientId);
-  while (now !== level) {
-    if (Date.now() > deadline) throw new Error(`gauge for ${clientId} is ${now}, expected ${level}`);
-    await sleep(50);
-    now = await gaugeLevel(clientId);
-  }
+  await until(async () => (await gaugeLevel(clientId)) === level, `gauge for ${clientId} to be ${level}`, ms);
 }
 
 /** An offline session with 20 QoS 1 messages queued: the registry shows level 16. */
@@ -38,7 +33,7 @@ async function deepQueue(expirySeconds = 300): Promise<{ clientId: string; topic
   await sub.subscribe(topic, 1);
   sub.send({ cmd: "disconnect" });
   await sub.waitClosed();
-  while ((await sessionStub(env, clientId).describe())?.connected) await sleep(20);
+  await until(async () => !(await sessionStub(env, clientId).describe())?.connected, "the session to see the disconnect");
   const pub = await rawClient(5);
   await pub.connect({ clientId: uid("gauge-pub") });
   for (let i = 1; i <= 20; i++) pub.send({ cmd: "publish", topic, payload: Buffer.from(String(i)), qos: 1, messageId: i });
@@ -60,8 +55,9 @@ describe("the deep-queue gauge follows the session", () => {
   it("is cleared when the session expires", async () => {
     const { clientId } = await deepQueue(2);
     const session = sessionStub(env, clientId);
-    // The expiry alarm (run now if it has not run by itself): the session ends with its queue.
-    while ((await session.describe()) !== undefined) await sleep(100);
+    // The premise: the 2 s session expiry passes (describe() answers nothing for an expired session);
+    // then the expiry alarm, run now if it has not run by itself, ends the session with its queue.
+    await until(async () => (await session.describe()) === undefined, "the session expiry", 10000, 100);
     await runDurableObjectAlarm(session);
     await gaugeBecomes(clientId, undefined);
   });

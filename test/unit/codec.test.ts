@@ -65,26 +65,40 @@ describe("codec hot path", () => {
         expect(parseSimplePacket(bytes, version)).toMatchObject({ cmd, messageId: 513 });
       }
     }
-    const unusual: [number[], 4 | 5][] = [
-      [[0x62, 0x02, 0x00, 0x01], 4], // PUBREL is fine...
-      [[0x60, 0x02, 0x00, 0x01], 4], // ...but PUBREL with flags 0000 is not [MQTT-3.6.1-1]
-      [[0x40, 0x02, 0x00, 0x00], 4], // packet id 0
-      [[0x36, 0x07, 0x00, 0x01, 0x61, 0x00, 0x01, 0x00, 0x78], 4], // QoS 3
-      [[0x32, 0x05, 0x00, 0x01, 0x61, 0x00, 0x00], 4], // QoS 1 with packet id 0
-      [[0x30, 0x04, 0x00, 0x02, 0xc3, 0x28], 4], // ill-formed UTF-8 topic
-      [[0x30, 0x02, 0x00, 0x00], 5], // empty topic (a v5 alias needs properties)
-      [[0x30, 0x06, 0x00, 0x01, 0x61, 0x03, 0x23, 0x00, 0x01], 5], // properties (Topic Alias)
-      [[0x30, 0x09, 0x00, 0x01, 0x61], 4], // length larger than the bytes
+    // Each unusual packet with what parsePacket must answer beside mqtt-packet: the same packet, the
+    // same refusal, or (`oursRefuses`) a refusal where mqtt-packet is lenient, with the reason.
+    const unusual: { bytes: number[]; version: 4 | 5; oursRefuses?: string }[] = [
+      { bytes: [0x62, 0x02, 0x00, 0x01], version: 4 }, // PUBREL is fine...
+      { bytes: [0x60, 0x02, 0x00, 0x01], version: 4 }, // ...but PUBREL with flags 0000 is not [MQTT-3.6.1-1]
+      { bytes: [0x40, 0x02, 0x00, 0x00], version: 4 }, // packet id 0 (a protocol error found after parsing)
+      { bytes: [0x36, 0x07, 0x00, 0x01, 0x61, 0x00, 0x01, 0x00, 0x78], version: 4 }, // QoS 3
+      { bytes: [0x32, 0x05, 0x00, 0x01, 0x61, 0x00, 0x00], version: 4 }, // QoS 1 with packet id 0 (likewise)
+      { bytes: [0x30, 0x04, 0x00, 0x02, 0xc3, 0x28], version: 4, oursRefuses: "a topic that is not well-formed UTF-8 is malformed [MQTT-1.5.4-1]; mqtt-packet decodes it with replacement characters" },
+      { bytes: [0x30, 0x03, 0x00, 0x00, 0x00], version: 5 }, // empty topic, no properties (the session refuses it: a v5 alias needs properties)
+      { bytes: [0x30, 0x02, 0x00, 0x00], version: 5, oursRefuses: "a v5 PUBLISH without its Property Length is malformed [3.3.2.3]; mqtt-packet reads no properties" },
+      { bytes: [0x30, 0x07, 0x00, 0x01, 0x61, 0x03, 0x23, 0x00, 0x01], version: 5 }, // properties (Topic Alias)
+      { bytes: [0x30, 0x06, 0x00, 0x01, 0x61, 0x03, 0x23, 0x00, 0x01], version: 5, oursRefuses: "a Remaining Length shorter than the packet's fields is malformed; mqtt-packet reads past it" },
+      { bytes: [0x30, 0x09, 0x00, 0x01, 0x61], version: 4, oursRefuses: "the framer hands over whole packets, so a length larger than the bytes is malformed; mqtt-packet waits for more" },
     ];
-    for (const [bytes, version] of unusual.slice(1)) {
-      expect(parseSimplePacket(new Uint8Array(bytes), version), JSON.stringify(bytes)).toBeUndefined();
-      // and parsePacket answers as mqtt-packet would
+    for (const { bytes, version, oursRefuses } of unusual.slice(1)) {
+      const name = JSON.stringify(bytes);
+      expect(parseSimplePacket(new Uint8Array(bytes), version), name).toBeUndefined();
+      // and parsePacket answers as mqtt-packet does: both refuse, or both accept with the same packet
       const ours = parsePacket(new Uint8Array(bytes), version);
       const reference = full(new Uint8Array(bytes), version);
-      if ("error" in ours) expect(reference?.error ?? "no packet").toBeTruthy();
-      else expect((ours.packet as any).cmd).toBe(reference.cmd);
+      if (oursRefuses) {
+        expect(ours, `${name}: ${oursRefuses}`).toHaveProperty("error");
+        expect(reference?.error, `${name}: mqtt-packet is lenient here`).toBeUndefined();
+      } else if (reference?.error) {
+        expect(ours, `${name}: mqtt-packet refuses (${reference.error})`).toHaveProperty("error");
+      } else {
+        if ("error" in ours) throw new Error(`${name}: mqtt-packet accepts, ours refuses: ${ours.error}`);
+        const packet = ours.packet as unknown as Record<string, unknown>;
+        expect(Object.keys(packet).length, name).toBeGreaterThan(1);
+        expect(reference, name).toMatchObject(packet); // every field we read, as mqtt-packet reads it
+      }
     }
-    expect(parseSimplePacket(new Uint8Array(unusual[0][0]), 4)).toMatchObject({ cmd: "pubrel", messageId: 1 });
+    expect(parseSimplePacket(new Uint8Array(unusual[0].bytes), 4)).toMatchObject({ cmd: "pubrel", messageId: 1 });
   });
 
   it("leaves a PUBLISH with properties to mqtt-packet when encoding", () => {

@@ -5,7 +5,8 @@
 import { SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { counters, snapshot, type Counters } from "../../src/observability/counters";
-import { rawClient, sleep, uid } from "./helpers";
+import { rawClient, uid } from "./helpers";
+import { until } from "../support/until";
 import { DEFAULT_CONFIG } from "../../src/config";
 import { registryShardFor } from "../../src/registry/client-registry";
 
@@ -20,13 +21,12 @@ describe("idle devices cost nothing", () => {
     expect(counters.sessionInvocations - before.sessionInvocations).toBeGreaterThan(0); // the counters are live
     // The session reports the new connection to its registry shard once, after CONNACK: let it land.
     await client.until(() => counters.registryInvocations > before.registryInvocations);
-    await sleep(50);
+    await registryQuiet();
     const idle = snapshot();
-    for (let i = 0; i < 6; i++) {
-      client.send({ cmd: "pingreq" });
-      await sleep(250);
+    for (let i = 1; i <= 6; i++) {
+      client.send({ cmd: "pingreq" }); // one at a time, each answered before the next
+      await client.until(() => client.all("pingresp").length === i);
     }
-    await client.until(() => client.all("pingresp").length === 6);
     const d = delta(idle);
     expect(d.pingsAnsweredAtEdge).toBe(6);
     expect(d.sessionInvocations).toBe(0);
@@ -42,10 +42,12 @@ describe("idle devices cost nothing", () => {
  */
 async function registryQuiet(): Promise<void> {
   let last = -1;
-  while (counters.registryInvocations !== last) {
+  const settled = () => {
+    const same = counters.registryInvocations === last;
     last = counters.registryInvocations;
-    await sleep(100);
-  }
+    return same;
+  };
+  await until(settled, "registry invocations to stop for 100 ms", 10000, 100);
 }
 
 /** Sends `n` messages from one publisher to one subscriber and returns the per-message costs. */
@@ -86,7 +88,11 @@ async function measure(qos: 0 | 1, subscriberOnline: boolean, n = 20, promptAcks
     await receiver.until(() => receiver.all("publish").length === n);
     for (const p of receiver.all("publish")) receiver.send({ cmd: "puback", messageId: p.messageId });
   }
-  await sleep(100);
+  // The session handles packets in order: once this round trip is back, the PUBACKs are processed
+  // (the round trip itself is one Session invocation, 1/n per message here); then what the session
+  // reports to the registry off the message path.
+  await receiver.roundTrip();
+  await registryQuiet();
   const d = delta(before);
   pub.close();
   receiver.close();

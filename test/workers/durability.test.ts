@@ -6,7 +6,7 @@ import { abortAllDurableObjects, env, runInDurableObject } from "cloudflare:test
 import mqtt from "mqtt-packet";
 import { describe, expect, it } from "vitest";
 import { until } from "../support/until";
-import { rawClient, sleep, uid } from "./helpers";
+import { rawClient, uid } from "./helpers";
 
 const generate = (packet: Record<string, unknown>, version: 4 | 5) => mqtt.generate(packet as unknown as mqtt.Packet, { protocolVersion: version });
 
@@ -62,7 +62,7 @@ describe.each([4, 5] as const)("restarts of every object, MQTT v%i", (version) =
     const rel = await back.next("pubrel");
     expect(rel.messageId).toBe(publish.messageId);
     back.send({ cmd: "pubcomp", messageId: rel.messageId });
-    await sleep(200);
+    await back.roundTrip(); // whatever the session resent on reconnecting has arrived by now
     expect(back.all("publish")).toHaveLength(0);
     back.close();
   });
@@ -103,8 +103,12 @@ describe.each([4, 5] as const)("restarts of every object, MQTT v%i", (version) =
     sub2.send({ cmd: "pubrec", messageId: again.messageId });
     await sub2.next("pubrel");
     sub2.send({ cmd: "pubcomp", messageId: again.messageId });
-    await sleep(300);
-    expect(sub2.all("publish")).toHaveLength(1);
+    // A marker from the same publisher on the same topic, sent after the resend was acknowledged:
+    // a second routing of "once" would have reached the subscriber before it.
+    pub2.send({ cmd: "publish", topic, payload: Buffer.from("marker"), qos: 1, messageId: 12 });
+    await pub2.next("puback");
+    await sub2.until(() => sub2.all("publish").some((p) => p.payload.toString() === "marker"), 5000, "the marker");
+    expect(sub2.all("publish").map((p) => p.payload.toString())).toEqual(["once", "marker"]);
     sub2.close();
   });
 
@@ -221,8 +225,11 @@ describe.each([4, 5] as const)("restarts of every object, MQTT v%i", (version) =
     await back.connect({ clientId });
     const will = await watcher.next("publish");
     expect(will.payload.toString()).toBe("lost");
-    await sleep(300);
-    expect(watcher.all("publish")).toHaveLength(1);
+    // A marker published by the same session on the same topic after it woke: a second will would be before it.
+    back.send({ cmd: "publish", topic, payload: Buffer.from("marker"), qos: 1, messageId: 1 });
+    await back.next("puback");
+    await watcher.until(() => watcher.all("publish").length >= 2, 5000, "the marker");
+    expect(watcher.all("publish").map((p) => p.payload.toString())).toEqual(["lost", "marker"]);
     back.close();
     watcher.close();
   });

@@ -30,7 +30,5 @@ export async function rawClient(version: 4 | 5 = 5): Promise<RawClient> {
   );
 }
 
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 let n = 0;
 export const uid = (p = "w") => `${p}-${Date.now().toString(36)}-${++n}`;

@@ -9,7 +9,7 @@ import fc from "fast-check";
 import mqtt from "mqtt-packet";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RawClient } from "../support/raw-client";
-import { rawClient, sleep, uid } from "./helpers";
+import { rawClient, uid } from "./helpers";
 
 const gen = (packet: Record<string, any>, version: 4 | 5) => [...mqtt.generate(packet as mqtt.Packet, { protocolVersion: version })];
 const connectBytes = (version: 4 | 5, clientId: string) => gen({ cmd: "connect", protocolVersion: version, clientId, clean: true, keepalive: 30 }, version);
@@ -166,6 +166,6 @@ describe.each([4, 5] as const)("hostile input, MQTT v%i", { timeout: 60000 }, (v
     expect((await good.connect({ clientId })).cmd).toBe("connack");
     expect((await good.subscribe("still/works", 1)).granted).toEqual([1]);
     good.close();
-    await sleep(10);
+    await good.waitClosed();
   });
 });

@@ -153,10 +153,10 @@ describe("Session state machine", () => {
       await send({ cmd: "publish", topic: "a", payload: Buffer.from("2"), qos: 1, messageId: 2 });
       expect(io.take("puback")).toHaveLength(0); // not durable yet: no acknowledgement
       releases[1]();
-      await new Promise((r) => setTimeout(r, 10));
+      await quiet();
       expect(io.take("puback")).toHaveLength(0); // the second waits for the first
       releases[0]();
-      await new Promise((r) => setTimeout(r, 10));
+      await until(() => io.take("puback").length === 2, "both PUBACKs");
       expect(io.take("puback").map((p) => p.messageId)).toEqual([1, 2]);
     });
   });
@@ -169,7 +169,7 @@ describe("Session state machine", () => {
           throw new Error("shard unavailable");
         };
         await send({ cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 1, messageId: 1 });
-        await new Promise((r) => setTimeout(r, 10));
+        await until(() => io.closed.includes("conn-1"), "the connection closed");
         expect(io.take("puback")).toHaveLength(0);
         if (version === 5) expect(io.take("disconnect")[0]?.reasonCode).toBe(0x80);
         expect(io.closed).toContain("conn-1");
@@ -280,7 +280,7 @@ describe("Session state machine", () => {
       await send(connect(5, { properties: { requestProblemInformation: false } }));
       io.routeResult = async () => 0;
       await send({ cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 1, messageId: 6 });
-      await new Promise((r) => setTimeout(r, 10));
+      await until(() => io.take("puback").length === 1, "the PUBACK");
       expect(io.take("puback")[0]).toMatchObject({ messageId: 6, reasonCode: 0x10 });
       await send({
         cmd: "publish", topic: "a", payload: Buffer.from([0xff]), qos: 1, messageId: 7,
@@ -437,8 +437,17 @@ function outq(sql: SqlStorage): [number, number | null, string][] {
 async function settled(p: unknown): Promise<boolean> {
   let done = false;
   void Promise.resolve(p).then(() => (done = true));
-  await new Promise((r) => setTimeout(r, 0));
+  await quiet();
   return done;
+}
+
+/**
+ * Lets every pending microtask run (one macrotask turn, no time waited). Here the session's I/O is
+ * synchronous SQLite and promises the test settles itself, so after this nothing more happens
+ * until the test acts: what has not been sent by then is not going to be.
+ */
+function quiet(): Promise<void> {
+  return new Promise((r) => setTimeout(r, 0));
 }
 
 describe("QoS 1 to an online client: acknowledged or written (ACK_WAIT_MS)", () => {
@@ -558,7 +567,7 @@ describe("inbound QoS 2 when its connection ends during routing", () => {
       // Taken over (no close seen first): the first connection is no longer the session's.
       await session.receive(conn2, bytes(connect(5, keep), 5), undefined);
       await session.receive(conn2, bytes(publish2(7, "first", true), 5), 5);
-      await new Promise((r) => setTimeout(r, 10)); // the routing is held: nothing can answer yet
+      await quiet(); // the routing is held: nothing can answer yet
       expect(pubrecsTo(io, "conn-2")).toEqual([]);
       release();
       await until(() => pubrecsTo(io, "conn-2").length === 1, "PUBREC on the new connection");

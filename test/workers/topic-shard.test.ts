@@ -45,7 +45,7 @@ describe("TopicShard delivery batching (DELIVERY_BATCH_MS)", () => {
     await withShard({ deliveryBatchMs: 40 }, async (shard, delivered) => {
       shard.subscribe("backend", [{ filter: "d/+/t", ...opts }], []);
       const first = shard.publish(message("d/1/t", "a", false));
-      await sleep(10);
+      await sleep(10); // the premise: the second message arrives later, but within the 40 ms window
       const second = shard.publish(message("d/2/t", "b", false));
       await Promise.all([first, second]);
       expect(delivered.map(([, batch]) => batch.map((d) => new TextDecoder().decode(d.message.payload)))).toEqual([["a", "b"]]);
