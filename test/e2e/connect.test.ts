@@ -48,14 +48,35 @@ describe.each([4, 5] as const)("CONNECT, MQTT v%i", (version) => {
   it("assigns a client id to an empty one [MQTT-3.1.3-6, 3.1.3-7]", async () => {
     const raw = await rawClient(version);
     const connack = await raw.connect({ clientId: "", clean: true });
+    // A second client without an id gets another one: it neither takes over the first nor shares its session.
+    const other = await rawClient(version);
+    const otherConnack = await other.connect({ clientId: "", clean: true });
     if (version === 5) {
-      expect(connack.reasonCode).toBe(0);
+      expect([connack.reasonCode, otherConnack.reasonCode]).toEqual([0, 0]);
       expect(connack.properties.assignedClientIdentifier).toMatch(/^auto-/);
+      expect(otherConnack.properties.assignedClientIdentifier).not.toBe(connack.properties.assignedClientIdentifier);
     } else {
-      expect(connack.returnCode).toBe(0);
+      expect([connack.returnCode, otherConnack.returnCode]).toEqual([0, 0]);
     }
+    await raw.roundTrip();
+    await other.roundTrip();
+    expect([raw.closed, other.closed]).toEqual([false, false]);
     raw.close();
+    other.close();
   });
+
+  if (version === 5) {
+    it("the Assigned Client Identifier is the session's id: a reconnect with it resumes the session [MQTT-3.1.3-7]", async () => {
+      const raw = await rawClient(5);
+      const connack = await raw.connect({ clientId: "", clean: true, properties: { sessionExpiryInterval: 300 } });
+      const clientId = connack.properties.assignedClientIdentifier;
+      raw.close();
+      const again = await rawClient(5);
+      const resumed = await again.connect({ clientId, clean: false, properties: { sessionExpiryInterval: 300 } });
+      expect([resumed.reasonCode, resumed.sessionPresent]).toEqual([0, true]);
+      again.close();
+    });
+  }
 
   it("closes a connection whose first packet is not CONNECT [MQTT-3.1.0-1] [MQTT311-3.1.0-1]", async () => {
     const raw = await rawClient(version);
@@ -103,6 +124,15 @@ describe("CONNECT refusals", () => {
     raw.sendBytes([0x10, 0x0d, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x06, 0x02, 0x00, 0x3c, 0x00, 0x00, 0x01, 0x61]);
     const connack = await raw.next("connack");
     expect(connack.reasonCode).toBe(0x84);
+    await raw.waitClosed();
+  });
+
+  it("refuses protocol level 2 under the name MQTT with return code 0x01 and closes [MQTT311-3.1.2-2]", async () => {
+    const raw = await rawClient(4);
+    // CONNECT, protocol name MQTT, level 2 (below 3.1.1: answered as 3.1.1 answers it)
+    raw.sendBytes([0x10, 0x0d, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x02, 0x02, 0x00, 0x3c, 0x00, 0x01, 0x61]);
+    const connack = await raw.next("connack");
+    expect([connack.returnCode, connack.sessionPresent]).toEqual([0x01, false]);
     await raw.waitClosed();
   });
 

@@ -99,6 +99,29 @@ describe("topic aliases", () => {
     expect(rec.messages.map((m) => [m.topic, m.payload])).toEqual([[topic, "1"], [topic, "2"]]);
   });
 
+  it("forgets the client's topic aliases when its network connection ends, even for a resumed session [MQTT-3.3.2-7]", async () => {
+    const topic = `${uid("alias")}/conn`;
+    const sub = await connect(5);
+    const rec = recorder(sub);
+    await sub.subscribeAsync(topic, { qos: 1 });
+    const clientId = uid();
+    const session = { clientId, clean: false, properties: { sessionExpiryInterval: 300 } };
+    const first = await rawClient(5);
+    await first.connect(session);
+    first.send({ cmd: "publish", topic, payload: Buffer.from("1"), qos: 1, messageId: 1, properties: { topicAlias: 1 } });
+    await first.next("puback");
+    first.close();
+    const second = await rawClient(5);
+    expect((await second.connect(session)).sessionPresent).toBe(true);
+    second.send({ cmd: "publish", topic: "", payload: Buffer.from("2"), qos: 1, messageId: 2, properties: { topicAlias: 1 } });
+    expect((await second.next("disconnect")).reasonCode).toBe(0x82); // alias 1 is not set on this connection
+    await second.waitClosed();
+    const pub = await connect(5);
+    await pub.publishAsync(topic, "control", { qos: 1 });
+    await rec.waitFor(2);
+    expect(rec.messages.map((m) => m.payload)).toEqual(["1", "control"]);
+  });
+
   it("DISCONNECTs with 0x94 on an alias beyond the maximum [MQTT-4.13.1-1] [U-5.0-topic-alias-max]", async () => {
     const raw = await rawClient(5);
     await raw.connect({ clientId: uid() });

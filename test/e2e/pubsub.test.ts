@@ -120,12 +120,21 @@ describe.each([4, 5] as const)("publish and subscribe, MQTT v%i", (version) => {
 
 describe.each([4, 5] as const)("SUBSCRIBE validation, MQTT v%i", (version) => {
   it("answers an invalid filter with a failure code and keeps the valid ones [MQTT-3.8.4-1, 3.8.4-2, 3.8.4-5, 3.8.4-6, 3.8.4-7, 3.9.3-1, 3.9.3-2] [MQTT311-3.8.4-1, 3.8.4-2, 3.8.4-4, 3.8.4-5, 3.9.3-1, 3.9.3-2, 2.3.1-7]", async () => {
+    const root = uid("sv");
     const raw = await rawClient(version);
     await raw.connect({ clientId: uid() });
-    raw.send({ cmd: "subscribe", messageId: 5, subscriptions: [{ topic: "ok/#", qos: 1 }, { topic: "a/#/b", qos: 1 }] });
+    raw.autoAck = true;
+    // The valid filters before and after the refused one are each subscribed, as if sent alone [MQTT-3.8.4-5].
+    const subscriptions = [{ topic: `${root}/ok/#`, qos: 1 }, { topic: "a/#/b", qos: 1 }, { topic: `${root}/late`, qos: 0 }];
+    raw.send({ cmd: "subscribe", messageId: 5, subscriptions });
     const suback = await raw.next("suback");
     expect(suback.messageId).toBe(5);
-    expect(suback.granted).toEqual([1, version === 5 ? 0x8f : 0x80]);
+    expect(suback.granted).toEqual([1, version === 5 ? 0x8f : 0x80, 0]);
+    const pub = await connect(version);
+    await pub.publishAsync(`${root}/ok/x`, "first", { qos: 1 });
+    await pub.publishAsync(`${root}/late`, "third", { qos: 1 });
+    await raw.until(() => raw.all("publish").length === 2, 5000, "a message on each valid filter");
+    expect(raw.all("publish").map((p) => [p.topic, p.qos])).toEqual([[`${root}/ok/x`, 1], [`${root}/late`, 0]]);
     raw.close();
   });
 
@@ -138,13 +147,24 @@ describe.each([4, 5] as const)("SUBSCRIBE validation, MQTT v%i", (version) => {
   });
 
   it("answers UNSUBSCRIBE with UNSUBACK (v5: a code per filter) [MQTT-3.10.4-4, 3.10.4-5, 3.10.4-6, 3.11.3-1, 3.11.3-2] [MQTT311-3.10.4-4, 3.10.4-5, 3.10.4-6]", async () => {
+    const root = uid("us");
     const raw = await rawClient(version);
     await raw.connect({ clientId: uid() });
-    await raw.subscribe("x/y", 0, 1);
-    raw.send({ cmd: "unsubscribe", messageId: 2, unsubscriptions: ["x/y", "not/subscribed"] });
+    await raw.subscribe(`${root}/a`, 0, 1);
+    await raw.subscribe(`${root}/b`, 0, 3);
+    await raw.subscribe(`${root}/kept`, 0, 4);
+    // Every filter listed is removed, not only the first [MQTT-3.10.4-6]; the UNSUBACK comes anyway [MQTT-3.10.4-5].
+    raw.send({ cmd: "unsubscribe", messageId: 2, unsubscriptions: [`${root}/a`, "not/subscribed", `${root}/b`] });
     const unsuback = await raw.next("unsuback");
     expect(unsuback.messageId).toBe(2);
-    if (version === 5) expect(unsuback.granted).toEqual([0x00, 0x11]);
+    if (version === 5) expect(unsuback.granted).toEqual([0x00, 0x11, 0x00]);
+    const pub = await connect(version);
+    await pub.publishAsync(`${root}/a`, "a", { qos: 1 });
+    await pub.publishAsync(`${root}/b`, "b", { qos: 1 });
+    await pub.publishAsync(`${root}/kept`, "control", { qos: 1 });
+    await raw.until(() => raw.all("publish").length > 0, 5000, "the control message");
+    await raw.roundTrip();
+    expect(raw.all("publish").map((p) => p.topic)).toEqual([`${root}/kept`]);
     raw.close();
   });
 });

@@ -80,7 +80,17 @@ describe.each([4, 5] as const)("retained messages, MQTT v%i", (version) => {
     const rec = recorder(sub);
     await sub.subscribeAsync(topic, { qos: 2 });
     await rec.waitFor(1);
-    await sub.subscribeAsync(topic, { qos: 2 });
+    // The repeated SUBSCRIBE replaces the subscription: its new QoS holds, for the retained message
+    // and for what is published next, and there is still one subscription (one copy) [MQTT-3.8.4-3].
+    await sub.subscribeAsync(topic, { qos: 0 });
     await rec.waitFor(2);
+    await pub.publishAsync(topic, "live", { qos: 2 });
+    await rec.waitFor(3);
+    await roundTrip(sub);
+    expect(rec.messages.map((m) => [m.payload, m.packet.qos, m.packet.retain])).toEqual([
+      ["x", 2, true],
+      ["x", 0, true],
+      ["live", 0, false],
+    ]);
   });
 });

@@ -35,10 +35,11 @@ describe.each([4, 5] as const)("persistent sessions, MQTT v%i", (version) => {
     const first = await connect(version, { clientId, ...persistent(version) });
     await first.subscribeAsync(topic, { qos: 1 });
     await first.endAsync();
+    const pub = await connect(version);
+    await pub.publishAsync(topic, "queued", { qos: 1 }); // waits in the offline session
     const raw = await rawClient(version);
     const connack = await raw.connect({ clientId, clean: true });
     expect(connack.sessionPresent).toBe(false);
-    const pub = await connect(version);
     await pub.publishAsync(topic, "x", { qos: 1 });
     await raw.roundTrip();
     expect(raw.all("publish")).toHaveLength(0);
@@ -110,6 +111,10 @@ describe.each([4, 5] as const)("persistent sessions, MQTT v%i", (version) => {
     const sub = await connect(version);
     const rec = recorder(sub);
     await sub.subscribeAsync(topic, { qos: 2 });
+    // A QoS 0 subscriber keeps no message ids, so a second routing would reach it twice.
+    const sub0 = await connect(version);
+    const rec0 = recorder(sub0);
+    await sub0.subscribeAsync(topic, { qos: 0 });
     const pub = await rawClient(version);
     await pub.connect({ clientId: uid() });
     const publish = { cmd: "publish", topic, payload: Buffer.from("once"), qos: 2, messageId: 7 };
@@ -124,7 +129,9 @@ describe.each([4, 5] as const)("persistent sessions, MQTT v%i", (version) => {
     pub.send({ cmd: "pubrel", messageId: 8 });
     await pub.next("pubcomp");
     await rec.waitFor(2);
+    await rec0.waitFor(2);
     expect(rec.messages.map((m) => m.payload)).toEqual(["once", "control"]);
+    expect(rec0.messages.map((m) => m.payload)).toEqual(["once", "control"]);
     pub.close();
   });
 

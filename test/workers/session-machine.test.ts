@@ -193,6 +193,21 @@ describe("Session state machine", () => {
     });
   });
 
+  it("counts a QoS 2 message to the Receive Maximum until its PUBCOMP, not only until PUBREC [MQTT-3.3.4-9]", async () => {
+    await withSession(5, async ({ session, io, send }) => {
+      await send(connect(5, { properties: { receiveMaximum: 1 } }));
+      session.deliver([delivery("q2-a", 2)]);
+      const [first] = io.take("publish");
+      expect(first.payload.toString()).toBe("q2-a");
+      await send({ cmd: "pubrec", messageId: first.messageId });
+      expect(io.take("pubrel").map((p) => p.messageId)).toEqual([first.messageId]);
+      session.deliver([delivery("q2-b", 2)]); // arrives while the PUBREL awaits its PUBCOMP
+      expect(io.take("publish").map((p) => p.payload.toString())).toEqual(["q2-a"]); // the flow still holds the window
+      await send({ cmd: "pubcomp", messageId: first.messageId });
+      expect(io.take("publish").map((p) => p.payload.toString())).toEqual(["q2-a", "q2-b"]);
+    });
+  });
+
   it("ignores a second delivery of the same message id (exactly once) [MQTT-4.3.3-10]", async () => {
     await withSession(5, async ({ session, io, send }) => {
       await send(connect(5));
