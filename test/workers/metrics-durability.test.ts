@@ -5,13 +5,11 @@
  * with an alarm FLUSH_AFTER_MS after the first unwritten increment (src/observability/totals.ts).
  * Here every object's pending alarm is run (the seconds passing), then every object is restarted.
  */
-import { abortAllDurableObjects, env, runDurableObjectAlarm, SELF } from "cloudflare:test";
+import { abortAllDurableObjects, env, runDurableObjectAlarm, runInDurableObject, SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { DEFAULT_CONFIG } from "../../src/config";
-import { registryStub, topicShardStub } from "../../src/env";
-import { allShards } from "../../src/topics/shard-rule";
+import { registryStub } from "../../src/env";
 import { until } from "../support/until";
-import { rawClient, uid } from "./helpers";
+import { rawClient, runCounterAlarms, uid } from "./helpers";
 
 const admin = { authorization: "Bearer workers-test-admin" };
 
@@ -89,15 +87,38 @@ describe("counters survive eviction and restart", () => {
     expect(beforeJson.get("received.0")).toBe(before.get('mqtt_messages_received_total{qos="0"}'));
 
     // The seconds pass: each object's pending alarm runs (those that counted scheduled one).
-    const stubs = [
-      ...allShards(DEFAULT_CONFIG.shardCount).map((i) => topicShardStub(env, i)),
-      ...allShards(DEFAULT_CONFIG.registryShardCount).map((i) => registryStub(env, i)),
-    ];
-    for (const stub of stubs) await runDurableObjectAlarm(stub);
+    await runCounterAlarms();
     sub.close();
     await abortAllDurableObjects();
 
     expect(wentBackwards(before, await counterSamples())).toEqual([]);
     expect(wentBackwards(beforeJson, await jsonTotals())).toEqual([]);
+  });
+
+  it("the $SYS publisher shares registry 0's alarm with the counters' write, and resumes after a restart", async () => {
+    const subId = uid("sys-watch");
+    const persistent = { clientId: subId, clean: false, properties: { sessionExpiryInterval: 600 } };
+    const sub = await rawClient(5);
+    await sub.connect(persistent);
+    await sub.subscribe("$SYS/broker/clients/total", 0);
+    await sub.until(() => sub.all("publish").length >= 1);
+    const registry = registryStub(env, 0);
+    // Whatever the next alarm is for (counters or $SYS), running it leaves one set while $SYS is watched.
+    for (let i = 0; i < 3; i++) {
+      expect(await runDurableObjectAlarm(registry)).toBe(true);
+      expect(await runInDurableObject(registry, (_, state) => state.storage.getAlarm())).not.toBeNull();
+    }
+    sub.close();
+    await abortAllDurableObjects();
+
+    const back = await rawClient(5);
+    expect((await back.connect(persistent)).sessionPresent).toBe(true);
+    // The restarted registry still publishes: its pending alarm, run now, sends $SYS to the session.
+    const restarted = registryStub(env, 0); // (a stub does not outlive the restart)
+    await until(async () => {
+      await runDurableObjectAlarm(restarted);
+      return back.all("publish").some((p) => p.topic === "$SYS/broker/clients/total");
+    }, "a $SYS message after the restart");
+    back.close();
   });
 });
