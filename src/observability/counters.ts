@@ -15,7 +15,7 @@ export const counters = {
   registryInvocations: 0,
   /** SQLite rows written by any object (billed per row). */
   sqlRowsWritten: 0,
-  /** Rows written by metrics counters (Totals): at most one per changed counter per object per 10 s. */
+  /** Rows written by metrics counters (Totals): one per object per write, plus the alarm that schedules it. */
   metricsRowsWritten: 0,
   /** setAlarm/deleteAlarm calls (each billed as a row written). */
   alarmWrites: 0,

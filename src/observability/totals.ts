@@ -1,31 +1,58 @@
 /**
- * Named monotonic counters of one Durable Object, kept in memory and written to its SQLite at most
- * every PERSIST_EVERY_MS (one row per counter that changed), so counting costs no row per message.
- * A restart loses at most the last interval's increments: Prometheus sees a counter that moved
- * less, never one that went backwards past a restart (rate() tolerates resets anyway).
+ * Named monotonic counters of one Durable Object (metrics), kept in memory and written to its
+ * SQLite as ONE row FLUSH_AFTER_MS after the first increment that is not yet written: the object
+ * schedules that write (its alarm, `schedule`), so counting costs a row per object per interval,
+ * never a row per message, and no increment waits for a next one to be written.
+ *
+ * What can be lost: an object becomes evictable only after 10 s without events (Cloudflare's
+ * documented lifecycle), later than FLUSH_AFTER_MS, so an idle object has written every increment
+ * before it goes. A restart in the middle of traffic (deploy, crash) loses the increments of at most
+ * the last FLUSH_AFTER_MS; a scrape may have seen them, and then that counter falls back by that much
+ * once (Prometheus reads it as a reset). test/workers/metrics-durability.test.ts restarts every object
+ * after its write and checks that no counter went back.
  */
 import { counters } from "./counters";
 
-const PERSIST_EVERY_MS = 10000;
+/** How long after the first unwritten increment the counters are written. */
+export const FLUSH_AFTER_MS = 5000;
 
 export class Totals {
   private readonly values = new Map<string, number>();
-  private readonly dirty = new Set<string>();
-  private persistedAt = 0;
+  /** When the unwritten increments are to be written (undefined: everything is written). */
+  private dueAt: number | undefined;
 
   constructor(
     private readonly sql: SqlStorage,
     private readonly now: () => number,
+    /** Asks the object to call flush() at `at` (epoch ms): its alarm, merged with any other it has. */
+    private readonly schedule: (at: number) => void,
   ) {
-    sql.exec(`CREATE TABLE IF NOT EXISTS totals (name TEXT PRIMARY KEY, value INTEGER)`);
-    for (const r of sql.exec<{ name: string; value: number }>(`SELECT name, value FROM totals`)) this.values.set(r.name, r.value);
+    sql.exec(`CREATE TABLE IF NOT EXISTS counter_totals (id INTEGER PRIMARY KEY, counts TEXT NOT NULL)`);
+    const row = sql.exec<{ counts: string }>(`SELECT counts FROM counter_totals WHERE id = 0`).toArray()[0];
+    for (const [name, value] of Object.entries(row ? (JSON.parse(row.counts) as Record<string, number>) : {})) this.values.set(name, value);
+    this.adoptRowPerCounter();
+  }
+
+  /**
+   * Storage from before one-row totals kept a row per counter (`totals`): its counts are taken
+   * over once and the table dropped, so an upgrade does not reset any counter.
+   */
+  private adoptRowPerCounter(): void {
+    const old = this.sql.exec(`SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'totals'`).toArray();
+    if (!old.length) return;
+    for (const r of this.sql.exec<{ name: string; value: number }>(`SELECT name, value FROM totals`)) {
+      this.values.set(r.name, Math.max(this.values.get(r.name) ?? 0, r.value));
+    }
+    this.write();
+    this.sql.exec(`DROP TABLE totals`);
   }
 
   add(name: string, n = 1): void {
     if (n === 0) return;
     this.values.set(name, (this.values.get(name) ?? 0) + n);
-    this.dirty.add(name);
-    this.persistSoon();
+    if (this.dueAt !== undefined) return;
+    this.dueAt = this.now() + FLUSH_AFTER_MS;
+    this.schedule(this.dueAt);
   }
 
   get(name: string): number {
@@ -39,16 +66,25 @@ export class Totals {
     return out;
   }
 
-  private persistSoon(): void {
-    const now = this.now();
-    if (now - this.persistedAt < PERSIST_EVERY_MS) return;
-    this.persistedAt = now;
-    for (const name of this.dirty) {
-      const written = this.sql.exec(`INSERT OR REPLACE INTO totals (name, value) VALUES (?, ?)`, name, this.values.get(name)!).rowsWritten;
-      // Billed like any row, but a fixed cost per interval rather than per message: counted apart.
-      counters.sqlRowsWritten -= written;
-      counters.metricsRowsWritten += written;
-    }
-    this.dirty.clear();
+  /** When flush() is due (undefined: nothing to write), for an object merging it with its other alarms. */
+  get flushDueAt(): number | undefined {
+    return this.dueAt;
+  }
+
+  /** Writes the unwritten increments (one row), if any. */
+  flush(): void {
+    if (this.dueAt === undefined) return;
+    this.dueAt = undefined;
+    this.write();
+  }
+
+  private write(): void {
+    const written = this.sql.exec(
+      `INSERT OR REPLACE INTO counter_totals (id, counts) VALUES (0, ?)`,
+      JSON.stringify(Object.fromEntries(this.values)),
+    ).rowsWritten;
+    // Billed like any row, but a fixed cost per interval rather than per message: counted apart.
+    counters.sqlRowsWritten -= written;
+    counters.metricsRowsWritten += written;
   }
 }

@@ -54,11 +54,13 @@ export class ClientRegistry {
   constructor(
     private readonly sql: SqlStorage,
     now: () => number,
+    /** Asks for flushTotals() at `at` (the object's alarm, merged with the `$SYS` publisher's). */
+    scheduleTotals: (at: number) => void,
   ) {
     // WITHOUT ROWID: the key is the table, so an insert or delete is one row written, not two.
     sql.exec(`CREATE TABLE IF NOT EXISTS presence (client_id TEXT PRIMARY KEY, conn_id TEXT, record TEXT) WITHOUT ROWID`);
     sql.exec(`CREATE TABLE IF NOT EXISTS queues (client_id TEXT PRIMARY KEY, level INTEGER) WITHOUT ROWID`);
-    this.totals = new Totals(sql, now);
+    this.totals = new Totals(sql, now, scheduleTotals);
   }
 
   connected(record: PresenceRecord): void {
@@ -83,6 +85,16 @@ export class ClientRegistry {
   /** Session object invocations, as sessions report them with their events (approximate). */
   sessionInvocations(count: number): void {
     this.totals.add("session_invocations", count);
+  }
+
+  /** Writes the counters' unwritten increments (one row), if any. */
+  flushTotals(): void {
+    this.totals.flush();
+  }
+
+  /** When flushTotals() is due (undefined: everything is written). */
+  get totalsDueAt(): number | undefined {
+    return this.totals.flushDueAt;
   }
 
   /** A session's queue depth level (0: shallow again; the row goes). */

@@ -56,6 +56,8 @@ export class TopicShard {
      * deliveries per session.
      */
     later: (fn: () => void) => void = (fn) => setTimeout(fn, config.deliveryBatchMs),
+    /** Asks for flushTotals() at `at` (the object's alarm); without it, counters are written only when asked. */
+    scheduleTotals: (at: number) => void = () => {},
   ) {
     this.outbox = new Batcher(
       async (clientId, batch) => {
@@ -65,7 +67,7 @@ export class TopicShard {
       later,
       MAX_DELIVERY_BATCH,
     );
-    this.totals = new Totals(sql, now);
+    this.totals = new Totals(sql, now, scheduleTotals);
     sql.exec(`CREATE TABLE IF NOT EXISTS subs (client_id TEXT, filter TEXT, qos INTEGER, no_local INTEGER,
       rap INTEGER, sub_id INTEGER, PRIMARY KEY (client_id, filter))`);
     sql.exec(`CREATE TABLE IF NOT EXISTS retained (topic TEXT PRIMARY KEY, payload BLOB, qos INTEGER,
@@ -135,7 +137,7 @@ export class TopicShard {
     this.totals.add("published_bytes", message.payload.length);
     if (clients.size + groups.length === 0) this.totals.add("dropped:no_subscribers");
     const failures: unknown[] = [];
-    const attempt = async (qos: QoS, send: () => Promise<unknown>) => {
+    const attempt = async (qos: QoS, send: () => Promise<GroupDrop | undefined>) => {
       try {
         const dropped = await send();
         if (typeof dropped === "string") return this.totals.add(`dropped:${dropped}`);
@@ -156,7 +158,8 @@ export class TopicShard {
           retain: message.retain && match.retainAsPublished,
           subscriptionIds: match.subscriptionIds.length ? match.subscriptionIds : undefined,
         };
-        return attempt(delivery.qos, () => this.outbox.add(clientId, delivery));
+        // Any answer from the session means it took the copy ("gone": it was forgotten, here too).
+        return attempt(delivery.qos, async () => void (await this.outbox.add(clientId, delivery)));
       }),
       ...groups.map((group) => attempt(message.qos, () => this.deliverToGroup(group, message))),
     ]);
@@ -275,6 +278,11 @@ export class TopicShard {
       if (out.length >= limit) break;
     }
     return out;
+  }
+
+  /** Writes the counters' unwritten increments (the alarm that scheduleTotals asked for). */
+  flushTotals(): void {
+    this.totals.flush();
   }
 
   /** One RPC into the shard (counted by the shell). */

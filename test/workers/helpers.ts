@@ -1,5 +1,8 @@
 /** Raw MQTT clients over real WebSockets into the Worker under test (inside workerd). */
-import { SELF } from "cloudflare:test";
+import { env, runDurableObjectAlarm, SELF } from "cloudflare:test";
+import { DEFAULT_CONFIG } from "../../src/config";
+import { registryStub, topicShardStub } from "../../src/env";
+import { allShards } from "../../src/topics/shard-rule";
 import { RawClient } from "../support/raw-client";
 
 export async function rawClient(version: 4 | 5 = 5): Promise<RawClient> {
@@ -32,3 +35,15 @@ export async function rawClient(version: 4 | 5 = 5): Promise<RawClient> {
 
 let n = 0;
 export const uid = (p = "w") => `${p}-${Date.now().toString(36)}-${++n}`;
+
+/**
+ * Runs every TopicShard's and ClientRegistry's pending alarm now: their metrics counters are written
+ * (observability/totals.ts), as they would be FLUSH_AFTER_MS later.
+ */
+export async function runCounterAlarms(): Promise<void> {
+  const stubs = [
+    ...allShards(DEFAULT_CONFIG.shardCount).map((i) => topicShardStub(env, i)),
+    ...allShards(DEFAULT_CONFIG.registryShardCount).map((i) => registryStub(env, i)),
+  ];
+  for (const stub of stubs) await runDurableObjectAlarm(stub);
+}
