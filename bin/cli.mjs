@@ -146,6 +146,15 @@ class BrokerSocket extends WebSocket {
     }
     super.send(data, options, cb);
   }
+
+  /**
+   * The stream calls this when the device's side failed or was reset; the broker still gets a close
+   * handshake, as from any client that leaves, rather than a TCP connection cut mid-stream.
+   */
+  terminate() {
+    if (this.readyState === WebSocket.OPEN) this.close(1001);
+    else super.terminate();
+  }
 }
 
 /**

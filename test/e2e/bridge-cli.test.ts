@@ -187,6 +187,8 @@ describe("bridge command line", () => {
     const t0 = Date.now();
     bridge.child.kill("SIGINT");
     expect((await exitWithin(bridge, 6000))?.code, "bridge still running 6 s after SIGINT").toBe(0);
+    // the 3 s bound plus the time a loaded machine takes to end a process; measured 2.1 s, as the
+    // 2 s linger after the broker's close ends such a device first
     expect(Date.now() - t0).toBeLessThan(4000);
     expect(seen[0]).toBe("FIN");
     socket.destroy();
