@@ -6,6 +6,13 @@ import { configFor } from "../config";
 import { collectMetrics, publishSys } from "../observability/metrics-collector";
 import { ClientRegistry, type PresenceRecord, type RegistryStats } from "./client-registry";
 
+export interface RegistryOverview {
+  stats: RegistryStats;
+  clients: PresenceRecord[];
+  /** Connected clients whose ids start with the prefix asked for. */
+  matching: number;
+}
+
 export class ClientRegistryObject extends DurableObject<Env> {
   private readonly registry: ClientRegistry;
 
@@ -45,9 +52,15 @@ export class ClientRegistryObject extends DurableObject<Env> {
     return this.registry.get(clientId);
   }
 
-  async list(after: string, limit: number): Promise<PresenceRecord[]> {
+  async list(after: string, limit: number, prefix = ""): Promise<PresenceRecord[]> {
     counters.registryInvocations++;
-    return this.registry.list(after, limit);
+    return this.registry.list(after, limit, prefix);
+  }
+
+  /** This shard's part of the dashboard's refresh (src/api/overview.ts): figures and one page of clients. */
+  async overview(prefix: string, after: string, limit: number): Promise<RegistryOverview> {
+    counters.registryInvocations++;
+    return { stats: this.registry.stats(), clients: this.registry.list(after, limit, prefix), matching: this.registry.countMatching(prefix) };
   }
 
   /**
