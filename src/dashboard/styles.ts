@@ -19,8 +19,9 @@ section h2 { font-size: 14px; text-transform: uppercase; letter-spacing: .05em; 
 section h3 { font-size: 13px; color: var(--muted); margin: 12px 0 4px; }
 .table-wrap { max-height: 480px; overflow-y: auto; overflow-x: hidden; }
 table { width: 100%; border-collapse: collapse; table-layout: auto; }
-th, td { text-align: left; padding: 4px 6px; border-bottom: 1px solid var(--line); vertical-align: top; overflow-wrap: anywhere; word-break: break-word; }
-th { color: var(--muted); font-weight: 500; position: sticky; top: 0; background: var(--panel); }
+th, td { text-align: left; padding: 4px 6px; border-bottom: 1px solid var(--line); vertical-align: top; overflow-wrap: anywhere; }
+th { color: var(--muted); font-weight: 500; position: sticky; top: 0; background: var(--panel); white-space: nowrap; }
+td:not(:first-child) { min-width: 4.5em; }
 td:last-child { white-space: nowrap; width: 1%; }
 .actions { display: inline-flex; gap: 4px; }
 .stats { display: grid; grid-template-columns: repeat(auto-fit, minmax(140px, 1fr)); gap: 8px; }
