@@ -1,9 +1,15 @@
 // Integration tests inside workerd: the real Worker and Durable Objects, driven through SELF.
 import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
+import { resolve } from "node:path";
 import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   plugins: [
+    {
+      name: "mqtt-browser-bundle",
+      enforce: "pre",
+      resolveId: (id: string) => (id === "mqtt/dist/mqtt.min.js" ? resolve("node_modules/mqtt/dist/mqtt.min.js") : undefined),
+    },
     cloudflareTest({
       wrangler: { configPath: "./wrangler.toml" },
       // As `npm start`: local development accepts clients without credentials. LOG_LEVEL error: the
@@ -13,6 +19,8 @@ export default defineConfig({
       miniflare: { bindings: { ALLOW_ANONYMOUS: "true", ADMIN_TOKEN: "workers-test-admin", LOG_LEVEL: "error" } },
     }),
   ],
+  // The pool resolves a bare specifier of a text module (wrangler.toml [[rules]]) from the project
+  // root, not node_modules: point it at the file (src/dashboard/mqtt-bundle.ts).
   test: {
     include: ["test/workers/**/*.test.ts", "test/security/**/*.workers.test.ts"],
     testTimeout: 20000,

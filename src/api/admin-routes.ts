@@ -9,17 +9,18 @@ import { configFor } from "../config";
 import { registryStub, sessionStub, topicShardStub, type Env } from "../env";
 import type { RoutedMessage } from "../protocol/message";
 import { topicFilterError } from "../protocol/topic";
-import { isUtf8 } from "../protocol/validate";
-import { MAX_LIST, type PresenceRecord } from "../registry/client-registry";
+import { MAX_LIST } from "../registry/client-registry";
 import { allShards, shardsForFilter } from "../topics/shard-rule";
 import { collectMetrics } from "../observability/metrics-collector";
 import { renderPrometheus } from "../observability/metrics";
 import { apiTokensFrom, isAdmin } from "./api-auth";
 import { crossSiteRefusal } from "./cross-site";
-import { DASHBOARD_HEADERS, DASHBOARD_PAGE_HEADERS, DASHBOARD_SCRIPT_PATH, DASHBOARD_STYLE_PATH, dashboardHtml } from "../dashboard/page";
+import { DASHBOARD_HEADERS, DASHBOARD_PAGE_HEADERS, DASHBOARD_SCRIPT_PATH, DASHBOARD_STYLE_PATH, MQTT_BUNDLE_PATH, dashboardHtml } from "../dashboard/page";
 import { DASHBOARD_SCRIPT } from "../dashboard/client-script";
 import { DASHBOARD_CSS } from "../dashboard/styles";
+import { MQTT_BROWSER_BUNDLE } from "../dashboard/mqtt-bundle";
 import { jsonError } from "./publish-routes";
+import { codePointCompare, collectOverview, iso, mergeClientPages, mergeSubscriptions, retainedJson } from "./overview";
 
 type Ctx = Context<{ Bindings: Env }>;
 
@@ -35,12 +36,14 @@ export function mountAdminRoutes(app: Hono<{ Bindings: Env }>): void {
   app.use("/api/v1/retained", adminOnly);
   app.use("/api/v1/subscriptions", adminOnly);
   app.use("/api/v1/metrics", adminOnly);
+  app.use("/api/v1/overview", adminOnly);
   app.use("/metrics", adminOnly);
   app.use("/dashboard", adminOnly);
 
   app.get("/dashboard", (c) => c.html(dashboardHtml(), 200, DASHBOARD_PAGE_HEADERS));
   // The page's script and styles hold no data (the code is public): served without the token.
   app.get(DASHBOARD_SCRIPT_PATH, (c) => c.body(DASHBOARD_SCRIPT, 200, { ...DASHBOARD_HEADERS, "Content-Type": "text/javascript; charset=utf-8" }));
+  app.get(MQTT_BUNDLE_PATH, (c) => c.body(MQTT_BROWSER_BUNDLE, 200, { ...DASHBOARD_HEADERS, "Content-Type": "text/javascript; charset=utf-8" }));
   app.get(DASHBOARD_STYLE_PATH, (c) => c.body(DASHBOARD_CSS, 200, { ...DASHBOARD_HEADERS, "Content-Type": "text/css; charset=utf-8" }));
 
   // Prometheus scrapes with `authorization: Bearer <ADMIN_TOKEN>` (bearer_token in its config).
@@ -49,16 +52,22 @@ export function mountAdminRoutes(app: Hono<{ Bindings: Env }>): void {
   );
   app.get("/api/v1/metrics", async (c) => c.json({ ...(await collectMetrics(c.env)), collectedAt: new Date().toISOString() }));
 
+  // The dashboard's one call per refresh: figures, a page of clients, subscriptions, retained (overview.ts).
+  app.get("/api/v1/overview", async (c) => {
+    const query = filterAndLimit(c, "retained");
+    if ("error" in query) return jsonError(c, 400, query.error);
+    return c.json(await collectOverview(c.env, { prefix: c.req.query("prefix") ?? "", after: c.req.query("after") ?? "", limit: query.limit, retained: query.filter }));
+  });
+
+  // Paged by cursor: `next` is the last id of this page, to pass as `after`; `prefix` searches by id.
   app.get("/api/v1/clients", async (c) => {
     const limit = pageSize(c);
     if (limit === undefined) return jsonError(c, 400, `limit: an integer from 1 to ${MAX_LIST}`);
     const after = c.req.query("after") ?? "";
+    const prefix = c.req.query("prefix") ?? "";
     const { registryShardCount } = configFor(c.env);
-    const pages = await Promise.all(allShards(registryShardCount).map((i) => registryStub(c.env, i).list(after, limit + 1)));
-    const merged = pages.flat().sort((a, b) => (a.clientId < b.clientId ? -1 : a.clientId > b.clientId ? 1 : 0));
-    const clients = merged.slice(0, limit).map(presenceJson);
-    const next = merged.length > limit ? clients.at(-1)!.clientId : null;
-    return c.json({ clients, next });
+    const pages = await Promise.all(allShards(registryShardCount).map((i) => registryStub(c.env, i).list(after, limit + 1, prefix)));
+    return c.json(mergeClientPages(pages, limit));
   });
 
   // Each call on one client id has two forms: the id as a path segment, and `?clientId=`, which
@@ -76,8 +85,8 @@ export function mountAdminRoutes(app: Hono<{ Bindings: Env }>): void {
     const found = await Promise.all(
       shardsFor(c, query.filter).map((i) => topicShardStub(c.env, i).listRetained(query.filter, query.limit + 1)),
     );
-    const all = (found.flat() as RoutedMessage[]).sort((a, b) => (a.topic < b.topic ? -1 : 1));
-    return c.json({ retained: all.slice(0, query.limit).map(retainedJson), truncated: all.length > query.limit });
+    const all = (found.flat() as RoutedMessage[]).sort((a, b) => codePointCompare(a.topic, b.topic));
+    return c.json({ retained: all.slice(0, query.limit).map((m) => retainedJson(m)), truncated: all.length > query.limit });
   });
 
   app.delete("/api/v1/retained", async (c) => {
@@ -96,9 +105,7 @@ export function mountAdminRoutes(app: Hono<{ Bindings: Env }>): void {
     const found = await Promise.all(
       shardsFor(c, query.filter).map((i) => topicShardStub(c.env, i).listSubscriptions(query.filter, clientId, query.limit + 1)),
     );
-    const unique = new Map(found.flat().map((s) => [`${s.clientId}\u0000${s.filter}`, s]));
-    const all = [...unique.values()].sort((a, b) => (a.clientId + a.filter < b.clientId + b.filter ? -1 : 1));
-    return c.json({ subscriptions: all.slice(0, query.limit), truncated: all.length > query.limit });
+    return c.json(mergeSubscriptions(found, query.limit));
   });
 }
 
@@ -145,11 +152,11 @@ function pageSize(c: Ctx): number | undefined {
   return Number.isInteger(n) && n >= 1 && n <= MAX_LIST ? n : undefined;
 }
 
-function filterAndLimit(c: Ctx): { filter: string; limit: number } | { error: string } {
-  const filter = c.req.query("filter") ?? "#";
+function filterAndLimit(c: Ctx, name = "filter"): { filter: string; limit: number } | { error: string } {
+  const filter = c.req.query(name) ?? "#";
   const config = configFor(c.env);
   const problem = topicFilterError(filter, config);
-  if (problem) return { error: `filter: ${problem}` };
+  if (problem) return { error: `${name}: ${problem}` };
   const limit = pageSize(c);
   if (limit === undefined) return { error: `limit: an integer from 1 to ${MAX_LIST}` };
   return { filter, limit };
@@ -158,27 +165,4 @@ function filterAndLimit(c: Ctx): { filter: string; limit: number } | { error: st
 function shardsFor(c: Ctx, filter: string): number[] {
   const { shardCount, shardLevels } = configFor(c.env);
   return shardsForFilter(filter, shardCount, shardLevels);
-}
-
-const iso = (ms: number | undefined) => (ms === undefined ? undefined : new Date(ms).toISOString());
-
-function presenceJson(r: PresenceRecord) {
-  return { ...r, connectedAt: iso(r.connectedAt) };
-}
-
-function retainedJson(m: RoutedMessage) {
-  const text = isUtf8(m.payload);
-  let binary = "";
-  if (!text) for (const b of m.payload) binary += String.fromCharCode(b);
-  return {
-    topic: m.topic,
-    payload: text ? new TextDecoder().decode(m.payload) : btoa(binary),
-    encoding: text ? "utf8" : "base64",
-    bytes: m.payload.length,
-    qos: m.qos,
-    properties: m.properties
-      ? { ...m.properties, correlationData: m.properties.correlationData ? btoa(String.fromCharCode(...m.properties.correlationData)) : undefined }
-      : undefined,
-    receivedAt: iso(m.receivedAt),
-  };
 }

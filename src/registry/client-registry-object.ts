@@ -10,6 +10,13 @@ import { ClientRegistry, type PresenceRecord, type RegistryStats } from "./clien
 /** Key (synchronous KV) marking that this registry runs the `$SYS` publisher, so it resumes after a restart. */
 const SYS_WATCHED = "sysWatched";
 
+export interface RegistryOverview {
+  stats: RegistryStats;
+  clients: PresenceRecord[];
+  /** Connected clients whose ids start with the prefix asked for. */
+  matching: number;
+}
+
 export class ClientRegistryObject extends DurableObject<Env> {
   private readonly registry: ClientRegistry;
   /** When the `$SYS` publisher runs next (undefined: it is stopped). */
@@ -71,9 +78,15 @@ export class ClientRegistryObject extends DurableObject<Env> {
     return this.registry.get(clientId);
   }
 
-  async list(after: string, limit: number): Promise<PresenceRecord[]> {
+  async list(after: string, limit: number, prefix = ""): Promise<PresenceRecord[]> {
     counters.registryInvocations++;
-    return this.registry.list(after, limit);
+    return this.registry.list(after, limit, prefix);
+  }
+
+  /** This shard's part of the dashboard's refresh (src/api/overview.ts): figures and one page of clients. */
+  async overview(prefix: string, after: string, limit: number): Promise<RegistryOverview> {
+    counters.registryInvocations++;
+    return { stats: this.registry.stats(), clients: this.registry.list(after, limit, prefix), matching: this.registry.countMatching(prefix) };
   }
 
   /**

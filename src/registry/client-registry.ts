@@ -108,15 +108,26 @@ export class ClientRegistry {
     return row ? (JSON.parse(row.record) as PresenceRecord) : undefined;
   }
 
-  /** Connected clients with ids after `after`, in id order. */
-  list(after: string, limit: number): PresenceRecord[] {
+  /**
+   * Connected clients whose ids start with `prefix` and come after `after`, in id order (SQLite
+   * compares text as UTF-8 bytes, that is by code point: see codePointCompare in src/api/overview.ts).
+   */
+  list(after: string, limit: number, prefix = ""): PresenceRecord[] {
     return this.sql
       .exec<{ record: string }>(
-        `SELECT record FROM presence WHERE client_id > ? ORDER BY client_id LIMIT ?`,
-        after, Math.max(1, Math.min(limit, MAX_LIST)),
+        `SELECT record FROM presence WHERE client_id > ? AND client_id >= ? AND substr(client_id, 1, length(?)) = ?
+         ORDER BY client_id LIMIT ?`,
+        after, prefix, prefix, prefix, Math.max(1, Math.min(limit, MAX_LIST)),
       )
       .toArray()
       .map((r) => JSON.parse(r.record) as PresenceRecord);
+  }
+
+  /** How many connected clients' ids start with `prefix`. */
+  countMatching(prefix: string): number {
+    return this.sql
+      .exec<{ n: number }>(`SELECT COUNT(*) AS n FROM presence WHERE client_id >= ? AND substr(client_id, 1, length(?)) = ?`, prefix, prefix, prefix)
+      .one().n;
   }
 
   stats(): RegistryStats {

@@ -85,6 +85,16 @@ const SCHEMA = {
   alias_out: [`CREATE TABLE IF NOT EXISTS alias_out (topic TEXT PRIMARY KEY, alias INTEGER)`],
 } as const;
 
+/** One outbound QoS 1/2 message as the admin API shows it. */
+export interface OutboundSummary {
+  topic: string;
+  qos: number;
+  state: "queued" | "sent" | "released (PUBREL sent)";
+  packetId?: number;
+  bytes: number;
+  receivedAt: number;
+}
+
 /** The one `meta` row holding the SessionMeta as JSON. */
 const META_KEY = "session";
 
@@ -262,6 +272,25 @@ export class SessionStore {
   pendingCount(): number {
     const c = this.census();
     return c.queued + c.sent + c.released;
+  }
+
+  /** The first `limit` stored outbound messages, oldest first, for the admin API (no payloads). */
+  outboundHead(limit: number): OutboundSummary[] {
+    if (!this.has("outq")) return [];
+    return this.sql
+      .exec<{ topic: string; qos: number; state: number; packet_id: number | null; bytes: number; received_at: number }>(
+        `SELECT topic, qos, state, packet_id, LENGTH(payload) AS bytes, received_at FROM outq WHERE state IN (?, ?, ?) ORDER BY seq LIMIT ?`,
+        OutState.QUEUED, OutState.SENT, OutState.RELEASED, limit,
+      )
+      .toArray()
+      .map((r) => ({
+        topic: r.topic,
+        qos: r.qos,
+        state: r.state === OutState.QUEUED ? "queued" : r.state === OutState.RELEASED ? "released (PUBREL sent)" : "sent",
+        packetId: r.state === OutState.QUEUED ? undefined : (r.packet_id ?? undefined),
+        bytes: r.bytes,
+        receivedAt: r.received_at,
+      }));
   }
 
   /** Messages waiting behind the in-flight window (not yet sent). */

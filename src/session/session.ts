@@ -18,7 +18,7 @@ import { fromHook, runHook, type BrokerHooks, type HookContext, type HookMessage
 import { logText } from "../observability/log-text";
 import { logEvent, SampledLog } from "../observability/log";
 import { hexCode } from "../protocol/internal-close";
-import { OutState, SessionStore, type OutboundRow, type SessionMeta } from "./session-store";
+import { OutState, SessionStore, type OutboundRow, type OutboundSummary, type SessionMeta } from "./session-store";
 
 /**
  * How long after a failed shared-subscription hand-over it is tried again (alarm): 5 s, doubling
@@ -94,6 +94,10 @@ export interface SessionDescription {
   inflight: number;
   droppedQueueFull: number;
   hasWill: boolean;
+  /** The will as stored (payload size, not the payload). */
+  will?: { topic: string; qos: QoS; retain: boolean; delay: number; bytes: number };
+  /** The first stored outbound QoS 1/2 messages (queued and in flight), oldest first. */
+  outbound: OutboundSummary[];
 }
 
 /** Facts the gateway established about a connection before handing it over. */
@@ -111,6 +115,11 @@ export interface ConnectionInfo {
   /** The client's address as the edge saw it. */
   remoteAddress?: string;
 }
+
+/** How many outbound messages describe() lists. */
+const DESCRIBED_OUTBOUND = 20;
+
+const willSummary = (w: StoredWill) => ({ topic: w.topic, qos: w.qos, retain: w.retain, delay: w.delay, bytes: w.payload.length });
 
 interface StoredWill {
   topic: string;
@@ -986,6 +995,8 @@ export class Session {
       inflight: this.inflightCount(),
       droppedQueueFull: m.droppedQueueFull ?? 0,
       hasWill: m.will !== undefined,
+      will: m.will === undefined ? undefined : willSummary(JSON.parse(m.will) as StoredWill),
+      outbound: this.store.outboundHead(DESCRIBED_OUTBOUND),
     };
   }
 

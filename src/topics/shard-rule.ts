@@ -35,10 +35,15 @@ export function shardForTopic(topic: string, shardCount: number, levels: number)
  * A filter `a/b/#` with K=2 also matches topic `a/b`, whose key is the same `a/b`: one shard.
  */
 export function shardsForFilter(filter: string, shardCount: number, levels: number): number[] {
+  if (inEveryShard(filter, levels)) return allShards(shardCount);
+  return [fnv1a(shardKey(parseSharedFilter(filter)?.filter ?? filter, levels)) % shardCount];
+}
+
+/** A filter with a wildcard within its first K levels is registered in every shard. */
+export function inEveryShard(filter: string, levels: number): boolean {
   // A shared subscription follows the rule of the filter it shares: `$share/{group}/{filter}`.
   const key = shardKey(parseSharedFilter(filter)?.filter ?? filter, levels);
-  if (key.includes("+") || key.includes("#")) return allShards(shardCount);
-  return [fnv1a(key) % shardCount];
+  return key.includes("+") || key.includes("#");
 }
 
 export function allShards(shardCount: number): number[] {

@@ -7,7 +7,15 @@ import type { Env } from "../env";
 import type { RoutedMessage, Subscription } from "../protocol/message";
 import type { SessionObject } from "../session/session-object";
 import { CALL_GAP_MS, CallSequencer, OrderedChannels, type CallOrder } from "../util/ordered-calls";
-import { TopicShard, type ShardStats } from "./topic-shard";
+import { TopicShard, type ShardCounts, type ShardStats } from "./topic-shard";
+
+/** One shard's part of the dashboard's refresh (src/api/overview.ts). */
+export interface ShardOverview {
+  stats: ShardStats;
+  counts: ShardCounts;
+  subscriptions: (Subscription & { clientId: string })[];
+  retained: RoutedMessage[];
+}
 
 /** Sessions this shard keeps a numbered channel to; beyond this the least recently used is forgotten. */
 const MAX_SESSION_CHANNELS = 10000;
@@ -77,6 +85,21 @@ export class TopicShardObject extends DurableObject<Env> {
 
   async stats(): Promise<ShardStats> {
     return this.shard.stats();
+  }
+
+  /**
+   * Everything the dashboard shows from this shard in one call: its figures, its first `limit`
+   * subscriptions, and (`retainedFilter` set: the shard may hold matches) its first `limit` matching
+   * retained messages. Counted as an invocation, like every call that reaches the shard.
+   */
+  async overview(retainedFilter: string | undefined, limit: number): Promise<ShardOverview> {
+    this.invoked();
+    return {
+      stats: this.shard.stats(),
+      counts: this.shard.counts(),
+      subscriptions: this.shard.listSubscriptions(undefined, undefined, limit),
+      retained: retainedFilter === undefined ? [] : this.shard.retainedMatching(retainedFilter).slice(0, limit),
+    };
   }
 
   async listRetained(filter: string, limit: number): Promise<RoutedMessage[]> {

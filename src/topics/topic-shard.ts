@@ -11,6 +11,7 @@ import { Totals } from "../observability/totals";
 import { Batcher } from "../util/batcher";
 import { logText } from "../observability/log-text";
 import { SubscriptionTrie, type GroupMatch } from "./subscription-trie";
+import { inEveryShard } from "./shard-rule";
 
 /**
  * Sends one batch to one session. With `onlyIfOnline`, a session whose client is not connected
@@ -30,6 +31,14 @@ export interface ShardStats {
   retainedMessages: number;
   retainedBytes: number;
   subscriptionEntries: number;
+}
+
+/** See TopicShard.counts(). */
+export interface ShardCounts {
+  ownSubscriptions: number;
+  everywhereSubscriptions: number;
+  retained: number;
+  dollarRetained: number;
 }
 
 /** Why no member of a shared subscription took a message (the `dropped` metric's reason). */
@@ -255,17 +264,17 @@ export class TopicShard {
   }
 
   /**
-   * Subscriptions whose filter lies within `within` (admin API), optionally of one client, at most
-   * `limit`. A shared subscription is judged by the filter it shares.
+   * Subscriptions whose filter lies within `within` (admin API; undefined: every one, `$` filters
+   * too), optionally of one client, at most `limit`. A shared subscription is judged by the filter it shares.
    */
-  listSubscriptions(within: string, clientId: string | undefined, limit: number): (Subscription & { clientId: string })[] {
+  listSubscriptions(within: string | undefined, clientId: string | undefined, limit: number): (Subscription & { clientId: string })[] {
     const out: (Subscription & { clientId: string })[] = [];
     const rows = clientId === undefined
       ? this.sql.exec<Record<string, SqlStorageValue>>(`SELECT * FROM subs ORDER BY client_id, filter`)
       : this.sql.exec<Record<string, SqlStorageValue>>(`SELECT * FROM subs WHERE client_id = ? ORDER BY filter`, clientId);
     for (const r of rows) {
       const filter = r.filter as string;
-      if (!filterCovers(within, parseSharedFilter(filter)?.filter ?? filter) && within !== filter) continue;
+      if (within !== undefined && !filterCovers(within, parseSharedFilter(filter)?.filter ?? filter) && within !== filter) continue;
       out.push({
         clientId: r.client_id as string,
         filter,
@@ -283,6 +292,22 @@ export class TopicShard {
   /** Writes the counters' unwritten increments (the alarm that scheduleTotals asked for). */
   flushTotals(): void {
     this.totals.flush();
+  }
+
+  /**
+   * What the dashboard counts, as its tables list things: subscriptions held in this shard alone
+   * (`own`) and those registered in every shard (`everywhere`: the broker-wide count takes them once),
+   * and retained messages apart from `$` topics (`#` does not match those [MQTT-4.7.2-1]).
+   */
+  counts(): ShardCounts {
+    let own = 0;
+    let everywhere = 0;
+    for (const { filter } of this.sql.exec<{ filter: string }>(`SELECT filter FROM subs`)) {
+      if (inEveryShard(filter, this.config.shardLevels)) everywhere++;
+      else own++;
+    }
+    const dollar = this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM retained WHERE substr(topic, 1, 1) = '$'`).one().n;
+    return { ownSubscriptions: own, everywhereSubscriptions: everywhere, retained: this.retainedCount() - dollar, dollarRetained: dollar };
   }
 
   /** One RPC into the shard (counted by the shell). */

@@ -52,7 +52,7 @@ async function shownLiterally(page: Page, strings: string[]): Promise<void> {
 
 /** The control: the page has polled and re-rendered its tables `n` more times since now. */
 async function refreshes(page: Page, n: number): Promise<void> {
-  for (let i = 0; i < n; i++) await page.waitForResponse((r) => r.url().includes("/api/v1/retained?"), { timeout: 10000 });
+  for (let i = 0; i < n; i++) await page.waitForResponse((r) => r.url().includes("/api/v1/overview?"), { timeout: 10000 });
   await page.waitForTimeout(0);
 }
 
