@@ -7,6 +7,7 @@ import type { Env } from "../env";
 import { GatewayConnection } from "./gateway-connection";
 import { mountPublishRoutes } from "../api/publish-routes";
 import { mountAdminRoutes } from "../api/admin-routes";
+import { mountOpenApiRoute } from "../api/openapi";
 import { configProblemsFor } from "../config-check";
 import { applyLogLevel, logEvent, SampledLog } from "../observability/log";
 
@@ -49,6 +50,7 @@ app.get("/health", (c) => {
 app.all("/mqtt", (c) => mqttEndpoint(c));
 mountPublishRoutes(app);
 mountAdminRoutes(app);
+mountOpenApiRoute(app);
 
 // This isolate's invocation and write counters, for the benchmark; off unless DEBUG_COUNTERS is set.
 app.get("/debug/counters", (c) =>

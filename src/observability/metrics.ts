@@ -71,13 +71,22 @@ export function summarize(registries: RegistryStats[], shards: ShardStats[]): Me
 
 const VERSION_LABEL: Record<string, string> = { "3": "3.1", "4": "3.1.1", "5": "5.0" };
 
+/**
+ * A label value as the text format 0.0.4 spells it: backslash, double quote and line feed escaped
+ * (`\\`, `\"`, `\n`), so a value (a drop reason from any caller of summarize) can neither end the
+ * sample line nor the label, and a parser reads back the same string.
+ */
+export function escapeLabelValue(v: string): string {
+  return v.replace(/[\\"\n]/g, (ch) => (ch === "\n" ? "\\n" : `\\${ch}`));
+}
+
 /** Prometheus text exposition format 0.0.4. */
 export function renderPrometheus(s: MetricsSummary): string {
   const lines: string[] = [];
   const metric = (name: string, type: "counter" | "gauge", help: string, samples: [Record<string, string>, number][]) => {
     lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
     for (const [labels, value] of samples) {
-      const l = Object.entries(labels).map(([k, v]) => `${k}="${v.replace(/["\\\n]/g, "_")}"`).join(",");
+      const l = Object.entries(labels).map(([k, v]) => `${k}="${escapeLabelValue(v)}"`).join(",");
       lines.push(`${name}${l ? `{${l}}` : ""} ${value}`);
     }
   };

@@ -3,6 +3,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { until } from "../support/until";
 import { E2E_ADMIN_TOKEN } from "./global-setup";
 import { brokerHttp, closeAll, connect, recorder, roundTrip, uid } from "./helpers";
+import { parseExposition } from "../support/prometheus";
 
 afterEach(closeAll);
 
@@ -24,6 +25,13 @@ async function scrape(): Promise<Map<string, number>> {
 describe("metrics", () => {
   it("is protected like the admin API", async () => {
     expect((await fetch(`${brokerHttp()}/metrics`)).status).toBe(401);
+  });
+
+  it("serves text a Prometheus parser reads: HELP and TYPE on every family, counters end in _total", async () => {
+    const res = await fetch(`${brokerHttp()}/metrics`, { headers: auth });
+    expect(res.status).toBe(200);
+    const names = parseExposition(await res.text()).map((f) => f.name);
+    expect(names).toEqual(expect.arrayContaining(["mqtt_connected_clients", "mqtt_messages_received_total", "mqtt_durable_object_invocations_total"]));
   });
 
   it("counts connections, messages and bytes per QoS, deliveries and drops, in Prometheus text", async () => {
