@@ -1,0 +1,91 @@
+#!/usr/bin/env node
+/**
+ * The package as users get it: `npm pack`s this repository, checks the tarball's file list, installs
+ * the tarball into a fresh Worker project in a temporary folder (a copy of examples/queue-forwarder,
+ * its dependency pointed at the tarball), and runs test/e2e/hooks-example.test.ts against that
+ * project under `wrangler dev`. The project sits outside this repository, so its bundle can only use
+ * what the tarball and its declared dependencies provide: a file missing from `files`, a wrong
+ * `exports` entry or a dependency listed as a devDependency fails here.
+ *
+ * The project's devDependencies (wrangler, workers types) are not installed: this repository's
+ * pinned wrangler bundles and runs it, which keeps the check to the broker's own package.
+ * Exits non-zero on the first failure, keeping the temporary folder for a look.
+ *
+ *   node scripts/pack-check.mjs     (npm run test:pack; .ci/run runs it after npm test)
+ */
+import { execFileSync } from "node:child_process";
+import { cpSync, mkdtempSync, readFileSync, rmSync, appendFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+const root = resolve(import.meta.dirname, "..");
+const example = join(root, "examples/queue-forwarder");
+const started = Date.now();
+
+/** What a Worker that imports the broker, or a user of the bridge CLI, needs from the tarball. */
+const REQUIRED = ["package.json", "LICENSE", "README.md", "src/library.ts", "src/index.ts", "src/util/silent-debug.cjs", "bin/cli.mjs", "wrangler.toml"];
+/** What only this repository's development needs. */
+const FORBIDDEN = ["test/", "node_modules/", "docs/", "bench/", "scripts/", "examples/", ".ci/", ".wrangler/", "dist/"];
+
+const run = (cmd, args, cwd, env = {}) =>
+  execFileSync(cmd, args, { cwd, stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, ...env }, encoding: "utf8" });
+const step = (what) => console.log(`pack-check: ${what} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+
+function fail(message) {
+  console.error(`pack-check: FAILED: ${message}\n  (kept ${work})`);
+  process.exit(1);
+}
+
+/** Problems with the packed file list: required files missing, development files shipped. */
+function fileListProblems(paths) {
+  const missing = REQUIRED.filter((p) => !paths.includes(p));
+  const shipped = paths.filter((p) => FORBIDDEN.some((prefix) => p.startsWith(prefix)));
+  return [...missing.map((p) => `missing ${p}`), ...shipped.map((p) => `ships ${p}`)];
+}
+
+const work = mkdtempSync(join(tmpdir(), "mqtt-pack-check-"));
+
+step("npm pack");
+const [packed] = JSON.parse(run("npm", ["pack", "--json", "--pack-destination", work], root));
+const tarball = join(work, packed.filename);
+const problems = fileListProblems(packed.files.map((f) => f.path));
+if (problems.length > 0) fail(`the tarball's file list: ${problems.join(", ")}`);
+step(`${packed.filename}: ${packed.entryCount} files, ${(packed.size / 1024).toFixed(0)} kB packed, ${(packed.unpackedSize / 1024).toFixed(0)} kB unpacked`);
+
+const app = join(work, "app");
+cpSync(example, app, { recursive: true, filter: (src) => !/[/\\](node_modules|\.wrangler)$/.test(src) });
+const manifest = JSON.parse(readFileSync(join(app, "package.json"), "utf8"));
+manifest.dependencies["mqtt-workers-broker"] = `file:${tarball}`;
+delete manifest.devDependencies;
+writeFileSync(join(app, "package.json"), `${JSON.stringify(manifest, null, 2)}\n`);
+// The README's optional alias (mqtt-packet's debug() made silent), resolved through the package's exports.
+appendFileSync(join(app, "wrangler.toml"), '\n[alias]\n"debug" = "mqtt-workers-broker/silent-debug"\n');
+
+step(`npm install in ${app}`);
+run("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel", "error"], app);
+
+// The bridge CLI as `npx mqtt-workers-broker` finds it: the bin link, its dependency (ws), the version.
+const version = run(join(app, "node_modules/.bin/mqtt-workers-broker"), ["--version"], app).trim();
+if (version !== packed.version) fail(`mqtt-workers-broker --version printed "${version}", not ${packed.version}`);
+
+// A bundle first: a build error shows here in seconds (wrangler dev would wait for a fix instead).
+step("wrangler deploy --dry-run of the project");
+try {
+  run("npx", ["wrangler", "deploy", "--dry-run", "-c", join(app, "wrangler.toml"), "--outdir", join(work, "dist")], root, { WRANGLER_SEND_METRICS: "false" });
+} catch {
+  fail("the project does not bundle with the installed package (wrangler's error above)");
+}
+
+step("hooks tests against the installed package");
+try {
+  execFileSync("npx", ["vitest", "run", "-c", "vitest.e2e.config.ts", "test/e2e/hooks-example.test.ts"], {
+    cwd: root,
+    stdio: "inherit",
+    env: { ...process.env, HOOKS_EXAMPLE_CONFIG: join(app, "wrangler.toml") },
+  });
+} catch {
+  fail("the hooks tests failed against the installed package");
+}
+
+rmSync(work, { recursive: true, force: true });
+step("passed");
