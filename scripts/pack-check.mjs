@@ -27,8 +27,14 @@ const REQUIRED = ["package.json", "LICENSE", "README.md", "src/library.ts", "src
 /** What only this repository's development needs. */
 const FORBIDDEN = ["test/", "node_modules/", "docs/", "bench/", "scripts/", "examples/", ".ci/", ".wrangler/", "dist/"];
 
-const run = (cmd, args, cwd, env = {}) =>
-  execFileSync(cmd, args, { cwd, stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, ...env }, encoding: "utf8" });
+/** Runs a command to its end and returns its stdout; on failure, says what failed (its stderr is shown) and exits. */
+function run(cmd, args, cwd, failure, { env = {}, stdio = "pipe" } = {}) {
+  try {
+    return execFileSync(cmd, args, { cwd, stdio: ["ignore", stdio, "inherit"], env: { ...process.env, ...env }, encoding: "utf8" });
+  } catch (err) {
+    fail(`${failure} (${err.code ?? `exit ${err.status}`})`);
+  }
+}
 const step = (what) => console.log(`pack-check: ${what} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
 
 function fail(message) {
@@ -46,7 +52,7 @@ function fileListProblems(paths) {
 const work = mkdtempSync(join(tmpdir(), "mqtt-pack-check-"));
 
 step("npm pack");
-const [packed] = JSON.parse(run("npm", ["pack", "--json", "--pack-destination", work], root));
+const [packed] = JSON.parse(run("npm", ["pack", "--json", "--pack-destination", work], root, "npm pack"));
 const tarball = join(work, packed.filename);
 const problems = fileListProblems(packed.files.map((f) => f.path));
 if (problems.length > 0) fail(`the tarball's file list: ${problems.join(", ")}`);
@@ -62,30 +68,21 @@ writeFileSync(join(app, "package.json"), `${JSON.stringify(manifest, null, 2)}\n
 appendFileSync(join(app, "wrangler.toml"), '\n[alias]\n"debug" = "mqtt-workers-broker/silent-debug"\n');
 
 step(`npm install in ${app}`);
-run("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel", "error"], app);
+run("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel", "error"], app, "npm install of the tarball");
 
 // The bridge CLI as `npx mqtt-workers-broker` finds it: the bin link, its dependency (ws), the version.
-const version = run(join(app, "node_modules/.bin/mqtt-workers-broker"), ["--version"], app).trim();
+const bin = join(app, "node_modules/.bin/mqtt-workers-broker");
+const version = run(bin, ["--version"], app, "the installed bin mqtt-workers-broker does not run").trim();
 if (version !== packed.version) fail(`mqtt-workers-broker --version printed "${version}", not ${packed.version}`);
 
 // A bundle first: a build error shows here in seconds (wrangler dev would wait for a fix instead).
 step("wrangler deploy --dry-run of the project");
-try {
-  run("npx", ["wrangler", "deploy", "--dry-run", "-c", join(app, "wrangler.toml"), "--outdir", join(work, "dist")], root, { WRANGLER_SEND_METRICS: "false" });
-} catch {
-  fail("the project does not bundle with the installed package (wrangler's error above)");
-}
+run("npx", ["wrangler", "deploy", "--dry-run", "-c", join(app, "wrangler.toml"), "--outdir", join(work, "dist")], root,
+  "the project does not bundle with the installed package (wrangler's error above)", { env: { WRANGLER_SEND_METRICS: "false" } });
 
 step("hooks tests against the installed package");
-try {
-  execFileSync("npx", ["vitest", "run", "-c", "vitest.e2e.config.ts", "test/e2e/hooks-example.test.ts"], {
-    cwd: root,
-    stdio: "inherit",
-    env: { ...process.env, HOOKS_EXAMPLE_CONFIG: join(app, "wrangler.toml") },
-  });
-} catch {
-  fail("the hooks tests failed against the installed package");
-}
+run("npx", ["vitest", "run", "-c", "vitest.e2e.config.ts", "test/e2e/hooks-example.test.ts"], root,
+  "the hooks tests failed against the installed package", { env: { HOOKS_EXAMPLE_CONFIG: join(app, "wrangler.toml") }, stdio: "inherit" });
 
 rmSync(work, { recursive: true, force: true });
 step("passed");
