@@ -7,8 +7,8 @@
  * what the tarball and its declared dependencies provide: a file missing from `files`, a wrong
  * `exports` entry or a dependency listed as a devDependency fails here.
  *
- * The project's devDependencies (wrangler, workers types) are not installed: this repository's
- * pinned wrangler bundles and runs it, which keeps the check to the broker's own package.
+ * The project's wrangler is not installed: this repository's pinned one bundles and runs it. Its
+ * TypeScript, with the tsconfig the README asks for, type-checks it (and so the broker's source).
  * Exits non-zero on the first failure, keeping the temporary folder for a look.
  *
  *   node scripts/pack-check.mjs     (npm run test:pack; .ci/run runs it after npm test)
@@ -26,6 +26,19 @@ const started = Date.now();
 const REQUIRED = ["package.json", "LICENSE", "README.md", "src/library.ts", "src/index.ts", "src/util/silent-debug.cjs", "bin/cli.mjs", "wrangler.toml"];
 /** What only this repository's development needs. */
 const FORBIDDEN = ["test/", "node_modules/", "docs/", "bench/", "scripts/", "examples/", ".ci/", ".wrangler/", "dist/"];
+
+/**
+ * A TypeScript project type-checks the broker's source too (the package ships .ts): the settings
+ * README.md ("Install it in your own Worker") asks for. Written here, not in the example folder,
+ * where it would hide the root tsconfig's mapping of the package name to src/ from wrangler's esbuild.
+ */
+const CONSUMER_TSCONFIG = {
+  compilerOptions: {
+    target: "ES2022", module: "ES2022", moduleResolution: "Bundler", lib: ["ES2022"], strict: true, noEmit: true, skipLibCheck: true,
+    types: ["@cloudflare/workers-types", "node"], jsx: "react-jsx", jsxImportSource: "hono/jsx",
+  },
+  include: ["*.ts"],
+};
 
 /** Runs a command to its end and returns its stdout; on failure, says what failed (its stderr is shown) and exits. */
 function run(cmd, args, cwd, failure, { env = {}, stdio = "pipe" } = {}) {
@@ -62,8 +75,9 @@ const app = join(work, "app");
 cpSync(example, app, { recursive: true, filter: (src) => !/[/\\](node_modules|\.wrangler)$/.test(src) });
 const manifest = JSON.parse(readFileSync(join(app, "package.json"), "utf8"));
 manifest.dependencies["mqtt-workers-broker"] = `file:${tarball}`;
-delete manifest.devDependencies;
+delete manifest.devDependencies.wrangler; // this repository's pinned one runs the project
 writeFileSync(join(app, "package.json"), `${JSON.stringify(manifest, null, 2)}\n`);
+writeFileSync(join(app, "tsconfig.json"), `${JSON.stringify(CONSUMER_TSCONFIG, null, 2)}\n`);
 // The README's optional alias (mqtt-packet's debug() made silent), resolved through the package's exports.
 appendFileSync(join(app, "wrangler.toml"), '\n[alias]\n"debug" = "mqtt-workers-broker/silent-debug"\n');
 
@@ -74,6 +88,9 @@ run("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline", "--logleve
 const bin = join(app, "node_modules/.bin/mqtt-workers-broker");
 const version = run(bin, ["--version"], app, "the installed bin mqtt-workers-broker does not run").trim();
 if (version !== packed.version) fail(`mqtt-workers-broker --version printed "${version}", not ${packed.version}`);
+
+step("tsc --noEmit in the project");
+run("npx", ["tsc", "-p", app], app, "the project does not type-check against the installed package", { stdio: "inherit" });
 
 // A bundle first: a build error shows here in seconds (wrangler dev would wait for a fix instead).
 step("wrangler deploy --dry-run of the project");
