@@ -8,7 +8,9 @@
  *   export default { fetch: broker.fetch };
  *
  * Your wrangler.toml declares the same three Durable Object bindings (SESSION, TOPIC_SHARD,
- * REGISTRY) and migrations as this project's. See examples/queue-forwarder.
+ * REGISTRY) and migrations as this project's, and the `[[rules]]` Text entry for mqtt.min.js (README,
+ * "Install it in your own Worker"). See examples/queue-forwarder. The package ships this TypeScript
+ * source; wrangler bundles it.
  */
 import { route } from "./api/publish-routes";
 import { configFor } from "./config";

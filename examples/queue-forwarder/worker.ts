@@ -9,7 +9,7 @@
  * - onConnect / onDisconnect: announced on `events/connected/<id>` and `events/disconnected/<id>`.
  * The Queue consumer below publishes what it receives on `forwarded/<topic>`, so the round trip is visible.
  */
-import { createBroker, type BrokerHooks } from "../../src/library";
+import { createBroker, type BrokerHooks } from "mqtt-workers-broker";
 
 interface Env {
   FORWARD_QUEUE: Queue<{ topic: string; payload: string; clientId: string }>;

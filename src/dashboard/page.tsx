@@ -1,4 +1,7 @@
+/** @jsxRuntime automatic */
 /** @jsxImportSource hono/jsx */
+// Both pragmas, not this repository's tsconfig: a Worker that installs the package bundles this file
+// with its own settings (scripts/pack-check.mjs), where the default is React's classic transform.
 /**
  * The dashboard's HTML, served by the Worker at /dashboard (admin token: Basic authentication in a
  * browser). The document is built with hono/jsx, which escapes every text and attribute value by

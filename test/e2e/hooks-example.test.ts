@@ -1,6 +1,8 @@
 /**
  * examples/queue-forwarder: the broker as a library with user hooks, in its own Worker under
  * `wrangler dev`, with a real (local) Cloudflare Queue. Every hook is exercised by a real client.
+ * HOOKS_EXAMPLE_CONFIG names another copy of the example: scripts/pack-check.mjs runs these tests
+ * against one in a fresh project that installed the packed tarball (`npm pack`) as users do.
  */
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -8,11 +10,12 @@ import { ORDERED, publishesIn, publishWith } from "../support/user-properties";
 import { startBroker } from "./global-setup";
 import { rawClient, recorder, uid } from "./helpers";
 
+const ADMIN_TOKEN = "hooks-example-admin";
 let broker: Awaited<ReturnType<typeof startBroker>>;
 const open: MqttClient[] = [];
 
 beforeAll(async () => {
-  broker = await startBroker({}, "examples/queue-forwarder/wrangler.toml");
+  broker = await startBroker({ ADMIN_TOKEN }, process.env.HOOKS_EXAMPLE_CONFIG ?? "examples/queue-forwarder/wrangler.toml");
 }, 60000);
 
 afterAll(async () => {
@@ -109,5 +112,15 @@ describe("user hooks (examples/queue-forwarder)", () => {
     await c.publishAsync("plain/after-crash", "still here", { qos: 1 });
     expect((await rec.waitFor(1))[0].payload).toBe("still here");
     expect(c.connected).toBe(true);
+  });
+
+  it("the broker's dashboard works in this Worker: its page (JSX) and MQTT.js's bundle (the Text rule)", async () => {
+    const headers = { authorization: `Bearer ${ADMIN_TOKEN}` };
+    const page = await fetch(`${broker.base}/dashboard`, { headers });
+    expect(page.status).toBe(200);
+    expect(await page.text()).toMatch(/^<!DOCTYPE html>[\s\S]*<script src="\/dashboard\/app.js"/i);
+    const bundle = await fetch(`${broker.base}/dashboard/mqtt.min.js`, { headers });
+    expect(bundle.status).toBe(200);
+    expect((await bundle.text()).length).toBeGreaterThan(100_000);
   });
 });
