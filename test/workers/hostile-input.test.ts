@@ -130,6 +130,8 @@ describe.each([4, 5] as const)("hostile input, MQTT v%i", { timeout: 60000 }, (v
       ["PUBREL with flags 0000", [[0x60, 0x02, 0x00, 0x01]], true, 0x81],
       ["UNSUBSCRIBE with flags 0000", [[0xa0, 0x05, 0x00, 0x01, ...(v5 ? [0x00] : []), 0x00, 0x01, 0x61].map((b, i) => (i === 1 ? (v5 ? 0x06 : 0x05) : b))], true, 0x81],
       ["DISCONNECT with flags 0001", [[0xe1, 0x00]], true, 0x81],
+      // refused with a CONNACK (0x85 / 0x02), then closed [MQTT-4.13.2-1]
+      ["a client id over 256 bytes", [connectBytes(version, "x".repeat(257))], false, undefined],
       ["SUBSCRIBE with reserved option bits", [[0x82, v5 ? 0x07 : 0x06, 0x00, 0x01, ...(v5 ? [0x00] : []), 0x00, 0x01, 0x61, 0xc0]], true, 0x81],
     );
     if (v5) {
@@ -151,6 +153,12 @@ describe.each([4, 5] as const)("hostile input, MQTT v%i", { timeout: 60000 }, (v
       if (v5 && reason !== undefined && connectFirst) {
         expect(client.all("disconnect")[0]?.reasonCode, name).toBe(reason);
       }
+      const answers = client.received.map((p) => p.cmd);
+      // [MQTT-3.14.4-1] nothing follows a DISCONNECT on the connection
+      const at = answers.indexOf("disconnect");
+      if (at >= 0) expect(answers.slice(at), name).toEqual(["disconnect"]);
+      // [MQTT-3.14.0-1] no DISCONNECT before a CONNACK below 0x80
+      if (!connectFirst) expect(answers, name).not.toContain("disconnect");
     }
     await canary();
   });
