@@ -43,6 +43,12 @@ describe.each([4, 5] as const)("CONNECT, MQTT v%i", (version) => {
   it("connects MQTT.js and answers CONNACK [MQTT-3.1.4-5, 3.2.0-1] [MQTT311-3.1.4-4, 3.2.0-1]", async () => {
     const client = await connect(version);
     expect(client.connected).toBe(true);
+    // On the wire: the first packet the broker sends is the CONNACK, with code 0x00
+    const raw = await rawClient(version);
+    const connack = await raw.connect({ clientId: uid() });
+    expect(raw.received.map((p) => p.cmd)).toEqual(["connack"]);
+    expect(version === 5 ? connack.reasonCode : connack.returnCode).toBe(0);
+    raw.close();
   });
 
   it("assigns a client id to an empty one [MQTT-3.1.3-6, 3.1.3-7]", async () => {
