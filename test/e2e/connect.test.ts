@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { brokerHttp, brokerUrl, closeAll, connect, rawClient, uid } from "./helpers";
+import { brokerHttp, brokerUrl, closeAll, connect, rawClient, REFUSAL_CLOSE_MS, uid } from "./helpers";
 
 afterEach(closeAll);
 
@@ -113,12 +113,6 @@ describe.each([4, 5] as const)("CONNECT, MQTT v%i", (version) => {
     await new Promise((r) => ws.once("close", r));
   });
 });
-
-/**
- * A refused connection is closed at once [MQTT-3.2.2-7] [MQTT311-3.2.2-5]: well within the test
- * broker's 1.5 s CONNECT timeout (global-setup.ts), which would close it anyway.
- */
-const REFUSAL_CLOSE_MS = 1000;
 
 describe("CONNECT refusals", () => {
   it("refuses an empty client id without clean session in 3.1.1 with return code 0x02 [MQTT311-3.1.3-8, 3.2.2-4, 3.2.2-5]", async () => {
