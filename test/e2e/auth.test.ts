@@ -2,7 +2,7 @@
 import { generateKeyPair, importJWK, SignJWT } from "jose";
 import { afterEach, describe, expect, inject, it } from "vitest";
 import { E2E_JWT_SECRET, E2E_USERS } from "./global-setup";
-import { closeAll, connect, rawClient, recorder, scramStart, uid } from "./helpers";
+import { closeAll, connect, rawClient, recorder, REFUSAL_CLOSE_MS, scramStart, uid } from "./helpers";
 
 afterEach(closeAll);
 
@@ -28,7 +28,7 @@ describe.each([4, 5] as const)("username and password, MQTT v%i", (version) => {
       expect(connack.reasonCode).toBe(0x86);
       expect(connack.properties?.reasonString).toBeUndefined(); // reveals nothing
     } else expect(connack.returnCode).toBe(4);
-    await raw.waitClosed();
+    await raw.waitClosed(REFUSAL_CLOSE_MS);
   });
 });
 

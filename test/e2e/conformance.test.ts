@@ -5,7 +5,7 @@
  * Raw clients over real WebSockets, so each packet field is visible.
  */
 import { afterEach, describe, expect, it } from "vitest";
-import { closeAll, connect, rawClient, recorder, sleep, uid } from "./helpers";
+import { closeAll, connect, rawClient, recorder, REFUSAL_CLOSE_MS, sleep, uid } from "./helpers";
 import type { RawClient } from "../support/raw-client";
 
 afterEach(closeAll);
@@ -255,7 +255,7 @@ describe("CONNECT outcomes", () => {
     const raw = await rawClient(version);
     const connack = await raw.connect({ clientId: "x".repeat(257) });
     expect(version === 5 ? connack.reasonCode : connack.returnCode).toBe(version === 5 ? 0x85 : 2);
-    await raw.waitClosed();
+    await raw.waitClosed(REFUSAL_CLOSE_MS);
   });
 
   it.each([4, 5] as const)("processes nothing sent after a refused CONNECT, MQTT v%i [MQTT-3.1.4-6] [MQTT311-3.1.4-5]", async (version) => {

@@ -77,6 +77,13 @@ export async function roundTrip(client: MqttClient): Promise<void> {
 }
 
 /** A raw client over a real WebSocket (Node `ws`), to the shared broker unless `url` names another. */
+/**
+ * How long a refused connection may take to close: at once [MQTT-3.2.2-7] [MQTT311-3.2.2-5], so well
+ * within the test broker's 1.5 s CONNECT timeout (global-setup.ts), which would close it anyway and
+ * hide a broker that does not.
+ */
+export const REFUSAL_CLOSE_MS = 1000;
+
 export async function rawClient(version: 3 | 4 | 5 = 5, protocol = "mqtt", url = brokerUrl()): Promise<RawClient> {
   const ws = new WebSocket(url, protocol);
   await new Promise<void>((resolve, reject) => {

@@ -95,8 +95,14 @@ describe("topic aliases", () => {
     expect(connack.properties.topicAliasMaximum).toBeGreaterThan(0);
     raw.send({ cmd: "publish", topic, payload: Buffer.from("1"), qos: 1, messageId: 1, properties: { topicAlias: 1 } });
     raw.send({ cmd: "publish", topic: "", payload: Buffer.from("2"), qos: 1, messageId: 2, properties: { topicAlias: 1 } });
-    await rec.waitFor(2);
-    expect(rec.messages.map((m) => [m.topic, m.payload])).toEqual([[topic, "1"], [topic, "2"]]);
+    // both ends of the range: the maximum the CONNACK announced is accepted too
+    const max = connack.properties.topicAliasMaximum;
+    raw.send({ cmd: "publish", topic, payload: Buffer.from("3"), qos: 1, messageId: 3, properties: { topicAlias: max } });
+    raw.send({ cmd: "publish", topic: "", payload: Buffer.from("4"), qos: 1, messageId: 4, properties: { topicAlias: max } });
+    await rec.waitFor(4);
+    expect(rec.messages.map((m) => [m.topic, m.payload])).toEqual([[topic, "1"], [topic, "2"], [topic, "3"], [topic, "4"]]);
+    await raw.until(() => raw.all("puback").length === 4, 5000, "four PUBACKs");
+    expect(raw.all("puback").map((p) => p.reasonCode ?? 0)).toEqual([0, 0, 0, 0]);
   });
 
   it("forgets the client's topic aliases when its network connection ends, even for a resumed session [MQTT-3.3.2-7]", async () => {

@@ -4,7 +4,7 @@ import { closeAll, connect, rawClient, recorder, roundTrip, uid } from "./helper
 afterEach(closeAll);
 
 describe.each([4, 5] as const)("publish and subscribe, MQTT v%i", (version) => {
-  it.each([0, 1, 2] as const)("delivers QoS %i end to end, DUP 0 on the first send [MQTT-3.3.4-1, 4.3.1-1, 4.3.2-2, 4.3.3-2] [MQTT311-3.3.4-1, 4.3.1-1, 4.3.2-1, 2.3.1-5]", async (qos) => {
+  it.each([0, 1, 2] as const)("delivers QoS %i end to end, DUP 0 on the first send [MQTT-3.3.4-1, 4.3.1-1, 4.3.2-2, 4.3.3-2, 3.3.1-2] [MQTT311-3.3.4-1, 4.3.1-1, 4.3.2-1, 2.3.1-5, 3.3.1-2]", async (qos) => {
     const topic = `${uid("t")}/qos`;
     const sub = await connect(version);
     const rec = recorder(sub);
@@ -34,12 +34,18 @@ describe.each([4, 5] as const)("publish and subscribe, MQTT v%i", (version) => {
     const sub = await connect(version);
     const rec = recorder(sub);
     await sub.subscribeAsync([`${root}/+/temp`, `${root}/#`], { qos: 1 });
+    // [MQTT-4.5.0-1] every matching subscription gets the message, not only the first session's
+    const other = await connect(version);
+    const otherRec = recorder(other);
+    await other.subscribeAsync(`${root}/+/temp`, { qos: 1 });
     const pub = await connect(version);
     const topics = Array.from({ length: 12 }, (_, i) => `${root}/dev${i}/temp`);
     for (const t of topics) await pub.publishAsync(t, t, { qos: 1 });
     await pub.publishAsync(root, "root", { qos: 1 }); // '#' matches the parent level
     const got = await rec.waitFor(13);
     expect(got.map((m) => m.topic).sort()).toEqual([...topics, root].sort());
+    const otherGot = await otherRec.waitFor(12);
+    expect(otherGot.map((m) => m.topic).sort()).toEqual([...topics].sort());
   });
 
   it("sends one copy at the highest QoS for overlapping subscriptions [MQTT-3.3.4-2] [MQTT311-3.3.5-1]", async () => {

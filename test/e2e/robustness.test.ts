@@ -40,6 +40,8 @@ describe.each([4, 5] as const)("keep-alive and bad input, MQTT v%i", (version) =
     await raw.connect({ clientId: uid() });
     raw.sendBytes([0x30, 0xff, 0xff, 0xff, 0xff, 0x01]);
     await raw.waitClosed();
+    // [MQTT-4.13.1-1] v5: DISCONNECT 0x81 (Malformed Packet) before the close; 3.1.1 sends no DISCONNECT
+    expect(raw.all("disconnect").map((p) => p.reasonCode)).toEqual(version === 5 ? [0x81] : []);
   });
 
   it("reassembles a packet split across WebSocket frames and packets sharing one frame [MQTT-6.0.0-2] [MQTT311-6.0.0-2]", async () => {

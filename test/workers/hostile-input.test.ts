@@ -13,6 +13,8 @@ import { rawClient, uid } from "./helpers";
 
 const gen = (packet: Record<string, any>, version: 4 | 5) => [...mqtt.generate(packet as mqtt.Packet, { protocolVersion: version })];
 const connectBytes = (version: 4 | 5, clientId: string) => gen({ cmd: "connect", protocolVersion: version, clientId, clean: true, keepalive: 30 }, version);
+const willConnectBytes = (version: 4 | 5) =>
+  gen({ cmd: "connect", protocolVersion: version, clientId: uid("will"), clean: true, keepalive: 30, will: { topic: "w", payload: Buffer.from("p"), qos: 1 } }, version);
 
 /** What the broker may answer to hostile input, besides closing. */
 const ALLOWED_ANSWERS = new Set(["connack", "disconnect", "suback", "unsuback", "puback", "pubrec", "pubrel", "pubcomp", "pingresp", "publish"]);
@@ -130,6 +132,10 @@ describe.each([4, 5] as const)("hostile input, MQTT v%i", { timeout: 60000 }, (v
       ["PUBREL with flags 0000", [[0x60, 0x02, 0x00, 0x01]], true, 0x81],
       ["UNSUBSCRIBE with flags 0000", [[0xa0, 0x05, 0x00, 0x01, ...(v5 ? [0x00] : []), 0x00, 0x01, 0x61].map((b, i) => (i === 1 ? (v5 ? 0x06 : 0x05) : b))], true, 0x81],
       ["DISCONNECT with flags 0001", [[0xe1, 0x00]], true, 0x81],
+      // Will QoS 3: malformed, and only the raw CONNECT check sees it (mqtt-packet accepts it) [MQTT-3.1.4-1] [MQTT311-3.1.4-1]
+      ["CONNECT with Will QoS 3", [willConnectBytes(version).map((b, i) => (i === 9 ? b | 0x18 : b))], false, undefined],
+      // refused with a CONNACK (0x85 / 0x02), then closed [MQTT-4.13.2-1]
+      ["a client id over 256 bytes", [connectBytes(version, "x".repeat(257))], false, undefined],
       ["SUBSCRIBE with reserved option bits", [[0x82, v5 ? 0x07 : 0x06, 0x00, 0x01, ...(v5 ? [0x00] : []), 0x00, 0x01, 0x61, 0xc0]], true, 0x81],
     );
     if (v5) {
@@ -151,6 +157,12 @@ describe.each([4, 5] as const)("hostile input, MQTT v%i", { timeout: 60000 }, (v
       if (v5 && reason !== undefined && connectFirst) {
         expect(client.all("disconnect")[0]?.reasonCode, name).toBe(reason);
       }
+      const answers = client.received.map((p) => p.cmd);
+      // [MQTT-3.14.4-1] nothing follows a DISCONNECT on the connection
+      const at = answers.indexOf("disconnect");
+      if (at >= 0) expect(answers.slice(at), name).toEqual(["disconnect"]);
+      // [MQTT-3.14.0-1] no DISCONNECT before a CONNACK below 0x80
+      if (!connectFirst) expect(answers, name).not.toContain("disconnect");
     }
     await canary();
   });

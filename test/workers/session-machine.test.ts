@@ -423,16 +423,17 @@ describe("Session state machine", () => {
   it("resends unacknowledged PUBLISH with DUP and PUBREL on resumption [MQTT-4.4.0-1] [MQTT311-4.4.0-1, 4.6.0-1]", async () => {
     await withSession(4, async ({ session, io, send }) => {
       await send(connect(4, { clean: false }));
-      session.deliver([delivery("q1", 1), delivery("q2", 2)]);
-      const [p1, p2] = io.take("publish");
+      session.deliver([delivery("q1", 1), delivery("q2", 2), delivery("q3", 1), delivery("q4", 2)]);
+      const [p1, p2, p3, p4] = io.take("publish");
       await send({ cmd: "pubrec", messageId: p2.messageId });
       await session.ended("conn-1");
       io.out = [];
       const info = { connId: "conn-2", clientId: "machine-client", assignedClientId: false };
       await session.receive(info, bytes(connect(4, { clean: false }), 4), undefined);
       expect(io.take("connack")[0].sessionPresent).toBe(true);
+      // [MQTT311-4.6.0-1] resent in the order first sent
       const again = io.take("publish");
-      expect(again.map((p) => [p.messageId, p.dup])).toEqual([[p1.messageId, true]]);
+      expect(again.map((p) => [p.messageId, p.dup])).toEqual([[p1.messageId, true], [p3.messageId, true], [p4.messageId, true]]);
       expect(io.take("pubrel").map((p) => p.messageId)).toEqual([p2.messageId]);
     });
   });
