@@ -5,7 +5,7 @@
  * Raw v5 clients over real WebSockets; each packet's size is read from its Remaining Length.
  */
 import { afterEach, describe, expect, it } from "vitest";
-import { closeAll, rawClient, uid } from "./helpers";
+import { closeAll, rawClient, REFUSAL_CLOSE_MS, uid } from "./helpers";
 import type { RawClient } from "../support/raw-client";
 
 afterEach(closeAll);
@@ -49,7 +49,7 @@ describe("the client's Maximum Packet Size", () => {
       const raw = await rawClient(5);
       const connack = await raw.connect({ clientId: uid("mps-refused"), properties: { maximumPacketSize, authenticationMethod: "NO-SUCH-METHOD" } });
       expect(connack.reasonCode).toBe(0x8c); // [MQTT-4.12.0-1] Bad authentication method
-      await raw.waitClosed();
+      await raw.waitClosed(REFUSAL_CLOSE_MS);
       expectAllWithin(raw, maximumPacketSize);
       return connack;
     };

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { RawClient } from "../support/raw-client";
 import { startBroker } from "./global-setup";
+import { REFUSAL_CLOSE_MS } from "./helpers";
 
 let broker: Awaited<ReturnType<typeof startBroker>>;
 beforeAll(async () => {
@@ -27,7 +28,7 @@ describe("secure default", () => {
     const client = await raw(version);
     const connack = await client.connect({ clientId: "anon" });
     expect(version === 5 ? connack.reasonCode : connack.returnCode).toBe(version === 5 ? 0x87 : 5);
-    await client.waitClosed();
+    await client.waitClosed(REFUSAL_CLOSE_MS);
   });
 });
 

@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { E2E_ADMIN_TOKEN, E2E_API_TOKEN } from "../e2e/global-setup";
-import { brokerHttp, closeAll, connect, rawClient, recorder, uid } from "../e2e/helpers";
+import { brokerHttp, closeAll, connect, rawClient, recorder, REFUSAL_CLOSE_MS, uid } from "../e2e/helpers";
 
 afterEach(closeAll);
 
@@ -41,7 +41,7 @@ describe.each([4, 5] as const)("a client's PUBLISH to $SYS is refused, MQTT v%i"
     const raw = await rawClient(version);
     const connack = await raw.connect({ clientId: uid("sys-will"), will: { topic: `$SYS/broker/${uid("will")}`, payload: Buffer.from("x"), qos: 0, retain: true } });
     expect(version === 5 ? connack.reasonCode : connack.returnCode).toBe(version === 5 ? 0x87 : 5);
-    await raw.waitClosed();
+    await raw.waitClosed(REFUSAL_CLOSE_MS);
   });
 });
 
