@@ -3,7 +3,7 @@
  * or role, with `%u` (username) and `%c` (client id) substitution. Evaluated in order; the first
  * rule that applies decides; when none applies the default decides.
  */
-import { topicMatches } from "../protocol/topic";
+import { filterCovers, filtersOverlap, topicMatches } from "../protocol/topic";
 
 export type AclAction = "publish" | "subscribe";
 
@@ -42,46 +42,6 @@ export interface AclPolicy {
    * for a server that "does not wish to reveal the reason").
    */
   hideDenialReason?: boolean;
-}
-
-/**
- * True when every topic `inner` can match is also matched by `outer` (filter containment). With
- * `reserved` (the spec), a wildcard first level does not match a topic starting with `$`
- * [MQTT-4.7.2-1]; deny rules pass false, so `#` denies `$SYS/...` too (fail closed).
- */
-export function filterCovers(outer: string, inner: string, reserved = true): boolean {
-  const o = outer.split("/");
-  const i = inner.split("/");
-  const dollar = reserved && inner.startsWith("$");
-  for (let k = 0; k < o.length; k++) {
-    if (o[k] === "#") return !(k === 0 && dollar);
-    if (k >= i.length) return false;
-    if (i[k] === "#") return false;
-    if (o[k] === "+") {
-      if (k === 0 && dollar) return false;
-      continue;
-    }
-    if (o[k] !== i[k]) return false;
-  }
-  return o.length === i.length;
-}
-
-/** True when some topic could match both filters; `reserved` as for filterCovers. */
-export function filtersOverlap(a: string, b: string, reserved = true): boolean {
-  const x = a.split("/");
-  const y = b.split("/");
-  if (reserved && ((isWildcard(x[0]) && y[0].startsWith("$")) || (isWildcard(y[0]) && x[0].startsWith("$")))) return false;
-  for (let k = 0; k < Math.max(x.length, y.length); k++) {
-    if (x[k] === "#" || y[k] === "#") return true;
-    if (x[k] === undefined || y[k] === undefined) return false;
-    if (x[k] === "+" || y[k] === "+") continue;
-    if (x[k] !== y[k]) return false;
-  }
-  return true;
-}
-
-function isWildcard(level: string): boolean {
-  return level === "#" || level === "+";
 }
 
 /**

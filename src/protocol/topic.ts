@@ -1,4 +1,4 @@
-/** Topic names and filters: validation [MQTT-4.7] and matching. */
+/** Topic names and filters: validation [MQTT-4.7], matching, and filter algebra (containment, overlap). */
 
 export interface TopicLimits {
   maxTopicLength: number;
@@ -92,4 +92,46 @@ export function topicMatches(filter: string, topic: string): boolean {
     if (f[i] !== "+" && f[i] !== t[i]) return false;
   }
   return f.length === t.length;
+}
+
+// --- filter algebra: containment and overlap (the ACL's grants, the shards' retained lookups) ---
+
+/**
+ * True when every topic `inner` can match is also matched by `outer` (filter containment). With
+ * `reserved` (the spec), a wildcard first level does not match a topic starting with `$`
+ * [MQTT-4.7.2-1]; deny rules pass false, so `#` denies `$SYS/...` too (fail closed).
+ */
+export function filterCovers(outer: string, inner: string, reserved = true): boolean {
+  const o = outer.split("/");
+  const i = inner.split("/");
+  const dollar = reserved && inner.startsWith("$");
+  for (let k = 0; k < o.length; k++) {
+    if (o[k] === "#") return !(k === 0 && dollar);
+    if (k >= i.length) return false;
+    if (i[k] === "#") return false;
+    if (o[k] === "+") {
+      if (k === 0 && dollar) return false;
+      continue;
+    }
+    if (o[k] !== i[k]) return false;
+  }
+  return o.length === i.length;
+}
+
+/** True when some topic could match both filters; `reserved` as for filterCovers. */
+export function filtersOverlap(a: string, b: string, reserved = true): boolean {
+  const x = a.split("/");
+  const y = b.split("/");
+  if (reserved && ((isWildcard(x[0]) && y[0].startsWith("$")) || (isWildcard(y[0]) && x[0].startsWith("$")))) return false;
+  for (let k = 0; k < Math.max(x.length, y.length); k++) {
+    if (x[k] === "#" || y[k] === "#") return true;
+    if (x[k] === undefined || y[k] === undefined) return false;
+    if (x[k] === "+" || y[k] === "+") continue;
+    if (x[k] !== y[k]) return false;
+  }
+  return true;
+}
+
+function isWildcard(level: string): boolean {
+  return level === "#" || level === "+";
 }

@@ -5,8 +5,7 @@
 import type { BrokerConfig } from "../config";
 import type { Delivery, DeliveryOutcome, QoS, RoutedMessage, Subscription, SubscriptionOptions } from "../protocol/message";
 import { propertiesFromJson, propertiesToJson, remainingExpiry } from "../protocol/properties";
-import { parseSharedFilter, topicMatches } from "../protocol/topic";
-import { filterCovers } from "../auth/acl";
+import { filterCovers, parseSharedFilter, topicMatches } from "../protocol/topic";
 import { Totals } from "../observability/totals";
 import { Batcher } from "../util/batcher";
 import { logText } from "../observability/log-text";

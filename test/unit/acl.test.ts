@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { filterCovers, filtersOverlap, isAllowed, parseAclRules, subscribeGrant, type AclPolicy } from "../../src/auth/acl";
+import { isAllowed, parseAclRules, subscribeGrant, type AclPolicy } from "../../src/auth/acl";
+import { filterCovers, filtersOverlap } from "../../src/protocol/topic";
 
 describe("filter containment and overlap", () => {
   it.each([
