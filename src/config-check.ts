@@ -20,14 +20,13 @@ const AUTH_VARIABLES = [
 
 export function configProblems(env: Record<string, unknown>): ConfigProblem[] {
   const problems = limitProblems(env);
-  const check = (variable: string, fn: () => void) => {
+  for (const variable of AUTH_VARIABLES) {
     try {
-      fn();
+      loadAuthConfig({ [variable]: env[variable] });
     } catch (err) {
       problems.push({ variable, problem: (err as Error).message });
     }
-  };
-  for (const variable of AUTH_VARIABLES) check(variable, () => loadAuthConfig({ [variable]: env[variable] }));
+  }
   const rateLimit = env.CONNECT_RATE_LIMIT;
   if (rateLimit !== undefined && rateLimit !== "" && rateLimit !== "on" && rateLimit !== "off") {
     problems.push({ variable: "CONNECT_RATE_LIMIT", problem: `CONNECT_RATE_LIMIT must be on or off, got ${JSON.stringify(String(rateLimit).slice(0, 40))}` });

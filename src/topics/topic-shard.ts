@@ -42,6 +42,7 @@ export interface ShardCounts {
 
 /** Why no member of a shared subscription took a message (the `dropped` metric's reason). */
 type GroupDrop = "not_authorized" | "no_subscribers";
+const GROUP_DROPS: ReadonlySet<string> = new Set<GroupDrop>(["not_authorized", "no_subscribers"]);
 
 /** Most deliveries sent to one session in one call (a larger backlog is split). */
 export const MAX_DELIVERY_BATCH = 256;
@@ -145,10 +146,12 @@ export class TopicShard {
     this.totals.add("published_bytes", message.payload.length);
     if (clients.size + groups.length === 0) this.totals.add("dropped:no_subscribers");
     const failures: unknown[] = [];
-    const attempt = async (qos: QoS, send: () => Promise<GroupDrop | undefined>) => {
+    // A session's answer ("ok", "gone": forgotten here too) means it took the copy; a group's
+    // answer is a drop reason when no member took it.
+    const attempt = async (qos: QoS, send: () => Promise<DeliveryOutcome | GroupDrop | undefined>) => {
       try {
-        const dropped = await send();
-        if (typeof dropped === "string") return this.totals.add(`dropped:${dropped}`);
+        const answer = await send();
+        if (answer !== undefined && GROUP_DROPS.has(answer)) return this.totals.add(`dropped:${answer}`);
         this.totals.add(`delivered:${qos}`);
         this.totals.add("delivered_bytes", message.payload.length);
       } catch (err) {
@@ -166,8 +169,7 @@ export class TopicShard {
           retain: message.retain && match.retainAsPublished,
           subscriptionIds: match.subscriptionIds.length ? match.subscriptionIds : undefined,
         };
-        // Any answer from the session means it took the copy ("gone": it was forgotten, here too).
-        return attempt(delivery.qos, async () => void (await this.outbox.add(clientId, delivery)));
+        return attempt(delivery.qos, () => this.outbox.add(clientId, delivery));
       }),
       ...groups.map((group) => attempt(message.qos, () => this.deliverToGroup(group, message))),
     ]);
