@@ -85,14 +85,19 @@ export interface BrokerHooks<E = Record<string, unknown>> {
   onDisconnect?(ctx: HookContext<E>): void | Promise<void>;
 }
 
-let installed: BrokerHooks<any> = {};
+// The env type parameter is erased once installed: createBroker<E> checks it where the user writes the
+// hooks, and the runtime passes the Worker's env to them.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type InstalledHooks = BrokerHooks<any>;
+
+let installed: InstalledHooks = {};
 
 /** Installs the hooks for this Worker (called once by createBroker, at module load). */
-export function installHooks(hooks: BrokerHooks<any>): void {
+export function installHooks(hooks: InstalledHooks): void {
   installed = hooks;
 }
 
-export function currentHooks(): BrokerHooks<any> {
+export function currentHooks(): InstalledHooks {
   return installed;
 }
 

@@ -53,7 +53,7 @@ export interface AclPolicy {
  */
 export function unsafeIdentityValue(value: string | undefined): string | undefined {
   if (value === undefined || value === "") return "absent or empty";
-  if (/[+#\/\u0000]/.test(value)) return "holds +, #, / or U+0000";
+  if (/[+#/\u0000]/.test(value)) return "holds +, #, / or U+0000";
   if (value.startsWith("$")) return "starts with $";
   return undefined;
 }
