@@ -145,7 +145,7 @@ export function subscribeGrant(policy: AclPolicy, identity: Identity, clientId: 
   const byCredential = grants ? grantOfGrants(grants, identity, clientId, filter) : "full";
   if (byCredential === "refused") return "refused";
   const byRules = grantOfRules(policy, identity, clientId, filter);
-  return GRANT_ORDER[Math.min(GRANT_ORDER.indexOf(byCredential), GRANT_ORDER.indexOf(byRules))];
+  return GRANT_ORDER[Math.min(GRANT_ORDER.indexOf(byCredential), GRANT_ORDER.indexOf(byRules))]!;
 }
 
 function grantOfGrants(grants: string[], identity: Identity, clientId: string, filter: string): SubscribeGrant {

@@ -42,11 +42,12 @@ export interface ParsedHash {
 
 export function parseHash(encoded: string): ParsedHash | undefined {
   const parts = encoded.split("$");
-  if (parts.length !== 4 || parts[0] !== "pbkdf2-sha256") return undefined;
-  const iterations = Number(parts[1]);
+  const [scheme, rounds, salt, hash] = parts;
+  if (parts.length !== 4 || scheme !== "pbkdf2-sha256" || salt === undefined || hash === undefined) return undefined;
+  const iterations = Number(rounds);
   if (!Number.isInteger(iterations) || iterations < 1) return undefined;
   try {
-    return { iterations, salt: fromBase64(parts[2]), hash: fromBase64(parts[3]) };
+    return { iterations, salt: fromBase64(salt), hash: fromBase64(hash) };
   } catch {
     return undefined;
   }
@@ -56,7 +57,7 @@ export function parseHash(encoded: string): ParsedHash | undefined {
 export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
+  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!; // equal lengths, checked above
   return diff === 0;
 }
 

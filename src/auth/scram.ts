@@ -18,7 +18,7 @@ function attributes(message: string): Map<string, string> {
   const map = new Map<string, string>();
   for (const part of message.split(",")) {
     const eq = part.indexOf("=");
-    if (eq === 1) map.set(part[0], part.slice(2));
+    if (eq === 1) map.set(part.slice(0, 1), part.slice(2));
   }
   return map;
 }
@@ -67,7 +67,7 @@ export async function startScram(clientFirstBytes: Uint8Array, directory: UserDi
         return { ok: false };
       }
       if (proof.length !== clientSignature.length) return { ok: false };
-      const recoveredKey = proof.map((b, i) => b ^ clientSignature[i]);
+      const recoveredKey = proof.map((b, i) => b ^ clientSignature[i]!); // lengths checked above
       const proven = constantTimeEqual(await sha256(recoveredKey), storedKey);
       // The server signature is computed for everyone, so an unknown user's refusal costs the same.
       const serverSignature = await hmac(await hmac(saltedPassword, "Server Key"), authMessage);

@@ -69,7 +69,7 @@ export function summarize(registries: RegistryStats[], shards: ShardStats[]): Me
   return s;
 }
 
-const VERSION_LABEL: Record<string, string> = { "3": "3.1", "4": "3.1.1", "5": "5.0" };
+const VERSION_LABEL = { "3": "3.1", "4": "3.1.1", "5": "5.0" } as const;
 
 /**
  * A label value as the text format 0.0.4 spells it: backslash, double quote and line feed escaped
@@ -92,7 +92,7 @@ export function renderPrometheus(s: MetricsSummary): string {
   };
   const byQos = (m: Record<string, number>) => ["0", "1", "2"].map((q) => [{ qos: q }, m[q] ?? 0] as [Record<string, string>, number]);
   metric("mqtt_connected_clients", "gauge", "Clients connected now, by protocol version.",
-    ["3", "4", "5"].map((v) => [{ protocol: VERSION_LABEL[v] }, s.connectedByVersion[v] ?? 0]));
+    (["3", "4", "5"] as const).map((v) => [{ protocol: VERSION_LABEL[v] }, s.connectedByVersion[v] ?? 0]));
   metric("mqtt_connections_total", "counter", "Connections accepted (CONNACK success).", [[{}, s.connectsTotal]]);
   metric("mqtt_disconnections_total", "counter", "Connections ended, for any reason.", [[{}, s.disconnectsTotal]]);
   metric("mqtt_messages_received_total", "counter", "Application messages published into the broker (MQTT and HTTP), by QoS.", byQos(s.received));

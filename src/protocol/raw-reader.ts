@@ -129,12 +129,12 @@ export class Reader {
 
   byte(): number {
     this.need(1);
-    return this.bytes[this.pos++];
+    return this.bytes[this.pos++]!; // need() checked the bounds
   }
 
   int16(): number {
     this.need(2);
-    const v = (this.bytes[this.pos] << 8) | this.bytes[this.pos + 1];
+    const v = (this.bytes[this.pos]! << 8) | this.bytes[this.pos + 1]!;
     this.pos += 2;
     return v;
   }
@@ -142,7 +142,7 @@ export class Reader {
   int32(): number {
     this.need(4);
     const b = this.bytes;
-    const v = b[this.pos] * 2 ** 24 + ((b[this.pos + 1] << 16) | (b[this.pos + 2] << 8) | b[this.pos + 3]);
+    const v = b[this.pos]! * 2 ** 24 + ((b[this.pos + 1]! << 16) | (b[this.pos + 2]! << 8) | b[this.pos + 3]!);
     this.pos += 4;
     return v;
   }

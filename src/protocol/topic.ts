@@ -45,8 +45,7 @@ export function topicFilterError(filter: string, limits: TopicLimits): string | 
   const common = checkString(filter, limits);
   if (common) return common;
   const levels = filter.split("/");
-  for (let i = 0; i < levels.length; i++) {
-    const level = levels[i];
+  for (const [i, level] of levels.entries()) {
     // [MQTT-4.7.1-1] '#' must be alone in its level and the last level
     if (level.includes("#") && (level !== "#" || i !== levels.length - 1)) return "misplaced '#'";
     // [MQTT-4.7.1-2] '+' must occupy an entire level
@@ -122,7 +121,8 @@ export function filterCovers(outer: string, inner: string, reserved = true): boo
 export function filtersOverlap(a: string, b: string, reserved = true): boolean {
   const x = a.split("/");
   const y = b.split("/");
-  if (reserved && ((isWildcard(x[0]) && y[0].startsWith("$")) || (isWildcard(y[0]) && x[0].startsWith("$")))) return false;
+  const [x0 = "", y0 = ""] = [x[0], y[0]];
+  if (reserved && ((isWildcard(x0) && y0.startsWith("$")) || (isWildcard(y0) && x0.startsWith("$")))) return false;
   for (let k = 0; k < Math.max(x.length, y.length); k++) {
     if (x[k] === "#" || y[k] === "#") return true;
     if (x[k] === undefined || y[k] === undefined) return false;

@@ -76,7 +76,7 @@ export class SubscriptionTrie {
     this.count--;
     // Prune empty branches so the trie does not grow with churn.
     for (let i = path.length - 1; i >= 0; i--) {
-      const [parent, level] = path[i];
+      const [parent, level] = path[i]!;
       const child = parent.children.get(level)!;
       if (child.subscribers.size > 0 || child.children.size > 0 || child.groups.size > 0) break;
       parent.children.delete(level);
@@ -130,8 +130,9 @@ export class SubscriptionTrie {
         collect(node, path);
         return;
       }
-      const exact = node.children.get(levels[depth]);
-      if (exact) walk(exact, depth + 1, depth === 0 ? levels[0] : `${path}/${levels[depth]}`);
+      const level = levels[depth]!; // depth < levels.length here
+      const exact = node.children.get(level);
+      if (exact) walk(exact, depth + 1, depth === 0 ? level : `${path}/${level}`);
       if (wildcardsAllowed) {
         const plus = node.children.get("+");
         if (plus) walk(plus, depth + 1, depth === 0 ? "+" : `${path}/+`);

@@ -44,7 +44,7 @@ export class Batcher<K, T, R> {
 
   private dispatch(key: K, entry: { items: T[]; waiters: { resolve: (r: R) => void; reject: (e: unknown) => void }[] }): void {
     this.send(key, entry.items).then(
-      (results) => entry.waiters.forEach((w, i) => w.resolve(results[i])),
+      (results) => entry.waiters.forEach((w, i) => w.resolve(results[i]!)), // one result per item
       (err) => entry.waiters.forEach((w) => w.reject(err)),
     );
   }
