@@ -30,10 +30,10 @@ export function packetFault(bytes: Uint8Array, version: ProtocolVersion): Packet
 }
 
 function checkPacket(r: Reader, v5: boolean): void {
-  const first = r.bytes[0];
-  const type = first >> 4;
   const header = readFixedHeader(r.bytes, 0);
   if (header === undefined || header === "malformed") throw malformed("bad Remaining Length");
+  const first = r.bytes[0]!; // a fixed header was read, so the packet has its first byte
+  const type = first >> 4;
   r.pos = header.headerLength;
   r.end = header.headerLength + header.remainingLength;
   if (r.end !== r.bytes.length) throw malformed("Remaining Length does not match the packet");

@@ -72,7 +72,7 @@ export function withUserProperties(encoded: Uint8Array, list: UserProperty[]): U
   const propLength = pushVarInt([], block.value + extra.length);
   const remaining = header.remainingLength - block.size + propLength.length + extra.length;
   if (remaining > 268435455) throw new Error("PUBLISH too large with its User Properties");
-  const fixed = pushVarInt([encoded[0]], remaining);
+  const fixed = pushVarInt([encoded[0]!], remaining); // the packet's first byte, read by readFixedHeader above
   const out = new Uint8Array(fixed.length + remaining);
   let o = 0;
   const put = (part: ArrayLike<number>) => {
@@ -128,7 +128,7 @@ function encodeUserProperties(list: UserProperty[]): Uint8Array {
 function publishPropertiesAt(bytes: Uint8Array): number | undefined {
   const header = readFixedHeader(bytes, 0);
   if (header === undefined || header === "malformed") return undefined;
-  const qos = (bytes[0] >> 1) & 3;
+  const qos = (bytes[0]! >> 1) & 3; // a fixed header was read, so the packet has its first byte
   return walked(bytes, header.headerLength, (r) => {
     r.binary(); // Topic Name
     if (qos > 0) r.int16(); // Packet Identifier
