@@ -5,7 +5,7 @@ import type { Env } from "../env";
 import { counters, countingSql } from "../observability/counters";
 import { configFor } from "../config";
 import { collectMetrics, publishSys } from "../observability/metrics-collector";
-import { ClientRegistry, type PresenceRecord, type RegistryStats } from "./client-registry";
+import { ClientRegistry, type PresenceRecord, type RegistryEvent, type RegistryStats } from "./client-registry";
 
 /** Key (synchronous KV) marking that this registry runs the `$SYS` publisher, so it resumes after a restart. */
 const SYS_WATCHED = "sysWatched";
@@ -47,30 +47,13 @@ export class ClientRegistryObject extends DurableObject<Env> {
     void this.ctx.storage.setAlarm(next);
   }
 
-  // Sessions report their events with the invocations they counted since their last report.
-
-  async connected(record: PresenceRecord, sessionInvocations = 0): Promise<void> {
+  /**
+   * Sessions report their events with the invocations they counted since their last report; the
+   * gateway reports its drops with none.
+   */
+  async report(event: RegistryEvent, sessionInvocations = 0): Promise<void> {
     counters.registryInvocations++;
-    this.registry.connected(record);
-    this.registry.sessionInvocations(sessionInvocations);
-  }
-
-  async disconnected(clientId: string, connId: string, sessionInvocations = 0): Promise<void> {
-    counters.registryInvocations++;
-    this.registry.disconnected(clientId, connId);
-    this.registry.sessionInvocations(sessionInvocations);
-  }
-
-  async dropped(reason: string, count: number, sessionInvocations = 0): Promise<void> {
-    counters.registryInvocations++;
-    this.registry.dropped(reason, count);
-    this.registry.sessionInvocations(sessionInvocations);
-  }
-
-  async queueLevel(clientId: string, level: number, sessionInvocations = 0): Promise<void> {
-    counters.registryInvocations++;
-    this.registry.queueLevel(clientId, level);
-    this.registry.sessionInvocations(sessionInvocations);
+    this.registry.report(event, sessionInvocations);
   }
 
   async get(clientId: string): Promise<PresenceRecord | undefined> {
