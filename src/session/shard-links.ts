@@ -75,7 +75,9 @@ export class ShardLinks {
       for (const index of this.shardsFor(filter)) byShard.set(index, [...(byShard.get(index) ?? []), filter]);
     }
     await Promise.all(
-      [...byShard].map(([index, list]) => this.shards.call(index, (shard, order) => shard.unsubscribe(clientId, list, order))),
+      [...byShard].map(([index, list]) =>
+        this.shards.call(index, (shard, order) => shard.unsubscribe(clientId, list, order)),
+      ),
     );
   }
 

@@ -6,7 +6,11 @@ function fakeStorage() {
   const kv = new Map<string, unknown>();
   const alarms: number[] = [];
   const storage = {
-    kv: { get: (k: string) => kv.get(k), put: (k: string, v: unknown) => void kv.set(k, v), delete: (k: string) => kv.delete(k) },
+    kv: {
+      get: (k: string) => kv.get(k),
+      put: (k: string, v: unknown) => void kv.set(k, v),
+      delete: (k: string) => kv.delete(k),
+    },
     setAlarm: async (at: number) => void alarms.push(at),
   } as unknown as AlarmStorage;
   return { storage, kv, alarms };

@@ -1,6 +1,11 @@
 import { describe, expect, it } from "vitest";
 import { SessionHeader } from "../../src/protocol/constants";
-import { attachmentFromUpgrade, isAttachment, SessionSockets, type Attachment } from "../../src/session/session-sockets";
+import {
+  attachmentFromUpgrade,
+  isAttachment,
+  SessionSockets,
+  type Attachment,
+} from "../../src/session/session-sockets";
 
 /** A stand-in for a hibernatable WebSocket: its attachment round-trips through structured clone. */
 class FakeSocket {
@@ -35,7 +40,8 @@ const upgrade = (extra: Record<string, string> = {}) =>
 
 describe("session sockets", () => {
   it("reads a connection's attachment from the gateway's upgrade headers", () => {
-    const a = attachmentFromUpgrade(upgrade({ [SessionHeader.ASSIGNED]: "1", [SessionHeader.SERVER_KEEP_ALIVE]: "30" }), "c1");
+    const headers = upgrade({ [SessionHeader.ASSIGNED]: "1", [SessionHeader.SERVER_KEEP_ALIVE]: "30" });
+    const a = attachmentFromUpgrade(headers, "c1");
     expect(a).toEqual({
       connId: "c1",
       clientId: "dev/1 é",
