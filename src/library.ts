@@ -1,6 +1,6 @@
 /**
  * The broker as a library, for your own Worker: install hooks, re-export the Durable Object classes
- * from your entry module, and serve the broker's routes (or mount them in your own Hono app).
+ * from your entry module, and serve the broker's endpoints (or mount them in your own Hono app).
  *
  *   import { createBroker } from "mqtt-workers-broker";
  *   const broker = createBroker({ hooks: { onPublish: async (ctx, m) => { ...; return m; } } });
@@ -35,7 +35,7 @@ export function createBroker<E = Record<string, unknown>>(options: BrokerOptions
     scheduled: async (_controller: ScheduledController, env: E) => {
       await writeMetricsPoint(env as unknown as Env);
     },
-    /** The Hono app, to mount under your own routes. */
+    /** The Hono app, to mount under your own paths. */
     app,
     /**
      * Publishes from your own code (a Queue consumer, a cron trigger): routed like any publish.

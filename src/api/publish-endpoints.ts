@@ -21,7 +21,7 @@ const MAX_BODY_BYTES = 4 * 1024 * 1024;
 
 type Ctx = Context<{ Bindings: Env }>;
 
-export function mountPublishRoutes(app: Hono<{ Bindings: Env }>): void {
+export function mountPublishEndpoints(app: Hono<{ Bindings: Env }>): void {
   app.post("/api/v1/publish", (c) => publish(c, false));
   app.post("/api/v1/publish/batch", (c) => publish(c, true));
 }
