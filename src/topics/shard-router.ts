@@ -83,8 +83,8 @@ export const MAX_ROUTE_BATCH = 128;
 /**
  * Routes messages as they come (a session's): those routed before the flush, which `later`
  * schedules after the events already waiting, go to each shard in one call, in the order routed.
- * `publishMany` carries the per-shard call order (util/ordered-calls.ts), so one call's messages
- * are never overtaken by a later call's.
+ * The calls' own order is `publishMany`'s to keep: the session's numbers them per shard
+ * (util/ordered-calls.ts), so a later call's messages never overtake an earlier call's.
  */
 export class ShardRouter {
   private readonly batches: Batcher<number, RoutedMessage, number>;
