@@ -1,6 +1,6 @@
 /**
  * The broker as a library, for your own Worker: install hooks, re-export the Durable Object classes
- * from your entry module, and serve the broker's routes (or mount them in your own Hono app).
+ * from your entry module, and serve the broker's endpoints (or mount them in your own Hono app).
  *
  *   import { createBroker } from "mqtt-workers-broker";
  *   const broker = createBroker({ hooks: { onPublish: async (ctx, m) => { ...; return m; } } });
@@ -12,7 +12,6 @@
  * "Install it in your own Worker"). See examples/queue-forwarder. The package ships this TypeScript
  * source; wrangler bundles it.
  */
-import { route } from "./api/publish-routes";
 import { configFor } from "./config";
 import { writeMetricsPoint } from "./observability/metrics-collector";
 import type { Env } from "./env";
@@ -21,6 +20,7 @@ import { hookMessage, installHooks, type BrokerHooks, type HookPublish } from ".
 import { ClientRegistryObject } from "./registry/client-registry-object";
 import { SessionObject } from "./session/session-object";
 import { TopicShardObject } from "./topics/topic-shard-object";
+import { brokerMessage, routeFromWorker } from "./topics/shard-router";
 
 export interface BrokerOptions<E> {
   hooks?: BrokerHooks<E>;
@@ -35,7 +35,7 @@ export function createBroker<E = Record<string, unknown>>(options: BrokerOptions
     scheduled: async (_controller: ScheduledController, env: E) => {
       await writeMetricsPoint(env as unknown as Env);
     },
-    /** The Hono app, to mount under your own routes. */
+    /** The Hono app, to mount under your own paths. */
     app,
     /**
      * Publishes from your own code (a Queue consumer, a cron trigger): routed like any publish.
@@ -43,7 +43,8 @@ export function createBroker<E = Record<string, unknown>>(options: BrokerOptions
      */
     async publish(env: E, message: HookPublish): Promise<number> {
       const config = configFor(env as object);
-      const [result] = await route(env as unknown as Env, [hookMessage(message)], config.shardCount, config.shardLevels);
+      const routed = brokerMessage("http", hookMessage(message), Date.now());
+      const [result] = await routeFromWorker(env as unknown as Env, config, [routed]);
       if ("error" in result) throw new Error(result.error);
       return result.matched;
     },

@@ -1,8 +1,8 @@
 /**
  * The OpenAPI 3.1 description of the HTTP API, served at `GET /api/v1/openapi.json` without a
- * token: it describes the public interface, and the code is public. The routes keep their own
- * hand-written checks (publish-request.ts, admin-routes.ts); this document sits next to them, and
- * test/workers/openapi.test.ts fails when the app registers an /api/v1 route it does not describe,
+ * token: it describes the public interface, and the code is public. The endpoints keep their own
+ * hand-written checks (publish-request.ts, admin-endpoints.ts); this document sits next to them,
+ * and test/workers/openapi.test.ts fails when the app registers an /api/v1 path it does not describe,
  * or a described path does not answer with one of its documented statuses.
  */
 import type { Hono } from "hono";
@@ -337,6 +337,6 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
   },
 };
 
-export function mountOpenApiRoute(app: Hono<{ Bindings: Env }>): void {
+export function mountOpenApiEndpoint(app: Hono<{ Bindings: Env }>): void {
   app.get(OPENAPI_PATH, (c) => c.json(OPENAPI_DOCUMENT));
 }

@@ -5,9 +5,9 @@ import { configFor } from "../config";
 import { snapshot } from "../observability/counters";
 import type { Env } from "../env";
 import { GatewayConnection } from "./gateway-connection";
-import { mountPublishRoutes } from "../api/publish-routes";
-import { mountAdminRoutes } from "../api/admin-routes";
-import { mountOpenApiRoute } from "../api/openapi";
+import { mountPublishEndpoints } from "../api/publish-endpoints";
+import { mountAdminEndpoints } from "../api/admin-endpoints";
+import { mountOpenApiEndpoint } from "../api/openapi";
 import { configProblemsFor } from "../config-check";
 import { applyLogLevel, logEvent, SampledLog } from "../observability/log";
 
@@ -48,9 +48,9 @@ app.get("/health", (c) => {
   return problems.length ? c.json({ status: "misconfigured", problems }, 503) : c.json({ status: "ok" });
 });
 app.all("/mqtt", (c) => mqttEndpoint(c));
-mountPublishRoutes(app);
-mountAdminRoutes(app);
-mountOpenApiRoute(app);
+mountPublishEndpoints(app);
+mountAdminEndpoints(app);
+mountOpenApiEndpoint(app);
 
 // This isolate's invocation and write counters, for the benchmark; off unless DEBUG_COUNTERS is set.
 app.get("/debug/counters", (c) =>

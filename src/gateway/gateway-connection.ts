@@ -382,7 +382,7 @@ export class GatewayConnection {
     this.unreportedDrops = 0;
     if (count === 0 || this.clientId === undefined) return;
     registryStub(this.env, registryShardFor(this.clientId, this.config.registryShardCount))
-      .dropped("slow_consumer", count)
+      .report({ kind: "dropped", reason: "slow_consumer", count })
       .catch((err) => console.warn("registry report failed", err));
   }
 

@@ -1,8 +1,8 @@
 /** Gathers MetricsSummary from every registry and topic shard, and publishes the `$SYS` topics. */
 import { configFor } from "../config";
 import { registryStub, topicShardStub, type Env } from "../env";
-import type { RoutedMessage } from "../protocol/message";
-import { allShards, shardForTopic } from "../topics/shard-rule";
+import { allShards } from "../topics/shard-rule";
+import { brokerMessage, routeFromWorker } from "../topics/shard-router";
 import { analyticsPoint, summarize, sysMessages, type MetricsSummary } from "./metrics";
 
 export async function collectMetrics(env: Env): Promise<MetricsSummary> {
@@ -19,24 +19,17 @@ export async function collectMetrics(env: Env): Promise<MetricsSummary> {
  * Resolves with how many subscriptions matched them (0: nobody watches, the publisher may stop).
  */
 export async function publishSys(env: Env, summary: MetricsSummary): Promise<number> {
-  const config = configFor(env);
   const now = Date.now();
-  const byShard = new Map<number, RoutedMessage[]>();
-  for (const { topic, payload } of sysMessages(summary)) {
-    const message: RoutedMessage = {
-      id: `sys:${crypto.randomUUID()}`,
-      origin: "",
-      topic,
-      payload: new TextEncoder().encode(payload),
-      qos: 0,
-      retain: true,
-      receivedAt: now,
-    };
-    const index = shardForTopic(topic, config.shardCount, config.shardLevels);
-    byShard.set(index, [...(byShard.get(index) ?? []), message]);
+  const messages = sysMessages(summary).map(({ topic, payload }) =>
+    brokerMessage("sys", { topic, payload: new TextEncoder().encode(payload), qos: 0, retain: true }, now),
+  );
+  const results = await routeFromWorker(env, configFor(env), messages);
+  let matched = 0;
+  for (const result of results) {
+    if ("error" in result) throw new Error(result.error); // a shard failed: the caller counts it as 0
+    matched += result.matched;
   }
-  const matched = await Promise.all([...byShard].map(([i, messages]) => topicShardStub(env, i).publishMany(messages)));
-  return matched.flat().reduce((a, b) => a + b, 0);
+  return matched;
 }
 
 /**

@@ -5,10 +5,8 @@ import type { Env } from "../env";
 import { counters, countingSql } from "../observability/counters";
 import { configFor } from "../config";
 import { collectMetrics, publishSys } from "../observability/metrics-collector";
-import { ClientRegistry, type PresenceRecord, type RegistryStats } from "./client-registry";
-
-/** Key (synchronous KV) marking that this registry runs the `$SYS` publisher, so it resumes after a restart. */
-const SYS_WATCHED = "sysWatched";
+import { ClientRegistry, type PresenceRecord, type RegistryEvent, type RegistryStats } from "./client-registry";
+import { RegistryAlarm } from "./registry-alarm";
 
 export interface RegistryOverview {
   stats: RegistryStats;
@@ -19,58 +17,22 @@ export interface RegistryOverview {
 
 export class ClientRegistryObject extends DurableObject<Env> {
   private readonly registry: ClientRegistry;
-  /** When the `$SYS` publisher runs next (undefined: it is stopped). */
-  private sysAt: number | undefined;
-  /** The alarm this instance has set and not yet seen fire. */
-  private alarmAt: number | undefined;
+  private readonly alarms: RegistryAlarm;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     applyLogLevel(env.LOG_LEVEL);
-    this.registry = new ClientRegistry(countingSql(ctx.storage.sql), Date.now, () => this.scheduleAlarm());
-    // Restarted while publishing: the alarm set before the restart (still pending) runs it.
-    if (ctx.storage.kv.get(SYS_WATCHED)) this.sysAt = Date.now();
+    this.alarms = new RegistryAlarm(ctx.storage, () => this.registry.totalsDueAt);
+    this.registry = new ClientRegistry(countingSql(ctx.storage.sql), Date.now, () => this.alarms.schedule());
   }
 
   /**
-   * One alarm serves both the counters' write and the `$SYS` publisher: it is set to the earlier of
-   * the two, and never moved later than one already set (alarm() sets the next).
+   * Sessions report their events with the invocations they counted since their last report; the
+   * gateway reports its drops with none.
    */
-  private scheduleAlarm(): void {
-    const flushAt = this.registry.totalsDueAt;
-    const next = Math.min(flushAt ?? Infinity, this.sysAt ?? Infinity);
-    if (next === Infinity || (this.alarmAt !== undefined && this.alarmAt <= next)) return;
-    this.alarmAt = next;
-    // setAlarm is billed as a row written: the counters' fixed cost, or the publisher's.
-    if (next === flushAt) counters.metricsRowsWritten++;
-    else counters.alarmWrites++;
-    void this.ctx.storage.setAlarm(next);
-  }
-
-  // Sessions report their events with the invocations they counted since their last report.
-
-  async connected(record: PresenceRecord, sessionInvocations = 0): Promise<void> {
+  async report(event: RegistryEvent, sessionInvocations = 0): Promise<void> {
     counters.registryInvocations++;
-    this.registry.connected(record);
-    this.registry.sessionInvocations(sessionInvocations);
-  }
-
-  async disconnected(clientId: string, connId: string, sessionInvocations = 0): Promise<void> {
-    counters.registryInvocations++;
-    this.registry.disconnected(clientId, connId);
-    this.registry.sessionInvocations(sessionInvocations);
-  }
-
-  async dropped(reason: string, count: number, sessionInvocations = 0): Promise<void> {
-    counters.registryInvocations++;
-    this.registry.dropped(reason, count);
-    this.registry.sessionInvocations(sessionInvocations);
-  }
-
-  async queueLevel(clientId: string, level: number, sessionInvocations = 0): Promise<void> {
-    counters.registryInvocations++;
-    this.registry.queueLevel(clientId, level);
-    this.registry.sessionInvocations(sessionInvocations);
+    this.registry.report(event, sessionInvocations);
   }
 
   async get(clientId: string): Promise<PresenceRecord | undefined> {
@@ -95,31 +57,19 @@ export class ClientRegistryObject extends DurableObject<Env> {
    */
   async watchSys(): Promise<void> {
     counters.registryInvocations++;
-    if (this.sysAt !== undefined) return;
-    this.setSysAt(Date.now());
-    this.scheduleAlarm();
+    this.alarms.startSys();
   }
 
   async alarm(): Promise<void> {
     counters.registryInvocations++;
-    this.alarmAt = undefined;
+    const sysDue = this.alarms.fired();
     this.registry.flushTotals();
-    if (this.sysAt !== undefined && this.sysAt <= Date.now()) {
+    if (sysDue) {
       const summary = await collectMetrics(this.env);
       const matched = await publishSys(this.env, summary).catch(() => 0);
-      this.setSysAt(matched > 0 ? Date.now() + configFor(this.env).sysIntervalSeconds * 1000 : undefined);
+      this.alarms.sysRan(matched, configFor(this.env).sysIntervalSeconds * 1000);
     }
-    this.scheduleAlarm();
-  }
-
-  /** Moves the publisher's next run; starting or stopping it is written (one row each). */
-  private setSysAt(at: number | undefined): void {
-    if ((at === undefined) !== (this.sysAt === undefined)) {
-      counters.sqlRowsWritten++;
-      if (at === undefined) this.ctx.storage.kv.delete(SYS_WATCHED);
-      else this.ctx.storage.kv.put(SYS_WATCHED, 1);
-    }
-    this.sysAt = at;
+    this.alarms.schedule();
   }
 
   async stats(): Promise<RegistryStats> {

@@ -37,6 +37,18 @@ export interface RegistryStats {
   queued: number;
 }
 
+/**
+ * What is reported to a client's registry shard (RPC `report`): by its session, a connection
+ * accepted or ended, messages dropped, a queue depth level; by the gateway, messages dropped for a
+ * slow consumer.
+ */
+export type RegistryEvent =
+  | { kind: "connected"; record: PresenceRecord }
+  | { kind: "disconnected"; clientId: string; connId: string }
+  | { kind: "dropped"; reason: string; count: number }
+  /** A session's queue depth level (see queueLevel in session.ts); 0 once it is back under the first. */
+  | { kind: "queue"; clientId: string; level: number };
+
 /** Most records one list call returns. */
 export const MAX_LIST = 1000;
 
@@ -63,7 +75,26 @@ export class ClientRegistry {
     this.totals = new Totals(sql, now, scheduleTotals);
   }
 
-  connected(record: PresenceRecord): void {
+  /** One reported event, with the Session object invocations its reporter counted since its last one. */
+  report(event: RegistryEvent, sessionInvocations: number): void {
+    switch (event.kind) {
+      case "connected":
+        this.connected(event.record);
+        break;
+      case "disconnected":
+        this.disconnected(event.clientId, event.connId);
+        break;
+      case "dropped":
+        this.dropped(event.reason, event.count);
+        break;
+      case "queue":
+        this.queueLevel(event.clientId, event.level);
+        break;
+    }
+    this.totals.add("session_invocations", sessionInvocations);
+  }
+
+  private connected(record: PresenceRecord): void {
     this.sql.exec(
       `INSERT INTO presence (client_id, conn_id, record) VALUES (?, ?, ?)
        ON CONFLICT (client_id) DO UPDATE SET conn_id = excluded.conn_id, record = excluded.record`,
@@ -73,18 +104,13 @@ export class ClientRegistry {
   }
 
   /** Only the connection that is registered is removed (a takeover has already replaced it). */
-  disconnected(clientId: string, connId: string): void {
+  private disconnected(clientId: string, connId: string): void {
     this.sql.exec(`DELETE FROM presence WHERE client_id = ? AND conn_id = ?`, clientId, connId);
     this.totals.add("disconnects");
   }
 
-  dropped(reason: string, count: number): void {
+  private dropped(reason: string, count: number): void {
     this.totals.add(`dropped:${reason}`, count);
-  }
-
-  /** Session object invocations, as sessions report them with their events (approximate). */
-  sessionInvocations(count: number): void {
-    this.totals.add("session_invocations", count);
   }
 
   /** Writes the counters' unwritten increments (one row), if any. */
@@ -98,7 +124,7 @@ export class ClientRegistry {
   }
 
   /** A session's queue depth level (0: shallow again; the row goes). */
-  queueLevel(clientId: string, level: number): void {
+  private queueLevel(clientId: string, level: number): void {
     if (level === 0) this.sql.exec(`DELETE FROM queues WHERE client_id = ?`, clientId);
     else this.sql.exec(`INSERT INTO queues (client_id, level) VALUES (?, ?) ON CONFLICT (client_id) DO UPDATE SET level = excluded.level`, clientId, level);
   }

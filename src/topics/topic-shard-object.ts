@@ -3,7 +3,7 @@ import { applyLogLevel } from "../observability/log";
 import { DurableObject } from "cloudflare:workers";
 import { configFor } from "../config";
 import { counters, countingSql } from "../observability/counters";
-import type { Env } from "../env";
+import { sessionStub, type Env } from "../env";
 import type { RoutedMessage, Subscription } from "../protocol/message";
 import type { SessionObject } from "../session/session-object";
 import { CALL_GAP_MS, CallSequencer, OrderedChannels, type CallOrder } from "../util/ordered-calls";
@@ -26,7 +26,7 @@ export class TopicShardObject extends DurableObject<Env> {
   private readonly shard: TopicShard;
   /** Deliveries to sessions, numbered so that each session handles this shard's in order. */
   private readonly sessions = new OrderedChannels<string, DurableObjectStub<SessionObject>>(
-    (clientId) => this.env.SESSION.get(this.env.SESSION.idFromName(clientId)),
+    (clientId) => sessionStub(this.env, clientId),
     () => crypto.randomUUID(),
     MAX_SESSION_CHANNELS,
   );

@@ -50,7 +50,7 @@ export const MAX_DELIVERY_BATCH = 256;
 export class TopicShard {
   private readonly trie = new SubscriptionTrie();
   /** Per-session batches of deliveries from several publishes, sent together (one call each). */
-  private readonly outbox: Batcher<string, Delivery, DeliveryOutcome>;
+  private readonly deliveryBatches: Batcher<string, Delivery, DeliveryOutcome>;
   /** Round-robin position per shared subscription (in memory: fairness need not survive a restart). */
   private readonly cursors = new Map<string, number>();
   private readonly totals: Totals;
@@ -68,7 +68,7 @@ export class TopicShard {
     /** Asks for flushTotals() at `at` (the object's alarm); without it, counters are written only when asked. */
     scheduleTotals: (at: number) => void = () => {},
   ) {
-    this.outbox = new Batcher(
+    this.deliveryBatches = new Batcher(
       async (clientId, batch) => {
         const outcome = await this.deliverOrForget(clientId, batch, false);
         return batch.map(() => outcome);
@@ -169,7 +169,7 @@ export class TopicShard {
           retain: message.retain && match.retainAsPublished,
           subscriptionIds: match.subscriptionIds.length ? match.subscriptionIds : undefined,
         };
-        return attempt(delivery.qos, () => this.outbox.add(clientId, delivery));
+        return attempt(delivery.qos, () => this.deliveryBatches.add(clientId, delivery));
       }),
       ...groups.map((group) => attempt(message.qos, () => this.deliverToGroup(group, message))),
     ]);

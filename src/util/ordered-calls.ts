@@ -9,8 +9,9 @@
  * order is carried explicitly: the caller numbers its calls per destination, the callee runs each
  * caller's calls in that order.
  *
- * A call's "run" is its synchronous part (what it does before its first await: routing a message
- * into a shard's outbox, sending a packet to a client); what it awaits afterwards may overlap.
+ * A call's "run" is its synchronous part (what it does before its first await: a shard adding a
+ * message's deliveries to its per-session batches, sending a packet to a client); what it awaits
+ * afterwards may overlap.
  */
 import { InboundOrder } from "../protocol/internal-order";
 

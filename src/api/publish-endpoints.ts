@@ -8,9 +8,8 @@ import type { Context, Hono } from "hono";
 import { isAllowed } from "../auth/acl";
 import { authConfigFor } from "../auth/auth-config";
 import { configFor } from "../config";
-import { topicShardStub, type Env } from "../env";
-import type { RoutedMessage } from "../protocol/message";
-import { shardForTopic } from "../topics/shard-rule";
+import type { Env } from "../env";
+import { brokerMessage, routeFromWorker, type RouteResult, type ShardLayout } from "../topics/shard-router";
 import { apiTokensFrom, HTTP_CLIENT_ID, publisherIdentity } from "./api-auth";
 import { crossSiteRefusal } from "./cross-site";
 import { parsePublishBody, type PublishDraft } from "./publish-request";
@@ -22,7 +21,7 @@ const MAX_BODY_BYTES = 4 * 1024 * 1024;
 
 type Ctx = Context<{ Bindings: Env }>;
 
-export function mountPublishRoutes(app: Hono<{ Bindings: Env }>): void {
+export function mountPublishEndpoints(app: Hono<{ Bindings: Env }>): void {
   app.post("/api/v1/publish", (c) => publish(c, false));
   app.post("/api/v1/publish/batch", (c) => publish(c, true));
 }
@@ -72,7 +71,7 @@ async function publish(c: Ctx, batch: boolean): Promise<Response> {
     clientId: HTTP_CLIENT_ID,
     identity,
     publish: async (p) => {
-      const [r] = await route(c.env, [hookMessage(p)], config.shardCount, config.shardLevels);
+      const [r] = await routeDrafts(c.env, [hookMessage(p)], config);
       if ("error" in r) throw new Error(r.error);
       return r.matched;
     },
@@ -88,7 +87,7 @@ async function publish(c: Ctx, batch: boolean): Promise<Response> {
     ? await Promise.all(parsed.messages.map((m) => runHook("onPublish", undefined, () => hooks.onPublish!(ctx, { ...m })).then((r) => (r === undefined ? m : r && fromHook(r)))))
     : parsed.messages;
   const kept = transformed.flatMap((m, i) => (m === null || topicNameError(m.topic, config) ? [] : [[i, m] as const]));
-  const routed = await route(c.env, kept.map(([, m]) => m), config.shardCount, config.shardLevels);
+  const routed = await routeDrafts(c.env, kept.map(([, m]) => m), config);
   // A message the hook dropped is accepted and matched nobody.
   const results: RouteResult[] = parsed.messages.map(() => ({ id: `http:dropped`, matched: 0 }));
   kept.forEach(([i], k) => (results[i] = routed[k]));
@@ -100,27 +99,8 @@ async function publish(c: Ctx, batch: boolean): Promise<Response> {
   return c.json({ results }, failed ? 503 : 200);
 }
 
-export type RouteResult = { id: string; matched: number } | { id: string; error: string };
-
-/** Routes the messages, each to its topic's shard, in order per shard (one call per shard). */
-export async function route(env: Env, drafts: PublishDraft[], shardCount: number, shardLevels: number): Promise<RouteResult[]> {
+/** Routes HTTP-published messages (ids `http:...`), each to its topic's shard, in order per shard. */
+export function routeDrafts(env: Env, drafts: PublishDraft[], layout: ShardLayout): Promise<RouteResult[]> {
   const now = Date.now();
-  const messages: RoutedMessage[] = drafts.map((d) => ({ ...d, id: `http:${crypto.randomUUID()}`, origin: "", receivedAt: now }));
-  const byShard = new Map<number, number[]>();
-  messages.forEach((m, i) => {
-    const index = shardForTopic(m.topic, shardCount, shardLevels);
-    byShard.set(index, [...(byShard.get(index) ?? []), i]);
-  });
-  const results: RouteResult[] = messages.map((m) => ({ id: m.id, error: "not routed" }));
-  await Promise.all(
-    [...byShard].map(async ([index, positions]) => {
-      try {
-        const matched = await topicShardStub(env, index).publishMany(positions.map((i) => messages[i]));
-        positions.forEach((i, k) => (results[i] = { id: messages[i].id, matched: matched[k] }));
-      } catch (err) {
-        positions.forEach((i) => (results[i] = { id: messages[i].id, error: String((err as Error).message ?? err) }));
-      }
-    }),
-  );
-  return results;
+  return routeFromWorker(env, layout, drafts.map((d) => brokerMessage("http", d, now)));
 }

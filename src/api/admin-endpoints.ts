@@ -19,7 +19,7 @@ import { DASHBOARD_HEADERS, DASHBOARD_PAGE_HEADERS, DASHBOARD_SCRIPT_PATH, DASHB
 import { DASHBOARD_SCRIPT } from "../dashboard/client-script";
 import { DASHBOARD_CSS } from "../dashboard/styles";
 import { MQTT_BROWSER_BUNDLE } from "../dashboard/mqtt-bundle";
-import { jsonError } from "./publish-routes";
+import { jsonError } from "./publish-endpoints";
 import { codePointCompare, collectOverview, iso, mergeClientPages, mergeSubscriptions, retainedJson } from "./overview";
 
 type Ctx = Context<{ Bindings: Env }>;
@@ -27,7 +27,7 @@ type Ctx = Context<{ Bindings: Env }>;
 /** Default page size of list endpoints (`?limit=` up to MAX_LIST). */
 const DEFAULT_LIMIT = 100;
 
-export function mountAdminRoutes(app: Hono<{ Bindings: Env }>): void {
+export function mountAdminEndpoints(app: Hono<{ Bindings: Env }>): void {
   // "/x/*" also matches "/x" itself (registering both ran the check twice).
   app.use("/api/v1/clients/*", adminOnly);
   app.use("/api/v1/sessions/*", adminOnly);

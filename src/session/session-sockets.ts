@@ -1,0 +1,160 @@
+/**
+ * The Session object's internal WebSockets from the gateway, one per client connection: what each
+ * socket carries across hibernation (its attachment: the facts the gateway established, validated
+ * when read back and cached), finding a socket again after hibernation, its packets put back in the
+ * gateway's order, and sending and closing.
+ */
+import { SessionHeader, type ProtocolVersion } from "../protocol/constants";
+import { InboundOrder } from "../protocol/internal-order";
+import type { ConnectionInfo } from "./session";
+
+/** Survives hibernation with the socket (serializeAttachment, well under 16 KB). */
+export interface Attachment extends ConnectionInfo {
+  version: ProtocolVersion;
+  /** CONNECT has been handled on this socket. */
+  connected: boolean;
+}
+
+/** A new connection's attachment, from the headers of the gateway's upgrade request. */
+export function attachmentFromUpgrade(h: Headers, connId: string): Attachment {
+  const keepAlive = h.get(SessionHeader.SERVER_KEEP_ALIVE);
+  const authResponse = h.get(SessionHeader.AUTH_RESPONSE);
+  return {
+    connId,
+    clientId: decodeURIComponent(h.get(SessionHeader.CLIENT_ID) ?? ""),
+    assignedClientId: h.get(SessionHeader.ASSIGNED) === "1",
+    serverKeepAlive: keepAlive === null ? undefined : Number(keepAlive),
+    version: Number(h.get(SessionHeader.VERSION) ?? 4) as ProtocolVersion,
+    identity: JSON.parse(decodeURIComponent(h.get(SessionHeader.IDENTITY) ?? "%7B%7D")),
+    authResponse: authResponse === null ? undefined : JSON.parse(decodeURIComponent(authResponse)),
+    remoteAddress: h.get(SessionHeader.REMOTE_ADDRESS) ?? undefined,
+    connected: false,
+  };
+}
+
+const optional = (value: unknown, type: "string" | "number" | "object") =>
+  value === undefined || (typeof value === type && value !== null);
+
+/** Whether a value read back from a socket is an Attachment this code wrote (the shape, not the values). */
+export function isAttachment(value: unknown): value is Attachment {
+  if (typeof value !== "object" || value === null) return false;
+  const a = value as Record<string, unknown>;
+  return (
+    typeof a["connId"] === "string" &&
+    typeof a["clientId"] === "string" &&
+    typeof a["assignedClientId"] === "boolean" &&
+    typeof a["version"] === "number" &&
+    typeof a["connected"] === "boolean" &&
+    optional(a["serverKeepAlive"], "number") &&
+    optional(a["identity"], "object") &&
+    optional(a["authResponse"], "object") &&
+    optional(a["remoteAddress"], "string")
+  );
+}
+
+export class SessionSockets {
+  /** Attachments read in this wake: deserialized and checked once per socket, not per message. */
+  private readonly attachments = new WeakMap<WebSocket, Attachment>();
+  private readonly sockets = new Map<string, WebSocket>();
+  /** Per connection, packets put back in the gateway's order (protocol/internal-order.ts). */
+  private readonly inbound = new Map<string, InboundOrder<Uint8Array[]>>();
+
+  /** `accepted`: the object's hibernatable sockets (ctx.getWebSockets). */
+  constructor(private readonly accepted: () => WebSocket[]) {}
+
+  /** A socket just accepted (ctx.acceptWebSocket), with its connection's attachment. */
+  opened(ws: WebSocket, attachment: Attachment): void {
+    this.save(ws, attachment);
+    this.sockets.set(attachment.connId, ws);
+    this.inbound.set(attachment.connId, new InboundOrder<Uint8Array[]>(0));
+  }
+
+  /** The attachment of a socket an event came on; throws if it has none this code wrote. */
+  attachment(ws: WebSocket): Attachment {
+    const a = this.read(ws);
+    if (!a) throw new Error("Session object: a WebSocket without a valid connection attachment");
+    this.sockets.set(a.connId, ws);
+    return a;
+  }
+
+  /** The packets of a frame, and of any frames it released, in the gateway's order. */
+  inOrder(connId: string, seq: number, packets: Uint8Array[]): Uint8Array[][] {
+    let order = this.inbound.get(connId);
+    if (!order) {
+      // After hibernation the expected number is not known: order resumes from the first arrival.
+      order = new InboundOrder<Uint8Array[]>(seq);
+      this.inbound.set(connId, order);
+    }
+    return order.accept(seq, packets);
+  }
+
+  /** Marks the socket's CONNECT handled; true when this packet is that CONNECT (its first). */
+  firstPacket(ws: WebSocket, a: Attachment): boolean {
+    if (a.connected) return false;
+    a.connected = true;
+    this.save(ws, a);
+    return true;
+  }
+
+  /** The socket of a connection, if it is still open (found by its attachment after hibernation). */
+  socket(connId: string): WebSocket | undefined {
+    let ws = this.sockets.get(connId);
+    if (!ws) {
+      // After hibernation the map is empty: find the socket by its attachment.
+      for (const candidate of this.accepted()) {
+        const a = this.read(candidate);
+        if (a) this.sockets.set(a.connId, candidate);
+        if (a?.connId === connId) ws = candidate;
+      }
+    }
+    return ws;
+  }
+
+  /** Sends one frame (no-op if the connection is gone). */
+  send(connId: string, frame: Uint8Array): void {
+    try {
+      this.socket(connId)?.send(frame);
+    } catch {
+      // The socket closed under us; its close event ends the connection.
+    }
+  }
+
+  /** Closes a connection's socket from this side. */
+  close(connId: string, reason: string): void {
+    const ws = this.socket(connId);
+    this.sockets.delete(connId);
+    try {
+      ws?.close(1000, reason.slice(0, 120));
+    } catch {
+      // already closed
+    }
+  }
+
+  /** The socket closed or failed: forgets it and closes this side; returns its attachment. */
+  gone(ws: WebSocket): Attachment {
+    const a = this.attachment(ws);
+    this.sockets.delete(a.connId);
+    this.inbound.delete(a.connId);
+    try {
+      ws.close(1000, "closed");
+    } catch {
+      // already closed
+    }
+    return a;
+  }
+
+  private read(ws: WebSocket): Attachment | undefined {
+    let a = this.attachments.get(ws);
+    if (!a) {
+      const stored: unknown = ws.deserializeAttachment();
+      if (!isAttachment(stored)) return undefined;
+      this.attachments.set(ws, (a = stored));
+    }
+    return a;
+  }
+
+  private save(ws: WebSocket, a: Attachment): void {
+    this.attachments.set(ws, a);
+    ws.serializeAttachment(a);
+  }
+}

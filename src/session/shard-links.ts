@@ -1,0 +1,87 @@
+/**
+ * A session's calls to the TopicShards: publishes (through the shard router, batched), shared-
+ * subscription hand-overs, and subscribe / unsubscribe fanned out to every shard a filter lives in.
+ * Every call is numbered per shard (util/ordered-calls.ts), so each shard handles this session's
+ * calls in the order they were made.
+ */
+import type { RoutedMessage, Subscription } from "../protocol/message";
+import { shardsForFilter } from "../topics/shard-rule";
+import { ShardRouter, type ShardLayout } from "../topics/shard-router";
+import type { TopicShardObject } from "../topics/topic-shard-object";
+import { OrderedChannels } from "../util/ordered-calls";
+
+export class ShardLinks {
+  /** One numbered channel per shard. */
+  private readonly shards: OrderedChannels<number, DurableObjectStub<TopicShardObject>>;
+  /** Publishes to one shard from packets that arrived together go in one call. */
+  private readonly router: ShardRouter;
+
+  constructor(
+    private readonly layout: ShardLayout,
+    shardStub: (index: number) => DurableObjectStub<TopicShardObject>,
+    newId: () => string,
+  ) {
+    // One channel per shard: bounded by the shard count.
+    this.shards = new OrderedChannels(shardStub, newId, Number.MAX_SAFE_INTEGER);
+    this.router = new ShardRouter(
+      layout,
+      (index, messages) => this.shards.call(index, (shard, order) => shard.publishMany(messages, order)),
+      (fn) => setTimeout(fn, 0),
+    );
+  }
+
+  /** SessionIO.route: to the topic's shard, with the messages routed in the same turn. */
+  route(message: RoutedMessage): Promise<number> {
+    return this.router.route(message);
+  }
+
+  /** SessionIO.redistribute: through the shard that owns the message's topic. */
+  redistribute(shareFilter: string, leaving: string, message: RoutedMessage): Promise<void> {
+    return this.shards.call(this.router.shardFor(message.topic), (shard, order) =>
+      shard.redistribute(shareFilter, leaving, message, order),
+    );
+  }
+
+  /** SessionIO.subscribe: one call per shard; the retained messages of each `retainedFor` filter, merged. */
+  async subscribe(clientId: string, subs: Subscription[], retainedFor: string[]): Promise<RoutedMessage[][]> {
+    const byShard = new Map<number, { subs: Subscription[]; retainedFor: string[] }>();
+    for (const sub of subs) {
+      for (const index of this.shardsFor(sub.filter)) {
+        let entry = byShard.get(index);
+        if (!entry) byShard.set(index, (entry = { subs: [], retainedFor: [] }));
+        entry.subs.push(sub);
+        if (retainedFor.includes(sub.filter)) entry.retainedFor.push(sub.filter);
+      }
+    }
+    const merged: RoutedMessage[][] = retainedFor.map(() => []);
+    await Promise.all(
+      [...byShard].map(async ([index, entry]) => {
+        const found = await this.shards.call(index, (shard, order) =>
+          shard.subscribe(clientId, entry.subs, entry.retainedFor, order),
+        );
+        // (RPC's types widen the [name, value] tuples of User Properties to string[])
+        entry.retainedFor.forEach((filter, i) =>
+          merged[retainedFor.indexOf(filter)].push(...(found[i] as RoutedMessage[])),
+        );
+      }),
+    );
+    return merged;
+  }
+
+  /** SessionIO.unsubscribe: one call per shard the filters live in. */
+  async unsubscribe(clientId: string, filters: string[]): Promise<void> {
+    const byShard = new Map<number, string[]>();
+    for (const filter of filters) {
+      for (const index of this.shardsFor(filter)) byShard.set(index, [...(byShard.get(index) ?? []), filter]);
+    }
+    await Promise.all(
+      [...byShard].map(([index, list]) =>
+        this.shards.call(index, (shard, order) => shard.unsubscribe(clientId, list, order)),
+      ),
+    );
+  }
+
+  private shardsFor(filter: string): number[] {
+    return shardsForFilter(filter, this.layout.shardCount, this.layout.shardLevels);
+  }
+}

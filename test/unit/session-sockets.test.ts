@@ -1,0 +1,111 @@
+import { describe, expect, it } from "vitest";
+import { SessionHeader } from "../../src/protocol/constants";
+import {
+  attachmentFromUpgrade,
+  isAttachment,
+  SessionSockets,
+  type Attachment,
+} from "../../src/session/session-sockets";
+
+/** A stand-in for a hibernatable WebSocket: its attachment round-trips through structured clone. */
+class FakeSocket {
+  stored: unknown = null;
+  reads = 0;
+  sent: Uint8Array[] = [];
+  closed?: [number, string];
+  serializeAttachment(value: unknown): void {
+    this.stored = structuredClone(value);
+  }
+  deserializeAttachment(): unknown {
+    this.reads++;
+    return structuredClone(this.stored);
+  }
+  send(frame: Uint8Array): void {
+    this.sent.push(frame);
+  }
+  close(code: number, reason: string): void {
+    this.closed = [code, reason];
+  }
+}
+
+const asSocket = (fake: FakeSocket) => fake as unknown as WebSocket;
+
+const upgrade = (extra: Record<string, string> = {}) =>
+  new Headers({
+    [SessionHeader.CLIENT_ID]: encodeURIComponent("dev/1 é"),
+    [SessionHeader.VERSION]: "5",
+    [SessionHeader.IDENTITY]: encodeURIComponent(JSON.stringify({ username: "u", roles: ["r"] })),
+    ...extra,
+  });
+
+describe("session sockets", () => {
+  it("reads a connection's attachment from the gateway's upgrade headers", () => {
+    const headers = upgrade({ [SessionHeader.ASSIGNED]: "1", [SessionHeader.SERVER_KEEP_ALIVE]: "30" });
+    const a = attachmentFromUpgrade(headers, "c1");
+    expect(a).toEqual({
+      connId: "c1",
+      clientId: "dev/1 é",
+      assignedClientId: true,
+      serverKeepAlive: 30,
+      version: 5,
+      identity: { username: "u", roles: ["r"] },
+      authResponse: undefined,
+      remoteAddress: undefined,
+      connected: false,
+    });
+    expect(isAttachment(structuredClone(a))).toBe(true);
+  });
+
+  it("accepts only attachments of the shape it writes", () => {
+    const a = attachmentFromUpgrade(upgrade(), "c1");
+    expect(isAttachment(null)).toBe(false);
+    expect(isAttachment({ ...a, connId: 7 })).toBe(false);
+    expect(isAttachment({ ...a, connected: "yes" })).toBe(false);
+    expect(isAttachment({ ...a, identity: null })).toBe(false);
+    expect(isAttachment({ ...a, serverKeepAlive: "30" })).toBe(false);
+  });
+
+  it("reads a socket's attachment once per wake, and refuses a socket without a valid one", () => {
+    const fake = new FakeSocket();
+    fake.stored = attachmentFromUpgrade(upgrade(), "c1"); // as left before hibernation
+    const sockets = new SessionSockets(() => [asSocket(fake)]);
+    const first = sockets.attachment(asSocket(fake));
+    expect(sockets.attachment(asSocket(fake))).toBe(first);
+    expect(fake.reads).toBe(1);
+    const bad = new FakeSocket();
+    bad.stored = { connId: "c2" };
+    expect(() => sockets.attachment(asSocket(bad))).toThrow(/attachment/);
+  });
+
+  it("marks CONNECT handled on the socket, so it survives hibernation", () => {
+    const fake = new FakeSocket();
+    const sockets = new SessionSockets(() => [asSocket(fake)]);
+    sockets.opened(asSocket(fake), attachmentFromUpgrade(upgrade(), "c1"));
+    const a = sockets.attachment(asSocket(fake));
+    expect(sockets.firstPacket(asSocket(fake), a)).toBe(true);
+    expect(sockets.firstPacket(asSocket(fake), a)).toBe(false);
+    expect((fake.stored as Attachment).connected).toBe(true);
+    // After hibernation (a new instance), the socket is found by its attachment.
+    const woken = new SessionSockets(() => [asSocket(new FakeSocket()), asSocket(fake)]);
+    woken.send("c1", new Uint8Array([1]));
+    expect(fake.sent).toEqual([new Uint8Array([1])]);
+    expect(woken.firstPacket(asSocket(fake), woken.attachment(asSocket(fake)))).toBe(false);
+  });
+
+  it("puts a connection's frames back in order, resuming from the first seen after hibernation", () => {
+    const sockets = new SessionSockets(() => []);
+    const p = (n: number) => [new Uint8Array([n])];
+    expect(sockets.inOrder("c1", 5, p(5))).toEqual([p(5)]);
+    expect(sockets.inOrder("c1", 7, p(7))).toEqual([]);
+    expect(sockets.inOrder("c1", 6, p(6))).toEqual([p(6), p(7)]);
+  });
+
+  it("forgets a socket that is gone and closes its side", () => {
+    const fake = new FakeSocket();
+    const sockets = new SessionSockets(() => []);
+    sockets.opened(asSocket(fake), attachmentFromUpgrade(upgrade(), "c1"));
+    expect(sockets.gone(asSocket(fake)).connId).toBe("c1");
+    expect(fake.closed).toEqual([1000, "closed"]);
+    expect(sockets.socket("c1")).toBeUndefined();
+  });
+});
