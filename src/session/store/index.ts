@@ -22,11 +22,7 @@ import {
   type OutboundSummary,
 } from "./outbound-queue";
 import { Schema } from "./schema";
-import {
-  SqliteSubscriptions,
-  type SubscriptionPart,
-  type SubscriptionTable,
-} from "./subscriptions";
+import { SqliteSubscriptions, type SubscriptionPart, type SubscriptionTable } from "./subscriptions";
 import { SqliteTopicAliases, type TopicAliasTable } from "./topic-aliases";
 
 export { OutState, type OutboundRow, type OutboundSummary } from "./outbound-queue";
