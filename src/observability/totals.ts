@@ -30,21 +30,6 @@ export class Totals {
     sql.exec(`CREATE TABLE IF NOT EXISTS counter_totals (id INTEGER PRIMARY KEY, counts TEXT NOT NULL)`);
     const row = sql.exec<{ counts: string }>(`SELECT counts FROM counter_totals WHERE id = 0`).toArray()[0];
     for (const [name, value] of Object.entries(row ? (JSON.parse(row.counts) as Record<string, number>) : {})) this.values.set(name, value);
-    this.adoptRowPerCounter();
-  }
-
-  /**
-   * Storage from before one-row totals kept a row per counter (`totals`): its counts are taken
-   * over once and the table dropped, so an upgrade does not reset any counter.
-   */
-  private adoptRowPerCounter(): void {
-    const old = this.sql.exec(`SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'totals'`).toArray();
-    if (!old.length) return;
-    for (const r of this.sql.exec<{ name: string; value: number }>(`SELECT name, value FROM totals`)) {
-      this.values.set(r.name, Math.max(this.values.get(r.name) ?? 0, r.value));
-    }
-    this.write();
-    this.sql.exec(`DROP TABLE totals`);
   }
 
   add(name: string, n = 1): void {

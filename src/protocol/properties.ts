@@ -28,13 +28,9 @@ export function propertiesToJson(props: MessageProperties | undefined): string |
 
 export function propertiesFromJson(json: string | null): MessageProperties | undefined {
   if (!json) return undefined;
-  const parsed = JSON.parse(json) as Omit<MessageProperties, "correlationData" | "userProperties"> & { correlationData?: string; userProperties?: unknown };
-  const { correlationData, userProperties, ...rest } = parsed;
+  const { correlationData, ...rest } = JSON.parse(json) as Omit<MessageProperties, "correlationData"> & { correlationData?: string };
   const out: MessageProperties = rest;
   if (typeof correlationData === "string") out.correlationData = fromBase64(correlationData);
-  // rows written before the ordered form hold mqtt-packet's object: read them as pairs
-  const users = userPropertyList(userProperties);
-  if (users) out.userProperties = users;
   return out;
 }
 

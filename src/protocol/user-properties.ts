@@ -16,8 +16,8 @@ const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
 /**
- * Accepts the ordered form (a list of pairs) or the object form (mqtt-packet's, the HTTP API's,
- * old stored rows) and returns a fresh list of pairs; undefined for anything else.
+ * Accepts the ordered form (a list of pairs) or the object form (mqtt-packet's, the HTTP API's)
+ * and returns a fresh list of pairs; undefined for anything else.
  */
 export function userPropertyList(value: unknown): UserProperty[] | undefined {
   if (Array.isArray(value)) {

@@ -10,7 +10,7 @@ import { isAllowed, subscribeGrant, type AclAction, type AclPolicy, type Identit
 import { unknownUserPolicy, type UserDirectory } from "../auth/stored-credential";
 import { startScram, type ScramExchange } from "../auth/scram";
 import type { Delivery, DeliveryOutcome, QoS, RoutedMessage, Subscription, UserProperty } from "../protocol/message";
-import { messagePropertiesFrom, propertiesFromJson, propertiesToJson, remainingExpiry } from "../protocol/properties";
+import { messagePropertiesFrom, remainingExpiry } from "../protocol/properties";
 import { isBrokerOnlyTopic, parseSharedFilter, topicFilterError, topicNameError } from "../protocol/topic";
 import { isUtf8, packetViolation, publishPropertiesProblem } from "../protocol/validate";
 import type { PresenceRecord } from "../registry/client-registry";
@@ -18,7 +18,15 @@ import { fromHook, runHook, type BrokerHooks, type HookContext, type HookMessage
 import { logText } from "../observability/log-text";
 import { logEvent, SampledLog } from "../observability/log";
 import { hexCode } from "../protocol/internal-close";
-import { OutState, SessionStore, type OutboundRow, type OutboundSummary, type SessionMeta } from "./session-store";
+import {
+  OutState,
+  SqliteSessionStore,
+  type OutboundRow,
+  type OutboundSummary,
+  type SessionMeta,
+  type SessionStore,
+  type StoredWill,
+} from "./store";
 
 /**
  * How long after a failed shared-subscription hand-over it is tried again (alarm): 5 s, doubling
@@ -121,15 +129,8 @@ const DESCRIBED_OUTBOUND = 20;
 
 const willSummary = (w: StoredWill) => ({ topic: w.topic, qos: w.qos, retain: w.retain, delay: w.delay, bytes: w.payload.length });
 
-interface StoredWill {
-  topic: string;
-  payload: number[];
-  qos: QoS;
-  retain: boolean;
-  /** JSON from propertiesToJson. */
-  properties: string | null;
-  delay: number;
-}
+/** The identity of a session no connection has owned yet (anonymous). */
+const NO_IDENTITY: Identity = {};
 
 /** A QoS 1 message in flight to the client and not written to SQLite (Session.unstored). */
 interface UnstoredMessage {
@@ -173,20 +174,14 @@ export class Session {
   ) {
     this.acl = acl;
     this.users = users;
-    this.store = new SessionStore(sql);
+    this.store = new SqliteSessionStore(sql);
     this.meta = this.store.loadMeta();
   }
 
   /** The identity that owns this session (the one of its connections). */
   private get identity(): Identity {
-    const json = this.meta.identity;
-    if (!json) return {};
-    // Parsed once per identity, not per packet: the profile of the QoS 1 max-rate run showed this
-    // getter (JSON.parse on every PUBLISH's ACL check) as the largest single cost.
-    if (this.identityCache?.json !== json) this.identityCache = { json, identity: JSON.parse(json) as Identity };
-    return this.identityCache.identity;
+    return this.meta.identity ?? NO_IDENTITY;
   }
-  private identityCache?: { json: string; identity: Identity };
 
   /** The v5 reason code for a SUBSCRIBE or PUBLISH the ACL or an authorize hook refuses. */
   private get denialCode(): number {
@@ -204,15 +199,15 @@ export class Session {
    * message. `readCheck` is reset wherever the subscriptions change.
    */
   private readCheckNeeded(): boolean {
-    const identityJson = this.meta.identity ?? "";
-    if (this.readCheck?.identityJson !== identityJson) {
+    const identity = this.identity;
+    if (this.readCheck?.identity !== identity) {
       const clientId = this.meta.clientId ?? "";
       const partial = (filter: string) => subscribeGrant(this.acl, this.identity, clientId, parseSharedFilter(filter)?.filter ?? filter) !== "full";
-      this.readCheck = { identityJson, needed: this.store.subscriptions().some((s) => partial(s.filter)) };
+      this.readCheck = { identity, needed: this.store.subscriptions().some((s) => partial(s.filter)) };
     }
     return this.readCheck.needed;
   }
-  private readCheck?: { identityJson: string; needed: boolean };
+  private readCheck?: { identity: Identity; needed: boolean };
 
   /** Publish rate limiter (token bucket, per connection, in memory). */
   private tokens = 0;
@@ -330,7 +325,7 @@ export class Session {
     }
     // The will of a connection that ended without DISCONNECT: sent now unless this reconnect, to the
     // same session, arrives within its delay [MQTT-3.1.3-9].
-    const pendingWill = previous.will ? (JSON.parse(previous.will) as StoredWill) : undefined;
+    const pendingWill = previous.will;
     const willWasArmed = pendingWill && (previous.connId !== undefined || previous.willAt !== undefined);
     if (pendingWill && willWasArmed && (cleanStart || pendingWill.delay === 0 || !existed)) {
       await this.publishWill(pendingWill).catch(() => undefined);
@@ -358,11 +353,11 @@ export class Session {
     this.meta = {
       clientId: info.clientId,
       owner,
-      identity: JSON.stringify(identity),
+      identity,
       version,
       expiryInterval,
       connId: info.connId,
-      will: packet.will ? JSON.stringify(willFrom(packet)) : undefined,
+      will: packet.will ? willFrom(packet) : undefined,
       clientReceiveMax: version === 5 ? packet.properties?.receiveMaximum : undefined,
       clientMaxPacketSize: clientMaxPacketSize(version, packet),
       clientTopicAliasMax: version === 5 ? packet.properties?.topicAliasMaximum : undefined,
@@ -851,7 +846,7 @@ export class Session {
     this.storeUnacknowledged((this.meta.expiryInterval ?? 0) > 0);
     this.io.report({ kind: "disconnected", clientId: this.meta.clientId ?? "", connId, version: this.version, identity: this.identity });
     const now = this.io.now();
-    const will = this.meta.will ? (JSON.parse(this.meta.will) as StoredWill) : undefined;
+    const will = this.meta.will;
     const expiry = this.meta.expiryInterval ?? 0;
     this.meta.connId = undefined;
     if (expiry > 0) this.meta.expireAt = now + expiry * 1000;
@@ -873,7 +868,7 @@ export class Session {
     if (handovers.length > 0) await this.handOver(handovers);
     const now = this.io.now();
     if (this.meta.willAt !== undefined && now >= this.meta.willAt && this.meta.will) {
-      const will = JSON.parse(this.meta.will) as StoredWill;
+      const will = this.meta.will;
       this.meta.will = undefined;
       this.meta.willAt = undefined;
       this.store.writeMeta(this.meta);
@@ -899,7 +894,7 @@ export class Session {
 
   private async endSession(): Promise<void> {
     if (this.meta.will) {
-      const will = JSON.parse(this.meta.will) as StoredWill;
+      const will = this.meta.will;
       this.meta.will = undefined;
       await this.publishWill(will).catch(() => undefined);
     }
@@ -970,7 +965,7 @@ export class Session {
       payload: new Uint8Array(will.payload),
       qos: will.qos,
       retain: will.retain,
-      properties: propertiesFromJson(will.properties),
+      properties: will.properties,
       receivedAt: this.io.now(),
     });
   }
@@ -995,7 +990,7 @@ export class Session {
       inflight: this.inflightCount(),
       droppedQueueFull: m.droppedQueueFull ?? 0,
       hasWill: m.will !== undefined,
-      will: m.will === undefined ? undefined : willSummary(JSON.parse(m.will) as StoredWill),
+      will: m.will === undefined ? undefined : willSummary(m.will),
       outbound: this.store.outboundHead(DESCRIBED_OUTBOUND),
     };
   }
@@ -1160,7 +1155,7 @@ export class Session {
     if (room <= 0) return;
     const packets: AnyPacket[] = [];
     while (room > 0) {
-      const rows = this.store.rows([OutState.QUEUED], room);
+      const rows = this.store.outboundRows([OutState.QUEUED], room);
       if (!rows.length) break;
       for (const row of rows) {
         const packetId = this.nextPacketId();
@@ -1180,7 +1175,7 @@ export class Session {
 
   private resendInflight(connId: string): void {
     const packets: AnyPacket[] = [];
-    for (const row of this.store.rows([OutState.SENT, OutState.RELEASED])) {
+    for (const row of this.store.outboundRows([OutState.SENT, OutState.RELEASED])) {
       if (row.state === OutState.RELEASED) {
         packets.push(ackPacket("pubrel", row.packetId!));
       } else {
@@ -1328,10 +1323,10 @@ function willFrom(packet: AnyPacket): StoredWill {
   const will = packet.will;
   return {
     topic: will.topic,
-    payload: Array.from(new Uint8Array(will.payload)),
+    payload: new Uint8Array(will.payload),
     qos: (will.qos ?? 0) as QoS,
     retain: will.retain === true,
-    properties: packet.protocolVersion === 5 ? propertiesToJson(messagePropertiesFrom(will.properties)) : null,
+    properties: packet.protocolVersion === 5 ? messagePropertiesFrom(will.properties) : undefined,
     delay: packet.protocolVersion === 5 ? Number(will.properties?.willDelayInterval ?? 0) : 0,
   };
 }

@@ -19,11 +19,6 @@ describe("PUBLISH properties", () => {
     expect(propertiesFromJson(propertiesToJson(props))).toEqual(props);
   });
 
-  it("read rows stored before the ordered form: the object form becomes pairs", () => {
-    const old = JSON.stringify({ contentType: "c", userProperties: { "10": "x", b: ["1", "3"] } });
-    expect(propertiesFromJson(old)).toEqual({ contentType: "c", userProperties: [["10", "x"], ["b", "1"], ["b", "3"]] });
-  });
-
   it("count message expiry down in whole seconds", () => {
     expect(remainingExpiry({ messageExpiryInterval: 10 }, 1000, 4500)).toBe(7);
     expect(remainingExpiry(undefined, 0, 1)).toBeUndefined();

@@ -61,7 +61,7 @@ async function measure(qos: 0 | 1, subscriberOnline: boolean, n = 20, promptAcks
   await pub.connect({ clientId: uid("cost-pub") });
   if (qos) {
     // The first QoS 1 message written for a new session creates its queue table (a few rows, once
-    // per session, src/session/session-store.ts): a warm-up message pays for it outside the
+    // per session, src/session/store/schema.ts): a warm-up message pays for it outside the
     // measurement. It is acknowledged only after ACK_WAIT_MS, so that it is written.
     pub.send({ cmd: "publish", topic, payload: Buffer.from("warm-up"), qos, messageId: 1000 });
     const warm = await sub.next("publish");
@@ -186,7 +186,8 @@ describe("cost of a connection", () => {
     await costOf(first);
     const cost = await costOf(second);
     console.log("new clean session, connect + disconnect:", cost);
-    // meta table (3) and row (2, then 1 update, 1 delete), the alarm cleared, presence in and out (2);
+    // meta table (2) and its row with the schema version (1, then 3 updates: connect, end, clear), the
+    // alarm cleared, presence in and out (2);
     // creating every table up front cost ~25 rows here
     expect(cost.rows).toBeLessThanOrEqual(12);
   });
