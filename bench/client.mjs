@@ -11,6 +11,7 @@ export class BenchClient {
     this.keepalive = keepalive;
     this.localAddress = localAddress;
     this.parser = mqtt.parser({ protocolVersion: version });
+    /** @type {(packet: import("mqtt-packet").IPublishPacket & { payload: Buffer }) => void} */
     this.onPublish = () => {};
     this.nextId = 1;
     this.pending = new Map();

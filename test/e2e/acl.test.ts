@@ -6,7 +6,8 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startBroker } from "./global-setup";
-import { rawClient, uid } from "./helpers";
+import { rawClient } from "../support/clients";
+import { uid } from "../support/ids";
 import { until } from "../support/until";
 import type { RawClient } from "../support/raw-client";
 

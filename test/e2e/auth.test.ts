@@ -2,7 +2,8 @@
 import { generateKeyPair, importJWK, SignJWT } from "jose";
 import { afterEach, describe, expect, inject, it } from "vitest";
 import { E2E_JWT_SECRET, E2E_USERS } from "./global-setup";
-import { closeAll, connect, rawClient, recorder, REFUSAL_CLOSE_MS, scramStart, uid } from "./helpers";
+import { closeAll, connect, rawClient, recorder, REFUSAL_CLOSE_MS, scramStart } from "../support/clients";
+import { uid } from "../support/ids";
 
 afterEach(closeAll);
 
@@ -188,10 +189,10 @@ describe("MQTT 5 enhanced authentication: SCRAM-SHA-256 [MQTT-4.12]", () => {
   async function scramConnect(username: string, password: string, proofPassword = password) {
     const { raw, scram, challenge } = await scramStart(username, password);
     expect(challenge.reasonCode).toBe(0x18);
-    expect(challenge.properties.authenticationMethod).toBe("SCRAM-SHA-256");
+    expect(challenge.properties!.authenticationMethod).toBe("SCRAM-SHA-256");
     raw.send({
       cmd: "auth", reasonCode: 0x18,
-      properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: scram.clientFinal(challenge.properties.authenticationData, proofPassword) },
+      properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: scram.clientFinal(challenge.properties!.authenticationData!, proofPassword) },
     });
     return { raw, scram, connack: await raw.next("connack") };
   }
@@ -199,8 +200,8 @@ describe("MQTT 5 enhanced authentication: SCRAM-SHA-256 [MQTT-4.12]", () => {
   it("authenticates without sending the password, and the server proves itself [MQTT-4.12.0-2, 4.12.0-5]", async () => {
     const { raw, scram, connack } = await scramConnect("alice", E2E_USERS.alice);
     expect(connack.reasonCode).toBe(0);
-    expect(connack.properties.authenticationMethod).toBe("SCRAM-SHA-256");
-    expect(scram.verifyServer(connack.properties.authenticationData)).toBe(true);
+    expect(connack.properties!.authenticationMethod).toBe("SCRAM-SHA-256");
+    expect(scram.verifyServer(connack.properties!.authenticationData!)).toBe(true);
     // and the identity is alice's: the ACL applies
     expect((await raw.subscribe("users/bob/#", 1)).granted).toEqual([0x87]);
   });
@@ -214,16 +215,16 @@ describe("MQTT 5 enhanced authentication: SCRAM-SHA-256 [MQTT-4.12]", () => {
     expect(challenge.reasonCode).toBe(0x18);
     raw.send({
       cmd: "auth", reasonCode: 0x18,
-      properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: again.clientFinal(challenge.properties.authenticationData) },
+      properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: again.clientFinal(challenge.properties!.authenticationData!) },
     });
     const done = await raw.next("auth");
     expect(done.reasonCode).toBe(0);
-    expect(again.verifyServer(done.properties.authenticationData)).toBe(true);
+    expect(again.verifyServer(done.properties!.authenticationData!)).toBe(true);
     // a failed re-authentication ends the connection [MQTT-4.12.1-2]
     const wrong = new ScramClient("alice", "not-her-password");
     raw.send({ cmd: "auth", reasonCode: 0x19, properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: wrong.clientFirst() } });
     const c2 = await raw.next("auth");
-    raw.send({ cmd: "auth", reasonCode: 0x18, properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: wrong.clientFinal(c2.properties.authenticationData) } });
+    raw.send({ cmd: "auth", reasonCode: 0x18, properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: wrong.clientFinal(c2.properties!.authenticationData!) } });
     expect((await raw.next("disconnect")).reasonCode).toBe(0x87);
   });
 

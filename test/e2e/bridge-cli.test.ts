@@ -13,7 +13,8 @@ import { promisify } from "node:util";
 import mqttPacket from "mqtt-packet";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { until } from "../support/until";
-import { brokerUrl, closeAll, connect, recorder, uid } from "./helpers";
+import { brokerUrl, closeAll, connect, recorder } from "../support/clients";
+import { uid } from "../support/ids";
 
 const run = promisify(execFile);
 const cli = fileURLToPath(new URL("../../bin/cli.mjs", import.meta.url));

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { brokerHttp, brokerUrl, closeAll, connect, rawClient, REFUSAL_CLOSE_MS, uid } from "./helpers";
+import { brokerHttp, brokerUrl, closeAll, connect, rawClient, REFUSAL_CLOSE_MS } from "../support/clients";
+import { uid } from "../support/ids";
 
 afterEach(closeAll);
 
@@ -59,8 +60,8 @@ describe.each([4, 5] as const)("CONNECT, MQTT v%i", (version) => {
     const otherConnack = await other.connect({ clientId: "", clean: true });
     if (version === 5) {
       expect([connack.reasonCode, otherConnack.reasonCode]).toEqual([0, 0]);
-      expect(connack.properties.assignedClientIdentifier).toMatch(/^auto-/);
-      expect(otherConnack.properties.assignedClientIdentifier).not.toBe(connack.properties.assignedClientIdentifier);
+      expect(connack.properties!.assignedClientIdentifier).toMatch(/^auto-/);
+      expect(otherConnack.properties!.assignedClientIdentifier).not.toBe(connack.properties!.assignedClientIdentifier);
     } else {
       expect([connack.returnCode, otherConnack.returnCode]).toEqual([0, 0]);
     }
@@ -75,7 +76,7 @@ describe.each([4, 5] as const)("CONNECT, MQTT v%i", (version) => {
     it("the Assigned Client Identifier is the session's id: a reconnect with it resumes the session [MQTT-3.1.3-7]", async () => {
       const raw = await rawClient(5);
       const connack = await raw.connect({ clientId: "", clean: true, properties: { sessionExpiryInterval: 300 } });
-      const clientId = connack.properties.assignedClientIdentifier;
+      const clientId = connack.properties!.assignedClientIdentifier;
       raw.close();
       const again = await rawClient(5);
       const resumed = await again.connect({ clientId, clean: false, properties: { sessionExpiryInterval: 300 } });
@@ -106,7 +107,7 @@ describe.each([4, 5] as const)("CONNECT, MQTT v%i", (version) => {
 
   it("closes the connection on a text frame [MQTT-6.0.0-1] [MQTT311-6.0.0-1]", async () => {
     const { default: WebSocket } = await import("ws");
-    const { brokerUrl } = await import("./helpers");
+    const { brokerUrl } = await import("../support/clients");
     const ws = new WebSocket(brokerUrl(), "mqtt");
     await new Promise((r) => ws.once("open", r));
     ws.send("hello");

@@ -11,7 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { until } from "../support/until";
 import { adminContext, hasChromium, launchChromium } from "./browser";
 import { E2E_ADMIN_TOKEN, E2E_USERS, startBroker } from "./global-setup";
-import { brokerHttp, closeAll, connect, recorder, uid } from "./helpers";
+import { brokerHttp, closeAll, connect, recorder } from "../support/clients";
+import { uid } from "../support/ids";
 
 /** Where the screenshots go (the README's pictures are copies of these). */
 export const SCREENSHOTS = "test-results";

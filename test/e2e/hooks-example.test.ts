@@ -8,7 +8,8 @@ import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ORDERED, publishesIn, publishWith } from "../support/user-properties";
 import { startBroker } from "./global-setup";
-import { rawClient, recorder, uid } from "./helpers";
+import { rawClient, recorder } from "../support/clients";
+import { uid } from "../support/ids";
 
 const ADMIN_TOKEN = "hooks-example-admin";
 let broker: Awaited<ReturnType<typeof startBroker>>;

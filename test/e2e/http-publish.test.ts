@@ -2,7 +2,8 @@
 import { SignJWT } from "jose";
 import { afterEach, describe, expect, it } from "vitest";
 import { E2E_ADMIN_TOKEN, E2E_API_TOKEN, E2E_JWT_SECRET } from "./global-setup";
-import { brokerHttp, closeAll, connect, connectRecording, recorder, uid } from "./helpers";
+import { brokerHttp, closeAll, connect, connectRecording, recorder } from "../support/clients";
+import { uid } from "../support/ids";
 
 afterEach(closeAll);
 

@@ -5,15 +5,19 @@
  * Raw v5 clients over real WebSockets; each packet's size is read from its Remaining Length.
  */
 import { afterEach, describe, expect, it } from "vitest";
-import { closeAll, rawClient, REFUSAL_CLOSE_MS, uid } from "./helpers";
+import { closeAll, rawClient, REFUSAL_CLOSE_MS } from "../support/clients";
+import { uid } from "../support/ids";
+import type { Packet } from "mqtt-packet";
 import type { RawClient } from "../support/raw-client";
 
 afterEach(closeAll);
 
-type AnyPacket = Record<string, any>;
-
-/** A packet's size on the wire: fixed header byte, Remaining Length bytes, and what they count. */
-const wireSize = (p: AnyPacket): number => 1 + (p.length < 128 ? 1 : p.length < 16384 ? 2 : p.length < 2097152 ? 3 : 4) + p.length;
+/**
+ * A packet's size on the wire: fixed header byte, Remaining Length bytes, and what they count
+ * (mqtt-packet's parser sets `length`; without it the size is NaN, as undefined arithmetic was).
+ */
+const wireSize = ({ length = NaN }: Pick<Packet, "length">): number =>
+  1 + (length < 128 ? 1 : length < 16384 ? 2 : length < 2097152 ? 3 : 4) + length;
 
 /** Every packet the client received, with its size, for the failure message. */
 const sizes = (raw: RawClient) => raw.received.map((p) => `${p.cmd} ${wireSize(p)}`);
@@ -62,9 +66,9 @@ describe("the client's Maximum Packet Size", () => {
     // Keep Alive 0: the CONNACK adds Server Keep Alive [MQTT-3.2.2-21] (27 bytes in full)
     const connack = await raw.connect({ clientId: uid("mps-ska"), keepalive: 0, properties: { maximumPacketSize: 24 } });
     expect(connack.reasonCode).toBe(0);
-    expect(connack.properties.serverKeepAlive).toBeGreaterThan(0);
-    expect(connack.properties.maximumPacketSize).toBeGreaterThan(0);
-    expect(connack.properties.receiveMaximum).toBeGreaterThan(0);
+    expect(connack.properties!.serverKeepAlive).toBeGreaterThan(0);
+    expect(connack.properties!.maximumPacketSize).toBeGreaterThan(0);
+    expect(connack.properties!.receiveMaximum).toBeGreaterThan(0);
     // the session still answers within the limit
     expect((await raw.subscribe(`${uid("mps")}/t`, 1)).granted).toEqual([1]);
     expectAllWithin(raw, 24);

@@ -2,7 +2,8 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { until } from "../support/until";
 import { E2E_ADMIN_TOKEN } from "./global-setup";
-import { brokerHttp, closeAll, connect, recorder, roundTrip, uid } from "./helpers";
+import { brokerHttp, closeAll, connect, recorder, roundTrip } from "../support/clients";
+import { uid } from "../support/ids";
 import { parseExposition } from "../support/prometheus";
 
 afterEach(closeAll);

@@ -1,7 +1,8 @@
 /** MQTT 5.0 features end to end through the gateway, sessions and shards. */
 import { afterEach, describe, expect, it } from "vitest";
-import { until } from "../support/until";
-import { closeAll, connect, connectRecording, rawClient, recorder, roundTrip, sleep, uid } from "./helpers";
+import { sleep, until } from "../support/until";
+import { closeAll, connect, connectRecording, rawClient, recorder, roundTrip } from "../support/clients";
+import { uid } from "../support/ids";
 
 afterEach(closeAll);
 
@@ -92,11 +93,11 @@ describe("topic aliases", () => {
     await sub.subscribeAsync(topic, { qos: 1 });
     const raw = await rawClient(5);
     const connack = await raw.connect({ clientId: uid() });
-    expect(connack.properties.topicAliasMaximum).toBeGreaterThan(0);
+    expect(connack.properties!.topicAliasMaximum).toBeGreaterThan(0);
     raw.send({ cmd: "publish", topic, payload: Buffer.from("1"), qos: 1, messageId: 1, properties: { topicAlias: 1 } });
     raw.send({ cmd: "publish", topic: "", payload: Buffer.from("2"), qos: 1, messageId: 2, properties: { topicAlias: 1 } });
     // both ends of the range: the maximum the CONNACK announced is accepted too
-    const max = connack.properties.topicAliasMaximum;
+    const max = connack.properties!.topicAliasMaximum;
     raw.send({ cmd: "publish", topic, payload: Buffer.from("3"), qos: 1, messageId: 3, properties: { topicAlias: max } });
     raw.send({ cmd: "publish", topic: "", payload: Buffer.from("4"), qos: 1, messageId: 4, properties: { topicAlias: max } });
     await rec.waitFor(4);
@@ -148,8 +149,8 @@ describe("topic aliases", () => {
     await pub.publishAsync(topic, "2", { qos: 1 });
     await raw.until(() => raw.all("publish").length === 2);
     const [first, second] = raw.all("publish");
-    expect([first.topic, first.properties.topicAlias]).toEqual([topic, 1]);
-    expect([second.topic, second.properties.topicAlias]).toEqual(["", 1]);
+    expect([first.topic, first.properties!.topicAlias]).toEqual([topic, 1]);
+    expect([second.topic, second.properties!.topicAlias]).toEqual(["", 1]);
     const got = await rec.waitFor(2);
     expect(got.map((m) => m.topic)).toEqual([topic, topic]);
   });
@@ -187,7 +188,7 @@ describe("flow control and packet size", () => {
   it("returns Server Keep Alive when the client asks for none", async () => {
     const raw = await rawClient(5);
     const connack = await raw.connect({ clientId: uid(), keepalive: 0 });
-    expect(connack.properties.serverKeepAlive).toBeGreaterThan(0);
+    expect(connack.properties!.serverKeepAlive).toBeGreaterThan(0);
   });
 
   it("answers PUBACK 0x10 when nobody subscribes", async () => {
@@ -338,7 +339,7 @@ describe("session expiry at DISCONNECT [MQTT-3.14.2]", () => {
   it("caps a requested expiry above the maximum and says so in CONNACK", async () => {
     const raw = await rawClient(5);
     const connack = await raw.connect({ clientId: uid(), clean: false, properties: { sessionExpiryInterval: 0xffffffff } });
-    expect(connack.properties.sessionExpiryInterval).toBe(604800);
+    expect(connack.properties!.sessionExpiryInterval).toBe(604800);
   });
 
   it("a DISCONNECT may shorten the session expiry to 0, ending the session [MQTT-4.1.0-2]", async () => {

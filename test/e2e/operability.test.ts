@@ -11,7 +11,8 @@ import mqtt from "mqtt";
 import WebSocket from "ws";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, startBroker, stopProcessGroup } from "./global-setup";
-import { rawClient, uid } from "./helpers";
+import { rawClient } from "../support/clients";
+import { uid } from "../support/ids";
 import { until } from "../support/until";
 
 interface LogLine {

@@ -6,7 +6,8 @@ import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { brokerHttp, uid } from "./helpers";
+import { brokerHttp } from "../support/clients";
+import { uid } from "../support/ids";
 
 const python = existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
 const hasPaho = (() => {

@@ -1,5 +1,7 @@
+import type { ISubscription } from "mqtt-packet";
 import { afterEach, describe, expect, it } from "vitest";
-import { closeAll, connect, rawClient, recorder, roundTrip, uid } from "./helpers";
+import { closeAll, connect, rawClient, recorder, roundTrip } from "../support/clients";
+import { uid } from "../support/ids";
 
 afterEach(closeAll);
 
@@ -131,7 +133,7 @@ describe.each([4, 5] as const)("SUBSCRIBE validation, MQTT v%i", (version) => {
     await raw.connect({ clientId: uid() });
     raw.autoAck = true;
     // The valid filters before and after the refused one are each subscribed, as if sent alone [MQTT-3.8.4-5].
-    const subscriptions = [{ topic: `${root}/ok/#`, qos: 1 }, { topic: "a/#/b", qos: 1 }, { topic: `${root}/late`, qos: 0 }];
+    const subscriptions: ISubscription[] = [{ topic: `${root}/ok/#`, qos: 1 }, { topic: "a/#/b", qos: 1 }, { topic: `${root}/late`, qos: 0 }];
     raw.send({ cmd: "subscribe", messageId: 5, subscriptions });
     const suback = await raw.next("suback");
     expect(suback.messageId).toBe(5);

@@ -4,9 +4,11 @@
  * Absence of a second copy is checked after a later message has arrived.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { RawClient } from "../support/raw-client";
+import type { IConnectPacket } from "mqtt-packet";
+import type { OutgoingPublish, PacketOf, RawClient } from "../support/raw-client";
 import { E2E_VARS, startBroker } from "./global-setup";
-import { brokerUrl, rawClient, uid } from "./helpers";
+import { brokerUrl, rawClient } from "../support/clients";
+import { uid } from "../support/ids";
 
 const persistent = (version: 4 | 5) => (version === 5 ? { clean: false, properties: { sessionExpiryInterval: 300 } } : { clean: false });
 
@@ -14,18 +16,22 @@ const opened: RawClient[] = [];
 afterEach(() => opened.splice(0).forEach((c) => c.close()));
 
 /** A raw client connected with `fields`, closed after the test. */
-async function client(version: 4 | 5, fields: Record<string, unknown>, url = brokerUrl()): Promise<{ c: RawClient; connack: Record<string, any> }> {
+async function client(
+  version: 4 | 5,
+  fields: Partial<IConnectPacket>,
+  url = brokerUrl(),
+): Promise<{ c: RawClient; connack: PacketOf<"connack"> }> {
   const c = await rawClient(version, "mqtt", url);
   opened.push(c);
   return { c, connack: await c.connect(fields) };
 }
 
-const text = (p: Record<string, any>) => Buffer.from(p.payload).toString();
+const text = (p: PacketOf<"publish">) => Buffer.from(p.payload).toString();
 const copies = (c: RawClient, payload: string) => c.all("publish").filter((p) => text(p) === payload).length;
 const arrived = (c: RawClient, payload: string) => c.until(() => copies(c, payload) > 0, 10000, `"${payload}"`);
 
 /** Runs a whole inbound QoS 2 flow from `c` and resolves with its PUBCOMP. */
-async function publishQos2(c: RawClient, topic: string, messageId: number, payload: string): Promise<Record<string, any>> {
+async function publishQos2(c: RawClient, topic: string, messageId: number, payload: string): Promise<PacketOf<"pubcomp">> {
   c.send({ cmd: "publish", topic, payload: Buffer.from(payload), qos: 2, messageId });
   await c.next("pubrec");
   c.send({ cmd: "pubrel", messageId });
@@ -70,7 +76,7 @@ describe("a drop after the PUBLISH reached the broker, before PUBREC", () => {
 
       const pubId = uid("pub");
       const { c: pub } = await client(version, { clientId: pubId, ...persistent(version) }, url);
-      const first = { cmd: "publish", topic, payload: Buffer.from("first"), qos: 2, messageId: 7 };
+      const first: OutgoingPublish = { cmd: "publish", topic, payload: Buffer.from("first"), qos: 2, messageId: 7 };
       pub.send(first);
       const gated = await gate.next("publish"); // routed; the publisher's PUBREC waits for this PUBACK
       await arrived(sub0, "first");
@@ -115,7 +121,8 @@ describe.each([4, 5] as const)("a drop later in the inbound QoS 2 flow, MQTT v%i
       expect(connack.sessionPresent).toBe(true);
       return c;
     };
-    return { topic, sub, pub, reconnect, first: { cmd: "publish", topic, payload: Buffer.from("first"), qos: 2, messageId: 7 } };
+    const first: OutgoingPublish = { cmd: "publish", topic, payload: Buffer.from("first"), qos: 2, messageId: 7 };
+    return { topic, sub, pub, reconnect, first };
   }
 
   it("after PUBREC, before PUBREL: the resent PUBLISH gets PUBREC and no second copy; PUBREL gets PUBCOMP; then the id is new again [MQTT-4.3.3-10, 4.3.3-11, 4.3.3-12] [MQTT311-4.3.3-2]", async () => {

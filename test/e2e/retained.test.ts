@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { closeAll, connect, recorder, roundTrip, uid } from "./helpers";
+import { closeAll, connect, recorder, roundTrip } from "../support/clients";
+import { uid } from "../support/ids";
 
 afterEach(closeAll);
 

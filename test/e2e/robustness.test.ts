@@ -1,5 +1,7 @@
+import type { ISubscription } from "mqtt-packet";
 import { afterEach, describe, expect, it } from "vitest";
-import { closeAll, connect, rawClient, recorder, uid } from "./helpers";
+import { closeAll, connect, rawClient, recorder } from "../support/clients";
+import { uid } from "../support/ids";
 
 afterEach(closeAll);
 
@@ -72,7 +74,7 @@ describe.each([4, 5] as const)("topic limits, MQTT v%i", (version) => {
   it("refuses subscriptions beyond MAX_SUBSCRIPTIONS (v5 0x97, 3.1.1 0x80)", async () => {
     const raw = await rawClient(version);
     await raw.connect({ clientId: uid() });
-    const subscriptions = Array.from({ length: 21 }, (_, i) => ({ topic: `many/${i}`, qos: 0 })); // limit is 20 here
+    const subscriptions: ISubscription[] = Array.from({ length: 21 }, (_, i) => ({ topic: `many/${i}`, qos: 0 })); // limit is 20 here
     raw.send({ cmd: "subscribe", messageId: 2, subscriptions });
     const granted = (await raw.next("suback")).granted;
     expect(granted.slice(0, 20)).toEqual(Array(20).fill(0));

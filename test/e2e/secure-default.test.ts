@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { RawClient } from "../support/raw-client";
 import { startBroker } from "./global-setup";
-import { REFUSAL_CLOSE_MS } from "./helpers";
+import { REFUSAL_CLOSE_MS } from "../support/clients";
 
 let broker: Awaited<ReturnType<typeof startBroker>>;
 beforeAll(async () => {

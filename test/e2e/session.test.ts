@@ -1,5 +1,8 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { closeAll, connect, connectRecording, rawClient, recorder, roundTrip, sleep, uid } from "./helpers";
+import { closeAll, connect, connectRecording, rawClient, recorder, roundTrip } from "../support/clients";
+import { uid } from "../support/ids";
+import type { OutgoingPublish } from "../support/raw-client";
+import { sleep } from "../support/until";
 
 afterEach(closeAll);
 
@@ -117,7 +120,7 @@ describe.each([4, 5] as const)("persistent sessions, MQTT v%i", (version) => {
     await sub0.subscribeAsync(topic, { qos: 0 });
     const pub = await rawClient(version);
     await pub.connect({ clientId: uid() });
-    const publish = { cmd: "publish", topic, payload: Buffer.from("once"), qos: 2, messageId: 7 };
+    const publish: OutgoingPublish = { cmd: "publish", topic, payload: Buffer.from("once"), qos: 2, messageId: 7 };
     pub.send(publish);
     await pub.next("pubrec");
     pub.send({ ...publish, dup: true });

@@ -10,7 +10,8 @@ import { promisify } from "node:util";
 import mqtt from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_CONFIG } from "../../src/config";
-import { brokerUrl, closeAll, connect, recorder, uid } from "./helpers";
+import { brokerUrl, closeAll, connect, recorder } from "../support/clients";
+import { uid } from "../support/ids";
 import { until } from "../support/until";
 
 const run = promisify(execFile);

@@ -7,7 +7,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { RawClient } from "../support/raw-client";
 import { connectWithWill, ORDERED, publishesIn, publishWith } from "../support/user-properties";
 import { E2E_API_TOKEN } from "./global-setup";
-import { brokerHttp, rawClient, uid } from "./helpers";
+import { brokerHttp, rawClient } from "../support/clients";
+import { uid } from "../support/ids";
 
 const raws: RawClient[] = [];
 afterEach(() => raws.splice(0).forEach((r) => r.close()));

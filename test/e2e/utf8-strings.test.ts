@@ -5,14 +5,13 @@
  * character. Raw clients over real WebSockets; packets are written by mqtt-packet with an ASCII
  * marker, then the marker's bytes are replaced with the bytes under test.
  */
-import mqtt from "mqtt-packet";
+import mqtt, { type Packet, type UserProperties } from "mqtt-packet";
 import { afterEach, describe, expect, it } from "vitest";
-import { closeAll, rawClient, uid } from "./helpers";
-import type { RawClient } from "../support/raw-client";
+import { closeAll, rawClient } from "../support/clients";
+import { uid } from "../support/ids";
+import type { OutgoingPacket, RawClient } from "../support/raw-client";
 
 afterEach(closeAll);
-
-type AnyPacket = Record<string, any>;
 
 const MARK = "~~~";
 /** Byte sequences that are not well-formed UTF-8, or hold U+0000, each 3 bytes (the marker's length). */
@@ -23,8 +22,11 @@ const BAD: [string, number[]][] = [
   ["U+0000", [0x61, 0x00, 0x62]],
 ];
 
+/** A packet's Reason Code, where its kind has one. */
+const reasonCode = (p: Packet) => ("reasonCode" in p ? p.reasonCode : undefined);
+
 /** The packet's bytes with the marker replaced by `bytes`. */
-function withBytes(packet: AnyPacket, version: 4 | 5, bytes: number[]): Uint8Array {
+function withBytes(packet: OutgoingPacket, version: 4 | 5, bytes: number[]): Uint8Array {
   const out = new Uint8Array(mqtt.generate(packet as mqtt.Packet, { protocolVersion: version }));
   const mark = [...MARK].map((c) => c.charCodeAt(0));
   const at = out.findIndex((_, i) => mark.every((b, k) => out[i + k] === b));
@@ -50,7 +52,7 @@ async function expectMalformed(version: 4 | 5, bytes: Uint8Array, what: string):
   await raw.waitClosed(5000).catch(() => {
     throw new Error(`${what}: connection not closed; received ${JSON.stringify(raw.received.map((p) => p.cmd))}`);
   });
-  const answers = raw.received.filter((p) => p.cmd !== "connack").map((p) => `${p.cmd} ${p.reasonCode ?? ""}`.trim());
+  const answers = raw.received.filter((p) => p.cmd !== "connack").map((p) => `${p.cmd} ${reasonCode(p) ?? ""}`.trim());
   expect(answers, what).toEqual(version === 5 ? ["disconnect 129"] : []);
 }
 
@@ -69,8 +71,8 @@ describe("UTF-8 strings in v5 properties", () => {
     const topic = `${uid("utf8-up")}/t`;
     const sub = await subscriber(5, topic);
     for (const [name, bytes] of BAD) {
-      for (const userProperties of [{ key: MARK }, { [MARK]: "value" }]) {
-        const packet = { cmd: "publish", topic, payload: Buffer.from("bad"), qos: 1, messageId: 1, properties: { userProperties } };
+      for (const userProperties of [{ key: MARK }, { [MARK]: "value" }] as UserProperties[]) {
+        const packet: OutgoingPacket = { cmd: "publish", topic, payload: Buffer.from("bad"), qos: 1, messageId: 1, properties: { userProperties } };
         await expectMalformed(5, withBytes(packet, 5, bytes), `User Property ${Object.keys(userProperties)[0] === MARK ? "name" : "value"}, ${name}`);
       }
     }
@@ -82,7 +84,7 @@ describe("UTF-8 strings in v5 properties", () => {
     const sub = await subscriber(5, topic);
     for (const [name, bytes] of BAD) {
       for (const properties of [{ contentType: MARK }, { responseTopic: `r/${MARK}` }]) {
-        const packet = { cmd: "publish", topic, payload: Buffer.from("bad"), qos: 1, messageId: 1, properties };
+        const packet: OutgoingPacket = { cmd: "publish", topic, payload: Buffer.from("bad"), qos: 1, messageId: 1, properties };
         await expectMalformed(5, withBytes(packet, 5, bytes), `${Object.keys(properties)[0]}, ${name}`);
       }
     }
@@ -91,7 +93,7 @@ describe("UTF-8 strings in v5 properties", () => {
 
   it("a Reason String or User Property that is ill-formed UTF-8 in PUBACK, SUBSCRIBE, UNSUBSCRIBE or DISCONNECT is malformed [MQTT-1.5.4-1, 1.5.7-1]", async () => {
     const [name, bytes] = BAD[2];
-    const packets: AnyPacket[] = [
+    const packets: OutgoingPacket[] = [
       { cmd: "puback", messageId: 1, reasonCode: 0x10, properties: { reasonString: MARK } },
       { cmd: "pubrec", messageId: 1, reasonCode: 0x10, properties: { userProperties: { k: MARK } } },
       { cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "a/b", qos: 0 }], properties: { userProperties: { k: MARK } } },
@@ -106,7 +108,7 @@ describe.each([4, 5] as const)("UTF-8 strings in topics and filters, MQTT v%i", 
   it("a PUBLISH topic that is ill-formed UTF-8 (overlong, encoded surrogate) or holds U+0000 is malformed [MQTT-1.5.4-1, 1.5.4-2] [MQTT311-1.5.3-1, 1.5.3-2]", async () => {
     for (const [name, bytes] of BAD) {
       for (const properties of version === 5 ? [undefined, { contentType: "text/plain" }] : [undefined]) {
-        const packet = { cmd: "publish", topic: `t/${MARK}`, payload: Buffer.from("bad"), qos: 0, properties };
+        const packet: OutgoingPacket = { cmd: "publish", topic: `t/${MARK}`, payload: Buffer.from("bad"), qos: 0, properties };
         await expectMalformed(version, withBytes(packet, version, bytes), `topic, ${name}${properties ? ", with properties" : ""}`);
       }
     }
@@ -114,9 +116,9 @@ describe.each([4, 5] as const)("UTF-8 strings in topics and filters, MQTT v%i", 
 
   it("a SUBSCRIBE or UNSUBSCRIBE filter that is ill-formed UTF-8 is malformed, not a refused filter [MQTT-1.5.4-1, 1.5.4-2] [MQTT311-1.5.3-1, 1.5.3-2]", async () => {
     for (const [name, bytes] of BAD) {
-      const subscribe = { cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "ok/#", qos: 0 }, { topic: `f/${MARK}`, qos: 0 }] };
+      const subscribe: OutgoingPacket = { cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "ok/#", qos: 0 }, { topic: `f/${MARK}`, qos: 0 }] };
       await expectMalformed(version, withBytes(subscribe, version, bytes), `SUBSCRIBE filter, ${name}`);
-      const unsubscribe = { cmd: "unsubscribe", messageId: 1, unsubscriptions: [`f/${MARK}`] };
+      const unsubscribe: OutgoingPacket = { cmd: "unsubscribe", messageId: 1, unsubscriptions: [`f/${MARK}`] };
       await expectMalformed(version, withBytes(unsubscribe, version, bytes), `UNSUBSCRIBE filter, ${name}`);
     }
   });

@@ -1,7 +1,9 @@
+import type { IConnectPacket } from "mqtt-packet";
 import { afterEach, describe, expect, it } from "vitest";
-import { until } from "../support/until";
+import { sleep, until } from "../support/until";
 import { E2E_ADMIN_TOKEN } from "./global-setup";
-import { brokerHttp, closeAll, connect, rawClient, recorder, sleep, uid } from "./helpers";
+import { brokerHttp, closeAll, connect, rawClient, recorder } from "../support/clients";
+import { uid } from "../support/ids";
 
 afterEach(closeAll);
 
@@ -111,7 +113,7 @@ describe("last will, MQTT v5 specifics", () => {
     const topic = `${uid("will")}/delay`;
     const rec = await watcher(5, topic);
     const clientId = uid();
-    const opts = {
+    const opts: Partial<IConnectPacket> = {
       clientId,
       clean: false,
       properties: { sessionExpiryInterval: 60 },

@@ -10,7 +10,7 @@ import { SignJWT } from "jose";
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
 import WebSocket from "ws";
 import { E2E_JWT_SECRET, startBroker } from "../e2e/global-setup";
-import { uid } from "../e2e/helpers";
+import { uid } from "../support/ids";
 import { RawClient } from "../support/raw-client";
 
 const ACL = [

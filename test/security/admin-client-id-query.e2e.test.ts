@@ -8,7 +8,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { adminContext, browserPerFile, clickDisconnect, hasChromium } from "../e2e/browser";
 import { E2E_ADMIN_TOKEN } from "../e2e/global-setup";
-import { brokerHttp, closeAll, connect, connectRecording } from "../e2e/helpers";
+import { brokerHttp, closeAll, connect, connectRecording } from "../support/clients";
 
 const browser = browserPerFile();
 afterEach(closeAll);

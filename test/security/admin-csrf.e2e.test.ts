@@ -8,7 +8,8 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { adminContext, browserPerFile, clickDisconnect, hasChromium, startOtherOrigin } from "../e2e/browser";
 import { E2E_ADMIN_TOKEN } from "../e2e/global-setup";
-import { brokerHttp, closeAll, connect, recorder, uid } from "../e2e/helpers";
+import { brokerHttp, closeAll, connect, recorder } from "../support/clients";
+import { uid } from "../support/ids";
 import type { MqttClient } from "mqtt";
 
 const browser = browserPerFile();

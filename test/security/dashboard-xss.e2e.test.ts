@@ -13,7 +13,8 @@ import type { Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { adminContext, browserPerFile, clickDisconnect, hasChromium, startOtherOrigin, watchPage } from "../e2e/browser";
 import { E2E_ADMIN_TOKEN, E2E_JWT_SECRET } from "../e2e/global-setup";
-import { brokerHttp, closeAll, connect, uid } from "../e2e/helpers";
+import { brokerHttp, closeAll, connect } from "../support/clients";
+import { uid } from "../support/ids";
 
 const browser = browserPerFile();
 let other: Awaited<ReturnType<typeof startOtherOrigin>>;

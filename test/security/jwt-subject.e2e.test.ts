@@ -7,7 +7,8 @@
 import { SignJWT } from "jose";
 import { afterEach, describe, expect, it } from "vitest";
 import { E2E_JWT_SECRET, E2E_USERS } from "../e2e/global-setup";
-import { brokerHttp, closeAll, rawClient, uid } from "../e2e/helpers";
+import { brokerHttp, closeAll, rawClient } from "../support/clients";
+import { uid } from "../support/ids";
 
 afterEach(closeAll);
 

@@ -5,7 +5,8 @@
 import mqtt from "mqtt-packet";
 import { afterEach, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { brokerUrl, closeAll, connect, rawClient, recorder, uid } from "../e2e/helpers";
+import { brokerUrl, closeAll, connect, rawClient, recorder } from "../support/clients";
+import { uid } from "../support/ids";
 import type { RawClient } from "../support/raw-client";
 
 afterEach(closeAll);

@@ -8,7 +8,8 @@ import { describe, expect, it } from "vitest";
 import { configFor } from "../../src/config";
 import { registryStub, sessionStub } from "../../src/env";
 import { registryShardFor } from "../../src/registry/client-registry";
-import { rawClient, uid } from "../workers/helpers";
+import { rawClient } from "../support/workerd";
+import { uid } from "../support/ids";
 import { until } from "../support/until";
 
 /** The level the registry holds for the client, undefined when it holds none. */

@@ -5,7 +5,8 @@
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { E2E_ADMIN_TOKEN, E2E_API_TOKEN } from "../e2e/global-setup";
-import { brokerHttp, closeAll, connect, rawClient, recorder, REFUSAL_CLOSE_MS, uid } from "../e2e/helpers";
+import { brokerHttp, closeAll, connect, rawClient, recorder, REFUSAL_CLOSE_MS } from "../support/clients";
+import { uid } from "../support/ids";
 
 afterEach(closeAll);
 

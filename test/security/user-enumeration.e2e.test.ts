@@ -6,7 +6,8 @@
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { E2E_USERS } from "../e2e/global-setup";
-import { closeAll, scramStart, uid } from "../e2e/helpers";
+import { closeAll, scramStart } from "../support/clients";
+import { uid } from "../support/ids";
 
 afterEach(closeAll);
 
@@ -14,7 +15,7 @@ afterEach(closeAll);
 async function scramChallenge(username: string, password = "whatever") {
   const { raw, scram, challenge } = await scramStart(username, password, uid("enum"));
   expect(challenge.reasonCode).toBe(0x18);
-  return { raw, scram, serverFirst: challenge.properties.authenticationData as Buffer };
+  return { raw, scram, serverFirst: challenge.properties!.authenticationData as Buffer };
 }
 
 /** The server-first-message's attributes for `username`: server nonce part, salt, iterations. */

@@ -3,6 +3,8 @@
  * For the cases a client library cannot produce (duplicates, missing acks, malformed bytes).
  */
 import mqtt from "mqtt-packet";
+import type { IConnectPacket, IPublishPacket, ISubscription, Packet, PacketCmd } from "mqtt-packet";
+import { Signal } from "./until";
 
 export interface SocketLike {
   send(data: Uint8Array): void;
@@ -11,20 +13,29 @@ export interface SocketLike {
   onClose(cb: () => void): void;
 }
 
-type AnyPacket = Record<string, any>;
+/** The packet of one kind, narrowed by its `cmd`. */
+export type PacketOf<C extends PacketCmd> = Extract<Packet, { cmd: C }>;
+
+/** A PUBLISH a test sends: `dup` and `retain` may be left out (mqtt-packet writes them as false). */
+export type OutgoingPublish = Omit<IPublishPacket, "dup" | "retain"> & Partial<Pick<IPublishPacket, "dup" | "retain">>;
+
+/** A packet a test sends: mqtt-packet's `Packet`, with the PUBLISH fields its generator defaults left out. */
+export type OutgoingPacket = Exclude<Packet, IPublishPacket> | OutgoingPublish;
 
 /** A filter no test subscribes to, for control round trips. */
 export const CONTROL_FILTER = "control/never-subscribed";
 
 export class RawClient {
-  readonly received: AnyPacket[] = [];
+  readonly received: Packet[] = [];
   /** Every byte received, as it came (for what the parsed objects no longer show, e.g. property order). */
   readonly inbound: Uint8Array[] = [];
   /** Acknowledge each QoS 1 PUBLISH as it arrives, as a client library does. */
   autoAck = false;
   closed = false;
-  private waiters: (() => void)[] = [];
-  private parser: any;
+  private readonly arrivals = new Signal();
+  /** Packets `next` has handed out already. */
+  private readonly taken = new WeakSet<Packet>();
+  private parser: mqtt.Parser;
   private version: 3 | 4 | 5;
 
   constructor(
@@ -33,10 +44,10 @@ export class RawClient {
   ) {
     this.version = version;
     this.parser = mqtt.parser({ protocolVersion: version });
-    this.parser.on("packet", (p: AnyPacket) => {
+    this.parser.on("packet", (p: Packet) => {
       this.received.push(p);
       if (this.autoAck && p.cmd === "publish" && p.qos === 1) this.send({ cmd: "puback", messageId: p.messageId });
-      this.wake();
+      this.arrivals.notify();
     });
     socket.onBytes((bytes) => {
       this.inbound.push(bytes.slice());
@@ -44,18 +55,12 @@ export class RawClient {
     });
     socket.onClose(() => {
       this.closed = true;
-      this.wake();
+      this.arrivals.notify();
     });
   }
 
-  private wake(): void {
-    const waiters = this.waiters;
-    this.waiters = [];
-    for (const w of waiters) w();
-  }
-
-  send(packet: AnyPacket): void {
-    this.socket.send(new Uint8Array(mqtt.generate(packet as mqtt.Packet, { protocolVersion: this.version })));
+  send(packet: OutgoingPacket): void {
+    this.socket.send(new Uint8Array(mqtt.generate(packet as Packet, { protocolVersion: this.version })));
   }
 
   sendBytes(bytes: Uint8Array | number[]): void {
@@ -68,27 +73,17 @@ export class RawClient {
 
   /** Resolves when `predicate` holds, or rejects after `ms`. */
   async until(predicate: () => boolean, ms = 5000, what = "condition"): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!predicate()) {
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for ${what}; received ${JSON.stringify(this.received.map((p) => p.cmd))}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.min(left, 100));
-        this.waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
+    const received = () => JSON.stringify(this.received.map((p) => p.cmd));
+    await this.arrivals.until(predicate, ms, () => `timed out waiting for ${what}; received ${received()}`);
   }
 
   /** Waits for the next packet of this kind not yet taken, and takes it. */
-  async next(cmd: string, ms = 5000): Promise<AnyPacket> {
-    let index = -1;
-    await this.until(() => (index = this.received.findIndex((p) => p.cmd === cmd && !p.__taken)) >= 0, ms, cmd);
-    const packet = this.received[index];
-    packet.__taken = true;
-    return packet;
+  async next<C extends PacketCmd>(cmd: C, ms = 5000): Promise<PacketOf<C>> {
+    let packet: Packet | undefined;
+    const found = () => (packet = this.received.find((p) => p.cmd === cmd && !this.taken.has(p))) !== undefined;
+    await this.until(found, ms, cmd);
+    this.taken.add(packet!);
+    return packet as PacketOf<C>;
   }
 
   async waitClosed(ms = 5000): Promise<void> {
@@ -96,12 +91,17 @@ export class RawClient {
   }
 
   /** Packets of a kind received so far. */
-  all(cmd: string): AnyPacket[] {
-    return this.received.filter((p) => p.cmd === cmd);
+  all<C extends PacketCmd>(cmd: C): PacketOf<C>[] {
+    return this.received.filter((p): p is PacketOf<C> => p.cmd === cmd);
+  }
+
+  /** Packets of a kind received so far that `next` has not taken. */
+  untaken<C extends PacketCmd>(cmd: C): PacketOf<C>[] {
+    return this.all(cmd).filter((p) => !this.taken.has(p));
   }
 
   /** CONNECT and wait for CONNACK. */
-  async connect(fields: AnyPacket = {}): Promise<AnyPacket> {
+  async connect(fields: Partial<IConnectPacket> = {}): Promise<PacketOf<"connack">> {
     this.send({
       cmd: "connect",
       protocolVersion: this.version,
@@ -114,7 +114,12 @@ export class RawClient {
     return this.next("connack");
   }
 
-  async subscribe(topic: string, qos: 0 | 1 | 2 = 0, messageId = 1, extra: AnyPacket = {}): Promise<AnyPacket> {
+  async subscribe(
+    topic: string,
+    qos: 0 | 1 | 2 = 0,
+    messageId = 1,
+    extra: Partial<ISubscription> = {},
+  ): Promise<PacketOf<"suback">> {
     this.send({ cmd: "subscribe", messageId, subscriptions: [{ topic, qos, ...extra }] });
     return this.next("suback");
   }

@@ -4,7 +4,8 @@
  * an ordering race between the two packets' handling.
  */
 import { describe, expect, it } from "vitest";
-import { rawClient, uid } from "./helpers";
+import { rawClient } from "../support/workerd";
+import { uid } from "../support/ids";
 
 describe("acknowledgement then DISCONNECT", () => {
   it("does not resend an acknowledged message on resumption (20 rounds) [MQTT-4.3.2-3]", async () => {

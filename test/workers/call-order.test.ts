@@ -11,7 +11,8 @@ import { topicShardStub } from "../../src/env";
 import type { RoutedMessage } from "../../src/protocol/message";
 import { shardForTopic } from "../../src/topics/shard-rule";
 import { CALL_GAP_MS } from "../../src/util/ordered-calls";
-import { rawClient, uid } from "./helpers";
+import { rawClient } from "../support/workerd";
+import { uid } from "../support/ids";
 
 const message = (topic: string, payload: string): RoutedMessage => ({
   id: uid("m"), origin: "call-order-pub", topic, payload: new TextEncoder().encode(payload), qos: 0, retain: false, receivedAt: Date.now(),

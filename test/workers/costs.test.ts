@@ -5,7 +5,8 @@
 import { SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { counters, snapshot, type Counters } from "../../src/observability/counters";
-import { rawClient, runCounterAlarms, uid } from "./helpers";
+import { rawClient, runCounterAlarms } from "../support/workerd";
+import { uid } from "../support/ids";
 import { until } from "../support/until";
 import { DEFAULT_CONFIG } from "../../src/config";
 import { registryShardFor } from "../../src/registry/client-registry";
@@ -81,7 +82,7 @@ async function measure(qos: 0 | 1, subscriberOnline: boolean, n = 20, promptAcks
   let receiver = sub;
   if (subscriberOnline) {
     await sub.until(() => sub.all("publish").length === n + warmUp);
-    if (qos && !promptAcks) for (const p of sub.all("publish").filter((x) => !x.__taken)) sub.send({ cmd: "puback", messageId: p.messageId });
+    if (qos && !promptAcks) for (const p of sub.untaken("publish")) sub.send({ cmd: "puback", messageId: p.messageId });
   } else {
     receiver = await rawClient(5);
     await receiver.connect({ clientId: subId, clean: false, properties: { sessionExpiryInterval: 300 } });

@@ -6,7 +6,9 @@ import { abortAllDurableObjects, env, runInDurableObject } from "cloudflare:test
 import mqtt from "mqtt-packet";
 import { describe, expect, it } from "vitest";
 import { until } from "../support/until";
-import { rawClient, uid } from "./helpers";
+import { rawClient } from "../support/workerd";
+import { uid } from "../support/ids";
+import type { OutgoingPublish } from "../support/raw-client";
 
 const generate = (packet: Record<string, unknown>, version: 4 | 5) => mqtt.generate(packet as unknown as mqtt.Packet, { protocolVersion: version });
 
@@ -77,7 +79,7 @@ describe.each([4, 5] as const)("restarts of every object, MQTT v%i", (version) =
 
     const pub = await rawClient(version);
     await pub.connect({ clientId: pubId, ...persistent(version) });
-    const publish = { cmd: "publish", topic, payload: Buffer.from("once"), qos: 2, messageId: 11 };
+    const publish: OutgoingPublish = { cmd: "publish", topic, payload: Buffer.from("once"), qos: 2, messageId: 11 };
     pub.send(publish);
     await pub.next("pubrec");
     const first = await sub.next("publish"); // delivered, not yet acknowledged
@@ -122,7 +124,7 @@ describe.each([4, 5] as const)("restarts of every object, MQTT v%i", (version) =
 
     const pub = await rawClient(version);
     await pub.connect({ clientId: pubId, ...persistent(version) });
-    const publish = { cmd: "publish", topic, payload: Buffer.from("once"), qos: 2, messageId: 21 };
+    const publish: OutgoingPublish = { cmd: "publish", topic, payload: Buffer.from("once"), qos: 2, messageId: 21 };
     // The connection ends right behind the PUBLISH (one frame), before its routing can complete.
     pub.sendBytes(Buffer.concat([generate(publish, version), generate({ cmd: "disconnect" }, version)]));
     await pub.waitClosed();

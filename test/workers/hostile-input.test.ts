@@ -9,7 +9,8 @@ import fc from "fast-check";
 import mqtt from "mqtt-packet";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RawClient } from "../support/raw-client";
-import { rawClient, uid } from "./helpers";
+import { rawClient } from "../support/workerd";
+import { uid } from "../support/ids";
 
 const gen = (packet: Record<string, any>, version: 4 | 5) => [...mqtt.generate(packet as mqtt.Packet, { protocolVersion: version })];
 const connectBytes = (version: 4 | 5, clientId: string) => gen({ cmd: "connect", protocolVersion: version, clientId, clean: true, keepalive: 30 }, version);

@@ -9,7 +9,8 @@ import { abortAllDurableObjects, env, runDurableObjectAlarm, runInDurableObject,
 import { describe, expect, it } from "vitest";
 import { registryStub } from "../../src/env";
 import { until } from "../support/until";
-import { rawClient, runCounterAlarms, uid } from "./helpers";
+import { rawClient, runCounterAlarms } from "../support/workerd";
+import { uid } from "../support/ids";
 
 const admin = { authorization: "Bearer workers-test-admin" };
 

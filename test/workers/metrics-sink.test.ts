@@ -3,7 +3,7 @@ import { createScheduledController, env, SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import worker from "../../src/index";
 import { writeMetricsPoint } from "../../src/observability/metrics-collector";
-import { uid } from "./helpers";
+import { uid } from "../support/ids";
 
 class RecordingDataset {
   points: AnalyticsEngineDataPoint[] = [];

@@ -8,7 +8,7 @@ import { SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { app } from "../../src/gateway/app";
 import { OPENAPI_DOCUMENT, OPENAPI_PATH, type OpenApiDocument } from "../../src/api/openapi";
-import { uid } from "./helpers";
+import { uid } from "../support/ids";
 
 const ADMIN = { authorization: "Bearer workers-test-admin" };
 const METHODS = ["get", "post", "put", "patch", "delete"] as const;

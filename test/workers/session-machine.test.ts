@@ -3,20 +3,19 @@
  * recorded: packets in as bytes, packets out decoded from the frames it sends.
  */
 import { env, runInDurableObject } from "cloudflare:test";
-import mqtt from "mqtt-packet";
+import mqtt, { type IConnectPacket, type Packet, type PacketCmd } from "mqtt-packet";
 import { describe, expect, it } from "vitest";
 import { DEFAULT_CONFIG, type BrokerConfig } from "../../src/config";
 import type { Delivery, RoutedMessage, Subscription } from "../../src/protocol/message";
 import { Session, type SessionEvent, type SessionIO } from "../../src/session/session";
 import { hookMessage, type BrokerHooks, type HookContext } from "../../src/hooks";
 import type { Identity } from "../../src/auth/acl";
-import { uid } from "./helpers";
+import { uid } from "../support/ids";
+import type { OutgoingPacket, OutgoingPublish, PacketOf } from "../support/raw-client";
 import { until } from "../support/until";
 
-type AnyPacket = Record<string, any>;
-
 class RecordingIO implements SessionIO {
-  out: AnyPacket[] = [];
+  out: Packet[] = [];
   closed: string[] = [];
   routed: RoutedMessage[] = [];
   subscribed: Subscription[] = [];
@@ -31,11 +30,11 @@ class RecordingIO implements SessionIO {
   constructor(private readonly version: 4 | 5) {}
 
   /** Each packet sent with the connection it went to. */
-  outTo: { connId: string; packet: AnyPacket }[] = [];
+  outTo: { connId: string; packet: Packet }[] = [];
 
   send(connId: string, frame: Uint8Array): void {
     const parser = mqtt.parser({ protocolVersion: this.version });
-    parser.on("packet", (p: AnyPacket) => {
+    parser.on("packet", (p) => {
       this.out.push(p);
       this.outTo.push({ connId, packet: p });
     });
@@ -82,17 +81,17 @@ class RecordingIO implements SessionIO {
   newId(): string {
     return `id${++this.ids}`;
   }
-  take(cmd: string): AnyPacket[] {
-    return this.out.filter((p) => p.cmd === cmd);
+  take<C extends PacketCmd>(cmd: C): PacketOf<C>[] {
+    return this.out.filter((p): p is PacketOf<C> => p.cmd === cmd);
   }
 }
 
-const bytes = (packet: AnyPacket, version: 4 | 5) => new Uint8Array(mqtt.generate(packet as mqtt.Packet, { protocolVersion: version }));
+const bytes = (packet: OutgoingPacket, version: 4 | 5) => new Uint8Array(mqtt.generate(packet as mqtt.Packet, { protocolVersion: version }));
 
 /** Runs `body` with a fresh Session over a fresh Durable Object's SQLite. */
 async function withSession(
   version: 4 | 5,
-  body: (s: { session: Session; io: RecordingIO; send: (p: AnyPacket) => Promise<void>; sql: SqlStorage }) => Promise<void>,
+  body: (s: { session: Session; io: RecordingIO; send: (p: OutgoingPacket) => Promise<void>; sql: SqlStorage }) => Promise<void>,
   config: BrokerConfig = DEFAULT_CONFIG,
 ) {
   const stub = env.SESSION.get(env.SESSION.idFromName(uid("machine")));
@@ -101,7 +100,7 @@ async function withSession(
     const session = new Session(state.storage.sql, io, config);
     const info = { connId: "conn-1", clientId: "machine-client", assignedClientId: false };
     let connected = false;
-    const send = async (p: AnyPacket) => {
+    const send = async (p: OutgoingPacket) => {
       await session.receive(info, bytes(p, version), connected ? version : undefined);
       connected = true;
     };
@@ -109,7 +108,7 @@ async function withSession(
   });
 }
 
-const connect = (version: 4 | 5, extra: AnyPacket = {}) => ({
+const connect = (version: 4 | 5, extra: Partial<IConnectPacket> = {}): IConnectPacket => ({
   cmd: "connect",
   protocolVersion: version,
   clientId: "machine-client",
@@ -140,7 +139,7 @@ describe("Session state machine", () => {
         subscriptionIdentifiersAvailable: true,
         topicAliasMaximum: DEFAULT_CONFIG.topicAliasMaximum,
       });
-      expect(connack.properties.maximumQoS).toBeUndefined(); // QoS 2 is supported [MQTT-3.2.2-9]
+      expect(connack.properties!.maximumQoS).toBeUndefined(); // QoS 2 is supported [MQTT-3.2.2-9]
     });
   });
 
@@ -184,12 +183,12 @@ describe("Session state machine", () => {
       const first = io.take("publish");
       expect(first.map((p) => p.payload.toString())).toEqual(["m1", "m2"]);
       // [MQTT-2.2.1-4] each new QoS>0 PUBLISH has a non-zero identifier no in-flight message holds
-      const [id1, id2] = first.map((p) => p.messageId);
+      const [id1 = 0, id2 = 0] = first.map((p) => p.messageId); // 0: none, which the next line refuses
       expect(id1 > 0 && id2 > 0 && id1 !== id2).toBe(true);
       await send({ cmd: "puback", messageId: id1 });
       const all = io.take("publish");
       expect(all.map((p) => p.payload.toString())).toEqual(["m1", "m2", "m3"]);
-      expect(all[2].messageId > 0 && all[2].messageId !== id2).toBe(true);
+      expect((all[2].messageId ?? 0) > 0 && all[2].messageId !== id2).toBe(true);
     });
   });
 
@@ -547,7 +546,7 @@ describe("QoS 1 to an online client: acknowledged or written (ACK_WAIT_MS)", () 
 
 describe("inbound QoS 2 when its connection ends during routing", () => {
   /** conn-1 connects (session kept 300 s) and sends a QoS 2 PUBLISH whose routing waits for `release`. */
-  async function publishedThenHeld(version: 4 | 5, s: { io: RecordingIO; send: (p: AnyPacket) => Promise<void> }) {
+  async function publishedThenHeld(version: 4 | 5, s: { io: RecordingIO; send: (p: OutgoingPacket) => Promise<void> }) {
     const keep = version === 5 ? { clean: false, properties: { sessionExpiryInterval: 300 } } : { clean: false };
     await s.send(connect(version, keep));
     let release!: (matched: number) => void;
@@ -556,7 +555,7 @@ describe("inbound QoS 2 when its connection ends during routing", () => {
     s.io.routeResult = async () => 1;
     return { keep, release: (n = 1) => release(n) };
   }
-  const publish2 = (messageId: number, payload: string, dup = false) => ({ cmd: "publish", topic: "q2/x", payload: Buffer.from(payload), qos: 2, messageId, dup });
+  const publish2 = (messageId: number, payload: string, dup = false): OutgoingPublish => ({ cmd: "publish", topic: "q2/x", payload: Buffer.from(payload), qos: 2, messageId, dup });
   const conn2 = { connId: "conn-2", clientId: "machine-client", assignedClientId: false };
   const pubrecsTo = (io: RecordingIO, connId: string) => io.outTo.filter((o) => o.connId === connId && o.packet.cmd === "pubrec").map((o) => o.packet.messageId);
 

@@ -10,7 +10,8 @@ import { sessionStub, topicShardStub } from "../../src/env";
 import { shardForTopic } from "../../src/topics/shard-rule";
 import type { RawClient } from "../support/raw-client";
 import { until } from "../support/until";
-import { rawClient, uid } from "./helpers";
+import { rawClient } from "../support/workerd";
+import { uid } from "../support/ids";
 
 const persistent = { clean: false, properties: { sessionExpiryInterval: 300 } };
 

@@ -4,7 +4,8 @@ import { describe, expect, it } from "vitest";
 import { DEFAULT_CONFIG, type BrokerConfig } from "../../src/config";
 import type { Delivery, DeliveryOutcome, RoutedMessage } from "../../src/protocol/message";
 import { TopicShard } from "../../src/topics/topic-shard";
-import { uid } from "./helpers";
+import { uid } from "../support/ids";
+import { sleep } from "../support/until";
 
 const message = (topic: string, payload: string, retain = true): RoutedMessage => ({
   id: uid("m"), origin: "pub", topic, payload: new TextEncoder().encode(payload), qos: 1, retain, receivedAt: Date.now(),
@@ -29,7 +30,6 @@ async function withShard(
 
 describe("TopicShard delivery batching (DELIVERY_BATCH_MS)", () => {
   const opts = { qos: 1 as const, noLocal: false, retainAsPublished: false, retainHandling: 0 as const };
-  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
   it("0: what arrives together goes in one call, a message arriving later in another", async () => {
     await withShard({ deliveryBatchMs: 0 }, async (shard, delivered) => {

@@ -1,18 +1,18 @@
-/** Helpers for end-to-end tests: MQTT.js clients and raw WebSocket clients against the running broker. */
+/**
+ * Clients of the broker under `wrangler dev` (test/e2e/global-setup.ts), for the e2e and security
+ * e2e tests: MQTT.js clients, a recorder of what they receive, and raw clients over real WebSockets.
+ * Node only (`ws`, vitest's `inject`); inside the workers pool, test/support/workerd.ts is the counterpart.
+ */
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { inject } from "vitest";
 import WebSocket from "ws";
-import { CONTROL_FILTER, RawClient } from "../support/raw-client";
-import { ScramClient } from "../support/scram-client";
+import { uid } from "./ids";
+import { CONTROL_FILTER, RawClient } from "./raw-client";
+import { ScramClient } from "./scram-client";
+import { Signal } from "./until";
 
 export const brokerUrl = (): string => inject("brokerUrl");
 export const brokerHttp = (): string => inject("brokerHttp");
-
-let counter = 0;
-/** A client id unique to this run. */
-export function uid(prefix = "c"): string {
-  return `${prefix}-${process.pid}-${Date.now().toString(36)}-${++counter}`;
-}
 
 const open: MqttClient[] = [];
 
@@ -40,33 +40,21 @@ export interface Received {
 /** Records every message a client receives. */
 export function recorder(client: MqttClient): { messages: Received[]; waitFor(n: number, ms?: number): Promise<Received[]> } {
   const messages: Received[] = [];
-  const waiters: (() => void)[] = [];
+  const arrivals = new Signal();
   client.on("message", (topic, payload, packet) => {
     messages.push({ topic, payload: payload.toString(), packet });
-    waiters.splice(0).forEach((w) => w());
+    arrivals.notify();
   });
+  const topics = () => JSON.stringify(messages.map((m) => m.topic));
   return {
     messages,
     async waitFor(n: number, ms = 5000) {
-      const deadline = Date.now() + ms;
-      while (messages.length < n) {
-        const left = deadline - Date.now();
-        if (left <= 0) throw new Error(`expected ${n} messages, got ${messages.length}: ${JSON.stringify(messages.map((m) => m.topic))}`);
-        await new Promise<void>((r) => {
-          const t = setTimeout(r, Math.min(left, 100));
-          waiters.push(() => {
-            clearTimeout(t);
-            r();
-          });
-        });
-      }
+      const failure = () => `expected ${n} messages, got ${messages.length}: ${topics()}`;
+      await arrivals.until(() => messages.length >= n, ms, failure);
       return messages;
     },
   };
 }
-
-/** Time itself is the premise (an expiry or delay must pass): nothing to observe instead. */
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * RawClient.roundTrip for an MQTT.js client: once the UNSUBACK is in, every PUBLISH the session sent
@@ -76,14 +64,14 @@ export async function roundTrip(client: MqttClient): Promise<void> {
   await client.unsubscribeAsync(CONTROL_FILTER);
 }
 
-/** A raw client over a real WebSocket (Node `ws`), to the shared broker unless `url` names another. */
 /**
  * How long a refused connection may take to close: at once [MQTT-3.2.2-7] [MQTT311-3.2.2-5], so well
- * within the test broker's 1.5 s CONNECT timeout (global-setup.ts), which would close it anyway and
+ * within the test broker's 1.5 s CONNECT timeout (test/e2e/global-setup.ts), which would close it anyway and
  * hide a broker that does not.
  */
 export const REFUSAL_CLOSE_MS = 1000;
 
+/** A raw client over a real WebSocket (Node `ws`), to the shared broker unless `url` names another. */
 export async function rawClient(version: 3 | 4 | 5 = 5, protocol = "mqtt", url = brokerUrl()): Promise<RawClient> {
   const ws = new WebSocket(url, protocol);
   await new Promise<void>((resolve, reject) => {

@@ -1,9 +1,13 @@
-/** Raw MQTT clients over real WebSockets into the Worker under test (inside workerd). */
+/**
+ * Inside the workers pool (workerd, cloudflare:test), for test/workers and the security workers
+ * tests: raw MQTT clients over real WebSockets into the Worker under test, and the objects' alarms
+ * run on demand. test/support/clients.ts is the counterpart against `wrangler dev`.
+ */
 import { env, runDurableObjectAlarm, SELF } from "cloudflare:test";
 import { DEFAULT_CONFIG } from "../../src/config";
 import { registryStub, topicShardStub } from "../../src/env";
 import { allShards } from "../../src/topics/shard-rule";
-import { RawClient } from "../support/raw-client";
+import { RawClient } from "./raw-client";
 
 export async function rawClient(version: 4 | 5 = 5): Promise<RawClient> {
   const res = await SELF.fetch("http://broker.test/mqtt", {
@@ -32,9 +36,6 @@ export async function rawClient(version: 4 | 5 = 5): Promise<RawClient> {
     version,
   );
 }
-
-let n = 0;
-export const uid = (p = "w") => `${p}-${Date.now().toString(36)}-${++n}`;
 
 /**
  * Runs every TopicShard's and ClientRegistry's pending alarm now: their metrics counters are written

@@ -1,0 +1,144 @@
+// @ts-check
+/**
+ * The two brokers under test, each started in its own process group on a free port: ours under
+ * `wrangler dev` (workerd, as `npm start` runs it) and Aedes over ws (bench/aedes-server.mjs).
+ */
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { heapUsedKb } from "./cpu-profile.mjs";
+import { sleep } from "./load.mjs";
+import { groupCpuMs, groupRssKb } from "./sampling.mjs";
+
+/** @typedef {Record<string, number>} Counters the broker's debug counters (/debug/counters) */
+
+/**
+ * A running broker, as the scenarios and the report see it.
+ * @typedef {object} Broker
+ * @property {"ours" | "aedes"} name
+ * @property {string} url its MQTT-over-WebSocket endpoint
+ * @property {number} [inspectorPort] workerd's V8 inspector (ours only), for CPU profiles
+ * @property {() => string} [log] what the broker printed so far (ours only)
+ * @property {() => Promise<{ dropped: unknown; deliveryFailures: unknown }>} [drops] its own count of drops (ours only)
+ * @property {() => number} rssKb
+ * @property {() => number} cpuMs
+ * @property {() => number | Promise<number>} heapKb JS heap after a full GC
+ * @property {() => Promise<Counters | undefined>} counters
+ * @property {() => void} stop
+ */
+
+/** @returns {Promise<number>} */
+async function freePort() {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = /** @type {import("node:net").AddressInfo} */ (s.address());
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Our broker under `wrangler dev`.
+ * @param {{ extraVars: Record<string, string>; profile: boolean }} options `extraVars` override the
+ *   settings below; with `profile`, the heap is not read (the inspector serves one session at a time)
+ * @returns {Promise<Broker>}
+ */
+export async function startOurs({ extraVars, profile }) {
+  const port = await freePort();
+  const inspectorPort = await freePort();
+  const state = mkdtempSync(join(tmpdir(), "mqtt-bench-"));
+  // Limits that would end a connection under deliberate overload are lifted: the bench measures throughput.
+  // Aedes has none of these limits; the defaults (queue 1000, window 32) would make the max-rate
+  // scenario measure the documented queue_full outcome instead of how fast a session drains, and the
+  // outbound budget (1 MiB, 1 MiB/s assumed read rate) would drop fan-in's QoS 0 at ~4 MB/s to one reader.
+  const vars = {
+    ALLOW_ANONYMOUS: "true",
+    DEBUG_COUNTERS: "true",
+    MAX_PUBLISH_RATE: "1000000",
+    CONNECT_RATE_LIMIT: "off",
+    RECEIVE_MAXIMUM: "65535",
+    MAX_QUEUED_MESSAGES: "100000",
+    MAX_INFLIGHT: "1024",
+    MAX_CLIENT_OUTBOUND_BYTES: "268435456",
+    CLIENT_READ_RATE: "1073741824",
+    ADMIN_TOKEN: "bench",
+    ...extraVars,
+  };
+  const child = spawn(
+    "npx",
+    [
+      ...["wrangler", "dev", "--port", String(port), "--ip", "127.0.0.1", "--inspector-port", String(inspectorPort)],
+      ...["--persist-to", state, ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`])],
+    ],
+    { detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false" } },
+  );
+  const pgid = /** @type {number} */ (child.pid);
+  let log = "";
+  child.stdout.on("data", (d) => (log += d));
+  child.stderr.on("data", (d) => (log += d));
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 180; i++) {
+    try {
+      if ((await fetch(`${base}/health`)).ok) break;
+    } catch {}
+    if (child.exitCode !== null) throw new Error(`wrangler dev exited:\n${log}`);
+    await sleep(250);
+  }
+  return {
+    name: "ours",
+    url: `ws://127.0.0.1:${port}/mqtt`,
+    inspectorPort,
+    log: () => log,
+    /** The broker's own account of drops and failed deliveries (admin metrics). */
+    drops: async () => {
+      const m = await (await fetch(`${base}/api/v1/metrics`, { headers: { authorization: "Bearer bench" } })).json();
+      return { dropped: m.dropped, deliveryFailures: m.deliveryFailures };
+    },
+    rssKb: () => groupRssKb(pgid),
+    cpuMs: () => groupCpuMs(pgid),
+    // Not while a CPU profile is being taken: the inspector proxy serves one session at a time.
+    heapKb: () => (profile ? NaN : heapUsedKb(inspectorPort)),
+    counters: async () => (await fetch(`${base}/debug/counters`)).json(),
+    stop: () => {
+      try {
+        process.kill(-pgid, "SIGKILL");
+      } catch {}
+      rmSync(state, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Aedes in a Node process of its own (bench/aedes-server.mjs), over ws.
+ * @returns {Promise<Broker>}
+ */
+export async function startAedes() {
+  const port = await freePort();
+  const server = new URL("./aedes-server.mjs", import.meta.url).pathname;
+  const child = spawn(process.execPath, ["--expose-gc", server, String(port)], {
+    detached: true,
+    stdio: ["ignore", "pipe", "inherit", "ipc"],
+  });
+  const pgid = /** @type {number} */ (child.pid);
+  await new Promise((resolve) => child.stdout?.on("data", (d) => String(d).includes("ready") && resolve(undefined)));
+  return {
+    name: "aedes",
+    url: `ws://127.0.0.1:${port}/mqtt`,
+    rssKb: () => groupRssKb(pgid),
+    cpuMs: () => groupCpuMs(pgid),
+    heapKb: () =>
+      new Promise((resolve) => {
+        child.once("message", (/** @type {{ heapUsedKb: number }} */ m) => resolve(m.heapUsedKb));
+        child.send("heap");
+      }),
+    counters: async () => undefined,
+    stop: () => {
+      try {
+        process.kill(-pgid, "SIGKILL");
+      } catch {}
+    },
+  };
+}

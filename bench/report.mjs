@@ -1,0 +1,153 @@
+// @ts-check
+/**
+ * The figures' arithmetic and their printing: percentiles, the medians across repetitions, the
+ * counted Durable Object costs per delivered message, the table us/Aedes and the results file.
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+
+/** @typedef {import("./scenarios.mjs").ScenarioResult} ScenarioResult */
+/** @typedef {{ ours: ScenarioResult[]; aedes: ScenarioResult[] }} ResultsByBroker */
+/**
+ * Our counted Durable Object costs of one run, per delivered message.
+ * @typedef {object} Cost
+ * @property {number} invocationsPerDelivered
+ * @property {number} billedRequestsPerDelivered
+ * @property {number} rowsWrittenPerDelivered
+ */
+/**
+ * One line of the table: a figure's medians for us and Aedes, and us/Aedes.
+ * @typedef {{ scenario: string; metric: string; ours: Figure; aedes: Figure; ratio: Figure }} Row
+ */
+/** @typedef {number | string} Figure a number, or text such as "1000/1000" or "" */
+/** @typedef {ReturnType<typeof import("./cpu-profile.mjs").summarizeProfile>} ProfileSummary */
+
+/**
+ * The median of the finite values (NaN when there are none).
+ * @param {number[]} xs
+ */
+export const median = (xs) => {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  return s.length ? s[Math.floor((s.length - 1) / 2)] : NaN;
+};
+
+/**
+ * The `p`th percentile (nearest rank below).
+ * @param {number[]} xs
+ * @param {number} p
+ */
+export const pct = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] : NaN;
+};
+
+/**
+ * What the Durable Objects did per delivered message, from the broker's counters before and after.
+ * @param {import("./launchers.mjs").Counters} c0
+ * @param {import("./launchers.mjs").Counters} c1
+ * @param {number} delivered
+ * @returns {Cost}
+ */
+export function costPerDelivered(c0, c1, delivered) {
+  const d = (/** @type {string} */ k) => c1[k] - c0[k];
+  return {
+    invocationsPerDelivered: (d("sessionInvocations") + d("shardInvocations")) / delivered,
+    // As billed when deployed: incoming WebSocket messages count 1/20 of a request.
+    billedRequestsPerDelivered:
+      (d("sessionInvocations") -
+        d("sessionWebSocketMessages") +
+        d("sessionWebSocketMessages") / 20 +
+        d("shardInvocations") +
+        d("registryInvocations")) /
+      delivered,
+    rowsWrittenPerDelivered: (d("sqlRowsWritten") + d("alarmWrites")) / delivered,
+  };
+}
+
+/**
+ * The table's rows: per scenario, each figure's medians and us/Aedes, delivered/sent summed over the
+ * repetitions, and our counted costs.
+ * @param {Record<string, ResultsByBroker>} results
+ * @param {Record<string, Cost[]>} costs
+ * @returns {Row[]}
+ */
+export function tableRows(results, costs) {
+  /** @type {Row[]} */
+  const rows = [];
+  for (const [name, byBroker] of Object.entries(results)) {
+    const metrics = Object.keys(byBroker.ours[0]).filter((k) => k !== "sent" && k !== "delivered");
+    for (const metric of metrics) {
+      const ours = median(byBroker.ours.map((r) => r[metric]));
+      const aedes = median(byBroker.aedes.map((r) => r[metric]));
+      rows.push({ scenario: name, metric, ours, aedes, ratio: ours / aedes });
+    }
+    /** @type {(list: ScenarioResult[], k: "sent" | "delivered") => number} */
+    const sum = (list, k) => list.reduce((a, r) => a + r[k], 0);
+    rows.push({
+      scenario: name,
+      metric: "delivered/sent",
+      ours: `${sum(byBroker.ours, "delivered")}/${sum(byBroker.ours, "sent")}`,
+      aedes: `${sum(byBroker.aedes, "delivered")}/${sum(byBroker.aedes, "sent")}`,
+      ratio: "",
+    });
+    if (costs[name]) {
+      /** @type {(metric: string, k: keyof Cost) => Row} */
+      const costRow = (metric, k) => {
+        return { scenario: name, metric, ours: median(costs[name].map((c) => c[k])), aedes: "", ratio: "" };
+      };
+      rows.push(costRow("DO invocations per delivered (ours)", "invocationsPerDelivered"));
+      rows.push(costRow("billed DO requests per delivered (ours)", "billedRequestsPerDelivered"));
+      rows.push(costRow("rows written per delivered (ours)", "rowsWrittenPerDelivered"));
+    }
+  }
+  return rows;
+}
+
+/**
+ * A figure as printed: whole numbers from 100 up, two decimals below, "n/a" for no figure.
+ * @param {number | string} v
+ */
+const fmt = (v) => {
+  if (typeof v !== "number") return v;
+  if (!Number.isFinite(v)) return "n/a";
+  return Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(2);
+};
+
+/** @param {string} scenario @param {string} metric @param {string} us @param {string} aedes @param {string} ratio */
+const line = (scenario, metric, us, aedes, ratio) =>
+  `${scenario.padEnd(16)} ${metric.padEnd(38)} ${us.padStart(12)} ${aedes.padStart(12)} ${ratio.padStart(9)}`;
+
+/**
+ * Prints the table, the CPU profile summaries and the load generator's own CPU use.
+ * @param {{ reps: number; rows: Row[]; profiles: Record<string, ProfileSummary>; generatorCpu: number }} report
+ */
+export function printReport({ reps, rows, profiles, generatorCpu }) {
+  const brokers = "us = this broker under workerd (wrangler dev), Aedes 1.2.0 over ws.";
+  console.log(`\nmedians of ${reps} repetition(s); ${brokers}`);
+  console.log(
+    "Higher is better for rates, lower for ms and KB. " +
+      "Idle memory: JS heap growth after a full GC, and process RSS growth (noisy for a GC'd process).",
+  );
+  console.log(line("scenario", "metric", "us", "aedes", "us/aedes"));
+  for (const r of rows) {
+    console.log(line(r.scenario, r.metric, String(fmt(r.ours)), String(fmt(r.aedes)), String(fmt(r.ratio))));
+  }
+  for (const [name, p] of Object.entries(profiles)) {
+    const sampled = `${p.sampledMs.toFixed(0)} ms sampled, ${p.idlePercent.toFixed(0)}% idle`;
+    console.log(`\nCPU profile of workerd's JavaScript during ${name} (ours): ${sampled}`);
+    console.log(`  by place:    ${p.places.map((x) => `${x.what} ${x.percent.toFixed(1)}%`).join(", ")}`);
+    for (const f of p.functions) console.log(`  ${f.percent.toFixed(1).padStart(5)}%  ${f.what}`);
+  }
+  const limits = "(near 100% would mean the generator limits the figures)";
+  console.log(`\nload generator CPU: ${generatorCpu.toFixed(0)}% of one core over the run ${limits}`);
+}
+
+/**
+ * Writes everything measured to bench/results/bench-<time>.json and says where.
+ * @param {object} everything
+ */
+export function writeResults(everything) {
+  mkdirSync(new URL("./results/", import.meta.url), { recursive: true });
+  const file = new URL(`./results/bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`, import.meta.url);
+  writeFileSync(file, JSON.stringify(everything, null, 2));
+  console.log(`results: ${file.pathname}`);
+}

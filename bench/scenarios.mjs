@@ -1,0 +1,276 @@
+// @ts-check
+/**
+ * The scenarios, one function each, run the same way against either broker. Each returns its figures
+ * by name, plus `sent` and `delivered`: every scenario counts what was delivered against what was sent.
+ */
+import { BenchClient } from "./client.mjs";
+import { clients, now, pace, settle, sleep, tag } from "./load.mjs";
+import { pct } from "./report.mjs";
+
+/** @typedef {import("./launchers.mjs").Counters | undefined} MaybeCounters */
+/**
+ * One run's figures by name (numbers), what was sent and delivered, and optionally the broker's
+ * counters around the message phase alone (`countersWindow`: before, after).
+ * @typedef {RunCount & Record<string, any>} ScenarioResult
+ */
+/** @typedef {{ sent: number; delivered: number; countersWindow?: [MaybeCounters, MaybeCounters] }} RunCount */
+/** @typedef {(url: string, broker: import("./launchers.mjs").Broker) => Promise<ScenarioResult>} Scenario */
+
+/** QoS 1 end to end at a fixed offered rate: latency from the publisher's send to the subscriber. */
+/**
+ * @param {string} url
+ * @param {number} rate messages a second
+ * @param {number} seconds
+ */
+async function qos1AtRate(url, rate, seconds) {
+  const t = tag();
+  const [sub, pub] = await clients(url, 2, `lat-${t}`);
+  /** @type {number[]} */
+  const latencies = [];
+  sub.onPublish = (p) => latencies.push(now() - p.payload.readDoubleLE(0));
+  await sub.subscribe(`bench/lat/${t}`, 1);
+  const total = rate * seconds;
+  const start = now();
+  for (let i = 0; i < total; i++) {
+    const due = start + (i * 1000) / rate;
+    while (now() < due) await sleep(Math.max(0, Math.min(5, due - now())));
+    const payload = Buffer.alloc(64);
+    payload.writeDoubleLE(now(), 0);
+    pub.publish(`bench/lat/${t}`, payload, 1);
+  }
+  await settle(() => latencies.length, total);
+  [sub, pub].forEach((c) => c.close());
+  return { "p50 ms": pct(latencies, 50), "p99 ms": pct(latencies, 99), sent: total, delivered: latencies.length };
+}
+
+/** @type {Record<string, Scenario>} */
+export const scenarios = {
+  async fanIn(url) {
+    const t = tag();
+    const [sub] = await clients(url, 1, `fi-sub-${t}`);
+    let delivered = 0;
+    let lastAt = 0;
+    sub.onPublish = () => {
+      delivered++;
+      lastAt = now();
+    };
+    await sub.subscribe(`bench/in/${t}/#`, 0);
+    const pubs = await clients(url, 8, `fi-pub-${t}`);
+    const per = 2500;
+    const payload = Buffer.alloc(64, 7);
+    const start = now();
+    await Promise.all(
+      pubs.map(async (p, k) => {
+        for (let i = 0; i < per; i++) {
+          p.publish(`bench/in/${t}/p${k}`, payload, 0);
+          await pace(p, i);
+        }
+      }),
+    );
+    await settle(() => delivered, per * 8);
+    [sub, ...pubs].forEach((c) => c.close());
+    return { "msgs/s": (delivered / (lastAt - start)) * 1000, sent: per * 8, delivered };
+  },
+
+  async fanOut(url) {
+    const t = tag();
+    const subs = await clients(url, 100, `fo-sub-${t}`);
+    let delivered = 0;
+    let lastAt = 0;
+    for (const s of subs) {
+      s.onPublish = () => {
+        delivered++;
+        lastAt = now();
+      };
+    }
+    await Promise.all(subs.map((s) => s.subscribe(`bench/out/${t}`, 0)));
+    const [pub] = await clients(url, 1, `fo-pub-${t}`);
+    const n = 300;
+    const payload = Buffer.alloc(64, 7);
+    const start = now();
+    for (let i = 0; i < n; i++) {
+      pub.publish(`bench/out/${t}`, payload, 0);
+      await pace(pub, i);
+    }
+    await settle(() => delivered, n * 100);
+    [pub, ...subs].forEach((c) => c.close());
+    return { "deliveries/s": (delivered / (lastAt - start)) * 1000, sent: n * 100, delivered };
+  },
+
+  async qos1Latency(url) {
+    return qos1AtRate(url, 200, 3);
+  },
+
+  async qos1MaxRate(url) {
+    let best = 0;
+    let sent = 0;
+    let delivered = 0;
+    for (const rate of [250, 500, 1000, 2000, 4000, 8000]) {
+      const r = await qos1AtRate(url, rate, 2);
+      sent += r.sent;
+      delivered += r.delivered;
+      if (r.delivered < r.sent * 0.99 || r["p99 ms"] > 1000) break;
+      best = rate;
+    }
+    return { "sustained msgs/s": best, sent, delivered };
+  },
+
+  async connectStorm(url) {
+    const t = tag();
+    const n = 1000;
+    /** @type {number[]} */
+    const latencies = [];
+    const list = [];
+    const start = now();
+    for (let i = 0; i < n; i += 100) {
+      const batch = Array.from({ length: Math.min(100, n - i) }, (_, k) => new BenchClient(url, `cs-${t}-${i + k}`));
+      await Promise.all(
+        batch.map(async (c) => {
+          const s = now();
+          await c.connect();
+          latencies.push(now() - s);
+        }),
+      );
+      list.push(...batch);
+    }
+    const elapsed = now() - start;
+    list.forEach((c) => c.close());
+    const connsPerSecond = (latencies.length / elapsed) * 1000;
+    return { "conns/s": connsPerSecond, "p99 CONNACK ms": pct(latencies, 99), sent: n, delivered: latencies.length };
+  },
+
+  async retainedReplay(url) {
+    const t = tag();
+    const [pub] = await clients(url, 1, `rr-pub-${t}`);
+    const n = 1000;
+    for (let i = 0; i < n; i += 100) {
+      const retain = (/** @type {number} */ k) => pub.publish(`bench/ret/${t}/${k}`, Buffer.alloc(32, 1), 1, true);
+      await Promise.all(Array.from({ length: 100 }, (_, k) => retain(i + k)));
+    }
+    const [sub] = await clients(url, 1, `rr-sub-${t}`);
+    let delivered = 0;
+    let lastAt = 0;
+    sub.onPublish = () => {
+      delivered++;
+      lastAt = now();
+    };
+    const start = now();
+    await sub.subscribe(`bench/ret/${t}/#`, 0);
+    await settle(() => delivered, n);
+    [pub, sub].forEach((c) => c.close());
+    return { "ms to receive all": lastAt - start, sent: n, delivered };
+  },
+
+  /**
+   * The docs/COST.md workload at its real per-object rates, with fewer devices: 300 devices publish
+   * QoS 1 to devices/<id>/telemetry, 1,667 messages a second in all (what 100,000 devices at one a
+   * minute send), and one backend subscribes to devices/+/telemetry at QoS 1. Each device sends a
+   * message every 180 ms, so nothing batches on the publisher side, as with one a minute; shards and
+   * the backend session see the real rates. The counted costs per delivered message feed the model.
+   */
+  async costWorkload(url, broker) {
+    const t = tag();
+    const devices = 300;
+    const rate = 1667;
+    const seconds = 5;
+    const [backend] = await clients(url, 1, `cw-backend-${t}`);
+    let delivered = 0;
+    backend.onPublish = () => delivered++;
+    await backend.subscribe(`cw${t}/+/telemetry`, 1);
+    const list = await clients(url, devices, `cw-dev-${t}`);
+    const perDevice = Math.round((rate * seconds) / devices);
+    const interval = (1000 * devices) / rate;
+    /** @type {number[]} */
+    const latencies = [];
+    await sleep(1000); // connection reports reach the registry: they belong to connecting, not to messages
+    const countersBefore = await broker.counters();
+    const start = now();
+    await Promise.all(
+      list.map(async (device, k) => {
+        await sleep((k * interval) / devices); // spread the devices over one interval
+        for (let i = 0; i < perDevice; i++) {
+          const sent = now();
+          const topic = `cw${t}/${k}/telemetry`;
+          const acked = /** @type {Promise<unknown>} QoS 1 */ (device.publish(topic, Buffer.alloc(64, 5), 1));
+          acked.then(() => latencies.push(now() - sent));
+          await sleep(interval);
+        }
+      }),
+    );
+    const total = perDevice * devices;
+    await settle(() => delivered, total);
+    const elapsed = now() - start;
+    await settle(() => latencies.length, total, 1000);
+    const countersAfter = await broker.counters();
+    [backend, ...list].forEach((c) => c.close());
+    return {
+      "msgs/s": (delivered / elapsed) * 1000,
+      "publisher PUBACK p50 ms": pct(latencies, 50),
+      "publisher PUBACK p99 ms": pct(latencies, 99),
+      sent: total,
+      delivered,
+      countersWindow: countersBefore && [countersBefore, countersAfter],
+    };
+  },
+
+  /**
+   * What the gateway hop costs, to judge the direct route (client WebSocket straight to its Session
+   * object): round trips answered by the Worker (PINGREQ -> PINGRESP) against round trips that go on
+   * to the Session object and back (PUBREL for an unknown packet id -> PUBCOMP, no shard involved).
+   * The difference is what one client -> Worker -> Session -> Worker -> client pass adds over
+   * client -> Worker -> client: the most a direct route could save per packet. Aedes answers both in
+   * its one process.
+   */
+  async hopCost(url) {
+    const t = tag();
+    const [c] = await clients(url, 1, `hop-${t}`);
+    const n = 1000;
+    /** @type {(packet: import("mqtt-packet").Packet, answer: string) => Promise<number[]>} */
+    const roundTrips = async (packet, answer) => {
+      /** @type {number[]} */
+      const times = [];
+      for (let i = 0; i < n; i++) {
+        const s = now();
+        const got = c.waitFor(answer);
+        c.send(packet);
+        await got;
+        times.push(now() - s);
+      }
+      return times;
+    };
+    const edge = await roundTrips({ cmd: "pingreq" }, "pingresp");
+    const session = await roundTrips({ cmd: "pubrel", messageId: 7 }, "pubcomp");
+    c.close();
+    return {
+      "answered at the edge p50 ms": pct(edge, 50),
+      "via the Session p50 ms": pct(session, 50),
+      "via the Session p99 ms": pct(session, 99),
+      "Session hop p50 ms": pct(session, 50) - pct(edge, 50),
+      sent: 2 * n,
+      delivered: edge.length + session.length,
+    };
+  },
+
+  async idleMemory(url, broker) {
+    const t = tag();
+    const heapBefore = await broker.heapKb();
+    const before = broker.rssKb();
+    const n = 500;
+    const list = await clients(url, n, `idle-${t}`);
+    await sleep(2000);
+    const after = broker.rssKb();
+    const heapAfter = await broker.heapKb();
+    const open = list.filter((c) => !c.closed).length;
+    list.forEach((c) => c.close());
+    await sleep(500);
+    return {
+      // JS heap after a garbage collection: what the broker's own objects keep per idle connection
+      // (for us the whole isolate: gateway, Session objects, shards). RSS also counts native buffers
+      // and is noisy on garbage-collected processes.
+      "JS heap KB per connection": (heapAfter - heapBefore) / n,
+      "RSS KB per connection": (after - before) / n,
+      sent: n,
+      delivered: open,
+    };
+  },
+};
