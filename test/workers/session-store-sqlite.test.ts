@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { SqliteSessionStore } from "../../src/session/store";
 import { Schema, SCHEMA_VERSION } from "../../src/session/store/schema";
 import { sessionStoreContract } from "../support/session-store-contract";
-import { uid } from "./helpers";
+import { uid } from "../support/ids";
 
 /** Runs `body` with the SQLite of a fresh Session object (its own Session never started). */
 const inFreshObject = (body: (sql: SqlStorage) => void | Promise<void>) =>
