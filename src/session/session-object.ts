@@ -20,6 +20,7 @@ import { endCause } from "../protocol/internal-close";
 import { registryShardFor } from "../registry/client-registry";
 import { currentHooks, hookMessage, runHook } from "../hooks";
 import { Session, type ConnectionInfo, type EndCause, type SessionDescription, type SessionEvent, type SessionIO } from "./session";
+import { SessionStore } from "./session-store";
 
 /** Most messages routed to one shard in one call. */
 const MAX_ROUTE_BATCH = 128;
@@ -61,7 +62,7 @@ export class SessionObject extends DurableObject<Env> {
     applyLogLevel(env.LOG_LEVEL);
     this.config = configFor(env);
     const auth = authConfigFor(env);
-    this.session = new Session(countingSql(ctx.storage.sql), this.io(), this.config, auth.acl, auth);
+    this.session = new Session(new SessionStore(countingSql(ctx.storage.sql)), this.io(), this.config, auth.acl, auth);
     // A restart (eviction, deploy, crash) drops the socket without a close event: end that connection
     // now, so its will is sent and its expiry starts. Queued before any event this wake delivers.
     const live = this.session.liveConnection;
