@@ -5,11 +5,11 @@
  */
 import type { BrokerConfig } from "../config";
 import { isAllowed, type AclPolicy, type Identity } from "../auth/acl";
-import { encodeWithin, type Packet } from "../protocol/codec";
+import { encodeWithin } from "../protocol/codec";
 import { ConnectReturnCode, ReasonCode, type ProtocolVersion } from "../protocol/constants";
 import { hexCode } from "../protocol/internal-close";
+import type { ConnackPacket, ConnackProperties, ConnectPacket, DisconnectPacket } from "../protocol/packets";
 import { logEvent } from "../observability/log";
-import type { AnyPacket } from "./session-context";
 import type { ConnectionInfo, SessionEvent, SessionIO } from "./session-io";
 import type { SessionMeta } from "./session-store";
 import { willToStore } from "./will";
@@ -17,7 +17,7 @@ import { willToStore } from "./will";
 /** What a CONNECT asks, read once. */
 export interface ConnectRequest {
   info: ConnectionInfo;
-  packet: AnyPacket;
+  packet: ConnectPacket;
   version: ProtocolVersion;
   cleanStart: boolean;
   identity: Identity;
@@ -25,7 +25,7 @@ export interface ConnectRequest {
   owner: string;
 }
 
-export function connectRequest(info: ConnectionInfo, packet: AnyPacket): ConnectRequest {
+export function connectRequest(info: ConnectionInfo, packet: ConnectPacket): ConnectRequest {
   const identity = info.identity ?? {};
   return {
     info,
@@ -59,10 +59,10 @@ export function connectRefusal(
 export function refuseConnect(io: SessionIO, req: ConnectRequest, reason: string): void {
   const { info, version, identity } = req;
   // no Reason String: whether someone else's session exists under this id is not told
-  const connack = version === 5
+  const connack: ConnackPacket = version === 5
     ? { cmd: "connack", sessionPresent: false, reasonCode: ReasonCode.NOT_AUTHORIZED }
     : { cmd: "connack", sessionPresent: false, returnCode: ConnectReturnCode.NOT_AUTHORIZED };
-  const bytes = encodeWithin(connack as Packet, version, clientMaxPacketSize(version, req.packet));
+  const bytes = encodeWithin(connack, version, clientMaxPacketSize(version, req.packet));
   if (bytes) io.send(info.connId, bytes);
   const code = version === 5 ? hexCode(0x87) : String(5);
   logEvent("warn", "connection.refused", {
@@ -76,7 +76,7 @@ export function takeOver(io: SessionIO, previous: SessionMeta, clientId: string)
   const connId = previous.connId!;
   const v5 = (previous.version ?? 4) === 5;
   if (v5) {
-    const disconnect = { cmd: "disconnect", reasonCode: ReasonCode.SESSION_TAKEN_OVER } as Packet;
+    const disconnect: DisconnectPacket = { cmd: "disconnect", reasonCode: ReasonCode.SESSION_TAKEN_OVER };
     const bytes = encodeWithin(disconnect, 5, previous.clientMaxPacketSize);
     if (bytes) io.send(connId, bytes);
   }
@@ -127,8 +127,8 @@ export function connack(
   sessionPresent: boolean,
   requested: number,
   granted: number,
-): AnyPacket {
-  const packet: AnyPacket = { cmd: "connack", sessionPresent };
+): ConnackPacket {
+  const packet: ConnackPacket = { cmd: "connack", sessionPresent };
   if (req.version === 5) {
     packet.reasonCode = ReasonCode.SUCCESS;
     packet.properties = connackProperties(req.info, config, requested, granted);
@@ -143,8 +143,8 @@ function connackProperties(
   config: BrokerConfig,
   requested: number,
   granted: number,
-): Record<string, unknown> {
-  const props: Record<string, unknown> = {
+): ConnackProperties {
+  const props: ConnackProperties = {
     receiveMaximum: config.receiveMaximum,
     maximumPacketSize: config.maxPacketSize,
     topicAliasMaximum: config.topicAliasMaximum,
@@ -199,6 +199,6 @@ export function reportConnected(
 }
 
 /** The Maximum Packet Size a v5 CONNECT announced (absent: no limit beyond the protocol's). */
-export function clientMaxPacketSize(version: ProtocolVersion, connect: AnyPacket): number | undefined {
+export function clientMaxPacketSize(version: ProtocolVersion, connect: ConnectPacket): number | undefined {
   return version === 5 ? connect.properties?.maximumPacketSize : undefined;
 }

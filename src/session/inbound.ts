@@ -6,17 +6,18 @@
 import { fromHook, runHook, type HookMessage } from "../hooks";
 import { ReasonCode } from "../protocol/constants";
 import type { QoS, RoutedMessage, UserProperty } from "../protocol/message";
+import type { AckPacket, PublishPacket, PubrelPacket } from "../protocol/packets";
 import { messagePropertiesFrom } from "../protocol/properties";
 import { isBrokerOnlyTopic, topicNameError } from "../protocol/topic";
 import { isUtf8, publishPropertiesProblem } from "../protocol/validate";
 import { TaskChain } from "../util/task-chain";
 import { InboundQos2, type Qos2Arrival } from "./inbound-qos2";
-import { ackPacket, type AnyPacket, type Refusal, type SessionContext } from "./session-context";
+import { ackPacket, type Refusal, type SessionContext } from "./session-context";
 
 /** A PUBLISH from the client on its way through the steps. */
 interface InboundPublish {
   connId: string;
-  packet: AnyPacket;
+  packet: PublishPacket;
   qos: QoS;
   packetId: number;
   /** For QoS 2: new, or a copy of a message awaiting PUBREL (set by the Receive Maximum step). */
@@ -30,6 +31,19 @@ type StepResult = Refusal | typeof ANSWERED | undefined;
 type PublishStep = (this: Inbound, p: InboundPublish) => StepResult | Promise<StepResult>;
 
 export class Inbound {
+  /** The steps of a PUBLISH, in order: the first that answers or refuses ends it. */
+  private static readonly publishSteps: PublishStep[] = [
+    Inbound.prototype.resolveTopicAlias,
+    Inbound.prototype.checkProperties,
+    Inbound.prototype.checkTopicName,
+    Inbound.prototype.checkRate,
+    Inbound.prototype.checkAcl,
+    Inbound.prototype.checkAuthorizeHook,
+    Inbound.prototype.checkPayloadFormat,
+    Inbound.prototype.checkReceiveMaximum,
+    Inbound.prototype.route,
+  ];
+
   /** Incoming topic aliases of the live connection, cached from the store (the truth across hibernation). */
   private aliases = new Map<number, string>();
   /** Publish rate limiter: tokens left (a token bucket, per connection, in memory). */
@@ -56,21 +70,9 @@ export class Inbound {
     this.tokensAt = now;
   }
 
-  /** The steps of a PUBLISH, in order: the first that answers or refuses ends it. */
-  private static readonly publishSteps: PublishStep[] = [
-    Inbound.prototype.resolveTopicAlias,
-    Inbound.prototype.checkProperties,
-    Inbound.prototype.checkTopicName,
-    Inbound.prototype.checkRate,
-    Inbound.prototype.checkAcl,
-    Inbound.prototype.checkAuthorizeHook,
-    Inbound.prototype.checkPayloadFormat,
-    Inbound.prototype.checkReceiveMaximum,
-    Inbound.prototype.route,
-  ];
-
-  async handlePublish(connId: string, packet: AnyPacket): Promise<Refusal | undefined> {
-    const p: InboundPublish = { connId, packet, qos: packet.qos as QoS, packetId: packet.messageId as number };
+  async handlePublish(connId: string, packet: PublishPacket): Promise<Refusal | undefined> {
+    // packetViolation saw to it that a QoS 1/2 PUBLISH has its packet id
+    const p: InboundPublish = { connId, packet, qos: packet.qos, packetId: packet.messageId ?? 0 };
     for (const step of Inbound.publishSteps) {
       let result = step.call(this, p);
       if (result instanceof Promise) result = await result; // only the hook step is asynchronous
@@ -134,7 +136,7 @@ export class Inbound {
    * an alias mapped to a `$SYS` topic is refused too).
    */
   private checkAcl(p: InboundPublish): StepResult {
-    const topic: string = p.packet.topic;
+    const topic = p.packet.topic;
     if (isBrokerOnlyTopic(topic) || !this.session.allowed("publish", topic)) return this.refusePublish(p);
     return undefined;
   }
@@ -253,7 +255,7 @@ export class Inbound {
   private acknowledgeAfter(
     connId: string,
     routed: Promise<number>,
-    ack: (matched: number) => AnyPacket,
+    ack: (matched: number) => AckPacket,
     counted = true,
   ): void {
     const previous = this.ackChain;
@@ -275,20 +277,21 @@ export class Inbound {
   }
 
   /** Sends an acknowledgement after those still waiting for their routing [MQTT-4.6.0-2..4]. */
-  private sendAfterAcks(connId: string, ack: AnyPacket): void {
+  private sendAfterAcks(connId: string, ack: AckPacket): void {
     this.ackChain = this.ackChain.then(() => {
       if (this.session.isCurrent(connId)) this.session.send(connId, [ack]);
     });
   }
 
-  handlePubrel(connId: string, packet: AnyPacket): void {
-    const found = this.qos2.pubrelReceived(packet.messageId);
+  handlePubrel(connId: string, packet: PubrelPacket): void {
+    const packetId = packet.messageId!; // packetViolation saw to it
+    const found = this.qos2.pubrelReceived(packetId);
     const code = !found && this.session.version === 5 ? ReasonCode.PACKET_IDENTIFIER_NOT_FOUND : ReasonCode.SUCCESS;
     // Wait for earlier acknowledgements so PUBCOMP never overtakes the PUBREC it answers.
-    this.sendAfterAcks(connId, ackPacket("pubcomp", packet.messageId, code));
+    this.sendAfterAcks(connId, ackPacket("pubcomp", packetId, code));
   }
 
-  private toMessage(packet: AnyPacket, id: string): RoutedMessage {
+  private toMessage(packet: PublishPacket, id: string): RoutedMessage {
     return {
       id,
       origin: this.session.meta.clientId!,

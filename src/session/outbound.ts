@@ -4,13 +4,16 @@
  * never written), the acknowledgements of our PUBLISHes (through OutboundFlight), outgoing topic
  * aliases, and the queue-depth and drop reports.
  */
-import { encodeWithin, type Packet } from "../protocol/codec";
+import { encodeWithin } from "../protocol/codec";
 import { ReasonCode } from "../protocol/constants";
 import type { Delivery, DeliveryOutcome } from "../protocol/message";
+import type {
+  Packet, PubackPacket, PubcompPacket, PublishPacket, PublishProperties, PubrecPacket,
+} from "../protocol/packets";
 import { remainingExpiry } from "../protocol/properties";
 import { SampledLog } from "../observability/log";
 import { OutboundFlight } from "./outbound-flight";
-import { ackPacket, type AnyPacket, type SessionContext } from "./session-context";
+import { ackPacket, type SessionContext } from "./session-context";
 import type { DropReason } from "./session-io";
 import { OutState } from "./session-store";
 
@@ -68,7 +71,7 @@ export class Outbound {
       if (readable.length === 0 && batch.length === 1 && batch[0].shareFilter) return "unreadable";
       batch = readable;
     }
-    const immediate: AnyPacket[] = [];
+    const immediate: Packet[] = [];
     const held: number[] = [];
     const settled: Promise<void>[] = [];
     let queued = false;
@@ -141,7 +144,7 @@ export class Outbound {
     if (!connId || !store.hasQueued()) return;
     let room = this.windowRoom();
     if (room <= 0) return;
-    const packets: AnyPacket[] = [];
+    const packets: Packet[] = [];
     while (room > 0) {
       const rows = store.rows([OutState.QUEUED], room);
       if (!rows.length) break;
@@ -163,7 +166,7 @@ export class Outbound {
 
   /** [MQTT-4.4.0-1] resends unacknowledged PUBLISH (with DUP) and PUBREL packets of a resumed session. */
   resendInflight(connId: string): void {
-    const packets: AnyPacket[] = [];
+    const packets: Packet[] = [];
     for (const row of this.session.store.rows([OutState.SENT, OutState.RELEASED])) {
       if (row.state === OutState.RELEASED) {
         packets.push(ackPacket("pubrel", row.packetId!));
@@ -190,10 +193,10 @@ export class Outbound {
     packetId: number | undefined,
     dup: boolean,
     ignoreExpiry = false,
-  ): AnyPacket | undefined {
+  ): PublishPacket | undefined {
     const { version, meta } = this.session;
     const m = d.message;
-    const packet: AnyPacket = {
+    const packet: PublishPacket = {
       cmd: "publish",
       topic: m.topic,
       payload: Buffer.from(m.payload.buffer, m.payload.byteOffset, m.payload.byteLength),
@@ -203,7 +206,7 @@ export class Outbound {
     };
     if (packetId !== undefined) packet.messageId = packetId;
     if (version === 5) {
-      const props: Record<string, unknown> = {};
+      const props: PublishProperties = {};
       const p = m.properties;
       if (p) {
         if (p.payloadFormatIndicator !== undefined) props.payloadFormatIndicator = p.payloadFormatIndicator;
@@ -228,7 +231,7 @@ export class Outbound {
     }
     if (meta.clientMaxPacketSize !== undefined) {
       // [MQTT-3.1.2-24, 3.1.2-25] a PUBLISH larger than the client's Maximum Packet Size is discarded
-      if (!encodeWithin(packet as Packet, version, meta.clientMaxPacketSize)) {
+      if (!encodeWithin(packet, version, meta.clientMaxPacketSize)) {
         if (alias?.isNew) this.aliases!.delete(m.topic);
         return undefined;
       }
@@ -253,24 +256,25 @@ export class Outbound {
     return { value, isNew: true };
   }
 
-  // --- acknowledgements of our PUBLISHes ----------------------------------------------------
+  // --- acknowledgements of our PUBLISHes (packetViolation saw to it that each has its packet id) ----
 
-  handlePuback(packet: AnyPacket): void {
-    this.flight.pubackReceived(packet.messageId);
+  handlePuback(packet: PubackPacket): void {
+    this.flight.pubackReceived(packet.messageId!);
     this.pump();
     if (this.session.meta.queueLevel) this.checkQueueLevel();
   }
 
-  handlePubrec(connId: string, packet: AnyPacket): void {
-    const outcome = this.flight.pubrecReceived(packet.messageId, packet.reasonCode);
+  handlePubrec(connId: string, packet: PubrecPacket): void {
+    const packetId = packet.messageId!;
+    const outcome = this.flight.pubrecReceived(packetId, packet.reasonCode);
     if (outcome === "refused") return this.pump(); // the client refused it: the flow ends here [MQTT-4.3.3]
     const v5Unknown = outcome === "unknown" && this.session.version === 5;
     const code = v5Unknown ? ReasonCode.PACKET_IDENTIFIER_NOT_FOUND : ReasonCode.SUCCESS;
-    this.session.send(connId, [ackPacket("pubrel", packet.messageId, code)]);
+    this.session.send(connId, [ackPacket("pubrel", packetId, code)]);
   }
 
-  handlePubcomp(packet: AnyPacket): void {
-    this.flight.pubcompReceived(packet.messageId);
+  handlePubcomp(packet: PubcompPacket): void {
+    this.flight.pubcompReceived(packet.messageId!);
     this.pump();
     if (this.session.meta.queueLevel) this.checkQueueLevel();
   }

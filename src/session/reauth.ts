@@ -5,7 +5,8 @@
 import { startScram, type ScramExchange } from "../auth/scram";
 import type { UserDirectory } from "../auth/stored-credential";
 import { ReasonCode } from "../protocol/constants";
-import type { AnyPacket, Refusal, SessionContext } from "./session-context";
+import type { AuthPacket } from "../protocol/packets";
+import type { Refusal, SessionContext } from "./session-context";
 import type { ConnectionInfo } from "./session-io";
 
 export class Reauthentication {
@@ -18,7 +19,7 @@ export class Reauthentication {
     private readonly users: UserDirectory,
   ) {}
 
-  async handleAuth(info: ConnectionInfo, packet: AnyPacket): Promise<Refusal | undefined> {
+  async handleAuth(info: ConnectionInfo, packet: AuthPacket): Promise<Refusal | undefined> {
     const { session } = this;
     const method = packet.properties?.authenticationMethod;
     const data: Uint8Array = packet.properties?.authenticationData ?? new Uint8Array();
@@ -31,7 +32,7 @@ export class Reauthentication {
       if (!this.exchange) return { reasonCode: ReasonCode.NOT_AUTHORIZED, reason: "malformed SCRAM message" };
       const authenticationData = Buffer.from(this.exchange.serverFirst);
       const properties = { authenticationMethod: method, authenticationData };
-      const challenge = { cmd: "auth", reasonCode: ReasonCode.CONTINUE_AUTHENTICATION, properties };
+      const challenge: AuthPacket = { cmd: "auth", reasonCode: ReasonCode.CONTINUE_AUTHENTICATION, properties };
       session.send(info.connId, [challenge]);
       return undefined;
     }
@@ -46,7 +47,7 @@ export class Reauthentication {
       return { reasonCode: ReasonCode.NOT_AUTHORIZED, reason: "re-authentication failed" };
     }
     const properties = { authenticationMethod: method, authenticationData: Buffer.from(result.serverFinal) };
-    const done = { cmd: "auth", reasonCode: ReasonCode.SUCCESS, properties };
+    const done: AuthPacket = { cmd: "auth", reasonCode: ReasonCode.SUCCESS, properties };
     session.send(info.connId, [done]);
     return undefined;
   }

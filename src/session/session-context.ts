@@ -7,11 +7,9 @@ import type { BrokerConfig } from "../config";
 import type { AclAction, AclPolicy, Identity } from "../auth/acl";
 import type { HookContext } from "../hooks";
 import { ReasonCode, type ProtocolVersion } from "../protocol/constants";
+import type { AckPacket, Packet, PacketWithReason } from "../protocol/packets";
 import type { SessionIO } from "./session-io";
 import type { SessionMeta, SessionStore } from "./session-store";
-
-/** mqtt-packet objects as we read and build them (its types are narrower than the wire allows). */
-export type AnyPacket = Record<string, any>;
 
 /**
  * Why a packet ends its connection: the v5 reason code and the reason (v5 DISCONNECT's Reason
@@ -40,9 +38,9 @@ export interface SessionContext {
   /** The context the user's hooks run with, for this session's client and identity. */
   hookContext(): HookContext;
   /** Sends packets as one frame, each within the client's Maximum Packet Size. */
-  send(connId: string, packets: AnyPacket[]): void;
+  send(connId: string, packets: Packet[]): void;
   /** Adds a v5 Reason String unless the client asked for no problem information. */
-  withReason(packet: AnyPacket, reason: string): AnyPacket;
+  withReason<P extends PacketWithReason>(packet: P, reason: string): P;
   /** Ends the connection for an error of ours (v5 DISCONNECT 0x80), after logging it. */
   serverError(connId: string, err: unknown): Promise<void>;
 }
@@ -55,6 +53,6 @@ export function ackPacket(
   cmd: "puback" | "pubrec" | "pubrel" | "pubcomp",
   messageId: number,
   reasonCode: number = ReasonCode.SUCCESS,
-): AnyPacket {
+): AckPacket {
   return { cmd, messageId, reasonCode };
 }

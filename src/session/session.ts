@@ -9,10 +9,11 @@
 import type { BrokerConfig } from "../config";
 import { isAllowed, type AclAction, type AclPolicy, type Identity } from "../auth/acl";
 import { unknownUserPolicy, type UserDirectory } from "../auth/stored-credential";
-import { encodeWithin, joinFrames, parsePacket, type Packet } from "../protocol/codec";
+import { encodeWithin, joinFrames, parsePacket } from "../protocol/codec";
 import { ReasonCode, type ProtocolVersion } from "../protocol/constants";
 import { hexCode } from "../protocol/internal-close";
 import type { Delivery, DeliveryOutcome } from "../protocol/message";
+import type { ConnectPacket, DisconnectPacket, Packet, PacketWithReason } from "../protocol/packets";
 import { packetViolation } from "../protocol/validate";
 import { logEvent } from "../observability/log";
 import { logText } from "../observability/log-text";
@@ -21,7 +22,7 @@ import * as connect from "./connect";
 import { Inbound } from "./inbound";
 import { Outbound } from "./outbound";
 import { Reauthentication } from "./reauth";
-import type { AnyPacket, Refusal, SessionContext } from "./session-context";
+import type { Refusal, SessionContext } from "./session-context";
 import type { ConnectionInfo, EndCause, SessionDescription, SessionIO } from "./session-io";
 import type { SessionMeta, SessionStore } from "./session-store";
 import { Subscriptions } from "./subscriptions";
@@ -145,7 +146,7 @@ export class Session {
       const reasonCode = parsed.reasonCode ?? ReasonCode.MALFORMED_PACKET;
       return this.refuse(info.connId, { reasonCode, reason: parsed.error });
     }
-    const packet = parsed.packet as AnyPacket;
+    const { packet } = parsed;
     if (packet.cmd === "connect") {
       // [MQTT-3.1.0-2] a second CONNECT on a connection is a protocol error
       if (version !== undefined) {
@@ -159,7 +160,7 @@ export class Session {
   }
 
   /** Hands a packet of the live connection to its handler; a refusal ends the connection (handle). */
-  private dispatch(info: ConnectionInfo, packet: AnyPacket): Refusal | void | Promise<Refusal | undefined> {
+  private dispatch(info: ConnectionInfo, packet: Packet): Refusal | void | Promise<Refusal | undefined> {
     const { connId } = info;
     switch (packet.cmd) {
       case "publish":
@@ -189,7 +190,7 @@ export class Session {
 
   // --- CONNECT ----------------------------------------------------------------------------
 
-  private async handleConnect(info: ConnectionInfo, packet: AnyPacket): Promise<void> {
+  private async handleConnect(info: ConnectionInfo, packet: ConnectPacket): Promise<void> {
     const req = connect.connectRequest(info, packet);
     const now = this.io.now();
     const previous = this.meta;
@@ -223,7 +224,7 @@ export class Session {
     this.io.setAlarm(this.nextAlarm());
 
     const connack = connect.connack(req, this.config, sessionPresent, requestedExpiry, expiryInterval);
-    const connackBytes = encodeWithin(connack as Packet, req.version, this.meta.clientMaxPacketSize);
+    const connackBytes = encodeWithin(connack, req.version, this.meta.clientMaxPacketSize);
     if (connackBytes) this.io.send(info.connId, connackBytes);
     else {
       // Not even without its optional properties does the CONNACK fit the client's Maximum Packet
@@ -241,7 +242,7 @@ export class Session {
 
   // --- DISCONNECT and the end of a connection ------------------------------------------------
 
-  private async handleDisconnect(connId: string, packet: AnyPacket): Promise<Refusal | undefined> {
+  private async handleDisconnect(connId: string, packet: DisconnectPacket): Promise<Refusal | undefined> {
     const newExpiry = packet.properties?.sessionExpiryInterval;
     if (this.version === 5 && newExpiry !== undefined) {
       // [3.14.2.2.2, no statement id: U-5.0-disconnect-expiry in docs/conformance] a session that was
@@ -411,7 +412,7 @@ export class Session {
    * Adds a v5 Reason String unless the client asked for no problem information; DISCONNECT, CONNACK
    * and PUBLISH may always carry one [MQTT-3.1.2-29].
    */
-  private withReason(packet: AnyPacket, reason: string): AnyPacket {
+  private withReason<P extends PacketWithReason>(packet: P, reason: string): P {
     const always = packet.cmd === "disconnect" || packet.cmd === "connack";
     if (this.version !== 5 || (!always && this.meta.problemInfo === false)) return packet;
     // send() leaves it out again if it would exceed the client's Maximum Packet Size
@@ -422,11 +423,11 @@ export class Session {
    * Sends packets as one frame, each within the client's Maximum Packet Size (encodeWithin: without
    * its Reason String or User Properties if need be). One that cannot fit at all is not sent.
    */
-  private send(connId: string, packets: AnyPacket[]): void {
+  private send(connId: string, packets: Packet[]): void {
     const max = this.meta.clientMaxPacketSize;
     const encoded: Uint8Array[] = [];
     for (const p of packets) {
-      const bytes = encodeWithin(p as Packet, this.version, max);
+      const bytes = encodeWithin(p, this.version, max);
       if (bytes) encoded.push(bytes);
     }
     if (encoded.length) this.io.send(connId, joinFrames(encoded));

@@ -10,7 +10,8 @@ import type { Delivery, QoS, Subscription } from "../protocol/message";
 import { parseSharedFilter, topicFilterError } from "../protocol/topic";
 import { logText } from "../observability/log-text";
 import type { Outbound } from "./outbound";
-import type { AnyPacket, Refusal, SessionContext } from "./session-context";
+import type { SubackPacket, SubscribePacket, UnsubackPacket, UnsubscribePacket } from "../protocol/packets";
+import type { Refusal, SessionContext } from "./session-context";
 import type { OutboundRow } from "./session-store";
 
 /**
@@ -58,7 +59,7 @@ export class Subscriptions {
     this.readCheck = undefined;
   }
 
-  async handleSubscribe(connId: string, packet: AnyPacket): Promise<Refusal | undefined> {
+  async handleSubscribe(connId: string, packet: SubscribePacket): Promise<Refusal | undefined> {
     const { session } = this;
     const v5 = session.version === 5;
     const subscriptionId: number | undefined = v5 ? packet.properties?.subscriptionIdentifier : undefined;
@@ -66,8 +67,8 @@ export class Subscriptions {
     const accepted: Subscription[] = [];
     const retainedFor: string[] = [];
     let count = session.store.subscriptionCount();
-    for (const request of packet.subscriptions as AnyPacket[]) {
-      const filter: string = request.topic;
+    for (const request of packet.subscriptions) {
+      const filter = request.topic;
       if (v5 && request.nl && parseSharedFilter(filter)) {
         // [MQTT-3.8.3-4] No Local on a shared subscription is a protocol error
         return { reasonCode: ReasonCode.PROTOCOL_ERROR, reason: "No Local set on a shared subscription" };
@@ -101,7 +102,7 @@ export class Subscriptions {
       session.io.report({ kind: "sys-watch", clientId: session.meta.clientId! });
     }
     // [MQTT-3.8.4-1] SUBACK with one code per filter, in order [MQTT-3.8.4-6]
-    const suback: AnyPacket = { cmd: "suback", messageId: packet.messageId, granted: codes };
+    const suback: SubackPacket = { cmd: "suback", messageId: packet.messageId, granted: codes };
     const refused = codes.filter((c) => c >= 0x80);
     const refusedText = refused.map((c) => `0x${c.toString(16)}`).join(", ");
     const reason = `${refused.length} filter(s) refused: ${refusedText}`;
@@ -146,9 +147,9 @@ export class Subscriptions {
     return undefined;
   }
 
-  async handleUnsubscribe(connId: string, packet: AnyPacket): Promise<undefined> {
+  async handleUnsubscribe(connId: string, packet: UnsubscribePacket): Promise<undefined> {
     const { session } = this;
-    const filters = packet.unsubscriptions as string[];
+    const filters = packet.unsubscriptions;
     const removed = filters.filter((f) => session.store.hasSubscription(f));
     if (removed.length) await session.io.unsubscribe(session.meta.clientId!, removed);
     const codes = filters.map((f) =>
@@ -156,7 +157,7 @@ export class Subscriptions {
     );
     this.readCheck = undefined;
     for (const filter of removed) if (parseSharedFilter(filter)) await this.handOverQueued(filter);
-    const unsuback: AnyPacket = { cmd: "unsuback", messageId: packet.messageId };
+    const unsuback: UnsubackPacket = { cmd: "unsuback", messageId: packet.messageId };
     if (session.version === 5) unsuback.granted = codes;
     session.send(connId, [unsuback]);
     return undefined;

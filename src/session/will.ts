@@ -5,7 +5,8 @@
  */
 import type { QoS } from "../protocol/message";
 import { messagePropertiesFrom, propertiesFromJson, propertiesToJson } from "../protocol/properties";
-import type { AnyPacket, SessionContext } from "./session-context";
+import type { ConnectPacket } from "../protocol/packets";
+import type { SessionContext } from "./session-context";
 import type { SessionMeta } from "./session-store";
 
 /** The will as the session keeps it (as JSON in SessionMeta.will). */
@@ -20,7 +21,7 @@ interface StoredWill {
 }
 
 /** The will of a CONNECT as SessionMeta.will holds it; undefined when it has none. */
-export function willToStore(connect: AnyPacket): string | undefined {
+export function willToStore(connect: ConnectPacket): string | undefined {
   const will = connect.will;
   if (!will) return undefined;
   const v5 = connect.protocolVersion === 5;
