@@ -1,12 +1,15 @@
 /** Codec adapter over mqtt-packet: one whole packet in, one packet object out, and back. */
 import mqtt from "mqtt-packet";
-import type { Packet } from "mqtt-packet";
 import type { ProtocolVersion } from "./constants";
 import { readFixedHeader } from "./framer";
+import type { QoS } from "./message";
+import type { AckPacket, Packet, PublishPacket } from "./packets";
 import { packetFault } from "./packet-check";
 import { publishUserProperties, userPropertyList, pushVarInt, willUserProperties, withUserProperties } from "./user-properties";
 
 export type { Packet };
+/** What the encoders take: our packets, or mqtt-packet's (User Properties as its object). */
+export type EncodablePacket = Packet | mqtt.Packet;
 
 /** A packet, or why it is refused: `reasonCode` is the v5 answer (absent: 0x81 Malformed Packet). */
 export type ParseResult = { packet: Packet } | { error: string; reasonCode?: number };
@@ -21,9 +24,9 @@ export function parsePacket(bytes: Uint8Array, version: ProtocolVersion | undefi
   const fast = version ? parseSimplePacket(bytes, version) : undefined;
   if (fast) return { packet: fast };
   const parser = mqtt.parser(version ? { protocolVersion: version } : {});
-  const packets: Packet[] = [];
+  const packets: mqtt.Packet[] = [];
   let error: string | undefined;
-  parser.on("packet", (p: Packet) => packets.push(p));
+  parser.on("packet", (p: mqtt.Packet) => packets.push(p));
   parser.on("error", (e: Error) => {
     error ??= e.message;
   });
@@ -37,30 +40,37 @@ export function parsePacket(bytes: Uint8Array, version: ProtocolVersion | undefi
   return { packet: withOrderedUserProperties(packets[0], bytes) };
 }
 
-/** Replaces mqtt-packet's object of User Properties with the list read from the bytes, in order. */
-function withOrderedUserProperties(packet: Packet, bytes: Uint8Array): Packet {
-  const p = packet as unknown as Record<string, any>;
-  const props = p.cmd === "publish" ? p.properties : p.cmd === "connect" ? p.will?.properties : undefined;
-  if (!props?.userProperties) return packet;
-  const read = p.cmd === "publish" ? publishUserProperties : willUserProperties;
-  props.userProperties = read(bytes) ?? userPropertyList(props.userProperties);
-  return packet;
+/**
+ * mqtt-packet's packet as ours (packets.ts): its object of User Properties of a PUBLISH or a will
+ * replaced with the list read from the bytes, in order. The rest already has our shape (mqtt-packet's
+ * parser gives Buffers, never strings, and no `granted` in a 3.1.1 UNSUBACK).
+ */
+function withOrderedUserProperties(packet: mqtt.Packet, bytes: Uint8Array): Packet {
+  const props =
+    packet.cmd === "publish" ? packet.properties : packet.cmd === "connect" ? packet.will?.properties : undefined;
+  if (props?.userProperties) {
+    const read = packet.cmd === "publish" ? publishUserProperties : willUserProperties;
+    const list = read(bytes) ?? userPropertyList(props.userProperties);
+    (props as { userProperties?: unknown }).userProperties = list;
+  }
+  return packet as unknown as Packet;
 }
 
 /**
  * Serialises a packet for the given protocol level. A PUBLISH's User Properties may be a list of
  * pairs (written in that order) or mqtt-packet's object.
  */
-export function encodePacket(packet: Packet, version: ProtocolVersion): Uint8Array {
+export function encodePacket(packet: EncodablePacket, version: ProtocolVersion): Uint8Array {
   const simple = encodeSimplePublish(packet, version);
   if (simple) return simple;
-  const props = (packet as { properties?: Record<string, unknown> }).properties;
-  if (packet.cmd === "publish" && version === 5 && Array.isArray(props?.userProperties)) {
-    const { userProperties, ...others } = props;
-    const encoded = mqtt.generate({ ...packet, properties: others } as Packet, { protocolVersion: version });
-    return withUserProperties(encoded, userProperties as [string, string][]);
+  if (packet.cmd === "publish" && version === 5 && Array.isArray(packet.properties?.userProperties)) {
+    const { userProperties, ...others } = packet.properties;
+    const encoded = mqtt.generate({ ...packet, properties: others }, { protocolVersion: version });
+    return withUserProperties(encoded, userProperties);
   }
-  return mqtt.generate(packet, { protocolVersion: version });
+  // Our packets differ from mqtt-packet's only in the User Properties handled above (a list of pairs
+  // could reach mqtt-packet only from a will, which the broker never encodes) and narrower types.
+  return mqtt.generate(packet as mqtt.Packet, { protocolVersion: version });
 }
 
 /** What a packet may go without, in the order it is left out to fit the client's Maximum Packet Size. */
@@ -79,17 +89,23 @@ const CONNACK_DEFAULTS = ["retainAvailable", "wildcardSubscriptionAvailable", "s
  * Undefined when it still does not fit: it must not be sent. A PUBLISH keeps its properties (they
  * are the message's): it is discarded whole [MQTT-3.1.2-25].
  */
-export function encodeWithin(packet: Packet, version: ProtocolVersion, max: number | undefined): Uint8Array | undefined {
+export function encodeWithin(
+  packet: EncodablePacket,
+  version: ProtocolVersion,
+  max: number | undefined,
+): Uint8Array | undefined {
   let bytes = encodePacket(packet, version);
   if (max === undefined || bytes.length <= max) return bytes;
-  const p = packet as unknown as Record<string, any>;
-  if (p.cmd === "publish" || !p.properties) return undefined;
-  const props: Record<string, unknown> = { ...p.properties };
-  const droppable = p.cmd === "connack" ? [...OPTIONAL_PROPERTIES, ...CONNACK_DEFAULTS.filter((name) => props[name] === true)] : OPTIONAL_PROPERTIES;
+  if (packet.cmd === "publish" || !("properties" in packet) || !packet.properties) return undefined;
+  const props: Record<string, unknown> = { ...packet.properties };
+  const droppable = packet.cmd === "connack"
+    ? [...OPTIONAL_PROPERTIES, ...CONNACK_DEFAULTS.filter((name) => props[name] === true)]
+    : OPTIONAL_PROPERTIES;
   for (const name of droppable) {
     if (props[name] === undefined) continue;
     delete props[name];
-    bytes = encodePacket({ ...p, properties: props } as unknown as Packet, version);
+    // the same packet, without some of its optional properties
+    bytes = encodePacket({ ...packet, properties: props } as EncodablePacket, version);
     if (bytes.length <= max) return bytes;
   }
   return undefined;
@@ -115,7 +131,8 @@ export function parseSimplePacket(bytes: Uint8Array, version: ProtocolVersion): 
     // [MQTT-3.6.1-1] PUBREL's flags are 0010, the others' 0000
     if (bytes.length !== 4 || bytes[1] !== 2 || (first & 0x0f) !== (type === 6 ? 2 : 0)) return undefined;
     if (bytes[2] === 0 && bytes[3] === 0) return undefined;
-    return { cmd: ACKS[type - 4], messageId: (bytes[2] << 8) | bytes[3], length: 2 } as Packet;
+    const ack: AckPacket = { cmd: ACKS[type - 4], messageId: (bytes[2] << 8) | bytes[3], length: 2 };
+    return ack;
   }
   if (type !== 3) return undefined;
   const qos = (first >> 1) & 3;
@@ -150,27 +167,29 @@ export function parseSimplePacket(bytes: Uint8Array, version: ProtocolVersion): 
     if (i >= bytes.length || bytes[i] !== 0) return undefined; // properties present: the full parser
     i += 1;
   }
-  const packet: Record<string, unknown> = {
+  const packet: PublishPacket = {
     cmd: "publish",
     retain: (first & 1) === 1,
-    qos,
+    qos: qos as QoS,
     dup: (first & 8) === 8,
     length,
     topic,
     payload: asBuffer(bytes.subarray(i)),
   };
   if (messageId !== undefined) packet.messageId = messageId;
-  return packet as unknown as Packet;
+  return packet;
 }
 
 /** A PUBLISH without properties, encoded directly; undefined for anything else. */
-export function encodeSimplePublish(packet: Packet, version: ProtocolVersion): Uint8Array | undefined {
-  const p = packet as unknown as Record<string, any>;
-  if (p.cmd !== "publish" || (p.properties && Object.keys(p.properties).length > 0)) return undefined;
+export function encodeSimplePublish(packet: EncodablePacket, version: ProtocolVersion): Uint8Array | undefined {
+  if (packet.cmd !== "publish" || (packet.properties && Object.keys(packet.properties).length > 0)) return undefined;
+  // Defaults and a string payload, as mqtt-packet takes them, for a packet built outside this code.
+  const p: Partial<Omit<PublishPacket, "payload" | "properties">> & { payload?: Uint8Array | string } = packet;
   const qos = p.qos ?? 0;
   const topic = encoder.encode(p.topic ?? "");
   const payload: Uint8Array = typeof p.payload === "string" ? encoder.encode(p.payload) : (p.payload ?? new Uint8Array());
-  if (topic.length > 65535 || (qos > 0 && !p.messageId)) return undefined;
+  const messageId = p.messageId ?? 0;
+  if (topic.length > 65535 || (qos > 0 && !messageId)) return undefined;
   const remaining = 2 + topic.length + (qos > 0 ? 2 : 0) + (version === 5 ? 1 : 0) + payload.length;
   if (remaining > 268435455) return undefined;
   const header = pushVarInt([0x30 | (p.dup ? 8 : 0) | (qos << 1) | (p.retain ? 1 : 0)], remaining);
@@ -182,8 +201,8 @@ export function encodeSimplePublish(packet: Packet, version: ProtocolVersion): U
   out.set(topic, i);
   i += topic.length;
   if (qos > 0) {
-    out[i++] = p.messageId >> 8;
-    out[i++] = p.messageId & 255;
+    out[i++] = messageId >> 8;
+    out[i++] = messageId & 255;
   }
   if (version === 5) out[i++] = 0;
   out.set(payload, i);

@@ -1,8 +1,10 @@
 /** Conversions between mqtt-packet PUBLISH properties and our MessageProperties, and their JSON form. */
 import type { MessageProperties } from "./message";
+import type { PublishProperties, WillProperties } from "./packets";
 import { userPropertyList } from "./user-properties";
 
-type PacketProperties = Record<string, unknown> | undefined;
+/** The properties of a PUBLISH or a will, as parsePacket gives them. */
+type PacketProperties = PublishProperties | WillProperties | undefined;
 
 /** Picks the properties the broker forwards unchanged [MQTT-3.3.2-15..20]. */
 export function messagePropertiesFrom(props: PacketProperties): MessageProperties | undefined {

@@ -3,6 +3,7 @@
  * connection is closed (v5: DISCONNECT with the reason code first).
  */
 import { ReasonCode } from "./constants";
+import type { Packet, PublishProperties } from "./packets";
 import { topicNameError, type TopicLimits } from "./topic";
 
 export interface PacketViolation {
@@ -10,9 +11,9 @@ export interface PacketViolation {
   reason: string;
 }
 
-const NEEDS_PACKET_ID = new Set(["subscribe", "unsubscribe", "puback", "pubrec", "pubrel", "pubcomp"]);
+const NEEDS_PACKET_ID = new Set<Packet["cmd"]>(["subscribe", "unsubscribe", "puback", "pubrec", "pubrel", "pubcomp"]);
 
-export function packetViolation(packet: Record<string, any>): PacketViolation | undefined {
+export function packetViolation(packet: Packet): PacketViolation | undefined {
   const malformed = (reason: string) => ({ reasonCode: ReasonCode.MALFORMED_PACKET, reason });
   const needsId = NEEDS_PACKET_ID.has(packet.cmd) || (packet.cmd === "publish" && packet.qos > 0);
   // [MQTT-2.2.1-3] SUBSCRIBE, UNSUBSCRIBE and QoS>0 PUBLISH carry a non-zero packet identifier
@@ -31,7 +32,7 @@ export function packetViolation(packet: Record<string, any>): PacketViolation | 
 
 /** Problems in the properties of a PUBLISH from a client (v5). */
 export function publishPropertiesProblem(
-  props: Record<string, any> | undefined,
+  props: PublishProperties | undefined,
   limits: TopicLimits,
 ): PacketViolation | undefined {
   if (!props) return undefined;

@@ -20,6 +20,7 @@ import { hookContext, sessionIO } from "./session-links";
 import { SessionReporter } from "./session-reporter";
 import { attachmentFromUpgrade, SessionSockets, type Attachment } from "./session-sockets";
 import { ShardLinks } from "./shard-links";
+import { SqliteSessionStore } from "./store";
 
 /** Shards whose calls to this session are put in order (more than any deployment's shard count). */
 const MAX_ORDERED_CALLERS = 1024;
@@ -42,7 +43,7 @@ export class SessionObject extends DurableObject<Env> {
       hookContext(env, shards, clientId, identity),
     ));
     const io = sessionIO({ env, sockets, shards, reporter, storage: ctx.storage });
-    this.session = new Session(countingSql(ctx.storage.sql), io, config, auth.acl, auth);
+    this.session = new Session(new SqliteSessionStore(countingSql(ctx.storage.sql)), io, config, auth.acl, auth);
     // A restart (eviction, deploy, crash) drops the socket without a close event: end that connection
     // now, so its will is sent and its expiry starts. Queued before any event this wake delivers.
     const live = this.session.liveConnection;

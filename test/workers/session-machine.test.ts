@@ -8,6 +8,7 @@ import { describe, expect, it } from "vitest";
 import { DEFAULT_CONFIG, type BrokerConfig } from "../../src/config";
 import type { Delivery, RoutedMessage, Subscription } from "../../src/protocol/message";
 import { Session, type SessionEvent, type SessionIO } from "../../src/session/session";
+import { SqliteSessionStore } from "../../src/session/store";
 import { hookMessage, type BrokerHooks, type HookContext } from "../../src/hooks";
 import type { Identity } from "../../src/auth/acl";
 import { uid } from "../support/ids";
@@ -97,7 +98,7 @@ async function withSession(
   const stub = env.SESSION.get(env.SESSION.idFromName(uid("machine")));
   await runInDurableObject(stub, async (_instance, state) => {
     const io = new RecordingIO(version);
-    const session = new Session(state.storage.sql, io, config);
+    const session = new Session(new SqliteSessionStore(state.storage.sql), io, config);
     const info = { connId: "conn-1", clientId: "machine-client", assignedClientId: false };
     let connected = false;
     const send = async (p: OutgoingPacket) => {

@@ -1,0 +1,314 @@
+/**
+ * Messages from the client: a PUBLISH goes through a named list of steps (aliases, checks, rate,
+ * authorization, Receive Maximum, routing), QoS 2 through InboundQos2 until PUBREL, and every
+ * acknowledgement goes out in the order of the PUBLISHes it answers [MQTT-4.6.0-2..4].
+ */
+import { fromHook, runHook, type HookMessage } from "../hooks";
+import { ReasonCode } from "../protocol/constants";
+import type { QoS, RoutedMessage, UserProperty } from "../protocol/message";
+import type { AckPacket, PublishPacket, PubrelPacket } from "../protocol/packets";
+import { messagePropertiesFrom } from "../protocol/properties";
+import { isBrokerOnlyTopic, topicNameError } from "../protocol/topic";
+import { isUtf8, publishPropertiesProblem } from "../protocol/validate";
+import { TaskChain } from "../util/task-chain";
+import { InboundQos2, type Qos2Arrival } from "./inbound-qos2";
+import { ackPacket, type Refusal, type SessionContext } from "./session-context";
+
+/** A PUBLISH from the client on its way through the steps. */
+interface InboundPublish {
+  connId: string;
+  packet: PublishPacket;
+  qos: QoS;
+  packetId: number;
+  /** For QoS 2: new, or a copy of a message awaiting PUBREL (set by the Receive Maximum step). */
+  arrival?: Qos2Arrival;
+}
+
+/** A step answered the PUBLISH itself (an acknowledgement with a failure code, say): no step after it runs. */
+const ANSWERED = "answered";
+/** What a step returns: undefined to go on, ANSWERED, or a Refusal that ends the connection. */
+type StepResult = Refusal | typeof ANSWERED | undefined;
+type PublishStep = (this: Inbound, p: InboundPublish) => StepResult | Promise<StepResult>;
+
+export class Inbound {
+  /** The steps of a PUBLISH, in order: the first that answers or refuses ends it. */
+  private static readonly publishSteps: PublishStep[] = [
+    Inbound.prototype.resolveTopicAlias,
+    Inbound.prototype.checkProperties,
+    Inbound.prototype.checkTopicName,
+    Inbound.prototype.checkRate,
+    Inbound.prototype.checkAcl,
+    Inbound.prototype.checkAuthorizeHook,
+    Inbound.prototype.checkPayloadFormat,
+    Inbound.prototype.checkReceiveMaximum,
+    Inbound.prototype.route,
+  ];
+
+  /** Incoming topic aliases of the live connection, cached from the store (the truth across hibernation). */
+  private aliases = new Map<number, string>();
+  /** Publish rate limiter: tokens left (a token bucket, per connection, in memory). */
+  private tokens = 0;
+  /** When `tokens` was last topped up (epoch ms). */
+  private tokensAt = 0;
+  /** Acknowledgements waiting for their routing, in PUBLISH order; a failure drops the connection unacknowledged. */
+  private ackChain: Promise<void> = Promise.resolve();
+  /** Inbound QoS 1/2 PUBLISHes whose PUBACK/PUBREC is not sent yet. */
+  private pendingAcks = 0;
+  /** The user's onPublish hook runs one message at a time, in PUBLISH order [MQTT-4.6.0-6]. */
+  private readonly hookOrder = new TaskChain();
+  /** The QoS 2 flows from the client awaiting PUBREL. */
+  private readonly qos2: InboundQos2;
+
+  constructor(private readonly session: SessionContext) {
+    this.qos2 = new InboundQos2(session.store);
+  }
+
+  /** A new network connection: no aliases yet [MQTT-3.3.2-7], and a full rate bucket. */
+  connected(now: number): void {
+    this.aliases = new Map();
+    this.tokens = this.session.config.maxPublishRate;
+    this.tokensAt = now;
+  }
+
+  async handlePublish(connId: string, packet: PublishPacket): Promise<Refusal | undefined> {
+    // packetViolation saw to it that a QoS 1/2 PUBLISH has its packet id
+    const p: InboundPublish = { connId, packet, qos: packet.qos, packetId: packet.messageId ?? 0 };
+    for (const step of Inbound.publishSteps) {
+      let result = step.call(this, p);
+      if (result instanceof Promise) result = await result; // only the hook step is asynchronous
+      if (result === ANSWERED) return undefined;
+      if (result) return result;
+    }
+    return undefined;
+  }
+
+  /**
+   * v5 topic aliases from the client [MQTT-3.3.2-7..12]: a PUBLISH with a topic sets the alias, one
+   * with an empty topic uses it. Rewrites packet.topic; refuses an invalid alias.
+   */
+  private resolveTopicAlias({ packet }: InboundPublish): StepResult {
+    const alias = this.session.version === 5 ? packet.properties?.topicAlias : undefined;
+    if (alias === undefined) return undefined;
+    const max = this.session.config.topicAliasMaximum;
+    if (alias === 0 || alias > max) {
+      return { reasonCode: ReasonCode.TOPIC_ALIAS_INVALID, reason: `topic alias ${alias} is outside 1..${max}` };
+    }
+    if (packet.topic) {
+      if (this.aliases.get(alias) !== packet.topic) {
+        this.aliases.set(alias, packet.topic);
+        this.session.store.putTopicAliasIn(alias, packet.topic);
+      }
+      return undefined;
+    }
+    const topic = this.aliases.get(alias) ?? this.session.store.topicAliasIn(alias);
+    if (topic === undefined) {
+      return { reasonCode: ReasonCode.PROTOCOL_ERROR, reason: `topic alias ${alias} is not set` };
+    }
+    this.aliases.set(alias, topic);
+    packet.topic = topic;
+    return undefined;
+  }
+
+  /** v5: properties a client's PUBLISH must not carry, or carries ill-formed. */
+  private checkProperties({ packet }: InboundPublish): StepResult {
+    if (this.session.version !== 5) return undefined;
+    return publishPropertiesProblem(packet.properties, this.session.config);
+  }
+
+  private checkTopicName({ packet }: InboundPublish): StepResult {
+    const topicError = topicNameError(packet.topic, this.session.config);
+    return topicError ? { reasonCode: ReasonCode.TOPIC_NAME_INVALID, reason: `topic name ${topicError}` } : undefined;
+  }
+
+  /** The publish rate limit (token bucket): more than maxPublishRate PUBLISH/s ends the connection. */
+  private checkRate(): StepResult {
+    const now = this.session.io.now();
+    const rate = this.session.config.maxPublishRate;
+    this.tokens = Math.min(rate, this.tokens + ((now - this.tokensAt) / 1000) * rate);
+    this.tokensAt = now;
+    if (this.tokens < 1) return { reasonCode: ReasonCode.MESSAGE_RATE_TOO_HIGH, reason: `more than ${rate} PUBLISH/s` };
+    this.tokens -= 1;
+    return undefined;
+  }
+
+  /**
+   * `$SYS/...` is written by the broker only, whatever the ACL says (and after alias resolution, so
+   * an alias mapped to a `$SYS` topic is refused too).
+   */
+  private checkAcl(p: InboundPublish): StepResult {
+    const topic = p.packet.topic;
+    if (isBrokerOnlyTopic(topic) || !this.session.allowed("publish", topic)) return this.refusePublish(p);
+    return undefined;
+  }
+
+  /** The user's authorizePublish hook, when there is one. */
+  private checkAuthorizeHook(p: InboundPublish): StepResult | Promise<StepResult> {
+    const authorize = this.session.io.hooks.authorizePublish;
+    if (!authorize) return undefined; // no promise, so no wait, without the hook
+    const ctx = this.session.hookContext();
+    const allowed = runHook("authorizePublish", false, () => authorize(ctx, hookView(this.toMessage(p.packet, ""))));
+    return allowed.then((ok) => (ok ? undefined : this.refusePublish(p)));
+  }
+
+  /** [MQTT-3.3.2-4]-adjacent: we validate the payload the sender declared as UTF-8 (0x99). */
+  private checkPayloadFormat({ connId, packet, qos, packetId }: InboundPublish): StepResult {
+    const declaredUtf8 = this.session.version === 5 && packet.properties?.payloadFormatIndicator;
+    if (!declaredUtf8 || isUtf8(packet.payload)) return undefined;
+    if (qos === 0) return { reasonCode: ReasonCode.PAYLOAD_FORMAT_INVALID, reason: "payload is not UTF-8" };
+    const refusal = ackPacket(qos === 1 ? "puback" : "pubrec", packetId, ReasonCode.PAYLOAD_FORMAT_INVALID);
+    this.session.send(connId, [this.session.withReason(refusal, "payload is not valid UTF-8")]);
+    return ANSWERED;
+  }
+
+  /**
+   * [MQTT-3.3.4-9] more unacknowledged QoS 1/2 PUBLISHes than our Receive Maximum (a repeated QoS 2
+   * one is not new).
+   */
+  private checkReceiveMaximum(p: InboundPublish): StepResult {
+    if (p.qos === 2) p.arrival = this.qos2.publishReceived(p.packetId);
+    const isNew = p.qos === 1 || p.arrival?.kind === "new";
+    if (isNew && this.pendingAcks + this.qos2.awaitingRelease() >= this.session.config.receiveMaximum) {
+      return { reasonCode: ReasonCode.RECEIVE_MAXIMUM_EXCEEDED, reason: "receive maximum exceeded" };
+    }
+    return undefined;
+  }
+
+  /** Routes the message; QoS 1/2 are acknowledged once routing is durable, in PUBLISH order. */
+  private route({ connId, packet, qos, packetId, arrival }: InboundPublish): StepResult {
+    const clientId = this.session.meta.clientId;
+    if (arrival) {
+      const pubrec = (matched: number) => ackPacket("pubrec", packetId, this.matchCode(matched));
+      // after any acknowledgement still due, in order
+      if (arrival.kind === "routed") this.sendAfterAcks(connId, ackPacket("pubrec", packetId));
+      // Its first copy is still being routed (perhaps for an earlier connection of this session):
+      // this one is answered when that one is.
+      else if (arrival.kind === "routing") this.acknowledgeAfter(connId, arrival.routed, pubrec, false);
+      else {
+        // A retry keeps the message id (subscriber sessions that hold it ignore it).
+        const msgId = arrival.kind === "retry" ? arrival.msgId : `${clientId}:${this.session.io.newId()}`;
+        const message = this.toMessage(packet, msgId);
+        const routed = this.qos2.publishAccepted(packetId, message.id, () => this.routeThroughHooks(message));
+        this.acknowledgeAfter(connId, routed, pubrec);
+      }
+      return undefined;
+    }
+    const message = this.toMessage(packet, `${clientId}:${this.session.io.newId()}`);
+    const routed = this.routeThroughHooks(message);
+    if (qos === 1) {
+      this.acknowledgeAfter(connId, routed, (matched) => ackPacket("puback", packetId, this.matchCode(matched)));
+    }
+    else routed.catch(() => undefined); // QoS 0: at most once
+    return undefined;
+  }
+
+  /**
+   * Routes a client's message, after the user's onPublish hook when there is one: it may rewrite the
+   * message or drop it (resolves 0 matches; the publisher is acknowledged as for any accepted
+   * message). Hooks run one at a time so that messages keep their order [MQTT-4.6.0-6].
+   */
+  private routeThroughHooks(message: RoutedMessage): Promise<number> {
+    const { io, config } = this.session;
+    const hook = io.hooks.onPublish;
+    if (!hook) return io.route(message);
+    const ctx = this.session.hookContext();
+    const transformed = this.hookOrder.run(() => runHook("onPublish", undefined, () => hook(ctx, hookView(message))));
+    return transformed.then((result) => {
+      if (result === null) return 0;
+      if (result === undefined) return io.route(message);
+      const problem = topicNameError(result.topic, config);
+      if (problem) {
+        console.error(`hook onPublish returned an invalid topic (${problem}); message dropped`);
+        return 0;
+      }
+      return io.route({ ...message, ...fromHook(result), payload: new Uint8Array(result.payload) });
+    });
+  }
+
+  /**
+   * An unauthorized PUBLISH is not routed. v5 answers 0x87 [MQTT-3.3.5-2]; 3.1.1 has no code for it,
+   * so the flow completes normally and the message is dropped, as the 3.1.1 spec allows.
+   */
+  private refusePublish({ connId, qos, packetId }: InboundPublish): StepResult {
+    if (qos === 0) return ANSWERED;
+    const { session } = this;
+    if (session.version === 5) {
+      const ack = ackPacket(qos === 1 ? "puback" : "pubrec", packetId, session.denialCode);
+      const reason = "not authorized to publish to this topic";
+      session.send(connId, [session.acl.hideDenialReason ? ack : session.withReason(ack, reason)]);
+      return ANSWERED;
+    }
+    if (qos === 2) this.qos2.publishRefused(packetId);
+    session.send(connId, [ackPacket(qos === 1 ? "puback" : "pubrec", packetId)]);
+    return ANSWERED;
+  }
+
+  /** v5: 0x10 tells the publisher nobody subscribes to the topic (the message was still accepted). */
+  private matchCode(matched: number): number {
+    return this.session.version === 5 && matched === 0 ? ReasonCode.NO_MATCHING_SUBSCRIBERS : ReasonCode.SUCCESS;
+  }
+
+  /**
+   * Sends the acknowledgement once routing is durable, in PUBLISH order; on failure, drops the
+   * connection unacknowledged. `counted`: the PUBLISH is a new message (a repeated QoS 2 one does not
+   * count to Receive Maximum).
+   */
+  private acknowledgeAfter(
+    connId: string,
+    routed: Promise<number>,
+    ack: (matched: number) => AckPacket,
+    counted = true,
+  ): void {
+    const previous = this.ackChain;
+    const pending = counted ? 1 : 0;
+    this.pendingAcks += pending;
+    this.ackChain = (async () => {
+      await previous;
+      let matched: number;
+      try {
+        matched = await routed;
+      } catch (err) {
+        this.pendingAcks -= pending;
+        // Not durable: the client keeps the message and resends it on its next connection.
+        return this.session.serverError(connId, err);
+      }
+      this.pendingAcks -= pending;
+      if (this.session.isCurrent(connId)) this.session.send(connId, [ack(matched)]);
+    })();
+  }
+
+  /** Sends an acknowledgement after those still waiting for their routing [MQTT-4.6.0-2..4]. */
+  private sendAfterAcks(connId: string, ack: AckPacket): void {
+    this.ackChain = this.ackChain.then(() => {
+      if (this.session.isCurrent(connId)) this.session.send(connId, [ack]);
+    });
+  }
+
+  handlePubrel(connId: string, packet: PubrelPacket): void {
+    const packetId = packet.messageId!; // packetViolation saw to it
+    const found = this.qos2.pubrelReceived(packetId);
+    const code = !found && this.session.version === 5 ? ReasonCode.PACKET_IDENTIFIER_NOT_FOUND : ReasonCode.SUCCESS;
+    // Wait for earlier acknowledgements so PUBCOMP never overtakes the PUBREC it answers.
+    this.sendAfterAcks(connId, ackPacket("pubcomp", packetId, code));
+  }
+
+  private toMessage(packet: PublishPacket, id: string): RoutedMessage {
+    return {
+      id,
+      origin: this.session.meta.clientId!,
+      topic: packet.topic,
+      payload: new Uint8Array(packet.payload),
+      qos: packet.qos,
+      retain: packet.retain === true,
+      properties: this.session.version === 5 ? messagePropertiesFrom(packet.properties) : undefined,
+      receivedAt: this.session.io.now(),
+    };
+  }
+}
+
+/** The hook's view of a message: a copy, so a hook cannot change the broker's own. */
+function hookView(m: RoutedMessage): HookMessage {
+  const p = m.properties;
+  const userProperties = p?.userProperties?.map(([k, v]) => [k, v] as UserProperty);
+  const properties = p ? { ...p, userProperties } : undefined;
+  return { topic: m.topic, payload: new Uint8Array(m.payload), qos: m.qos, retain: m.retain, properties };
+}

@@ -1,0 +1,128 @@
+/**
+ * The QoS 1 and QoS 2 flows of messages to the client, as a state machine whose methods are the
+ * protocol events. A message's state lives in the store (OutState: SENT, then for QoS 2 RELEASED,
+ * then finished); a QoS 1 message sent under ACK_WAIT and not written yet lives here (`unstored`).
+ *
+ *   QoS 1: sent -> pubackReceived -> finished
+ *   QoS 2: sent -> pubrecReceived -> RELEASED (PUBREL sent) -> pubcompReceived -> finished
+ *          sent -> pubrecReceived with a failure code -> finished (the client refused it)
+ *
+ * An acknowledgement that does not fit the message's state changes nothing (the caller may still
+ * answer it, as with a PUBREC for an unknown packet id).
+ */
+import type { Delivery } from "../protocol/message";
+import { OutState, type SessionStore } from "./store";
+
+/** The store methods the flows use (any SessionStore implementation has them). */
+export type FlightStore = Pick<
+  SessionStore,
+  | "enqueue" | "markSent" | "findInflight" | "markReleased" | "finish"
+  | "inflightCount" | "isPacketIdInFlight" | "nextSeq" | "pendingCount"
+>;
+
+/** A QoS 1 message in flight to the client and not written to the store (OutboundFlight.unstored). */
+interface UnstoredMessage {
+  delivery: Delivery;
+  /** Its place in the outbound order, given out when it was sent. */
+  seq: number;
+  /** Settles the shard's `deliver` call for this message (acknowledged or written). */
+  settle: () => void;
+}
+
+/** What a PUBREC did: "released" (a PUBREL is due), "refused" (the flow ended), "unknown" (no such QoS 2 flow). */
+export type PubrecOutcome = "released" | "refused" | "unknown";
+
+export class OutboundFlight {
+  /**
+   * QoS 1 messages sent to the live connection that are neither acknowledged nor written yet, by
+   * packet id. Each has a shard waiting on its `deliver` call, so none is ever only here: if this
+   * object dies, that call fails and the publisher is not acknowledged.
+   */
+  private readonly unstored = new Map<number, UnstoredMessage>();
+
+  constructor(private readonly store: FlightStore) {}
+
+  /** A message went to the client under `packetId`, written as in flight. False: a duplicate, not to be sent. */
+  sent(delivery: Delivery, packetId: number): boolean {
+    return this.store.enqueue(delivery, OutState.SENT, packetId);
+  }
+
+  /** A queued message (its row `seq`) went to the client under `packetId`. */
+  sentFromQueue(seq: number, packetId: number): void {
+    this.store.markSent(seq, packetId);
+  }
+
+  /**
+   * A QoS 1 message went to the client under `packetId` without being written: settles once the
+   * client acknowledges it or it is written (storeUnacknowledged).
+   */
+  sentUnstored(delivery: Delivery, packetId: number): Promise<void> {
+    return new Promise((settle) => this.unstored.set(packetId, { delivery, seq: this.store.nextSeq(), settle }));
+  }
+
+  /** PUBACK: a QoS 1 message in flight under this packet id is done [MQTT-4.3.2-3 ends the flow here]. */
+  pubackReceived(packetId: number): void {
+    const held = this.unstored.get(packetId);
+    if (held) {
+      // Acknowledged before it was written: it never needs a row.
+      this.unstored.delete(packetId);
+      held.settle();
+      return;
+    }
+    const row = this.store.findInflight(packetId, OutState.SENT);
+    if (row && row.delivery.qos === 1) this.store.finish(row);
+  }
+
+  /**
+   * PUBREC: a QoS 2 message is received; PUBREL is due ("released", also for a repeated PUBREC).
+   * A failure code ends the flow here ("refused") [MQTT-4.3.3].
+   */
+  pubrecReceived(packetId: number, reasonCode = 0): PubrecOutcome {
+    const row = this.store.findInflight(packetId, OutState.SENT);
+    if (row && row.delivery.qos === 2) {
+      if (reasonCode >= 0x80) {
+        this.store.finish(row);
+        return "refused";
+      }
+      this.store.markReleased(row.seq);
+      return "released";
+    }
+    return this.store.findInflight(packetId, OutState.RELEASED) ? "released" : "unknown";
+  }
+
+  /** PUBCOMP: a released QoS 2 message is complete. */
+  pubcompReceived(packetId: number): void {
+    const row = this.store.findInflight(packetId, OutState.RELEASED);
+    if (row) this.store.finish(row);
+  }
+
+  /**
+   * Settles unstored QoS 1 messages (those of `packetIds`, or all): written as in flight when `keep`
+   * (resent with DUP and the same packet id on resumption [MQTT-4.4.0-1]), else dropped with the
+   * session that held them.
+   */
+  storeUnacknowledged(keep: boolean, packetIds: Iterable<number> = [...this.unstored.keys()]): void {
+    for (const packetId of packetIds) {
+      const m = this.unstored.get(packetId);
+      if (!m) continue; // acknowledged meanwhile
+      this.unstored.delete(packetId);
+      if (keep) this.store.enqueue(m.delivery, OutState.SENT, packetId, m.seq);
+      m.settle();
+    }
+  }
+
+  /** QoS 1/2 messages in flight to the client: written ones and unstored ones. */
+  inflightCount(): number {
+    return this.store.inflightCount() + this.unstored.size;
+  }
+
+  /** QoS 1/2 messages this session holds for the client: queued, in flight, unstored. */
+  pendingCount(): number {
+    return this.store.pendingCount() + this.unstored.size;
+  }
+
+  /** Whether a message in flight to the client (written or unstored) uses this packet id. */
+  packetIdInFlight(packetId: number): boolean {
+    return this.unstored.has(packetId) || this.store.isPacketIdInFlight(packetId);
+  }
+}
