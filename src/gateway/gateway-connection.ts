@@ -7,9 +7,9 @@ import type { BrokerConfig } from "../config";
 import { registryStub, type Env } from "../env";
 import { registryShardFor } from "../registry/client-registry";
 import { encodePacket, encodeWithin, parsePacket, type Packet } from "../protocol/codec";
-import { ConnectReturnCode, InternalClose, PacketType, ReasonCode, SessionHeader, type ProtocolVersion } from "../protocol/constants";
+import { ConnectReturnCode, InternalClose, PacketType, ReasonCode, type ProtocolVersion } from "../protocol/constants";
 import { PacketFramer } from "../protocol/framer";
-import { sequenced } from "../protocol/internal-order";
+import { encodeConnectHeaders, encodeFrame } from "../protocol/internal-frame";
 import { counters } from "../observability/counters";
 import { authenticate, type AuthOutcome } from "../auth/authenticate";
 import { currentHooks, runHook, type AuthenticateInput } from "../hooks";
@@ -261,16 +261,8 @@ export class GatewayConnection {
   ): Promise<void> {
     try {
       const stub = this.env.SESSION.get(this.env.SESSION.idFromName(clientId));
-      const headers: Record<string, string> = {
-        Upgrade: "websocket",
-        [SessionHeader.CLIENT_ID]: encodeURIComponent(clientId),
-        [SessionHeader.VERSION]: String(this.version),
-      };
-      if (assigned) headers[SessionHeader.ASSIGNED] = "1";
-      if (serverKeepAlive !== undefined) headers[SessionHeader.SERVER_KEEP_ALIVE] = String(serverKeepAlive);
-      headers[SessionHeader.IDENTITY] = encodeURIComponent(JSON.stringify(identity));
-      if (authResponse) headers[SessionHeader.AUTH_RESPONSE] = encodeURIComponent(JSON.stringify(authResponse));
-      if (this.remoteAddress) headers[SessionHeader.REMOTE_ADDRESS] = this.remoteAddress;
+      const connect = { clientId, assignedClientId: assigned, serverKeepAlive, version: this.version, identity, authResponse, remoteAddress: this.remoteAddress };
+      const headers = { Upgrade: "websocket", ...encodeConnectHeaders(connect) };
       const response = await stub.fetch("https://session.internal/connect", { headers });
       const session = response.webSocket;
       if (!session) throw new Error(`session refused the connection: ${response.status}`);
@@ -325,7 +317,7 @@ export class GatewayConnection {
     this.pending.push(packet);
   }
 
-  /** Frames forwarded to the session so far: each carries its number (protocol/internal-order.ts). */
+  /** Frames forwarded to the session so far: each carries its number (protocol/internal-frame.ts). */
   private forwarded = 0;
   /** Packets for the session not yet sent (bounded: MAX_PACKETS_PER_FRAME, MAX_FRAME_BYTES). */
   private outbox: Uint8Array[] = [];
@@ -345,7 +337,7 @@ export class GatewayConnection {
       bytes += packets[i].length;
       if (i + 1 === packets.length || i + 1 - start >= MAX_PACKETS_PER_FRAME || bytes >= MAX_FRAME_BYTES) {
         try {
-          this.session.send(sequenced(this.forwarded++, packets.slice(start, i + 1)));
+          this.session.send(encodeFrame(this.forwarded++, packets.slice(start, i + 1)));
         } catch {
           return; // the session socket is closed: its close event ends the connection
         }

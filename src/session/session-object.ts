@@ -9,13 +9,14 @@ import { authConfigFor } from "../auth/auth-config";
 import { configFor, type BrokerConfig } from "../config";
 import { counters, countingSql } from "../observability/counters";
 import { registryStub, topicShardStub, type Env } from "../env";
-import { SessionHeader, type ProtocolVersion } from "../protocol/constants";
+import type { ProtocolVersion } from "../protocol/constants";
 import type { Delivery, DeliveryOutcome, RoutedMessage, Subscription } from "../protocol/message";
 import { shardForTopic, shardsForFilter } from "../topics/shard-rule";
 import type { TopicShardObject } from "../topics/topic-shard-object";
 import { Batcher } from "../util/batcher";
 import { CALL_GAP_MS, CallSequencer, OrderedChannels, type CallOrder } from "../util/ordered-calls";
-import { InboundOrder, unsequenced } from "../protocol/internal-order";
+import { InboundOrder } from "../protocol/internal-order";
+import { decodeConnectHeaders, decodeFrame } from "../protocol/internal-frame";
 import { endCause } from "../protocol/internal-close";
 import { registryShardFor } from "../registry/client-registry";
 import { currentHooks, hookMessage, runHook } from "../hooks";
@@ -80,19 +81,7 @@ export class SessionObject extends DurableObject<Env> {
     if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket") {
       return new Response("Session objects accept only the gateway's WebSocket", { status: 426 });
     }
-    const h = request.headers;
-    const keepAlive = h.get(SessionHeader.SERVER_KEEP_ALIVE);
-    const attachment: Attachment = {
-      connId: crypto.randomUUID(),
-      clientId: decodeURIComponent(h.get(SessionHeader.CLIENT_ID) ?? ""),
-      assignedClientId: h.get(SessionHeader.ASSIGNED) === "1",
-      serverKeepAlive: keepAlive === null ? undefined : Number(keepAlive),
-      version: Number(h.get(SessionHeader.VERSION) ?? 4) as ProtocolVersion,
-      identity: JSON.parse(decodeURIComponent(h.get(SessionHeader.IDENTITY) ?? "%7B%7D")),
-      authResponse: h.has(SessionHeader.AUTH_RESPONSE) ? JSON.parse(decodeURIComponent(h.get(SessionHeader.AUTH_RESPONSE)!)) : undefined,
-      remoteAddress: h.get(SessionHeader.REMOTE_ADDRESS) ?? undefined,
-      connected: false,
-    };
+    const attachment: Attachment = { connId: crypto.randomUUID(), ...decodeConnectHeaders(request.headers), connected: false };
     const pair = new WebSocketPair();
     const [gatewaySide, sessionSide] = Object.values(pair);
     this.ctx.acceptWebSocket(sessionSide);
@@ -106,8 +95,8 @@ export class SessionObject extends DurableObject<Env> {
     this.invoked();
     counters.sessionWebSocketMessages++;
     if (typeof message === "string") return; // the gateway sends MQTT packets only, as binary
-    const frame = unsequenced(new Uint8Array(message));
-    if (!frame) return;
+    const frame = decodeFrame(new Uint8Array(message));
+    if ("error" in frame) return;
     const a = ws.deserializeAttachment() as Attachment;
     this.sockets.set(a.connId, ws);
     let order = this.inbound.get(a.connId);
