@@ -4,7 +4,7 @@ import { authConfigFor } from "../auth/auth-config";
 import { configFor } from "../config";
 import { snapshot } from "../observability/counters";
 import type { Env } from "../env";
-import { GatewayConnection } from "./gateway-connection";
+import { GatewayConnection } from "./connection";
 import { mountPublishRoutes } from "../api/publish-routes";
 import { mountAdminRoutes } from "../api/admin-routes";
 import { mountOpenApiRoute } from "../api/openapi";

@@ -28,7 +28,8 @@ describe("internal upgrade headers", () => {
   it("round-trip a minimal connection: the absent facts stay absent", () => {
     const connect: SessionConnect = { clientId: "c", assignedClientId: false, version: 4, identity: {} };
     const headers = upgrade(connect);
-    expect([...headers.keys()].sort()).toEqual([SessionHeader.CLIENT_ID, SessionHeader.IDENTITY, SessionHeader.VERSION]);
+    const names = [SessionHeader.CLIENT_ID, SessionHeader.IDENTITY, SessionHeader.VERSION];
+    expect([...headers.keys()].sort()).toEqual(names);
     const decoded = decodeConnectHeaders(headers);
     expect(decoded).toEqual(connect);
     expect(decoded.serverKeepAlive).toBeUndefined();
@@ -43,7 +44,8 @@ describe("internal upgrade headers", () => {
       return () => decodeConnectHeaders(headers);
     };
     expect(bad(SessionHeader.IDENTITY, "%7B")).toThrow(`header ${SessionHeader.IDENTITY} is not JSON`);
-    expect(bad(SessionHeader.AUTH_RESPONSE, "%E0%A4%A")).toThrow(`header ${SessionHeader.AUTH_RESPONSE} is not URI-encoded`);
+    const authResponse = SessionHeader.AUTH_RESPONSE;
+    expect(bad(authResponse, "%E0%A4%A")).toThrow(`header ${authResponse} is not URI-encoded`);
     expect(bad(SessionHeader.CLIENT_ID, "%")).toThrow(`header ${SessionHeader.CLIENT_ID} is not URI-encoded`);
   });
 });
@@ -59,7 +61,8 @@ describe("internal frames", () => {
 
   it("decode short or cut input to an error, never to packets", () => {
     expect(decodeFrame(new Uint8Array([]))).toEqual({ error: "frame of 0 bytes: too short for a number and a packet" });
-    expect(decodeFrame(new Uint8Array([0, 0, 0, 1]))).toEqual({ error: "frame of 4 bytes: too short for a number and a packet" });
+    const numberOnly = new Uint8Array([0, 0, 0, 1]);
+    expect(decodeFrame(numberOnly)).toEqual({ error: "frame of 4 bytes: too short for a number and a packet" });
     const cut = new Uint8Array([0, 0, 0, 1, 0x40, 0x02, 0x00]);
     expect(decodeFrame(cut)).toEqual({ error: "frame 1 does not hold whole packets" });
     const badLength = new Uint8Array([0, 0, 0, 1, 0x30, 0xff, 0xff, 0xff, 0xff, 0x01]);
