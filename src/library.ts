@@ -12,11 +12,11 @@
  * "Install it in your own Worker"). See examples/queue-forwarder. The package ships this TypeScript
  * source; wrangler bundles it.
  */
-import { route } from "./api/publish-routes";
+import { route } from "./http/publish-routes";
 import { configFor } from "./config";
 import { writeMetricsPoint } from "./observability/metrics-collector";
 import type { Env } from "./env";
-import { app } from "./gateway/app";
+import { app } from "./http/app";
 import { hookMessage, installHooks, type BrokerHooks, type HookPublish } from "./hooks";
 import { ClientRegistryObject } from "./registry/client-registry-object";
 import { SessionObject } from "./session/session-object";
