@@ -1,6 +1,6 @@
-/** Worker entry: the edge gateway (Hono app) and the Durable Object classes. */
+/** Worker entry: the HTTP app (src/http/app.ts, the MQTT endpoint included) and the Durable Object classes. */
 import { env } from "cloudflare:workers";
-import { app, reportConfig } from "./gateway/app";
+import { app, reportConfig } from "./http/app";
 import type { Env } from "./env";
 import { writeMetricsPoint } from "./observability/metrics-collector";
 

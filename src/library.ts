@@ -15,7 +15,7 @@
 import { configFor } from "./config";
 import { writeMetricsPoint } from "./observability/metrics-collector";
 import type { Env } from "./env";
-import { app } from "./gateway/app";
+import { app } from "./http/app";
 import { hookMessage, installHooks, type BrokerHooks, type HookPublish } from "./hooks";
 import { ClientRegistryObject } from "./registry/client-registry-object";
 import { SessionObject } from "./session/session-object";

@@ -9,7 +9,7 @@
  * and is hostile: it reaches the page only as DOM text (createElement + textContent), never through
  * innerHTML or an HTML string. Attributes it sets hold numbers, constants or data- values.
  */
-import { CSRF_HEADER } from "../api/cross-site";
+import { CSRF_HEADER } from "../http/cross-site";
 
 export const DASHBOARD_SCRIPT = String.raw`(() => {
   "use strict";
@@ -45,7 +45,7 @@ export const DASHBOARD_SCRIPT = String.raw`(() => {
   const time = (iso) => (iso ? new Date(iso).toLocaleTimeString() : "");
 
   function api(path, options = {}) {
-    // The header proves the call comes from this page: a cross-site form cannot send it (src/api/cross-site.ts).
+    // The header proves the call comes from this page: a cross-site form cannot send it (src/http/cross-site.ts).
     const headers = { ${JSON.stringify(CSRF_HEADER)}: "dashboard" };
     return fetch(path, { credentials: "same-origin", ...options, headers }).then((r) =>
       r.json().catch(() => ({})).then((body) => {

@@ -90,17 +90,3 @@ export const InternalClose = {
 
 /** Longest client identifier accepted, in bytes (3.1.1 requires servers to accept 1..23 [MQTT-3.1.3-5]). */
 export const MAX_CLIENT_ID_LENGTH = 256;
-
-/** Headers the gateway sets on the internal upgrade request to a Session object. */
-export const SessionHeader = {
-  CLIENT_ID: "x-mqtt-client-id",
-  ASSIGNED: "x-mqtt-assigned-client-id",
-  VERSION: "x-mqtt-version",
-  SERVER_KEEP_ALIVE: "x-mqtt-server-keep-alive",
-  /** The authenticated Identity (URI-encoded JSON). */
-  IDENTITY: "x-mqtt-identity",
-  /** Enhanced authentication result for CONNACK (URI-encoded JSON {method, data base64}). */
-  AUTH_RESPONSE: "x-mqtt-auth-response",
-  /** The client's address as the edge saw it (CF-Connecting-IP). */
-  REMOTE_ADDRESS: "x-mqtt-remote-address",
-} as const;

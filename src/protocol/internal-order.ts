@@ -7,39 +7,10 @@
  * again on resumption; test/workers/ack-then-disconnect.test.ts). MQTT needs a connection's packets
  * handled in the order sent [MQTT-4.6.0-2..4], so the order is carried explicitly.
  *
- * Frame: 4 bytes of sequence number (big-endian, from 0 per connection), then one or more whole MQTT
- * packets (the gateway sends what a client sent in a burst as one frame: one Session event for many
- * packets).
+ * The frame format (the number and the packets) is internal-frame.ts.
  */
-import { splitPackets } from "./framer";
-
 /** Frames held while waiting for an earlier one; beyond this the held ones are released in order. */
 export const MAX_HELD_FRAMES = 256;
-
-export function sequenced(seq: number, packets: Uint8Array[]): Uint8Array {
-  let length = 4;
-  for (const p of packets) length += p.length;
-  const out = new Uint8Array(length);
-  out[0] = (seq >>> 24) & 255;
-  out[1] = (seq >>> 16) & 255;
-  out[2] = (seq >>> 8) & 255;
-  out[3] = seq & 255;
-  let offset = 4;
-  for (const p of packets) {
-    out.set(p, offset);
-    offset += p.length;
-  }
-  return out;
-}
-
-/** The frame's number and packets; undefined when it is not a well-formed frame of whole packets. */
-export function unsequenced(frame: Uint8Array): { seq: number; packets: Uint8Array[] } | undefined {
-  if (frame.length < 6) return undefined;
-  const seq = ((frame[0] << 24) | (frame[1] << 16) | (frame[2] << 8) | frame[3]) >>> 0;
-  const packets = splitPackets(frame, 4);
-  if (packets === undefined) return undefined;
-  return { seq, packets };
-}
 
 /** Puts one connection's frames (or one sender's calls: util/ordered-calls.ts) back in order. */
 export class InboundOrder<T> {

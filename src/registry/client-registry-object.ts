@@ -45,7 +45,7 @@ export class ClientRegistryObject extends DurableObject<Env> {
     return this.registry.list(after, limit, prefix);
   }
 
-  /** This shard's part of the dashboard's refresh (src/api/overview.ts): figures and one page of clients. */
+  /** This shard's part of the dashboard's refresh (src/http/overview.ts): figures and one page of clients. */
   async overview(prefix: string, after: string, limit: number): Promise<RegistryOverview> {
     counters.registryInvocations++;
     return { stats: this.registry.stats(), clients: this.registry.list(after, limit, prefix), matching: this.registry.countMatching(prefix) };

@@ -136,7 +136,7 @@ export class ClientRegistry {
 
   /**
    * Connected clients whose ids start with `prefix` and come after `after`, in id order (SQLite
-   * compares text as UTF-8 bytes, that is by code point: see codePointCompare in src/api/overview.ts).
+   * compares text as UTF-8 bytes, that is by code point: see codePointCompare in src/http/overview.ts).
    */
   list(after: string, limit: number, prefix = ""): PresenceRecord[] {
     return this.sql

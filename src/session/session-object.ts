@@ -13,7 +13,7 @@ import { counters, countingSql } from "../observability/counters";
 import { topicShardStub, type Env } from "../env";
 import type { Delivery, DeliveryOutcome } from "../protocol/message";
 import { CALL_GAP_MS, CallSequencer, type CallOrder } from "../util/ordered-calls";
-import { unsequenced } from "../protocol/internal-order";
+import { decodeFrame } from "../protocol/internal-frame";
 import { endCause } from "../protocol/internal-close";
 import { Session, type EndCause, type SessionDescription } from "./session";
 import { hookContext, sessionIO } from "./session-links";
@@ -75,8 +75,8 @@ export class SessionObject extends DurableObject<Env> {
     this.invoked();
     counters.sessionWebSocketMessages++;
     if (typeof message === "string") return; // the gateway sends MQTT packets only, as binary
-    const frame = unsequenced(new Uint8Array(message));
-    if (!frame) return;
+    const frame = decodeFrame(new Uint8Array(message));
+    if ("error" in frame) return; // not a frame the gateway wrote: ignored
     const a = this.sockets.attachment(ws);
     const handled: Promise<void>[] = [];
     for (const packets of this.sockets.inOrder(a.connId, frame.seq, frame.packets)) {

@@ -4,7 +4,8 @@
  * when read back and cached), finding a socket again after hibernation, its packets put back in the
  * gateway's order, and sending and closing.
  */
-import { SessionHeader, type ProtocolVersion } from "../protocol/constants";
+import type { ProtocolVersion } from "../protocol/constants";
+import { decodeConnectHeaders } from "../protocol/internal-frame";
 import { InboundOrder } from "../protocol/internal-order";
 import type { ConnectionInfo } from "./session";
 
@@ -17,19 +18,7 @@ export interface Attachment extends ConnectionInfo {
 
 /** A new connection's attachment, from the headers of the gateway's upgrade request. */
 export function attachmentFromUpgrade(h: Headers, connId: string): Attachment {
-  const keepAlive = h.get(SessionHeader.SERVER_KEEP_ALIVE);
-  const authResponse = h.get(SessionHeader.AUTH_RESPONSE);
-  return {
-    connId,
-    clientId: decodeURIComponent(h.get(SessionHeader.CLIENT_ID) ?? ""),
-    assignedClientId: h.get(SessionHeader.ASSIGNED) === "1",
-    serverKeepAlive: keepAlive === null ? undefined : Number(keepAlive),
-    version: Number(h.get(SessionHeader.VERSION) ?? 4) as ProtocolVersion,
-    identity: JSON.parse(decodeURIComponent(h.get(SessionHeader.IDENTITY) ?? "%7B%7D")),
-    authResponse: authResponse === null ? undefined : JSON.parse(decodeURIComponent(authResponse)),
-    remoteAddress: h.get(SessionHeader.REMOTE_ADDRESS) ?? undefined,
-    connected: false,
-  };
+  return { connId, ...decodeConnectHeaders(h), connected: false };
 }
 
 const optional = (value: unknown, type: "string" | "number" | "object") =>

@@ -9,7 +9,7 @@ import type { SessionObject } from "../session/session-object";
 import { CALL_GAP_MS, CallSequencer, OrderedChannels, type CallOrder } from "../util/ordered-calls";
 import { TopicShard, type ShardCounts, type ShardStats } from "./topic-shard";
 
-/** One shard's part of the dashboard's refresh (src/api/overview.ts). */
+/** One shard's part of the dashboard's refresh (src/http/overview.ts). */
 export interface ShardOverview {
   stats: ShardStats;
   counts: ShardCounts;

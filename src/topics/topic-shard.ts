@@ -179,7 +179,7 @@ export class TopicShard {
 
   /**
    * A message a leaving member of a shared subscription hands back (not yet sent to it, or QoS 1
-   * unacknowledged; never a QoS 2 message once sent [MQTT-4.8.2-5]: Session.handOverShared): given
+   * unacknowledged; never a QoS 2 message once sent [MQTT-4.8.2-5]: Subscriptions.handOverShared in src/session/subscriptions.ts): given
    * to another member [MQTT-4.8.2]. Dropped when the group has no other member. Rejects when that
    * member's session could not take it: the leaving session keeps the message and retries.
    */

@@ -1,6 +1,6 @@
 /** Security issue #11, finding 2: the pure cross-site check in front of state-changing admin calls. */
 import { describe, expect, it } from "vitest";
-import { crossSiteRefusal } from "../../src/api/cross-site";
+import { crossSiteRefusal } from "../../src/http/cross-site";
 
 const URL_ = "https://broker.example/api/v1/client/disconnect?clientId=x";
 const basic = `Basic ${btoa("admin:token")}`;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { presentedToken, sameSecret } from "../../src/api/api-auth";
-import { MAX_BATCH_MESSAGES, parsePublishBody } from "../../src/api/publish-request";
+import { presentedToken, sameSecret } from "../../src/http/api-auth";
+import { MAX_BATCH_MESSAGES, parsePublishBody } from "../../src/http/publish-request";
 import { DEFAULT_CONFIG } from "../../src/config";
 
 describe("HTTP publish request", () => {

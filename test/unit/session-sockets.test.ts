@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { SessionHeader } from "../../src/protocol/constants";
+import { SessionHeader } from "../../src/protocol/internal-frame";
 import {
   attachmentFromUpgrade,
   isAttachment,

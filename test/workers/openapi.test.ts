@@ -6,8 +6,8 @@
  */
 import { SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { app } from "../../src/gateway/app";
-import { OPENAPI_DOCUMENT, OPENAPI_PATH, type OpenApiDocument } from "../../src/api/openapi";
+import { app } from "../../src/http/app";
+import { OPENAPI_DOCUMENT, OPENAPI_PATH, type OpenApiDocument } from "../../src/http/openapi";
 import { uid } from "../support/ids";
 
 const ADMIN = { authorization: "Bearer workers-test-admin" };

@@ -19,7 +19,7 @@ export const OutState = {
   /**
    * Taken through a shared subscription and being handed to another member of the group (never
    * sent from here). A row whose hand-over failed stays in this state, across the end of the
-   * session, until a retry succeeds: nothing is lost (Session.handOver).
+   * session, until a retry succeeds: nothing is lost (Subscriptions.handOver in src/session/subscriptions.ts).
    */
   HANDOVER: 4,
 } as const;

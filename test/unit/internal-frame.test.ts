@@ -1,0 +1,73 @@
+/** The internal protocol between gateway and Session object (src/protocol/internal-frame.ts): both sides. */
+import { describe, expect, it } from "vitest";
+import {
+  decodeConnectHeaders,
+  decodeFrame,
+  encodeConnectHeaders,
+  encodeFrame,
+  SessionHeader,
+  type SessionConnect,
+} from "../../src/protocol/internal-frame";
+
+const upgrade = (connect: SessionConnect) => new Headers(encodeConnectHeaders(connect));
+
+describe("internal upgrade headers", () => {
+  it("round-trip every connection fact, client strings included", () => {
+    const connect: SessionConnect = {
+      clientId: "dev/1 %zz \u00e9\u{1F600}\n",
+      assignedClientId: true,
+      serverKeepAlive: 30,
+      version: 5,
+      identity: { username: "al\u00efce \"x\"", roles: ["ops"], grants: { publish: ["a/#"], subscribe: [] } },
+      authResponse: { method: "SCRAM-SHA-256", data: btoa("v=proof") },
+      remoteAddress: "2001:db8::1",
+    };
+    expect(decodeConnectHeaders(upgrade(connect))).toEqual(connect);
+  });
+
+  it("round-trip a minimal connection: the absent facts stay absent", () => {
+    const connect: SessionConnect = { clientId: "c", assignedClientId: false, version: 4, identity: {} };
+    const headers = upgrade(connect);
+    const names = [SessionHeader.CLIENT_ID, SessionHeader.IDENTITY, SessionHeader.VERSION];
+    expect([...headers.keys()].sort()).toEqual(names);
+    const decoded = decodeConnectHeaders(headers);
+    expect(decoded).toEqual(connect);
+    expect(decoded.serverKeepAlive).toBeUndefined();
+    expect(decoded.authResponse).toBeUndefined();
+    expect(decoded.remoteAddress).toBeUndefined();
+  });
+
+  it("decode a header the gateway would not write to an error naming it", () => {
+    const bad = (name: string, value: string) => {
+      const headers = upgrade({ clientId: "c", assignedClientId: false, version: 5, identity: {} });
+      headers.set(name, value);
+      return () => decodeConnectHeaders(headers);
+    };
+    expect(bad(SessionHeader.IDENTITY, "%7B")).toThrow(`header ${SessionHeader.IDENTITY} is not JSON`);
+    const authResponse = SessionHeader.AUTH_RESPONSE;
+    expect(bad(authResponse, "%E0%A4%A")).toThrow(`header ${authResponse} is not URI-encoded`);
+    expect(bad(SessionHeader.CLIENT_ID, "%")).toThrow(`header ${SessionHeader.CLIENT_ID} is not URI-encoded`);
+  });
+});
+
+describe("internal frames", () => {
+  it("round-trip the sequence number and the packets of a frame", () => {
+    const pingreq = new Uint8Array([0xc0, 0x00]);
+    const puback = new Uint8Array([0x40, 0x02, 0x00, 0x07]);
+    const frame = encodeFrame(0x01020304, [puback, pingreq]);
+    expect(decodeFrame(frame)).toEqual({ seq: 0x01020304, packets: [puback, pingreq] });
+    expect(decodeFrame(encodeFrame(0xffffffff, [pingreq]))).toEqual({ seq: 0xffffffff, packets: [pingreq] });
+  });
+
+  it("decode short or cut input to an error, never to packets", () => {
+    expect(decodeFrame(new Uint8Array([]))).toEqual({ error: "frame of 0 bytes: too short for a number and a packet" });
+    const numberOnly = new Uint8Array([0, 0, 0, 1]);
+    expect(decodeFrame(numberOnly)).toEqual({ error: "frame of 4 bytes: too short for a number and a packet" });
+    const cut = new Uint8Array([0, 0, 0, 1, 0x40, 0x02, 0x00]);
+    expect(decodeFrame(cut)).toEqual({ error: "frame 1 does not hold whole packets" });
+    const badLength = new Uint8Array([0, 0, 0, 1, 0x30, 0xff, 0xff, 0xff, 0xff, 0x01]);
+    expect(decodeFrame(badLength)).toEqual({ error: "frame 1 does not hold whole packets" });
+    const trailing = encodeFrame(2, [new Uint8Array([0xc0, 0x00]), new Uint8Array([0x40, 0x02, 0x00])]);
+    expect(decodeFrame(trailing)).toEqual({ error: "frame 2 does not hold whole packets" });
+  });
+});
