@@ -8,7 +8,8 @@ export default defineConfig({
     {
       name: "mqtt-browser-bundle",
       enforce: "pre",
-      resolveId: (id: string) => (id === "mqtt/dist/mqtt.min.js" ? resolve("node_modules/mqtt/dist/mqtt.min.js") : undefined),
+      resolveId: (id: string) =>
+        id === "mqtt/dist/mqtt.min.js" ? resolve("node_modules/mqtt/dist/mqtt.min.js") : undefined,
     },
     cloudflareTest({
       wrangler: { configPath: "./wrangler.toml" },

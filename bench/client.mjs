@@ -29,7 +29,13 @@ export class BenchClient {
       ws.on("close", () => (this.closed = true));
       ws.on("open", () => {
         this.waitFor("connack").then(resolve, reject);
-        this.send({ cmd: "connect", protocolVersion: this.version, clientId: this.clientId, clean: true, keepalive: this.keepalive });
+        this.send({
+          cmd: "connect",
+          protocolVersion: this.version,
+          clientId: this.clientId,
+          clean: true,
+          keepalive: this.keepalive,
+        });
       });
     });
   }
@@ -90,7 +96,9 @@ export class BenchClient {
   close() {
     try {
       this.send({ cmd: "disconnect" });
-    } catch {}
+    } catch {
+      // the socket is already closed: terminate below is all that is left
+    }
     this.ws.terminate();
   }
 }

@@ -88,6 +88,7 @@ export function summarizeProfile(profile, top = 12) {
       .sort((a, b) => b[1] - a[1])
       .slice(0, top)
       .map(([k, us]) => ({ what: k, percent: (100 * us) / total }));
-  const idle = ((selfUs.get([...byId.values()].find((n) => n.callFrame.functionName === "(idle)")?.id) ?? 0) * 100) / total;
+  const idle =
+    ((selfUs.get([...byId.values()].find((n) => n.callFrame.functionName === "(idle)")?.id) ?? 0) * 100) / total;
   return { sampledMs: total / 1000, idlePercent: idle, functions: share(fns), places: share(places) };
 }

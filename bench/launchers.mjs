@@ -83,7 +83,9 @@ export async function startOurs({ extraVars, profile }) {
   for (let i = 0; i < 180; i++) {
     try {
       if ((await fetch(`${base}/health`)).ok) break;
-    } catch {}
+    } catch {
+      // not listening yet
+    }
     if (child.exitCode !== null) throw new Error(`wrangler dev exited:\n${log}`);
     await sleep(250);
   }
@@ -105,7 +107,9 @@ export async function startOurs({ extraVars, profile }) {
     stop: () => {
       try {
         process.kill(-pgid, "SIGKILL");
-      } catch {}
+      } catch {
+        // the process group has already exited
+      }
       rmSync(state, { recursive: true, force: true });
     },
   };
@@ -138,7 +142,9 @@ export async function startAedes() {
     stop: () => {
       try {
         process.kill(-pgid, "SIGKILL");
-      } catch {}
+      } catch {
+        // the process group has already exited
+      }
     },
   };
 }

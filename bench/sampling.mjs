@@ -14,7 +14,10 @@ import { now, sleep } from "./load.mjs";
 export function groupRssKb(pgid) {
   try {
     const out = execFileSync("ps", ["-o", "rss=", "-g", String(pgid)]).toString();
-    return out.split("\n").filter(Boolean).reduce((a, b) => a + Number(b), 0);
+    return out
+      .split("\n")
+      .filter(Boolean)
+      .reduce((a, b) => a + Number(b), 0);
   } catch {
     return NaN;
   }
@@ -26,13 +29,18 @@ export function groupRssKb(pgid) {
  */
 export function groupCpuMs(pgid) {
   try {
-    const pids = execFileSync("ps", ["-o", "pid=", "-g", String(pgid)]).toString().split("\n").filter(Boolean);
+    const pids = execFileSync("ps", ["-o", "pid=", "-g", String(pgid)])
+      .toString()
+      .split("\n")
+      .filter(Boolean);
     let ticks = 0;
     for (const pid of pids) {
       try {
         const fields = readFileSync(`/proc/${pid.trim()}/stat`, "utf8").split(") ")[1].split(" ");
         ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
-      } catch {}
+      } catch {
+        // the process exited between ps and /proc: it no longer counts
+      }
     }
     return ticks * 10; // USER_HZ is 100 on Linux
   } catch {

@@ -80,13 +80,17 @@ function main(argv) {
   if (values.help) return void console.log(HELP);
   if (values.version) return void console.log(version());
   const [command, ...extra] = positionals;
-  if (command !== "bridge") usageError(command ? `unknown command ${JSON.stringify(command)}` : "no command given (bridge)");
+  if (command !== "bridge")
+    usageError(command ? `unknown command ${JSON.stringify(command)}` : "no command given (bridge)");
   if (extra.length) usageError(`unexpected argument ${JSON.stringify(extra[0])}`);
   bridge(bridgeOptions(values));
 }
 
 function bridgeOptions(values) {
-  const tls = values["tls-cert"] !== undefined || values["tls-key"] !== undefined ? readTls(values["tls-cert"], values["tls-key"]) : undefined;
+  const tls =
+    values["tls-cert"] !== undefined || values["tls-key"] !== undefined
+      ? readTls(values["tls-cert"], values["tls-key"])
+      : undefined;
   return {
     url: brokerUrl(values.url),
     tls,
@@ -102,23 +106,28 @@ function brokerUrl(text) {
   if (text === undefined) usageError(`--url is required: ${expected}`);
   if (!URL.canParse(text)) usageError(`--url ${JSON.stringify(text)} is not a URL; expected ${expected}`);
   const url = new URL(text);
-  if (url.protocol !== "ws:" && url.protocol !== "wss:") usageError(`--url ${JSON.stringify(text)} must start with ws:// or wss://: ${expected}`);
+  if (url.protocol !== "ws:" && url.protocol !== "wss:")
+    usageError(`--url ${JSON.stringify(text)} must start with ws:// or wss://: ${expected}`);
   return url.href;
 }
 
 function integer(flag, text, min, max) {
   const n = Number(text);
-  if (!/^\d+$/.test(text) || n < min || n > max) usageError(`${flag} must be a whole number from ${min} to ${max}, not ${JSON.stringify(text)}`);
+  if (!/^\d+$/.test(text) || n < min || n > max)
+    usageError(`${flag} must be a whole number from ${min} to ${max}, not ${JSON.stringify(text)}`);
   return n;
 }
 
 function readTls(certPath, keyPath) {
-  if (certPath === undefined || keyPath === undefined) usageError("TLS needs both --tls-cert and --tls-key (PEM files)");
+  if (certPath === undefined || keyPath === undefined)
+    usageError("TLS needs both --tls-cert and --tls-key (PEM files)");
   const read = (flag, path) => {
     try {
       return readFileSync(path);
     } catch (err) {
-      usageError(`cannot read ${flag} ${JSON.stringify(path)}: ${err.code === "ENOENT" ? "no such file" : err.message}`);
+      usageError(
+        `cannot read ${flag} ${JSON.stringify(path)}: ${err.code === "ENOENT" ? "no such file" : err.message}`,
+      );
     }
   };
   return { cert: read("--tls-cert", certPath), key: read("--tls-key", keyPath) };
@@ -207,8 +216,12 @@ function bridge(options) {
   } catch (err) {
     usageError(`--tls-cert and --tls-key are not a usable PEM certificate and key: ${err.message}`);
   }
-  server.on("tlsClientError", (err, socket) => log(`TLS handshake with ${socket.remoteAddress} failed: ${err.message}`));
-  server.on("error", (err) => (server.listening ? log(`listener: ${err.message}`) : fatal(listenError(err, host, listen))));
+  server.on("tlsClientError", (err, socket) =>
+    log(`TLS handshake with ${socket.remoteAddress} failed: ${err.message}`),
+  );
+  server.on("error", (err) =>
+    server.listening ? log(`listener: ${err.message}`) : fatal(listenError(err, host, listen)),
+  );
   server.listen(listen, host, () => {
     const { address, port } = server.address();
     const where = address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;

@@ -21,7 +21,8 @@ const SERVER_SIDE = new Set(["server", "both", "sender", "receiver"]);
 /** Why a statement needs no test. */
 const KINDS = {
   "not-applicable": "the broker never reaches the situation the statement governs (the basis says why)",
-  "by-construction": "holds by how the code is built, with nothing a client can observe to test (the basis names the code)",
+  "by-construction":
+    "holds by how the code is built, with nothing a client can observe to test (the basis names the code)",
   "client-only": "the statement is worded for both sides, but only a client can break it in this broker",
 };
 
@@ -29,7 +30,9 @@ function readTsv(path) {
   if (!existsSync(join(root, path))) return [];
   const [header, ...lines] = readFileSync(join(root, path), "utf8").trim().split("\n");
   const keys = header.split("\t");
-  return lines.filter(Boolean).map((line, i) => ({ ...Object.fromEntries(line.split("\t").map((v, k) => [keys[k], v])), line: i + 2 }));
+  return lines
+    .filter(Boolean)
+    .map((line, i) => ({ ...Object.fromEntries(line.split("\t").map((v, k) => [keys[k], v])), line: i + 2 }));
 }
 
 function* files(dir) {
@@ -57,7 +60,12 @@ function expand(token) {
 function displayTitle(title, table) {
   if (table === undefined || !/%[sidfjo#]|\$[A-Za-z_]/.test(title)) return title;
   const literal = table.match(/^\s*\[([^\][]*)\](?:\s+as\s+const)?\s*$/);
-  const values = literal ? literal[1].split(",").map((v) => v.trim().replace(/^(["'`])(.*)\1$/, "$2")).filter(Boolean) : null;
+  const values = literal
+    ? literal[1]
+        .split(",")
+        .map((v) => v.trim().replace(/^(["'`])(.*)\1$/, "$2"))
+        .filter(Boolean)
+    : null;
   const marker = values ? values.join("/") : `‹each of ${table.trim()}›`;
   return title.replace(/%[sidfjo#]|\$[A-Za-z_][\w.]*/g, marker);
 }
@@ -106,9 +114,11 @@ function noteProblems(note, titles) {
   if (src) {
     const [, path, symbol] = src;
     if (!existsSync(join(root, path))) problems.push(`basis ${path} does not exist`);
-    else if (symbol && !readFileSync(join(root, path), "utf8").includes(symbol)) problems.push(`basis ${path} has no ${symbol}`);
+    else if (symbol && !readFileSync(join(root, path), "utf8").includes(symbol))
+      problems.push(`basis ${path} has no ${symbol}`);
   } else if (section) {
-    if (note.kind === "by-construction") problems.push("a by-construction reason must name the code (src/...), not a spec section");
+    if (note.kind === "by-construction")
+      problems.push("a by-construction reason must name the code (src/...), not a spec section");
   } else problems.push(`basis "${basis}" is neither src/<file>[#symbol] nor "spec <section>"`);
   if (!note.reason?.trim()) problems.push("no reason text");
   const reason = note.reason ?? "";
@@ -126,11 +136,14 @@ function noteProblems(note, titles) {
     if (!quotes.length) problems.push(`cites ${file} without the title of a test in it`);
     for (const [, quoted] of quotes) {
       const prefix = quoted.endsWith("...") ? quoted.slice(0, -3) : null;
-      const found = [...own].some((t) => (prefix ? t.startsWith(prefix) : t === quoted || t.replace(/\s*\[[^\]]*\]/g, "") === quoted));
+      const found = [...own].some((t) =>
+        prefix ? t.startsWith(prefix) : t === quoted || t.replace(/\s*\[[^\]]*\]/g, "") === quoted,
+      );
       if (!found) problems.push(`cites test "${quoted}" in ${file}, which has no such title`);
     }
   });
-  if (/\btest "|\btests? in\b(?! test\/)/.test(reason) && !cites.length) problems.push("names a test without its file (test/...test.ts)");
+  if (/\btest "|\btests? in\b(?! test\/)/.test(reason) && !cites.length)
+    problems.push("names a test without its file (test/...test.ts)");
   return problems;
 }
 
@@ -171,11 +184,18 @@ function build() {
       let proof;
       if (proofs.length) {
         tested++;
-        if (note) errors.push(`${key}: tested by ${proofs[0].file}, so its reason in notes.tsv (line ${note.line}) is out of date: remove it`);
-        proof = proofs.slice(0, 3).map((p) => `\`${p.file}\`: ${escape(p.title)}`).join("<br>");
+        if (note)
+          errors.push(
+            `${key}: tested by ${proofs[0].file}, so its reason in notes.tsv (line ${note.line}) is out of date: remove it`,
+          );
+        proof = proofs
+          .slice(0, 3)
+          .map((p) => `\`${p.file}\`: ${escape(p.title)}`)
+          .join("<br>");
       } else if (note) {
         reasoned++;
-        for (const problem of noteProblems(note, titles)) errors.push(`${key} (notes.tsv line ${note.line}): ${problem}`);
+        for (const problem of noteProblems(note, titles))
+          errors.push(`${key} (notes.tsv line ${note.line}): ${problem}`);
         proof = `*${note.kind}* (\`${escape(note.basis)}\`): ${escape(note.reason)}`;
       } else {
         errors.push(`${key}: binds the server (${s.binds}) but has neither a test naming it nor a reason in notes.tsv`);
@@ -184,11 +204,23 @@ function build() {
       const label = spec === "unnumbered" ? `${s.id} (${s.spec} ${escape(s.section)})` : s.id;
       rows.push(`| ${label} | ${escape(s.binds)} | ${escape(s.text)} | ${proof} |`);
     }
-    summary.push(`| ${spec} | ${statements.length} | ${server} | ${tested} | ${reasoned} | ${server - tested - reasoned} |`);
-    sections.push(`## ${heading}`, "", "| statement | binds | text (abridged) | proof |", "| --- | --- | --- | --- |", ...rows, "");
+    summary.push(
+      `| ${spec} | ${statements.length} | ${server} | ${tested} | ${reasoned} | ${server - tested - reasoned} |`,
+    );
+    sections.push(
+      `## ${heading}`,
+      "",
+      "| statement | binds | text (abridged) | proof |",
+      "| --- | --- | --- | --- |",
+      ...rows,
+      "",
+    );
   }
   for (const [key, note] of notes) {
-    if (!used.has(key)) errors.push(`${key} (notes.tsv line ${note.line}): no server-side statement with this id, so the reason stands for nothing`);
+    if (!used.has(key))
+      errors.push(
+        `${key} (notes.tsv line ${note.line}): no server-side statement with this id, so the reason stands for nothing`,
+      );
   }
   out.push(
     "| spec | statements | bind the server | proved by a named test | no test needed (reason) | missing |",
@@ -215,9 +247,15 @@ function build() {
 }
 
 const { text, errors, summary } = build();
-const counts = summary.map((row) => row.replace(/^\| /, "").split(" | ")).map(([spec, , server, tested, reasoned]) => `${spec}: ${server} server-side, ${tested} tested, ${reasoned} by reason`);
+const counts = summary
+  .map((row) => row.replace(/^\| /, "").split(" | "))
+  .map(
+    ([spec, , server, tested, reasoned]) => `${spec}: ${server} server-side, ${tested} tested, ${reasoned} by reason`,
+  );
 if (process.argv.includes("--check")) {
-  const current = existsSync(join(root, "docs/CONFORMANCE.md")) ? readFileSync(join(root, "docs/CONFORMANCE.md"), "utf8") : "";
+  const current = existsSync(join(root, "docs/CONFORMANCE.md"))
+    ? readFileSync(join(root, "docs/CONFORMANCE.md"), "utf8")
+    : "";
   if (current !== text) errors.unshift("docs/CONFORMANCE.md is out of date: run npm run conformance");
   if (errors.length) {
     console.error(`conformance: ${errors.length} problem(s)\n${errors.map((e) => `  - ${e}`).join("\n")}`);
@@ -227,5 +265,8 @@ if (process.argv.includes("--check")) {
 } else {
   writeFileSync(join(root, "docs/CONFORMANCE.md"), text);
   console.log(`wrote docs/CONFORMANCE.md (${counts.join("; ")})`);
-  if (errors.length) console.error(`${errors.length} problem(s), npm run test:conformance will fail:\n${errors.map((e) => `  - ${e}`).join("\n")}`);
+  if (errors.length)
+    console.error(
+      `${errors.length} problem(s), npm run test:conformance will fail:\n${errors.map((e) => `  - ${e}`).join("\n")}`,
+    );
 }

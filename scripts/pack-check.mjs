@@ -23,7 +23,16 @@ const example = join(root, "examples/queue-forwarder");
 const started = Date.now();
 
 /** What a Worker that imports the broker, or a user of the bridge CLI, needs from the tarball. */
-const REQUIRED = ["package.json", "LICENSE", "README.md", "src/library.ts", "src/index.ts", "src/util/silent-debug.cjs", "bin/cli.mjs", "wrangler.toml"];
+const REQUIRED = [
+  "package.json",
+  "LICENSE",
+  "README.md",
+  "src/library.ts",
+  "src/index.ts",
+  "src/util/silent-debug.cjs",
+  "bin/cli.mjs",
+  "wrangler.toml",
+];
 /** What only this repository's development needs. */
 const FORBIDDEN = ["test/", "node_modules/", "docs/", "bench/", "scripts/", "examples/", ".ci/", ".wrangler/", "dist/"];
 
@@ -34,8 +43,16 @@ const FORBIDDEN = ["test/", "node_modules/", "docs/", "bench/", "scripts/", "exa
  */
 const CONSUMER_TSCONFIG = {
   compilerOptions: {
-    target: "ES2022", module: "ES2022", moduleResolution: "Bundler", lib: ["ES2022"], strict: true, noEmit: true, skipLibCheck: true,
-    types: ["@cloudflare/workers-types", "node"], jsx: "react-jsx", jsxImportSource: "hono/jsx",
+    target: "ES2022",
+    module: "ES2022",
+    moduleResolution: "Bundler",
+    lib: ["ES2022"],
+    strict: true,
+    noEmit: true,
+    skipLibCheck: true,
+    types: ["@cloudflare/workers-types", "node"],
+    jsx: "react-jsx",
+    jsxImportSource: "hono/jsx",
   },
   include: ["*.ts"],
 };
@@ -43,7 +60,12 @@ const CONSUMER_TSCONFIG = {
 /** Runs a command to its end and returns its stdout; on failure, says what failed (its stderr is shown) and exits. */
 function run(cmd, args, cwd, failure, { env = {}, stdio = "pipe" } = {}) {
   try {
-    return execFileSync(cmd, args, { cwd, stdio: ["ignore", stdio, "inherit"], env: { ...process.env, ...env }, encoding: "utf8" });
+    return execFileSync(cmd, args, {
+      cwd,
+      stdio: ["ignore", stdio, "inherit"],
+      env: { ...process.env, ...env },
+      encoding: "utf8",
+    });
   } catch (err) {
     fail(`${failure} (${err.code ?? `exit ${err.status}`})`);
   }
@@ -69,7 +91,9 @@ const [packed] = JSON.parse(run("npm", ["pack", "--json", "--pack-destination", 
 const tarball = join(work, packed.filename);
 const problems = fileListProblems(packed.files.map((f) => f.path));
 if (problems.length > 0) fail(`the tarball's file list: ${problems.join(", ")}`);
-step(`${packed.filename}: ${packed.entryCount} files, ${(packed.size / 1024).toFixed(0)} kB packed, ${(packed.unpackedSize / 1024).toFixed(0)} kB unpacked`);
+step(
+  `${packed.filename}: ${packed.entryCount} files, ${(packed.size / 1024).toFixed(0)} kB packed, ${(packed.unpackedSize / 1024).toFixed(0)} kB unpacked`,
+);
 
 const app = join(work, "app");
 cpSync(example, app, { recursive: true, filter: (src) => !/[/\\](node_modules|\.wrangler)$/.test(src) });
@@ -82,7 +106,12 @@ writeFileSync(join(app, "tsconfig.json"), `${JSON.stringify(CONSUMER_TSCONFIG, n
 appendFileSync(join(app, "wrangler.toml"), '\n[alias]\n"debug" = "mqtt-workers-broker/silent-debug"\n');
 
 step(`npm install in ${app}`);
-run("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel", "error"], app, "npm install of the tarball");
+run(
+  "npm",
+  ["install", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel", "error"],
+  app,
+  "npm install of the tarball",
+);
 
 // The bridge CLI as `npx mqtt-workers-broker` finds it: the bin link, its dependency (ws), the version.
 const bin = join(app, "node_modules/.bin/mqtt-workers-broker");
@@ -90,16 +119,28 @@ const version = run(bin, ["--version"], app, "the installed bin mqtt-workers-bro
 if (version !== packed.version) fail(`mqtt-workers-broker --version printed "${version}", not ${packed.version}`);
 
 step("tsc --noEmit in the project");
-run("npx", ["tsc", "-p", app], app, "the project does not type-check against the installed package", { stdio: "inherit" });
+run("npx", ["tsc", "-p", app], app, "the project does not type-check against the installed package", {
+  stdio: "inherit",
+});
 
 // A bundle first: a build error shows here in seconds (wrangler dev would wait for a fix instead).
 step("wrangler deploy --dry-run of the project");
-run("npx", ["wrangler", "deploy", "--dry-run", "-c", join(app, "wrangler.toml"), "--outdir", join(work, "dist")], root,
-  "the project does not bundle with the installed package (wrangler's error above)", { env: { WRANGLER_SEND_METRICS: "false" } });
+run(
+  "npx",
+  ["wrangler", "deploy", "--dry-run", "-c", join(app, "wrangler.toml"), "--outdir", join(work, "dist")],
+  root,
+  "the project does not bundle with the installed package (wrangler's error above)",
+  { env: { WRANGLER_SEND_METRICS: "false" } },
+);
 
 step("hooks tests against the installed package");
-run("npx", ["vitest", "run", "-c", "vitest.e2e.config.ts", "test/e2e/hooks-example.test.ts"], root,
-  "the hooks tests failed against the installed package", { env: { HOOKS_EXAMPLE_CONFIG: join(app, "wrangler.toml") }, stdio: "inherit" });
+run(
+  "npx",
+  ["vitest", "run", "-c", "vitest.e2e.config.ts", "test/e2e/hooks-example.test.ts"],
+  root,
+  "the hooks tests failed against the installed package",
+  { env: { HOOKS_EXAMPLE_CONFIG: join(app, "wrangler.toml") }, stdio: "inherit" },
+);
 
 rmSync(work, { recursive: true, force: true });
 step("passed");

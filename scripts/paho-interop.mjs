@@ -122,18 +122,50 @@ try {
   const vars = Object.entries(VARS).flatMap(([k, v]) => ["--var", `${k}:${v}`]);
   const broker = start(
     "npx",
-    ["wrangler", "dev", "--port", String(httpPort), "--inspector-port", String(inspectorPort), "--ip", "127.0.0.1", "--persist-to", state, ...vars],
+    [
+      "wrangler",
+      "dev",
+      "--port",
+      String(httpPort),
+      "--inspector-port",
+      String(inspectorPort),
+      "--ip",
+      "127.0.0.1",
+      "--persist-to",
+      state,
+      ...vars,
+    ],
     { env: { ...process.env, WRANGLER_SEND_METRICS: "false" } },
   );
   children.push(broker);
   await waitFor("wrangler dev", broker, async () => (await fetch(`http://127.0.0.1:${httpPort}/health`)).ok);
-  const bridge = start("node", ["bin/cli.mjs", "bridge", "--quiet", "--host", "127.0.0.1", "--listen", String(tcpPort), "--url", `ws://127.0.0.1:${httpPort}/mqtt`]);
+  const bridge = start("node", [
+    "bin/cli.mjs",
+    "bridge",
+    "--quiet",
+    "--host",
+    "127.0.0.1",
+    "--listen",
+    String(tcpPort),
+    "--url",
+    `ws://127.0.0.1:${httpPort}/mqtt`,
+  ]);
   children.push(bridge);
-  await waitFor("the bridge", bridge, () => new Promise((ok) => {
-    const probe = createServer().once("error", () => ok(true)).listen(tcpPort, "127.0.0.1", () => probe.close(() => ok(false)));
-  }));
+  await waitFor(
+    "the bridge",
+    bridge,
+    () =>
+      new Promise((ok) => {
+        const probe = createServer()
+          .once("error", () => ok(true))
+          .listen(tcpPort, "127.0.0.1", () => probe.close(() => ok(false)));
+      }),
+  );
   const results = [];
-  for (const [name, file] of [["MQTT 3.1.1 (client_test.py)", "client_test.py"], ["MQTT 5.0 (client_test5.py)", "client_test5.py"]]) {
+  for (const [name, file] of [
+    ["MQTT 3.1.1 (client_test.py)", "client_test.py"],
+    ["MQTT 5.0 (client_test5.py)", "client_test5.py"],
+  ]) {
     const result = await runSuite(file, tcpPort);
     if (process.env.PAHO_VERBOSE || result.code !== 0) console.log(result.output);
     results.push([name, result]);

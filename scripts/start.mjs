@@ -18,7 +18,7 @@ const args = ["dev", ...DEV_VARS, ...process.argv.slice(2)];
 const wrangler = createRequire(import.meta.url).resolve("wrangler/bin/wrangler.js");
 const child = spawn(process.execPath, [wrangler, ...args], {
   stdio: ["inherit", "pipe", "pipe"],
-  env: { ...process.env, FORCE_COLOR: process.stdout.isTTY ? "1" : process.env.FORCE_COLOR ?? "0" },
+  env: { ...process.env, FORCE_COLOR: process.stdout.isTTY ? "1" : (process.env.FORCE_COLOR ?? "0") },
 });
 
 /** The last `--var ADMIN_TOKEN:...` given (the user's own wins over ours). */
@@ -30,7 +30,6 @@ function adminToken() {
   return token;
 }
 
-// eslint-disable-next-line no-control-regex
 const plain = (line) => line.replace(/\u001b\[[0-9;]*m/g, "");
 const NETWORK_LOST = /Uncaught Error: Network connection lost\.\s*$/;
 let announced = false;
@@ -39,12 +38,15 @@ async function announce(base) {
   announced = true;
   const { host } = new URL(base);
   const token = adminToken();
-  console.log(`MQTT ws://${host}/mqtt · dashboard ${base}/dashboard${token ? ` (admin token: ${token})` : ""} · health /health`);
+  console.log(
+    `MQTT ws://${host}/mqtt · dashboard ${base}/dashboard${token ? ` (admin token: ${token})` : ""} · health /health`,
+  );
   try {
     const response = await fetch(`${base}/health`);
     if (response.status === 503) {
       const { problems } = await response.json();
-      for (const { variable, problem } of problems) console.error(`\u001b[31mconfiguration: ${variable}: ${problem}\u001b[0m`);
+      for (const { variable, problem } of problems)
+        console.error(`\u001b[31mconfiguration: ${variable}: ${problem}\u001b[0m`);
       console.error("\u001b[31m/health answers 503 and MQTT connections are refused until this is fixed.\u001b[0m");
     }
   } catch (err) {

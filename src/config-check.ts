@@ -15,7 +15,14 @@ export interface ConfigProblem {
 
 /** Variables loadAuthConfig reads and checks on their own (the rest are free-form secrets). */
 const AUTH_VARIABLES = [
-  "ALLOW_ANONYMOUS", "AUTH_USERS", "JWT_JWKS_URL", "AUTH_HOOK_URL", "AUTH_HOOK_TIMEOUT_MS", "ACL", "ACL_DEFAULT", "ACL_DENIAL_REASON",
+  "ALLOW_ANONYMOUS",
+  "AUTH_USERS",
+  "JWT_JWKS_URL",
+  "AUTH_HOOK_URL",
+  "AUTH_HOOK_TIMEOUT_MS",
+  "ACL",
+  "ACL_DEFAULT",
+  "ACL_DENIAL_REASON",
 ];
 
 export function configProblems(env: Record<string, unknown>): ConfigProblem[] {
@@ -29,7 +36,10 @@ export function configProblems(env: Record<string, unknown>): ConfigProblem[] {
   }
   const rateLimit = env.CONNECT_RATE_LIMIT;
   if (rateLimit !== undefined && rateLimit !== "" && rateLimit !== "on" && rateLimit !== "off") {
-    problems.push({ variable: "CONNECT_RATE_LIMIT", problem: `CONNECT_RATE_LIMIT must be on or off, got ${JSON.stringify(String(rateLimit).slice(0, 40))}` });
+    problems.push({
+      variable: "CONNECT_RATE_LIMIT",
+      problem: `CONNECT_RATE_LIMIT must be on or off, got ${JSON.stringify(String(rateLimit).slice(0, 40))}`,
+    });
   }
   const level = logLevelProblem(env.LOG_LEVEL);
   if (level) problems.push({ variable: "LOG_LEVEL", problem: level });

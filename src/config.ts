@@ -149,7 +149,9 @@ function readLimit(env: Record<string, unknown>, key: keyof BrokerConfig): numbe
   const value = typeof raw === "number" ? raw : Number(String(raw).trim());
   const [min, max] = BOUNDS[key];
   if (!Number.isInteger(value) || value < min || value > max) {
-    throw new ConfigError(`${VARIABLES[key]} must be an integer from ${min} to ${max}, got ${JSON.stringify(String(raw).slice(0, 40))}`);
+    throw new ConfigError(
+      `${VARIABLES[key]} must be an integer from ${min} to ${max}, got ${JSON.stringify(String(raw).slice(0, 40))}`,
+    );
   }
   return value;
 }

@@ -39,7 +39,9 @@ export interface HookPublish {
   payload?: string | Uint8Array;
   qos?: QoS;
   retain?: boolean;
-  properties?: Omit<MessageProperties, "userProperties"> & { userProperties?: UserProperty[] | Record<string, string | string[]> };
+  properties?: Omit<MessageProperties, "userProperties"> & {
+    userProperties?: UserProperty[] | Record<string, string | string[]>;
+  };
 }
 
 export interface HookContext<E = Record<string, unknown>> {
@@ -80,7 +82,10 @@ export interface BrokerHooks<E = Record<string, unknown>> {
   authorizePublish?(ctx: HookContext<E>, message: HookMessage): boolean | Promise<boolean>;
   authorizeSubscribe?(ctx: HookContext<E>, filter: string, qos: QoS): boolean | Promise<boolean>;
   /** Return the message (changed or not) to route it, `null` to drop it (the publisher is still acknowledged). */
-  onPublish?(ctx: HookContext<E>, message: HookMessage): HookMessage | null | undefined | Promise<HookMessage | null | undefined>;
+  onPublish?(
+    ctx: HookContext<E>,
+    message: HookMessage,
+  ): HookMessage | null | undefined | Promise<HookMessage | null | undefined>;
   onConnect?(ctx: HookContext<E>, info: ConnectInfo): void | Promise<void>;
   onDisconnect?(ctx: HookContext<E>): void | Promise<void>;
 }
@@ -114,7 +119,13 @@ export async function runHook<T>(name: string, fallback: T, call: () => T | Prom
 /** Turns a hook's publish request into a message. */
 export function hookMessage(p: HookPublish): HookMessage {
   const payload = typeof p.payload === "string" ? new TextEncoder().encode(p.payload) : (p.payload ?? new Uint8Array());
-  return { topic: p.topic, payload, qos: p.qos ?? 0, retain: p.retain ?? false, properties: hookProperties(p.properties) };
+  return {
+    topic: p.topic,
+    payload,
+    qos: p.qos ?? 0,
+    retain: p.retain ?? false,
+    properties: hookProperties(p.properties),
+  };
 }
 
 /** The message an onPublish hook returned, with its User Properties as pairs whichever form it used. */

@@ -54,6 +54,14 @@ export function createBroker<E = Record<string, unknown>>(options: BrokerOptions
   };
 }
 
-export type { BrokerHooks, HookContext, HookMessage, HookPublish, AuthenticateInput, AuthenticateResult, ConnectInfo } from "./hooks";
+export type {
+  BrokerHooks,
+  HookContext,
+  HookMessage,
+  HookPublish,
+  AuthenticateInput,
+  AuthenticateResult,
+  ConnectInfo,
+} from "./hooks";
 export type { Identity } from "./auth/acl";
 export type { BrokerConfig } from "./config";

@@ -37,7 +37,11 @@ const hooks: BrokerHooks<Env> = {
   async onPublish(ctx, message) {
     if (message.topic.startsWith("spam/")) return null;
     if (message.topic.startsWith("alerts/")) {
-      await ctx.env.FORWARD_QUEUE.send({ topic: message.topic, payload: text(message.payload), clientId: ctx.clientId });
+      await ctx.env.FORWARD_QUEUE.send({
+        topic: message.topic,
+        payload: text(message.payload),
+        clientId: ctx.clientId,
+      });
       return message;
     }
     const raw = /^raw\/([^/]+)$/.exec(message.topic);
@@ -48,7 +52,10 @@ const hooks: BrokerHooks<Env> = {
     return message;
   },
   async onConnect(ctx, info) {
-    await ctx.publish({ topic: `events/connected/${ctx.clientId}`, payload: JSON.stringify({ version: info.protocolVersion, user: ctx.identity.username ?? null }) });
+    await ctx.publish({
+      topic: `events/connected/${ctx.clientId}`,
+      payload: JSON.stringify({ version: info.protocolVersion, user: ctx.identity.username ?? null }),
+    });
   },
   async onDisconnect(ctx) {
     await ctx.publish({ topic: `events/disconnected/${ctx.clientId}`, payload: "bye" });

@@ -140,7 +140,12 @@ function matchesSafely(grant: string, identity: Identity, clientId: string, topi
  * stands for all its topics at once, so the walk records whether earlier rules allowed or denied some
  * of them. Credential grants (JWT, hook) are allow-only rules ending in a deny; both must grant.
  */
-export function subscribeGrant(policy: AclPolicy, identity: Identity, clientId: string, filter: string): SubscribeGrant {
+export function subscribeGrant(
+  policy: AclPolicy,
+  identity: Identity,
+  clientId: string,
+  filter: string,
+): SubscribeGrant {
   const grants = identity.grants?.subscribe;
   const byCredential = grants ? grantOfGrants(grants, identity, clientId, filter) : "full";
   if (byCredential === "refused") return "refused";
@@ -171,7 +176,8 @@ function grantOfRules(policy: AclPolicy, identity: Identity, clientId: string, f
         if (rule.allow) continue;
         return allowedSome ? "partial" : "refused";
       }
-      if (filterCovers(pattern, filter, rule.allow)) return rule.allow ? (deniedSome ? "partial" : "full") : allowedSome ? "partial" : "refused";
+      if (filterCovers(pattern, filter, rule.allow))
+        return rule.allow ? (deniedSome ? "partial" : "full") : allowedSome ? "partial" : "refused";
       if (!filtersOverlap(pattern, filter, rule.allow)) continue;
       if (rule.allow) allowedSome = true;
       else deniedSome = true;
@@ -189,8 +195,17 @@ export function parseAclRules(json: string): AclRule[] {
     const rule = r as Partial<AclRule> & { effect?: string };
     const allow = rule.allow ?? (rule.effect === undefined ? undefined : rule.effect === "allow");
     if (typeof allow !== "boolean") throw new Error(`ACL rule ${i}: needs "allow": true|false`);
-    if (!["publish", "subscribe", "all"].includes(rule.action as string)) throw new Error(`ACL rule ${i}: "action" must be publish, subscribe or all`);
-    if (!Array.isArray(rule.topics) || !rule.topics.every((t) => typeof t === "string")) throw new Error(`ACL rule ${i}: "topics" must be an array of filters`);
-    return { allow, action: rule.action as AclRule["action"], topics: rule.topics, users: rule.users, clients: rule.clients, roles: rule.roles };
+    if (!["publish", "subscribe", "all"].includes(rule.action as string))
+      throw new Error(`ACL rule ${i}: "action" must be publish, subscribe or all`);
+    if (!Array.isArray(rule.topics) || !rule.topics.every((t) => typeof t === "string"))
+      throw new Error(`ACL rule ${i}: "topics" must be an array of filters`);
+    return {
+      allow,
+      action: rule.action as AclRule["action"],
+      topics: rule.topics,
+      users: rule.users,
+      clients: rule.clients,
+      roles: rule.roles,
+    };
   });
 }

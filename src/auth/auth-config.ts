@@ -60,18 +60,23 @@ export function loadAuthConfig(env: Record<string, unknown>): AuthConfig {
     try {
       parsed = JSON.parse(rawUsers);
     } catch {
-      throw new AuthConfigError("AUTH_USERS must be JSON: {\"user\": \"pbkdf2-sha256$...\"}");
+      throw new AuthConfigError('AUTH_USERS must be JSON: {"user": "pbkdf2-sha256$..."}');
     }
-    if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) throw new AuthConfigError("AUTH_USERS must be a JSON object of users");
+    if (!parsed || typeof parsed !== "object" || Array.isArray(parsed))
+      throw new AuthConfigError("AUTH_USERS must be a JSON object of users");
     for (const [name, entry] of Object.entries(parsed)) {
       const user = typeof entry === "string" ? { hash: entry, roles: [] } : (entry as UserEntry | null);
-      if (!user || typeof user.hash !== "string") throw new AuthConfigError(`AUTH_USERS: entry for ${JSON.stringify(name)} needs a hash`);
+      if (!user || typeof user.hash !== "string")
+        throw new AuthConfigError(`AUTH_USERS: entry for ${JSON.stringify(name)} needs a hash`);
       // a hash in another format would make the user's every login fail, silently
       if (!parseHash(user.hash)) {
-        throw new AuthConfigError(`AUTH_USERS: the hash of ${JSON.stringify(name)} is not pbkdf2-sha256$<iterations>$<salt>$<hash> (make one with npm run hash-password)`);
+        throw new AuthConfigError(
+          `AUTH_USERS: the hash of ${JSON.stringify(name)} is not pbkdf2-sha256$<iterations>$<salt>$<hash> (make one with npm run hash-password)`,
+        );
       }
       const roles = user.roles ?? [];
-      if (!Array.isArray(roles) || roles.some((r) => typeof r !== "string")) throw new AuthConfigError(`AUTH_USERS: roles of ${JSON.stringify(name)} must be a list of strings`);
+      if (!Array.isArray(roles) || roles.some((r) => typeof r !== "string"))
+        throw new AuthConfigError(`AUTH_USERS: roles of ${JSON.stringify(name)} must be a list of strings`);
       users.set(name, { hash: user.hash, roles });
     }
   }
@@ -92,7 +97,8 @@ export function loadAuthConfig(env: Record<string, unknown>): AuthConfig {
     }
   }
   const aclDefault = str(env.ACL_DEFAULT);
-  if (aclDefault && aclDefault !== "allow" && aclDefault !== "deny") throw new AuthConfigError("ACL_DEFAULT must be allow or deny");
+  if (aclDefault && aclDefault !== "allow" && aclDefault !== "deny")
+    throw new AuthConfigError("ACL_DEFAULT must be allow or deny");
   const denialReason = str(env.ACL_DENIAL_REASON) ?? "not-authorized";
   if (denialReason !== "not-authorized" && denialReason !== "unspecified") {
     throw new AuthConfigError("ACL_DENIAL_REASON must be not-authorized or unspecified");
@@ -103,7 +109,8 @@ export function loadAuthConfig(env: Record<string, unknown>): AuthConfig {
     // AUTH_SALT_SECRET keeps unknown users' salts stable when AUTH_USERS changes; without it the
     // AUTH_USERS secret keys them (stable across isolates, but they change when a user is edited).
     unknownUsers: unknownUserPolicy(str(env.AUTH_SALT_SECRET) ?? rawUsers ?? "", users),
-    jwt: secret || jwksUrl ? { secret, jwksUrl, issuer: str(env.JWT_ISSUER), audience: str(env.JWT_AUDIENCE) } : undefined,
+    jwt:
+      secret || jwksUrl ? { secret, jwksUrl, issuer: str(env.JWT_ISSUER), audience: str(env.JWT_AUDIENCE) } : undefined,
     hook: hookUrl ? { url: hookUrl, timeoutMs: hookTimeoutMs } : undefined,
     // With no rules every authenticated client may do everything; with rules, unmatched is denied.
     acl: {

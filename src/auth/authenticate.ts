@@ -33,7 +33,9 @@ export async function authenticate(credentials: Credentials, config: AuthConfig)
     // An unknown user is checked against a stand-in of the same cost, so its refusal takes as long.
     const { user, stored } = await storedCredential(username, config);
     const valid = await passwordMatches(password ?? new Uint8Array(), stored);
-    return valid && user ? { ok: true, identity: { username, roles: user.roles } } : { ok: false, refusal: "bad-credentials" };
+    return valid && user
+      ? { ok: true, identity: { username, roles: user.roles } }
+      : { ok: false, refusal: "bad-credentials" };
   }
   if (config.hook && (username !== undefined || password !== undefined)) return callHook(credentials, config.hook);
   if (config.allowAnonymous && config.users.size === 0 && !config.jwt && !config.hook) {
@@ -54,7 +56,8 @@ async function verifyToken(token: string, credentials: Credentials, config: Auth
     const alg = decodeProtectedHeader(token).alg;
     const options = { issuer: jwt.issuer, audience: jwt.audience };
     if (alg === "HS256" && jwt.secret) {
-      payload = (await jwtVerify(token, new TextEncoder().encode(jwt.secret), { ...options, algorithms: ["HS256"] })).payload;
+      payload = (await jwtVerify(token, new TextEncoder().encode(jwt.secret), { ...options, algorithms: ["HS256"] }))
+        .payload;
     } else if ((alg === "RS256" || alg === "ES256") && jwt.jwksUrl) {
       let keys = jwksCache.get(jwt.jwksUrl);
       if (!keys) jwksCache.set(jwt.jwksUrl, (keys = createRemoteJWKSet(new URL(jwt.jwksUrl))));
@@ -67,7 +70,8 @@ async function verifyToken(token: string, credentials: Credentials, config: Auth
   }
   // A token may bind the client id: it is then valid for that client only.
   const boundClient = payload.client_id;
-  if (typeof boundClient === "string" && boundClient !== credentials.clientId) return { ok: false, refusal: "not-authorized" };
+  if (typeof boundClient === "string" && boundClient !== credentials.clientId)
+    return { ok: false, refusal: "not-authorized" };
   // The token is the only source of the username: without a usable `sub` it names no one, and it is
   // refused rather than falling back to CONNECT's username (that let any valid token act as "bob").
   const username = nonEmptyString(payload.sub);
@@ -101,7 +105,10 @@ async function callHook(credentials: Credentials, hook: NonNullable<AuthConfig["
     if (body.allow !== true) return { ok: false, refusal: "bad-credentials" };
     // A grant list the hook sent but malformed allows nothing; one it left out restricts nothing.
     const grantList = (v: unknown) => (v === undefined ? undefined : (list(v) ?? []));
-    const grants = body.publish !== undefined || body.subscribe !== undefined ? { publish: grantList(body.publish), subscribe: grantList(body.subscribe) } : undefined;
+    const grants =
+      body.publish !== undefined || body.subscribe !== undefined
+        ? { publish: grantList(body.publish), subscribe: grantList(body.subscribe) }
+        : undefined;
     // The hook's answer is the only source of the username: without one the client has none.
     return { ok: true, identity: { username: nonEmptyString(body.username), roles: list(body.roles) ?? [], grants } };
   } catch {

@@ -27,7 +27,9 @@ export interface ScramExchange {
   /** The server-first-message to send in AUTH (0x18). */
   serverFirst: string;
   /** Verifies the client-final-message; on success returns the server-final-message for CONNACK. */
-  finish(clientFinal: Uint8Array): Promise<{ ok: true; username: string; serverFinal: string; roles: string[] } | { ok: false }>;
+  finish(
+    clientFinal: Uint8Array,
+  ): Promise<{ ok: true; username: string; serverFinal: string; roles: string[] } | { ok: false }>;
 }
 
 /**
@@ -36,7 +38,10 @@ export interface ScramExchange {
  * stored-credential.ts), the same verification work, and fails only at the end: the exchange does
  * not reveal whether the user exists.
  */
-export async function startScram(clientFirstBytes: Uint8Array, directory: UserDirectory): Promise<ScramExchange | undefined> {
+export async function startScram(
+  clientFirstBytes: Uint8Array,
+  directory: UserDirectory,
+): Promise<ScramExchange | undefined> {
   const clientFirst = decoder.decode(clientFirstBytes);
   // gs2 header: no channel binding ("n,,"), no authzid
   if (!clientFirst.startsWith("n,,")) return undefined;

@@ -44,11 +44,17 @@ export function unknownUserPolicy(secret: string, users: Map<string, UserEntry>)
  * The user (when known, with a usable hash) and the credential to check against. The stand-in is
  * derived for every name, known or not, so that both paths do the same work.
  */
-export async function storedCredential(username: string, directory: UserDirectory): Promise<{ user?: UserEntry; stored: ParsedHash }> {
+export async function storedCredential(
+  username: string,
+  directory: UserDirectory,
+): Promise<{ user?: UserEntry; stored: ParsedHash }> {
   const { secret, iterations, saltBytes } = directory.unknownUsers;
   // A fixed prefix: never an empty HMAC key, and these keys serve no other purpose.
   const key = encoder.encode(`unknown-user\u0000${secret}`);
-  const [salt, hash] = await Promise.all([derive(key, "salt", username, saltBytes), derive(key, "hash", username, HASH_BYTES)]);
+  const [salt, hash] = await Promise.all([
+    derive(key, "salt", username, saltBytes),
+    derive(key, "hash", username, HASH_BYTES),
+  ]);
   const user = directory.users.get(username);
   const real = user ? parseHash(user.hash) : undefined;
   return real ? { user, stored: real } : { stored: { iterations, salt, hash } };

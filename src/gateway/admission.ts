@@ -40,7 +40,9 @@ export function refuseConnectBytes(bytes: Uint8Array, version: ProtocolVersion):
   const fault = connectFault(bytes);
   if (!fault) return undefined;
   const reason = `malformed CONNECT: ${fault.reason}`;
-  return version === 5 ? { ok: false, reason, connack: { reasonCode: fault.reasonCode, sessionPresent: false } } : { ok: false, reason };
+  return version === 5
+    ? { ok: false, reason, connack: { reasonCode: fault.reasonCode, sessionPresent: false } }
+    : { ok: false, reason };
 }
 
 export function admitConnect(
@@ -60,7 +62,11 @@ export function admitConnect(
   if (clientId === "") {
     // [MQTT-3.1.3-8] 3.1.1: an empty id with CleanSession=0 is refused with return code 0x02
     if (!v5 && !connect.clean) {
-      return refuse("empty client id needs a clean session", ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, ConnectReturnCode.IDENTIFIER_REJECTED);
+      return refuse(
+        "empty client id needs a clean session",
+        ReasonCode.CLIENT_IDENTIFIER_NOT_VALID,
+        ConnectReturnCode.IDENTIFIER_REJECTED,
+      );
     }
     // [MQTT-3.1.3-6] the server assigns a unique id (v5 returns it in CONNACK [MQTT-3.2.2-16])
     clientId = `auto-${newId()}`;
@@ -88,7 +94,11 @@ export function admitConnect(
     // `$SYS/...` is the broker's own (protocol/topic.ts): a will there is refused as an unauthorized
     // will is, 0x87 / 3.1.1 return code 5, rather than accepted and never published
     if (isBrokerOnlyTopic(connect.will.topic)) {
-      return refuse("will topic is reserved for the broker ($SYS)", ReasonCode.NOT_AUTHORIZED, ConnectReturnCode.NOT_AUTHORIZED);
+      return refuse(
+        "will topic is reserved for the broker ($SYS)",
+        ReasonCode.NOT_AUTHORIZED,
+        ConnectReturnCode.NOT_AUTHORIZED,
+      );
     }
   }
   let keepAlive = connect.keepalive;

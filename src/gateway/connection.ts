@@ -145,9 +145,10 @@ export class GatewayConnection {
       const level = peekProtocolLevel(packet);
       if (level !== undefined && ![3, 4, 5].includes(level)) {
         // [MQTT-3.1.2-2] unsupported protocol level: CONNACK 0x01 (3.1.1) / 0x84 (5.0), then close
-        const refusal: Packet = level > 5
-          ? { cmd: "connack", reasonCode: ReasonCode.UNSUPPORTED_PROTOCOL_VERSION, sessionPresent: false }
-          : { cmd: "connack", returnCode: ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION, sessionPresent: false };
+        const refusal: Packet =
+          level > 5
+            ? { cmd: "connack", reasonCode: ReasonCode.UNSUPPORTED_PROTOCOL_VERSION, sessionPresent: false }
+            : { cmd: "connack", returnCode: ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION, sessionPresent: false };
         this.client.send(encodePacket(refusal, level > 5 ? 5 : 4));
       }
       return this.abort(`malformed CONNECT: ${parsed.error}`);
@@ -180,11 +181,14 @@ export class GatewayConnection {
     this.state = "authenticating";
     const login = new ScramLogin(connect, this.auth);
     this.scram = { login, admission };
-    void login.challenge().then((challenge) => {
-      if (this.state !== "authenticating") return; // closed, or the client answered before the challenge
-      if (!challenge) return this.refuseConnect("bad-credentials", "malformed SCRAM client-first-message");
-      if (!this.sendPacket(challenge)) this.abort("AUTH challenge exceeds the client's Maximum Packet Size");
-    }, () => this.abort("authentication failed", ReasonCode.UNSPECIFIED_ERROR));
+    void login.challenge().then(
+      (challenge) => {
+        if (this.state !== "authenticating") return; // closed, or the client answered before the challenge
+        if (!challenge) return this.refuseConnect("bad-credentials", "malformed SCRAM client-first-message");
+        if (!this.sendPacket(challenge)) this.abort("AUTH challenge exceeds the client's Maximum Packet Size");
+      },
+      () => this.abort("authentication failed", ReasonCode.UNSPECIFIED_ERROR),
+    );
   }
 
   /** authenticating: the client's answer to the challenge; a good proof opens the session. */
@@ -274,13 +278,16 @@ export class GatewayConnection {
     if (this.keepAliveMs === 0 || this.state === "closed") return;
     const limit = this.keepAliveMs * 1.5;
     const due = this.lastActivity + limit - Date.now();
-    this.timer = setTimeout(() => {
-      if (this.state === "closed") return;
-      if (Date.now() - this.lastActivity >= limit) {
-        return this.abort("keep alive timeout", ReasonCode.KEEP_ALIVE_TIMEOUT);
-      }
-      this.armKeepAlive();
-    }, Math.max(due, 10));
+    this.timer = setTimeout(
+      () => {
+        if (this.state === "closed") return;
+        if (Date.now() - this.lastActivity >= limit) {
+          return this.abort("keep alive timeout", ReasonCode.KEEP_ALIVE_TIMEOUT);
+        }
+        this.armKeepAlive();
+      },
+      Math.max(due, 10),
+    );
   }
 
   // --- packets the gateway builds ---------------------------------------------------------------
@@ -290,9 +297,10 @@ export class GatewayConnection {
     const code = this.version === 5 ? codes.reasonCode : codes.returnCode;
     this.refusalCode = this.version === 5 ? hexCode(code ?? 0) : String(code);
     const properties = reason ? { reasonString: reason } : undefined;
-    const connack: Packet = this.version === 5
-      ? { cmd: "connack", reasonCode: codes.reasonCode, sessionPresent: false, properties }
-      : { cmd: "connack", returnCode: codes.returnCode, sessionPresent: false };
+    const connack: Packet =
+      this.version === 5
+        ? { cmd: "connack", reasonCode: codes.reasonCode, sessionPresent: false, properties }
+        : { cmd: "connack", returnCode: codes.returnCode, sessionPresent: false };
     this.sendPacket(connack);
   }
 

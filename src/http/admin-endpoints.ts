@@ -15,7 +15,14 @@ import { collectMetrics } from "../observability/metrics-collector";
 import { renderPrometheus } from "../observability/metrics";
 import { apiTokensFrom, isAdmin } from "./api-auth";
 import { crossSiteRefusal } from "./cross-site";
-import { DASHBOARD_HEADERS, DASHBOARD_PAGE_HEADERS, DASHBOARD_SCRIPT_PATH, DASHBOARD_STYLE_PATH, MQTT_BUNDLE_PATH, dashboardHtml } from "../dashboard/page";
+import {
+  DASHBOARD_HEADERS,
+  DASHBOARD_PAGE_HEADERS,
+  DASHBOARD_SCRIPT_PATH,
+  DASHBOARD_STYLE_PATH,
+  MQTT_BUNDLE_PATH,
+  dashboardHtml,
+} from "../dashboard/page";
 import { DASHBOARD_SCRIPT } from "../dashboard/client-script";
 import { DASHBOARD_CSS } from "../dashboard/styles";
 import { MQTT_BROWSER_BUNDLE } from "../dashboard/mqtt-bundle";
@@ -42,21 +49,38 @@ export function mountAdminEndpoints(app: Hono<{ Bindings: Env }>): void {
 
   app.get("/dashboard", (c) => c.html(dashboardHtml(), 200, DASHBOARD_PAGE_HEADERS));
   // The page's script and styles hold no data (the code is public): served without the token.
-  app.get(DASHBOARD_SCRIPT_PATH, (c) => c.body(DASHBOARD_SCRIPT, 200, { ...DASHBOARD_HEADERS, "Content-Type": "text/javascript; charset=utf-8" }));
-  app.get(MQTT_BUNDLE_PATH, (c) => c.body(MQTT_BROWSER_BUNDLE, 200, { ...DASHBOARD_HEADERS, "Content-Type": "text/javascript; charset=utf-8" }));
-  app.get(DASHBOARD_STYLE_PATH, (c) => c.body(DASHBOARD_CSS, 200, { ...DASHBOARD_HEADERS, "Content-Type": "text/css; charset=utf-8" }));
+  app.get(DASHBOARD_SCRIPT_PATH, (c) =>
+    c.body(DASHBOARD_SCRIPT, 200, { ...DASHBOARD_HEADERS, "Content-Type": "text/javascript; charset=utf-8" }),
+  );
+  app.get(MQTT_BUNDLE_PATH, (c) =>
+    c.body(MQTT_BROWSER_BUNDLE, 200, { ...DASHBOARD_HEADERS, "Content-Type": "text/javascript; charset=utf-8" }),
+  );
+  app.get(DASHBOARD_STYLE_PATH, (c) =>
+    c.body(DASHBOARD_CSS, 200, { ...DASHBOARD_HEADERS, "Content-Type": "text/css; charset=utf-8" }),
+  );
 
   // Prometheus scrapes with `authorization: Bearer <ADMIN_TOKEN>` (bearer_token in its config).
   app.get("/metrics", async (c) =>
-    c.text(renderPrometheus(await collectMetrics(c.env)), 200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" }),
+    c.text(renderPrometheus(await collectMetrics(c.env)), 200, {
+      "Content-Type": "text/plain; version=0.0.4; charset=utf-8",
+    }),
   );
-  app.get("/api/v1/metrics", async (c) => c.json({ ...(await collectMetrics(c.env)), collectedAt: new Date().toISOString() }));
+  app.get("/api/v1/metrics", async (c) =>
+    c.json({ ...(await collectMetrics(c.env)), collectedAt: new Date().toISOString() }),
+  );
 
   // The dashboard's one call per refresh: figures, a page of clients, subscriptions, retained (overview.ts).
   app.get("/api/v1/overview", async (c) => {
     const query = filterAndLimit(c, "retained");
     if ("error" in query) return jsonError(c, 400, query.error);
-    return c.json(await collectOverview(c.env, { prefix: c.req.query("prefix") ?? "", after: c.req.query("after") ?? "", limit: query.limit, retained: query.filter }));
+    return c.json(
+      await collectOverview(c.env, {
+        prefix: c.req.query("prefix") ?? "",
+        after: c.req.query("after") ?? "",
+        limit: query.limit,
+        retained: query.filter,
+      }),
+    );
   });
 
   // Paged by cursor: `next` is the last id of this page, to pass as `after`; `prefix` searches by id.
@@ -66,7 +90,9 @@ export function mountAdminEndpoints(app: Hono<{ Bindings: Env }>): void {
     const after = c.req.query("after") ?? "";
     const prefix = c.req.query("prefix") ?? "";
     const { registryShardCount } = configFor(c.env);
-    const pages = await Promise.all(allShards(registryShardCount).map((i) => registryStub(c.env, i).list(after, limit + 1, prefix)));
+    const pages = await Promise.all(
+      allShards(registryShardCount).map((i) => registryStub(c.env, i).list(after, limit + 1, prefix)),
+    );
     return c.json(mergeClientPages(pages, limit));
   });
 
@@ -86,14 +112,20 @@ export function mountAdminEndpoints(app: Hono<{ Bindings: Env }>): void {
       shardsFor(c, query.filter).map((i) => topicShardStub(c.env, i).listRetained(query.filter, query.limit + 1)),
     );
     const all = (found.flat() as RoutedMessage[]).sort((a, b) => codePointCompare(a.topic, b.topic));
-    return c.json({ retained: all.slice(0, query.limit).map((m) => retainedJson(m)), truncated: all.length > query.limit });
+    return c.json({
+      retained: all.slice(0, query.limit).map((m) => retainedJson(m)),
+      truncated: all.length > query.limit,
+    });
   });
 
   app.delete("/api/v1/retained", async (c) => {
-    if (c.req.query("filter") === undefined) return jsonError(c, 400, "filter: required (use # to delete every retained message)");
+    if (c.req.query("filter") === undefined)
+      return jsonError(c, 400, "filter: required (use # to delete every retained message)");
     const query = filterAndLimit(c);
     if ("error" in query) return jsonError(c, 400, query.error);
-    const counts = await Promise.all(shardsFor(c, query.filter).map((i) => topicShardStub(c.env, i).deleteRetained(query.filter)));
+    const counts = await Promise.all(
+      shardsFor(c, query.filter).map((i) => topicShardStub(c.env, i).deleteRetained(query.filter)),
+    );
     return c.json({ deleted: counts.reduce((a, b) => a + b, 0) });
   });
 
@@ -103,7 +135,9 @@ export function mountAdminEndpoints(app: Hono<{ Bindings: Env }>): void {
     const clientId = c.req.query("clientId");
     // A subscription with a wildcard in its first levels lives in every shard: list it once.
     const found = await Promise.all(
-      shardsFor(c, query.filter).map((i) => topicShardStub(c.env, i).listSubscriptions(query.filter, clientId, query.limit + 1)),
+      shardsFor(c, query.filter).map((i) =>
+        topicShardStub(c.env, i).listSubscriptions(query.filter, clientId, query.limit + 1),
+      ),
     );
     return c.json(mergeSubscriptions(found, query.limit));
   });
@@ -117,18 +151,27 @@ async function describeClient(c: Ctx, clientId: string): Promise<Response> {
 
 async function disconnectClient(c: Ctx, clientId: string): Promise<Response> {
   const done = await sessionStub(c.env, clientId).adminDisconnect();
-  return done ? c.json({ clientId, disconnected: true }) : jsonError(c, 404, `client ${JSON.stringify(clientId)} is not connected`);
+  return done
+    ? c.json({ clientId, disconnected: true })
+    : jsonError(c, 404, `client ${JSON.stringify(clientId)} is not connected`);
 }
 
 async function deleteSession(c: Ctx, clientId: string): Promise<Response> {
   const done = await sessionStub(c.env, clientId).adminDelete();
-  return done ? c.json({ clientId, deleted: true }) : jsonError(c, 404, `no session for client ${JSON.stringify(clientId)}`);
+  return done
+    ? c.json({ clientId, deleted: true })
+    : jsonError(c, 404, `no session for client ${JSON.stringify(clientId)}`);
 }
 
 /** Runs `handler` on `?clientId=`; an empty id names no session (the broker assigns one instead). */
-function withQueryClientId(c: Ctx, handler: (c: Ctx, clientId: string) => Promise<Response>): Promise<Response> | Response {
+function withQueryClientId(
+  c: Ctx,
+  handler: (c: Ctx, clientId: string) => Promise<Response>,
+): Promise<Response> | Response {
   const clientId = c.req.query("clientId");
-  return clientId ? handler(c, clientId) : jsonError(c, 400, "clientId: required (the client id, URL-encoded, in the query string)");
+  return clientId
+    ? handler(c, clientId)
+    : jsonError(c, 400, "clientId: required (the client id, URL-encoded, in the query string)");
 }
 
 async function adminOnly(c: Ctx, next: () => Promise<void>): Promise<Response | void> {
@@ -140,7 +183,9 @@ async function adminOnly(c: Ctx, next: () => Promise<void>): Promise<Response | 
   if (!tokens.admin) return jsonError(c, 403, "the admin API is off: set the ADMIN_TOKEN secret");
   if (!(await isAdmin(c.req.header("Authorization"), tokens))) {
     // Basic as well as Bearer: a browser opening /dashboard asks for the token (as the password).
-    return jsonError(c, 401, "missing or invalid admin token", { "WWW-Authenticate": 'Basic realm="mqtt-broker", Bearer realm="mqtt-broker"' });
+    return jsonError(c, 401, "missing or invalid admin token", {
+      "WWW-Authenticate": 'Basic realm="mqtt-broker", Bearer realm="mqtt-broker"',
+    });
   }
   await next();
 }

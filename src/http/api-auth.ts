@@ -22,7 +22,11 @@ export const HTTP_CLIENT_ID = "http-api";
 
 export function apiTokensFrom(env: Record<string, unknown>): ApiTokens {
   const str = (v: unknown) => (typeof v === "string" && v.trim() !== "" ? v.trim() : undefined);
-  return { admin: str(env.ADMIN_TOKEN), publish: str(env.API_TOKEN), publishUsername: str(env.API_USERNAME) ?? "http-api" };
+  return {
+    admin: str(env.ADMIN_TOKEN),
+    publish: str(env.API_TOKEN),
+    publishUsername: str(env.API_USERNAME) ?? "http-api",
+  };
 }
 
 /** The secret a request presents: `Authorization: Bearer <t>` or Basic with <t> as the password. */
@@ -45,7 +49,10 @@ export function presentedToken(authorization: string | undefined): string | unde
 /** Compares secrets without leaking where they differ (both are hashed to equal length first). */
 export async function sameSecret(a: string, b: string): Promise<boolean> {
   const enc = new TextEncoder();
-  const [x, y] = await Promise.all([crypto.subtle.digest("SHA-256", enc.encode(a)), crypto.subtle.digest("SHA-256", enc.encode(b))]);
+  const [x, y] = await Promise.all([
+    crypto.subtle.digest("SHA-256", enc.encode(a)),
+    crypto.subtle.digest("SHA-256", enc.encode(b)),
+  ]);
   const p = new Uint8Array(x);
   const q = new Uint8Array(y);
   let diff = 0;
@@ -67,9 +74,13 @@ export async function publisherIdentity(
   const token = presentedToken(authorization);
   if (token === undefined) return undefined;
   if (tokens.admin && (await sameSecret(token, tokens.admin))) return { username: "admin", roles: ["admin"] };
-  if (tokens.publish && (await sameSecret(token, tokens.publish))) return { username: tokens.publishUsername, roles: ["http-api"] };
+  if (tokens.publish && (await sameSecret(token, tokens.publish)))
+    return { username: tokens.publishUsername, roles: ["http-api"] };
   if (auth.jwt) {
-    const outcome = await authenticate({ clientId: HTTP_CLIENT_ID, password: new TextEncoder().encode(token) }, { ...auth, hook: undefined, users: new Map(), allowAnonymous: false });
+    const outcome = await authenticate(
+      { clientId: HTTP_CLIENT_ID, password: new TextEncoder().encode(token) },
+      { ...auth, hook: undefined, users: new Map(), allowAnonymous: false },
+    );
     if (outcome.ok) return outcome.identity;
   }
   return undefined;

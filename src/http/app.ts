@@ -26,7 +26,8 @@ export function reportConfig(env: object): void {
   if (reported) return;
   reported = true;
   applyLogLevel((env as Env).LOG_LEVEL);
-  for (const { variable, problem } of configProblemsFor(env)) logEvent("error", "config.invalid", { variable, problem });
+  for (const { variable, problem } of configProblemsFor(env))
+    logEvent("error", "config.invalid", { variable, problem });
 }
 
 app.use("*", async (c, next) => {
@@ -35,7 +36,9 @@ app.use("*", async (c, next) => {
 });
 
 // Some clients (the MQTT.js CLI among them) open the WebSocket at "/": accept MQTT there too.
-app.get("/", (c) => (isWebSocketUpgrade(c) ? mqttEndpoint(c) : c.text("MQTT broker. Connect MQTT 3.1.1 or 5.0 over WebSocket at /mqtt\n")));
+app.get("/", (c) =>
+  isWebSocketUpgrade(c) ? mqttEndpoint(c) : c.text("MQTT broker. Connect MQTT 3.1.1 or 5.0 over WebSocket at /mqtt\n"),
+);
 // 503 with every configuration problem, so a monitor (and `npm start`) sees a broken deployment.
 app.get("/health", (c) => {
   const problems = configProblemsFor(c.env);
@@ -52,5 +55,7 @@ app.get("/debug/counters", (c) =>
 );
 
 app.notFound((c) =>
-  c.req.path.startsWith("/api/") ? c.json({ error: `no such endpoint: ${c.req.method} ${c.req.path}` }, 404) : c.text("Not found. The MQTT endpoint is /mqtt\n", 404),
+  c.req.path.startsWith("/api/")
+    ? c.json({ error: `no such endpoint: ${c.req.method} ${c.req.path}` }, 404)
+    : c.text("Not found. The MQTT endpoint is /mqtt\n", 404),
 );

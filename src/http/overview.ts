@@ -45,7 +45,8 @@ export function codePointCompare(a: string, b: string): number {
 }
 
 /** Surrogates (D800-DFFF) rank above E000-FFFF, as the code points they encode do. */
-const codePointRank = (unit: number) => (unit >= 0xd800 && unit <= 0xdfff ? unit + 0x2000 : unit >= 0xe000 ? unit - 0x800 : unit);
+const codePointRank = (unit: number) =>
+  unit >= 0xd800 && unit <= 0xdfff ? unit + 0x2000 : unit >= 0xe000 ? unit - 0x800 : unit;
 
 /** Merges the registries' pages (each in id order) into one page of `limit`, and the cursor for the next. */
 export function mergeClientPages(pages: PresenceRecord[][], limit: number) {
@@ -57,7 +58,9 @@ export function mergeClientPages(pages: PresenceRecord[][], limit: number) {
 /** Subscriptions from several shards, each once (one in every shard is listed by each), in order. */
 export function mergeSubscriptions<S extends { clientId: string; filter: string }>(found: S[][], limit: number) {
   const unique = new Map(found.flat().map((s) => [`${s.clientId}\u0000${s.filter}`, s]));
-  const all = [...unique.values()].sort((a, b) => codePointCompare(a.clientId, b.clientId) || codePointCompare(a.filter, b.filter));
+  const all = [...unique.values()].sort(
+    (a, b) => codePointCompare(a.clientId, b.clientId) || codePointCompare(a.filter, b.filter),
+  );
   return { subscriptions: all.slice(0, limit), truncated: all.length > limit };
 }
 
@@ -65,13 +68,27 @@ export async function collectOverview(env: Env, q: OverviewQuery) {
   const config = configFor(env);
   const retainedShards = new Set(shardsForFilter(q.retained, config.shardCount, config.shardLevels));
   const [registries, shards] = await Promise.all([
-    Promise.all(allShards(config.registryShardCount).map((i) => registryStub(env, i).overview(q.prefix, q.after, q.limit + 1))),
-    Promise.all(allShards(config.shardCount).map((i) => topicShardStub(env, i).overview(retainedShards.has(i) ? q.retained : undefined, q.limit + 1))),
+    Promise.all(
+      allShards(config.registryShardCount).map((i) => registryStub(env, i).overview(q.prefix, q.after, q.limit + 1)),
+    ),
+    Promise.all(
+      allShards(config.shardCount).map((i) =>
+        topicShardStub(env, i).overview(retainedShards.has(i) ? q.retained : undefined, q.limit + 1),
+      ),
+    ),
   ]);
-  const subscriptions = mergeSubscriptions(shards.map((s) => s.subscriptions as (Subscription & { clientId: string })[]), q.limit);
-  const retained = (shards.flatMap((s) => s.retained) as RoutedMessage[]).sort((a, b) => codePointCompare(a.topic, b.topic));
+  const subscriptions = mergeSubscriptions(
+    shards.map((s) => s.subscriptions as (Subscription & { clientId: string })[]),
+    q.limit,
+  );
+  const retained = (shards.flatMap((s) => s.retained) as RoutedMessage[]).sort((a, b) =>
+    codePointCompare(a.topic, b.topic),
+  );
   const sum = (values: number[]) => values.reduce((a, b) => a + b, 0);
-  const metrics = summarize(registries.map((r) => r.stats), shards.map((s) => s.stats));
+  const metrics = summarize(
+    registries.map((r) => r.stats),
+    shards.map((s) => s.stats),
+  );
   return {
     collectedAt: new Date().toISOString(),
     cost: { durableObjectCalls: registries.length + shards.length },
@@ -79,12 +96,17 @@ export async function collectOverview(env: Env, q: OverviewQuery) {
     counts: {
       connected: metrics.connected,
       clientsMatching: sum(registries.map((r) => r.matching)),
-      subscriptions: sum(shards.map((s) => s.counts.ownSubscriptions)) + Math.max(0, ...shards.map((s) => s.counts.everywhereSubscriptions)),
+      subscriptions:
+        sum(shards.map((s) => s.counts.ownSubscriptions)) +
+        Math.max(0, ...shards.map((s) => s.counts.everywhereSubscriptions)),
       subscriptionIndexEntries: metrics.subscriptionEntries,
       retained: sum(shards.map((s) => s.counts.retained)),
       dollarRetained: sum(shards.map((s) => s.counts.dollarRetained)),
     },
-    clients: mergeClientPages(registries.map((r) => r.clients), q.limit),
+    clients: mergeClientPages(
+      registries.map((r) => r.clients),
+      q.limit,
+    ),
     subscriptions,
     retained: {
       filter: q.retained,
@@ -119,7 +141,12 @@ export function retainedJson(m: RoutedMessage, previewChars?: number) {
     bytes: m.payload.length,
     qos: m.qos,
     properties: m.properties
-      ? { ...m.properties, correlationData: m.properties.correlationData ? btoa(String.fromCharCode(...m.properties.correlationData)) : undefined }
+      ? {
+          ...m.properties,
+          correlationData: m.properties.correlationData
+            ? btoa(String.fromCharCode(...m.properties.correlationData))
+            : undefined,
+        }
       : undefined,
     receivedAt: iso(m.receivedAt),
   };

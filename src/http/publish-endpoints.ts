@@ -33,11 +33,17 @@ async function publish(c: Ctx, batch: boolean): Promise<Response> {
   const tokens = apiTokensFrom(c.env);
   const auth = authConfigFor(c.env);
   if (!tokens.admin && !tokens.publish && !auth.jwt) {
-    return jsonError(c, 403, "the HTTP publish API is off: set the API_TOKEN (or ADMIN_TOKEN) secret, or JWT_SECRET / JWT_JWKS_URL");
+    return jsonError(
+      c,
+      403,
+      "the HTTP publish API is off: set the API_TOKEN (or ADMIN_TOKEN) secret, or JWT_SECRET / JWT_JWKS_URL",
+    );
   }
   const identity = await publisherIdentity(c.req.header("Authorization"), tokens, auth);
-  if (!identity) return jsonError(c, 401, "missing or invalid bearer token", { "WWW-Authenticate": 'Bearer realm="mqtt-broker"' });
-  // After the token check (no token: 401). The admin token also works as cached Basic credentials in a browser: no publishing on another site's behalf.
+  if (!identity)
+    return jsonError(c, 401, "missing or invalid bearer token", { "WWW-Authenticate": 'Bearer realm="mqtt-broker"' });
+  // After the token check (no token: 401). The admin token also works as cached Basic credentials in
+  // a browser: no publishing on another site's behalf.
   const crossSite = crossSiteRefusal(c.req);
   if (crossSite) return jsonError(c, 403, crossSite);
   if (!(c.req.header("Content-Type") ?? "").toLowerCase().startsWith("application/json")) {
@@ -57,11 +63,15 @@ async function publish(c: Ctx, batch: boolean): Promise<Response> {
   const parsed = parsePublishBody(body, config, batch);
   if (!parsed.ok) return jsonError(c, parsed.status, parsed.error);
   // `$SYS/...` is the broker's own, as for MQTT clients (protocol/topic.ts), then the ACL
-  const denied = parsed.messages.findIndex((m) => isBrokerOnlyTopic(m.topic) || !isAllowed(auth.acl, identity, HTTP_CLIENT_ID, "publish", m.topic));
+  const denied = parsed.messages.findIndex(
+    (m) => isBrokerOnlyTopic(m.topic) || !isAllowed(auth.acl, identity, HTTP_CLIENT_ID, "publish", m.topic),
+  );
   if (denied >= 0) {
     const where = batch ? `messages[${denied}]: ` : "";
     const topic = parsed.messages[denied].topic;
-    const why = isBrokerOnlyTopic(topic) ? "only the broker publishes $SYS topics, so may not publish" : "not authorized to publish";
+    const why = isBrokerOnlyTopic(topic)
+      ? "only the broker publishes $SYS topics, so may not publish"
+      : "not authorized to publish";
     return jsonError(c, 403, `${where}${why} to ${JSON.stringify(topic)}`);
   }
   // The user's hooks see HTTP publishes as client "http-api" (src/hooks.ts).
@@ -79,15 +89,29 @@ async function publish(c: Ctx, batch: boolean): Promise<Response> {
   if (hooks.authorizePublish) {
     for (const [i, m] of parsed.messages.entries()) {
       if (!(await runHook("authorizePublish", false, () => hooks.authorizePublish!(ctx, { ...m })))) {
-        return jsonError(c, 403, `${batch ? `messages[${i}]: ` : ""}not authorized to publish to ${JSON.stringify(m.topic)}`);
+        return jsonError(
+          c,
+          403,
+          `${batch ? `messages[${i}]: ` : ""}not authorized to publish to ${JSON.stringify(m.topic)}`,
+        );
       }
     }
   }
   const transformed = hooks.onPublish
-    ? await Promise.all(parsed.messages.map((m) => runHook("onPublish", undefined, () => hooks.onPublish!(ctx, { ...m })).then((r) => (r === undefined ? m : r && fromHook(r)))))
+    ? await Promise.all(
+        parsed.messages.map((m) =>
+          runHook("onPublish", undefined, () => hooks.onPublish!(ctx, { ...m })).then((r) =>
+            r === undefined ? m : r && fromHook(r),
+          ),
+        ),
+      )
     : parsed.messages;
   const kept = transformed.flatMap((m, i) => (m === null || topicNameError(m.topic, config) ? [] : [[i, m] as const]));
-  const routed = await routeDrafts(c.env, kept.map(([, m]) => m), config);
+  const routed = await routeDrafts(
+    c.env,
+    kept.map(([, m]) => m),
+    config,
+  );
   // A message the hook dropped is accepted and matched nobody.
   const results: RouteResult[] = parsed.messages.map(() => ({ id: `http:dropped`, matched: 0 }));
   kept.forEach(([i], k) => (results[i] = routed[k]));
@@ -102,5 +126,9 @@ async function publish(c: Ctx, batch: boolean): Promise<Response> {
 /** Routes HTTP-published messages (ids `http:...`), each to its topic's shard, in order per shard. */
 export function routeDrafts(env: Env, drafts: PublishDraft[], layout: ShardLayout): Promise<RouteResult[]> {
   const now = Date.now();
-  return routeFromWorker(env, layout, drafts.map((d) => brokerMessage("http", d, now)));
+  return routeFromWorker(
+    env,
+    layout,
+    drafts.map((d) => brokerMessage("http", d, now)),
+  );
 }

@@ -36,7 +36,10 @@ const PROPERTY_FIELDS = new Set([
 ]);
 
 class Invalid extends Error {
-  constructor(message: string, readonly status: 400 | 413 = 400) {
+  constructor(
+    message: string,
+    readonly status: 400 | 413 = 400,
+  ) {
     super(message);
   }
 }
@@ -45,10 +48,15 @@ class Invalid extends Error {
 export function parsePublishBody(body: unknown, config: BrokerConfig, batch: boolean): PublishParse {
   try {
     if (!batch) return { ok: true, messages: [parseMessage(body, config, "")] };
-    const list = Array.isArray(body) ? body : isObject(body) && Array.isArray(body.messages) ? body.messages : undefined;
+    const list = Array.isArray(body)
+      ? body
+      : isObject(body) && Array.isArray(body.messages)
+        ? body.messages
+        : undefined;
     if (!list) throw new Invalid('a batch is a JSON array of messages, or {"messages": [...]}');
     if (list.length === 0) throw new Invalid("the batch is empty");
-    if (list.length > MAX_BATCH_MESSAGES) throw new Invalid(`a batch holds at most ${MAX_BATCH_MESSAGES} messages, got ${list.length}`, 413);
+    if (list.length > MAX_BATCH_MESSAGES)
+      throw new Invalid(`a batch holds at most ${MAX_BATCH_MESSAGES} messages, got ${list.length}`, 413);
     return { ok: true, messages: list.map((m, i) => parseMessage(m, config, `messages[${i}].`)) };
   } catch (err) {
     if (err instanceof Invalid) return { ok: false, error: err.message, status: err.status };
@@ -79,14 +87,18 @@ function parseMessage(value: unknown, config: BrokerConfig, at: string): Publish
   // The same bound as an MQTT PUBLISH: the message must fit in the broker's Maximum Packet Size.
   const size = payload.length + encoder.encode(topic).length + JSON.stringify(value.properties ?? {}).length + 16;
   if (size > config.maxPacketSize) {
-    throw new Invalid(`${at}payload: the message (about ${size} bytes) exceeds the maximum packet size of ${config.maxPacketSize}`, 413);
+    throw new Invalid(
+      `${at}payload: the message (about ${size} bytes) exceeds the maximum packet size of ${config.maxPacketSize}`,
+      413,
+    );
   }
   return { topic, payload, qos, retain, properties };
 }
 
 function decodePayload(payload: unknown, encoding: unknown, at: string): Uint8Array {
   if (payload === undefined || payload === null) return new Uint8Array();
-  if (typeof payload !== "string") throw new Invalid(`${at}payload: must be a string (text, or base64 with "encoding": "base64")`);
+  if (typeof payload !== "string")
+    throw new Invalid(`${at}payload: must be a string (text, or base64 with "encoding": "base64")`);
   if (encoding === undefined || encoding === "utf8" || encoding === "utf-8") return encoder.encode(payload);
   if (encoding === "base64") return base64Bytes(payload, `${at}payload`);
   throw new Invalid(`${at}encoding: must be "utf8" or "base64"`);
@@ -104,10 +116,12 @@ function parseProperties(value: unknown, config: BrokerConfig, at: string): Mess
   if (value === undefined) return undefined;
   if (!isObject(value)) throw new Invalid(`${at}properties: must be an object`);
   const out: MessageProperties = {};
-  for (const key of Object.keys(value)) if (!PROPERTY_FIELDS.has(key)) throw new Invalid(`${at}properties.${key}: unknown property`);
+  for (const key of Object.keys(value))
+    if (!PROPERTY_FIELDS.has(key)) throw new Invalid(`${at}properties.${key}: unknown property`);
   const p = value;
   if (p.payloadFormatIndicator !== undefined) {
-    if (typeof p.payloadFormatIndicator !== "boolean") throw new Invalid(`${at}properties.payloadFormatIndicator: must be true or false`);
+    if (typeof p.payloadFormatIndicator !== "boolean")
+      throw new Invalid(`${at}properties.payloadFormatIndicator: must be true or false`);
     out.payloadFormatIndicator = p.payloadFormatIndicator;
   }
   if (p.messageExpiryInterval !== undefined) {
@@ -130,7 +144,8 @@ function parseProperties(value: unknown, config: BrokerConfig, at: string): Mess
     if (typeof p.correlationData !== "string") throw new Invalid(`${at}properties.correlationData: base64 string`);
     out.correlationData = base64Bytes(p.correlationData, `${at}properties.correlationData`);
   }
-  if (p.userProperties !== undefined) out.userProperties = parseUserProperties(p.userProperties, `${at}properties.userProperties`);
+  if (p.userProperties !== undefined)
+    out.userProperties = parseUserProperties(p.userProperties, `${at}properties.userProperties`);
   return Object.keys(out).length ? out : undefined;
 }
 
@@ -141,8 +156,12 @@ function parseProperties(value: unknown, config: BrokerConfig, at: string): Mess
  */
 function parseUserProperties(value: unknown, field: string): UserProperty[] {
   const list = Array.isArray(value) || isObject(value) ? userPropertyList(value) : undefined;
-  if (!list) throw new Invalid(`${field}: a list of ["name", "value"] string pairs, or an object of string (or string array) values`);
+  if (!list)
+    throw new Invalid(
+      `${field}: a list of ["name", "value"] string pairs, or an object of string (or string array) values`,
+    );
   // each name and value is an MQTT UTF-8 string: at most 65535 bytes [MQTT-1.5.4]
-  if (list.some((pair) => pair.some((s) => encoder.encode(s).length > 65535))) throw new Invalid(`${field}: a name or value longer than 65535 bytes`);
+  if (list.some((pair) => pair.some((s) => encoder.encode(s).length > 65535)))
+    throw new Invalid(`${field}: a name or value longer than 65535 bytes`);
   return list;
 }

@@ -15,6 +15,9 @@ const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u206
 export function logText(value: unknown): string {
   const text = String(value);
   const cut = text.length > LOG_TEXT_MAX ? `${text.slice(0, LOG_TEXT_MAX)}…` : text;
-  const escaped = cut.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+  const escaped = cut
+    .replace(/\\/g, "\\\\")
+    .replace(/"/g, '\\"')
+    .replace(UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
   return `"${escaped}"`;
 }

@@ -7,8 +7,16 @@ import type { RegistryStats } from "../registry/client-registry";
 import type { ShardStats } from "../topics/topic-shard";
 
 /** The shards' figures summed (`delivered`: copies handed to sessions, by QoS), plus the registries'. */
-export interface MetricsSummary
-  extends Pick<ShardStats, "delivered" | "deliveredBytes" | "dropped" | "deliveryFailures" | "retainedMessages" | "retainedBytes" | "subscriptionEntries"> {
+export interface MetricsSummary extends Pick<
+  ShardStats,
+  | "delivered"
+  | "deliveredBytes"
+  | "dropped"
+  | "deliveryFailures"
+  | "retainedMessages"
+  | "retainedBytes"
+  | "subscriptionEntries"
+> {
   connectedByVersion: Record<string, number>;
   connected: number;
   connectsTotal: number;
@@ -83,33 +91,92 @@ export function escapeLabelValue(v: string): string {
 /** Prometheus text exposition format 0.0.4. */
 export function renderPrometheus(s: MetricsSummary): string {
   const lines: string[] = [];
-  const metric = (name: string, type: "counter" | "gauge", help: string, samples: [Record<string, string>, number][]) => {
+  const metric = (
+    name: string,
+    type: "counter" | "gauge",
+    help: string,
+    samples: [Record<string, string>, number][],
+  ) => {
     lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
     for (const [labels, value] of samples) {
-      const l = Object.entries(labels).map(([k, v]) => `${k}="${escapeLabelValue(v)}"`).join(",");
+      const l = Object.entries(labels)
+        .map(([k, v]) => `${k}="${escapeLabelValue(v)}"`)
+        .join(",");
       lines.push(`${name}${l ? `{${l}}` : ""} ${value}`);
     }
   };
-  const byQos = (m: Record<string, number>) => ["0", "1", "2"].map((q) => [{ qos: q }, m[q] ?? 0] as [Record<string, string>, number]);
-  metric("mqtt_connected_clients", "gauge", "Clients connected now, by protocol version.",
-    (["3", "4", "5"] as const).map((v) => [{ protocol: VERSION_LABEL[v] }, s.connectedByVersion[v] ?? 0]));
+  const byQos = (m: Record<string, number>) =>
+    ["0", "1", "2"].map((q) => [{ qos: q }, m[q] ?? 0] as [Record<string, string>, number]);
+  metric(
+    "mqtt_connected_clients",
+    "gauge",
+    "Clients connected now, by protocol version.",
+    (["3", "4", "5"] as const).map((v) => [{ protocol: VERSION_LABEL[v] }, s.connectedByVersion[v] ?? 0]),
+  );
   metric("mqtt_connections_total", "counter", "Connections accepted (CONNACK success).", [[{}, s.connectsTotal]]);
   metric("mqtt_disconnections_total", "counter", "Connections ended, for any reason.", [[{}, s.disconnectsTotal]]);
-  metric("mqtt_messages_received_total", "counter", "Application messages published into the broker (MQTT and HTTP), by QoS.", byQos(s.received));
+  metric(
+    "mqtt_messages_received_total",
+    "counter",
+    "Application messages published into the broker (MQTT and HTTP), by QoS.",
+    byQos(s.received),
+  );
   metric("mqtt_received_bytes_total", "counter", "Payload bytes of the messages received.", [[{}, s.receivedBytes]]);
-  metric("mqtt_messages_delivered_total", "counter", "Message copies handed to subscribers' sessions, by the QoS delivered.", byQos(s.delivered));
+  metric(
+    "mqtt_messages_delivered_total",
+    "counter",
+    "Message copies handed to subscribers' sessions, by the QoS delivered.",
+    byQos(s.delivered),
+  );
   metric("mqtt_delivered_bytes_total", "counter", "Payload bytes of the copies delivered.", [[{}, s.deliveredBytes]]);
-  const reasons = ["no_subscribers", "retained_limit", "queue_full", "expired", "too_large_for_client", "slow_consumer", "not_authorized"];
+  const reasons = [
+    "no_subscribers",
+    "retained_limit",
+    "queue_full",
+    "expired",
+    "too_large_for_client",
+    "slow_consumer",
+    "not_authorized",
+  ];
   for (const r of Object.keys(s.dropped)) if (!reasons.includes(r)) reasons.push(r);
-  metric("mqtt_messages_dropped_total", "counter", "Messages (or copies) not delivered, by reason.", reasons.map((r) => [{ reason: r }, s.dropped[r] ?? 0]));
-  metric("mqtt_delivery_failures_total", "counter", "Deliveries to a session that failed (QoS 1/2: the publisher was not acknowledged and resends).", [[{}, s.deliveryFailures]]);
+  metric(
+    "mqtt_messages_dropped_total",
+    "counter",
+    "Messages (or copies) not delivered, by reason.",
+    reasons.map((r) => [{ reason: r }, s.dropped[r] ?? 0]),
+  );
+  metric(
+    "mqtt_delivery_failures_total",
+    "counter",
+    "Deliveries to a session that failed (QoS 1/2: the publisher was not acknowledged and resends).",
+    [[{}, s.deliveryFailures]],
+  );
   metric("mqtt_retained_messages", "gauge", "Retained messages stored.", [[{}, s.retainedMessages]]);
   metric("mqtt_retained_bytes", "gauge", "Payload bytes of the retained messages.", [[{}, s.retainedBytes]]);
-  metric("mqtt_subscription_index_entries", "gauge", "Subscription entries in the topic shards (a wildcard in the first levels counts once per shard).", [[{}, s.subscriptionEntries]]);
-  metric("mqtt_deep_queues", "gauge", "Sessions holding 16 or more undelivered QoS 1/2 messages.", [[{}, s.deepQueues]]);
-  metric("mqtt_deep_queue_messages", "gauge", "Messages in those sessions' queues (each rounded down to a power of two).", [[{}, s.queuedInDeepQueues]]);
-  metric("mqtt_durable_object_invocations_total", "counter", "Durable Object invocations, by class (session: as reported with connection events, approximate).",
-    [[{ class: "session" }, s.invocations.session], [{ class: "topic_shard" }, s.invocations.topicShard]]);
+  metric(
+    "mqtt_subscription_index_entries",
+    "gauge",
+    "Subscription entries in the topic shards (a wildcard in the first levels counts once per shard).",
+    [[{}, s.subscriptionEntries]],
+  );
+  metric("mqtt_deep_queues", "gauge", "Sessions holding 16 or more undelivered QoS 1/2 messages.", [
+    [{}, s.deepQueues],
+  ]);
+  metric(
+    "mqtt_deep_queue_messages",
+    "gauge",
+    "Messages in those sessions' queues (each rounded down to a power of two).",
+    [[{}, s.queuedInDeepQueues]],
+  );
+  metric(
+    "mqtt_durable_object_invocations_total",
+    "counter",
+    "Durable Object invocations, by class (session: as reported with connection events, approximate).",
+    [
+      [{ class: "session" }, s.invocations.session],
+      [{ class: "topic_shard" }, s.invocations.topicShard],
+    ],
+  );
   return lines.join("\n") + "\n";
 }
 
@@ -140,6 +207,16 @@ export function analyticsPoint(s: MetricsSummary): { indexes: string[]; blobs: s
   return {
     indexes: ["broker"],
     blobs: ["connected,connects,disconnects,received,delivered,dropped,received_bytes,delivered_bytes,retained"],
-    doubles: [s.connected, s.connectsTotal, s.disconnectsTotal, sum(s.received), sum(s.delivered), sum(s.dropped), s.receivedBytes, s.deliveredBytes, s.retainedMessages],
+    doubles: [
+      s.connected,
+      s.connectsTotal,
+      s.disconnectsTotal,
+      sum(s.received),
+      sum(s.delivered),
+      sum(s.dropped),
+      s.receivedBytes,
+      s.deliveredBytes,
+      s.retainedMessages,
+    ],
   };
 }

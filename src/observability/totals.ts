@@ -29,7 +29,8 @@ export class Totals {
   ) {
     sql.exec(`CREATE TABLE IF NOT EXISTS counter_totals (id INTEGER PRIMARY KEY, counts TEXT NOT NULL)`);
     const row = sql.exec<{ counts: string }>(`SELECT counts FROM counter_totals WHERE id = 0`).toArray()[0];
-    for (const [name, value] of Object.entries(row ? (JSON.parse(row.counts) as Record<string, number>) : {})) this.values.set(name, value);
+    for (const [name, value] of Object.entries(row ? (JSON.parse(row.counts) as Record<string, number>) : {}))
+      this.values.set(name, value);
   }
 
   add(name: string, n = 1): void {

@@ -5,7 +5,13 @@ import { readFixedHeader } from "./framer";
 import type { QoS } from "./message";
 import type { AckPacket, Packet, PublishPacket } from "./packets";
 import { packetFault } from "./packet-check";
-import { publishUserProperties, userPropertyList, pushVarInt, willUserProperties, withUserProperties } from "./user-properties";
+import {
+  publishUserProperties,
+  userPropertyList,
+  pushVarInt,
+  willUserProperties,
+  withUserProperties,
+} from "./user-properties";
 
 export type { Packet };
 /** What the encoders take: our packets, or mqtt-packet's (User Properties as its object). */
@@ -79,7 +85,12 @@ const OPTIONAL_PROPERTIES = ["reasonString", "userProperties"];
  * CONNACK properties that, when true, say what their absence says too [3.2.2.3.5, 3.2.2.3.11,
  * 3.2.2.3.12, 3.2.2.3.13]: left out after the optional ones, nothing is lost.
  */
-const CONNACK_DEFAULTS = ["retainAvailable", "wildcardSubscriptionAvailable", "subscriptionIdentifiersAvailable", "sharedSubscriptionAvailable"];
+const CONNACK_DEFAULTS = [
+  "retainAvailable",
+  "wildcardSubscriptionAvailable",
+  "subscriptionIdentifiersAvailable",
+  "sharedSubscriptionAvailable",
+];
 
 /**
  * Encodes a packet the server sends within the client's Maximum Packet Size (`max`; undefined: no
@@ -98,9 +109,10 @@ export function encodeWithin(
   if (max === undefined || bytes.length <= max) return bytes;
   if (packet.cmd === "publish" || !("properties" in packet) || !packet.properties) return undefined;
   const props: Record<string, unknown> = { ...packet.properties };
-  const droppable = packet.cmd === "connack"
-    ? [...OPTIONAL_PROPERTIES, ...CONNACK_DEFAULTS.filter((name) => props[name] === true)]
-    : OPTIONAL_PROPERTIES;
+  const droppable =
+    packet.cmd === "connack"
+      ? [...OPTIONAL_PROPERTIES, ...CONNACK_DEFAULTS.filter((name) => props[name] === true)]
+      : OPTIONAL_PROPERTIES;
   for (const name of droppable) {
     if (props[name] === undefined) continue;
     delete props[name];
@@ -187,7 +199,8 @@ export function encodeSimplePublish(packet: EncodablePacket, version: ProtocolVe
   const p: Partial<Omit<PublishPacket, "payload" | "properties">> & { payload?: Uint8Array | string } = packet;
   const qos = p.qos ?? 0;
   const topic = encoder.encode(p.topic ?? "");
-  const payload: Uint8Array = typeof p.payload === "string" ? encoder.encode(p.payload) : (p.payload ?? new Uint8Array());
+  const payload: Uint8Array =
+    typeof p.payload === "string" ? encoder.encode(p.payload) : (p.payload ?? new Uint8Array());
   const messageId = p.messageId ?? 0;
   if (topic.length > 65535 || (qos > 0 && !messageId)) return undefined;
   const remaining = 2 + topic.length + (qos > 0 ? 2 : 0) + (version === 5 ? 1 : 0) + payload.length;

@@ -24,7 +24,8 @@ export function closeReasonText(reason: string, reasonCode?: number): string {
 
 /** How the connection ended, read back from the internal socket's close code and reason. */
 export function endCause(closeCode: number, text: string): { reason: string; code?: string } {
-  if (closeCode === InternalClose.CLIENT_GONE) return { reason: "network: the client's connection closed without DISCONNECT" };
+  if (closeCode === InternalClose.CLIENT_GONE)
+    return { reason: "network: the client's connection closed without DISCONNECT" };
   const coded = /^(0x[0-9a-f]{2}) (.*)$/s.exec(text);
   if (coded) return { reason: coded[2], code: coded[1] };
   return { reason: text || `internal socket closed (${closeCode})` };

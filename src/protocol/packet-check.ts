@@ -8,7 +8,15 @@
  */
 import { PacketType, type ProtocolVersion } from "./constants";
 import { readFixedHeader } from "./framer";
-import { allowed, checkProperties, faultOf, malformed, Reader, type AllowedProperties, type PacketFault } from "./raw-reader";
+import {
+  allowed,
+  checkProperties,
+  faultOf,
+  malformed,
+  Reader,
+  type AllowedProperties,
+  type PacketFault,
+} from "./raw-reader";
 
 /** Properties a client's packet may carry, by packet type [3.3.2.3, 3.4.2.2, 3.8.2.1, 3.10.2.1, 3.14.2.2, 3.15.2.2]. */
 const PACKET_PROPERTIES: Partial<Record<number, AllowedProperties>> = {

@@ -63,4 +63,4 @@ export type Packet =
 
 /** The packets that may carry a v5 Reason String (the ones the broker sends with one). */
 export type PacketWithReason =
-  | ConnackPacket | AckPacket | SubackPacket | UnsubackPacket | DisconnectPacket | AuthPacket;
+  ConnackPacket | AckPacket | SubackPacket | UnsubackPacket | DisconnectPacket | AuthPacket;

@@ -30,7 +30,9 @@ export function propertiesToJson(props: MessageProperties | undefined): string |
 
 export function propertiesFromJson(json: string | null): MessageProperties | undefined {
   if (!json) return undefined;
-  const { correlationData, ...rest } = JSON.parse(json) as Omit<MessageProperties, "correlationData"> & { correlationData?: string };
+  const { correlationData, ...rest } = JSON.parse(json) as Omit<MessageProperties, "correlationData"> & {
+    correlationData?: string;
+  };
   const out: MessageProperties = rest;
   if (typeof correlationData === "string") out.correlationData = fromBase64(correlationData);
   return out;
@@ -53,7 +55,11 @@ function fromBase64(text: string): Uint8Array {
  * Remaining lifetime of a message in whole seconds, or undefined when it has no expiry;
  * 0 or less means it has expired and must not be sent [MQTT-3.3.2-5].
  */
-export function remainingExpiry(props: MessageProperties | undefined, receivedAt: number, now: number): number | undefined {
+export function remainingExpiry(
+  props: MessageProperties | undefined,
+  receivedAt: number,
+  now: number,
+): number | undefined {
   if (props?.messageExpiryInterval === undefined) return undefined;
   return props.messageExpiryInterval - Math.floor((now - receivedAt) / 1000);
 }

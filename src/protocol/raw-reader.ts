@@ -14,7 +14,10 @@ export interface PacketFault {
 }
 
 export class Fault extends Error {
-  constructor(readonly reasonCode: number, reason: string) {
+  constructor(
+    readonly reasonCode: number,
+    reason: string,
+  ) {
     super(reason);
   }
 }

@@ -21,7 +21,9 @@ const encoder = new TextEncoder();
  */
 export function userPropertyList(value: unknown): UserProperty[] | undefined {
   if (Array.isArray(value)) {
-    const ok = value.every((p) => Array.isArray(p) && p.length === 2 && typeof p[0] === "string" && typeof p[1] === "string");
+    const ok = value.every(
+      (p) => Array.isArray(p) && p.length === 2 && typeof p[0] === "string" && typeof p[1] === "string",
+    );
     return ok ? value.map(([k, v]) => [k, v] as UserProperty) : undefined;
   }
   if (typeof value !== "object" || value === null) return undefined;

@@ -48,7 +48,11 @@ export class ClientRegistryObject extends DurableObject<Env> {
   /** This shard's part of the dashboard's refresh (src/http/overview.ts): figures and one page of clients. */
   async overview(prefix: string, after: string, limit: number): Promise<RegistryOverview> {
     counters.registryInvocations++;
-    return { stats: this.registry.stats(), clients: this.registry.list(after, limit, prefix), matching: this.registry.countMatching(prefix) };
+    return {
+      stats: this.registry.stats(),
+      clients: this.registry.list(after, limit, prefix),
+      matching: this.registry.countMatching(prefix),
+    };
   }
 
   /**

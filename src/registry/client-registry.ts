@@ -70,7 +70,9 @@ export class ClientRegistry {
     scheduleTotals: (at: number) => void,
   ) {
     // WITHOUT ROWID: the key is the table, so an insert or delete is one row written, not two.
-    sql.exec(`CREATE TABLE IF NOT EXISTS presence (client_id TEXT PRIMARY KEY, conn_id TEXT, record TEXT) WITHOUT ROWID`);
+    sql.exec(
+      `CREATE TABLE IF NOT EXISTS presence (client_id TEXT PRIMARY KEY, conn_id TEXT, record TEXT) WITHOUT ROWID`,
+    );
     sql.exec(`CREATE TABLE IF NOT EXISTS queues (client_id TEXT PRIMARY KEY, level INTEGER) WITHOUT ROWID`);
     this.totals = new Totals(sql, now, scheduleTotals);
   }
@@ -98,7 +100,9 @@ export class ClientRegistry {
     this.sql.exec(
       `INSERT INTO presence (client_id, conn_id, record) VALUES (?, ?, ?)
        ON CONFLICT (client_id) DO UPDATE SET conn_id = excluded.conn_id, record = excluded.record`,
-      record.clientId, record.connId, JSON.stringify(record),
+      record.clientId,
+      record.connId,
+      JSON.stringify(record),
     );
     this.totals.add("connects");
   }
@@ -126,11 +130,18 @@ export class ClientRegistry {
   /** A session's queue depth level (0: shallow again; the row goes). */
   private queueLevel(clientId: string, level: number): void {
     if (level === 0) this.sql.exec(`DELETE FROM queues WHERE client_id = ?`, clientId);
-    else this.sql.exec(`INSERT INTO queues (client_id, level) VALUES (?, ?) ON CONFLICT (client_id) DO UPDATE SET level = excluded.level`, clientId, level);
+    else
+      this.sql.exec(
+        `INSERT INTO queues (client_id, level) VALUES (?, ?) ON CONFLICT (client_id) DO UPDATE SET level = excluded.level`,
+        clientId,
+        level,
+      );
   }
 
   get(clientId: string): PresenceRecord | undefined {
-    const row = this.sql.exec<{ record: string }>(`SELECT record FROM presence WHERE client_id = ?`, clientId).toArray()[0];
+    const row = this.sql
+      .exec<{ record: string }>(`SELECT record FROM presence WHERE client_id = ?`, clientId)
+      .toArray()[0];
     return row ? (JSON.parse(row.record) as PresenceRecord) : undefined;
   }
 
@@ -143,7 +154,11 @@ export class ClientRegistry {
       .exec<{ record: string }>(
         `SELECT record FROM presence WHERE client_id > ? AND client_id >= ? AND substr(client_id, 1, length(?)) = ?
          ORDER BY client_id LIMIT ?`,
-        after, prefix, prefix, prefix, Math.max(1, Math.min(limit, MAX_LIST)),
+        after,
+        prefix,
+        prefix,
+        prefix,
+        Math.max(1, Math.min(limit, MAX_LIST)),
       )
       .toArray()
       .map((r) => JSON.parse(r.record) as PresenceRecord);
@@ -152,7 +167,12 @@ export class ClientRegistry {
   /** How many connected clients' ids start with `prefix`. */
   countMatching(prefix: string): number {
     return this.sql
-      .exec<{ n: number }>(`SELECT COUNT(*) AS n FROM presence WHERE client_id >= ? AND substr(client_id, 1, length(?)) = ?`, prefix, prefix, prefix)
+      .exec<{ n: number }>(
+        `SELECT COUNT(*) AS n FROM presence WHERE client_id >= ? AND substr(client_id, 1, length(?)) = ?`,
+        prefix,
+        prefix,
+        prefix,
+      )
       .one().n;
   }
 
@@ -173,7 +193,9 @@ export class ClientRegistry {
       dropped: this.totals.withPrefix("dropped:"),
       sessionInvocations: this.totals.get("session_invocations"),
       ...this.sql
-        .exec<{ deep: number; queued: number }>(`SELECT COUNT(*) AS deep, COALESCE(SUM(level), 0) AS queued FROM queues`)
+        .exec<{ deep: number; queued: number }>(
+          `SELECT COUNT(*) AS deep, COALESCE(SUM(level), 0) AS queued FROM queues`,
+        )
         .one(),
     };
   }

@@ -59,14 +59,19 @@ export function connectRefusal(
 export function refuseConnect(io: SessionIO, req: ConnectRequest, reason: string): void {
   const { info, version, identity } = req;
   // no Reason String: whether someone else's session exists under this id is not told
-  const connack: ConnackPacket = version === 5
-    ? { cmd: "connack", sessionPresent: false, reasonCode: ReasonCode.NOT_AUTHORIZED }
-    : { cmd: "connack", sessionPresent: false, returnCode: ConnectReturnCode.NOT_AUTHORIZED };
+  const connack: ConnackPacket =
+    version === 5
+      ? { cmd: "connack", sessionPresent: false, reasonCode: ReasonCode.NOT_AUTHORIZED }
+      : { cmd: "connack", sessionPresent: false, returnCode: ConnectReturnCode.NOT_AUTHORIZED };
   const bytes = encodeWithin(connack, version, clientMaxPacketSize(version, req.packet));
   if (bytes) io.send(info.connId, bytes);
   const code = version === 5 ? hexCode(0x87) : String(5);
   logEvent("warn", "connection.refused", {
-    clientId: info.clientId, username: identity.username, remoteAddress: info.remoteAddress, reason, code,
+    clientId: info.clientId,
+    username: identity.username,
+    remoteAddress: info.remoteAddress,
+    reason,
+    code,
   });
   io.close(info.connId, reason);
 }

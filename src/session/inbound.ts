@@ -196,8 +196,7 @@ export class Inbound {
     const routed = this.routeThroughHooks(message);
     if (qos === 1) {
       this.acknowledgeAfter(connId, routed, (matched) => ackPacket("puback", packetId, this.matchCode(matched)));
-    }
-    else routed.catch(() => undefined); // QoS 0: at most once
+    } else routed.catch(() => undefined); // QoS 0: at most once
     return undefined;
   }
 

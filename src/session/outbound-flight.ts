@@ -16,8 +16,15 @@ import { OutState, type SessionStore } from "./store";
 /** The store methods the flows use (any SessionStore implementation has them). */
 export type FlightStore = Pick<
   SessionStore,
-  | "enqueue" | "markSent" | "findInflight" | "markReleased" | "finish"
-  | "inflightCount" | "isPacketIdInFlight" | "nextSeq" | "pendingCount"
+  | "enqueue"
+  | "markSent"
+  | "findInflight"
+  | "markReleased"
+  | "finish"
+  | "inflightCount"
+  | "isPacketIdInFlight"
+  | "nextSeq"
+  | "pendingCount"
 >;
 
 /** A QoS 1 message in flight to the client and not written to the store (OutboundFlight.unstored). */

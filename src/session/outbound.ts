@@ -8,7 +8,12 @@ import { encodeWithin } from "../protocol/codec";
 import { ReasonCode } from "../protocol/constants";
 import type { Delivery, DeliveryOutcome } from "../protocol/message";
 import type {
-  Packet, PubackPacket, PubcompPacket, PublishPacket, PublishProperties, PubrecPacket,
+  Packet,
+  PubackPacket,
+  PubcompPacket,
+  PublishPacket,
+  PublishProperties,
+  PubrecPacket,
 } from "../protocol/packets";
 import { remainingExpiry } from "../protocol/properties";
 import { SampledLog } from "../observability/log";

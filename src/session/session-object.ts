@@ -38,7 +38,11 @@ export class SessionObject extends DurableObject<Env> {
     const config = configFor(env);
     const auth = authConfigFor(env);
     const sockets = (this.sockets = new SessionSockets(() => ctx.getWebSockets()));
-    const shards = new ShardLinks(config, (index) => topicShardStub(env, index), () => crypto.randomUUID());
+    const shards = new ShardLinks(
+      config,
+      (index) => topicShardStub(env, index),
+      () => crypto.randomUUID(),
+    );
     const reporter = (this.reporter = new SessionReporter(env, config, (clientId, identity) =>
       hookContext(env, shards, clientId, identity),
     ));

@@ -28,7 +28,9 @@ export class SessionReporter {
 
   report(event: SessionEvent): void {
     if (event.kind === "sys-watch") {
-      registryStub(this.env, 0).watchSys().catch((err) => console.warn("$SYS start failed", err));
+      registryStub(this.env, 0)
+        .watchSys()
+        .catch((err) => console.warn("$SYS start failed", err));
       return;
     }
     this.runLifecycleHook(event);

@@ -5,6 +5,9 @@
  * (delivery to the client and its acknowledgements), subscriptions.ts, will.ts, reauth.ts. It owns
  * no I/O: it calls its SessionIO for sockets, shards and alarms, and keeps its state in the store it
  * is given. The Durable Object shell wires both.
+ *
+ * About 430 lines: the state every flow shares, the dispatch, and the connection's lifecycle (which
+ * touches every flow in a fixed order) are one concern; the flows themselves live in their modules.
  */
 import type { BrokerConfig } from "../config";
 import { isAllowed, type AclAction, type AclPolicy, type Identity } from "../auth/acl";
@@ -77,6 +80,8 @@ export class Session {
   }
 
   private contextForFlows(): SessionContext {
+    // The getters below run with `this` bound to the context object, so they reach the session by name.
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
     const session = this;
     return {
       io: this.io,

@@ -119,7 +119,9 @@ export class Subscriptions {
         });
       }
     });
-    if (deliveries.length) this.outbound.deliver(deliveries); // the read check there covers retained messages too
+    // The read check in deliver covers retained messages too. Without waitForAck, deliver settles at
+    // once: there is nothing to await.
+    if (deliveries.length) void this.outbound.deliver(deliveries);
     return undefined;
   }
 

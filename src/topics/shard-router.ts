@@ -58,7 +58,10 @@ export async function routeToShards(
   await Promise.all(
     [...groupByShard(messages, layout)].map(async ([index, positions]) => {
       try {
-        const matched = await publishMany(index, positions.map((i) => messages[i]));
+        const matched = await publishMany(
+          index,
+          positions.map((i) => messages[i]),
+        );
         positions.forEach((i, k) => (results[i] = { id: messages[i].id, matched: matched[k] }));
       } catch (err) {
         positions.forEach((i) => (results[i] = { id: messages[i].id, error: String((err as Error).message ?? err) }));

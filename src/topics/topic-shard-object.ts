@@ -65,7 +65,12 @@ export class TopicShardObject extends DurableObject<Env> {
 
   // Calls from sessions carry their order (util/ordered-calls.ts); each runs in it.
 
-  async subscribe(clientId: string, subs: Subscription[], retainedFor: string[], order?: CallOrder): Promise<RoutedMessage[][]> {
+  async subscribe(
+    clientId: string,
+    subs: Subscription[],
+    retainedFor: string[],
+    order?: CallOrder,
+  ): Promise<RoutedMessage[][]> {
     this.invoked();
     return this.fromSessions.run(order, () => this.shard.subscribe(clientId, subs, retainedFor));
   }
@@ -110,7 +115,11 @@ export class TopicShardObject extends DurableObject<Env> {
     return this.shard.deleteRetained(filter);
   }
 
-  async listSubscriptions(within: string, clientId: string | undefined, limit: number): Promise<(Subscription & { clientId: string })[]> {
+  async listSubscriptions(
+    within: string,
+    clientId: string | undefined,
+    limit: number,
+  ): Promise<(Subscription & { clientId: string })[]> {
     return this.shard.listSubscriptions(within, clientId, limit);
   }
 

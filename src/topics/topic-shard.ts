@@ -3,7 +3,14 @@
  * SQLite is the truth; the trie is a cache rebuilt on wake.
  */
 import type { BrokerConfig } from "../config";
-import type { Delivery, DeliveryOutcome, QoS, RoutedMessage, Subscription, SubscriptionOptions } from "../protocol/message";
+import type {
+  Delivery,
+  DeliveryOutcome,
+  QoS,
+  RoutedMessage,
+  Subscription,
+  SubscriptionOptions,
+} from "../protocol/message";
 import { propertiesFromJson, propertiesToJson, remainingExpiry } from "../protocol/properties";
 import { filterCovers, parseSharedFilter, topicMatches } from "../protocol/topic";
 import { Totals } from "../observability/totals";
@@ -110,7 +117,12 @@ export class TopicShard {
     for (const s of subs) {
       this.sql.exec(
         `INSERT OR REPLACE INTO subs (client_id, filter, qos, no_local, rap, sub_id) VALUES (?, ?, ?, ?, ?, ?)`,
-        clientId, s.filter, s.qos, s.noLocal ? 1 : 0, s.retainAsPublished ? 1 : 0, s.subscriptionId ?? null,
+        clientId,
+        s.filter,
+        s.qos,
+        s.noLocal ? 1 : 0,
+        s.retainAsPublished ? 1 : 0,
+        s.subscriptionId ?? null,
       );
       this.index(s.filter, clientId, s);
     }
@@ -179,8 +191,8 @@ export class TopicShard {
 
   /**
    * A message a leaving member of a shared subscription hands back (not yet sent to it, or QoS 1
-   * unacknowledged; never a QoS 2 message once sent [MQTT-4.8.2-5]: Subscriptions.handOverShared in src/session/subscriptions.ts): given
-   * to another member [MQTT-4.8.2]. Dropped when the group has no other member. Rejects when that
+   * unacknowledged; never a QoS 2 message once sent [MQTT-4.8.2-5]: Subscriptions.handOverShared in
+   * src/session/subscriptions.ts): given to another member [MQTT-4.8.2]. Dropped when the group has no other member. Rejects when that
    * member's session could not take it: the leaving session keeps the message and retries.
    */
   async redistribute(shareFilter: string, leaving: string, message: RoutedMessage): Promise<void> {
@@ -249,7 +261,11 @@ export class TopicShard {
     }
     this.sql.exec(
       `INSERT OR REPLACE INTO retained (topic, payload, qos, props, received_at) VALUES (?, ?, ?, ?, ?)`,
-      message.topic, message.payload, message.qos, propertiesToJson(message.properties), message.receivedAt,
+      message.topic,
+      message.payload,
+      message.qos,
+      propertiesToJson(message.properties),
+      message.receivedAt,
     );
   }
 
@@ -268,14 +284,27 @@ export class TopicShard {
    * Subscriptions whose filter lies within `within` (admin API; undefined: every one, `$` filters
    * too), optionally of one client, at most `limit`. A shared subscription is judged by the filter it shares.
    */
-  listSubscriptions(within: string | undefined, clientId: string | undefined, limit: number): (Subscription & { clientId: string })[] {
+  listSubscriptions(
+    within: string | undefined,
+    clientId: string | undefined,
+    limit: number,
+  ): (Subscription & { clientId: string })[] {
     const out: (Subscription & { clientId: string })[] = [];
-    const rows = clientId === undefined
-      ? this.sql.exec<Record<string, SqlStorageValue>>(`SELECT * FROM subs ORDER BY client_id, filter`)
-      : this.sql.exec<Record<string, SqlStorageValue>>(`SELECT * FROM subs WHERE client_id = ? ORDER BY filter`, clientId);
+    const rows =
+      clientId === undefined
+        ? this.sql.exec<Record<string, SqlStorageValue>>(`SELECT * FROM subs ORDER BY client_id, filter`)
+        : this.sql.exec<Record<string, SqlStorageValue>>(
+            `SELECT * FROM subs WHERE client_id = ? ORDER BY filter`,
+            clientId,
+          );
     for (const r of rows) {
       const filter = r.filter as string;
-      if (within !== undefined && !filterCovers(within, parseSharedFilter(filter)?.filter ?? filter) && within !== filter) continue;
+      if (
+        within !== undefined &&
+        !filterCovers(within, parseSharedFilter(filter)?.filter ?? filter) &&
+        within !== filter
+      )
+        continue;
       out.push({
         clientId: r.client_id as string,
         filter,
@@ -307,8 +336,15 @@ export class TopicShard {
       if (inEveryShard(filter, this.config.shardLevels)) everywhere++;
       else own++;
     }
-    const dollar = this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM retained WHERE substr(topic, 1, 1) = '$'`).one().n;
-    return { ownSubscriptions: own, everywhereSubscriptions: everywhere, retained: this.retainedCount() - dollar, dollarRetained: dollar };
+    const dollar = this.sql
+      .exec<{ n: number }>(`SELECT COUNT(*) AS n FROM retained WHERE substr(topic, 1, 1) = '$'`)
+      .one().n;
+    return {
+      ownSubscriptions: own,
+      everywhereSubscriptions: everywhere,
+      retained: this.retainedCount() - dollar,
+      dollarRetained: dollar,
+    };
   }
 
   /** One RPC into the shard (counted by the shell). */

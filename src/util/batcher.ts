@@ -5,7 +5,10 @@
  * it reaches `maxBatch` (bounded memory).
  */
 export class Batcher<K, T, R> {
-  private readonly pending = new Map<K, { items: T[]; waiters: { resolve: (r: R) => void; reject: (e: unknown) => void }[] }>();
+  private readonly pending = new Map<
+    K,
+    { items: T[]; waiters: { resolve: (r: R) => void; reject: (e: unknown) => void }[] }
+  >();
   private scheduled = false;
 
   constructor(
@@ -42,7 +45,10 @@ export class Batcher<K, T, R> {
     for (const [key, entry] of entries) this.dispatch(key, entry);
   }
 
-  private dispatch(key: K, entry: { items: T[]; waiters: { resolve: (r: R) => void; reject: (e: unknown) => void }[] }): void {
+  private dispatch(
+    key: K,
+    entry: { items: T[]; waiters: { resolve: (r: R) => void; reject: (e: unknown) => void }[] },
+  ): void {
     this.send(key, entry.items).then(
       (results) => entry.waiters.forEach((w, i) => w.resolve(results[i]!)), // one result per item
       (err) => entry.waiters.forEach((w) => w.reject(err)),

@@ -73,7 +73,11 @@ describe.each([4, 5] as const)("ACL on wildcard subscriptions, MQTT v%i", (versi
 
   it("grants +/+ and test/# but refuses exactly the denied filter (SUBACK 0x87 / 0x80)", async () => {
     const sub = await client(version);
-    sub.send({ cmd: "subscribe", messageId: 1, subscriptions: ["test/nosubscribe", "+/+", "test/#", "TopicA/#"].map((topic) => ({ topic, qos: 1 })) });
+    sub.send({
+      cmd: "subscribe",
+      messageId: 1,
+      subscriptions: ["test/nosubscribe", "+/+", "test/#", "TopicA/#"].map((topic) => ({ topic, qos: 1 })),
+    });
     expect((await sub.next("suback")).granted).toEqual([refused, 1, 1, 1]);
     const publisher = await client(version);
     await publish(publisher, "test/nosubscribe", "hidden");
@@ -108,7 +112,11 @@ describe.each([4, 5] as const)("ACL on wildcard subscriptions, MQTT v%i", (versi
     const publisher = await client(version);
     // round robin offers every other message to the owner first: each must go on to the other member
     for (let i = 0; i < 4; i++) await publish(publisher, `devices/${owner}/secret`, `s${i}`);
-    const secrets = (c: RawClient) => c.all("publish").filter((p) => p.topic.endsWith("/secret")).map((p) => p.payload.toString());
+    const secrets = (c: RawClient) =>
+      c
+        .all("publish")
+        .filter((p) => p.topic.endsWith("/secret"))
+        .map((p) => p.payload.toString());
     await until(() => secrets(otherSub).length === 4, "all four messages at the member who may read them");
     expect(secrets(otherSub)).toEqual(["s0", "s1", "s2", "s3"]);
     // every PUBACK came after the owner's session had declined or taken its offer; a round trip
@@ -117,19 +125,26 @@ describe.each([4, 5] as const)("ACL on wildcard subscriptions, MQTT v%i", (versi
     expect(secrets(ownerSub)).toEqual([]);
   });
 
-  it.each(["#", "+"])("a hostile client id (%s) makes the deny rule on devices/<id>/secret deny everything: # is granted for public/# only", async (hostileId) => {
-    const victim = uid("victim");
-    const publisher = await client(version);
-    await publish(publisher, `devices/${victim}/secret`, "retained secret", true);
-    const sub = await client(version, hostileId);
-    sub.send({ cmd: "subscribe", messageId: 1, subscriptions: ["#", "devices/#", "public/#"].map((topic) => ({ topic, qos: 1 })) });
-    // # overlaps the allow rule public/#; devices/# overlaps no allow rule before the unsafe deny
-    expect((await sub.next("suback")).granted).toEqual([1, refused, 1]);
-    await publish(publisher, `devices/${victim}/secret`, "live secret");
-    await publish(publisher, `${uid("elsewhere")}/x`, "default-allowed, but after the unsafe deny");
-    const topics = await topicsAfterControl(sub, publisher, `public/${uid("control")}`);
-    expect(topics.filter((t) => !t.startsWith("public/"))).toEqual([]);
-  });
+  it.each(["#", "+"])(
+    "a hostile client id (%s) makes the deny rule on devices/<id>/secret deny everything: # is granted for public/# only",
+    async (hostileId) => {
+      const victim = uid("victim");
+      const publisher = await client(version);
+      await publish(publisher, `devices/${victim}/secret`, "retained secret", true);
+      const sub = await client(version, hostileId);
+      sub.send({
+        cmd: "subscribe",
+        messageId: 1,
+        subscriptions: ["#", "devices/#", "public/#"].map((topic) => ({ topic, qos: 1 })),
+      });
+      // # overlaps the allow rule public/#; devices/# overlaps no allow rule before the unsafe deny
+      expect((await sub.next("suback")).granted).toEqual([1, refused, 1]);
+      await publish(publisher, `devices/${victim}/secret`, "live secret");
+      await publish(publisher, `${uid("elsewhere")}/x`, "default-allowed, but after the unsafe deny");
+      const topics = await topicsAfterControl(sub, publisher, `public/${uid("control")}`);
+      expect(topics.filter((t) => !t.startsWith("public/"))).toEqual([]);
+    },
+  );
 });
 
 describe("ACL_DENIAL_REASON=unspecified (the policy of Paho's interoperability suites)", () => {
@@ -150,9 +165,20 @@ describe("ACL_DENIAL_REASON=unspecified (the policy of Paho's interoperability s
     const c = await rawClient(5, "mqtt", `${quiet.base.replace("http", "ws")}/mqtt`);
     opened.push(c);
     expect((await c.connect({ clientId: uid("quiet") })).reasonCode).toBe(0);
-    c.send({ cmd: "subscribe", messageId: 1, subscriptions: ["test/nosubscribe", "test/#"].map((topic) => ({ topic, qos: 1 })) });
+    c.send({
+      cmd: "subscribe",
+      messageId: 1,
+      subscriptions: ["test/nosubscribe", "test/#"].map((topic) => ({ topic, qos: 1 })),
+    });
     expect((await c.next("suback")).granted).toEqual([0x80, 1]);
-    c.send({ cmd: "publish", topic: "test/nosubscribe", payload: Buffer.from("x"), qos: 1, retain: false, messageId: 7 });
+    c.send({
+      cmd: "publish",
+      topic: "test/nosubscribe",
+      payload: Buffer.from("x"),
+      qos: 1,
+      retain: false,
+      messageId: 7,
+    });
     const puback = await c.next("puback");
     expect(puback.reasonCode).toBe(0x80);
     expect(puback.properties?.reasonString).toBeUndefined();

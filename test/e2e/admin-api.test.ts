@@ -8,7 +8,10 @@ import { uid } from "../support/ids";
 afterEach(closeAll);
 
 async function admin(method: string, path: string, token = E2E_ADMIN_TOKEN) {
-  const res = await fetch(`${brokerHttp()}${path}`, { method, headers: token ? { authorization: `Bearer ${token}` } : {} });
+  const res = await fetch(`${brokerHttp()}${path}`, {
+    method,
+    headers: token ? { authorization: `Bearer ${token}` } : {},
+  });
   return { status: res.status, body: (await res.json()) as Record<string, any> };
 }
 
@@ -37,7 +40,9 @@ describe("admin API", () => {
   it("refuses without the admin token, and the publish-only token is not enough", async () => {
     expect((await admin("GET", "/api/v1/clients", "")).status).toBe(401);
     expect((await admin("GET", "/api/v1/clients", E2E_API_TOKEN)).status).toBe(401);
-    const basic = await fetch(`${brokerHttp()}/api/v1/clients`, { headers: { authorization: `Basic ${btoa(`admin:${E2E_ADMIN_TOKEN}`)}` } });
+    const basic = await fetch(`${brokerHttp()}/api/v1/clients`, {
+      headers: { authorization: `Basic ${btoa(`admin:${E2E_ADMIN_TOKEN}`)}` },
+    });
     expect(basic.status).toBe(200);
   });
 
@@ -56,7 +61,9 @@ describe("admin API", () => {
     let after = `${prefix}`;
     for (;;) {
       const { body } = await admin("GET", `/api/v1/clients?limit=2&after=${encodeURIComponent(after)}`);
-      paged.push(...body.clients.map((c: { clientId: string }) => c.clientId).filter((id: string) => id.startsWith(prefix)));
+      paged.push(
+        ...body.clients.map((c: { clientId: string }) => c.clientId).filter((id: string) => id.startsWith(prefix)),
+      );
       if (!body.next || !body.next.startsWith(prefix)) break;
       after = body.next;
     }
@@ -73,7 +80,14 @@ describe("admin API", () => {
     await c.subscribeAsync({ "shown/a": { qos: 1 }, "shown/+/b": { qos: 0 } });
     const { status, body } = await admin("GET", `/api/v1/clients/${encodeURIComponent(clientId)}`);
     expect(status).toBe(200);
-    expect(body).toMatchObject({ clientId, connected: true, protocolVersion: 5, expiryInterval: 120, queued: 0, inflight: 0 });
+    expect(body).toMatchObject({
+      clientId,
+      connected: true,
+      protocolVersion: 5,
+      expiryInterval: 120,
+      queued: 0,
+      inflight: 0,
+    });
     expect(body.subscriptions.map((s: { filter: string }) => s.filter).sort()).toEqual(["shown/+/b", "shown/a"]);
     await c.endAsync();
     const publisher = await connect(5);
@@ -104,11 +118,18 @@ describe("admin API", () => {
     expect((await admin("POST", `/api/v1/clients/${encodeURIComponent(clientId)}/disconnect`)).status).toBe(404);
     // the session survived the disconnect; deleting it removes it and its subscriptions
     expect((await admin("GET", `/api/v1/clients/${encodeURIComponent(clientId)}`)).body.connected).toBe(false);
-    expect(await admin("DELETE", `/api/v1/sessions/${encodeURIComponent(clientId)}`)).toEqual({ status: 200, body: { clientId, deleted: true } });
+    expect(await admin("DELETE", `/api/v1/sessions/${encodeURIComponent(clientId)}`)).toEqual({
+      status: 200,
+      body: { clientId, deleted: true },
+    });
     expect((await admin("GET", `/api/v1/clients/${encodeURIComponent(clientId)}`)).status).toBe(404);
     const subs = await admin("GET", `/api/v1/subscriptions?filter=${encodeURIComponent(`kicked/${clientId}`)}`);
     expect(subs.body.subscriptions).toEqual([]);
-    const { connack } = await connectRecording(5, { clientId, clean: false, properties: { sessionExpiryInterval: 300 } });
+    const { connack } = await connectRecording(5, {
+      clientId,
+      clean: false,
+      properties: { sessionExpiryInterval: 300 },
+    });
     expect(connack.sessionPresent).toBe(false);
     expect((await admin("DELETE", `/api/v1/sessions/${uid("never")}`)).status).toBe(404);
   });
@@ -117,7 +138,11 @@ describe("admin API", () => {
     const base = `adm/${uid()}`;
     const p = await connect(5);
     await p.publishAsync(`${base}/a`, "text", { qos: 1, retain: true });
-    await p.publishAsync(`${base}/b/c`, Buffer.from([0xff, 0x00]), { qos: 1, retain: true, properties: { contentType: "bin" } });
+    await p.publishAsync(`${base}/b/c`, Buffer.from([0xff, 0x00]), {
+      qos: 1,
+      retain: true,
+      properties: { contentType: "bin" },
+    });
     const listed = await admin("GET", `/api/v1/retained?filter=${encodeURIComponent(`${base}/#`)}`);
     expect(listed.status).toBe(200);
     expect(listed.body.retained).toMatchObject([
@@ -127,7 +152,9 @@ describe("admin API", () => {
     const one = await admin("GET", `/api/v1/retained?filter=${encodeURIComponent(`${base}/#`)}&limit=1`);
     expect(one.body).toMatchObject({ truncated: true });
     expect(one.body.retained).toHaveLength(1);
-    expect((await admin("DELETE", `/api/v1/retained?filter=${encodeURIComponent(`${base}/b/+`)}`)).body).toEqual({ deleted: 1 });
+    expect((await admin("DELETE", `/api/v1/retained?filter=${encodeURIComponent(`${base}/b/+`)}`)).body).toEqual({
+      deleted: 1,
+    });
     const after = await admin("GET", `/api/v1/retained?filter=${encodeURIComponent(`${base}/#`)}`);
     expect(after.body.retained.map((r: { topic: string }) => r.topic)).toEqual([`${base}/a`]);
     const sub = await connect(5);
@@ -147,9 +174,19 @@ describe("admin API", () => {
     await a.subscribeAsync({ [`${base}/x`]: { qos: 1 }, [`${base}/+`]: { qos: 0 } });
     await b.subscribeAsync({ [`$share/g/${base}/x`]: { qos: 1 }, "+/elsewhere": { qos: 0 } });
     const within = await admin("GET", `/api/v1/subscriptions?filter=${encodeURIComponent(`${base}/#`)}`);
-    const seen = within.body.subscriptions.map((s: { clientId: string; filter: string }) => `${s.clientId} ${s.filter}`).sort();
-    expect(seen).toEqual([`${a.options.clientId} ${base}/+`, `${a.options.clientId} ${base}/x`, `${b.options.clientId} $share/g/${base}/x`].sort());
+    const seen = within.body.subscriptions
+      .map((s: { clientId: string; filter: string }) => `${s.clientId} ${s.filter}`)
+      .sort();
+    expect(seen).toEqual(
+      [
+        `${a.options.clientId} ${base}/+`,
+        `${a.options.clientId} ${base}/x`,
+        `${b.options.clientId} $share/g/${base}/x`,
+      ].sort(),
+    );
     const wide = await admin("GET", `/api/v1/subscriptions?clientId=${encodeURIComponent(b.options.clientId!)}`);
-    expect(wide.body.subscriptions.map((s: { filter: string }) => s.filter).sort()).toEqual([`$share/g/${base}/x`, "+/elsewhere"].sort());
+    expect(wide.body.subscriptions.map((s: { filter: string }) => s.filter).sort()).toEqual(
+      [`$share/g/${base}/x`, "+/elsewhere"].sort(),
+    );
   });
 });

@@ -9,7 +9,11 @@ afterEach(closeAll);
 
 const secret = new TextEncoder().encode(E2E_JWT_SECRET);
 async function token(claims: Record<string, unknown>, expiresIn = "5m"): Promise<string> {
-  return new SignJWT(claims).setProtectedHeader({ alg: "HS256" }).setIssuedAt().setExpirationTime(expiresIn).sign(secret);
+  return new SignJWT(claims)
+    .setProtectedHeader({ alg: "HS256" })
+    .setIssuedAt()
+    .setExpirationTime(expiresIn)
+    .sign(secret);
 }
 
 describe.each([4, 5] as const)("username and password, MQTT v%i", (version) => {
@@ -40,7 +44,14 @@ describe.each([4, 5] as const)("JWT as the password, MQTT v%i", (version) => {
     const raw = await rawClient(version);
     const connack = await raw.connect({ clientId, username: "jwt", password: Buffer.from(jwt) });
     expect(version === 5 ? connack.reasonCode : connack.returnCode).toBe(0);
-    raw.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: `dev/${clientId}/down`, qos: 1 }, { topic: "dev/other/down", qos: 1 }] });
+    raw.send({
+      cmd: "subscribe",
+      messageId: 1,
+      subscriptions: [
+        { topic: `dev/${clientId}/down`, qos: 1 },
+        { topic: "dev/other/down", qos: 1 },
+      ],
+    });
     expect((await raw.next("suback")).granted).toEqual([1, version === 5 ? 0x87 : 0x80]);
     raw.send({ cmd: "publish", topic: "dev/other/up", payload: Buffer.from("x"), qos: 1, messageId: 2 });
     const puback = await raw.next("puback");
@@ -49,7 +60,9 @@ describe.each([4, 5] as const)("JWT as the password, MQTT v%i", (version) => {
 
   it("refuses an expired or badly signed token", async () => {
     const expired = await token({ sub: "d" }, "-1m");
-    const forged = await new SignJWT({ sub: "d" }).setProtectedHeader({ alg: "HS256" }).sign(new TextEncoder().encode("x".repeat(40)));
+    const forged = await new SignJWT({ sub: "d" })
+      .setProtectedHeader({ alg: "HS256" })
+      .sign(new TextEncoder().encode("x".repeat(40)));
     for (const jwt of [expired, forged]) {
       const raw = await rawClient(version);
       const connack = await raw.connect({ clientId: uid(), username: "jwt", password: Buffer.from(jwt) });
@@ -59,12 +72,17 @@ describe.each([4, 5] as const)("JWT as the password, MQTT v%i", (version) => {
 
   it("accepts an ES256 token verified with keys from the JWKS URL", async () => {
     const key = await importJWK(JSON.parse(inject("jwtPrivateJwk")), "ES256");
-    const jwt = await new SignJWT({ sub: "es-device" }).setProtectedHeader({ alg: "ES256", kid: "e2e" }).setExpirationTime("5m").sign(key);
+    const jwt = await new SignJWT({ sub: "es-device" })
+      .setProtectedHeader({ alg: "ES256", kid: "e2e" })
+      .setExpirationTime("5m")
+      .sign(key);
     const raw = await rawClient(version);
     const connack = await raw.connect({ clientId: uid(), username: "jwt", password: Buffer.from(jwt) });
     expect(version === 5 ? connack.reasonCode : connack.returnCode).toBe(0);
     const other = await generateKeyPair("ES256");
-    const forged = await new SignJWT({ sub: "es-device" }).setProtectedHeader({ alg: "ES256", kid: "e2e" }).sign(other.privateKey);
+    const forged = await new SignJWT({ sub: "es-device" })
+      .setProtectedHeader({ alg: "ES256", kid: "e2e" })
+      .sign(other.privateKey);
     const bad = await rawClient(version);
     const refused = await bad.connect({ clientId: uid(), username: "jwt", password: Buffer.from(forged) });
     expect(version === 5 ? refused.reasonCode : refused.returnCode).toBe(version === 5 ? 0x86 : 4);
@@ -83,7 +101,14 @@ describe("HTTP authentication hook", () => {
     const raw = await rawClient(5);
     const connack = await raw.connect({ clientId: uid(), username: "hook-user", password: Buffer.from("hook-pass") });
     expect(connack.reasonCode).toBe(0);
-    raw.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "hook/a", qos: 0 }, { topic: "elsewhere", qos: 0 }] });
+    raw.send({
+      cmd: "subscribe",
+      messageId: 1,
+      subscriptions: [
+        { topic: "hook/a", qos: 0 },
+        { topic: "elsewhere", qos: 0 },
+      ],
+    });
     expect((await raw.next("suback")).granted).toEqual([0, 0x87]);
   });
 
@@ -108,7 +133,15 @@ describe.each([4, 5] as const)("ACL, MQTT v%i", (version) => {
   it("confines alice to users/alice/# with %u substitution: users/bob/# refused (SUBACK 0x87 / 0x80), # narrowed", async () => {
     const raw = await rawClient(version);
     await raw.connect({ clientId: uid(), ...alice() });
-    raw.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "users/alice/#", qos: 1 }, { topic: "users/bob/#", qos: 1 }, { topic: "#", qos: 0 }] });
+    raw.send({
+      cmd: "subscribe",
+      messageId: 1,
+      subscriptions: [
+        { topic: "users/alice/#", qos: 1 },
+        { topic: "users/bob/#", qos: 1 },
+        { topic: "#", qos: 0 },
+      ],
+    });
     // `#` overlaps her allow rule, so it is granted; the deny rule on # narrows what it delivers
     expect((await raw.next("suback")).granted).toEqual(version === 5 ? [1, 0x87, 0] : [1, 0x80, 0]);
     const other = await connect(version);
@@ -154,7 +187,11 @@ describe.each([4, 5] as const)("ACL, MQTT v%i", (version) => {
 
   it("refuses a will on a topic the client may not publish to", async () => {
     const raw = await rawClient(version);
-    const connack = await raw.connect({ clientId: uid(), ...alice(), will: { topic: "public/status", payload: Buffer.from("x"), qos: 0 } });
+    const connack = await raw.connect({
+      clientId: uid(),
+      ...alice(),
+      will: { topic: "public/status", payload: Buffer.from("x"), qos: 0 },
+    });
     expect(version === 5 ? connack.reasonCode : connack.returnCode).toBe(version === 5 ? 0x87 : 5);
   });
 });
@@ -163,7 +200,13 @@ describe("session ownership", () => {
   it("a client may not resume or take over a session another identity owns [MQTT-3.1.4-2] [MQTT311-3.1.4-2]", async () => {
     const clientId = uid("owned");
     const owner = await rawClient(5);
-    await owner.connect({ clientId, clean: false, properties: { sessionExpiryInterval: 60 }, username: "alice", password: Buffer.from(E2E_USERS.alice) });
+    await owner.connect({
+      clientId,
+      clean: false,
+      properties: { sessionExpiryInterval: 60 },
+      username: "alice",
+      password: Buffer.from(E2E_USERS.alice),
+    });
     const intruder = await rawClient(5);
     const connack = await intruder.connect({ clientId, clean: false, properties: { sessionExpiryInterval: 60 } });
     expect(connack.reasonCode).toBe(0x87);
@@ -191,8 +234,12 @@ describe("MQTT 5 enhanced authentication: SCRAM-SHA-256 [MQTT-4.12]", () => {
     expect(challenge.reasonCode).toBe(0x18);
     expect(challenge.properties!.authenticationMethod).toBe("SCRAM-SHA-256");
     raw.send({
-      cmd: "auth", reasonCode: 0x18,
-      properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: scram.clientFinal(challenge.properties!.authenticationData!, proofPassword) },
+      cmd: "auth",
+      reasonCode: 0x18,
+      properties: {
+        authenticationMethod: "SCRAM-SHA-256",
+        authenticationData: scram.clientFinal(challenge.properties!.authenticationData!, proofPassword),
+      },
     });
     return { raw, scram, connack: await raw.next("connack") };
   }
@@ -210,21 +257,40 @@ describe("MQTT 5 enhanced authentication: SCRAM-SHA-256 [MQTT-4.12]", () => {
     const { ScramClient } = await import("../support/scram-client");
     const { raw } = await scramConnect("alice", E2E_USERS.alice);
     const again = new ScramClient("alice", E2E_USERS.alice);
-    raw.send({ cmd: "auth", reasonCode: 0x19, properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: again.clientFirst() } });
+    raw.send({
+      cmd: "auth",
+      reasonCode: 0x19,
+      properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: again.clientFirst() },
+    });
     const challenge = await raw.next("auth");
     expect(challenge.reasonCode).toBe(0x18);
     raw.send({
-      cmd: "auth", reasonCode: 0x18,
-      properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: again.clientFinal(challenge.properties!.authenticationData!) },
+      cmd: "auth",
+      reasonCode: 0x18,
+      properties: {
+        authenticationMethod: "SCRAM-SHA-256",
+        authenticationData: again.clientFinal(challenge.properties!.authenticationData!),
+      },
     });
     const done = await raw.next("auth");
     expect(done.reasonCode).toBe(0);
     expect(again.verifyServer(done.properties!.authenticationData!)).toBe(true);
     // a failed re-authentication ends the connection [MQTT-4.12.1-2]
     const wrong = new ScramClient("alice", "not-her-password");
-    raw.send({ cmd: "auth", reasonCode: 0x19, properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: wrong.clientFirst() } });
+    raw.send({
+      cmd: "auth",
+      reasonCode: 0x19,
+      properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: wrong.clientFirst() },
+    });
     const c2 = await raw.next("auth");
-    raw.send({ cmd: "auth", reasonCode: 0x18, properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: wrong.clientFinal(c2.properties!.authenticationData!) } });
+    raw.send({
+      cmd: "auth",
+      reasonCode: 0x18,
+      properties: {
+        authenticationMethod: "SCRAM-SHA-256",
+        authenticationData: wrong.clientFinal(c2.properties!.authenticationData!),
+      },
+    });
     expect((await raw.next("disconnect")).reasonCode).toBe(0x87);
   });
 

@@ -18,10 +18,13 @@ import { uid } from "../support/ids";
 
 const run = promisify(execFile);
 const cli = fileURLToPath(new URL("../../bin/cli.mjs", import.meta.url));
-const { version } = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
+const { version } = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
+  version: string;
+};
 /** Debian's mosquitto-clients and openssl: CI has them (.ci/run); elsewhere the TLS test is skipped without them. */
 const hasTlsTools = existsSync("/usr/bin/mosquitto_pub") && existsSync("/usr/bin/openssl");
-if (!hasTlsTools && process.env.CI) throw new Error("CI must have mosquitto-clients and openssl installed (see .ci/run)");
+if (!hasTlsTools && process.env.CI)
+  throw new Error("CI must have mosquitto-clients and openssl installed (see .ci/run)");
 /** A stack trace line, which no error of the command line may show. */
 const STACK = /^\s+at /m;
 
@@ -94,7 +97,16 @@ async function device(port: number, allowHalfOpen: boolean) {
   socket.on("error", (err) => seen.push(`error ${(err as NodeJS.ErrnoException).code}`));
   socket.on("close", () => seen.push("close"));
   await new Promise<void>((r) => socket.once("connect", () => r()));
-  socket.write(mqttPacket.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: 4, clientId: uid("sig"), clean: true, keepalive: 60 }));
+  socket.write(
+    mqttPacket.generate({
+      cmd: "connect",
+      protocolId: "MQTT",
+      protocolVersion: 4,
+      clientId: uid("sig"),
+      clean: true,
+      keepalive: 60,
+    }),
+  );
   const connack = await new Promise<Buffer>((resolve) => socket.once("data", resolve));
   expect([...connack]).toEqual([0x20, 0x02, 0x00, 0x00]);
   return { socket, seen };
@@ -102,7 +114,8 @@ async function device(port: number, allowHalfOpen: boolean) {
 
 afterEach(async () => {
   await closeAll();
-  for (const child of started.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  for (const child of started.splice(0))
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
 });
 
 describe("bridge command line", () => {
@@ -110,7 +123,17 @@ describe("bridge command line", () => {
     for (const args of [["--help"], ["bridge", "--help"], ["-h"]]) {
       const { code, stdout } = await runCli(args);
       expect(code).toBe(0);
-      for (const flag of ["--url", "--listen", "--host", "--tls-cert", "--tls-key", "--max-buffer", "--quiet", "--version", "SIGINT"]) {
+      for (const flag of [
+        "--url",
+        "--listen",
+        "--host",
+        "--tls-cert",
+        "--tls-key",
+        "--max-buffer",
+        "--quiet",
+        "--version",
+        "SIGINT",
+      ]) {
         expect(stdout).toContain(flag);
       }
       expect(stdout).toMatch(/default 127\.0\.0\.1/);
@@ -123,13 +146,37 @@ describe("bridge command line", () => {
   });
 
   it.each([
-    ["a URL that is not WebSocket", ["bridge", "--url", "http://example.com/mqtt"], /--url "http:\/\/example\.com\/mqtt" must start with ws:\/\/ or wss:\/\//],
+    [
+      "a URL that is not WebSocket",
+      ["bridge", "--url", "http://example.com/mqtt"],
+      /--url "http:\/\/example\.com\/mqtt" must start with ws:\/\/ or wss:\/\//,
+    ],
     ["a URL that does not parse", ["bridge", "--url", "not a url"], /--url "not a url" is not a URL/],
     ["no URL", ["bridge"], /--url is required/],
     ["an unknown flag", ["bridge", "--url", "ws://127.0.0.1:1/mqtt", "--colour"], /Unknown option '--colour'/],
-    ["a port out of range", ["bridge", "--url", "ws://127.0.0.1:1/mqtt", "--listen", "70000"], /--listen must be a whole number from 0 to 65535/],
-    ["a missing TLS file", ["bridge", "--url", "ws://127.0.0.1:1/mqtt", "--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"], /cannot read --tls-cert "\/nonexistent\/cert\.pem": no such file/],
-    ["a certificate without its key", ["bridge", "--url", "ws://127.0.0.1:1/mqtt", "--tls-cert", "/nonexistent/cert.pem"], /TLS needs both --tls-cert and --tls-key/],
+    [
+      "a port out of range",
+      ["bridge", "--url", "ws://127.0.0.1:1/mqtt", "--listen", "70000"],
+      /--listen must be a whole number from 0 to 65535/,
+    ],
+    [
+      "a missing TLS file",
+      [
+        "bridge",
+        "--url",
+        "ws://127.0.0.1:1/mqtt",
+        "--tls-cert",
+        "/nonexistent/cert.pem",
+        "--tls-key",
+        "/nonexistent/key.pem",
+      ],
+      /cannot read --tls-cert "\/nonexistent\/cert\.pem": no such file/,
+    ],
+    [
+      "a certificate without its key",
+      ["bridge", "--url", "ws://127.0.0.1:1/mqtt", "--tls-cert", "/nonexistent/cert.pem"],
+      /TLS needs both --tls-cert and --tls-key/,
+    ],
     ["an unknown command", ["brige"], /unknown command "brige"/],
   ])("refuses %s in one line, exit 2, no stack trace", async (_what, args, message) => {
     const { code, stdout, stderr } = await runCli(args);
@@ -145,7 +192,9 @@ describe("bridge command line", () => {
     const { port } = taken.address() as { port: number };
     try {
       const { code, stderr } = await runCli(["bridge", "--url", brokerUrl(), "--listen", String(port)]);
-      expect(stderr.trim()).toBe(`mqtt-workers-broker: cannot listen on 127.0.0.1:${port}: the port is already in use (another bridge or broker?); choose another with --listen`);
+      expect(stderr.trim()).toBe(
+        `mqtt-workers-broker: cannot listen on 127.0.0.1:${port}: the port is already in use (another bridge or broker?); choose another with --listen`,
+      );
       expect(code).toBe(1);
     } finally {
       taken.close();
@@ -168,19 +217,22 @@ describe("bridge command line", () => {
     expect(await accepts(other, everywhere.port)).toBe(true);
   });
 
-  it.each(["SIGINT", "SIGTERM"] as const)("%s with a device connected: the device gets a FIN, exit 0 at once", async (signal) => {
-    const bridge = await startBridge(["--listen", "0"]);
-    const { seen } = await device(bridge.port, false);
-    const t0 = Date.now();
-    bridge.child.kill(signal);
-    expect((await exitWithin(bridge, 6000))?.code, `bridge still running 6 s after ${signal}`).toBe(0);
-    const ms = Date.now() - t0;
-    // the device answered the FIN with its own: nothing is left to wait for (not the 2 s linger
-    // for devices that keep their side open, nor the 3 s bound); measured about 115 ms
-    expect(ms).toBeLessThan(1500);
-    expect(seen.slice(0, 2)).toEqual(["FIN", "close"]);
-    expect(await accepts("127.0.0.1", bridge.port)).toBe(false);
-  });
+  it.each(["SIGINT", "SIGTERM"] as const)(
+    "%s with a device connected: the device gets a FIN, exit 0 at once",
+    async (signal) => {
+      const bridge = await startBridge(["--listen", "0"]);
+      const { seen } = await device(bridge.port, false);
+      const t0 = Date.now();
+      bridge.child.kill(signal);
+      expect((await exitWithin(bridge, 6000))?.code, `bridge still running 6 s after ${signal}`).toBe(0);
+      const ms = Date.now() - t0;
+      // the device answered the FIN with its own: nothing is left to wait for (not the 2 s linger
+      // for devices that keep their side open, nor the 3 s bound); measured about 115 ms
+      expect(ms).toBeLessThan(1500);
+      expect(seen.slice(0, 2)).toEqual(["FIN", "close"]);
+      expect(await accepts("127.0.0.1", bridge.port)).toBe(false);
+    },
+  );
 
   it("SIGINT with a device that never closes its side: exit 0 within the 3 s bound", async () => {
     const bridge = await startBridge(["--listen", "0"]);
@@ -200,7 +252,10 @@ describe("bridge command line", () => {
     const plain = spawnCli(["bridge", "--url", brokerUrl()]);
     const tlsDir = mkdtempSync(join(tmpdir(), "bridge-tls-"));
     try {
-      await until(() => /127\.0\.0\.1:1883\b/.test(plain.output().stdout + plain.output().stderr), "the plain default port");
+      await until(
+        () => /127\.0\.0\.1:1883\b/.test(plain.output().stdout + plain.output().stderr),
+        "the plain default port",
+      );
       if (!hasTlsTools) return;
       const { cert, key } = await selfSigned(tlsDir);
       const tls = spawnCli(["bridge", "--url", brokerUrl(), "--tls-cert", cert, "--tls-key", key]);
@@ -216,9 +271,23 @@ async function selfSigned(dir: string): Promise<{ cert: string; key: string }> {
   const cert = join(dir, "cert.pem");
   const key = join(dir, "key.pem");
   await run("/usr/bin/openssl", [
-    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-    "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost",
-    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-keyout",
+    key,
+    "-out",
+    cert,
+    "-days",
+    "1",
+    "-subj",
+    "/CN=localhost",
+    "-addext",
+    "subjectAltName=DNS:localhost,IP:127.0.0.1",
   ]);
   return { cert, key };
 }
@@ -240,7 +309,24 @@ describe.skipIf(!hasTlsTools)("bridge TLS listener", () => {
     const sub = await connect(5);
     const rec = recorder(sub);
     await sub.subscribeAsync(topic, { qos: 1 });
-    await run("mosquitto_pub", ["--cafile", cert, "-h", "localhost", "-p", String(bridge.port), "-V", "mqttv5", "-q", "1", "-t", topic, "-m", "over TLS", "-i", uid("mpub-tls")]);
+    await run("mosquitto_pub", [
+      "--cafile",
+      cert,
+      "-h",
+      "localhost",
+      "-p",
+      String(bridge.port),
+      "-V",
+      "mqttv5",
+      "-q",
+      "1",
+      "-t",
+      topic,
+      "-m",
+      "over TLS",
+      "-i",
+      uid("mpub-tls"),
+    ]);
     const [m] = await rec.waitFor(1);
     expect(m.payload).toBe("over TLS");
     expect(m.packet.qos).toBe(1);

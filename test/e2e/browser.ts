@@ -15,7 +15,15 @@ if (!hasChromium && process.env.CI) throw new Error("CI must have Debian's chrom
 export function launchChromium(): Promise<Browser> {
   return chromium.launch({
     executablePath: CHROMIUM,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
   });
 }
 
@@ -32,7 +40,10 @@ export function browserPerFile(): () => Browser {
 }
 
 /** A browser context that answers the dashboard's Basic challenge with the admin token, as a person would. */
-export function adminContext(browser: Browser, options: Parameters<Browser["newContext"]>[0] = {}): Promise<BrowserContext> {
+export function adminContext(
+  browser: Browser,
+  options: Parameters<Browser["newContext"]>[0] = {},
+): Promise<BrowserContext> {
   return browser.newContext({ httpCredentials: { username: "admin", password: E2E_ADMIN_TOKEN }, ...options });
 }
 
@@ -94,7 +105,10 @@ export async function clickDisconnect(page: Page, clientId: string, ms = 10000):
   const buttons = page.locator("#clients button[data-kick]");
   const deadline = Date.now() + ms;
   for (;;) {
-    const index = await buttons.evaluateAll((bs, id) => bs.findIndex((b) => b.getAttribute("data-kick") === id), clientId);
+    const index = await buttons.evaluateAll(
+      (bs, id) => bs.findIndex((b) => b.getAttribute("data-kick") === id),
+      clientId,
+    );
     // the table is rebuilt in the same order on every refresh, so the index stays valid
     if (index >= 0) return buttons.nth(index).click();
     if (Date.now() > deadline) throw new Error(`no disconnect button for client ${JSON.stringify(clientId)}`);

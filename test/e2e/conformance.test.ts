@@ -32,7 +32,12 @@ const publish = (
 });
 
 /** A raw subscriber on `topic`, connected with `fields`. */
-async function subscriber(version: 4 | 5, topic: string, qos: 0 | 1 | 2, fields: Partial<IConnectPacket> = {}): Promise<RawClient> {
+async function subscriber(
+  version: 4 | 5,
+  topic: string,
+  qos: 0 | 1 | 2,
+  fields: Partial<IConnectPacket> = {},
+): Promise<RawClient> {
   const raw = await rawClient(version);
   await raw.connect({ clientId: uid("sub"), ...fields });
   await raw.subscribe(topic, qos);
@@ -168,7 +173,10 @@ describe.each([4, 5] as const)("retained messages and sessions, MQTT v%i", (vers
     await late.until(() => late.all("publish").length >= 1, 5000, "the retained message");
     await pub.publishAsync(`${topic}/control`, "control", { qos: 1 });
     await late.until(() => late.all("publish").some((p) => p.payload.toString() === "control"), 5000, "control");
-    expect(late.all("publish").map((p) => [p.payload.toString(), p.retain])).toEqual([["kept", true], ["control", false]]);
+    expect(late.all("publish").map((p) => [p.payload.toString(), p.retain])).toEqual([
+      ["kept", true],
+      ["control", false],
+    ]);
   });
 
   it("keeps a retained message when the publisher's session ends, and a QoS 0 one replaces it [MQTT311-3.1.2-7, 3.3.1-7]", async () => {
@@ -205,7 +213,10 @@ describe.each([4, 5] as const)("acknowledgement order, MQTT v%i", (version) => {
     const pub = await connect(version);
     for (let i = 0; i < 3; i++) await pub.publishAsync(topic, String(i), { qos: 2 });
     await sub.until(() => sub.all("publish").length === 3, 5000, "three messages");
-    const ids = sub.all("publish").map((p) => p.messageId).reverse();
+    const ids = sub
+      .all("publish")
+      .map((p) => p.messageId)
+      .reverse();
     for (const id of ids) sub.send({ cmd: "pubrec", messageId: id });
     await sub.until(() => sub.all("pubrel").length === 3, 5000, "three PUBRELs");
     expect(sub.all("pubrel").map((p) => p.messageId)).toEqual(ids);
@@ -248,50 +259,73 @@ describe("outbound flows after expiry or refusal (v5)", () => {
     const second = await rawClient(5);
     await second.connect({ clientId, ...persistent(5) });
     pub.send(publish(topic, "control-2", 1, 3));
-    await second.until(() => second.all("publish").some((p) => p.payload.toString() === "control-2"), 5000, "control-2");
+    await second.until(
+      () => second.all("publish").some((p) => p.payload.toString() === "control-2"),
+      5000,
+      "control-2",
+    );
     expect(second.all("publish").map((p) => p.payload.toString())).toEqual(["control-2"]);
   });
 });
 
 describe("CONNECT outcomes", () => {
-  it.each([4, 5] as const)("allows a 23-character id of [0-9a-zA-Z], MQTT v%i [MQTT-3.1.3-5] [MQTT311-3.1.3-5]", async (version) => {
-    const raw = await rawClient(version);
-    const connack = await raw.connect({ clientId: `0aZ${Date.now().toString(36)}`.padEnd(23, "9").slice(0, 23) });
-    expect(version === 5 ? connack.reasonCode : connack.returnCode).toBe(0);
-  });
+  it.each([4, 5] as const)(
+    "allows a 23-character id of [0-9a-zA-Z], MQTT v%i [MQTT-3.1.3-5] [MQTT311-3.1.3-5]",
+    async (version) => {
+      const raw = await rawClient(version);
+      const connack = await raw.connect({ clientId: `0aZ${Date.now().toString(36)}`.padEnd(23, "9").slice(0, 23) });
+      expect(version === 5 ? connack.reasonCode : connack.returnCode).toBe(0);
+    },
+  );
 
-  it.each([4, 5] as const)("refuses a 257-byte client id with CONNACK 0x85 / 0x02 and closes, MQTT v%i [MQTT-3.1.3-8] [MQTT311-3.1.3-9]", async (version) => {
-    const raw = await rawClient(version);
-    const connack = await raw.connect({ clientId: "x".repeat(257) });
-    expect(version === 5 ? connack.reasonCode : connack.returnCode).toBe(version === 5 ? 0x85 : 2);
-    await raw.waitClosed(REFUSAL_CLOSE_MS);
-  });
+  it.each([4, 5] as const)(
+    "refuses a 257-byte client id with CONNACK 0x85 / 0x02 and closes, MQTT v%i [MQTT-3.1.3-8] [MQTT311-3.1.3-9]",
+    async (version) => {
+      const raw = await rawClient(version);
+      const connack = await raw.connect({ clientId: "x".repeat(257) });
+      expect(version === 5 ? connack.reasonCode : connack.returnCode).toBe(version === 5 ? 0x85 : 2);
+      await raw.waitClosed(REFUSAL_CLOSE_MS);
+    },
+  );
 
-  it.each([4, 5] as const)("processes nothing sent after a refused CONNECT, MQTT v%i [MQTT-3.1.4-6] [MQTT311-3.1.4-5]", async (version) => {
-    const topic = `${uid("after")}/x`;
-    const watcher = await connect(version);
-    const rec = recorder(watcher);
-    await watcher.subscribeAsync(topic, { qos: 1 });
-    const raw = await rawClient(version);
-    raw.send({ cmd: "connect", protocolVersion: version, protocolId: "MQTT", clean: true, keepalive: 60, clientId: "x".repeat(257) });
-    raw.send(publish(topic, "after-refusal", 1, 1));
-    await raw.waitClosed();
-    const pub = await connect(version);
-    await pub.publishAsync(topic, "control", { qos: 1 });
-    await rec.waitFor(1);
-    expect(rec.messages.map((m) => m.payload)).toEqual(["control"]);
-    expect(raw.all("puback")).toEqual([]);
-  });
+  it.each([4, 5] as const)(
+    "processes nothing sent after a refused CONNECT, MQTT v%i [MQTT-3.1.4-6] [MQTT311-3.1.4-5]",
+    async (version) => {
+      const topic = `${uid("after")}/x`;
+      const watcher = await connect(version);
+      const rec = recorder(watcher);
+      await watcher.subscribeAsync(topic, { qos: 1 });
+      const raw = await rawClient(version);
+      raw.send({
+        cmd: "connect",
+        protocolVersion: version,
+        protocolId: "MQTT",
+        clean: true,
+        keepalive: 60,
+        clientId: "x".repeat(257),
+      });
+      raw.send(publish(topic, "after-refusal", 1, 1));
+      await raw.waitClosed();
+      const pub = await connect(version);
+      await pub.publishAsync(topic, "control", { qos: 1 });
+      await rec.waitFor(1);
+      expect(rec.messages.map((m) => m.payload)).toEqual(["control"]);
+      expect(raw.all("puback")).toEqual([]);
+    },
+  );
 
-  it.each([4, 5] as const)("closes a CONNECT with a wrong Protocol Name without accepting it, MQTT v%i [MQTT-3.1.2-1] [MQTT311-3.1.2-1]", async (version) => {
-    const raw = await rawClient(version);
-    const protocolId = "MQTX" as string as IConnectPacket["protocolId"]; // a name mqtt-packet's type does not allow
-    raw.send({ cmd: "connect", protocolVersion: version, protocolId, clean: true, keepalive: 60, clientId: uid() });
-    raw.send({ cmd: "pingreq" });
-    await raw.waitClosed();
-    expect(raw.all("connack").filter((c) => (c.reasonCode ?? c.returnCode) === 0)).toEqual([]);
-    expect(raw.all("pingresp")).toEqual([]);
-  });
+  it.each([4, 5] as const)(
+    "closes a CONNECT with a wrong Protocol Name without accepting it, MQTT v%i [MQTT-3.1.2-1] [MQTT311-3.1.2-1]",
+    async (version) => {
+      const raw = await rawClient(version);
+      const protocolId = "MQTX" as string as IConnectPacket["protocolId"]; // a name mqtt-packet's type does not allow
+      raw.send({ cmd: "connect", protocolVersion: version, protocolId, clean: true, keepalive: 60, clientId: uid() });
+      raw.send({ cmd: "pingreq" });
+      await raw.waitClosed();
+      expect(raw.all("connack").filter((c) => (c.reasonCode ?? c.returnCode) === 0)).toEqual([]);
+      expect(raw.all("pingresp")).toEqual([]);
+    },
+  );
 
   it("returns no Response Information when the client asks for none [MQTT-3.1.2-28]", async () => {
     const raw = await rawClient(5);
@@ -338,15 +372,28 @@ describe("v5 flow control, topic aliases and Response Topic", () => {
     const topic = `${uid("copies")}/x`;
     const sub = await rawClient(5);
     await sub.connect({ clientId: uid("copies") });
-    sub.send({ cmd: "subscribe", messageId: 2, subscriptions: [{ topic: `$share/g/${topic}`, qos: 0 }], properties: { subscriptionIdentifier: 7 } });
+    sub.send({
+      cmd: "subscribe",
+      messageId: 2,
+      subscriptions: [{ topic: `$share/g/${topic}`, qos: 0 }],
+      properties: { subscriptionIdentifier: 7 },
+    });
     await sub.next("suback");
-    sub.send({ cmd: "subscribe", messageId: 3, subscriptions: [{ topic, qos: 0 }], properties: { subscriptionIdentifier: 8 } });
+    sub.send({
+      cmd: "subscribe",
+      messageId: 3,
+      subscriptions: [{ topic, qos: 0 }],
+      properties: { subscriptionIdentifier: 8 },
+    });
     await sub.next("suback");
     const pub = await publisher(5);
     pub.send(publish(topic, "twice", 1, 1));
     await sub.until(() => sub.all("publish").length === 2, 5000, "two copies");
     const ids = sub.all("publish").map((p) => [p.payload.toString(), ...[p.properties?.subscriptionIdentifier].flat()]);
-    expect(ids.sort()).toEqual([["twice", 7], ["twice", 8]]);
+    expect(ids.sort()).toEqual([
+      ["twice", 7],
+      ["twice", 8],
+    ]);
   });
 
   it("sends QoS 0 PUBLISHes without a Packet Identifier or a Topic Alias to a client that announced no Topic Alias Maximum [MQTT-3.1.2-27, 2.2.1-2]", async () => {
@@ -355,15 +402,19 @@ describe("v5 flow control, topic aliases and Response Topic", () => {
     const pub = await publisher(5);
     for (let i = 0; i < 3; i++) pub.send(publish(topic, String(i), 0));
     await sub.until(() => sub.all("publish").length === 3, 5000, "three messages");
-    expect(sub.all("publish").map((p) => [p.topic, p.messageId, p.properties?.topicAlias, p.payload.toString()])).toEqual(
-      ["0", "1", "2"].map((payload) => [topic, undefined, undefined, payload]),
-    );
+    expect(
+      sub.all("publish").map((p) => [p.topic, p.messageId, p.properties?.topicAlias, p.payload.toString()]),
+    ).toEqual(["0", "1", "2"].map((payload) => [topic, undefined, undefined, payload]));
   });
 });
 
 describe("v5 protocol errors the specification states without a number", () => {
   /** Sends `packet` after CONNECT (with `fields`) and expects DISCONNECT `code`, then the close. */
-  async function expectDisconnect(packet: OutgoingPacket, code: number, fields: Partial<IConnectPacket> = {}): Promise<void> {
+  async function expectDisconnect(
+    packet: OutgoingPacket,
+    code: number,
+    fields: Partial<IConnectPacket> = {},
+  ): Promise<void> {
     const raw = await rawClient(5);
     await raw.connect({ clientId: uid("perr"), ...fields });
     raw.send(packet);
@@ -376,7 +427,15 @@ describe("v5 protocol errors the specification states without a number", () => {
   });
 
   it("disconnects with 0x82 on a SUBSCRIBE with Subscription Identifier 0 [U-5.0-sub-id-0]", async () => {
-    await expectDisconnect({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "a/b", qos: 0 }], properties: { subscriptionIdentifier: 0 } }, 0x82);
+    await expectDisconnect(
+      {
+        cmd: "subscribe",
+        messageId: 1,
+        subscriptions: [{ topic: "a/b", qos: 0 }],
+        properties: { subscriptionIdentifier: 0 },
+      },
+      0x82,
+    );
   });
 
   it("closes the connection on a SUBSCRIBE with Retain Handling 3 [U-5.0-retain-handling-3]", async () => {
@@ -392,7 +451,10 @@ describe("v5 protocol errors the specification states without a number", () => {
 
   it("disconnects with 0x82 on a DISCONNECT that sets a Session Expiry Interval after a CONNECT with none [U-5.0-disconnect-expiry]", async () => {
     const clientId = uid("dexp");
-    await expectDisconnect({ cmd: "disconnect", reasonCode: 0, properties: { sessionExpiryInterval: 60 } }, 0x82, { clientId, clean: false });
+    await expectDisconnect({ cmd: "disconnect", reasonCode: 0, properties: { sessionExpiryInterval: 60 } }, 0x82, {
+      clientId,
+      clean: false,
+    });
     const again = await rawClient(5);
     expect((await again.connect({ clientId, clean: false })).sessionPresent).toBe(false);
   });

@@ -39,7 +39,12 @@ afterAll(async () => {
 
 /** An MQTT.js client of this file's own broker. */
 async function ownClient(clientId: string, options: IClientOptions = {}): Promise<MqttClient> {
-  const c = await mqtt.connectAsync(`${own.base.replace("http", "ws")}/mqtt`, { protocolVersion: 5, reconnectPeriod: 0, clientId, ...options });
+  const c = await mqtt.connectAsync(`${own.base.replace("http", "ws")}/mqtt`, {
+    protocolVersion: 5,
+    reconnectPeriod: 0,
+    clientId,
+    ...options,
+  });
   mine.push(c);
   return c;
 }
@@ -72,7 +77,9 @@ async function nextRefresh(page: Page): Promise<void> {
 }
 
 const cells = (page: Page, tbody: string) =>
-  page.$$eval(`#${tbody} tr`, (trs) => trs.map((tr) => Array.from(tr.children, (td) => (td as { textContent: string | null }).textContent ?? "")));
+  page.$$eval(`#${tbody} tr`, (trs) =>
+    trs.map((tr) => Array.from(tr.children, (td) => (td as { textContent: string | null }).textContent ?? "")),
+  );
 
 /**
  * Layout faults: anything wider than the window (the outermost such elements are named), and every
@@ -110,7 +117,9 @@ describe.skipIf(!hasChromium)("dashboard", () => {
     const res = await fetch(`${brokerHttp()}/dashboard`);
     expect(res.status).toBe(401);
     expect(res.headers.get("www-authenticate")).toMatch(/Basic realm/);
-    const page = await (await browser.newContext({ httpCredentials: { username: "admin", password: "wrong" } })).newPage();
+    const page = await (
+      await browser.newContext({ httpCredentials: { username: "admin", password: "wrong" } })
+    ).newPage();
     const response = await page.goto(`${brokerHttp()}/dashboard`);
     expect(response?.status()).toBe(401);
   });
@@ -120,7 +129,8 @@ describe.skipIf(!hasChromium)("dashboard", () => {
     const page = await context.newPage();
     const external: string[] = [];
     page.on("request", (r) => {
-      if (!r.url().startsWith(brokerHttp()) && !r.url().startsWith(brokerHttp().replace("http", "ws"))) external.push(r.url());
+      if (!r.url().startsWith(brokerHttp()) && !r.url().startsWith(brokerHttp().replace("http", "ws")))
+        external.push(r.url());
     });
     const deviceId = uid("dash-device");
     const base = `users/alice/${deviceId}`; // the e2e ACL confines alice to users/alice/#
@@ -164,7 +174,9 @@ describe.skipIf(!hasChromium)("dashboard", () => {
     const clientId = await page.inputValue("#client-id");
     await page.fill("#client-search", clientId);
     await page.click("#client-search-go");
-    await expect.poll(() => cells(page, "clients"), { timeout: 10000 }).toEqual([[clientId, "5.0", "alice", expect.any(String), "disconnect"]]);
+    await expect
+      .poll(() => cells(page, "clients"), { timeout: 10000 })
+      .toEqual([[clientId, "5.0", "alice", expect.any(String), "disconnect"]]);
 
     // disconnecting the device from the page
     await page.fill("#client-search", deviceId);
@@ -180,7 +192,8 @@ describe.skipIf(!hasChromium)("dashboard", () => {
   it("makes one API call per refresh, costing R + N Durable Object calls, and its counts match its tables (no $SYS, wildcards once)", async () => {
     // 6 subscriptions; 3 have a wildcard in their first two levels, so each is in all 8 shards: 3 x 8 + 3 = 27 index entries
     const device = await ownClient("counts-device");
-    for (const f of ["+/a", "#", "x/+/y", "room/1/temp", "room/2/#", "$share/g/room/3"]) await device.subscribeAsync(f, { qos: 1 });
+    for (const f of ["+/a", "#", "x/+/y", "room/1/temp", "room/2/#", "$share/g/room/3"])
+      await device.subscribeAsync(f, { qos: 1 });
     await device.publishAsync("room/1/temp", "21.5", { qos: 1, retain: true });
     await device.publishAsync("room/2/door", "open", { qos: 1, retain: true });
     // a $SYS watcher makes the broker retain its $SYS topics
@@ -211,7 +224,10 @@ describe.skipIf(!hasChromium)("dashboard", () => {
     expect(elsewhere).toEqual([]);
     await close();
     await Promise.all([device, watcher].map((c) => c.endAsync(true)));
-    await until(async () => (await adminGet("/api/v1/overview")).body.counts.connected === 0, "the count clients to leave");
+    await until(
+      async () => (await adminGet("/api/v1/overview")).body.counts.connected === 0,
+      "the count clients to leave",
+    );
   });
 
   it("searches clients by id prefix and pages through them by cursor (API and page)", async () => {
@@ -237,21 +253,30 @@ describe.skipIf(!hasChromium)("dashboard", () => {
     const { page, close } = await openOwn(1440);
     await page.fill("#client-search", "fleet-");
     await page.click("#client-search-go");
-    await expect.poll(() => page.textContent("#clients-count"), { timeout: 10000 }).toBe("55 of 57 connected clients match");
+    await expect
+      .poll(() => page.textContent("#clients-count"), { timeout: 10000 })
+      .toBe("55 of 57 connected clients match");
     await expect.poll(async () => (await cells(page, "clients")).map((r) => r[0])).toEqual(ids.slice(0, 50));
     expect(await page.textContent("#clients-page")).toBe("rows 1-50");
     await page.click("#clients-next");
-    await expect.poll(async () => (await cells(page, "clients")).map((r) => r[0]), { timeout: 10000 }).toEqual(ids.slice(50));
+    await expect
+      .poll(async () => (await cells(page, "clients")).map((r) => r[0]), { timeout: 10000 })
+      .toEqual(ids.slice(50));
     expect(await page.textContent("#clients-page")).toBe("rows 51-55");
     expect(await page.isDisabled("#clients-next")).toBe(true);
     await page.click("#clients-prev");
     await expect.poll(async () => (await cells(page, "clients")).length, { timeout: 10000 }).toBe(50);
     await page.fill("#client-search", "zz-\u{1F600}");
     await page.click("#client-search-go");
-    await expect.poll(async () => (await cells(page, "clients")).map((r) => r[0]), { timeout: 10000 }).toEqual(["zz-\u{1F600}"]);
+    await expect
+      .poll(async () => (await cells(page, "clients")).map((r) => r[0]), { timeout: 10000 })
+      .toEqual(["zz-\u{1F600}"]);
     await close();
     await Promise.all(mine.splice(0).map((c) => c.endAsync(true)));
-    await until(async () => (await adminGet("/api/v1/overview")).body.counts.connected === 0, "the paged clients to leave");
+    await until(
+      async () => (await adminGet("/api/v1/overview")).body.counts.connected === 0,
+      "the paged clients to leave",
+    );
   });
 
   it("a client's page shows its subscriptions, queue, will; disconnects it and deletes its session", async () => {
@@ -262,33 +287,41 @@ describe.skipIf(!hasChromium)("dashboard", () => {
     const pub = await ownClient("job-publisher");
     for (const n of [1, 2, 3]) await pub.publishAsync(`jobs/${n}`, `job ${n}`, { qos: 1 });
     // a connected device with a will
-    const device = await ownClient("willing", { will: { topic: "status/willing", payload: Buffer.from("gone"), qos: 1, retain: true } });
+    const device = await ownClient("willing", {
+      will: { topic: "status/willing", payload: Buffer.from("gone"), qos: 1, retain: true },
+    });
     await device.subscribeAsync("cmd/willing", { qos: 2, nl: true });
 
     const { page, close } = await openOwn(1440);
     await page.fill("#client-search", "sleeper");
     await page.click("#client-open"); // offline: not in the connected list, opened by its id
-    await expect.poll(() => cells(page, "client-outbound"), { timeout: 10000 }).toEqual(
-      [1, 2, 3].map((n) => [`jobs/${n}`, "1", "queued", "", "5"]),
-    );
+    await expect
+      .poll(() => cells(page, "client-outbound"), { timeout: 10000 })
+      .toEqual([1, 2, 3].map((n) => [`jobs/${n}`, "1", "queued", "", "5"]));
     expect(await cells(page, "client-subs")).toEqual([["jobs/+", "1", ""]]);
     expect(await page.textContent("#client-status")).toMatch(/^offline, session expires /);
     expect(await page.isDisabled("#client-disconnect")).toBe(true);
     await page.click("#client-delete");
-    await expect.poll(() => page.textContent("#client-status"), { timeout: 10000 }).toBe('/api/v1/client: no session for client "sleeper"');
+    await expect
+      .poll(() => page.textContent("#client-status"), { timeout: 10000 })
+      .toBe('/api/v1/client: no session for client "sleeper"');
     expect((await adminGet("/api/v1/client?clientId=sleeper")).status).toBe(404);
 
     await page.fill("#client-search", "willing");
     await page.click("#client-search-go");
     await page.click("#clients button.link >> text=willing");
-    await expect.poll(() => page.textContent("#client-will"), { timeout: 10000 }).toBe("on status/willing, QoS 1, retained, 4 bytes");
+    await expect
+      .poll(() => page.textContent("#client-will"), { timeout: 10000 })
+      .toBe("on status/willing, QoS 1, retained, 4 bytes");
     expect(await cells(page, "client-subs")).toEqual([["cmd/willing", "2", "no local"]]);
     expect(await page.textContent("#client-info")).toContain("protocol5.0");
     const gone = new Promise<number>((resolve) => device.on("disconnect", (p) => resolve(p.reasonCode ?? -1)));
     await page.click("#client-disconnect");
     expect(await gone).toBe(0x98);
     // its session ended with the connection (expiry 0), so the page says there is none
-    await expect.poll(() => page.textContent("#client-status"), { timeout: 10000 }).toBe('/api/v1/client: no session for client "willing"');
+    await expect
+      .poll(() => page.textContent("#client-status"), { timeout: 10000 })
+      .toBe('/api/v1/client: no session for client "willing"');
     await close();
   });
 
@@ -302,15 +335,21 @@ describe.skipIf(!hasChromium)("dashboard", () => {
     const { page, close } = await openOwn(1440);
     await page.fill("#retained-filter", "browse/#");
     await page.click("#retained-go");
-    await expect.poll(async () => (await cells(page, "retained")).map((r) => r[0]), { timeout: 10000 }).toEqual(["browse/a", "browse/b"]);
+    await expect
+      .poll(async () => (await cells(page, "retained")).map((r) => r[0]), { timeout: 10000 })
+      .toEqual(["browse/a", "browse/b"]);
     await page.click('#retained button:has-text("view")');
     await expect.poll(() => page.textContent("#payload-text")).toBe(hostile); // all of it, as text
     expect(await page.textContent("#payload-topic")).toBe("browse/a");
     expect(await page.evaluate("window.__pwned ?? null")).toBeNull();
     await page.click('#retained button[data-delete-retained="browse/a"]');
-    await expect.poll(async () => (await cells(page, "retained")).map((r) => r[0]), { timeout: 10000 }).toEqual(["browse/b"]);
+    await expect
+      .poll(async () => (await cells(page, "retained")).map((r) => r[0]), { timeout: 10000 })
+      .toEqual(["browse/b"]);
     const { body } = await adminGet("/api/v1/retained?filter=%23");
-    expect(body.retained.map((r: { topic: string }) => r.topic)).toEqual(expect.arrayContaining(["browse/b", "other/c"]));
+    expect(body.retained.map((r: { topic: string }) => r.topic)).toEqual(
+      expect.arrayContaining(["browse/b", "other/c"]),
+    );
     expect(body.retained.map((r: { topic: string }) => r.topic)).not.toContain("browse/a");
     await close();
   });
@@ -340,16 +379,18 @@ describe.skipIf(!hasChromium)("dashboard", () => {
       // the charts have samples: a line per series
       await nextRefresh(page);
       await nextRefresh(page);
-      expect(await page.$$eval("#chart-messages polyline", (ls) => ls.map((l) => l.getAttribute("points")!.split(" ").length))).toEqual([
-        expect.any(Number),
-        expect.any(Number),
-      ]);
+      expect(
+        await page.$$eval("#chart-messages polyline", (ls) =>
+          ls.map((l) => l.getAttribute("points")!.split(" ").length),
+        ),
+      ).toEqual([expect.any(Number), expect.any(Number)]);
       expect(await page.$$eval("svg polyline", (ls) => ls.length)).toBe(4);
 
       expect(await layoutFaults(page)).toEqual([]);
       mkdirSync(SCREENSHOTS, { recursive: true });
       await page.screenshot({ path: `${SCREENSHOTS}/dashboard-${width}.png`, fullPage: true });
-      if (process.env.UPDATE_SCREENSHOTS) copyFileSync(`${SCREENSHOTS}/dashboard-${width}.png`, `docs/img/dashboard-${width}.png`);
+      if (process.env.UPDATE_SCREENSHOTS)
+        copyFileSync(`${SCREENSHOTS}/dashboard-${width}.png`, `docs/img/dashboard-${width}.png`);
       await close();
       await Promise.all(mine.splice(0).map((c) => c.endAsync(true)));
     });

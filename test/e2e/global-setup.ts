@@ -60,7 +60,9 @@ async function startAuthHook(jwks: object): Promise<{ url: string; close: () => 
       if (username === "slow") return void setTimeout(() => res.end("{}"), 3000);
       res.setHeader("content-type", "application/json");
       if (username === "hook-user" && password === "hook-pass") {
-        return void res.end(JSON.stringify({ allow: true, roles: ["hooked"], publish: ["hook/#"], subscribe: ["hook/#"] }));
+        return void res.end(
+          JSON.stringify({ allow: true, roles: ["hooked"], publish: ["hook/#"], subscribe: ["hook/#"] }),
+        );
       }
       res.end(JSON.stringify({ allow: false }));
     });
@@ -124,7 +126,20 @@ export async function startBroker(
   const args = Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]);
   const child = spawn(
     "npx",
-    ["wrangler", "dev", ...(configPath ? ["-c", configPath] : []), "--port", String(port), "--inspector-port", String(inspectorPort), "--ip", "127.0.0.1", "--persist-to", state, ...args],
+    [
+      "wrangler",
+      "dev",
+      ...(configPath ? ["-c", configPath] : []),
+      "--port",
+      String(port),
+      "--inspector-port",
+      String(inspectorPort),
+      "--ip",
+      "127.0.0.1",
+      "--persist-to",
+      state,
+      ...args,
+    ],
     { detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false" } },
   );
   let output = "";

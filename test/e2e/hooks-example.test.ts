@@ -16,7 +16,10 @@ let broker: Awaited<ReturnType<typeof startBroker>>;
 const open: MqttClient[] = [];
 
 beforeAll(async () => {
-  broker = await startBroker({ ADMIN_TOKEN }, process.env.HOOKS_EXAMPLE_CONFIG ?? "examples/queue-forwarder/wrangler.toml");
+  broker = await startBroker(
+    { ADMIN_TOKEN },
+    process.env.HOOKS_EXAMPLE_CONFIG ?? "examples/queue-forwarder/wrangler.toml",
+  );
 }, 60000);
 
 afterAll(async () => {
@@ -25,7 +28,12 @@ afterAll(async () => {
 });
 
 async function client(options: IClientOptions = {}): Promise<MqttClient> {
-  const c = await mqtt.connectAsync(`${broker.base.replace("http", "ws")}/mqtt`, { protocolVersion: 5, reconnectPeriod: 0, clientId: uid("hk"), ...options });
+  const c = await mqtt.connectAsync(`${broker.base.replace("http", "ws")}/mqtt`, {
+    protocolVersion: 5,
+    reconnectPeriod: 0,
+    clientId: uid("hk"),
+    ...options,
+  });
   open.push(c);
   return c;
 }

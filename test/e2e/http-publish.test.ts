@@ -53,7 +53,13 @@ describe("HTTP publish", () => {
   it("takes a base64 payload and a retained message that later subscribers receive", async () => {
     const topic = `http/${uid()}/retained`;
     const bytes = Buffer.from([0, 1, 2, 250, 255]);
-    const { status } = await post("/api/v1/publish", { topic, payload: bytes.toString("base64"), encoding: "base64", retain: true, qos: 1 });
+    const { status } = await post("/api/v1/publish", {
+      topic,
+      payload: bytes.toString("base64"),
+      encoding: "base64",
+      retain: true,
+      qos: 1,
+    });
     expect(status).toBe(200);
     const { rec } = await connectRecording(5);
     const sub = await connect(4);
@@ -114,12 +120,18 @@ describe("HTTP publish", () => {
   it("accepts the admin token and a JWT, and applies the ACL to the JWT's user", async () => {
     expect((await post("/api/v1/publish", { topic: `http/${uid()}/admin` }, E2E_ADMIN_TOKEN)).status).toBe(200);
     const secret = new TextEncoder().encode(E2E_JWT_SECRET);
-    const jwt = await new SignJWT({ sub: "alice" }).setProtectedHeader({ alg: "HS256" }).setExpirationTime("5m").sign(secret);
+    const jwt = await new SignJWT({ sub: "alice" })
+      .setProtectedHeader({ alg: "HS256" })
+      .setExpirationTime("5m")
+      .sign(secret);
     expect((await post("/api/v1/publish", { topic: "users/alice/x" }, jwt)).status).toBe(200);
     const denied = await post("/api/v1/publish", { topic: "elsewhere/x" }, jwt);
     expect(denied.status).toBe(403);
     expect(denied.body.error).toMatch(/not authorized/);
-    const granted = await new SignJWT({ sub: "g", mqtt: { publish: ["only/this"] } }).setProtectedHeader({ alg: "HS256" }).setExpirationTime("5m").sign(secret);
+    const granted = await new SignJWT({ sub: "g", mqtt: { publish: ["only/this"] } })
+      .setProtectedHeader({ alg: "HS256" })
+      .setExpirationTime("5m")
+      .sign(secret);
     expect((await post("/api/v1/publish", { topic: "only/this" }, granted)).status).toBe(200);
     expect((await post("/api/v1/publish", { topic: "only/that" }, granted)).status).toBe(403);
   });
@@ -138,7 +150,11 @@ describe("HTTP publish", () => {
       [{ topic, retain: "yes" }, 400, /retain/],
       [{ topic, payload: "%%%", encoding: "base64" }, 400, /base64/],
       [{ topic, payload: "x", encoding: "hex" }, 400, /encoding/],
-      [{ topic, payload: btoa("\xff\xfe"), encoding: "base64", properties: { payloadFormatIndicator: true } }, 400, /not UTF-8/],
+      [
+        { topic, payload: btoa("\xff\xfe"), encoding: "base64", properties: { payloadFormatIndicator: true } },
+        400,
+        /not UTF-8/,
+      ],
       [{ topic, properties: { responseTopic: "a/#" } }, 400, /responseTopic/],
       [{ topic, properties: { messageExpiryInterval: -1 } }, 400, /messageExpiryInterval/],
       [{ topic, properties: { userProperties: { a: 1 } } }, 400, /userProperties/],

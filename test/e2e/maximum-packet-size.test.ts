@@ -24,7 +24,10 @@ const sizes = (raw: RawClient) => raw.received.map((p) => `${p.cmd} ${wireSize(p
 
 function expectAllWithin(raw: RawClient, max: number): void {
   expect(raw.received.length).toBeGreaterThan(0);
-  expect(sizes(raw).filter((_, i) => wireSize(raw.received[i]) > max), `packets larger than ${max}`).toEqual([]);
+  expect(
+    sizes(raw).filter((_, i) => wireSize(raw.received[i]) > max),
+    `packets larger than ${max}`,
+  ).toEqual([]);
 }
 
 describe("the client's Maximum Packet Size", () => {
@@ -51,7 +54,10 @@ describe("the client's Maximum Packet Size", () => {
   it("a refusal CONNACK carries a Reason String, left out when it would exceed the limit [MQTT-3.2.2-19, 3.1.2-24]", async () => {
     const refused = async (maximumPacketSize: number) => {
       const raw = await rawClient(5);
-      const connack = await raw.connect({ clientId: uid("mps-refused"), properties: { maximumPacketSize, authenticationMethod: "NO-SUCH-METHOD" } });
+      const connack = await raw.connect({
+        clientId: uid("mps-refused"),
+        properties: { maximumPacketSize, authenticationMethod: "NO-SUCH-METHOD" },
+      });
       expect(connack.reasonCode).toBe(0x8c); // [MQTT-4.12.0-1] Bad authentication method
       await raw.waitClosed(REFUSAL_CLOSE_MS);
       expectAllWithin(raw, maximumPacketSize);
@@ -64,7 +70,11 @@ describe("the client's Maximum Packet Size", () => {
   it("the session's CONNACK with Server Keep Alive fits by leaving out properties that restate their defaults [MQTT-3.1.2-24]", async () => {
     const raw = await rawClient(5);
     // Keep Alive 0: the CONNACK adds Server Keep Alive [MQTT-3.2.2-21] (27 bytes in full)
-    const connack = await raw.connect({ clientId: uid("mps-ska"), keepalive: 0, properties: { maximumPacketSize: 24 } });
+    const connack = await raw.connect({
+      clientId: uid("mps-ska"),
+      keepalive: 0,
+      properties: { maximumPacketSize: 24 },
+    });
     expect(connack.reasonCode).toBe(0);
     expect(connack.properties!.serverKeepAlive).toBeGreaterThan(0);
     expect(connack.properties!.maximumPacketSize).toBeGreaterThan(0);
@@ -77,7 +87,15 @@ describe("the client's Maximum Packet Size", () => {
   it("a CONNACK that cannot fit at all is not sent: the connection closes [MQTT-3.1.2-24]", async () => {
     const raw = await rawClient(5);
     // an empty client id: the CONNACK must carry the Assigned Client Identifier, 40+ bytes
-    raw.send({ cmd: "connect", protocolVersion: 5, protocolId: "MQTT", clean: true, keepalive: 60, clientId: "", properties: { maximumPacketSize: 24 } });
+    raw.send({
+      cmd: "connect",
+      protocolVersion: 5,
+      protocolId: "MQTT",
+      clean: true,
+      keepalive: 60,
+      clientId: "",
+      properties: { maximumPacketSize: 24 },
+    });
     await raw.waitClosed();
     expect(sizes(raw)).toEqual([]);
   });

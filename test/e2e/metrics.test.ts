@@ -32,7 +32,13 @@ describe("metrics", () => {
     const res = await fetch(`${brokerHttp()}/metrics`, { headers: auth });
     expect(res.status).toBe(200);
     const names = parseExposition(await res.text()).map((f) => f.name);
-    expect(names).toEqual(expect.arrayContaining(["mqtt_connected_clients", "mqtt_messages_received_total", "mqtt_durable_object_invocations_total"]));
+    expect(names).toEqual(
+      expect.arrayContaining([
+        "mqtt_connected_clients",
+        "mqtt_messages_received_total",
+        "mqtt_durable_object_invocations_total",
+      ]),
+    );
   });
 
   it("counts connections, messages and bytes per QoS, deliveries and drops, in Prometheus text", async () => {
@@ -61,10 +67,15 @@ describe("metrics", () => {
     ];
     let after = before;
     const moved = () => expected.filter(([k, n]) => at(after, k) - at(before, k) < n).map(([k]) => k);
-    await until(async () => {
-      after = await scrape();
-      return moved().length === 0;
-    }, "every counter to move", 5000, 100).catch(() => undefined);
+    await until(
+      async () => {
+        after = await scrape();
+        return moved().length === 0;
+      },
+      "every counter to move",
+      5000,
+      100,
+    ).catch(() => undefined);
     expect(moved()).toEqual([]);
     expect(at(after, 'mqtt_connected_clients{protocol="5.0"}')).toBeGreaterThanOrEqual(1);
     expect(at(after, 'mqtt_connected_clients{protocol="3.1.1"}')).toBeGreaterThanOrEqual(1);
@@ -83,11 +94,18 @@ describe("metrics", () => {
     await Promise.all(Array.from({ length: 310 }, (_, i) => pub.publishAsync(topic, String(i), { qos: 1 })));
     // drops and queue levels are reported asynchronously: poll until both show
     let m = before;
-    const dropped = () => (m.get('mqtt_messages_dropped_total{reason="queue_full"}') ?? 0) - (before.get('mqtt_messages_dropped_total{reason="queue_full"}') ?? 0);
-    await until(async () => {
-      m = await scrape();
-      return dropped() >= 10 && (m.get("mqtt_deep_queue_messages") ?? 0) >= 256;
-    }, "the drops and the deep queue to show", 5000, 100).catch(() => undefined);
+    const dropped = () =>
+      (m.get('mqtt_messages_dropped_total{reason="queue_full"}') ?? 0) -
+      (before.get('mqtt_messages_dropped_total{reason="queue_full"}') ?? 0);
+    await until(
+      async () => {
+        m = await scrape();
+        return dropped() >= 10 && (m.get("mqtt_deep_queue_messages") ?? 0) >= 256;
+      },
+      "the drops and the deep queue to show",
+      5000,
+      100,
+    ).catch(() => undefined);
     expect(dropped()).toBeGreaterThanOrEqual(10);
     expect(m.get("mqtt_deep_queues")).toBeGreaterThanOrEqual(1);
     expect(m.get("mqtt_deep_queue_messages")).toBeGreaterThanOrEqual(256);
@@ -97,7 +115,11 @@ describe("metrics", () => {
     const res = await fetch(`${brokerHttp()}/api/v1/metrics`, { headers: auth });
     const body = (await res.json()) as Record<string, any>;
     expect(res.status).toBe(200);
-    expect(body).toMatchObject({ received: expect.any(Object), connected: expect.any(Number), invocations: { topicShard: expect.any(Number) } });
+    expect(body).toMatchObject({
+      received: expect.any(Object),
+      connected: expect.any(Number),
+      invocations: { topicShard: expect.any(Number) },
+    });
   });
 
   it("publishes $SYS/broker/... topics, retained, to a watching subscriber", async () => {
@@ -118,7 +140,8 @@ describe("metrics", () => {
     const allRec = recorder(all);
     await all.subscribeAsync("#");
     // positive control: a tick published after the '#' subscription reached the watcher, then a round trip on '#'
-    const ticks = () => rec.messages.filter((m) => m.topic === "$SYS/broker/clients/connected" && !m.packet.retain).length;
+    const ticks = () =>
+      rec.messages.filter((m) => m.topic === "$SYS/broker/clients/connected" && !m.packet.retain).length;
     const seen = ticks();
     await until(() => ticks() > seen, "a $SYS tick after the '#' subscription", 8000);
     await roundTrip(all);

@@ -34,7 +34,10 @@ describe("v5 properties carried through", () => {
     expect(p.responseTopic).toBe(replyTopic);
     expect([...(p.correlationData as Buffer)]).toEqual([1, 2, 3]);
     // request/response: answer on the response topic with the same correlation data
-    await responder.publishAsync(p.responseTopic!, "pong", { qos: 1, properties: { correlationData: p.correlationData } });
+    await responder.publishAsync(p.responseTopic!, "pong", {
+      qos: 1,
+      properties: { correlationData: p.correlationData },
+    });
     const [reply] = await replies.waitFor(1);
     expect(reply.payload).toBe("pong");
     expect([...(reply.packet.properties!.correlationData as Buffer)]).toEqual([1, 2, 3]);
@@ -48,7 +51,6 @@ describe("v5 properties carried through", () => {
     });
     expect(connack.reasonCode).toBe(0x99);
   });
-
 });
 
 describe("message expiry [MQTT-3.3.2-5, 3.3.2-6]", () => {
@@ -62,7 +64,11 @@ describe("message expiry [MQTT-3.3.2-5, 3.3.2-6]", () => {
     await pub.publishAsync(topic, "short", { qos: 1, properties: { messageExpiryInterval: 1 } });
     await pub.publishAsync(topic, "long", { qos: 1, properties: { messageExpiryInterval: 100 } });
     await sleep(2200); // the premise: the 1 s expiry passes while the message waits
-    const { client, rec } = await connectRecording(5, { clientId, clean: false, properties: { sessionExpiryInterval: 300 } });
+    const { client, rec } = await connectRecording(5, {
+      clientId,
+      clean: false,
+      properties: { sessionExpiryInterval: 300 },
+    });
     const [m] = await rec.waitFor(1);
     await roundTrip(client);
     expect(rec.messages.map((x) => x.payload)).toEqual(["long"]);
@@ -95,13 +101,39 @@ describe("topic aliases", () => {
     const connack = await raw.connect({ clientId: uid() });
     expect(connack.properties!.topicAliasMaximum).toBeGreaterThan(0);
     raw.send({ cmd: "publish", topic, payload: Buffer.from("1"), qos: 1, messageId: 1, properties: { topicAlias: 1 } });
-    raw.send({ cmd: "publish", topic: "", payload: Buffer.from("2"), qos: 1, messageId: 2, properties: { topicAlias: 1 } });
+    raw.send({
+      cmd: "publish",
+      topic: "",
+      payload: Buffer.from("2"),
+      qos: 1,
+      messageId: 2,
+      properties: { topicAlias: 1 },
+    });
     // both ends of the range: the maximum the CONNACK announced is accepted too
     const max = connack.properties!.topicAliasMaximum;
-    raw.send({ cmd: "publish", topic, payload: Buffer.from("3"), qos: 1, messageId: 3, properties: { topicAlias: max } });
-    raw.send({ cmd: "publish", topic: "", payload: Buffer.from("4"), qos: 1, messageId: 4, properties: { topicAlias: max } });
+    raw.send({
+      cmd: "publish",
+      topic,
+      payload: Buffer.from("3"),
+      qos: 1,
+      messageId: 3,
+      properties: { topicAlias: max },
+    });
+    raw.send({
+      cmd: "publish",
+      topic: "",
+      payload: Buffer.from("4"),
+      qos: 1,
+      messageId: 4,
+      properties: { topicAlias: max },
+    });
     await rec.waitFor(4);
-    expect(rec.messages.map((m) => [m.topic, m.payload])).toEqual([[topic, "1"], [topic, "2"], [topic, "3"], [topic, "4"]]);
+    expect(rec.messages.map((m) => [m.topic, m.payload])).toEqual([
+      [topic, "1"],
+      [topic, "2"],
+      [topic, "3"],
+      [topic, "4"],
+    ]);
     await raw.until(() => raw.all("puback").length === 4, 5000, "four PUBACKs");
     expect(raw.all("puback").map((p) => p.reasonCode ?? 0)).toEqual([0, 0, 0, 0]);
   });
@@ -115,12 +147,26 @@ describe("topic aliases", () => {
     const session = { clientId, clean: false, properties: { sessionExpiryInterval: 300 } };
     const first = await rawClient(5);
     await first.connect(session);
-    first.send({ cmd: "publish", topic, payload: Buffer.from("1"), qos: 1, messageId: 1, properties: { topicAlias: 1 } });
+    first.send({
+      cmd: "publish",
+      topic,
+      payload: Buffer.from("1"),
+      qos: 1,
+      messageId: 1,
+      properties: { topicAlias: 1 },
+    });
     await first.next("puback");
     first.close();
     const second = await rawClient(5);
     expect((await second.connect(session)).sessionPresent).toBe(true);
-    second.send({ cmd: "publish", topic: "", payload: Buffer.from("2"), qos: 1, messageId: 2, properties: { topicAlias: 1 } });
+    second.send({
+      cmd: "publish",
+      topic: "",
+      payload: Buffer.from("2"),
+      qos: 1,
+      messageId: 2,
+      properties: { topicAlias: 1 },
+    });
     expect((await second.next("disconnect")).reasonCode).toBe(0x82); // alias 1 is not set on this connection
     await second.waitClosed();
     const pub = await connect(5);
@@ -268,7 +314,10 @@ describe("shared subscriptions [MQTT-4.8.2]", () => {
     for (let i = 0; i < n; i++) await pub.publishAsync(`${root}/d${i}/job`, String(i), { qos: 1 });
     await Promise.all(members.map((_, i) => pub.publishAsync(`${root}/control/${i}`, "control", { qos: 1 })));
     const received = () => recs.flatMap((r) => r.messages.filter((m) => m.payload !== "control"));
-    await until(() => recs.every((r) => r.messages.some((m) => m.payload === "control")), "every member's control message");
+    await until(
+      () => recs.every((r) => r.messages.some((m) => m.payload === "control")),
+      "every member's control message",
+    );
     const all = received().map((m) => Number(m.payload));
     expect(all.sort((a, b) => a - b)).toEqual(Array.from({ length: n }, (_, i) => i));
     expect(recs.filter((r) => r.messages.length > 1).length).toBeGreaterThan(1);
@@ -330,7 +379,14 @@ describe("shared subscriptions [MQTT-4.8.2]", () => {
   it("refuses a malformed share name with 0x8F [MQTT-4.8.2-2]", async () => {
     const raw = await rawClient(5);
     await raw.connect({ clientId: uid() });
-    raw.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "$share/a+b/t", qos: 0 }, { topic: "$share/g", qos: 0 }] });
+    raw.send({
+      cmd: "subscribe",
+      messageId: 1,
+      subscriptions: [
+        { topic: "$share/a+b/t", qos: 0 },
+        { topic: "$share/g", qos: 0 },
+      ],
+    });
     expect((await raw.next("suback")).granted).toEqual([0x8f, 0x8f]);
   });
 });
@@ -338,7 +394,11 @@ describe("shared subscriptions [MQTT-4.8.2]", () => {
 describe("session expiry at DISCONNECT [MQTT-3.14.2]", () => {
   it("caps a requested expiry above the maximum and says so in CONNACK", async () => {
     const raw = await rawClient(5);
-    const connack = await raw.connect({ clientId: uid(), clean: false, properties: { sessionExpiryInterval: 0xffffffff } });
+    const connack = await raw.connect({
+      clientId: uid(),
+      clean: false,
+      properties: { sessionExpiryInterval: 0xffffffff },
+    });
     expect(connack.properties!.sessionExpiryInterval).toBe(604800);
   });
 
@@ -350,6 +410,8 @@ describe("session expiry at DISCONNECT [MQTT-3.14.2]", () => {
     raw.send({ cmd: "disconnect", reasonCode: 0, properties: { sessionExpiryInterval: 0 } });
     await raw.waitClosed();
     const again = await rawClient(5);
-    expect((await again.connect({ clientId, clean: false, properties: { sessionExpiryInterval: 300 } })).sessionPresent).toBe(false);
+    expect(
+      (await again.connect({ clientId, clean: false, properties: { sessionExpiryInterval: 300 } })).sessionPresent,
+    ).toBe(false);
   });
 });

@@ -39,11 +39,26 @@ describe("npm start", () => {
   beforeAll(async () => {
     port = await freePort();
     const inspector = await freePort();
-    child = spawn("npm", ["start", "--", "--port", String(port), "--ip", "127.0.0.1", "--inspector-port", String(inspector), "--persist-to", state], {
-      detached: true,
-      stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, WRANGLER_SEND_METRICS: "false" },
-    });
+    child = spawn(
+      "npm",
+      [
+        "start",
+        "--",
+        "--port",
+        String(port),
+        "--ip",
+        "127.0.0.1",
+        "--inspector-port",
+        String(inspector),
+        "--persist-to",
+        state,
+      ],
+      {
+        detached: true,
+        stdio: ["ignore", "pipe", "pipe"],
+        env: { ...process.env, WRANGLER_SEND_METRICS: "false" },
+      },
+    );
     child.stdout?.on("data", (d) => (output += d));
     child.stderr?.on("data", (d) => (output += d));
     await until(() => output.includes("· health /health"), "the banner", 60000, 100);
@@ -56,7 +71,9 @@ describe("npm start", () => {
 
   it("prints one banner line: where MQTT, the dashboard (with the dev admin token) and /health are", () => {
     const banner = output.split("\n").filter((line) => line.includes("· health /health"));
-    expect(banner).toEqual([`MQTT ws://127.0.0.1:${port}/mqtt · dashboard http://127.0.0.1:${port}/dashboard (admin token: dev-admin) · health /health`]);
+    expect(banner).toEqual([
+      `MQTT ws://127.0.0.1:${port}/mqtt · dashboard http://127.0.0.1:${port}/dashboard (admin token: dev-admin) · health /health`,
+    ]);
   });
 
   it("logs a connection accepted and ended by DISCONNECT, a network drop as an expected event, and a refusal with its code", async () => {
@@ -69,7 +86,10 @@ describe("npm start", () => {
     d.stream.destroy(); // no DISCONNECT: the TCP connection just ends
     const refused = uid("refused");
     const r = await rawClient(5, "mqtt", url);
-    const connack = await r.connect({ clientId: refused, will: { topic: "$SYS/forged", payload: Buffer.from("x"), qos: 0, retain: false } });
+    const connack = await r.connect({
+      clientId: refused,
+      will: { topic: "$SYS/forged", payload: Buffer.from("x"), qos: 0, retain: false },
+    });
     expect(connack.reasonCode).toBe(0x87);
     r.close();
     const events = () => logLines(output).filter((l) => [polite, dropped, refused].includes(String(l.clientId)));
@@ -85,15 +105,27 @@ describe("npm start", () => {
         ["connection.refused", refused, expect.stringContaining("$SYS"), "0x87"],
       ]),
     );
-    expect(events().find((l) => l.event === "connection.accepted" && l.clientId === polite)).toMatchObject({ level: "info", protocol: "5.0", remoteAddress: "127.0.0.1" });
+    expect(events().find((l) => l.event === "connection.accepted" && l.clientId === polite)).toMatchObject({
+      level: "info",
+      protocol: "5.0",
+      remoteAddress: "127.0.0.1",
+    });
     expect(output).not.toContain("Uncaught Error: Network connection lost");
   });
 
   it("writes a hostile client id inside one JSON line, escaped", async () => {
     const hostile = `${uid("evil")}\n{"level":"error","event":"forged"}\u2028\u001b[31m`;
-    const c = await mqtt.connectAsync(`ws://127.0.0.1:${port}/mqtt`, { clientId: hostile, protocolVersion: 5, reconnectPeriod: 0 });
+    const c = await mqtt.connectAsync(`ws://127.0.0.1:${port}/mqtt`, {
+      clientId: hostile,
+      protocolVersion: 5,
+      reconnectPeriod: 0,
+    });
     await c.endAsync();
-    await until(() => logLines(output).some((l) => l.event === "connection.ended" && l.clientId === hostile), "the hostile client's end", 10000);
+    await until(
+      () => logLines(output).some((l) => l.event === "connection.ended" && l.clientId === hostile),
+      "the hostile client's end",
+      10000,
+    );
     expect(logLines(output).some((l) => l.event === "forged")).toBe(false);
     expect(output).not.toContain("\u2028");
   });
@@ -102,7 +134,16 @@ describe("npm start", () => {
 describe("a bad variable", () => {
   let broker: Awaited<ReturnType<typeof startBroker>>;
   beforeAll(async () => {
-    broker = await startBroker({ ALLOW_ANONYMOUS: "true", MAX_PACKET_SIZE: "abc", AUTH_USERS: JSON.stringify({ carol: "not-a-hash" }), LOG_LEVEL: "loud" }, undefined, false);
+    broker = await startBroker(
+      {
+        ALLOW_ANONYMOUS: "true",
+        MAX_PACKET_SIZE: "abc",
+        AUTH_USERS: JSON.stringify({ carol: "not-a-hash" }),
+        LOG_LEVEL: "loud",
+      },
+      undefined,
+      false,
+    );
   });
   afterAll(async () => {
     await broker?.stop();

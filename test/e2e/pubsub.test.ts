@@ -6,20 +6,23 @@ import { uid } from "../support/ids";
 afterEach(closeAll);
 
 describe.each([4, 5] as const)("publish and subscribe, MQTT v%i", (version) => {
-  it.each([0, 1, 2] as const)("delivers QoS %i end to end, DUP 0 on the first send [MQTT-3.3.4-1, 4.3.1-1, 4.3.2-2, 4.3.3-2, 3.3.1-2] [MQTT311-3.3.4-1, 4.3.1-1, 4.3.2-1, 2.3.1-5, 3.3.1-2]", async (qos) => {
-    const topic = `${uid("t")}/qos`;
-    const sub = await connect(version);
-    const rec = recorder(sub);
-    const granted = await sub.subscribeAsync(topic, { qos });
-    expect(granted[0].qos).toBe(qos);
-    const pub = await connect(version);
-    await pub.publishAsync(topic, `hello ${qos}`, { qos });
-    const [m] = await rec.waitFor(1);
-    expect(m.payload).toBe(`hello ${qos}`);
-    expect(m.packet.qos).toBe(qos);
-    expect(m.packet.retain).toBe(false);
-    expect(m.packet.dup).toBe(false);
-  });
+  it.each([0, 1, 2] as const)(
+    "delivers QoS %i end to end, DUP 0 on the first send [MQTT-3.3.4-1, 4.3.1-1, 4.3.2-2, 4.3.3-2, 3.3.1-2] [MQTT311-3.3.4-1, 4.3.1-1, 4.3.2-1, 2.3.1-5, 3.3.1-2]",
+    async (qos) => {
+      const topic = `${uid("t")}/qos`;
+      const sub = await connect(version);
+      const rec = recorder(sub);
+      const granted = await sub.subscribeAsync(topic, { qos });
+      expect(granted[0].qos).toBe(qos);
+      const pub = await connect(version);
+      await pub.publishAsync(topic, `hello ${qos}`, { qos });
+      const [m] = await rec.waitFor(1);
+      expect(m.payload).toBe(`hello ${qos}`);
+      expect(m.packet.qos).toBe(qos);
+      expect(m.packet.retain).toBe(false);
+      expect(m.packet.dup).toBe(false);
+    },
+  );
 
   it("downgrades to the granted QoS [MQTT-3.8.4-8] [MQTT311-3.8.4-6]", async () => {
     const topic = `${uid("t")}/down`;
@@ -133,7 +136,11 @@ describe.each([4, 5] as const)("SUBSCRIBE validation, MQTT v%i", (version) => {
     await raw.connect({ clientId: uid() });
     raw.autoAck = true;
     // The valid filters before and after the refused one are each subscribed, as if sent alone [MQTT-3.8.4-5].
-    const subscriptions: ISubscription[] = [{ topic: `${root}/ok/#`, qos: 1 }, { topic: "a/#/b", qos: 1 }, { topic: `${root}/late`, qos: 0 }];
+    const subscriptions: ISubscription[] = [
+      { topic: `${root}/ok/#`, qos: 1 },
+      { topic: "a/#/b", qos: 1 },
+      { topic: `${root}/late`, qos: 0 },
+    ];
     raw.send({ cmd: "subscribe", messageId: 5, subscriptions });
     const suback = await raw.next("suback");
     expect(suback.messageId).toBe(5);
@@ -142,7 +149,10 @@ describe.each([4, 5] as const)("SUBSCRIBE validation, MQTT v%i", (version) => {
     await pub.publishAsync(`${root}/ok/x`, "first", { qos: 1 });
     await pub.publishAsync(`${root}/late`, "third", { qos: 1 });
     await raw.until(() => raw.all("publish").length === 2, 5000, "a message on each valid filter");
-    expect(raw.all("publish").map((p) => [p.topic, p.qos])).toEqual([[`${root}/ok/x`, 1], [`${root}/late`, 0]]);
+    expect(raw.all("publish").map((p) => [p.topic, p.qos])).toEqual([
+      [`${root}/ok/x`, 1],
+      [`${root}/late`, 0],
+    ]);
     raw.close();
   });
 

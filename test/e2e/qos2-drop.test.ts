@@ -10,7 +10,8 @@ import { E2E_VARS, startBroker } from "./global-setup";
 import { brokerUrl, rawClient } from "../support/clients";
 import { uid } from "../support/ids";
 
-const persistent = (version: 4 | 5) => (version === 5 ? { clean: false, properties: { sessionExpiryInterval: 300 } } : { clean: false });
+const persistent = (version: 4 | 5) =>
+  version === 5 ? { clean: false, properties: { sessionExpiryInterval: 300 } } : { clean: false };
 
 const opened: RawClient[] = [];
 afterEach(() => opened.splice(0).forEach((c) => c.close()));
@@ -31,7 +32,12 @@ const copies = (c: RawClient, payload: string) => c.all("publish").filter((p) =>
 const arrived = (c: RawClient, payload: string) => c.until(() => copies(c, payload) > 0, 10000, `"${payload}"`);
 
 /** Runs a whole inbound QoS 2 flow from `c` and resolves with its PUBCOMP. */
-async function publishQos2(c: RawClient, topic: string, messageId: number, payload: string): Promise<PacketOf<"pubcomp">> {
+async function publishQos2(
+  c: RawClient,
+  topic: string,
+  messageId: number,
+  payload: string,
+): Promise<PacketOf<"pubcomp">> {
   c.send({ cmd: "publish", topic, payload: Buffer.from(payload), qos: 2, messageId });
   await c.next("pubrec");
   c.send({ cmd: "pubrel", messageId });

@@ -18,7 +18,12 @@ async function raw(version: 4 | 5): Promise<RawClient> {
   const ws = new WebSocket(`${broker.base.replace("http", "ws")}/mqtt`, "mqtt");
   await new Promise((r, j) => (ws.once("open", r), ws.once("error", j)));
   return new RawClient(
-    { send: (d) => ws.send(d), close: () => ws.terminate(), onBytes: (cb) => ws.on("message", (d: Buffer) => cb(new Uint8Array(d))), onClose: (cb) => ws.on("close", cb) },
+    {
+      send: (d) => ws.send(d),
+      close: () => ws.terminate(),
+      onBytes: (cb) => ws.on("message", (d: Buffer) => cb(new Uint8Array(d))),
+      onClose: (cb) => ws.on("close", cb),
+    },
     version,
   );
 }

@@ -24,9 +24,13 @@ let port = 0;
 
 beforeAll(async () => {
   if (!hasMosquitto) return;
-  bridge = spawn(process.execPath, ["bin/cli.mjs", "bridge", "--listen", "0", "--host", "127.0.0.1", "--url", brokerUrl(), "--quiet"], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  bridge = spawn(
+    process.execPath,
+    ["bin/cli.mjs", "bridge", "--listen", "0", "--host", "127.0.0.1", "--url", brokerUrl(), "--quiet"],
+    {
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   port = await new Promise<number>((resolve, reject) => {
     let out = "";
     bridge.stdout!.on("data", (d) => {
@@ -49,7 +53,22 @@ describe.skipIf(!hasMosquitto)("TCP bridge", () => {
     const sub = await connect(5);
     const rec = recorder(sub);
     await sub.subscribeAsync(topic, { qos: 1 });
-    await run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "-V", "mqttv5", "-q", "1", "-t", topic, "-m", "from mosquitto_pub", "-i", uid("mpub")]);
+    await run("mosquitto_pub", [
+      "-h",
+      "127.0.0.1",
+      "-p",
+      String(port),
+      "-V",
+      "mqttv5",
+      "-q",
+      "1",
+      "-t",
+      topic,
+      "-m",
+      "from mosquitto_pub",
+      "-i",
+      uid("mpub"),
+    ]);
     const [m] = await rec.waitFor(1);
     expect(m.payload).toBe("from mosquitto_pub");
     expect(m.packet.qos).toBe(1);
@@ -59,7 +78,23 @@ describe.skipIf(!hasMosquitto)("TCP bridge", () => {
     const topic = `tcp/${uid()}`;
     const pub = await connect(5);
     await pub.publishAsync(topic, "retained one", { qos: 1, retain: true });
-    const sub = run("mosquitto_sub", ["-h", "127.0.0.1", "-p", String(port), "-V", "mqttv311", "-t", topic, "-C", "2", "-W", "10", "-v", "-i", uid("msub")]);
+    const sub = run("mosquitto_sub", [
+      "-h",
+      "127.0.0.1",
+      "-p",
+      String(port),
+      "-V",
+      "mqttv311",
+      "-t",
+      topic,
+      "-C",
+      "2",
+      "-W",
+      "10",
+      "-v",
+      "-i",
+      uid("msub"),
+    ]);
     // The retained message arrives once mosquitto_sub has subscribed: then the live one can be sent.
     let printed = "";
     sub.child.stdout!.on("data", (d) => (printed += d));
@@ -72,7 +107,23 @@ describe.skipIf(!hasMosquitto)("TCP bridge", () => {
   it("keeps a mosquitto_sub persistent session across reconnects (QoS 1 queued while away)", async () => {
     const topic = `tcp/${uid()}`;
     const id = uid("msub-persist");
-    const args = ["-h", "127.0.0.1", "-p", String(port), "-V", "mqttv5", "-q", "1", "-t", topic, "-i", id, "-c", "-x", "300"];
+    const args = [
+      "-h",
+      "127.0.0.1",
+      "-p",
+      String(port),
+      "-V",
+      "mqttv5",
+      "-q",
+      "1",
+      "-t",
+      topic,
+      "-i",
+      id,
+      "-c",
+      "-x",
+      "300",
+    ];
     await run("mosquitto_sub", [...args, "-C", "1", "-W", "2"]).catch(() => undefined); // subscribes, times out
     const pub = await connect(5);
     await pub.publishAsync(topic, "while away", { qos: 1 });
@@ -82,7 +133,11 @@ describe.skipIf(!hasMosquitto)("TCP bridge", () => {
 
   it("carries MQTT.js over TCP, a device that sends packets split across TCP segments", async () => {
     const topic = `tcp/${uid()}`;
-    const device = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion: 5, reconnectPeriod: 0, clientId: uid("tcpjs") });
+    const device = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, {
+      protocolVersion: 5,
+      reconnectPeriod: 0,
+      clientId: uid("tcpjs"),
+    });
     const rec = recorder(device);
     await device.subscribeAsync(topic, { qos: 1 });
     const ws = await connect(4);
@@ -91,7 +146,9 @@ describe.skipIf(!hasMosquitto)("TCP bridge", () => {
     await device.endAsync();
     // a raw TCP client writing CONNECT one byte at a time still gets its CONNACK
     const raw = createConnection(port, "127.0.0.1");
-    const bytes = Buffer.from([0x10, 0x0d, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, 0x02, 0x00, 0x3c, 0x00, 0x01, 0x78]);
+    const bytes = Buffer.from([
+      0x10, 0x0d, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, 0x02, 0x00, 0x3c, 0x00, 0x01, 0x78,
+    ]);
     await new Promise<void>((r) => raw.once("connect", () => r()));
     raw.setNoDelay(true); // each write its own segment (no Nagle coalescing)
     for (const b of bytes) await new Promise((r) => raw.write(Buffer.from([b]), r)); // each byte handed to the kernel before the next
@@ -105,7 +162,11 @@ describe.skipIf(!hasMosquitto)("TCP bridge", () => {
     // Maximum, or here first the publish rate: 0x96), then each PUBREC answered with a PUBREL after
     // the broker closed. A bridge that reset the connection made those writes fail (EPIPE) before
     // the device read the DISCONNECT.
-    const { stdout } = await run("python3", [floodScript, "127.0.0.1", String(port), uid("flood"), String(DEFAULT_CONFIG.receiveMaximum + 1)], { timeout: 30000 });
+    const { stdout } = await run(
+      "python3",
+      [floodScript, "127.0.0.1", String(port), uid("flood"), String(DEFAULT_CONFIG.receiveMaximum + 1)],
+      { timeout: 30000 },
+    );
     expect(stdout.trim()).toMatch(/^disconnect 0x(93|96)$/);
   });
 

@@ -75,7 +75,9 @@ describe("User Property order, b=1 a=2 b=3 10=x a=4, end to end", () => {
     const sub = await subscriber(topic);
     const dying = await rawClient(5);
     raws.push(dying);
-    dying.sendBytes(connectWithWill({ clientId: uid("up-will"), willTopic: topic, willPayload: "gone", userProperties: ORDERED }));
+    dying.sendBytes(
+      connectWithWill({ clientId: uid("up-will"), willTopic: topic, willPayload: "gone", userProperties: ORDERED }),
+    );
     expect((await dying.next("connack")).reasonCode).toBe(0);
     dying.close(); // no DISCONNECT: the will goes
     const [m] = await received(sub);

@@ -72,8 +72,19 @@ describe("UTF-8 strings in v5 properties", () => {
     const sub = await subscriber(5, topic);
     for (const [name, bytes] of BAD) {
       for (const userProperties of [{ key: MARK }, { [MARK]: "value" }] as UserProperties[]) {
-        const packet: OutgoingPacket = { cmd: "publish", topic, payload: Buffer.from("bad"), qos: 1, messageId: 1, properties: { userProperties } };
-        await expectMalformed(5, withBytes(packet, 5, bytes), `User Property ${Object.keys(userProperties)[0] === MARK ? "name" : "value"}, ${name}`);
+        const packet: OutgoingPacket = {
+          cmd: "publish",
+          topic,
+          payload: Buffer.from("bad"),
+          qos: 1,
+          messageId: 1,
+          properties: { userProperties },
+        };
+        await expectMalformed(
+          5,
+          withBytes(packet, 5, bytes),
+          `User Property ${Object.keys(userProperties)[0] === MARK ? "name" : "value"}, ${name}`,
+        );
       }
     }
     await expectOnlyControl(5, topic, sub);
@@ -84,7 +95,14 @@ describe("UTF-8 strings in v5 properties", () => {
     const sub = await subscriber(5, topic);
     for (const [name, bytes] of BAD) {
       for (const properties of [{ contentType: MARK }, { responseTopic: `r/${MARK}` }]) {
-        const packet: OutgoingPacket = { cmd: "publish", topic, payload: Buffer.from("bad"), qos: 1, messageId: 1, properties };
+        const packet: OutgoingPacket = {
+          cmd: "publish",
+          topic,
+          payload: Buffer.from("bad"),
+          qos: 1,
+          messageId: 1,
+          properties,
+        };
         await expectMalformed(5, withBytes(packet, 5, bytes), `${Object.keys(properties)[0]}, ${name}`);
       }
     }
@@ -96,7 +114,12 @@ describe("UTF-8 strings in v5 properties", () => {
     const packets: OutgoingPacket[] = [
       { cmd: "puback", messageId: 1, reasonCode: 0x10, properties: { reasonString: MARK } },
       { cmd: "pubrec", messageId: 1, reasonCode: 0x10, properties: { userProperties: { k: MARK } } },
-      { cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "a/b", qos: 0 }], properties: { userProperties: { k: MARK } } },
+      {
+        cmd: "subscribe",
+        messageId: 1,
+        subscriptions: [{ topic: "a/b", qos: 0 }],
+        properties: { userProperties: { k: MARK } },
+      },
       { cmd: "unsubscribe", messageId: 1, unsubscriptions: ["a/b"], properties: { userProperties: { [MARK]: "v" } } },
       { cmd: "disconnect", reasonCode: 0, properties: { reasonString: MARK } },
     ];
@@ -108,15 +131,32 @@ describe.each([4, 5] as const)("UTF-8 strings in topics and filters, MQTT v%i", 
   it("a PUBLISH topic that is ill-formed UTF-8 (overlong, encoded surrogate) or holds U+0000 is malformed [MQTT-1.5.4-1, 1.5.4-2] [MQTT311-1.5.3-1, 1.5.3-2]", async () => {
     for (const [name, bytes] of BAD) {
       for (const properties of version === 5 ? [undefined, { contentType: "text/plain" }] : [undefined]) {
-        const packet: OutgoingPacket = { cmd: "publish", topic: `t/${MARK}`, payload: Buffer.from("bad"), qos: 0, properties };
-        await expectMalformed(version, withBytes(packet, version, bytes), `topic, ${name}${properties ? ", with properties" : ""}`);
+        const packet: OutgoingPacket = {
+          cmd: "publish",
+          topic: `t/${MARK}`,
+          payload: Buffer.from("bad"),
+          qos: 0,
+          properties,
+        };
+        await expectMalformed(
+          version,
+          withBytes(packet, version, bytes),
+          `topic, ${name}${properties ? ", with properties" : ""}`,
+        );
       }
     }
   });
 
   it("a SUBSCRIBE or UNSUBSCRIBE filter that is ill-formed UTF-8 is malformed, not a refused filter [MQTT-1.5.4-1, 1.5.4-2] [MQTT311-1.5.3-1, 1.5.3-2]", async () => {
     for (const [name, bytes] of BAD) {
-      const subscribe: OutgoingPacket = { cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "ok/#", qos: 0 }, { topic: `f/${MARK}`, qos: 0 }] };
+      const subscribe: OutgoingPacket = {
+        cmd: "subscribe",
+        messageId: 1,
+        subscriptions: [
+          { topic: "ok/#", qos: 0 },
+          { topic: `f/${MARK}`, qos: 0 },
+        ],
+      };
       await expectMalformed(version, withBytes(subscribe, version, bytes), `SUBSCRIBE filter, ${name}`);
       const unsubscribe: OutgoingPacket = { cmd: "unsubscribe", messageId: 1, unsubscriptions: [`f/${MARK}`] };
       await expectMalformed(version, withBytes(unsubscribe, version, bytes), `UNSUBSCRIBE filter, ${name}`);
@@ -129,7 +169,12 @@ describe.each([4, 5] as const)("UTF-8 strings in topics and filters, MQTT v%i", 
     const sub = await subscriber(version, topic);
     const pub = await rawClient(version);
     await pub.connect({ clientId: uid("fffd-pub") });
-    const sent = new Uint8Array(mqtt.generate({ cmd: "publish", topic, payload: Buffer.from("replacement character"), qos: 1, messageId: 2 } as mqtt.Packet, { protocolVersion: version }));
+    const sent = new Uint8Array(
+      mqtt.generate(
+        { cmd: "publish", topic, payload: Buffer.from("replacement character"), qos: 1, messageId: 2 } as mqtt.Packet,
+        { protocolVersion: version },
+      ),
+    );
     expect(Buffer.from(sent).includes(Buffer.from([0x2f, 0xef, 0xbf, 0xbd, 0x2f]))).toBe(true);
     expect(Buffer.from(sent).includes(Buffer.from([0xef, 0xbb, 0xbf]))).toBe(true);
     pub.sendBytes(sent);
@@ -139,7 +184,14 @@ describe.each([4, 5] as const)("UTF-8 strings in topics and filters, MQTT v%i", 
     expect(got.payload.toString()).toBe("replacement character");
     if (version === 5) {
       // and in a property, forwarded unaltered
-      pub.send({ cmd: "publish", topic, payload: Buffer.from("p"), qos: 1, messageId: 3, properties: { contentType: "\uFFFD", userProperties: { "\uFFFD": "\uFFFD" } } });
+      pub.send({
+        cmd: "publish",
+        topic,
+        payload: Buffer.from("p"),
+        qos: 1,
+        messageId: 3,
+        properties: { contentType: "\uFFFD", userProperties: { "\uFFFD": "\uFFFD" } },
+      });
       const withProps = await sub.next("publish");
       expect(withProps.properties).toMatchObject({ contentType: "\uFFFD", userProperties: { "\uFFFD": "\uFFFD" } });
     }

@@ -16,7 +16,9 @@ async function watcher(version: 4 | 5, topic: string) {
 
 /** Whether the admin API reports the client's session as not connected. */
 async function offline(clientId: string): Promise<boolean> {
-  const res = await fetch(`${brokerHttp()}/api/v1/clients/${encodeURIComponent(clientId)}`, { headers: { authorization: `Bearer ${E2E_ADMIN_TOKEN}` } });
+  const res = await fetch(`${brokerHttp()}/api/v1/clients/${encodeURIComponent(clientId)}`, {
+    headers: { authorization: `Bearer ${E2E_ADMIN_TOKEN}` },
+  });
   return ((await res.json()) as { connected?: boolean }).connected === false;
 }
 

@@ -27,9 +27,11 @@ async function startHook(): Promise<{ url: string; server: Server }> {
     req.on("end", () => {
       const { password } = JSON.parse(body || "{}") as { password?: string };
       res.setHeader("content-type", "application/json");
-      if (password?.startsWith("as:")) return void res.end(JSON.stringify({ allow: true, username: password.slice(3) }));
+      if (password?.startsWith("as:"))
+        return void res.end(JSON.stringify({ allow: true, username: password.slice(3) }));
       if (password === "no-username") return void res.end(JSON.stringify({ allow: true }));
-      if (password === "null-grants") return void res.end(JSON.stringify({ allow: true, username: "null-grants", publish: null, subscribe: null }));
+      if (password === "null-grants")
+        return void res.end(JSON.stringify({ allow: true, username: "null-grants", publish: null, subscribe: null }));
       res.end(JSON.stringify({ allow: false }));
     });
   });
@@ -87,7 +89,14 @@ async function victimDevice(): Promise<{ id: string; client: RawClient }> {
   const client = await raw(5);
   expect((await client.connect({ clientId: id })).reasonCode).toBe(0);
   client.autoAck = true;
-  client.send({ cmd: "publish", topic: `devices/${id}/state`, payload: Buffer.from("v1"), qos: 1, retain: true, messageId: 1 });
+  client.send({
+    cmd: "publish",
+    topic: `devices/${id}/state`,
+    payload: Buffer.from("v1"),
+    qos: 1,
+    retain: true,
+    messageId: 1,
+  });
   expect((await client.next("puback")).reasonCode).toBe(0x10); // no subscribers yet, retained all the same
   expect((await client.subscribe(`devices/${id}/#`, 1, 2)).granted).toEqual([1]);
   await client.next("publish"); // its own retained state, sent on subscribe
@@ -96,11 +105,22 @@ async function victimDevice(): Promise<{ id: string; client: RawClient }> {
 
 /** The victim publishes to its own subtree and receives it: anything routed before has arrived too. */
 async function controlMessage(victim: { id: string; client: RawClient }): Promise<void> {
-  victim.client.send({ cmd: "publish", topic: `devices/${victim.id}/echo`, payload: Buffer.from("control"), qos: 1, messageId: 9 });
-  await victim.client.until(() => victim.client.all("publish").some((p) => p.topic === `devices/${victim.id}/echo`), 5000, "control message");
+  victim.client.send({
+    cmd: "publish",
+    topic: `devices/${victim.id}/echo`,
+    payload: Buffer.from("control"),
+    qos: 1,
+    messageId: 9,
+  });
+  await victim.client.until(
+    () => victim.client.all("publish").some((p) => p.topic === `devices/${victim.id}/echo`),
+    5000,
+    "control message",
+  );
 }
 
-const received = (victim: { client: RawClient }, topic: string) => victim.client.all("publish").filter((p) => p.topic === topic);
+const received = (victim: { client: RawClient }, topic: string) =>
+  victim.client.all("publish").filter((p) => p.topic === topic);
 
 describe("finding: client id # or + against devices/%c/#", () => {
   for (const attackerId of ["#", "+"]) {
@@ -108,7 +128,13 @@ describe("finding: client id # or + against devices/%c/#", () => {
       const victim = await victimDevice();
       const attacker = await raw(5);
       expect((await attacker.connect({ clientId: attackerId })).reasonCode).toBe(0);
-      const filters = ["devices/#", `devices/${victim.id}/#`, `devices/${victim.id}/state`, "devices/+/state", "public/ok"];
+      const filters = [
+        "devices/#",
+        `devices/${victim.id}/#`,
+        `devices/${victim.id}/state`,
+        "devices/+/state",
+        "public/ok",
+      ];
       attacker.send({ cmd: "subscribe", messageId: 1, subscriptions: filters.map((topic) => ({ topic, qos: 1 })) });
       expect((await attacker.next("suback")).granted).toEqual([0x87, 0x87, 0x87, 0x87, 1]);
       // control: a public message the attacker may read arrives, and it saw no retained device state
@@ -121,9 +147,22 @@ describe("finding: client id # or + against devices/%c/#", () => {
       const victim = await victimDevice();
       const attacker = await raw(5);
       expect((await attacker.connect({ clientId: attackerId })).reasonCode).toBe(0);
-      attacker.send({ cmd: "publish", topic: `devices/${victim.id}/state`, payload: Buffer.from("hijacked"), qos: 1, retain: true, messageId: 1 });
+      attacker.send({
+        cmd: "publish",
+        topic: `devices/${victim.id}/state`,
+        payload: Buffer.from("hijacked"),
+        qos: 1,
+        retain: true,
+        messageId: 1,
+      });
       expect((await attacker.next("puback")).reasonCode).toBe(0x87);
-      attacker.send({ cmd: "publish", topic: `devices/${victim.id}/cmd`, payload: Buffer.from("reboot"), qos: 1, messageId: 2 });
+      attacker.send({
+        cmd: "publish",
+        topic: `devices/${victim.id}/cmd`,
+        payload: Buffer.from("reboot"),
+        qos: 1,
+        messageId: 2,
+      });
       expect((await attacker.next("puback")).reasonCode).toBe(0x87);
       await controlMessage(victim);
       expect(received(victim, `devices/${victim.id}/cmd`)).toEqual([]);
@@ -143,7 +182,13 @@ describe("class: other identity values that would widen a grant", () => {
     const victim = await victimDevice();
     const attacker = await raw(5);
     expect((await attacker.connect({ clientId: `${victim.id}/x` })).reasonCode).toBe(0);
-    attacker.send({ cmd: "publish", topic: `devices/${victim.id}/x/cmd`, payload: Buffer.from("reboot"), qos: 1, messageId: 1 });
+    attacker.send({
+      cmd: "publish",
+      topic: `devices/${victim.id}/x/cmd`,
+      payload: Buffer.from("reboot"),
+      qos: 1,
+      messageId: 1,
+    });
     expect((await attacker.next("puback")).reasonCode).toBe(0x87);
     await controlMessage(victim);
     expect(received(victim, `devices/${victim.id}/x/cmd`)).toEqual([]);
@@ -153,8 +198,15 @@ describe("class: other identity values that would widen a grant", () => {
 describe("finding: %u from a JWT sub, the auth hook, and HTTP publish", () => {
   it("JWT sub # is not granted users/# by users/%u/#", async () => {
     const attacker = await raw(5);
-    expect((await attacker.connect({ clientId: uid(), username: "x", password: Buffer.from(await jwt({ sub: "#" })) })).reasonCode).toBe(0);
-    attacker.send({ cmd: "subscribe", messageId: 1, subscriptions: ["users/#", "users/alice/#", "public/ok"].map((topic) => ({ topic, qos: 0 })) });
+    expect(
+      (await attacker.connect({ clientId: uid(), username: "x", password: Buffer.from(await jwt({ sub: "#" })) }))
+        .reasonCode,
+    ).toBe(0);
+    attacker.send({
+      cmd: "subscribe",
+      messageId: 1,
+      subscriptions: ["users/#", "users/alice/#", "public/ok"].map((topic) => ({ topic, qos: 0 })),
+    });
     expect((await attacker.next("suback")).granted).toEqual([0x87, 0x87, 0]);
     attacker.send({ cmd: "publish", topic: "users/alice/inbox", payload: Buffer.from("x"), qos: 1, messageId: 2 });
     expect((await attacker.next("puback")).reasonCode).toBe(0x87);
@@ -162,8 +214,14 @@ describe("finding: %u from a JWT sub, the auth hook, and HTTP publish", () => {
 
   it("a hook answering username + is not granted users/+/... by users/%u/#", async () => {
     const attacker = await raw(5);
-    expect((await attacker.connect({ clientId: uid(), username: "x", password: Buffer.from("as:+") })).reasonCode).toBe(0);
-    attacker.send({ cmd: "subscribe", messageId: 1, subscriptions: ["users/+/inbox", "users/alice/inbox"].map((topic) => ({ topic, qos: 0 })) });
+    expect((await attacker.connect({ clientId: uid(), username: "x", password: Buffer.from("as:+") })).reasonCode).toBe(
+      0,
+    );
+    attacker.send({
+      cmd: "subscribe",
+      messageId: 1,
+      subscriptions: ["users/+/inbox", "users/alice/inbox"].map((topic) => ({ topic, qos: 0 })),
+    });
     expect((await attacker.next("suback")).granted).toEqual([0x87, 0x87]);
     attacker.send({ cmd: "publish", topic: "users/alice/inbox", payload: Buffer.from("x"), qos: 1, messageId: 2 });
     expect((await attacker.next("puback")).reasonCode).toBe(0x87);
@@ -171,7 +229,10 @@ describe("finding: %u from a JWT sub, the auth hook, and HTTP publish", () => {
 
   it("a JWT sub with a level separator (alice/x) cannot reach alice's subtree", async () => {
     const attacker = await raw(5);
-    expect((await attacker.connect({ clientId: uid(), username: "x", password: Buffer.from(await jwt({ sub: "alice/x" })) })).reasonCode).toBe(0);
+    expect(
+      (await attacker.connect({ clientId: uid(), username: "x", password: Buffer.from(await jwt({ sub: "alice/x" })) }))
+        .reasonCode,
+    ).toBe(0);
     attacker.send({ cmd: "publish", topic: "users/alice/x/inbox", payload: Buffer.from("x"), qos: 1, messageId: 1 });
     expect((await attacker.next("puback")).reasonCode).toBe(0x87);
     expect((await attacker.subscribe("users/alice/x/#", 0, 2)).granted).toEqual([0x87]);
@@ -194,8 +255,14 @@ describe("finding: %u from a JWT sub, the auth hook, and HTTP publish", () => {
 describe("class: the username comes from the authority, never from CONNECT when a hook decides", () => {
   it("a hook that allows without naming a user gives no username: CONNECT's alice gets nothing of alice's", async () => {
     const client = await raw(5);
-    expect((await client.connect({ clientId: uid(), username: "alice", password: Buffer.from("no-username") })).reasonCode).toBe(0);
-    client.send({ cmd: "subscribe", messageId: 1, subscriptions: ["users/alice/#", "public/ok"].map((topic) => ({ topic, qos: 0 })) });
+    expect(
+      (await client.connect({ clientId: uid(), username: "alice", password: Buffer.from("no-username") })).reasonCode,
+    ).toBe(0);
+    client.send({
+      cmd: "subscribe",
+      messageId: 1,
+      subscriptions: ["users/alice/#", "public/ok"].map((topic) => ({ topic, qos: 0 })),
+    });
     expect((await client.next("suback")).granted).toEqual([0x87, 0]);
   });
 });
@@ -203,7 +270,9 @@ describe("class: the username comes from the authority, never from CONNECT when 
 describe("class: a hook's grants that are not lists allow nothing (fail closed)", () => {
   it("a hook answering publish: null and subscribe: null gets nothing, not everything the ACL allows", async () => {
     const client = await raw(5);
-    expect((await client.connect({ clientId: uid(), username: "n", password: Buffer.from("null-grants") })).reasonCode).toBe(0);
+    expect(
+      (await client.connect({ clientId: uid(), username: "n", password: Buffer.from("null-grants") })).reasonCode,
+    ).toBe(0);
     client.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "public/null-grants", qos: 0 }] });
     expect((await client.next("suback")).granted).toEqual([0x87]);
     client.send({ cmd: "publish", topic: "public/null-grants", payload: Buffer.from("x"), qos: 1, messageId: 2 });
@@ -217,7 +286,9 @@ describe("finding: a JWT's own mqtt grants with %c (broker with ACL_DEFAULT allo
     it(`client id ${attackerId} with grants devices/%c/# is not granted other devices`, async () => {
       const token = await jwt({ sub: "dev", mqtt: { publish: ["devices/%c/up"], subscribe: ["devices/%c/#"] } });
       const attacker = await raw(5, mainBroker());
-      expect((await attacker.connect({ clientId: attackerId, username: "x", password: Buffer.from(token) })).reasonCode).toBe(0);
+      expect(
+        (await attacker.connect({ clientId: attackerId, username: "x", password: Buffer.from(token) })).reasonCode,
+      ).toBe(0);
       expect((await attacker.subscribe("devices/victim/#", 0)).granted).toEqual([0x87]);
       attacker.send({ cmd: "publish", topic: "devices/victim/up", payload: Buffer.from("x"), qos: 1, messageId: 2 });
       expect((await attacker.next("puback")).reasonCode).toBe(0x87);

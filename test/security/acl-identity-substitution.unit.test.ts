@@ -7,7 +7,10 @@
 import { describe, expect, it } from "vitest";
 import { isAllowed, parseAclRules, unsafeIdentityValue, type AclPolicy, type Identity } from "../../src/auth/acl";
 
-const policy = (rules: unknown[], defaultAllow = false): AclPolicy => ({ rules: parseAclRules(JSON.stringify(rules)), defaultAllow });
+const policy = (rules: unknown[], defaultAllow = false): AclPolicy => ({
+  rules: parseAclRules(JSON.stringify(rules)),
+  defaultAllow,
+});
 const devices = policy([{ allow: true, action: "all", topics: ["devices/%c/#"] }]);
 const users = policy([{ allow: true, action: "all", topics: ["users/%u/#"] }]);
 
@@ -49,7 +52,9 @@ describe("class: no identity value widens a pattern", () => {
     expect(isAllowed(devices, {}, clientId, "publish", `devices/${clientId}/t`)).toBe(false);
     expect(isAllowed(devices, {}, clientId, "subscribe", "devices/victim/x/#")).toBe(false);
     // `%c/#` with `$SYS` would otherwise be `$SYS/#`
-    expect(isAllowed(policy([{ allow: true, action: "all", topics: ["%c/#"] }]), {}, clientId, "subscribe", `${clientId}/#`)).toBe(false);
+    expect(
+      isAllowed(policy([{ allow: true, action: "all", topics: ["%c/#"] }]), {}, clientId, "subscribe", `${clientId}/#`),
+    ).toBe(false);
   });
 
   it("a username with / cannot reach another user's subtree", () => {
@@ -84,8 +89,12 @@ describe("class: no identity value widens a pattern", () => {
 
   it("ordinary values are still substituted", () => {
     expect(isAllowed(devices, {}, "dev-9.a_b", "publish", "devices/dev-9.a_b/t")).toBe(true);
-    expect(isAllowed(users, { username: "alice@example.com" }, "c", "subscribe", "users/alice@example.com/#")).toBe(true);
-    expect(["#", "+", "a/b", "\u0000", "$x", "", undefined].every((v) => unsafeIdentityValue(v) !== undefined)).toBe(true);
+    expect(isAllowed(users, { username: "alice@example.com" }, "c", "subscribe", "users/alice@example.com/#")).toBe(
+      true,
+    );
+    expect(["#", "+", "a/b", "\u0000", "$x", "", undefined].every((v) => unsafeIdentityValue(v) !== undefined)).toBe(
+      true,
+    );
     expect(unsafeIdentityValue("dev$ok")).toBeUndefined();
   });
 });

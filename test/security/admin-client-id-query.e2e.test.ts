@@ -13,7 +13,11 @@ import { brokerHttp, closeAll, connect, connectRecording } from "../support/clie
 const browser = browserPerFile();
 afterEach(closeAll);
 
-async function admin(method: string, path: string, headers: Record<string, string> = { authorization: `Bearer ${E2E_ADMIN_TOKEN}` }) {
+async function admin(
+  method: string,
+  path: string,
+  headers: Record<string, string> = { authorization: `Bearer ${E2E_ADMIN_TOKEN}` },
+) {
   const res = await fetch(`${brokerHttp()}${path}`, { method, headers });
   return { status: res.status, body: (await res.json()) as Record<string, any> };
 }
@@ -33,13 +37,23 @@ describe("admin API: ?clientId= reaches every client id (issue #11 finding 3)", 
     expect(described).toMatchObject({ status: 200, body: { clientId, connected: true, protocolVersion: 5 } });
 
     const reason = new Promise<number>((resolve) => client.on("disconnect", (p) => resolve(p.reasonCode ?? -1)));
-    expect(await admin("POST", `/api/v1/client/disconnect?${q(clientId)}`)).toEqual({ status: 200, body: { clientId, disconnected: true } });
+    expect(await admin("POST", `/api/v1/client/disconnect?${q(clientId)}`)).toEqual({
+      status: 200,
+      body: { clientId, disconnected: true },
+    });
     expect(await reason).toBe(0x98);
     expect((await admin("GET", `/api/v1/client?${q(clientId)}`)).body.connected).toBe(false);
 
-    expect(await admin("DELETE", `/api/v1/session?${q(clientId)}`)).toEqual({ status: 200, body: { clientId, deleted: true } });
+    expect(await admin("DELETE", `/api/v1/session?${q(clientId)}`)).toEqual({
+      status: 200,
+      body: { clientId, deleted: true },
+    });
     expect((await admin("GET", `/api/v1/client?${q(clientId)}`)).status).toBe(404);
-    const { connack } = await connectRecording(5, { clientId, clean: false, properties: { sessionExpiryInterval: 300 } });
+    const { connack } = await connectRecording(5, {
+      clientId,
+      clean: false,
+      properties: { sessionExpiryInterval: 300 },
+    });
     expect(connack.sessionPresent).toBe(false);
     expect((await admin("DELETE", `/api/v1/session?${q(clientId)}`)).status).toBe(200);
   });
@@ -51,7 +65,9 @@ describe("admin API: ?clientId= reaches every client id (issue #11 finding 3)", 
       ["DELETE", "/api/v1/session"],
     ]) {
       // (the header passes the cross-site check that state-changing calls meet before the token check)
-      expect((await admin(method, `${path}?${q(".")}`, { "x-requested-by": "test" })).status, `${method} ${path}`).toBe(401);
+      expect((await admin(method, `${path}?${q(".")}`, { "x-requested-by": "test" })).status, `${method} ${path}`).toBe(
+        401,
+      );
       const missing = await admin(method, path);
       expect(missing.status).toBe(400);
       expect(missing.body.error).toMatch(/clientId: required/);
@@ -59,7 +75,7 @@ describe("admin API: ?clientId= reaches every client id (issue #11 finding 3)", 
     }
   });
 
-  it.skipIf(!hasChromium)("the dashboard's disconnect button reaches the clients \".\" and \"..\"", async () => {
+  it.skipIf(!hasChromium)('the dashboard\'s disconnect button reaches the clients "." and ".."', async () => {
     const context = await adminContext(browser());
     const page = await context.newPage();
     await page.goto(`${brokerHttp()}/dashboard`);

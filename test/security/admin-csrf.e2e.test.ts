@@ -55,11 +55,17 @@ describe("admin API: state-changing calls refuse cross-site requests (issue #11 
     ];
     // What a browser sends for another page's form or fetch, with the admin's cached credentials.
     const forged: [Record<string, string>, RegExp][] = [
-      [{ ...basic, origin: "http://127.0.0.1:1", "x-requested-by": "x" }, /Origin "http:\/\/127\.0\.0\.1:1" is not this origin/],
+      [
+        { ...basic, origin: "http://127.0.0.1:1", "x-requested-by": "x" },
+        /Origin "http:\/\/127\.0\.0\.1:1" is not this origin/,
+      ],
       [{ ...basic, origin: "null" }, /Origin "null"/],
       [{ ...basic, "sec-fetch-site": "same-site", "x-requested-by": "x" }, /Sec-Fetch-Site is "same-site"/],
       [{ ...basic, "sec-fetch-site": "cross-site" }, /Sec-Fetch-Site is "cross-site"/],
-      [{ ...basic, "content-type": "application/x-www-form-urlencoded" }, /needs a Bearer token or the X-Requested-By header/],
+      [
+        { ...basic, "content-type": "application/x-www-form-urlencoded" },
+        /needs a Bearer token or the X-Requested-By header/,
+      ],
     ];
     for (const [method, path] of calls) {
       for (const [headers, message] of forged) {
@@ -69,7 +75,9 @@ describe("admin API: state-changing calls refuse cross-site requests (issue #11 
       }
     }
     await stillConnected(v.client, v.clientId);
-    const kept = await fetch(`${brokerHttp()}/api/v1/retained?filter=${encodeURIComponent(retainedTopic)}`, { headers: basic });
+    const kept = await fetch(`${brokerHttp()}/api/v1/retained?filter=${encodeURIComponent(retainedTopic)}`, {
+      headers: basic,
+    });
     expect(((await kept.json()) as { retained: unknown[] }).retained).toHaveLength(1);
     expect(v.reasons).toEqual([]);
 
@@ -79,7 +87,10 @@ describe("admin API: state-changing calls refuse cross-site requests (issue #11 
       headers: { ...basic, origin: brokerHttp(), "sec-fetch-site": "same-origin", "x-requested-by": "dashboard" },
     });
     expect(own.status).toBe(200);
-    const deleted = await fetch(`${brokerHttp()}/api/v1/retained?filter=${encodeURIComponent(retainedTopic)}`, { method: "DELETE", headers: bearer });
+    const deleted = await fetch(`${brokerHttp()}/api/v1/retained?filter=${encodeURIComponent(retainedTopic)}`, {
+      method: "DELETE",
+      headers: bearer,
+    });
     expect(await deleted.json()).toEqual({ deleted: 1 });
   });
 
@@ -100,43 +111,55 @@ describe("admin API: state-changing calls refuse cross-site requests (issue #11 
       expect(((await res.json()) as { error: string }).error).toMatch(/cross-site request refused/);
     }
     // Positive control, and what proves nothing forged arrived: the Bearer backend's message is the first.
-    const ok = await fetch(`${brokerHttp()}/api/v1/publish`, { method: "POST", headers: { ...bearer, ...json }, body: JSON.stringify({ topic, payload: "backend", qos: 1 }) });
+    const ok = await fetch(`${brokerHttp()}/api/v1/publish`, {
+      method: "POST",
+      headers: { ...bearer, ...json },
+      body: JSON.stringify({ topic, payload: "backend", qos: 1 }),
+    });
     expect(ok.status).toBe(200);
     expect((await rec.waitFor(1)).map((m) => m.payload)).toEqual(["backend"]);
   });
 
-  it.skipIf(!hasChromium)("a page on another origin cannot disconnect a client with the admin's cached Basic credentials; the dashboard's own button can (0x98)", async () => {
-    const v = await victim();
-    const id = encodeURIComponent(v.clientId);
-    const targets = [`${brokerHttp()}/api/v1/client/disconnect?clientId=${id}`, `${brokerHttp()}/api/v1/clients/${id}/disconnect`];
-    // The attacker's page: a no-cors fetch with credentials, then an auto-submitted form POST.
-    const evil = await startOtherOrigin({
-      "/evil": `<!doctype html><form id="f" method="POST" action="${targets[1]}"><input name="a" value="b"></form>
+  it.skipIf(!hasChromium)(
+    "a page on another origin cannot disconnect a client with the admin's cached Basic credentials; the dashboard's own button can (0x98)",
+    async () => {
+      const v = await victim();
+      const id = encodeURIComponent(v.clientId);
+      const targets = [
+        `${brokerHttp()}/api/v1/client/disconnect?clientId=${id}`,
+        `${brokerHttp()}/api/v1/clients/${id}/disconnect`,
+      ];
+      // The attacker's page: a no-cors fetch with credentials, then an auto-submitted form POST.
+      const evil = await startOtherOrigin({
+        "/evil": `<!doctype html><form id="f" method="POST" action="${targets[1]}"><input name="a" value="b"></form>
 <script>fetch(${JSON.stringify(targets[0])}, { method: "POST", mode: "no-cors", credentials: "include" }).finally(() => document.getElementById("f").submit());</script>`,
-    });
-    try {
-      const context = await adminContext(browser());
-      // The admin opens the dashboard: the browser now holds the token as Basic credentials.
-      const dashboard = await context.newPage();
-      expect((await dashboard.goto(`${brokerHttp()}/dashboard`))?.status()).toBe(200);
-      await dashboard.locator("#clients td", { hasText: v.clientId }).first().waitFor({ timeout: 10000 });
+      });
+      try {
+        const context = await adminContext(browser());
+        // The admin opens the dashboard: the browser now holds the token as Basic credentials.
+        const dashboard = await context.newPage();
+        expect((await dashboard.goto(`${brokerHttp()}/dashboard`))?.status()).toBe(200);
+        await dashboard.locator("#clients td", { hasText: v.clientId }).first().waitFor({ timeout: 10000 });
 
-      const page = await context.newPage();
-      const answered = targets.map((url) => page.waitForResponse((r) => r.url() === url && r.request().method() === "POST", { timeout: 10000 }));
-      await page.goto(`${evil.origin}/evil`);
-      const responses = await Promise.all(answered);
-      expect(responses.map((r) => r.status())).toEqual([403, 403]);
-      expect(evil.hits).toContain("GET /evil");
-      await stillConnected(v.client, v.clientId);
-      expect(v.reasons).toEqual([]);
+        const page = await context.newPage();
+        const answered = targets.map((url) =>
+          page.waitForResponse((r) => r.url() === url && r.request().method() === "POST", { timeout: 10000 }),
+        );
+        await page.goto(`${evil.origin}/evil`);
+        const responses = await Promise.all(answered);
+        expect(responses.map((r) => r.status())).toEqual([403, 403]);
+        expect(evil.hits).toContain("GET /evil");
+        await stillConnected(v.client, v.clientId);
+        expect(v.reasons).toEqual([]);
 
-      // Positive control: the dashboard's own button, same origin, still disconnects it.
-      const gone = new Promise<number>((resolve) => v.client.once("disconnect", (p) => resolve(p.reasonCode ?? -1)));
-      await clickDisconnect(dashboard, v.clientId);
-      expect(await gone).toBe(0x98);
-      await context.close();
-    } finally {
-      await evil.close();
-    }
-  });
+        // Positive control: the dashboard's own button, same origin, still disconnects it.
+        const gone = new Promise<number>((resolve) => v.client.once("disconnect", (p) => resolve(p.reasonCode ?? -1)));
+        await clickDisconnect(dashboard, v.clientId);
+        expect(await gone).toBe(0x98);
+        await context.close();
+      } finally {
+        await evil.close();
+      }
+    },
+  );
 });

@@ -13,19 +13,27 @@ function check(method: string, headers: Record<string, string>) {
 describe("crossSiteRefusal", () => {
   it("lets reads through whatever their origin (GET and HEAD change nothing)", () => {
     for (const method of ["GET", "HEAD", "get"]) {
-      expect(check(method, { authorization: basic, origin: "https://evil.example", "sec-fetch-site": "cross-site" })).toBeUndefined();
+      expect(
+        check(method, { authorization: basic, origin: "https://evil.example", "sec-fetch-site": "cross-site" }),
+      ).toBeUndefined();
     }
   });
 
   it("refuses a state-changing call that says it comes from another origin, whatever its credentials", () => {
     for (const method of ["POST", "DELETE", "PUT", "PATCH", "OPTIONS", "post"]) {
       for (const authorization of [basic, "Bearer token"]) {
-        expect(check(method, { authorization, origin: "https://evil.example", "x-requested-by": "x" })).toMatch(/Origin "https:\/\/evil.example" is not this origin/);
+        expect(check(method, { authorization, origin: "https://evil.example", "x-requested-by": "x" })).toMatch(
+          /Origin "https:\/\/evil.example" is not this origin/,
+        );
         expect(check(method, { authorization, origin: "null", "x-requested-by": "x" })).toMatch(/Origin "null"/);
         // another port of the same host is the same site but another origin
-        expect(check(method, { authorization, origin: "https://broker.example:8443", "x-requested-by": "x" })).toMatch(/not this origin/);
+        expect(check(method, { authorization, origin: "https://broker.example:8443", "x-requested-by": "x" })).toMatch(
+          /not this origin/,
+        );
         for (const site of ["cross-site", "same-site", "none"]) {
-          expect(check(method, { authorization, "sec-fetch-site": site, "x-requested-by": "x" })).toMatch(/Sec-Fetch-Site/);
+          expect(check(method, { authorization, "sec-fetch-site": site, "x-requested-by": "x" })).toMatch(
+            /Sec-Fetch-Site/,
+          );
         }
       }
     }
@@ -42,7 +50,12 @@ describe("crossSiteRefusal", () => {
   });
 
   it("lets the dashboard's own calls through (same origin, with its header)", () => {
-    const own = { authorization: basic, origin: "https://broker.example", "sec-fetch-site": "same-origin", "x-requested-by": "dashboard" };
+    const own = {
+      authorization: basic,
+      origin: "https://broker.example",
+      "sec-fetch-site": "same-origin",
+      "x-requested-by": "dashboard",
+    };
     expect(check("POST", own)).toBeUndefined();
   });
 });

@@ -11,7 +11,14 @@
 import { SignJWT } from "jose";
 import type { Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { adminContext, browserPerFile, clickDisconnect, hasChromium, startOtherOrigin, watchPage } from "../e2e/browser";
+import {
+  adminContext,
+  browserPerFile,
+  clickDisconnect,
+  hasChromium,
+  startOtherOrigin,
+  watchPage,
+} from "../e2e/browser";
 import { E2E_ADMIN_TOKEN, E2E_JWT_SECRET } from "../e2e/global-setup";
 import { brokerHttp, closeAll, connect } from "../support/clients";
 import { uid } from "../support/ids";
@@ -31,7 +38,11 @@ afterAll(async () => {
 const ran = (tag: string) => `window.__pwned="${tag}";new WebSocket("${other.wsOrigin}/${tag}")`;
 
 /** Opens the dashboard as the admin, watching for dialogs and requests that leave the origin. */
-async function openDashboard(): Promise<{ page: Page; seen: ReturnType<typeof watchPage>; close: () => Promise<void> }> {
+async function openDashboard(): Promise<{
+  page: Page;
+  seen: ReturnType<typeof watchPage>;
+  close: () => Promise<void>;
+}> {
   other.hits.length = 0;
   const context = await adminContext(browser());
   const page = await context.newPage();
@@ -41,19 +52,26 @@ async function openDashboard(): Promise<{ page: Page; seen: ReturnType<typeof wa
 }
 
 /** The text of every table cell (clients, subscriptions, retained topics) as the page shows it. */
-const cellTexts = (page: Page) => page.$$eval("#clients td, #subs td, #retained td", (tds) => tds.map((td) => td.textContent ?? ""));
+const cellTexts = (page: Page) =>
+  page.$$eval("#clients td, #subs td, #retained td", (tds) => tds.map((td) => td.textContent ?? ""));
 
 /** Waits until every string is the whole text of some cell: shown literally, not parsed as markup. */
 async function shownLiterally(page: Page, strings: string[]): Promise<void> {
-  await expect.poll(async () => {
-    const cells = await cellTexts(page);
-    return strings.filter((s) => !cells.includes(s));
-  }, { timeout: 15000 }).toEqual([]);
+  await expect
+    .poll(
+      async () => {
+        const cells = await cellTexts(page);
+        return strings.filter((s) => !cells.includes(s));
+      },
+      { timeout: 15000 },
+    )
+    .toEqual([]);
 }
 
 /** The control: the page has polled and re-rendered its tables `n` more times since now. */
 async function refreshes(page: Page, n: number): Promise<void> {
-  for (let i = 0; i < n; i++) await page.waitForResponse((r) => r.url().includes("/api/v1/overview?"), { timeout: 10000 });
+  for (let i = 0; i < n; i++)
+    await page.waitForResponse((r) => r.url().includes("/api/v1/overview?"), { timeout: 10000 });
   await page.waitForTimeout(0);
 }
 
@@ -96,7 +114,10 @@ describe.skipIf(!hasChromium)("dashboard: broker data is text, never markup or s
     const filter = `xss/${tag}/"><svg onload="${ran("filter")}">/</script><script>${ran("filter-2")}</script>/#`;
     const topic = `xss/${tag}/<img src=x onerror="${ran("topic")}">`;
     const payload = `"><script>alert(1)</script><img src=x onerror=alert(2)>`;
-    const jwt = await new SignJWT({ sub: username }).setProtectedHeader({ alg: "HS256" }).setExpirationTime("5m").sign(new TextEncoder().encode(E2E_JWT_SECRET));
+    const jwt = await new SignJWT({ sub: username })
+      .setProtectedHeader({ alg: "HS256" })
+      .setExpirationTime("5m")
+      .sign(new TextEncoder().encode(E2E_JWT_SECRET));
     const device = await connect(5, { clientId, username: "jwt", password: jwt });
     await device.subscribeAsync(filter, { qos: 1 });
     await device.publishAsync(topic, payload, { qos: 1, retain: true });
@@ -126,7 +147,9 @@ describe.skipIf(!hasChromium)("dashboard: broker data is text, never markup or s
     const device = await connect(4);
     await device.publishAsync(topic, payload, { qos: 0 });
     const line = `message on ${topic}: ${payload}`;
-    await expect.poll(() => page.$$eval("#log div", (ds) => ds.map((d) => d.textContent ?? "")), { timeout: 10000 }).toContainEqual(expect.stringContaining(line));
+    await expect
+      .poll(() => page.$$eval("#log div", (ds) => ds.map((d) => d.textContent ?? "")), { timeout: 10000 })
+      .toContainEqual(expect.stringContaining(line));
     await refreshes(page, 1);
     await expectNothingRan(page, seen);
     await close();
@@ -136,7 +159,12 @@ describe.skipIf(!hasChromium)("dashboard: broker data is text, never markup or s
     const res = await fetch(`${brokerHttp()}/dashboard`, { headers: { authorization: `Bearer ${E2E_ADMIN_TOKEN}` } });
     const csp = res.headers.get("content-security-policy") ?? "";
     expect(csp).not.toContain("unsafe-inline");
-    const directives = new Map(csp.split(";").map((d) => d.trim().split(/\s+/)).map(([name, ...values]) => [name, values.join(" ")]));
+    const directives = new Map(
+      csp
+        .split(";")
+        .map((d) => d.trim().split(/\s+/))
+        .map(([name, ...values]) => [name, values.join(" ")]),
+    );
     expect(Object.fromEntries(directives)).toMatchObject({
       "default-src": "'none'",
       "script-src": "'self'",

@@ -20,7 +20,13 @@ const jwt = (claims: Record<string, unknown>) =>
 async function bobsSession(): Promise<string> {
   const clientId = uid("bob");
   const bob = await rawClient(5);
-  const connack = await bob.connect({ clientId, clean: false, properties: { sessionExpiryInterval: 60 }, username: "bob", password: Buffer.from(E2E_USERS.bob) });
+  const connack = await bob.connect({
+    clientId,
+    clean: false,
+    properties: { sessionExpiryInterval: 60 },
+    username: "bob",
+    password: Buffer.from(E2E_USERS.bob),
+  });
   expect(connack.reasonCode).toBe(0);
   bob.send({ cmd: "disconnect", reasonCode: 0 });
   await bob.waitClosed();
@@ -34,20 +40,35 @@ const tokens: [string, Record<string, unknown>][] = [
 ];
 
 describe.each([4, 5] as const)("finding: a JWT without a usable sub, MQTT v%i", (version) => {
-  it.each(tokens)("with %s plus CONNECT username bob is refused and cannot resume bob's session [MQTT-3.1.4-2]", async (_what, claims) => {
-    const clientId = await bobsSession();
-    const intruder = await rawClient(version);
-    const connack = await intruder.connect({ clientId, clean: false, properties: version === 5 ? { sessionExpiryInterval: 60 } : undefined, username: "bob", password: Buffer.from(await jwt(claims)) });
-    if (version === 5) expect(connack.reasonCode).toBe(0x86);
-    else expect(connack.returnCode).toBe(4);
-    expect(connack.sessionPresent).toBe(false);
-    await intruder.waitClosed();
-    // bob's session is still his: he resumes it
-    const bob = await rawClient(5);
-    const again = await bob.connect({ clientId, clean: false, properties: { sessionExpiryInterval: 60 }, username: "bob", password: Buffer.from(E2E_USERS.bob) });
-    expect(again.reasonCode).toBe(0);
-    expect(again.sessionPresent).toBe(true);
-  });
+  it.each(tokens)(
+    "with %s plus CONNECT username bob is refused and cannot resume bob's session [MQTT-3.1.4-2]",
+    async (_what, claims) => {
+      const clientId = await bobsSession();
+      const intruder = await rawClient(version);
+      const connack = await intruder.connect({
+        clientId,
+        clean: false,
+        properties: version === 5 ? { sessionExpiryInterval: 60 } : undefined,
+        username: "bob",
+        password: Buffer.from(await jwt(claims)),
+      });
+      if (version === 5) expect(connack.reasonCode).toBe(0x86);
+      else expect(connack.returnCode).toBe(4);
+      expect(connack.sessionPresent).toBe(false);
+      await intruder.waitClosed();
+      // bob's session is still his: he resumes it
+      const bob = await rawClient(5);
+      const again = await bob.connect({
+        clientId,
+        clean: false,
+        properties: { sessionExpiryInterval: 60 },
+        username: "bob",
+        password: Buffer.from(E2E_USERS.bob),
+      });
+      expect(again.reasonCode).toBe(0);
+      expect(again.sessionPresent).toBe(true);
+    },
+  );
 });
 
 describe("finding: the same token over HTTP publish", () => {

@@ -17,7 +17,10 @@ afterAll(async () => broker?.stop());
 
 describe("log lines with hostile client strings", () => {
   it("a topic with a newline and an ANSI escape is logged quoted and escaped", async () => {
-    const client = await mqtt.connectAsync(`${broker.base.replace("http", "ws")}/mqtt`, { protocolVersion: 5, reconnectPeriod: 0 });
+    const client = await mqtt.connectAsync(`${broker.base.replace("http", "ws")}/mqtt`, {
+      protocolVersion: 5,
+      reconnectPeriod: 0,
+    });
     const forged = "FORGED: admin logged in";
     await client.publishAsync(`logs/x\n${forged}\u001b[2J`, "v", { qos: 1, retain: true });
     await client.endAsync();

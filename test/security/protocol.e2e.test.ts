@@ -23,7 +23,15 @@ const field = (value: string | number[]): number[] => {
  * property block's content, `payload` the fields after it (client id first).
  */
 function connectBytes(version: 4 | 5, flags: number, payload: number[], props: number[] = []): Uint8Array {
-  const body = [...field("MQTT"), version, flags, 0, 60, ...(version === 5 ? [props.length, ...props] : []), ...payload];
+  const body = [
+    ...field("MQTT"),
+    version,
+    flags,
+    0,
+    60,
+    ...(version === 5 ? [props.length, ...props] : []),
+    ...payload,
+  ];
   if (body.length > 127) throw new Error("test CONNECT too long for a one-byte Remaining Length");
   return new Uint8Array([0x10, body.length, ...body]);
 }
@@ -61,7 +69,11 @@ describe.each([4, 5] as const)("QoS 2 PUBLISH repeated before PUBREL is routed o
     await sub.subscribeAsync(topic, { qos: subQos });
     const pub = await rawClient(version);
     await pub.connect({ clientId: uid("qos2dup-pub") });
-    const bytes = new Uint8Array(mqtt.generate({ cmd: "publish", topic, payload: Buffer.from("once"), qos: 2, messageId: 7 } as mqtt.Packet, { protocolVersion: version }));
+    const bytes = new Uint8Array(
+      mqtt.generate({ cmd: "publish", topic, payload: Buffer.from("once"), qos: 2, messageId: 7 } as mqtt.Packet, {
+        protocolVersion: version,
+      }),
+    );
     send(pub, bytes);
     // Each copy is answered with PUBREC [MQTT-4.3.3-8]; then PUBREL ends the flow.
     await pub.until(() => pub.all("pubrec").length === 3, 5000, "three PUBRECs");
@@ -100,7 +112,11 @@ describe.each([4, 5] as const)("CONNECT validation, MQTT v%i", (version) => {
   });
 
   it("class: refuses a user name that is not well-formed UTF-8 [MQTT-1.5.4-1] [MQTT311-1.5.3-1]", async () => {
-    await expectRefused(version, connectBytes(version, CLEAN | USERNAME, [...field(uid("un")), ...field([0xed, 0xa0, 0x80])]), 0x81);
+    await expectRefused(
+      version,
+      connectBytes(version, CLEAN | USERNAME, [...field(uid("un")), ...field([0xed, 0xa0, 0x80])]),
+      0x81,
+    );
   });
 
   it("class: refuses a client id containing U+0000 [MQTT-1.5.4-2] [MQTT311-1.5.3-2]", async () => {
@@ -110,7 +126,14 @@ describe.each([4, 5] as const)("CONNECT validation, MQTT v%i", (version) => {
   it("class: a second CONNECT closes the connection [MQTT-3.1.0-2] [MQTT311-3.1.0-2]", async () => {
     const raw = await rawClient(version);
     expect((await raw.connect({ clientId: uid("twice") }))[v5 ? "reasonCode" : "returnCode"]).toBe(0);
-    raw.send({ cmd: "connect", protocolVersion: version, protocolId: "MQTT", clean: true, keepalive: 60, clientId: uid("twice") });
+    raw.send({
+      cmd: "connect",
+      protocolVersion: version,
+      protocolId: "MQTT",
+      clean: true,
+      keepalive: 60,
+      clientId: uid("twice"),
+    });
     await raw.waitClosed();
     expect(raw.all("connack")).toHaveLength(1);
     if (v5) expect(raw.all("disconnect").map((d) => d.reasonCode)).toEqual([0x82]);
@@ -163,7 +186,11 @@ describe("CONNECT validation, MQTT v5 properties", () => {
 
   it("class: refuses a property included twice in the will properties with 0x82 [MQTT-3.1.4-1] [U-5.0-props-once]", async () => {
     const willProps = [...int32(0x18, 0), ...int32(0x18, 5)];
-    await expectRefused(5, connectWith([], CLEAN | WILL, [willProps.length, ...willProps, ...field("will/t"), ...field("bye")]), 0x82);
+    await expectRefused(
+      5,
+      connectWith([], CLEAN | WILL, [willProps.length, ...willProps, ...field("will/t"), ...field("bye")]),
+      0x82,
+    );
   });
 
   it("class: refuses Authentication Data without an Authentication Method with 0x82 [MQTT-3.1.4-1] [U-5.0-auth-data-no-method]", async () => {

@@ -15,8 +15,11 @@ import { until } from "../support/until";
 /** The level the registry holds for the client, undefined when it holds none. */
 async function gaugeLevel(clientId: string): Promise<number | undefined> {
   const stub = registryStub(env, registryShardFor(clientId, configFor(env).registryShardCount));
-  return runInDurableObject(stub, async (_instance, state) =>
-    state.storage.sql.exec<{ level: number }>("SELECT level FROM queues WHERE client_id = ?", clientId).toArray()[0]?.level,
+  return runInDurableObject(
+    stub,
+    async (_instance, state) =>
+      state.storage.sql.exec<{ level: number }>("SELECT level FROM queues WHERE client_id = ?", clientId).toArray()[0]
+        ?.level,
   );
 }
 
@@ -34,10 +37,14 @@ async function deepQueue(expirySeconds = 300): Promise<{ clientId: string; topic
   await sub.subscribe(topic, 1);
   sub.send({ cmd: "disconnect" });
   await sub.waitClosed();
-  await until(async () => !(await sessionStub(env, clientId).describe())?.connected, "the session to see the disconnect");
+  await until(
+    async () => !(await sessionStub(env, clientId).describe())?.connected,
+    "the session to see the disconnect",
+  );
   const pub = await rawClient(5);
   await pub.connect({ clientId: uid("gauge-pub") });
-  for (let i = 1; i <= 20; i++) pub.send({ cmd: "publish", topic, payload: Buffer.from(String(i)), qos: 1, messageId: i });
+  for (let i = 1; i <= 20; i++)
+    pub.send({ cmd: "publish", topic, payload: Buffer.from(String(i)), qos: 1, messageId: i });
   await pub.until(() => pub.all("puback").length === 20);
   pub.close();
   await gaugeBecomes(clientId, 16);
@@ -77,7 +84,9 @@ describe("the deep-queue gauge follows the session", () => {
     const { clientId } = await deepQueue();
     const again = await rawClient(5);
     again.autoAck = true;
-    expect((await again.connect({ clientId, clean: false, properties: { sessionExpiryInterval: 300 } })).sessionPresent).toBe(true);
+    expect(
+      (await again.connect({ clientId, clean: false, properties: { sessionExpiryInterval: 300 } })).sessionPresent,
+    ).toBe(true);
     await again.until(() => again.all("publish").length === 20);
     await gaugeBecomes(clientId, undefined);
     again.close();

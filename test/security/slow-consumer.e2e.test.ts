@@ -52,7 +52,12 @@ let runId = 0;
 beforeAll(async () => {
   // Default limits. One registry shard: every test's drops land in one object that stays awake (a
   // registry shard left idle is evicted with up to 10 s of counts unwritten, by design, README Metrics).
-  broker = await startBroker({ ALLOW_ANONYMOUS: "true", ADMIN_TOKEN, CONNECT_RATE_LIMIT: "off", REGISTRY_SHARD_COUNT: "1" });
+  broker = await startBroker({
+    ALLOW_ANONYMOUS: "true",
+    ADMIN_TOKEN,
+    CONNECT_RATE_LIMIT: "off",
+    REGISTRY_SHARD_COUNT: "1",
+  });
   url = `${broker.base.replace("http", "ws")}/mqtt`;
 }, 60000);
 
@@ -63,7 +68,12 @@ afterAll(async () => {
 });
 
 function client(version: 4 | 5): Promise<MqttClient> {
-  const options = { protocolVersion: version, reconnectPeriod: 0, clientId: `slow-${process.pid}-${++runId}`, wsOptions: { perMessageDeflate: false } };
+  const options = {
+    protocolVersion: version,
+    reconnectPeriod: 0,
+    clientId: `slow-${process.pid}-${++runId}`,
+    wsOptions: { perMessageDeflate: false },
+  };
   return mqtt.connectAsync(url, options).then((c) => (opened.push(c), c));
 }
 
@@ -147,7 +157,11 @@ async function controlPair(topic: string) {
   let sent = 0;
   let timer: ReturnType<typeof setInterval> | undefined;
   return {
-    start: () => void (timer = setInterval(() => pub.publish(topic, JSON.stringify({ i: sent++, t: Date.now() }), { qos: 1 }), 50)),
+    start: () =>
+      void (timer = setInterval(
+        () => pub.publish(topic, JSON.stringify({ i: sent++, t: Date.now() }), { qos: 1 }),
+        50,
+      )),
     stop: () => clearInterval(timer),
     sent: () => sent,
     latencies,
@@ -210,7 +224,10 @@ async function isolationRun(shape: Shape) {
  * published after the resume (or, if it was disconnected, DISCONNECT 0x97). Resolves with the bytes
  * it received before the marker: what the broker (runtime queue and socket buffers) held for it.
  */
-async function resumeAndMeasure(stalled: Awaited<ReturnType<typeof stalledSubscriber>>, topic: string): Promise<number> {
+async function resumeAndMeasure(
+  stalled: Awaited<ReturnType<typeof stalledSubscriber>>,
+  topic: string,
+): Promise<number> {
   const { ws, raw, counted } = stalled;
   ws.resume();
   const pub = await client(5);
@@ -262,14 +279,23 @@ describe("one slow subscriber does not hold back others [issue #11]", () => {
 
   it("a subscriber that stays behind is disconnected once 8 budgets more have gone to it: 5.0 DISCONNECT 0x97", async () => {
     // A flood it cannot take, above the assumed read rate (3 x 100 msg/s x 16 KB = 4.9 MB/s), for 12 s.
-    const run = await isolationRun({ name: "12 s flood", filter: (root) => `${root}/flood`, subQos: 0, floodQos: 0, rate: 100, seconds: 12 });
+    const run = await isolationRun({
+      name: "12 s flood",
+      filter: (root) => `${root}/flood`,
+      subQos: 0,
+      floodQos: 0,
+      rate: 100,
+      seconds: 12,
+    });
     expect(run.control.latencies.size).toBe(run.control.sent());
     expect(run.dropped).toBeGreaterThan(0);
     const { ws, raw, counted } = run.stalled;
     ws.resume();
     await raw.waitClosed(30000);
     expect(raw.all("disconnect").map((p) => p.reasonCode)).toEqual([0x97]);
-    console.log(`[slow-consumer 12 s flood] held for the stalled subscriber until its DISCONNECT: ${(counted.bytes / 1048576).toFixed(1)} MB`);
+    console.log(
+      `[slow-consumer 12 s flood] held for the stalled subscriber until its DISCONNECT: ${(counted.bytes / 1048576).toFixed(1)} MB`,
+    );
     expect(counted.bytes).toBeLessThan(HELD_BOUND_BYTES);
     await stillServing(run.root, run.stalled);
   }, 120000);
@@ -290,7 +316,9 @@ describe("one slow subscriber does not hold back others [issue #11]", () => {
     const dropped = (await droppedSlowConsumer()) - droppedBefore;
     const held = await resumeAndMeasure(stalled, `${root}/r/live`);
     expect(stalled.raw.all("suback").map((p) => p.granted)).toEqual([[0]]);
-    console.log(`[slow-consumer retained] ${count} x 16 KB retained; dropped slow_consumer ${dropped}; held for the stalled subscriber: ${(held / 1048576).toFixed(1)} MB`);
+    console.log(
+      `[slow-consumer retained] ${count} x 16 KB retained; dropped slow_consumer ${dropped}; held for the stalled subscriber: ${(held / 1048576).toFixed(1)} MB`,
+    );
     expect(dropped).toBeGreaterThan(0);
     expect(held).toBeLessThan(4 * 1048576);
     await stillServing(root, stalled);

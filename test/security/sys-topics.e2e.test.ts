@@ -40,7 +40,10 @@ describe.each([4, 5] as const)("a client's PUBLISH to $SYS is refused, MQTT v%i"
 
   it("class: a will on a $SYS topic is refused at CONNECT (v5 0x87, 3.1.1 return code 5)", async () => {
     const raw = await rawClient(version);
-    const connack = await raw.connect({ clientId: uid("sys-will"), will: { topic: `$SYS/broker/${uid("will")}`, payload: Buffer.from("x"), qos: 0, retain: true } });
+    const connack = await raw.connect({
+      clientId: uid("sys-will"),
+      will: { topic: `$SYS/broker/${uid("will")}`, payload: Buffer.from("x"), qos: 0, retain: true },
+    });
     expect(version === 5 ? connack.reasonCode : connack.returnCode).toBe(version === 5 ? 0x87 : 5);
     await raw.waitClosed(REFUSAL_CLOSE_MS);
   });
@@ -51,9 +54,25 @@ describe("$SYS through the other doors", () => {
     const topic = `$SYS/broker/${uid("alias")}`;
     const raw = await rawClient(5);
     await raw.connect({ clientId: uid("sys-alias") });
-    raw.send({ cmd: "publish", topic, payload: Buffer.from("a"), qos: 1, retain: true, messageId: 1, properties: { topicAlias: 3 } });
+    raw.send({
+      cmd: "publish",
+      topic,
+      payload: Buffer.from("a"),
+      qos: 1,
+      retain: true,
+      messageId: 1,
+      properties: { topicAlias: 3 },
+    });
     expect((await raw.next("puback")).reasonCode).toBe(0x87);
-    raw.send({ cmd: "publish", topic: "", payload: Buffer.from("b"), qos: 1, retain: true, messageId: 2, properties: { topicAlias: 3 } });
+    raw.send({
+      cmd: "publish",
+      topic: "",
+      payload: Buffer.from("b"),
+      qos: 1,
+      retain: true,
+      messageId: 2,
+      properties: { topicAlias: 3 },
+    });
     expect((await raw.next("puback")).reasonCode).toBe(0x87);
     expect(await retained(topic)).toEqual([]);
   });
@@ -78,7 +97,8 @@ describe("$SYS through the other doors", () => {
     // comes from a tick since, and counts at least the watcher itself.
     const deadline = Date.now() + 8000;
     let live;
-    while (!(live = rec.messages.find((m) => !m.packet.retain)) && Date.now() < deadline) await rec.waitFor(rec.messages.length + 1, deadline - Date.now());
+    while (!(live = rec.messages.find((m) => !m.packet.retain)) && Date.now() < deadline)
+      await rec.waitFor(rec.messages.length + 1, deadline - Date.now());
     expect(Number(live?.payload)).toBeGreaterThanOrEqual(1);
   });
 });

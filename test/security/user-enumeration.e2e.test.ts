@@ -22,7 +22,12 @@ async function scramChallenge(username: string, password = "whatever") {
 async function challenge(username: string): Promise<{ r: string; s: string; i: string }> {
   const { raw, scram, serverFirst } = await scramChallenge(username);
   raw.close();
-  const attrs = Object.fromEntries(serverFirst.toString().split(",").map((p) => [p[0], p.slice(2)]));
+  const attrs = Object.fromEntries(
+    serverFirst
+      .toString()
+      .split(",")
+      .map((p) => [p[0], p.slice(2)]),
+  );
   expect(Object.keys(attrs)).toEqual(["r", "s", "i"]);
   return { r: attrs.r.slice(scram.nonce.length), s: attrs.s, i: attrs.i };
 }
@@ -31,7 +36,12 @@ describe("finding: SCRAM challenges do not reveal whether a user exists", () => 
   it("an unknown user's salt is the same on every attempt, and differs between unknown users", async () => {
     const mallory = uid("mallory");
     const eve = uid("eve");
-    const [m1, m2, e1, e2] = [await challenge(mallory), await challenge(mallory), await challenge(eve), await challenge(eve)];
+    const [m1, m2, e1, e2] = [
+      await challenge(mallory),
+      await challenge(mallory),
+      await challenge(eve),
+      await challenge(eve),
+    ];
     expect(m2.s).toBe(m1.s);
     expect(e2.s).toBe(e1.s);
     expect(e1.s).not.toBe(m1.s);
@@ -49,9 +59,16 @@ describe("finding: SCRAM challenges do not reveal whether a user exists", () => 
   });
 
   it("an unknown user is still refused like a wrong password (0x86) [MQTT-4.12.0-4]", async () => {
-    for (const [username, password] of [[uid("mallory"), "x"], ["alice", `not-${E2E_USERS.alice}`]]) {
+    for (const [username, password] of [
+      [uid("mallory"), "x"],
+      ["alice", `not-${E2E_USERS.alice}`],
+    ]) {
       const { raw, scram, serverFirst } = await scramChallenge(username, password);
-      raw.send({ cmd: "auth", reasonCode: 0x18, properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: scram.clientFinal(serverFirst) } });
+      raw.send({
+        cmd: "auth",
+        reasonCode: 0x18,
+        properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: scram.clientFinal(serverFirst) },
+      });
       const connack = await raw.next("connack");
       expect(connack.reasonCode).toBe(0x86);
       expect(connack.properties?.reasonString).toBeUndefined();

@@ -13,12 +13,18 @@ import { startScram } from "../../src/auth/scram";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 const ITERATIONS = 1500; // not the default, so a stand-in that ignores the real users shows
-const users = JSON.stringify({ alice: await hashPassword("alice-pw", ITERATIONS), bob: await hashPassword("bob-pw", ITERATIONS) });
+const users = JSON.stringify({
+  alice: await hashPassword("alice-pw", ITERATIONS),
+  bob: await hashPassword("bob-pw", ITERATIONS),
+});
 
 afterEach(() => vi.restoreAllMocks());
 
 /** The salt and iteration count a SCRAM challenge shows for `username`. */
-async function challenge(env: Record<string, unknown>, username: string): Promise<{ salt: string; iterations: number; nonceLength: number }> {
+async function challenge(
+  env: Record<string, unknown>,
+  username: string,
+): Promise<{ salt: string; iterations: number; nonceLength: number }> {
   const exchange = await startScram(bytes(`n,,n=${username},r=clientnonce`), loadAuthConfig(env));
   const attrs = Object.fromEntries(exchange!.serverFirst.split(",").map((p) => [p[0], p.slice(2)]));
   return { salt: attrs.s, iterations: Number(attrs.i), nonceLength: attrs.r.length };
@@ -72,9 +78,13 @@ describe("finding: SCRAM salts and iteration counts", () => {
 
   it("the salts are keyed by the secret: the same across isolates (configs), different under another secret", async () => {
     expect((await challenge(env, "mallory")).salt).toBe((await challenge({ ...env }, "mallory")).salt);
-    expect((await challenge({ ...env, AUTH_SALT_SECRET: "salt-secret-2" }, "mallory")).salt).not.toBe((await challenge(env, "mallory")).salt);
+    expect((await challenge({ ...env, AUTH_SALT_SECRET: "salt-secret-2" }, "mallory")).salt).not.toBe(
+      (await challenge(env, "mallory")).salt,
+    );
     // without AUTH_SALT_SECRET, the AUTH_USERS secret keys them: still stable
-    expect((await challenge({ AUTH_USERS: users }, "mallory")).salt).toBe((await challenge({ AUTH_USERS: users }, "mallory")).salt);
+    expect((await challenge({ AUTH_USERS: users }, "mallory")).salt).toBe(
+      (await challenge({ AUTH_USERS: users }, "mallory")).salt,
+    );
   });
 
   it("verifying an unknown user's proof does the same work as a real user's wrong proof", async () => {

@@ -38,7 +38,10 @@ export interface Received {
 }
 
 /** Records every message a client receives. */
-export function recorder(client: MqttClient): { messages: Received[]; waitFor(n: number, ms?: number): Promise<Received[]> } {
+export function recorder(client: MqttClient): {
+  messages: Received[];
+  waitFor(n: number, ms?: number): Promise<Received[]>;
+} {
   const messages: Received[] = [];
   const arrivals = new Signal();
   client.on("message", (topic, payload, packet) => {
@@ -115,7 +118,11 @@ export async function scramStart(username: string, password: string, clientId = 
   const scram = new ScramClient(username, password);
   const raw = await rawClient(5);
   raw.send({
-    cmd: "connect", protocolVersion: 5, clientId, clean: true, keepalive: 30,
+    cmd: "connect",
+    protocolVersion: 5,
+    clientId,
+    clean: true,
+    keepalive: 30,
     properties: { authenticationMethod: "SCRAM-SHA-256", authenticationData: scram.clientFirst() },
   });
   return { raw, scram, challenge: await raw.next("auth") };

@@ -11,7 +11,12 @@ import mqtt from "mqtt";
 const { url, topic, qos, publishers, rate, seconds, size } = workerData;
 const clients = await Promise.all(
   Array.from({ length: publishers }, (_, i) =>
-    mqtt.connectAsync(url, { protocolVersion: 4, reconnectPeriod: 0, clientId: `flood-${process.pid}-${Date.now()}-${i}`, wsOptions: { perMessageDeflate: false } }),
+    mqtt.connectAsync(url, {
+      protocolVersion: 4,
+      reconnectPeriod: 0,
+      clientId: `flood-${process.pid}-${Date.now()}-${i}`,
+      wsOptions: { perMessageDeflate: false },
+    }),
   ),
 );
 const tickMs = 10;

@@ -14,7 +14,10 @@ export function parseExposition(text: string): PrometheusFamily[] {
   expect(text.endsWith("\n"), "the exposition ends with a line feed").toBe(true);
   const families = parsePrometheusTextFormat(text);
   const sampleLines = text.split("\n").filter((line) => line !== "" && !line.startsWith("#"));
-  expect(families.reduce((n, f) => n + f.metrics.length, 0), "one sample per sample line").toBe(sampleLines.length);
+  expect(
+    families.reduce((n, f) => n + f.metrics.length, 0),
+    "one sample per sample line",
+  ).toBe(sampleLines.length);
   expect(new Set(families.map((f) => f.name)).size, "each family once").toBe(families.length);
   for (const f of families) {
     expect(f.name).toMatch(METRIC_NAME);

@@ -15,7 +15,13 @@ const bytes = (...values: number[]) => new Uint8Array(values);
 function delivery(id: string, qos: QoS, more: Partial<Delivery> = {}): Delivery {
   return {
     message: {
-      id, origin: "publisher", topic: `t/${id}`, payload: bytes(1, 2, 3), qos, retain: false, receivedAt: 1000,
+      id,
+      origin: "publisher",
+      topic: `t/${id}`,
+      payload: bytes(1, 2, 3),
+      qos,
+      retain: false,
+      receivedAt: 1000,
     },
     qos,
     retain: false,
@@ -59,7 +65,11 @@ export function sessionStoreContract(name: string, run: StoreRun): void {
               contentType: "application/octet-stream",
               responseTopic: "replies",
               correlationData: bytes(9, 8, 7),
-              userProperties: [["b", "1"], ["a", "2"], ["b", "0"]],
+              userProperties: [
+                ["b", "1"],
+                ["a", "2"],
+                ["b", "0"],
+              ],
             },
             delay: 20,
           },
@@ -79,7 +89,11 @@ export function sessionStoreContract(name: string, run: StoreRun): void {
         const again = reopen().loadMeta();
         expect(again).toEqual(meta);
         expect(again.will?.payload).toBeInstanceOf(Uint8Array);
-        expect(again.will?.properties?.userProperties).toEqual([["b", "1"], ["a", "2"], ["b", "0"]]);
+        expect(again.will?.properties?.userProperties).toEqual([
+          ["b", "1"],
+          ["a", "2"],
+          ["b", "0"],
+        ]);
       }));
 
     it("writes the whole meta: values left out are gone; a loaded copy changes nothing until written", () =>
@@ -96,7 +110,12 @@ export function sessionStoreContract(name: string, run: StoreRun): void {
 
   describe(`${name}: subscriptions`, () => {
     const sub = (filter: string, qos: QoS, more: Partial<Subscription> = {}): Subscription => ({
-      filter, qos, noLocal: false, retainAsPublished: false, retainHandling: 0, ...more,
+      filter,
+      qos,
+      noLocal: false,
+      retainAsPublished: false,
+      retainHandling: 0,
+      ...more,
     });
     const byFilter = (subs: Subscription[]) => [...subs].sort((a, b) => a.filter.localeCompare(b.filter));
 
@@ -141,7 +160,13 @@ export function sessionStoreContract(name: string, run: StoreRun): void {
         const d = delivery("m", 2, { retain: true, subscriptionIds: [3, 1], shareFilter: "$share/g/t/#" });
         d.message.retain = true;
         d.message.payload = bytes(0, 200, 0);
-        d.message.properties = { userProperties: [["z", "1"], ["a", "2"]], correlationData: bytes(5) };
+        d.message.properties = {
+          userProperties: [
+            ["z", "1"],
+            ["a", "2"],
+          ],
+          correlationData: bytes(5),
+        };
         store.enqueue(d, OutState.QUEUED);
         store.enqueue(delivery("plain", 1, { subscriptionIds: [] }), OutState.QUEUED);
         const [row, plain] = reopen().outboundRows([OutState.QUEUED]);
@@ -286,7 +311,12 @@ export function sessionStoreContract(name: string, run: StoreRun): void {
         store.putTopicAliasOut("y", 2);
         store.topicAliasesOut().set("z", 3);
         expect(reopen().topicAliasIn(1)).toBe("b");
-        expect(reopen().topicAliasesOut()).toEqual(new Map([["x", 1], ["y", 2]]));
+        expect(reopen().topicAliasesOut()).toEqual(
+          new Map([
+            ["x", 1],
+            ["y", 2],
+          ]),
+        );
         store.clearTopicAliases();
         expect(reopen().topicAliasIn(1)).toBeUndefined();
         expect(store.topicAliasesOut().size).toBe(0);

@@ -7,7 +7,13 @@
 export type Pair = [string, string];
 
 /** The order no object can keep: a repeated name interleaved with another, and an integer-like name. */
-export const ORDERED: Pair[] = [["b", "1"], ["a", "2"], ["b", "3"], ["10", "x"], ["a", "4"]];
+export const ORDERED: Pair[] = [
+  ["b", "1"],
+  ["a", "2"],
+  ["b", "3"],
+  ["10", "x"],
+  ["a", "4"],
+];
 
 const utf8 = (s: string) => [...new TextEncoder().encode(s)];
 const str = (s: string) => {
@@ -27,16 +33,37 @@ const block = (bytes: number[]) => [...varInt(bytes.length), ...bytes];
 const packet = (first: number, body: number[]) => new Uint8Array([first, ...varInt(body.length), ...body]);
 
 /** A v5 PUBLISH whose only properties are these User Properties, in this order. */
-export function publishWith(o: { topic: string; payload: string; qos: 0 | 1; messageId?: number; retain?: boolean; userProperties: Pair[] }): Uint8Array {
+export function publishWith(o: {
+  topic: string;
+  payload: string;
+  qos: 0 | 1;
+  messageId?: number;
+  retain?: boolean;
+  userProperties: Pair[];
+}): Uint8Array {
   const id = o.qos ? [o.messageId! >> 8, o.messageId! & 255] : [];
-  return packet(0x30 | (o.qos << 1) | (o.retain ? 1 : 0), [...str(o.topic), ...id, ...block(userProps(o.userProperties)), ...utf8(o.payload)]);
+  return packet(0x30 | (o.qos << 1) | (o.retain ? 1 : 0), [
+    ...str(o.topic),
+    ...id,
+    ...block(userProps(o.userProperties)),
+    ...utf8(o.payload),
+  ]);
 }
 
 /** A v5 CONNECT (clean start) with a QoS 0 will carrying these User Properties, in this order. */
-export function connectWithWill(o: { clientId: string; willTopic: string; willPayload: string; userProperties: Pair[] }): Uint8Array {
+export function connectWithWill(o: {
+  clientId: string;
+  willTopic: string;
+  willPayload: string;
+  userProperties: Pair[];
+}): Uint8Array {
   const flags = 0x02 | 0x04; // Clean Start, Will Flag
   return packet(0x10, [
-    ...str("MQTT"), 5, flags, 0, 60,
+    ...str("MQTT"),
+    5,
+    flags,
+    0,
+    60,
     ...block([]),
     ...str(o.clientId),
     ...block(userProps(o.userProperties)),
@@ -59,7 +86,7 @@ export function publishesIn(chunks: Uint8Array[]): { topic: string; payload: str
       if ((bytes[i + n] & 128) === 0) return { value, size: n + 1 };
     }
   };
-  for (let at = 0; at < bytes.length; ) {
+  for (let at = 0; at < bytes.length;) {
     const first = bytes[at];
     const remaining = readVarInt(at + 1);
     const start = at + 1 + remaining.size;

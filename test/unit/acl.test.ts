@@ -62,20 +62,33 @@ describe("isAllowed", () => {
     expect(subscribeGrant(policy, alice, "c1", "other/#")).toBe("refused");
   });
   it("narrows a wildcard with a deny rule instead of refusing it; refuses what a deny rule covers", () => {
-    const open: AclPolicy = { rules: parseAclRules(JSON.stringify([{ allow: false, action: "subscribe", topics: ["test/nosubscribe"] }])), defaultAllow: true };
-    for (const filter of ["#", "+/+", "test/#", "test/+"]) expect(subscribeGrant(open, {}, "c", filter)).toBe("partial");
+    const open: AclPolicy = {
+      rules: parseAclRules(JSON.stringify([{ allow: false, action: "subscribe", topics: ["test/nosubscribe"] }])),
+      defaultAllow: true,
+    };
+    for (const filter of ["#", "+/+", "test/#", "test/+"])
+      expect(subscribeGrant(open, {}, "c", filter)).toBe("partial");
     expect(subscribeGrant(open, {}, "c", "TopicA/#")).toBe("full");
     expect(subscribeGrant(open, {}, "c", "test/nosubscribe")).toBe("refused");
     expect(isAllowed(open, {}, "c", "subscribe", "test/nosubscribe")).toBe(false);
     expect(isAllowed(open, {}, "c", "subscribe", "test/other")).toBe(true);
-    const secrets: AclPolicy = { rules: parseAclRules(JSON.stringify([{ allow: false, action: "all", topics: ["secret/#"] }])), defaultAllow: true };
+    const secrets: AclPolicy = {
+      rules: parseAclRules(JSON.stringify([{ allow: false, action: "all", topics: ["secret/#"] }])),
+      defaultAllow: true,
+    };
     expect(subscribeGrant(secrets, {}, "c", "secret/+/x")).toBe("refused");
     expect(subscribeGrant(secrets, {}, "c", "+/a")).toBe("partial");
   });
   it("keeps a deny rule on # over $ topics (fail closed), while an allow # does not reach them", () => {
-    const denyAll: AclPolicy = { rules: parseAclRules('[{"allow":false,"action":"all","topics":["#"]}]'), defaultAllow: true };
+    const denyAll: AclPolicy = {
+      rules: parseAclRules('[{"allow":false,"action":"all","topics":["#"]}]'),
+      defaultAllow: true,
+    };
     expect(subscribeGrant(denyAll, {}, "c", "$SYS/#")).toBe("refused");
-    const allowAll: AclPolicy = { rules: parseAclRules('[{"allow":true,"action":"all","topics":["#"]}]'), defaultAllow: false };
+    const allowAll: AclPolicy = {
+      rules: parseAclRules('[{"allow":true,"action":"all","topics":["#"]}]'),
+      defaultAllow: false,
+    };
     expect(subscribeGrant(allowAll, {}, "c", "$SYS/#")).toBe("refused");
     expect(subscribeGrant(allowAll, {}, "c", "#")).toBe("full");
   });

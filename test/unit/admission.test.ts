@@ -27,7 +27,11 @@ describe("CONNECT admission at the edge", () => {
   });
 
   it("imposes Server Keep Alive on v5 clients asking for none or too much", () => {
-    const a = admitConnect({ ...base, keepalive: 0, protocolVersion: 5 }, { ...DEFAULT_CONFIG, maxKeepAlive: 120 }, () => "x");
+    const a = admitConnect(
+      { ...base, keepalive: 0, protocolVersion: 5 },
+      { ...DEFAULT_CONFIG, maxKeepAlive: 120 },
+      () => "x",
+    );
     expect(a).toMatchObject({ ok: true, keepAlive: 120, serverKeepAlive: 120 });
   });
 

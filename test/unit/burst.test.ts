@@ -71,16 +71,23 @@ describe("burst batching to the session", () => {
     const held = Array.from({ length: 2 * MAX_PACKETS_PER_FRAME + 2 }, (_, i) => packet(i));
     burst.addAll(held);
     const sizes = frames.map((f) => [f.seq, f.packets.length]);
-    expect(sizes).toEqual([[0, MAX_PACKETS_PER_FRAME], [1, MAX_PACKETS_PER_FRAME], [2, 2]]);
+    expect(sizes).toEqual([
+      [0, MAX_PACKETS_PER_FRAME],
+      [1, MAX_PACKETS_PER_FRAME],
+      [2, 2],
+    ]);
     expect(frames.flatMap((f) => f.packets)).toEqual(held);
   });
 
   it("stops at a closed session socket without throwing", () => {
     let sends = 0;
-    const burst = new BurstBatcher(() => {
-      sends++;
-      throw new Error("closed");
-    }, () => undefined);
+    const burst = new BurstBatcher(
+      () => {
+        sends++;
+        throw new Error("closed");
+      },
+      () => undefined,
+    );
     expect(() => burst.addAll(Array.from({ length: 3 * MAX_PACKETS_PER_FRAME }, (_, i) => packet(i)))).not.toThrow();
     expect(sends).toBe(1);
   });

@@ -33,12 +33,21 @@ describe("codec hot path", () => {
   it("parses what mqtt-packet generates exactly as mqtt-packet does", () => {
     fc.assert(
       fc.property(publishArb, ({ version, topic, payload, qos, retain, dup, messageId }) => {
-        const packet = { cmd: "publish" as const, topic, payload: Buffer.from(payload), qos, retain, dup: qos > 0 && dup, messageId: qos ? messageId : undefined };
+        const packet = {
+          cmd: "publish" as const,
+          topic,
+          payload: Buffer.from(payload),
+          qos,
+          retain,
+          dup: qos > 0 && dup,
+          messageId: qos ? messageId : undefined,
+        };
         const bytes = new Uint8Array(mqtt.generate(packet as mqtt.IPublishPacket, { protocolVersion: version }));
         const fast = parseSimplePacket(bytes, version) as any;
         const reference = full(bytes, version);
         expect(fast).toBeDefined();
-        for (const key of ["cmd", "topic", "qos", "retain", "dup", "messageId", "length"]) expect(fast[key], key).toEqual(reference[key]);
+        for (const key of ["cmd", "topic", "qos", "retain", "dup", "messageId", "length"])
+          expect(fast[key], key).toEqual(reference[key]);
         expect(new Uint8Array(fast.payload)).toEqual(new Uint8Array(reference.payload));
       }),
       { numRuns: 400, seed: 20261125 },
@@ -48,7 +57,15 @@ describe("codec hot path", () => {
   it("encodes byte for byte as mqtt-packet does", () => {
     fc.assert(
       fc.property(publishArb, ({ version, topic, payload, qos, retain, dup, messageId }) => {
-        const packet = { cmd: "publish" as const, topic, payload: Buffer.from(payload), qos, retain, dup, messageId: qos ? messageId : undefined };
+        const packet = {
+          cmd: "publish" as const,
+          topic,
+          payload: Buffer.from(payload),
+          qos,
+          retain,
+          dup,
+          messageId: qos ? messageId : undefined,
+        };
         const ours = encodeSimplePublish(packet as never, version);
         expect(ours).toBeDefined();
         expect(Buffer.from(ours!)).toEqual(mqtt.generate(packet as mqtt.IPublishPacket, { protocolVersion: version }));
@@ -73,12 +90,30 @@ describe("codec hot path", () => {
       { bytes: [0x40, 0x02, 0x00, 0x00], version: 4 }, // packet id 0 (a protocol error found after parsing)
       { bytes: [0x36, 0x07, 0x00, 0x01, 0x61, 0x00, 0x01, 0x00, 0x78], version: 4 }, // QoS 3
       { bytes: [0x32, 0x05, 0x00, 0x01, 0x61, 0x00, 0x00], version: 4 }, // QoS 1 with packet id 0 (likewise)
-      { bytes: [0x30, 0x04, 0x00, 0x02, 0xc3, 0x28], version: 4, oursRefuses: "a topic that is not well-formed UTF-8 is malformed [MQTT-1.5.4-1]; mqtt-packet decodes it with replacement characters" },
+      {
+        bytes: [0x30, 0x04, 0x00, 0x02, 0xc3, 0x28],
+        version: 4,
+        oursRefuses:
+          "a topic that is not well-formed UTF-8 is malformed [MQTT-1.5.4-1]; mqtt-packet decodes it with replacement characters",
+      },
       { bytes: [0x30, 0x03, 0x00, 0x00, 0x00], version: 5 }, // empty topic, no properties (the session refuses it: a v5 alias needs properties)
-      { bytes: [0x30, 0x02, 0x00, 0x00], version: 5, oursRefuses: "a v5 PUBLISH without its Property Length is malformed [3.3.2.3]; mqtt-packet reads no properties" },
+      {
+        bytes: [0x30, 0x02, 0x00, 0x00],
+        version: 5,
+        oursRefuses: "a v5 PUBLISH without its Property Length is malformed [3.3.2.3]; mqtt-packet reads no properties",
+      },
       { bytes: [0x30, 0x07, 0x00, 0x01, 0x61, 0x03, 0x23, 0x00, 0x01], version: 5 }, // properties (Topic Alias)
-      { bytes: [0x30, 0x06, 0x00, 0x01, 0x61, 0x03, 0x23, 0x00, 0x01], version: 5, oursRefuses: "a Remaining Length shorter than the packet's fields is malformed; mqtt-packet reads past it" },
-      { bytes: [0x30, 0x09, 0x00, 0x01, 0x61], version: 4, oursRefuses: "the framer hands over whole packets, so a length larger than the bytes is malformed; mqtt-packet waits for more" },
+      {
+        bytes: [0x30, 0x06, 0x00, 0x01, 0x61, 0x03, 0x23, 0x00, 0x01],
+        version: 5,
+        oursRefuses: "a Remaining Length shorter than the packet's fields is malformed; mqtt-packet reads past it",
+      },
+      {
+        bytes: [0x30, 0x09, 0x00, 0x01, 0x61],
+        version: 4,
+        oursRefuses:
+          "the framer hands over whole packets, so a length larger than the bytes is malformed; mqtt-packet waits for more",
+      },
     ];
     for (const { bytes, version, oursRefuses } of unusual.slice(1)) {
       const name = JSON.stringify(bytes);
@@ -102,27 +137,59 @@ describe("codec hot path", () => {
   });
 
   it("leaves a PUBLISH with properties to mqtt-packet when encoding", () => {
-    const packet = { cmd: "publish", topic: "t", payload: Buffer.from("x"), qos: 0, retain: false, dup: false, properties: { contentType: "a" } };
+    const packet = {
+      cmd: "publish",
+      topic: "t",
+      payload: Buffer.from("x"),
+      qos: 0,
+      retain: false,
+      dup: false,
+      properties: { contentType: "a" },
+    };
     expect(encodeSimplePublish(packet as never, 5)).toBeUndefined();
-    expect(Buffer.from(encodePacket(packet as never, 5))).toEqual(mqtt.generate(packet as never, { protocolVersion: 5 }));
+    expect(Buffer.from(encodePacket(packet as never, 5))).toEqual(
+      mqtt.generate(packet as never, { protocolVersion: 5 }),
+    );
   });
 });
 
 describe("User Properties keep the wire order", () => {
-  const pairArb = fc.array(fc.tuple(fc.constantFrom("a", "b", "10", "é", ""), fc.string({ maxLength: 8 })), { minLength: 1, maxLength: 8 });
+  const pairArb = fc.array(fc.tuple(fc.constantFrom("a", "b", "10", "é", ""), fc.string({ maxLength: 8 })), {
+    minLength: 1,
+    maxLength: 8,
+  });
 
   it("are read from the bytes as pairs in order, repeats and integer-like names included", () => {
-    const parsed = parsePacket(publishWith({ topic: "t", payload: "p", qos: 1, messageId: 9, userProperties: ORDERED }), 5);
+    const parsed = parsePacket(
+      publishWith({ topic: "t", payload: "p", qos: 1, messageId: 9, userProperties: ORDERED }),
+      5,
+    );
     expect("packet" in parsed && (parsed.packet as any).properties.userProperties).toEqual(ORDERED);
-    const connect = parsePacket(connectWithWill({ clientId: "c", willTopic: "w", willPayload: "x", userProperties: ORDERED }), undefined);
+    const connect = parsePacket(
+      connectWithWill({ clientId: "c", willTopic: "w", willPayload: "x", userProperties: ORDERED }),
+      undefined,
+    );
     expect("packet" in connect && (connect.packet as any).will.properties.userProperties).toEqual(ORDERED);
   });
 
   it("are written in the order given, and read back the same, beside other properties", () => {
     fc.assert(
       fc.property(pairArb, fc.constantFrom(0, 1, 2), fc.boolean(), (pairs, qos, alias) => {
-        const properties: Record<string, unknown> = { contentType: "c", userProperties: pairs, ...(alias ? { topicAlias: 3 } : {}) };
-        const packet = { cmd: "publish", topic: "a/b", payload: Buffer.from("xyz"), qos, retain: false, dup: false, messageId: qos ? 5 : undefined, properties };
+        const properties: Record<string, unknown> = {
+          contentType: "c",
+          userProperties: pairs,
+          ...(alias ? { topicAlias: 3 } : {}),
+        };
+        const packet = {
+          cmd: "publish",
+          topic: "a/b",
+          payload: Buffer.from("xyz"),
+          qos,
+          retain: false,
+          dup: false,
+          messageId: qos ? 5 : undefined,
+          properties,
+        };
         const bytes = encodePacket(packet as never, 5);
         // the whole packet is what mqtt-packet reads too (lengths right), with the same values
         const reference = full(bytes, 5);
@@ -138,8 +205,22 @@ describe("User Properties keep the wire order", () => {
 
   it("are written byte for byte as mqtt-packet writes the same order", () => {
     const object = { "10": "x", b: ["1", "3"], a: ["2", "4"] };
-    const packet = { cmd: "publish", topic: "t", payload: Buffer.from("p"), qos: 0, retain: false, dup: false, properties: { contentType: "c", userProperties: object } };
-    const pairs = [["10", "x"], ["b", "1"], ["b", "3"], ["a", "2"], ["a", "4"]];
+    const packet = {
+      cmd: "publish",
+      topic: "t",
+      payload: Buffer.from("p"),
+      qos: 0,
+      retain: false,
+      dup: false,
+      properties: { contentType: "c", userProperties: object },
+    };
+    const pairs = [
+      ["10", "x"],
+      ["b", "1"],
+      ["b", "3"],
+      ["a", "2"],
+      ["a", "4"],
+    ];
     const ours = encodePacket({ ...packet, properties: { contentType: "c", userProperties: pairs } } as never, 5);
     expect(Buffer.from(ours)).toEqual(mqtt.generate(packet as never, { protocolVersion: 5 }));
   });

@@ -18,7 +18,7 @@ describe("internal upgrade headers", () => {
       assignedClientId: true,
       serverKeepAlive: 30,
       version: 5,
-      identity: { username: "al\u00efce \"x\"", roles: ["ops"], grants: { publish: ["a/#"], subscribe: [] } },
+      identity: { username: 'al\u00efce "x"', roles: ["ops"], grants: { publish: ["a/#"], subscribe: [] } },
       authResponse: { method: "SCRAM-SHA-256", data: btoa("v=proof") },
       remoteAddress: "2001:db8::1",
     };

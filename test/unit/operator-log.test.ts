@@ -57,7 +57,16 @@ describe("configProblems", () => {
       CONNECT_RATE_LIMIT: "of",
     });
     expect(problems.map((p) => p.variable)).toEqual([
-      "MAX_PACKET_SIZE", "MAX_INFLIGHT", "ALLOW_ANONYMOUS", "AUTH_USERS", "AUTH_HOOK_URL", "AUTH_HOOK_TIMEOUT_MS", "ACL", "ACL_DEFAULT", "CONNECT_RATE_LIMIT", "LOG_LEVEL",
+      "MAX_PACKET_SIZE",
+      "MAX_INFLIGHT",
+      "ALLOW_ANONYMOUS",
+      "AUTH_USERS",
+      "AUTH_HOOK_URL",
+      "AUTH_HOOK_TIMEOUT_MS",
+      "ACL",
+      "ACL_DEFAULT",
+      "CONNECT_RATE_LIMIT",
+      "LOG_LEVEL",
     ]);
     for (const { variable, problem } of problems) expect(problem).toContain(variable);
   });
@@ -65,8 +74,13 @@ describe("configProblems", () => {
 
 describe("the internal close reason", () => {
   it("carries the v5 reason code and reason from the gateway to the session's log", () => {
-    expect(endCause(InternalClose.GATEWAY_ABORT, closeReasonText("keep alive timeout", 0x8d))).toEqual({ reason: "keep alive timeout", code: "0x8d" });
-    expect(endCause(InternalClose.GATEWAY_ABORT, closeReasonText("CONNECT not received in time"))).toEqual({ reason: "CONNECT not received in time" });
+    expect(endCause(InternalClose.GATEWAY_ABORT, closeReasonText("keep alive timeout", 0x8d))).toEqual({
+      reason: "keep alive timeout",
+      code: "0x8d",
+    });
+    expect(endCause(InternalClose.GATEWAY_ABORT, closeReasonText("CONNECT not received in time"))).toEqual({
+      reason: "CONNECT not received in time",
+    });
     expect(endCause(InternalClose.CLIENT_GONE, "client closed").reason).toMatch(/^network: /);
     expect(new TextEncoder().encode(closeReasonText("é".repeat(200), 0x81)).length).toBeLessThanOrEqual(123);
   });

@@ -87,7 +87,11 @@ describe("CallSequencer (the callee's side)", () => {
   it("passes on what the call returns, or throws", async () => {
     const { seq } = sequencer();
     await expect(seq.run(order("a", 0), () => Promise.resolve(7))).resolves.toBe(7);
-    await expect(seq.run(order("a", 1), () => { throw new Error("boom"); })).rejects.toThrow("boom");
+    await expect(
+      seq.run(order("a", 1), () => {
+        throw new Error("boom");
+      }),
+    ).rejects.toThrow("boom");
     await expect(seq.run(order("a", 2), () => "next")).resolves.toBe("next");
   });
 });
@@ -96,7 +100,11 @@ describe("OrderedChannels (the caller's side)", () => {
   function channels(max = 10) {
     let ids = 0;
     const opened: string[] = [];
-    const ch = new OrderedChannels<string, string>((key) => (opened.push(key), `stub-${key}-${opened.length}`), () => `seq${++ids}`, max);
+    const ch = new OrderedChannels<string, string>(
+      (key) => (opened.push(key), `stub-${key}-${opened.length}`),
+      () => `seq${++ids}`,
+      max,
+    );
     return { ch, opened };
   }
 
@@ -126,7 +134,11 @@ describe("OrderedChannels (the caller's side)", () => {
   it("a failed call drops the stub: the next call opens a new one and starts a new sequence", async () => {
     const { ch, opened } = channels();
     await expect(ch.call("x", () => Promise.reject(new Error("broken")))).rejects.toThrow("broken");
-    await expect(ch.call("x", () => { throw new Error("sync"); })).rejects.toThrow("sync");
+    await expect(
+      ch.call("x", () => {
+        throw new Error("sync");
+      }),
+    ).rejects.toThrow("sync");
     let seen: CallOrder | undefined;
     await ch.call("x", (_s, o) => ((seen = o), Promise.resolve()));
     expect(opened).toEqual(["x", "x", "x"]);

@@ -4,7 +4,18 @@ import { encodePacket, joinFrames, type Packet } from "../../src/protocol/codec"
 import { OutboundBudget } from "../../src/gateway/outbound-budget";
 
 const publish = (qos: 0 | 1, bytes: number, messageId?: number) =>
-  encodePacket({ cmd: "publish", topic: "t", payload: Buffer.alloc(bytes, 7), qos, retain: false, dup: false, messageId } as Packet, 4);
+  encodePacket(
+    {
+      cmd: "publish",
+      topic: "t",
+      payload: Buffer.alloc(bytes, 7),
+      qos,
+      retain: false,
+      dup: false,
+      messageId,
+    } as Packet,
+    4,
+  );
 const puback = encodePacket({ cmd: "puback", messageId: 9 } as Packet, 4);
 
 describe("OutboundBudget", () => {

@@ -7,7 +7,11 @@ describe("Prometheus exposition", () => {
   it("parses: every family has HELP and TYPE, counters end in _total, one sample per line", () => {
     const families = parseExposition(renderPrometheus(summarize([], [])));
     expect(families.map((f) => f.name)).toContain("mqtt_messages_dropped_total");
-    expect(families.find((f) => f.name === "mqtt_connected_clients")?.metrics.map((s) => s.labels?.protocol)).toEqual(["3.1", "3.1.1", "5.0"]);
+    expect(families.find((f) => f.name === "mqtt_connected_clients")?.metrics.map((s) => s.labels?.protocol)).toEqual([
+      "3.1",
+      "3.1.1",
+      "5.0",
+    ]);
   });
 
   it("escapes label values: a hostile drop reason reads back unchanged and ends nothing", () => {

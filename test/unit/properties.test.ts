@@ -1,13 +1,27 @@
 import { describe, expect, it } from "vitest";
 import { parsePacket, encodePacket } from "../../src/protocol/codec";
-import { messagePropertiesFrom, propertiesFromJson, propertiesToJson, remainingExpiry } from "../../src/protocol/properties";
+import {
+  messagePropertiesFrom,
+  propertiesFromJson,
+  propertiesToJson,
+  remainingExpiry,
+} from "../../src/protocol/properties";
 
 describe("PUBLISH properties", () => {
   it("come out of the codec as plain, structured-cloneable objects", () => {
     const bytes = encodePacket(
       {
-        cmd: "publish", topic: "t", payload: Buffer.from("x"), qos: 0, dup: false, retain: false,
-        properties: { userProperties: { a: "1", b: ["x", "y"] }, correlationData: Buffer.from([1, 2]), contentType: "c" },
+        cmd: "publish",
+        topic: "t",
+        payload: Buffer.from("x"),
+        qos: 0,
+        dup: false,
+        retain: false,
+        properties: {
+          userProperties: { a: "1", b: ["x", "y"] },
+          correlationData: Buffer.from([1, 2]),
+          contentType: "c",
+        },
       } as never,
       5,
     );
@@ -15,7 +29,11 @@ describe("PUBLISH properties", () => {
     if ("error" in parsed) throw new Error(parsed.error);
     const props = messagePropertiesFrom((parsed.packet as any).properties)!;
     expect(structuredClone(props)).toEqual(props); // what DO RPC does with it
-    expect(props.userProperties).toEqual([["a", "1"], ["b", "x"], ["b", "y"]]);
+    expect(props.userProperties).toEqual([
+      ["a", "1"],
+      ["b", "x"],
+      ["b", "y"],
+    ]);
     expect(propertiesFromJson(propertiesToJson(props))).toEqual(props);
   });
 

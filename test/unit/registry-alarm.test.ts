@@ -21,7 +21,11 @@ describe("registry alarm", () => {
     const { storage, alarms } = fakeStorage();
     let now = 1000;
     let totalsDue: number | undefined = 6000;
-    const alarm = new RegistryAlarm(storage, () => totalsDue, () => now);
+    const alarm = new RegistryAlarm(
+      storage,
+      () => totalsDue,
+      () => now,
+    );
     alarm.schedule();
     expect(alarms).toEqual([6000]);
     alarm.startSys(); // due now: earlier than the counters
@@ -39,16 +43,30 @@ describe("registry alarm", () => {
   it("keeps the $SYS publisher running across a restart until a run matches nobody", () => {
     const { storage, kv, alarms } = fakeStorage();
     const now = 1000;
-    const first = new RegistryAlarm(storage, () => undefined, () => now);
+    const first = new RegistryAlarm(
+      storage,
+      () => undefined,
+      () => now,
+    );
     expect(first.fired()).toBe(false); // not started
     first.startSys();
     expect(kv.size).toBe(1);
-    const restarted = new RegistryAlarm(storage, () => undefined, () => now);
+    const restarted = new RegistryAlarm(
+      storage,
+      () => undefined,
+      () => now,
+    );
     expect(restarted.fired()).toBe(true);
     restarted.sysRan(0, 10_000);
     expect(kv.size).toBe(0);
     restarted.schedule();
     expect(alarms).toEqual([1000]); // nothing more to run
-    expect(new RegistryAlarm(storage, () => undefined, () => now).fired()).toBe(false);
+    expect(
+      new RegistryAlarm(
+        storage,
+        () => undefined,
+        () => now,
+      ).fired(),
+    ).toBe(false);
   });
 });

@@ -30,7 +30,20 @@ describe("shard rule", () => {
 
   it("always finds a matching filter in the topic's own shard", () => {
     const topics = ["a", "a/b", "a/b/c", "x/y/z/w", "devices/1/t", "devices/2/t", "/", "/a", "$SYS/x/y"];
-    const filters = ["#", "+", "a/#", "a/b/#", "a/+", "+/b", "a/b/c", "devices/+/t", "devices/1/#", "+/+/+", "/#", "$SYS/#"];
+    const filters = [
+      "#",
+      "+",
+      "a/#",
+      "a/b/#",
+      "a/+",
+      "+/b",
+      "a/b/c",
+      "devices/+/t",
+      "devices/1/#",
+      "+/+/+",
+      "/#",
+      "$SYS/#",
+    ];
     for (const n of [1, 3, 8]) {
       for (const k of [1, 2, 3]) {
         for (const topic of topics) {

@@ -29,7 +29,10 @@ describe("acknowledgement then DISCONNECT", () => {
       expect(connack.sessionPresent).toBe(true);
       // a round trip through the session, so anything it would resend has been sent
       await again.subscribe(`${topic}/sync`, 0);
-      expect(again.all("publish").map((p) => p.payload.toString()), `round ${round}`).toEqual([]);
+      expect(
+        again.all("publish").map((p) => p.payload.toString()),
+        `round ${round}`,
+      ).toEqual([]);
       again.send({ cmd: "disconnect", properties: { sessionExpiryInterval: 0 } });
       await again.waitClosed();
     }

@@ -15,7 +15,13 @@ import { rawClient } from "../support/workerd";
 import { uid } from "../support/ids";
 
 const message = (topic: string, payload: string): RoutedMessage => ({
-  id: uid("m"), origin: "call-order-pub", topic, payload: new TextEncoder().encode(payload), qos: 0, retain: false, receivedAt: Date.now(),
+  id: uid("m"),
+  origin: "call-order-pub",
+  topic,
+  payload: new TextEncoder().encode(payload),
+  qos: 0,
+  retain: false,
+  receivedAt: Date.now(),
 });
 
 async function subscriber(topic: string) {

@@ -77,7 +77,8 @@ async function measure(qos: 0 | 1, subscriberOnline: boolean, n = 20, promptAcks
   }
   await registryQuiet();
   const before = snapshot();
-  for (let i = 1; i <= n; i++) pub.send({ cmd: "publish", topic, payload: Buffer.from(String(i)), qos, messageId: qos ? i : undefined });
+  for (let i = 1; i <= n; i++)
+    pub.send({ cmd: "publish", topic, payload: Buffer.from(String(i)), qos, messageId: qos ? i : undefined });
   if (qos) await pub.until(() => pub.all("puback").length === n + warmUp);
   let receiver = sub;
   if (subscriberOnline) {
@@ -115,7 +116,8 @@ describe("a burst from one client", () => {
     await registryQuiet();
     const before = snapshot();
     const n = 50;
-    for (let i = 1; i <= n; i++) pub.send({ cmd: "publish", topic, payload: Buffer.from(String(i)), qos: 1, messageId: i });
+    for (let i = 1; i <= n; i++)
+      pub.send({ cmd: "publish", topic, payload: Buffer.from(String(i)), qos: 1, messageId: i });
     await pub.until(() => pub.all("puback").length === n);
     const d = delta(before);
     console.log(`burst of ${n} PUBLISH: ${d.sessionWebSocketMessages} Session WebSocket events`);
@@ -124,7 +126,9 @@ describe("a burst from one client", () => {
     expect(d.sessionWebSocketMessages).toBeLessThanOrEqual(10);
     expect(pub.all("puback").map((p) => p.messageId)).toEqual(Array.from({ length: n }, (_, i) => i + 1));
     await sub.until(() => sub.all("publish").length === n);
-    expect(sub.all("publish").map((p) => p.payload.toString())).toEqual(Array.from({ length: n }, (_, i) => String(i + 1)));
+    expect(sub.all("publish").map((p) => p.payload.toString())).toEqual(
+      Array.from({ length: n }, (_, i) => String(i + 1)),
+    );
     pub.close();
     sub.close();
   });
@@ -146,7 +150,9 @@ describe("a burst larger than one frame (64 packets or 64 KB)", () => {
     await sub.until(() => sub.all("publish").length === n, 10000);
     const events = delta(before).sessionWebSocketMessages;
     // Everything arrives, in order, whatever the split.
-    expect(sub.all("publish").map((p) => p.payload.toString().split(":")[0])).toEqual(Array.from({ length: n }, (_, i) => String(i + 1)));
+    expect(sub.all("publish").map((p) => p.payload.toString().split(":")[0])).toEqual(
+      Array.from({ length: n }, (_, i) => String(i + 1)),
+    );
     pub.close();
     sub.close();
     return events;
@@ -172,7 +178,11 @@ describe("cost of a connection", () => {
     // (once per deployment), the second is what every new client costs.
     const first = uid("fresh");
     let second = uid("fresh");
-    while (registryShardFor(second, DEFAULT_CONFIG.registryShardCount) !== registryShardFor(first, DEFAULT_CONFIG.registryShardCount)) second = uid("fresh");
+    while (
+      registryShardFor(second, DEFAULT_CONFIG.registryShardCount) !==
+      registryShardFor(first, DEFAULT_CONFIG.registryShardCount)
+    )
+      second = uid("fresh");
     const costOf = async (clientId: string) => {
       await registryQuiet();
       const before = snapshot();
@@ -197,7 +207,9 @@ describe("cost of a connection", () => {
 describe("cost of looking", () => {
   it("the admin API asking about a client id that never connected writes nothing", async () => {
     const before = snapshot();
-    const res = await SELF.fetch(`http://broker/api/v1/clients/${uid("never")}`, { headers: { authorization: "Bearer workers-test-admin" } });
+    const res = await SELF.fetch(`http://broker/api/v1/clients/${uid("never")}`, {
+      headers: { authorization: "Bearer workers-test-admin" },
+    });
     expect(res.status).toBe(404);
     expect(delta(before).sqlRowsWritten).toBe(0);
     expect(delta(before).sessionInvocations).toBe(1);

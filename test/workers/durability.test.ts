@@ -10,9 +10,11 @@ import { rawClient } from "../support/workerd";
 import { uid } from "../support/ids";
 import type { OutgoingPublish } from "../support/raw-client";
 
-const generate = (packet: Record<string, unknown>, version: 4 | 5) => mqtt.generate(packet as unknown as mqtt.Packet, { protocolVersion: version });
+const generate = (packet: Record<string, unknown>, version: 4 | 5) =>
+  mqtt.generate(packet as unknown as mqtt.Packet, { protocolVersion: version });
 
-const persistent = (version: 4 | 5) => (version === 5 ? { clean: false, properties: { sessionExpiryInterval: 600 } } : { clean: false });
+const persistent = (version: 4 | 5) =>
+  version === 5 ? { clean: false, properties: { sessionExpiryInterval: 600 } } : { clean: false };
 
 describe.each([4, 5] as const)("restarts of every object, MQTT v%i", (version) => {
   it("keeps acknowledged QoS 1 and QoS 2 messages queued for an offline session [MQTT-3.1.2-23, 4.1.0-1]", async () => {
@@ -132,7 +134,12 @@ describe.each([4, 5] as const)("restarts of every object, MQTT v%i", (version) =
     expect(pub.all("pubrec")).toHaveLength(0);
     // Routed: the publisher's session records it although the connection that sent it is gone.
     const session = env.SESSION.get(env.SESSION.idFromName(pubId));
-    const routed = () => runInDurableObject(session, (_o, state) => state.storage.sql.exec(`SELECT routed FROM inq2 WHERE packet_id = 21`).toArray()[0]?.routed === 1);
+    const routed = () =>
+      runInDurableObject(
+        session,
+        (_o, state) =>
+          state.storage.sql.exec(`SELECT routed FROM inq2 WHERE packet_id = 21`).toArray()[0]?.routed === 1,
+      );
     await until(routed, "the inbound QoS 2 row marked routed");
 
     await abortAllDurableObjects();

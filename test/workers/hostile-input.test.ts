@@ -12,13 +12,37 @@ import type { RawClient } from "../support/raw-client";
 import { rawClient } from "../support/workerd";
 import { uid } from "../support/ids";
 
-const gen = (packet: Record<string, any>, version: 4 | 5) => [...mqtt.generate(packet as mqtt.Packet, { protocolVersion: version })];
-const connectBytes = (version: 4 | 5, clientId: string) => gen({ cmd: "connect", protocolVersion: version, clientId, clean: true, keepalive: 30 }, version);
+const gen = (packet: Record<string, any>, version: 4 | 5) => [
+  ...mqtt.generate(packet as mqtt.Packet, { protocolVersion: version }),
+];
+const connectBytes = (version: 4 | 5, clientId: string) =>
+  gen({ cmd: "connect", protocolVersion: version, clientId, clean: true, keepalive: 30 }, version);
 const willConnectBytes = (version: 4 | 5) =>
-  gen({ cmd: "connect", protocolVersion: version, clientId: uid("will"), clean: true, keepalive: 30, will: { topic: "w", payload: Buffer.from("p"), qos: 1 } }, version);
+  gen(
+    {
+      cmd: "connect",
+      protocolVersion: version,
+      clientId: uid("will"),
+      clean: true,
+      keepalive: 30,
+      will: { topic: "w", payload: Buffer.from("p"), qos: 1 },
+    },
+    version,
+  );
 
 /** What the broker may answer to hostile input, besides closing. */
-const ALLOWED_ANSWERS = new Set(["connack", "disconnect", "suback", "unsuback", "puback", "pubrec", "pubrel", "pubcomp", "pingresp", "publish"]);
+const ALLOWED_ANSWERS = new Set([
+  "connack",
+  "disconnect",
+  "suback",
+  "unsuback",
+  "puback",
+  "pubrec",
+  "pubrel",
+  "pubcomp",
+  "pingresp",
+  "publish",
+]);
 
 let subscriber: RawClient;
 let publisher: RawClient;
@@ -34,7 +58,11 @@ async function canary(): Promise<void> {
 }
 
 /** Sends the chunks of one hostile case on a fresh connection; returns what came back. */
-async function hostile(version: 4 | 5, chunks: number[][], connectFirst: boolean): Promise<{ closed: boolean; answers: string[] }> {
+async function hostile(
+  version: 4 | 5,
+  chunks: number[][],
+  connectFirst: boolean,
+): Promise<{ closed: boolean; answers: string[] }> {
   tried++;
   const client = await rawClient(version);
   if (connectFirst) {
@@ -52,7 +80,12 @@ async function hostile(version: 4 | 5, chunks: number[][], connectFirst: boolean
 beforeAll(async () => {
   subscriber = await rawClient(5);
   // keepalive 0: the Server Keep Alive (an hour) applies, longer than this file runs
-  await subscriber.connect({ clientId: uid("canary-sub"), keepalive: 0, clean: false, properties: { sessionExpiryInterval: 300 } });
+  await subscriber.connect({
+    clientId: uid("canary-sub"),
+    keepalive: 0,
+    clean: false,
+    properties: { sessionExpiryInterval: 300 },
+  });
   await subscriber.subscribe(topic, 1);
   publisher = await rawClient(5);
   await publisher.connect({ clientId: uid("canary-pub"), keepalive: 0 });
@@ -67,7 +100,8 @@ afterAll(async () => {
   console.log(`hostile inputs tried: ${tried}; canary messages delivered: ${payloads.length}/${sent}`);
 });
 
-const bytes = (min: number, max: number) => fc.array(fc.integer({ min: 0, max: 255 }), { minLength: min, maxLength: max });
+const bytes = (min: number, max: number) =>
+  fc.array(fc.integer({ min: 0, max: 255 }), { minLength: min, maxLength: max });
 const settings = { seed: 20261125, numRuns: 50 };
 
 describe.each([4, 5] as const)("hostile input, MQTT v%i", { timeout: 60000 }, (version) => {
@@ -101,12 +135,18 @@ describe.each([4, 5] as const)("hostile input, MQTT v%i", { timeout: 60000 }, (v
       gen({ cmd: "pubrel", messageId: 6 }, version),
     ];
     await fc.assert(
-      fc.asyncProperty(fc.constantFrom(...packets), fc.nat(), fc.integer({ min: 0, max: 255 }), fc.boolean(), async (packet, at, value, truncate) => {
-        const i = at % packet.length;
-        const mutated = truncate ? packet.slice(0, i) : packet.map((b, k) => (k === i ? value : b));
-        const { answers } = await hostile(version, [mutated], true);
-        expect(answers.every((a) => ALLOWED_ANSWERS.has(a))).toBe(true);
-      }),
+      fc.asyncProperty(
+        fc.constantFrom(...packets),
+        fc.nat(),
+        fc.integer({ min: 0, max: 255 }),
+        fc.boolean(),
+        async (packet, at, value, truncate) => {
+          const i = at % packet.length;
+          const mutated = truncate ? packet.slice(0, i) : packet.map((b, k) => (k === i ? value : b));
+          const { answers } = await hostile(version, [mutated], true);
+          expect(answers.every((a) => ALLOWED_ANSWERS.has(a))).toBe(true);
+        },
+      ),
       settings,
     );
     await canary();
@@ -119,25 +159,78 @@ describe.each([4, 5] as const)("hostile input, MQTT v%i", { timeout: 60000 }, (v
       ["wrong remaining length (too short)", [[0x30, 0x02, 0x00, 0x05, 0x61]], true, undefined],
       ["remaining length of 5 bytes", [[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]], true, 0x81],
       ["invalid UTF-8 in a topic", [[0x30, 0x05, 0x00, 0x02, 0xc3, 0x28, 0x78]], true, 0x81],
-      ["wildcard in a PUBLISH topic", [gen({ cmd: "publish", topic: "a/#", payload: Buffer.from("x"), qos: 0 }, version)], true, 0x90],
+      [
+        "wildcard in a PUBLISH topic",
+        [gen({ cmd: "publish", topic: "a/#", payload: Buffer.from("x"), qos: 0 }, version)],
+        true,
+        0x90,
+      ],
       ["QoS 3", [[0x36, 0x05, 0x00, 0x01, 0x61, 0x00, 0x01]], true, 0x81],
       ["reserved flag bits in SUBSCRIBE", [[0x80, 0x06, 0x00, 0x01, 0x00, 0x01, 0x61, 0x00]], true, 0x81],
       ["oversized packet", [[0x30, 0xff, 0xff, 0x7f]], true, 0x95],
-      ["PUBLISH before CONNECT", [gen({ cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 0 }, version)], false, undefined],
+      [
+        "PUBLISH before CONNECT",
+        [gen({ cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 0 }, version)],
+        false,
+        undefined,
+      ],
       ["a second CONNECT", [connectBytes(version, uid("again"))], true, 0x82],
       ["packet id 0", [[0x32, 0x05, 0x00, 0x01, 0x61, 0x00, 0x00]], true, 0x81],
       ["text frame bytes of an AUTH without method", [[0xf0, 0x00]], true, undefined],
     ];
     cases.push(
-      ["CONNECT with the reserved flag set", [[0x10, 0x0d, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, version, 0x03, 0x00, 0x3c, ...(v5 ? [0x00] : []), 0x00, 0x01, 0x61].map((b, i) => (i === 1 ? (v5 ? 0x0e : 0x0d) : b))], false, undefined],
+      [
+        "CONNECT with the reserved flag set",
+        [
+          [
+            0x10,
+            0x0d,
+            0x00,
+            0x04,
+            0x4d,
+            0x51,
+            0x54,
+            0x54,
+            version,
+            0x03,
+            0x00,
+            0x3c,
+            ...(v5 ? [0x00] : []),
+            0x00,
+            0x01,
+            0x61,
+          ].map((b, i) => (i === 1 ? (v5 ? 0x0e : 0x0d) : b)),
+        ],
+        false,
+        undefined,
+      ],
       ["PUBREL with flags 0000", [[0x60, 0x02, 0x00, 0x01]], true, 0x81],
-      ["UNSUBSCRIBE with flags 0000", [[0xa0, 0x05, 0x00, 0x01, ...(v5 ? [0x00] : []), 0x00, 0x01, 0x61].map((b, i) => (i === 1 ? (v5 ? 0x06 : 0x05) : b))], true, 0x81],
+      [
+        "UNSUBSCRIBE with flags 0000",
+        [
+          [0xa0, 0x05, 0x00, 0x01, ...(v5 ? [0x00] : []), 0x00, 0x01, 0x61].map((b, i) =>
+            i === 1 ? (v5 ? 0x06 : 0x05) : b,
+          ),
+        ],
+        true,
+        0x81,
+      ],
       ["DISCONNECT with flags 0001", [[0xe1, 0x00]], true, 0x81],
       // Will QoS 3: malformed, and only the raw CONNECT check sees it (mqtt-packet accepts it) [MQTT-3.1.4-1] [MQTT311-3.1.4-1]
-      ["CONNECT with Will QoS 3", [willConnectBytes(version).map((b, i) => (i === 9 ? b | 0x18 : b))], false, undefined],
+      [
+        "CONNECT with Will QoS 3",
+        [willConnectBytes(version).map((b, i) => (i === 9 ? b | 0x18 : b))],
+        false,
+        undefined,
+      ],
       // refused with a CONNACK (0x85 / 0x02), then closed [MQTT-4.13.2-1]
       ["a client id over 256 bytes", [connectBytes(version, "x".repeat(257))], false, undefined],
-      ["SUBSCRIBE with reserved option bits", [[0x82, v5 ? 0x07 : 0x06, 0x00, 0x01, ...(v5 ? [0x00] : []), 0x00, 0x01, 0x61, 0xc0]], true, 0x81],
+      [
+        "SUBSCRIBE with reserved option bits",
+        [[0x82, v5 ? 0x07 : 0x06, 0x00, 0x01, ...(v5 ? [0x00] : []), 0x00, 0x01, 0x61, 0xc0]],
+        true,
+        0x81,
+      ],
     );
     if (v5) {
       cases.push(["AUTH with flags 0001", [[0xf1, 0x00]], true, 0x81]);

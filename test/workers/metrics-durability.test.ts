@@ -41,7 +41,17 @@ async function jsonTotals(): Promise<Map<string, number>> {
     if (typeof value === "number") out.set(prefix, value);
     else if (value && typeof value === "object") for (const [k, v] of Object.entries(value)) flat(`${prefix}.${k}`, v);
   };
-  for (const key of ["connectsTotal", "disconnectsTotal", "received", "receivedBytes", "delivered", "deliveredBytes", "dropped", "deliveryFailures", "invocations"]) {
+  for (const key of [
+    "connectsTotal",
+    "disconnectsTotal",
+    "received",
+    "receivedBytes",
+    "delivered",
+    "deliveredBytes",
+    "dropped",
+    "deliveryFailures",
+    "invocations",
+  ]) {
     flat(key, m[key]);
   }
   return out;

@@ -40,10 +40,15 @@ describe("OpenAPI document", () => {
     expect(doc.openapi).toBe("3.1.0");
     expect(doc).toEqual(JSON.parse(JSON.stringify(OPENAPI_DOCUMENT)));
     for (const r of refs(doc)) {
-      const target = r.replace(/^#\//, "").split("/").reduce<unknown>((node, key) => (node as Record<string, unknown> | undefined)?.[key], doc);
+      const target = r
+        .replace(/^#\//, "")
+        .split("/")
+        .reduce<unknown>((node, key) => (node as Record<string, unknown> | undefined)?.[key], doc);
       expect(target, r).toBeDefined();
     }
-    const ids = documented(doc).map(({ path, method }) => (doc.paths[path] as Record<string, { operationId: string }>)[method].operationId);
+    const ids = documented(doc).map(
+      ({ path, method }) => (doc.paths[path] as Record<string, { operationId: string }>)[method].operationId,
+    );
     expect(new Set(ids).size).toBe(ids.length);
   });
 
@@ -52,12 +57,16 @@ describe("OpenAPI document", () => {
     const apiRoutes = app.routes.filter((r) => r.path.startsWith("/api/v1/"));
     const handlers = apiRoutes.filter((r) => r.method !== "ALL");
     expect(handlers.length).toBeGreaterThan(10);
-    const missing = handlers.map((r) => `${r.method.toLowerCase()} ${openApiPath(r.path)}`).filter((op) => !ops.has(op));
+    const missing = handlers
+      .map((r) => `${r.method.toLowerCase()} ${openApiPath(r.path)}`)
+      .filter((op) => !ops.has(op));
     expect(missing).toEqual([]);
     // app.use() registers middleware as ALL: on "/x/*", or on a path that is documented. An
     // app.all() route elsewhere would answer every method, which no document here describes.
     const paths = new Set(Object.keys(OPENAPI_DOCUMENT.paths));
-    const undocumentedAll = apiRoutes.filter((r) => r.method === "ALL" && !r.path.endsWith("/*") && !paths.has(openApiPath(r.path)));
+    const undocumentedAll = apiRoutes.filter(
+      (r) => r.method === "ALL" && !r.path.endsWith("/*") && !paths.has(openApiPath(r.path)),
+    );
     expect(undocumentedAll.map((r) => r.path)).toEqual([]);
   });
 
@@ -69,7 +78,8 @@ describe("OpenAPI document", () => {
       const res = await SELF.fetch(url, { method: method.toUpperCase(), headers: ADMIN });
       const body = await res.text();
       const routeMissing = res.status === 404 && body.includes("no such endpoint");
-      if (!(String(res.status) in op.responses) || routeMissing) answers.push(`${method} ${path}: ${res.status} ${body.slice(0, 120)}`);
+      if (!(String(res.status) in op.responses) || routeMissing)
+        answers.push(`${method} ${path}: ${res.status} ${body.slice(0, 120)}`);
     }
     expect(answers).toEqual([]);
   });

@@ -49,7 +49,13 @@ class RecordingIO implements SessionIO {
   }
   hooks: BrokerHooks = {};
   hookContext(clientId: string, identity: Identity): HookContext {
-    return { env: {}, clientId, identity, publish: async (p) => this.route({ ...hookMessage(p), id: `hook-${++this.ids}`, origin: "", receivedAt: this.time }) };
+    return {
+      env: {},
+      clientId,
+      identity,
+      publish: async (p) =>
+        this.route({ ...hookMessage(p), id: `hook-${++this.ids}`, origin: "", receivedAt: this.time }),
+    };
   }
   route(message: RoutedMessage): Promise<number> {
     this.routed.push(message);
@@ -87,12 +93,18 @@ class RecordingIO implements SessionIO {
   }
 }
 
-const bytes = (packet: OutgoingPacket, version: 4 | 5) => new Uint8Array(mqtt.generate(packet as mqtt.Packet, { protocolVersion: version }));
+const bytes = (packet: OutgoingPacket, version: 4 | 5) =>
+  new Uint8Array(mqtt.generate(packet as mqtt.Packet, { protocolVersion: version }));
 
 /** Runs `body` with a fresh Session over a fresh Durable Object's SQLite. */
 async function withSession(
   version: 4 | 5,
-  body: (s: { session: Session; io: RecordingIO; send: (p: OutgoingPacket) => Promise<void>; sql: SqlStorage }) => Promise<void>,
+  body: (s: {
+    session: Session;
+    io: RecordingIO;
+    send: (p: OutgoingPacket) => Promise<void>;
+    sql: SqlStorage;
+  }) => Promise<void>,
   config: BrokerConfig = DEFAULT_CONFIG,
 ) {
   const stub = env.SESSION.get(env.SESSION.idFromName(uid("machine")));
@@ -119,7 +131,15 @@ const connect = (version: 4 | 5, extra: Partial<IConnectPacket> = {}): IConnectP
 });
 
 const delivery = (id: string, qos: 0 | 1 | 2): Delivery => ({
-  message: { id, origin: "other", topic: "t/x", payload: new TextEncoder().encode(id), qos, retain: false, receivedAt: 1 },
+  message: {
+    id,
+    origin: "other",
+    topic: "t/x",
+    payload: new TextEncoder().encode(id),
+    qos,
+    retain: false,
+    receivedAt: 1,
+  },
   qos,
   retain: false,
 });
@@ -218,15 +238,32 @@ describe("Session state machine", () => {
   });
 
   it("leaves out a Reason String that would exceed the client's Maximum Packet Size [MQTT-3.14.2-3, 3.4.2-2, 3.5.2-2, 3.9.2-1]", async () => {
-    for (const [max, expectString] of [[16, false], [1000, true]] as const) {
+    for (const [max, expectString] of [
+      [16, false],
+      [1000, true],
+    ] as const) {
       await withSession(5, async ({ io, send }) => {
         await send(connect(5, { properties: { maximumPacketSize: max } }));
         // a PUBACK 0x99 (payload not UTF-8) with its reason string, then a DISCONNECT 0x94 with one
-        await send({ cmd: "publish", topic: "b", payload: Buffer.from([0xff]), qos: 1, messageId: 6, properties: { payloadFormatIndicator: true } });
+        await send({
+          cmd: "publish",
+          topic: "b",
+          payload: Buffer.from([0xff]),
+          qos: 1,
+          messageId: 6,
+          properties: { payloadFormatIndicator: true },
+        });
         const [puback] = io.take("puback");
         expect(puback.reasonCode).toBe(0x99);
         expect(puback.properties?.reasonString !== undefined).toBe(expectString);
-        await send({ cmd: "publish", topic: "b", payload: Buffer.from([0xff]), qos: 2, messageId: 8, properties: { payloadFormatIndicator: true } });
+        await send({
+          cmd: "publish",
+          topic: "b",
+          payload: Buffer.from([0xff]),
+          qos: 2,
+          messageId: 8,
+          properties: { payloadFormatIndicator: true },
+        });
         const [pubrec] = io.take("pubrec");
         expect(pubrec.reasonCode).toBe(0x99);
         expect(pubrec.properties?.reasonString !== undefined).toBe(expectString);
@@ -234,7 +271,13 @@ describe("Session state machine", () => {
         const [suback] = io.take("suback");
         expect(suback.granted).toEqual([0x8f]);
         expect(suback.properties?.reasonString !== undefined).toBe(expectString);
-        await send({ cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 0, properties: { topicAlias: DEFAULT_CONFIG.topicAliasMaximum + 1 } });
+        await send({
+          cmd: "publish",
+          topic: "a",
+          payload: Buffer.from("x"),
+          qos: 0,
+          properties: { topicAlias: DEFAULT_CONFIG.topicAliasMaximum + 1 },
+        });
         const [disconnect] = io.take("disconnect");
         expect(disconnect.reasonCode).toBe(0x94);
         expect(disconnect.properties?.reasonString !== undefined).toBe(expectString);
@@ -254,7 +297,13 @@ describe("Session state machine", () => {
   it("maps a client's topic alias to its topic [MQTT-3.3.2-12]", async () => {
     await withSession(5, async ({ io, send }) => {
       await send(connect(5));
-      await send({ cmd: "publish", topic: "long/topic", payload: Buffer.from("1"), qos: 0, properties: { topicAlias: 3 } });
+      await send({
+        cmd: "publish",
+        topic: "long/topic",
+        payload: Buffer.from("1"),
+        qos: 0,
+        properties: { topicAlias: 3 },
+      });
       await send({ cmd: "publish", topic: "", payload: Buffer.from("2"), qos: 0, properties: { topicAlias: 3 } });
       expect(io.routed.map((m) => m.topic)).toEqual(["long/topic", "long/topic"]);
     });
@@ -271,10 +320,17 @@ describe("Session state machine", () => {
   it("uses topic aliases towards a client within its maximum [MQTT-3.1.2-26, 3.3.2-11]", async () => {
     await withSession(5, async ({ session, io, send }) => {
       await send(connect(5, { properties: { topicAliasMaximum: 1 } }));
-      const d = (id: string, topic: string): Delivery => ({ ...delivery(id, 0), message: { ...delivery(id, 0).message, topic } });
+      const d = (id: string, topic: string): Delivery => ({
+        ...delivery(id, 0),
+        message: { ...delivery(id, 0).message, topic },
+      });
       session.deliver([d("1", "t/a"), d("2", "t/a"), d("3", "t/b")]);
       const sent = io.take("publish").map((p) => [p.topic, p.properties?.topicAlias]);
-      expect(sent).toEqual([["t/a", 1], ["", 1], ["t/b", undefined]]);
+      expect(sent).toEqual([
+        ["t/a", 1],
+        ["", 1],
+        ["t/b", undefined],
+      ]);
     });
   });
 
@@ -282,7 +338,11 @@ describe("Session state machine", () => {
     await withSession(5, async ({ io, send }) => {
       await send(connect(5));
       await send({
-        cmd: "publish", topic: "a", payload: Buffer.from([0xff, 0xfe]), qos: 1, messageId: 5,
+        cmd: "publish",
+        topic: "a",
+        payload: Buffer.from([0xff, 0xfe]),
+        qos: 1,
+        messageId: 5,
         properties: { payloadFormatIndicator: true },
       });
       expect(io.take("puback")[0]).toMatchObject({ messageId: 5, reasonCode: 0x99 });
@@ -298,7 +358,11 @@ describe("Session state machine", () => {
       await until(() => io.take("puback").length === 1, "the PUBACK");
       expect(io.take("puback")[0]).toMatchObject({ messageId: 6, reasonCode: 0x10 });
       await send({
-        cmd: "publish", topic: "a", payload: Buffer.from([0xff]), qos: 1, messageId: 7,
+        cmd: "publish",
+        topic: "a",
+        payload: Buffer.from([0xff]),
+        qos: 1,
+        messageId: 7,
         properties: { payloadFormatIndicator: true },
       });
       const refusal = io.take("puback")[1];
@@ -331,12 +395,17 @@ describe("Session state machine", () => {
   });
 
   it("disconnects with 0x93 when more QoS 1/2 PUBLISHes are unacknowledged than Receive Maximum [U-5.0-receive-max-exceeded]", async () => {
-    await withSession(5, async ({ io, send }) => {
-      await send(connect(5));
-      io.routeResult = () => new Promise<number>(() => undefined); // never durable
-      for (let i = 1; i <= 3; i++) await send({ cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 1, messageId: i });
-      expect(io.take("disconnect")[0]?.reasonCode).toBe(0x93);
-    }, { ...DEFAULT_CONFIG, receiveMaximum: 2 });
+    await withSession(
+      5,
+      async ({ io, send }) => {
+        await send(connect(5));
+        io.routeResult = () => new Promise<number>(() => undefined); // never durable
+        for (let i = 1; i <= 3; i++)
+          await send({ cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 1, messageId: i });
+        expect(io.take("disconnect")[0]?.reasonCode).toBe(0x93);
+      },
+      { ...DEFAULT_CONFIG, receiveMaximum: 2 },
+    );
   });
 
   it("refuses to extend a session with expiry 0 at DISCONNECT", async () => {
@@ -348,47 +417,82 @@ describe("Session state machine", () => {
   });
 
   it("answers SUBSCRIBE with per-filter codes: invalid filter, empty share name, over quota [MQTT-4.8.2-1]", async () => {
-    await withSession(5, async ({ io, send }) => {
-      await send(connect(5));
-      await send({
-        cmd: "subscribe",
-        messageId: 4,
-        subscriptions: [
-          { topic: "ok/+", qos: 2 },
-          { topic: "bad/#/x", qos: 0 },
-          { topic: "$share//x", qos: 1 },
-          { topic: "second", qos: 1 },
-        ],
-      });
-      expect(io.take("suback")[0].granted).toEqual([2, 0x8f, 0x8f, 0x97]);
-      expect(io.subscribed.map((s) => s.filter)).toEqual(["ok/+"]);
-    }, { ...DEFAULT_CONFIG, maxSubscriptions: 1 });
+    await withSession(
+      5,
+      async ({ io, send }) => {
+        await send(connect(5));
+        await send({
+          cmd: "subscribe",
+          messageId: 4,
+          subscriptions: [
+            { topic: "ok/+", qos: 2 },
+            { topic: "bad/#/x", qos: 0 },
+            { topic: "$share//x", qos: 1 },
+            { topic: "second", qos: 1 },
+          ],
+        });
+        expect(io.take("suback")[0].granted).toEqual([2, 0x8f, 0x8f, 0x97]);
+        expect(io.subscribed.map((s) => s.filter)).toEqual(["ok/+"]);
+      },
+      { ...DEFAULT_CONFIG, maxSubscriptions: 1 },
+    );
   });
 
   it("reports the connection's start and end and each dropped message, never per delivered message", async () => {
     const small = { ...DEFAULT_CONFIG, maxQueuedMessages: 3 };
-    await withSession(5, async ({ session, io, send }) => {
-      await send(connect(5, { properties: { receiveMaximum: 1, maximumPacketSize: 64 } }));
-      expect(io.events).toMatchObject([{ kind: "connected", record: { clientId: "machine-client", connId: "conn-1", version: 5, sessionPresent: false } }]);
-      const big: Delivery = { ...delivery("big", 1), message: { ...delivery("big", 1).message, payload: new Uint8Array(200) } };
-      session.deliver([delivery("m1", 1), big, delivery("m3", 1), delivery("m4", 1)]);
-      // m1 in flight; "big" and m3 queued; m4 beyond the queue of 3. Once m1 is acknowledged, "big"
-      // turns out too large for the client's 64 bytes and m3 goes out.
-      const [m1] = io.take("publish");
-      await send({ cmd: "puback", messageId: m1.messageId });
-      expect(io.take("publish").map((p) => p.payload.toString())).toEqual(["m1", "m3"]);
-      expect(io.events.filter((e) => e.kind === "dropped").map((e) => e.kind === "dropped" && e.reason).sort()).toEqual(["queue_full", "too_large_for_client"]);
-      await session.ended("conn-1");
-      expect(io.events.at(-1)).toMatchObject({ kind: "disconnected", clientId: "machine-client", connId: "conn-1" });
-    }, small);
+    await withSession(
+      5,
+      async ({ session, io, send }) => {
+        await send(connect(5, { properties: { receiveMaximum: 1, maximumPacketSize: 64 } }));
+        expect(io.events).toMatchObject([
+          {
+            kind: "connected",
+            record: { clientId: "machine-client", connId: "conn-1", version: 5, sessionPresent: false },
+          },
+        ]);
+        const big: Delivery = {
+          ...delivery("big", 1),
+          message: { ...delivery("big", 1).message, payload: new Uint8Array(200) },
+        };
+        session.deliver([delivery("m1", 1), big, delivery("m3", 1), delivery("m4", 1)]);
+        // m1 in flight; "big" and m3 queued; m4 beyond the queue of 3. Once m1 is acknowledged, "big"
+        // turns out too large for the client's 64 bytes and m3 goes out.
+        const [m1] = io.take("publish");
+        await send({ cmd: "puback", messageId: m1.messageId });
+        expect(io.take("publish").map((p) => p.payload.toString())).toEqual(["m1", "m3"]);
+        expect(
+          io.events
+            .filter((e) => e.kind === "dropped")
+            .map((e) => e.kind === "dropped" && e.reason)
+            .sort(),
+        ).toEqual(["queue_full", "too_large_for_client"]);
+        await session.ended("conn-1");
+        expect(io.events.at(-1)).toMatchObject({ kind: "disconnected", clientId: "machine-client", connId: "conn-1" });
+      },
+      small,
+    );
   });
 
   it("describes itself and obeys an administrator: DISCONNECT 0x98 with the will sent, then deletion", async () => {
     await withSession(5, async ({ session, io, send }) => {
-      await send(connect(5, { clean: false, properties: { sessionExpiryInterval: 100 }, will: { topic: "w", payload: Buffer.from("bye"), qos: 0 } }));
+      await send(
+        connect(5, {
+          clean: false,
+          properties: { sessionExpiryInterval: 100 },
+          will: { topic: "w", payload: Buffer.from("bye"), qos: 0 },
+        }),
+      );
       await send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "a/#", qos: 1 }] });
       const d = session.describe()!;
-      expect(d).toMatchObject({ clientId: "machine-client", connected: true, protocolVersion: 5, expiryInterval: 100, hasWill: true, queued: 0, inflight: 0 });
+      expect(d).toMatchObject({
+        clientId: "machine-client",
+        connected: true,
+        protocolVersion: 5,
+        expiryInterval: 100,
+        hasWill: true,
+        queued: 0,
+        inflight: 0,
+      });
       expect(d.subscriptions.map((x) => x.filter)).toEqual(["a/#"]);
       expect(await session.adminDisconnect()).toBe(true);
       expect(io.take("disconnect")[0].reasonCode).toBe(0x98);
@@ -433,7 +537,11 @@ describe("Session state machine", () => {
       expect(io.take("connack")[0].sessionPresent).toBe(true);
       // [MQTT311-4.6.0-1] resent in the order first sent
       const again = io.take("publish");
-      expect(again.map((p) => [p.messageId, p.dup])).toEqual([[p1.messageId, true], [p3.messageId, true], [p4.messageId, true]]);
+      expect(again.map((p) => [p.messageId, p.dup])).toEqual([
+        [p1.messageId, true],
+        [p3.messageId, true],
+        [p4.messageId, true],
+      ]);
       expect(io.take("pubrel").map((p) => p.messageId)).toEqual([p2.messageId]);
     });
   });
@@ -444,7 +552,9 @@ function outq(sql: SqlStorage): [number, number | null, string][] {
   const made = sql.exec(`SELECT 1 FROM sqlite_master WHERE name = 'outq'`).toArray().length > 0;
   if (!made) return [];
   return sql
-    .exec<{ state: number; packet_id: number | null; msg_id: string }>(`SELECT state, packet_id, msg_id FROM outq ORDER BY seq`)
+    .exec<{ state: number; packet_id: number | null; msg_id: string }>(
+      `SELECT state, packet_id, msg_id FROM outq ORDER BY seq`,
+    )
     .toArray()
     .map((r) => [r.state, r.packet_id, r.msg_id]);
 }
@@ -529,19 +639,23 @@ describe("QoS 1 to an online client: acknowledged or written (ACK_WAIT_MS)", () 
   });
 
   it("counts them against the in-flight window and the queue limit [MQTT-4.9.0-2]", async () => {
-    await withSession(5, async ({ session, io, send, sql }) => {
-      await send(connect(5, { properties: { receiveMaximum: 2 } }));
-      session.deliver([delivery("e1", 1), delivery("e2", 1), delivery("e3", 1)], false, true);
-      const first = io.take("publish");
-      expect(first.map((p) => p.payload.toString())).toEqual(["e1", "e2"]);
-      expect(outq(sql).map(([state, , id]) => [state, id])).toEqual([[0, "e3"]]); // queued behind the window
-      session.deliver([delivery("e4", 1)], false, true); // 2 unstored + 1 queued: the queue is full
-      expect(io.events.filter((e) => e.kind === "dropped")).toHaveLength(1);
-      await send({ cmd: "puback", messageId: first[0].messageId });
-      const next = io.take("publish").slice(2);
-      expect(next.map((p) => p.payload.toString())).toEqual(["e3"]);
-      expect(new Set(io.take("publish").map((p) => p.messageId)).size).toBe(3); // no packet id reused
-    }, { ...DEFAULT_CONFIG, maxQueuedMessages: 3 });
+    await withSession(
+      5,
+      async ({ session, io, send, sql }) => {
+        await send(connect(5, { properties: { receiveMaximum: 2 } }));
+        session.deliver([delivery("e1", 1), delivery("e2", 1), delivery("e3", 1)], false, true);
+        const first = io.take("publish");
+        expect(first.map((p) => p.payload.toString())).toEqual(["e1", "e2"]);
+        expect(outq(sql).map(([state, , id]) => [state, id])).toEqual([[0, "e3"]]); // queued behind the window
+        session.deliver([delivery("e4", 1)], false, true); // 2 unstored + 1 queued: the queue is full
+        expect(io.events.filter((e) => e.kind === "dropped")).toHaveLength(1);
+        await send({ cmd: "puback", messageId: first[0].messageId });
+        const next = io.take("publish").slice(2);
+        expect(next.map((p) => p.payload.toString())).toEqual(["e3"]);
+        expect(new Set(io.take("publish").map((p) => p.messageId)).size).toBe(3); // no packet id reused
+      },
+      { ...DEFAULT_CONFIG, maxQueuedMessages: 3 },
+    );
   });
 });
 
@@ -556,25 +670,34 @@ describe("inbound QoS 2 when its connection ends during routing", () => {
     s.io.routeResult = async () => 1;
     return { keep, release: (n = 1) => release(n) };
   }
-  const publish2 = (messageId: number, payload: string, dup = false): OutgoingPublish => ({ cmd: "publish", topic: "q2/x", payload: Buffer.from(payload), qos: 2, messageId, dup });
+  const publish2 = (messageId: number, payload: string, dup = false): OutgoingPublish => ({
+    cmd: "publish",
+    topic: "q2/x",
+    payload: Buffer.from(payload),
+    qos: 2,
+    messageId,
+    dup,
+  });
   const conn2 = { connId: "conn-2", clientId: "machine-client", assignedClientId: false };
-  const pubrecsTo = (io: RecordingIO, connId: string) => io.outTo.filter((o) => o.connId === connId && o.packet.cmd === "pubrec").map((o) => o.packet.messageId);
+  const pubrecsTo = (io: RecordingIO, connId: string) =>
+    io.outTo.filter((o) => o.connId === connId && o.packet.cmd === "pubrec").map((o) => o.packet.messageId);
 
   it("routing that completes after the connection dropped is recorded; the resend on the next connection gets PUBREC, not a second routing [MQTT-4.3.3-10] [MQTT311-4.3.3-2]", async () => {
-    for (const version of [4, 5] as const) await withSession(version, async ({ session, io, send, sql }) => {
-      const { keep, release } = await publishedThenHeld(version, { io, send });
-      await session.ended("conn-1"); // dropped before PUBREC
-      release();
-      await until(() => inq2(sql).some(([, routed]) => routed === 1), "the inbound row marked routed");
-      await session.receive(conn2, bytes(connect(version, keep), version), undefined);
-      await session.receive(conn2, bytes(publish2(7, "first", true), version), version);
-      await until(() => pubrecsTo(io, "conn-2").length === 1, "PUBREC on the new connection");
-      expect(io.routed.map((m) => new TextDecoder().decode(m.payload))).toEqual(["first"]);
-      expect(pubrecsTo(io, "conn-1")).toEqual([]);
-      await session.receive(conn2, bytes({ cmd: "pubrel", messageId: 7 }, version), version);
-      await until(() => io.take("pubcomp").length === 1, "PUBCOMP");
-      expect(inq2(sql)).toEqual([]);
-    });
+    for (const version of [4, 5] as const)
+      await withSession(version, async ({ session, io, send, sql }) => {
+        const { keep, release } = await publishedThenHeld(version, { io, send });
+        await session.ended("conn-1"); // dropped before PUBREC
+        release();
+        await until(() => inq2(sql).some(([, routed]) => routed === 1), "the inbound row marked routed");
+        await session.receive(conn2, bytes(connect(version, keep), version), undefined);
+        await session.receive(conn2, bytes(publish2(7, "first", true), version), version);
+        await until(() => pubrecsTo(io, "conn-2").length === 1, "PUBREC on the new connection");
+        expect(io.routed.map((m) => new TextDecoder().decode(m.payload))).toEqual(["first"]);
+        expect(pubrecsTo(io, "conn-1")).toEqual([]);
+        await session.receive(conn2, bytes({ cmd: "pubrel", messageId: 7 }, version), version);
+        await until(() => io.take("pubcomp").length === 1, "PUBCOMP");
+        expect(inq2(sql)).toEqual([]);
+      });
   });
 
   it("a resend on a new connection of the session while the first copy is still routing waits for it and is not routed again [MQTT-4.3.3-10]", async () => {
@@ -596,7 +719,11 @@ describe("inbound QoS 2 when its connection ends during routing", () => {
   it("a clean start during the routing forgets it: the same packet id on the new session is a new message [MQTT-3.1.2-4, 4.3.3-12]", async () => {
     await withSession(5, async ({ session, io, send, sql }) => {
       const { release } = await publishedThenHeld(5, { io, send });
-      await session.receive(conn2, bytes(connect(5, { clean: true, properties: { sessionExpiryInterval: 300 } }), 5), undefined);
+      await session.receive(
+        conn2,
+        bytes(connect(5, { clean: true, properties: { sessionExpiryInterval: 300 } }), 5),
+        undefined,
+      );
       await session.receive(conn2, bytes(publish2(7, "second"), 5), 5);
       release(); // the old session's routing ends after the new session took packet id 7
       await until(() => pubrecsTo(io, "conn-2").length === 1, "PUBREC for the new message");
@@ -611,5 +738,8 @@ describe("inbound QoS 2 when its connection ends during routing", () => {
 function inq2(sql: SqlStorage): [number, number][] {
   const made = sql.exec(`SELECT 1 FROM sqlite_master WHERE name = 'inq2'`).toArray().length > 0;
   if (!made) return [];
-  return sql.exec<{ packet_id: number; routed: number }>(`SELECT packet_id, routed FROM inq2 ORDER BY packet_id`).toArray().map((r) => [r.packet_id, r.routed]);
+  return sql
+    .exec<{ packet_id: number; routed: number }>(`SELECT packet_id, routed FROM inq2 ORDER BY packet_id`)
+    .toArray()
+    .map((r) => [r.packet_id, r.routed]);
 }

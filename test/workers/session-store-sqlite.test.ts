@@ -41,7 +41,10 @@ describe("SqliteSessionStore: schema", () => {
       const steps = [{ subs: [`ALTER TABLE subs ADD COLUMN note TEXT`], outq: [`ALTER TABLE outq ADD COLUMN x TEXT`] }];
       const schema = new Schema(sql, steps);
       expect(schema.version()).toBe(2);
-      const columns = sql.exec<{ name: string }>(`PRAGMA table_info(subs)`).toArray().map((c) => c.name);
+      const columns = sql
+        .exec<{ name: string }>(`PRAGMA table_info(subs)`)
+        .toArray()
+        .map((c) => c.name);
       expect(columns).toContain("note");
       expect(tables(sql)).not.toContain("outq");
       new Schema(sql, steps); // at version 2 already: nothing runs again (a second ALTER would throw)

@@ -15,7 +15,12 @@ import { uid } from "../support/ids";
 
 const persistent = { clean: false, properties: { sessionExpiryInterval: 300 } };
 
-async function member(clientId: string, filter: string, qos: 1 | 2, connect: Record<string, unknown> = {}): Promise<RawClient> {
+async function member(
+  clientId: string,
+  filter: string,
+  qos: 1 | 2,
+  connect: Record<string, unknown> = {},
+): Promise<RawClient> {
   const c = await rawClient(5);
   await c.connect({ clientId, ...connect });
   await c.subscribe(filter, qos);
@@ -39,7 +44,10 @@ async function sessionEnded(clientId: string): Promise<void> {
 }
 
 async function offline(clientId: string): Promise<void> {
-  await until(async () => (await sessionStub(env, clientId).describe())?.connected === false, `session ${clientId} to be offline`);
+  await until(
+    async () => (await sessionStub(env, clientId).describe())?.connected === false,
+    `session ${clientId} to be offline`,
+  );
 }
 
 const payloads = (c: RawClient) => c.all("publish").map((p) => p.payload.toString());
@@ -145,7 +153,8 @@ describe("shared subscriptions: a hand-over to another member loses nothing", ()
     expect(payloads(b)).toEqual(["control"]);
     // Retries back off while the shard stays unavailable: 5 s after the first failure, then 10 s, 20 s.
     const session = sessionStub(env, aId);
-    const retryIn = () => runInDurableObject(session, async (_i, state) => ((await state.storage.getAlarm()) ?? 0) - Date.now());
+    const retryIn = () =>
+      runInDurableObject(session, async (_i, state) => ((await state.storage.getAlarm()) ?? 0) - Date.now());
     expect(await retryIn()).toBeLessThanOrEqual(5000);
     expect(await runDurableObjectAlarm(session)).toBe(true);
     expect(await runDurableObjectAlarm(session)).toBe(true);

@@ -8,7 +8,13 @@ import { uid } from "../support/ids";
 import { sleep } from "../support/until";
 
 const message = (topic: string, payload: string, retain = true): RoutedMessage => ({
-  id: uid("m"), origin: "pub", topic, payload: new TextEncoder().encode(payload), qos: 1, retain, receivedAt: Date.now(),
+  id: uid("m"),
+  origin: "pub",
+  topic,
+  payload: new TextEncoder().encode(payload),
+  qos: 1,
+  retain,
+  receivedAt: Date.now(),
 });
 
 async function withShard(
@@ -24,7 +30,11 @@ async function withShard(
       delivered.push([clientId, batch, onlyIfOnline]);
       return "ok";
     };
-    await body(new TopicShard(state.storage.sql, { ...DEFAULT_CONFIG, ...config }, deliver, Date.now), delivered, online);
+    await body(
+      new TopicShard(state.storage.sql, { ...DEFAULT_CONFIG, ...config }, deliver, Date.now),
+      delivered,
+      online,
+    );
   });
 }
 
@@ -48,7 +58,9 @@ describe("TopicShard delivery batching (DELIVERY_BATCH_MS)", () => {
       await sleep(10); // the premise: the second message arrives later, but within the 40 ms window
       const second = shard.publish(message("d/2/t", "b", false));
       await Promise.all([first, second]);
-      expect(delivered.map(([, batch]) => batch.map((d) => new TextDecoder().decode(d.message.payload)))).toEqual([["a", "b"]]);
+      expect(delivered.map(([, batch]) => batch.map((d) => new TextDecoder().decode(d.message.payload)))).toEqual([
+        ["a", "b"],
+      ]);
     });
   });
 });
@@ -59,7 +71,12 @@ describe("TopicShard limits", () => {
       await shard.publish(message("r/1", "a"));
       await shard.publish(message("r/2", "b"));
       await shard.publish(message("r/3", "c")); // over the limit: delivered, not stored
-      expect(shard.retainedMatching("r/#").map((m) => m.topic).sort()).toEqual(["r/1", "r/2"]);
+      expect(
+        shard
+          .retainedMatching("r/#")
+          .map((m) => m.topic)
+          .sort(),
+      ).toEqual(["r/1", "r/2"]);
       await shard.publish(message("r/1", "a2")); // replacing is allowed
       expect(shard.retainedMatching("r/1")[0].payload).toEqual(new TextEncoder().encode("a2"));
       await shard.publish(message("r/2", "")); // deleting frees a place

@@ -48,7 +48,10 @@ export class SqliteInboundQos2 extends SqliteTable implements InboundQos2Part {
   putInboundQos2(packetId: number, msgId: string, routed: boolean): void {
     this.schema.ensure("inq2");
     this.sql.exec(
-      `INSERT OR REPLACE INTO inq2 (packet_id, msg_id, routed) VALUES (?, ?, ?)`, packetId, msgId, routed ? 1 : 0,
+      `INSERT OR REPLACE INTO inq2 (packet_id, msg_id, routed) VALUES (?, ?, ?)`,
+      packetId,
+      msgId,
+      routed ? 1 : 0,
     );
     this.packetIds().add(packetId);
   }

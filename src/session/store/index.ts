@@ -6,13 +6,7 @@
  */
 import type { Delivery, Subscription } from "../../protocol/message";
 import { SqliteInboundQos2, type InboundQos2Part, type InboundQos2Table } from "./inbound-qos2";
-import {
-  MemoryInboundQos2,
-  MemoryMeta,
-  MemoryOutboundQueue,
-  MemorySubscriptions,
-  MemoryTopicAliases,
-} from "./memory";
+import { MemoryInboundQos2, MemoryMeta, MemoryOutboundQueue, MemorySubscriptions, MemoryTopicAliases } from "./memory";
 import { SqliteMeta, type MetaPart, type MetaTable, type SessionMeta } from "./meta";
 import {
   SqliteOutboundQueue,

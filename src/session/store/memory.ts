@@ -90,8 +90,14 @@ export class MemoryOutboundQueue implements OutboundQueuePart {
 
   outboundHead(limit: number): OutboundSummary[] {
     return this.outboundRows([OutState.QUEUED, OutState.SENT, OutState.RELEASED], limit).map((r) =>
-      summary(r.delivery.message.topic, r.delivery.qos, r.state, r.packetId, r.delivery.message.payload.length,
-        r.delivery.message.receivedAt),
+      summary(
+        r.delivery.message.topic,
+        r.delivery.qos,
+        r.state,
+        r.packetId,
+        r.delivery.message.payload.length,
+        r.delivery.message.receivedAt,
+      ),
     );
   }
 

@@ -140,8 +140,11 @@ export class SqliteOutboundQueue extends SqliteTable implements OutboundQueuePar
         else if (r.state === OutState.RELEASED) c.released = r.n;
       }
       for (const r of this.sql.exec<{ packet_id: number; seq: number }>(
-        `SELECT packet_id, seq FROM outq WHERE state IN (?, ?)`, OutState.SENT, OutState.RELEASED,
-      )) c.packetIds.set(r.packet_id, r.seq);
+        `SELECT packet_id, seq FROM outq WHERE state IN (?, ?)`,
+        OutState.SENT,
+        OutState.RELEASED,
+      ))
+        c.packetIds.set(r.packet_id, r.seq);
       this.censusCache = c;
     }
     return this.censusCache;
@@ -152,10 +155,13 @@ export class SqliteOutboundQueue extends SqliteTable implements OutboundQueuePar
     const c = this.censusCache;
     if (!c) return; // not loaded: the next read loads it from SQLite
     const key = (state: number | undefined) =>
-      state === OutState.QUEUED ? "queued"
-      : state === OutState.SENT ? "sent"
-      : state === OutState.RELEASED ? "released"
-      : undefined;
+      state === OutState.QUEUED
+        ? "queued"
+        : state === OutState.SENT
+          ? "sent"
+          : state === OutState.RELEASED
+            ? "released"
+            : undefined;
     const f = key(from);
     const t = key(to);
     if (f) c[f]--;
@@ -177,7 +183,10 @@ export class SqliteOutboundQueue extends SqliteTable implements OutboundQueuePar
       .exec<HeadRow>(
         `SELECT topic, qos, state, packet_id, LENGTH(payload) AS bytes, received_at FROM outq WHERE state IN (?, ?, ?)
          ORDER BY seq LIMIT ?`,
-        OutState.QUEUED, OutState.SENT, OutState.RELEASED, limit,
+        OutState.QUEUED,
+        OutState.SENT,
+        OutState.RELEASED,
+        limit,
       )
       .toArray()
       .map((r) => summary(r.topic, r.qos, r.state, r.packet_id, r.bytes, r.received_at));
@@ -211,9 +220,19 @@ export class SqliteOutboundQueue extends SqliteTable implements OutboundQueuePar
     const cursor = this.sql.exec<{ seq: number }>(
       `INSERT OR IGNORE INTO outq (seq, msg_id, topic, payload, qos, retain, props, sub_ids, origin, received_at, state,
        packet_id, share_filter) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq`,
-      seq, m.id, m.topic, m.payload, d.qos, d.retain ? 1 : 0, propertiesToJson(m.properties),
-      d.subscriptionIds?.length ? JSON.stringify(d.subscriptionIds) : null, m.origin, m.receivedAt, state,
-      packetId, d.shareFilter ?? null,
+      seq,
+      m.id,
+      m.topic,
+      m.payload,
+      d.qos,
+      d.retain ? 1 : 0,
+      propertiesToJson(m.properties),
+      d.subscriptionIds?.length ? JSON.stringify(d.subscriptionIds) : null,
+      m.origin,
+      m.receivedAt,
+      state,
+      packetId,
+      d.shareFilter ?? null,
     );
     const inserted = cursor.toArray()[0];
     if (!inserted) return false;
@@ -264,7 +283,9 @@ export class SqliteOutboundQueue extends SqliteTable implements OutboundQueuePar
       this.sql.exec(
         `DELETE FROM outq WHERE state = ?
          AND seq <= (SELECT seq FROM outq WHERE state = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)`,
-        OutState.DONE, OutState.DONE, DONE_ROWS_KEPT,
+        OutState.DONE,
+        OutState.DONE,
+        DONE_ROWS_KEPT,
       );
     } else {
       this.sql.exec(`DELETE FROM outq WHERE seq = ?`, row.seq);
@@ -283,13 +304,20 @@ export class SqliteOutboundQueue extends SqliteTable implements OutboundQueuePar
         ? this.sql.exec<Row>(
             `UPDATE outq SET state = ?, packet_id = NULL
              WHERE share_filter IS NOT NULL AND (state = ? OR (state = ? AND qos = 1)) RETURNING *`,
-            OutState.HANDOVER, OutState.QUEUED, OutState.SENT,
+            OutState.HANDOVER,
+            OutState.QUEUED,
+            OutState.SENT,
           )
         : this.sql.exec<Row>(
             `UPDATE outq SET state = ? WHERE share_filter = ? AND state = ? RETURNING *`,
-            OutState.HANDOVER, shareFilter, OutState.QUEUED,
+            OutState.HANDOVER,
+            shareFilter,
+            OutState.QUEUED,
           );
-    const rows = held.toArray().map(rowToOutbound).sort((a, b) => a.seq - b.seq);
+    const rows = held
+      .toArray()
+      .map(rowToOutbound)
+      .sort((a, b) => a.seq - b.seq);
     if (rows.length) this.censusCache = undefined; // rare: recounted on the next read
     return rows;
   }
@@ -310,7 +338,12 @@ export class SqliteOutboundQueue extends SqliteTable implements OutboundQueuePar
 }
 
 export function summary(
-  topic: string, qos: number, state: number, packetId: number | null, bytes: number, receivedAt: number,
+  topic: string,
+  qos: number,
+  state: number,
+  packetId: number | null,
+  bytes: number,
+  receivedAt: number,
 ): OutboundSummary {
   return {
     topic,

@@ -49,7 +49,12 @@ export class SqliteSubscriptions extends SqliteTable implements SubscriptionPart
     this.schema.ensure("subs");
     this.sql.exec(
       `INSERT OR REPLACE INTO subs (filter, qos, no_local, rap, rh, sub_id) VALUES (?, ?, ?, ?, ?, ?)`,
-      s.filter, s.qos, s.noLocal ? 1 : 0, s.retainAsPublished ? 1 : 0, s.retainHandling, s.subscriptionId ?? null,
+      s.filter,
+      s.qos,
+      s.noLocal ? 1 : 0,
+      s.retainAsPublished ? 1 : 0,
+      s.retainHandling,
+      s.subscriptionId ?? null,
     );
   }
 
