@@ -20,7 +20,7 @@ import { hookMessage, installHooks, type BrokerHooks, type HookPublish } from ".
 import { ClientRegistryObject } from "./registry/client-registry-object";
 import { SessionObject } from "./session/session-object";
 import { TopicShardObject } from "./topics/topic-shard-object";
-import { brokerMessage, routeFromWorker } from "./topics/shard-router";
+import { brokerMessage, matchedOrThrow, routeFromWorker } from "./topics/shard-router";
 
 export interface BrokerOptions<E> {
   hooks?: BrokerHooks<E>;
@@ -44,9 +44,7 @@ export function createBroker<E = Record<string, unknown>>(options: BrokerOptions
     async publish(env: E, message: HookPublish): Promise<number> {
       const config = configFor(env as object);
       const routed = brokerMessage("http", hookMessage(message), Date.now());
-      const [result] = await routeFromWorker(env as unknown as Env, config, [routed]);
-      if ("error" in result) throw new Error(result.error);
-      return result.matched;
+      return matchedOrThrow(await routeFromWorker(env as unknown as Env, config, [routed]));
     },
     SessionObject,
     TopicShardObject,

@@ -114,10 +114,10 @@ export function admitConnect(
 /** The protocol level byte of a CONNECT, read without a full parse (for the 0x84 / 0x01 answer). */
 export function peekProtocolLevel(packet: Uint8Array): number | undefined {
   let i = 1;
-  while (i < packet.length && packet[i] & 0x80) i++;
+  while (i < packet.length && packet[i]! & 0x80) i++;
   i++; // past the last Remaining Length byte
   if (i + 2 > packet.length) return undefined;
-  const nameLength = (packet[i] << 8) | packet[i + 1];
+  const nameLength = ((packet[i] ?? 0) << 8) | (packet[i + 1] ?? 0); // a cut packet reads as length 0
   const levelAt = i + 2 + nameLength;
   return levelAt < packet.length ? packet[levelAt] : undefined;
 }

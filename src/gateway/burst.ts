@@ -63,7 +63,7 @@ export class BurstBatcher {
     let start = 0;
     let bytes = 0;
     for (let i = 0; i < packets.length; i++) {
-      bytes += packets[i].length;
+      bytes += packets[i]!.length;
       if (i + 1 === packets.length || i + 1 - start >= MAX_PACKETS_PER_FRAME || bytes >= MAX_FRAME_BYTES) {
         try {
           this.send(encodeFrame(this.framesSent++, packets.slice(start, i + 1)));

@@ -106,7 +106,7 @@ export class GatewayConnection {
     // socket, say) is refused at its first byte, not after the CONNECT timeout or once enough bytes
     // arrived to frame some other packet
     const awaitingFirst = this.state === "awaiting-connect" && this.framer.bufferedBytes === 0;
-    if (awaitingFirst && bytes.length > 0 && bytes[0] >> 4 !== PacketType.CONNECT) {
+    if (awaitingFirst && bytes.length > 0 && bytes[0]! >> 4 !== PacketType.CONNECT) {
       return this.abort("first packet is not CONNECT");
     }
     const { packets, error } = this.framer.push(bytes);
@@ -125,8 +125,8 @@ export class GatewayConnection {
       void this.onAuthResponse(packet);
       return;
     }
-    // PINGREQ is answered here so that keep-alive traffic never wakes the Session object.
-    if (packet[0] >> 4 === PacketType.PINGREQ && packet[0] === 0xc0 && packet.length === 2) {
+    // PINGREQ (0xC0, no body) is answered here so that keep-alive traffic never wakes the Session object.
+    if (packet[0] === 0xc0 && packet.length === 2) {
       counters.pingsAnsweredAtEdge++;
       this.client.send(PINGRESP);
       return;

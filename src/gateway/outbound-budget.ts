@@ -86,5 +86,6 @@ export class OutboundBudget {
 }
 
 function isQos0Publish(packet: Uint8Array): boolean {
-  return packet[0] >> 4 === PacketType.PUBLISH && ((packet[0] >> 1) & 3) === 0;
+  const first = packet[0] ?? 0;
+  return first >> 4 === PacketType.PUBLISH && ((first >> 1) & 3) === 0;
 }

@@ -47,8 +47,7 @@ export async function mqttEndpoint(c: Context<{ Bindings: Env }>): Promise<Respo
       return c.text("Too many connection attempts from this address; retry later\n", 429, { "Retry-After": "10" });
     }
   }
-  const pair = new WebSocketPair();
-  const [clientSide, serverSide] = Object.values(pair);
+  const { 0: clientSide, 1: serverSide } = new WebSocketPair();
   serverSide.accept();
   new GatewayConnection(serverSide, c.env, config, auth, remoteAddress).start();
   const headers: Record<string, string> = protocol ? { "Sec-WebSocket-Protocol": protocol } : {};

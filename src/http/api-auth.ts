@@ -32,7 +32,7 @@ export function apiTokensFrom(env: Record<string, unknown>): ApiTokens {
 /** The secret a request presents: `Authorization: Bearer <t>` or Basic with <t> as the password. */
 export function presentedToken(authorization: string | undefined): string | undefined {
   if (!authorization) return undefined;
-  const [scheme, value] = authorization.trim().split(/\s+/, 2);
+  const [scheme = "", value] = authorization.trim().split(/\s+/, 2);
   if (!value) return undefined;
   if (scheme.toLowerCase() === "bearer") return value;
   if (scheme.toLowerCase() === "basic") {
@@ -56,7 +56,7 @@ export async function sameSecret(a: string, b: string): Promise<boolean> {
   const p = new Uint8Array(x);
   const q = new Uint8Array(y);
   let diff = 0;
-  for (let i = 0; i < p.length; i++) diff |= p[i] ^ q[i];
+  for (let i = 0; i < p.length; i++) diff |= p[i]! ^ q[i]!; // equal lengths, checked above
   return diff === 0;
 }
 

@@ -9,7 +9,13 @@ import { isAllowed } from "../auth/acl";
 import { authConfigFor } from "../auth/auth-config";
 import { configFor } from "../config";
 import type { Env } from "../env";
-import { brokerMessage, routeFromWorker, type RouteResult, type ShardLayout } from "../topics/shard-router";
+import {
+  brokerMessage,
+  matchedOrThrow,
+  routeFromWorker,
+  type RouteResult,
+  type ShardLayout,
+} from "../topics/shard-router";
 import { apiTokensFrom, HTTP_CLIENT_ID, publisherIdentity } from "./api-auth";
 import { crossSiteRefusal } from "./cross-site";
 import { parsePublishBody, type PublishDraft } from "./publish-request";
@@ -68,7 +74,7 @@ async function publish(c: Ctx, batch: boolean): Promise<Response> {
   );
   if (denied >= 0) {
     const where = batch ? `messages[${denied}]: ` : "";
-    const topic = parsed.messages[denied].topic;
+    const topic = parsed.messages[denied]!.topic; // findIndex found it
     const why = isBrokerOnlyTopic(topic)
       ? "only the broker publishes $SYS topics, so may not publish"
       : "not authorized to publish";
@@ -81,9 +87,7 @@ async function publish(c: Ctx, batch: boolean): Promise<Response> {
     clientId: HTTP_CLIENT_ID,
     identity,
     publish: async (p) => {
-      const [r] = await routeDrafts(c.env, [hookMessage(p)], config);
-      if ("error" in r) throw new Error(r.error);
-      return r.matched;
+      return matchedOrThrow(await routeDrafts(c.env, [hookMessage(p)], config));
     },
   };
   if (hooks.authorizePublish) {
@@ -114,10 +118,10 @@ async function publish(c: Ctx, batch: boolean): Promise<Response> {
   );
   // A message the hook dropped is accepted and matched nobody.
   const results: RouteResult[] = parsed.messages.map(() => ({ id: `http:dropped`, matched: 0 }));
-  kept.forEach(([i], k) => (results[i] = routed[k]));
+  kept.forEach(([i], k) => (results[i] = routed[k]!)); // one result per kept message
   const failed = results.some((r) => "error" in r);
   if (!batch) {
-    const [only] = results;
+    const only = results[0]!; // one message, one result
     return "error" in only ? jsonError(c, 503, `not delivered, retry: ${only.error}`) : c.json(only);
   }
   return c.json({ results }, failed ? 503 : 200);

@@ -41,9 +41,10 @@ export function parsePacket(bytes: Uint8Array, version: ProtocolVersion | undefi
   if (packets.length !== 1 || rest !== 0) return { error: "packet length does not match its contents" };
   // What the packet object cannot show (its strings were decoded leniently): checked on the bytes.
   // CONNECT has its own check, which answers with a CONNACK (connect-check.ts).
-  const fault = packets[0].cmd === "connect" ? undefined : packetFault(bytes, version ?? 4);
+  const packet = packets[0]!; // exactly one, checked above
+  const fault = packet.cmd === "connect" ? undefined : packetFault(bytes, version ?? 4);
   if (fault) return { error: fault.reason, reasonCode: fault.reasonCode };
-  return { packet: withOrderedUserProperties(packets[0], bytes) };
+  return { packet: withOrderedUserProperties(packet, bytes) };
 }
 
 /**
@@ -135,15 +136,18 @@ const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const encoder = new TextEncoder();
 const ACKS = ["puback", "pubrec", "pubrel", "pubcomp"] as const;
 
+/** The Two Byte Integer at `i`; the caller has checked that both bytes are there. */
+const uint16 = (bytes: Uint8Array, i: number) => (bytes[i]! << 8) | bytes[i + 1]!;
+
 /** A well-formed PUBLISH (no v5 properties) or a 2-byte-body PUBACK/PUBREC/PUBREL/PUBCOMP; else undefined. */
 export function parseSimplePacket(bytes: Uint8Array, version: ProtocolVersion): Packet | undefined {
-  const first = bytes[0];
+  const first = bytes[0] ?? 0; // an empty buffer is type 0: not a simple packet
   const type = first >> 4;
   if (type >= 4 && type <= 7) {
     // [MQTT-3.6.1-1] PUBREL's flags are 0010, the others' 0000
     if (bytes.length !== 4 || bytes[1] !== 2 || (first & 0x0f) !== (type === 6 ? 2 : 0)) return undefined;
     if (bytes[2] === 0 && bytes[3] === 0) return undefined;
-    const ack: AckPacket = { cmd: ACKS[type - 4], messageId: (bytes[2] << 8) | bytes[3], length: 2 };
+    const ack: AckPacket = { cmd: ACKS[type - 4]!, messageId: uint16(bytes, 2), length: 2 };
     return ack;
   }
   if (type !== 3) return undefined;
@@ -154,7 +158,7 @@ export function parseSimplePacket(bytes: Uint8Array, version: ProtocolVersion): 
   const length = header.remainingLength;
   let i = header.headerLength;
   if (i + length !== bytes.length || i + 2 > bytes.length) return undefined;
-  const topicLength = (bytes[i] << 8) | bytes[i + 1];
+  const topicLength = uint16(bytes, i);
   i += 2;
   if (topicLength === 0 || i + topicLength > bytes.length) return undefined;
   // A topic with U+0000 or ill-formed UTF-8 goes to the full path, which refuses it as malformed
@@ -171,7 +175,7 @@ export function parseSimplePacket(bytes: Uint8Array, version: ProtocolVersion): 
   let messageId: number | undefined;
   if (qos > 0) {
     if (i + 2 > bytes.length) return undefined;
-    messageId = (bytes[i] << 8) | bytes[i + 1];
+    messageId = uint16(bytes, i);
     if (messageId === 0) return undefined;
     i += 2;
   }
@@ -231,7 +235,7 @@ export function asBuffer(bytes: Uint8Array | ArrayBuffer): Buffer {
 
 /** Concatenates encoded packets into one frame (several packets per frame are allowed [MQTT-6.0.0-4]). */
 export function joinFrames(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0];
+  if (parts.length === 1) return parts[0]!;
   let size = 0;
   for (const p of parts) size += p.length;
   const out = new Uint8Array(size);

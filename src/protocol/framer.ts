@@ -21,7 +21,7 @@ export function readFixedHeader(
   let value = 0;
   for (let i = 1; i <= 4; i++) {
     if (offset + i >= buf.length) return undefined;
-    const byte = buf[offset + i];
+    const byte = buf[offset + i]!; // offset + i < buf.length, checked above
     value += (byte & 0x7f) * multiplier;
     if ((byte & 0x80) === 0) {
       // [MQTT-1.5.5-1] the Variable Byte Integer must use the minimum number of bytes

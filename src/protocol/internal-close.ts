@@ -27,6 +27,6 @@ export function endCause(closeCode: number, text: string): { reason: string; cod
   if (closeCode === InternalClose.CLIENT_GONE)
     return { reason: "network: the client's connection closed without DISCONNECT" };
   const coded = /^(0x[0-9a-f]{2}) (.*)$/s.exec(text);
-  if (coded) return { reason: coded[2], code: coded[1] };
+  if (coded) return { reason: coded[2] ?? "", code: coded[1] };
   return { reason: text || `internal socket closed (${closeCode})` };
 }

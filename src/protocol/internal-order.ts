@@ -58,7 +58,8 @@ export class InboundOrder<T> {
     const seqs = [...this.held.keys()].sort((a, b) => a - b);
     const ready = seqs.map((seq) => this.held.get(seq)!);
     this.held.clear();
-    if (seqs.length) this.next = seqs[seqs.length - 1] + 1;
+    const last = seqs.at(-1);
+    if (last !== undefined) this.next = last + 1;
     return ready;
   }
 }

@@ -64,7 +64,7 @@ export class ClientRegistryObject extends DurableObject<Env> {
     this.alarms.startSys();
   }
 
-  async alarm(): Promise<void> {
+  override async alarm(): Promise<void> {
     counters.registryInvocations++;
     const sysDue = this.alarms.fired();
     this.registry.flushTotals();

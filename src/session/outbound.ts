@@ -73,7 +73,7 @@ export class Outbound {
     // member of the group who may read it.
     if (this.readCheckNeeded()) {
       const readable = batch.filter((d) => this.session.allowed("subscribe", d.message.topic));
-      if (readable.length === 0 && batch.length === 1 && batch[0].shareFilter) return "unreadable";
+      if (readable.length === 0 && batch.length === 1 && batch[0]!.shareFilter) return "unreadable";
       batch = readable;
     }
     const immediate: Packet[] = [];

@@ -63,19 +63,18 @@ export class SessionObject extends DurableObject<Env> {
   }
 
   /** The gateway opens the internal WebSocket here; the first message on it is the CONNECT. */
-  async fetch(request: Request): Promise<Response> {
+  override async fetch(request: Request): Promise<Response> {
     this.invoked();
     if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket") {
       return new Response("Session objects accept only the gateway's WebSocket", { status: 426 });
     }
-    const pair = new WebSocketPair();
-    const [gatewaySide, sessionSide] = Object.values(pair);
+    const { 0: gatewaySide, 1: sessionSide } = new WebSocketPair();
     this.ctx.acceptWebSocket(sessionSide);
     this.sockets.opened(sessionSide, attachmentFromUpgrade(request.headers, crypto.randomUUID()));
     return new Response(null, { status: 101, webSocket: gatewaySide });
   }
 
-  async webSocketMessage(ws: WebSocket, message: ArrayBuffer | string): Promise<void> {
+  override async webSocketMessage(ws: WebSocket, message: ArrayBuffer | string): Promise<void> {
     this.invoked();
     counters.sessionWebSocketMessages++;
     if (typeof message === "string") return; // the gateway sends MQTT packets only, as binary
@@ -95,12 +94,12 @@ export class SessionObject extends DurableObject<Env> {
     return this.session.receive(a, packet, expectConnect ? undefined : a.version);
   }
 
-  async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+  override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
     this.invoked();
     await this.socketGone(ws, endCause(code, reason));
   }
 
-  async webSocketError(ws: WebSocket): Promise<void> {
+  override async webSocketError(ws: WebSocket): Promise<void> {
     this.invoked();
     await this.socketGone(ws, { reason: "network: the gateway's connection failed" });
   }
@@ -110,7 +109,7 @@ export class SessionObject extends DurableObject<Env> {
     await this.session.ended(a.connId, cause);
   }
 
-  async alarm(): Promise<void> {
+  override async alarm(): Promise<void> {
     this.invoked();
     await this.session.alarm();
   }

@@ -61,7 +61,7 @@ export class ShardLinks {
         );
         // (RPC's types widen the [name, value] tuples of User Properties to string[])
         entry.retainedFor.forEach((filter, i) =>
-          merged[retainedFor.indexOf(filter)].push(...(found[i] as RoutedMessage[])),
+          merged[retainedFor.indexOf(filter)]!.push(...(found[i] as RoutedMessage[])),
         );
       }),
     );

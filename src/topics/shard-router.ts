@@ -22,6 +22,13 @@ export type PublishMany = (index: number, messages: RoutedMessage[]) => Promise<
 /** What became of one message: how many sessions and groups it matched, or why it was not routed. */
 export type RouteResult = { id: string; matched: number } | { id: string; error: string };
 
+/** The subscribers one routed message matched; throws the error it failed with. */
+export function matchedOrThrow([result]: RouteResult[]): number {
+  if (result === undefined) throw new Error("not routed");
+  if ("error" in result) throw new Error(result.error);
+  return result.matched;
+}
+
 /** A message as its publisher gave it, before the broker gives it an id and a time. */
 export type MessageDraft = Omit<RoutedMessage, "id" | "origin" | "receivedAt">;
 
@@ -60,11 +67,12 @@ export async function routeToShards(
       try {
         const matched = await publishMany(
           index,
-          positions.map((i) => messages[i]),
+          positions.map((i) => messages[i]!), // positions index messages (groupByShard)
         );
-        positions.forEach((i, k) => (results[i] = { id: messages[i].id, matched: matched[k] }));
+        // publishMany answers one count per message it was given.
+        positions.forEach((i, k) => (results[i] = { id: messages[i]!.id, matched: matched[k]! }));
       } catch (err) {
-        positions.forEach((i) => (results[i] = { id: messages[i].id, error: String((err as Error).message ?? err) }));
+        positions.forEach((i) => (results[i] = { id: messages[i]!.id, error: String((err as Error).message ?? err) }));
       }
     }),
   );

@@ -52,7 +52,7 @@ export class TopicShardObject extends DurableObject<Env> {
   }
 
   /** Writes the metrics counters. Not counted as an invocation: that count would need writing again. */
-  async alarm(): Promise<void> {
+  override async alarm(): Promise<void> {
     counters.shardInvocations++;
     this.shard.flushTotals();
   }

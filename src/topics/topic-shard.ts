@@ -224,7 +224,7 @@ export class TopicShard {
     });
     let declined = false;
     const offer = async (i: number, onlyIfOnline: boolean) => {
-      const [clientId, options] = group.members[(start + i) % n];
+      const [clientId, options] = group.members[(start + i) % n]!; // n is the member count
       const outcome = await this.deliverOrForget(clientId, [deliveryFor(options)], onlyIfOnline);
       declined ||= outcome === "unreadable";
       return outcome === "ok";

@@ -29,7 +29,8 @@ export class SqliteInboundQos2 extends SqliteTable implements InboundQos2Part {
     const rows = this.sql
       .exec<{ msg_id: string; routed: number }>(`SELECT msg_id, routed FROM inq2 WHERE packet_id = ?`, packetId)
       .toArray();
-    return rows.length ? { msgId: rows[0].msg_id, routed: rows[0].routed === 1 } : undefined;
+    const [row] = rows;
+    return row ? { msgId: row.msg_id, routed: row.routed === 1 } : undefined;
   }
 
   private packetIds(): Set<number> {

@@ -113,24 +113,25 @@ export class SqliteMeta extends SqliteTable implements MetaPart {
 }
 
 function metaFromRow(r: Row): SessionMeta {
-  const text = (v: SqlStorageValue) => (v === null ? undefined : (v as string));
-  const num = (v: SqlStorageValue) => (v === null ? undefined : (v as number));
+  // A column reads as null when unset (and as undefined only if it were missing from the row).
+  const text = (v: SqlStorageValue | undefined) => (v == null ? undefined : (v as string));
+  const num = (v: SqlStorageValue | undefined) => (v == null ? undefined : (v as number));
   return {
     clientId: text(r.client_id),
     owner: text(r.owner),
-    identity: r.identity === null ? undefined : (JSON.parse(r.identity as string) as Identity),
+    identity: r.identity == null ? undefined : (JSON.parse(r.identity as string) as Identity),
     version: num(r.protocol_version),
     expiryInterval: num(r.expiry_interval),
     connId: text(r.conn_id),
     will:
-      r.will_topic === null
+      r.will_topic == null
         ? undefined
         : {
             topic: r.will_topic as string,
-            payload: blobBytes(r.will_payload),
+            payload: blobBytes(r.will_payload ?? null),
             qos: r.will_qos as QoS,
             retain: r.will_retain === 1,
-            properties: propertiesFromJson(r.will_props as string | null),
+            properties: propertiesFromJson((r.will_props ?? null) as string | null),
             delay: r.will_delay as number,
           },
     willAt: num(r.will_at),
@@ -138,7 +139,7 @@ function metaFromRow(r: Row): SessionMeta {
     clientReceiveMax: num(r.client_receive_max),
     clientMaxPacketSize: num(r.client_max_packet_size),
     clientTopicAliasMax: num(r.client_topic_alias_max),
-    problemInfo: r.problem_info === null ? undefined : r.problem_info === 1,
+    problemInfo: r.problem_info == null ? undefined : r.problem_info === 1,
     droppedQueueFull: num(r.dropped_queue_full),
     connectedAt: num(r.connected_at),
     remoteAddress: text(r.remote_address),

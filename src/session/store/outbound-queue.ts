@@ -267,7 +267,8 @@ export class SqliteOutboundQueue extends SqliteTable implements OutboundQueuePar
     const seq = this.census().packetIds.get(packetId);
     if (seq === undefined) return undefined;
     const rows = this.sql.exec<Row>(`SELECT * FROM outq WHERE seq = ? AND state = ?`, seq, state).toArray();
-    return rows.length ? rowToOutbound(rows[0]) : undefined;
+    const [row] = rows;
+    return row ? rowToOutbound(row) : undefined;
   }
 
   markReleased(seq: number): void {
@@ -360,7 +361,7 @@ function rowToOutbound(r: Row): OutboundRow {
     id: r.msg_id as string,
     origin: r.origin as string,
     topic: r.topic as string,
-    payload: blobBytes(r.payload),
+    payload: blobBytes(r.payload ?? null),
     qos: r.qos as QoS,
     retain: r.retain === 1,
     properties: propertiesFromJson(r.props as string | null),
