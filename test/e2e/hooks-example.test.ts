@@ -10,6 +10,7 @@ import { ORDERED, publishesIn, publishWith } from "../support/user-properties";
 import { startBroker } from "./global-setup";
 import { rawClient, recorder } from "../support/clients";
 import { uid } from "../support/ids";
+import { at } from "../support/elements";
 
 const ADMIN_TOKEN = "hooks-example-admin";
 let broker: Awaited<ReturnType<typeof startBroker>>;
@@ -57,7 +58,7 @@ describe("user hooks (examples/queue-forwarder)", () => {
     const got = await rec.waitFor(2);
     const mine = got.filter((m) => m.topic.endsWith(id));
     expect(mine.map((m) => m.topic)).toEqual([`events/connected/${id}`, `events/disconnected/${id}`]);
-    expect(JSON.parse(mine[0].payload)).toEqual({ version: 5, user: "device-9" });
+    expect(JSON.parse(at(mine, 0).payload)).toEqual({ version: 5, user: "device-9" });
   });
 
   it("authorizePublish and authorizeSubscribe refuse with 0x87", async () => {
@@ -94,7 +95,7 @@ describe("user hooks (examples/queue-forwarder)", () => {
       pub.sendBytes(publishWith({ topic, payload: "p", qos: 1, messageId: 1, userProperties: ORDERED }));
       await pub.next("puback");
       await sub.until(() => publishesIn(sub.inbound).length > 0, 5000, "PUBLISH");
-      expect(publishesIn(sub.inbound)[0].userProperties).toEqual(ORDERED);
+      expect(at(publishesIn(sub.inbound), 0).userProperties).toEqual(ORDERED);
     } finally {
       sub.close();
       pub.close();

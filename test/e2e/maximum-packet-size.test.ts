@@ -7,6 +7,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { closeAll, rawClient, REFUSAL_CLOSE_MS } from "../support/clients";
 import { uid } from "../support/ids";
+import { at } from "../support/elements";
 import type { Packet } from "mqtt-packet";
 import type { RawClient } from "../support/raw-client";
 
@@ -25,7 +26,7 @@ const sizes = (raw: RawClient) => raw.received.map((p) => `${p.cmd} ${wireSize(p
 function expectAllWithin(raw: RawClient, max: number): void {
   expect(raw.received.length).toBeGreaterThan(0);
   expect(
-    sizes(raw).filter((_, i) => wireSize(raw.received[i]) > max),
+    sizes(raw).filter((_, i) => wireSize(at(raw.received, i)) > max),
     `packets larger than ${max}`,
   ).toEqual([]);
 }

@@ -2,6 +2,7 @@ import type { ISubscription } from "mqtt-packet";
 import { afterEach, describe, expect, it } from "vitest";
 import { closeAll, connect, rawClient, recorder, roundTrip } from "../support/clients";
 import { uid } from "../support/ids";
+import { at } from "../support/elements";
 
 afterEach(closeAll);
 
@@ -13,7 +14,7 @@ describe.each([4, 5] as const)("publish and subscribe, MQTT v%i", (version) => {
       const sub = await connect(version);
       const rec = recorder(sub);
       const granted = await sub.subscribeAsync(topic, { qos });
-      expect(granted[0].qos).toBe(qos);
+      expect(at(granted, 0).qos).toBe(qos);
       const pub = await connect(version);
       await pub.publishAsync(topic, `hello ${qos}`, { qos });
       const [m] = await rec.waitFor(1);
@@ -63,7 +64,7 @@ describe.each([4, 5] as const)("publish and subscribe, MQTT v%i", (version) => {
     await pub.publishAsync(`${root}/a/b`, "control", { qos: 2 });
     await rec.waitFor(2);
     expect(rec.messages.map((m) => m.payload)).toEqual(["once", "control"]);
-    expect(rec.messages[0].packet.qos).toBe(2);
+    expect(at(rec.messages, 0).packet.qos).toBe(2);
   });
 
   it("does not match $ topics with a leading wildcard [MQTT-4.7.2-1] [MQTT311-4.7.2-1]", async () => {

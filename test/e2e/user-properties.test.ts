@@ -9,6 +9,7 @@ import { connectWithWill, ORDERED, publishesIn, publishWith } from "../support/u
 import { E2E_API_TOKEN } from "./global-setup";
 import { brokerHttp, rawClient } from "../support/clients";
 import { uid } from "../support/ids";
+import { atLeast } from "../support/elements";
 
 const raws: RawClient[] = [];
 afterEach(() => raws.splice(0).forEach((r) => r.close()));
@@ -29,9 +30,9 @@ async function subscriber(topic: string, fields: Record<string, unknown> = {}): 
   return raw;
 }
 
-async function received(raw: RawClient, n = 1) {
+async function received<N extends number = 1>(raw: RawClient, n = 1 as N) {
   await raw.until(() => publishesIn(raw.inbound).length >= n, 5000, `${n} PUBLISH`);
-  return publishesIn(raw.inbound);
+  return atLeast(publishesIn(raw.inbound), n, "PUBLISH packets");
 }
 
 async function publishOrdered(topic: string, retain = false): Promise<void> {

@@ -9,6 +9,7 @@ import mqtt, { type Packet, type UserProperties } from "mqtt-packet";
 import { afterEach, describe, expect, it } from "vitest";
 import { closeAll, rawClient } from "../support/clients";
 import { uid } from "../support/ids";
+import { at } from "../support/elements";
 import type { OutgoingPacket, RawClient } from "../support/raw-client";
 
 afterEach(closeAll);
@@ -110,7 +111,7 @@ describe("UTF-8 strings in v5 properties", () => {
   });
 
   it("a Reason String or User Property that is ill-formed UTF-8 in PUBACK, SUBSCRIBE, UNSUBSCRIBE or DISCONNECT is malformed [MQTT-1.5.4-1, 1.5.7-1]", async () => {
-    const [name, bytes] = BAD[2];
+    const [name, bytes] = at(BAD, 2);
     const packets: OutgoingPacket[] = [
       { cmd: "puback", messageId: 1, reasonCode: 0x10, properties: { reasonString: MARK } },
       { cmd: "pubrec", messageId: 1, reasonCode: 0x10, properties: { userProperties: { k: MARK } } },

@@ -63,7 +63,7 @@ describe("admin API: ?clientId= reaches every client id (issue #11 finding 3)", 
       ["GET", "/api/v1/client"],
       ["POST", "/api/v1/client/disconnect"],
       ["DELETE", "/api/v1/session"],
-    ]) {
+    ] as const) {
       // (the header passes the cross-site check that state-changing calls meet before the token check)
       expect((await admin(method, `${path}?${q(".")}`, { "x-requested-by": "test" })).status, `${method} ${path}`).toBe(
         401,

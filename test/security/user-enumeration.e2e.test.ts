@@ -62,7 +62,7 @@ describe("finding: SCRAM challenges do not reveal whether a user exists", () => 
     for (const [username, password] of [
       [uid("mallory"), "x"],
       ["alice", `not-${E2E_USERS.alice}`],
-    ]) {
+    ] as const) {
       const { raw, scram, serverFirst } = await scramChallenge(username, password);
       raw.send({
         cmd: "auth",

@@ -7,6 +7,7 @@ import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { inject } from "vitest";
 import WebSocket from "ws";
 import { uid } from "./ids";
+import { atLeast, type AtLeast } from "./elements";
 import { CONTROL_FILTER, RawClient } from "./raw-client";
 import { ScramClient } from "./scram-client";
 import { Signal } from "./until";
@@ -37,10 +38,10 @@ export interface Received {
   packet: mqtt.IPublishPacket;
 }
 
-/** Records every message a client receives. */
+/** Records every message a client receives; `waitFor(n)` resolves with all so far, at least `n`. */
 export function recorder(client: MqttClient): {
   messages: Received[];
-  waitFor(n: number, ms?: number): Promise<Received[]>;
+  waitFor<N extends number>(n: N, ms?: number): Promise<AtLeast<Received, N>>;
 } {
   const messages: Received[] = [];
   const arrivals = new Signal();
@@ -51,10 +52,10 @@ export function recorder(client: MqttClient): {
   const topics = () => JSON.stringify(messages.map((m) => m.topic));
   return {
     messages,
-    async waitFor(n: number, ms = 5000) {
+    async waitFor<N extends number>(n: N, ms = 5000) {
       const failure = () => `expected ${n} messages, got ${messages.length}: ${topics()}`;
       await arrivals.until(() => messages.length >= n, ms, failure);
-      return messages;
+      return atLeast(messages, n, "messages");
     },
   };
 }

@@ -1,5 +1,6 @@
 /** The client side of SCRAM-SHA-256, for tests (Node crypto, independent of the broker's code). */
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from "node:crypto";
+import { at } from "./elements";
 
 export class ScramClient {
   readonly nonce = randomBytes(12).toString("base64");
@@ -26,7 +27,7 @@ export class ScramClient {
     const clientKey = createHmac("sha256", salted).update("Client Key").digest();
     const storedKey = createHash("sha256").update(clientKey).digest();
     const signature = createHmac("sha256", storedKey).update(authMessage).digest();
-    const proof = Buffer.from(clientKey.map((b, i) => b ^ signature[i]));
+    const proof = Buffer.from(clientKey.map((b, i) => b ^ at(signature, i)));
     const serverKey = createHmac("sha256", salted).update("Server Key").digest();
     this.serverSignature = createHmac("sha256", serverKey).update(authMessage).digest();
     return Buffer.from(`${withoutProof},p=${proof.toString("base64")}`);

@@ -4,6 +4,8 @@
  * names come first and the values of a repeated name are grouped).
  */
 
+import { at } from "./elements";
+
 export type Pair = [string, string];
 
 /** The order no object can keep: a repeated name interleaved with another, and an integer-like name. */
@@ -77,19 +79,20 @@ export function publishesIn(chunks: Uint8Array[]): { topic: string; payload: str
   const bytes = Uint8Array.from(chunks.flatMap((c) => [...c]));
   const out: { topic: string; payload: string; userProperties: Pair[] }[] = [];
   const text = (from: number, length: number) => new TextDecoder().decode(bytes.subarray(from, from + length));
-  const u16 = (i: number) => (bytes[i] << 8) | bytes[i + 1];
+  const byte = (i: number) => at(bytes, i, "a byte of the stream");
+  const u16 = (i: number) => (byte(i) << 8) | byte(i + 1);
   const readVarInt = (i: number) => {
     let value = 0;
     let n = 0;
     for (let m = 1; ; m *= 128, n++) {
-      value += (bytes[i + n] & 127) * m;
-      if ((bytes[i + n] & 128) === 0) return { value, size: n + 1 };
+      value += (byte(i + n) & 127) * m;
+      if ((byte(i + n) & 128) === 0) return { value, size: n + 1 };
     }
   };
-  for (let at = 0; at < bytes.length;) {
-    const first = bytes[at];
-    const remaining = readVarInt(at + 1);
-    const start = at + 1 + remaining.size;
+  for (let packetAt = 0; packetAt < bytes.length;) {
+    const first = byte(packetAt);
+    const remaining = readVarInt(packetAt + 1);
+    const start = packetAt + 1 + remaining.size;
     const end = start + remaining.value;
     if (first >> 4 === 3) {
       let i = start;
@@ -100,7 +103,7 @@ export function publishesIn(chunks: Uint8Array[]): { topic: string; payload: str
       const propsEnd = i + props.value;
       const userProperties: Pair[] = [];
       while (i < propsEnd) {
-        const id = bytes[i++];
+        const id = byte(i++);
         if (id === 0x26) {
           const k = text(i + 2, u16(i));
           i += 2 + u16(i);
@@ -116,7 +119,7 @@ export function publishesIn(chunks: Uint8Array[]): { topic: string; payload: str
       }
       out.push({ topic, payload: text(propsEnd, end - propsEnd), userProperties });
     }
-    at = end;
+    packetAt = end;
   }
   return out;
 }

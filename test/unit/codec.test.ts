@@ -8,6 +8,7 @@ import mqtt from "mqtt-packet";
 import { describe, expect, it } from "vitest";
 import { encodePacket, encodeSimplePublish, parsePacket, parseSimplePacket } from "../../src/protocol/codec";
 import { connectWithWill, ORDERED, publishWith } from "../support/user-properties";
+import { at } from "../support/elements";
 
 const full = (bytes: Uint8Array, version: 4 | 5) => {
   const parser = mqtt.parser({ protocolVersion: version });
@@ -133,7 +134,7 @@ describe("codec hot path", () => {
         expect(reference, name).toMatchObject(packet); // every field we read, as mqtt-packet reads it
       }
     }
-    expect(parseSimplePacket(new Uint8Array(unusual[0].bytes), 4)).toMatchObject({ cmd: "pubrel", messageId: 1 });
+    expect(parseSimplePacket(new Uint8Array(at(unusual, 0).bytes), 4)).toMatchObject({ cmd: "pubrel", messageId: 1 });
   });
 
   it("leaves a PUBLISH with properties to mqtt-packet when encoding", () => {

@@ -38,8 +38,8 @@ function metricNames(expr: string): string[] {
     .replace(/\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, " ")
     .replace(/\$\w+/g, " ");
   return [...bare.matchAll(/([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?/g)]
-    .filter((m) => !m[2] && !KEYWORDS.has(m[1]))
-    .map((m) => m[1]);
+    .filter((m) => !m[2] && !KEYWORDS.has(m[1]!)) // group 1 is not optional: always there
+    .map((m) => m[1]!);
 }
 
 type Panel = {

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { presentedToken, sameSecret } from "../../src/http/api-auth";
 import { MAX_BATCH_MESSAGES, parsePublishBody } from "../../src/http/publish-request";
 import { DEFAULT_CONFIG } from "../../src/config";
+import { at } from "../support/elements";
 
 describe("HTTP publish request", () => {
   it("defaults qos 0, retain false, empty payload", () => {
@@ -18,8 +19,8 @@ describe("HTTP publish request", () => {
       false,
     );
     if (!r.ok) throw new Error(r.error);
-    expect([...r.messages[0].payload]).toEqual([0, 1, 255]);
-    expect(new TextDecoder().decode(r.messages[0].properties!.correlationData)).toBe("abc");
+    expect([...at(r.messages, 0).payload]).toEqual([0, 1, 255]);
+    expect(new TextDecoder().decode(at(r.messages, 0).properties!.correlationData)).toBe("abc");
   });
   it("names the failing message of a batch and bounds the batch", () => {
     const bad = parsePublishBody([{ topic: "ok" }, { topic: "x/#" }], DEFAULT_CONFIG, true);

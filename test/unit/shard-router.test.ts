@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { RoutedMessage } from "../../src/protocol/message";
 import { shardForTopic } from "../../src/topics/shard-rule";
 import { brokerMessage, groupByShard, routeToShards, ShardRouter } from "../../src/topics/shard-router";
+import { at } from "../support/elements";
 
 const layout = { shardCount: 4, shardLevels: 1 };
 const message = (topic: string, text = topic) =>
@@ -38,9 +39,9 @@ describe("shard router", () => {
     ]);
     const [sa, sb] = [shardForTopic(a, 4, 1), shardForTopic(b, 4, 1)];
     expect(results).toEqual([
-      { id: messages[0].id, matched: sa * 10 },
-      { id: messages[1].id, matched: sb * 10 },
-      { id: messages[2].id, matched: sa * 10 + 1 },
+      { id: at(messages, 0).id, matched: sa * 10 },
+      { id: at(messages, 1).id, matched: sb * 10 },
+      { id: at(messages, 2).id, matched: sa * 10 + 1 },
     ]);
   });
 
@@ -52,8 +53,8 @@ describe("shard router", () => {
       return batch.map(() => 1);
     });
     expect(results).toEqual([
-      { id: messages[0].id, error: "shard down" },
-      { id: messages[1].id, matched: 1 },
+      { id: at(messages, 0).id, error: "shard down" },
+      { id: at(messages, 1).id, matched: 1 },
     ]);
   });
 

@@ -22,7 +22,7 @@ async function counterSamples(): Promise<Map<string, number>> {
   const samples = new Map<string, number>();
   for (const line of (await res.text()).split("\n")) {
     const type = /^# TYPE (\S+) counter$/.exec(line);
-    if (type) counters.add(type[1]);
+    if (type) counters.add(type[1]!); // group 1 is not optional
     if (!line || line.startsWith("#")) continue;
     const at = line.lastIndexOf(" ");
     const key = line.slice(0, at);

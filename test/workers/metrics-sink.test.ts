@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import worker from "../../src/index";
 import { writeMetricsPoint } from "../../src/observability/metrics-collector";
 import { uid } from "../support/ids";
+import { atLeast } from "../support/elements";
 
 class RecordingDataset {
   points: AnalyticsEngineDataPoint[] = [];
@@ -26,7 +27,7 @@ describe("metrics sink", () => {
     const sink = new RecordingDataset();
     await worker.scheduled(createScheduledController(), { ...env, METRICS: sink } as never);
     expect(sink.points).toHaveLength(1);
-    const [point] = sink.points;
+    const [point] = atLeast(sink.points, 1);
     const names = point.blobs![0]!.toString().split(",");
     const value = (name: string) => point.doubles![names.indexOf(name)];
     expect(value("received")).toBeGreaterThanOrEqual(3);

@@ -47,7 +47,7 @@ describe("OpenAPI document", () => {
       expect(target, r).toBeDefined();
     }
     const ids = documented(doc).map(
-      ({ path, method }) => (doc.paths[path] as Record<string, { operationId: string }>)[method].operationId,
+      ({ path, method }) => (doc.paths[path] as Record<string, { operationId: string }>)[method]!.operationId,
     );
     expect(new Set(ids).size).toBe(ids.length);
   });
@@ -73,7 +73,7 @@ describe("OpenAPI document", () => {
   it("every documented operation answers with a status it documents", async () => {
     const answers: string[] = [];
     for (const { path, method } of documented(OPENAPI_DOCUMENT)) {
-      const op = (OPENAPI_DOCUMENT.paths[path] as Record<string, { responses: Record<string, unknown> }>)[method];
+      const op = (OPENAPI_DOCUMENT.paths[path] as Record<string, { responses: Record<string, unknown> }>)[method]!;
       const url = `http://broker${path.replace(/\{\w+\}/g, () => uid("openapi"))}`;
       const res = await SELF.fetch(url, { method: method.toUpperCase(), headers: ADMIN });
       const body = await res.text();

@@ -11,6 +11,7 @@ import { Session, type SessionEvent, type SessionIO } from "../../src/session/se
 import { SqliteSessionStore } from "../../src/session/store";
 import { hookMessage, type BrokerHooks, type HookContext } from "../../src/hooks";
 import type { Identity } from "../../src/auth/acl";
+import { at, atLeast } from "../support/elements";
 import { uid } from "../support/ids";
 import type { OutgoingPacket, OutgoingPublish, PacketOf } from "../support/raw-client";
 import { until } from "../support/until";
@@ -148,7 +149,7 @@ describe("Session state machine", () => {
   it("answers CONNECT with CONNACK and truthful v5 capability properties [MQTT-3.2.2-9, 3.2.2-1]", async () => {
     await withSession(5, async ({ io, send }) => {
       await send(connect(5));
-      const [connack] = io.take("connack");
+      const [connack] = atLeast(io.take("connack"), 1);
       expect(connack.sessionPresent).toBe(false);
       expect(connack.reasonCode).toBe(0);
       expect(connack.properties).toMatchObject({
@@ -172,10 +173,10 @@ describe("Session state machine", () => {
       await send({ cmd: "publish", topic: "a", payload: Buffer.from("1"), qos: 1, messageId: 1 });
       await send({ cmd: "publish", topic: "a", payload: Buffer.from("2"), qos: 1, messageId: 2 });
       expect(io.take("puback")).toHaveLength(0); // not durable yet: no acknowledgement
-      releases[1]();
+      at(releases, 1)();
       await quiet();
       expect(io.take("puback")).toHaveLength(0); // the second waits for the first
-      releases[0]();
+      at(releases, 0)();
       await until(() => io.take("puback").length === 2, "both PUBACKs");
       expect(io.take("puback").map((p) => p.messageId)).toEqual([1, 2]);
     });
@@ -209,7 +210,7 @@ describe("Session state machine", () => {
       await send({ cmd: "puback", messageId: id1 });
       const all = io.take("publish");
       expect(all.map((p) => p.payload.toString())).toEqual(["m1", "m2", "m3"]);
-      expect((all[2].messageId ?? 0) > 0 && all[2].messageId !== id2).toBe(true);
+      expect((at(all, 2).messageId ?? 0) > 0 && at(all, 2).messageId !== id2).toBe(true);
     });
   });
 
@@ -217,7 +218,7 @@ describe("Session state machine", () => {
     await withSession(5, async ({ session, io, send }) => {
       await send(connect(5, { properties: { receiveMaximum: 1 } }));
       session.deliver([delivery("q2-a", 2)]);
-      const [first] = io.take("publish");
+      const [first] = atLeast(io.take("publish"), 1);
       expect(first.payload.toString()).toBe("q2-a");
       await send({ cmd: "pubrec", messageId: first.messageId });
       expect(io.take("pubrel").map((p) => p.messageId)).toEqual([first.messageId]);
@@ -253,7 +254,7 @@ describe("Session state machine", () => {
           messageId: 6,
           properties: { payloadFormatIndicator: true },
         });
-        const [puback] = io.take("puback");
+        const [puback] = atLeast(io.take("puback"), 1);
         expect(puback.reasonCode).toBe(0x99);
         expect(puback.properties?.reasonString !== undefined).toBe(expectString);
         await send({
@@ -264,11 +265,11 @@ describe("Session state machine", () => {
           messageId: 8,
           properties: { payloadFormatIndicator: true },
         });
-        const [pubrec] = io.take("pubrec");
+        const [pubrec] = atLeast(io.take("pubrec"), 1);
         expect(pubrec.reasonCode).toBe(0x99);
         expect(pubrec.properties?.reasonString !== undefined).toBe(expectString);
         await send({ cmd: "subscribe", messageId: 7, subscriptions: [{ topic: "bad/#/x", qos: 0 }] });
-        const [suback] = io.take("suback");
+        const [suback] = atLeast(io.take("suback"), 1);
         expect(suback.granted).toEqual([0x8f]);
         expect(suback.properties?.reasonString !== undefined).toBe(expectString);
         await send({
@@ -278,7 +279,7 @@ describe("Session state machine", () => {
           qos: 0,
           properties: { topicAlias: DEFAULT_CONFIG.topicAliasMaximum + 1 },
         });
-        const [disconnect] = io.take("disconnect");
+        const [disconnect] = atLeast(io.take("disconnect"), 1);
         expect(disconnect.reasonCode).toBe(0x94);
         expect(disconnect.properties?.reasonString !== undefined).toBe(expectString);
       });
@@ -365,7 +366,7 @@ describe("Session state machine", () => {
         messageId: 7,
         properties: { payloadFormatIndicator: true },
       });
-      const refusal = io.take("puback")[1];
+      const refusal = at(io.take("puback"), 1);
       expect(refusal.reasonCode).toBe(0x99);
       expect(refusal.properties?.reasonString).toBeUndefined();
     });
@@ -377,7 +378,7 @@ describe("Session state machine", () => {
       await send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "$share/g/t/#", qos: 1 }] });
       const shared = (id: string): Delivery => ({ ...delivery(id, 1), shareFilter: "$share/g/t/#" });
       session.deliver([shared("s1"), shared("s2")]);
-      const [sent] = io.take("publish"); // s2 waits behind the window of 1
+      const [sent] = atLeast(io.take("publish"), 1); // s2 waits behind the window of 1
       await send({ cmd: "unsubscribe", messageId: 2, unsubscriptions: ["$share/g/t/#"] });
       expect(io.redistributed.map((m) => new TextDecoder().decode(m.payload))).toEqual(["s2"]);
       expect(session.describe()).toMatchObject({ inflight: 1, queued: 0 }); // s1 stays, to be completed
@@ -431,7 +432,7 @@ describe("Session state machine", () => {
             { topic: "second", qos: 1 },
           ],
         });
-        expect(io.take("suback")[0].granted).toEqual([2, 0x8f, 0x8f, 0x97]);
+        expect(at(io.take("suback"), 0).granted).toEqual([2, 0x8f, 0x8f, 0x97]);
         expect(io.subscribed.map((s) => s.filter)).toEqual(["ok/+"]);
       },
       { ...DEFAULT_CONFIG, maxSubscriptions: 1 },
@@ -457,7 +458,7 @@ describe("Session state machine", () => {
         session.deliver([delivery("m1", 1), big, delivery("m3", 1), delivery("m4", 1)]);
         // m1 in flight; "big" and m3 queued; m4 beyond the queue of 3. Once m1 is acknowledged, "big"
         // turns out too large for the client's 64 bytes and m3 goes out.
-        const [m1] = io.take("publish");
+        const [m1] = atLeast(io.take("publish"), 1);
         await send({ cmd: "puback", messageId: m1.messageId });
         expect(io.take("publish").map((p) => p.payload.toString())).toEqual(["m1", "m3"]);
         expect(
@@ -495,7 +496,7 @@ describe("Session state machine", () => {
       });
       expect(d.subscriptions.map((x) => x.filter)).toEqual(["a/#"]);
       expect(await session.adminDisconnect()).toBe(true);
-      expect(io.take("disconnect")[0].reasonCode).toBe(0x98);
+      expect(at(io.take("disconnect"), 0).reasonCode).toBe(0x98);
       expect(io.routed.map((m) => m.topic)).toEqual(["w"]); // closed without the client's DISCONNECT [MQTT-3.1.2-8]
       expect(session.describe()).toMatchObject({ connected: false, expiresAt: io.time + 100_000 });
       expect(await session.adminDisconnect()).toBe(false);
@@ -528,13 +529,13 @@ describe("Session state machine", () => {
     await withSession(4, async ({ session, io, send }) => {
       await send(connect(4, { clean: false }));
       session.deliver([delivery("q1", 1), delivery("q2", 2), delivery("q3", 1), delivery("q4", 2)]);
-      const [p1, p2, p3, p4] = io.take("publish");
+      const [p1, p2, p3, p4] = atLeast(io.take("publish"), 4);
       await send({ cmd: "pubrec", messageId: p2.messageId });
       await session.ended("conn-1");
       io.out = [];
       const info = { connId: "conn-2", clientId: "machine-client", assignedClientId: false };
       await session.receive(info, bytes(connect(4, { clean: false }), 4), undefined);
-      expect(io.take("connack")[0].sessionPresent).toBe(true);
+      expect(at(io.take("connack"), 0).sessionPresent).toBe(true);
       // [MQTT311-4.6.0-1] resent in the order first sent
       const again = io.take("publish");
       expect(again.map((p) => [p.messageId, p.dup])).toEqual([
@@ -581,7 +582,7 @@ describe("QoS 1 to an online client: acknowledged or written (ACK_WAIT_MS)", () 
     await withSession(5, async ({ session, io, send, sql }) => {
       await send(connect(5));
       const delivered = session.deliver([delivery("a1", 1), delivery("a2", 1)], false, true);
-      const [p1, p2] = io.take("publish");
+      const [p1, p2] = atLeast(io.take("publish"), 2);
       expect(outq(sql)).toEqual([]);
       await send({ cmd: "puback", messageId: p1.messageId });
       expect(await settled(delivered)).toBe(false); // a2 is neither acknowledged nor written
@@ -597,7 +598,7 @@ describe("QoS 1 to an online client: acknowledged or written (ACK_WAIT_MS)", () 
     await withSession(5, async ({ session, io, send, sql }) => {
       await send(connect(5));
       const delivered = session.deliver([delivery("b1", 1)], false, true);
-      const [p1] = io.take("publish");
+      const [p1] = atLeast(io.take("publish"), 1);
       expect(await settled(delivered)).toBe(false);
       io.runTimers();
       expect(await settled(delivered)).toBe(true);
@@ -649,7 +650,7 @@ describe("QoS 1 to an online client: acknowledged or written (ACK_WAIT_MS)", () 
         expect(outq(sql).map(([state, , id]) => [state, id])).toEqual([[0, "e3"]]); // queued behind the window
         session.deliver([delivery("e4", 1)], false, true); // 2 unstored + 1 queued: the queue is full
         expect(io.events.filter((e) => e.kind === "dropped")).toHaveLength(1);
-        await send({ cmd: "puback", messageId: first[0].messageId });
+        await send({ cmd: "puback", messageId: at(first, 0).messageId });
         const next = io.take("publish").slice(2);
         expect(next.map((p) => p.payload.toString())).toEqual(["e3"]);
         expect(new Set(io.take("publish").map((p) => p.messageId)).size).toBe(3); // no packet id reused
@@ -728,7 +729,7 @@ describe("inbound QoS 2 when its connection ends during routing", () => {
       release(); // the old session's routing ends after the new session took packet id 7
       await until(() => pubrecsTo(io, "conn-2").length === 1, "PUBREC for the new message");
       expect(io.routed.map((m) => new TextDecoder().decode(m.payload))).toEqual(["first", "second"]);
-      expect(io.routed[1].id).not.toBe(io.routed[0].id);
+      expect(at(io.routed, 1).id).not.toBe(at(io.routed, 0).id);
       expect(inq2(sql)).toEqual([[7, 1]]);
     });
   });

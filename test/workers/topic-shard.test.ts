@@ -5,6 +5,7 @@ import { DEFAULT_CONFIG, type BrokerConfig } from "../../src/config";
 import type { Delivery, DeliveryOutcome, RoutedMessage } from "../../src/protocol/message";
 import { TopicShard } from "../../src/topics/topic-shard";
 import { uid } from "../support/ids";
+import { at } from "../support/elements";
 import { sleep } from "../support/until";
 
 const message = (topic: string, payload: string, retain = true): RoutedMessage => ({
@@ -78,7 +79,7 @@ describe("TopicShard limits", () => {
           .sort(),
       ).toEqual(["r/1", "r/2"]);
       await shard.publish(message("r/1", "a2")); // replacing is allowed
-      expect(shard.retainedMatching("r/1")[0].payload).toEqual(new TextEncoder().encode("a2"));
+      expect(at(shard.retainedMatching("r/1"), 0).payload).toEqual(new TextEncoder().encode("a2"));
       await shard.publish(message("r/2", "")); // deleting frees a place
       await shard.publish(message("r/3", "c"));
       expect(shard.retainedCount()).toBe(2);
@@ -106,7 +107,7 @@ describe("TopicShard limits", () => {
       delivered.length = 0;
       for (let i = 0; i < 4; i++) await shard.publish(message("jobs/x", String(i), false));
       expect(delivered.map(([client]) => client).sort()).toEqual(["m1", "m1", "m2", "m2"]);
-      expect(delivered.every(([, batch]) => batch[0].shareFilter === "$share/g/jobs/#")).toBe(true);
+      expect(delivered.every(([, batch]) => at(batch, 0).shareFilter === "$share/g/jobs/#")).toBe(true);
     });
   });
 
