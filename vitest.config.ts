@@ -25,7 +25,7 @@ export default defineConfig({
   test: {
     include: ["test/workers/**/*.test.ts", "test/security/**/*.workers.test.ts"],
     testTimeout: 20000,
-    // mqtt-packet is CommonJS; the pool needs it pre-bundled (see shared TOOLCHAIN.md).
+    // mqtt-packet is CommonJS: the pool cannot load it unbundled, so it is pre-bundled here.
     deps: { optimizer: { ssr: { enabled: true, include: ["mqtt-packet"] } } },
   },
 });
