@@ -130,7 +130,8 @@ export function decodeFrame(frame: Uint8Array): { seq: number; packets: Uint8Arr
   if (frame.length < MIN_FRAME_BYTES) {
     return { error: `frame of ${frame.length} bytes: too short for a number and a packet` };
   }
-  const seq = new DataView(frame.buffer, frame.byteOffset, frame.byteLength).getUint32(0);
+  // Four bytes are there (MIN_FRAME_BYTES); read without a DataView, which would allocate per frame.
+  const seq = ((frame[0]! << 24) | (frame[1]! << 16) | (frame[2]! << 8) | frame[3]!) >>> 0;
   const packets = splitPackets(frame, 4);
   if (packets === undefined) return { error: `frame ${seq} does not hold whole packets` };
   return { seq, packets };
