@@ -115,3 +115,20 @@ export async function clickDisconnect(page: Page, clientId: string, ms = 10000):
     await page.waitForTimeout(200);
   }
 }
+
+/**
+ * Waits until the in-page MQTT client's log has a line whose text (after the time and two spaces) starts with
+ * `prefix` ("connected (MQTT", "subscribed"), and fails with the whole log otherwise: a substring
+ * would let "disconnected" pass for "connected".
+ */
+export async function inPageLogged(page: Page, prefix: string, ms = 15000): Promise<void> {
+  const lines = () => page.$$eval("#log div", (ds) => ds.map((d) => d.textContent ?? ""));
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const log = await lines();
+    if (log.some((line) => line.slice(line.indexOf("  ") + 2).startsWith(prefix))) return;
+    if (Date.now() > deadline)
+      throw new Error(`the in-page client did not log "${prefix}" in ${ms} ms; its log: ${JSON.stringify(log)}`);
+    await page.waitForTimeout(100);
+  }
+}

@@ -9,7 +9,7 @@ import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { until } from "../support/until";
-import { adminContext, hasChromium, launchChromium } from "./browser";
+import { adminContext, hasChromium, inPageLogged, launchChromium } from "./browser";
 import { E2E_ADMIN_TOKEN, E2E_USERS, startBroker } from "./global-setup";
 import { brokerHttp, closeAll, connect, recorder } from "../support/clients";
 import { uid } from "../support/ids";
@@ -375,7 +375,7 @@ describe.skipIf(!hasChromium)("dashboard", () => {
       await page.click('#retained button:has-text("view")');
       await page.locator("#payload-text", { hasText: "value" }).waitFor();
       await page.click("#connect");
-      await page.locator("#log", { hasText: "connected" }).waitFor({ timeout: 10000 });
+      await inPageLogged(page, "connected (MQTT");
       // the charts have samples: a line per series
       await nextRefresh(page);
       await nextRefresh(page);

@@ -15,6 +15,7 @@ import {
   adminContext,
   browserPerFile,
   clickDisconnect,
+  inPageLogged,
   hasChromium,
   startOtherOrigin,
   watchPage,
@@ -138,10 +139,10 @@ describe.skipIf(!hasChromium)("dashboard: broker data is text, never markup or s
     const tag = uid("in-page");
     const { page, seen, close } = await openDashboard();
     await page.click("#connect");
-    await page.locator("#log", { hasText: "connected" }).waitFor({ timeout: 10000 });
+    await inPageLogged(page, "connected (MQTT");
     await page.fill("#sub-topic", `xss/${tag}/#`);
     await page.click("#subscribe");
-    await page.locator("#log", { hasText: "subscribed" }).waitFor();
+    await inPageLogged(page, "subscribed");
     const topic = `xss/${tag}/<img src=x onerror="${ran("log-topic")}">`;
     const payload = `</script><script>${ran("log-payload")}</script><img src=x onerror=alert(3)>`;
     const device = await connect(4);
@@ -200,7 +201,7 @@ describe.skipIf(!hasChromium)("dashboard: broker data is text, never markup or s
     expect((await violations).sort()).toEqual(["connect-src", "script-src-attr", "script-src-elem"]);
     // 'self' still covers the page's own WebSocket to /mqtt (CSP3: ws: on the same host and port)
     await page.click("#connect");
-    await page.locator("#log", { hasText: "connected" }).waitFor({ timeout: 10000 });
+    await inPageLogged(page, "connected (MQTT");
     await expectNothingRan(page, seen);
     await close();
   });
