@@ -74,7 +74,8 @@ function recovered(qos: number, err: Error): void {
 
 describe("a connection that spends its gateway CPU budget", () => {
   it("v5: is ended with DISCONNECT 0x8B and a Reason String, and its session resumes on reconnect", async () => {
-    const { client, seen } = await persistentClient(5, uid("cpu5"));
+    const clientId = uid("cpu5");
+    const { client, seen } = await persistentClient(5, clientId);
     const topic = `${uid("cpu")}/echo`;
     await client.subscribeAsync(topic, { qos: 1 });
     for (let i = 0; i < 60 && seen.disconnects.length === 0; i++) await client.publishAsync(topic, `m${i}`, { qos: 1 });
@@ -82,6 +83,9 @@ describe("a connection that spends its gateway CPU budget", () => {
     const [disconnect] = seen.disconnects;
     expect(disconnect?.reasonCode).toBe(ReasonCode.SERVER_SHUTTING_DOWN);
     expect(disconnect?.properties?.reasonString).toMatch(/CPU budget/);
+    // the operator's log line, with the client id and the estimate
+    const logged = () => broker.output().includes(`"event":"connection.cpu_budget","clientId":"${clientId}"`);
+    await until(logged, "the connection.cpu_budget log line");
     await until(() => seen.sessionPresent.length > 1, "the reconnect's CONNACK");
     expect(seen.sessionPresent[0]).toBe(false);
     expect(seen.sessionPresent[1]).toBe(true);
