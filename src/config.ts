@@ -58,6 +58,19 @@ export interface BrokerConfig {
   registryShardCount: number;
   /** Seconds between `$SYS/broker/...` updates while someone subscribes to them. */
   sysIntervalSeconds: number;
+  /**
+   * Estimated gateway CPU, in ms, after which a connection is ended with DISCONNECT 0x8B so that its
+   * client reconnects to a fresh invocation before the platform's `limits.cpu_ms` cuts it (gateway/cpu-budget.ts).
+   */
+  gatewayCpuBudgetMs: number;
+  /** The estimate's costs, measured by bench/gateway-cpu.mjs (docs/SCALE-gateway.md): ns per packet from the client. */
+  gatewayCpuNsPerInboundPacket: number;
+  /** ns per KiB from the client. */
+  gatewayCpuNsPerInboundKib: number;
+  /** ns per frame from the session to the client. */
+  gatewayCpuNsPerOutboundFrame: number;
+  /** ns per KiB from the session to the client. */
+  gatewayCpuNsPerOutboundKib: number;
 }
 
 export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
@@ -84,6 +97,11 @@ export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
   clientReadRate: 1048576,
   registryShardCount: 8,
   sysIntervalSeconds: 10,
+  gatewayCpuBudgetMs: 240000,
+  gatewayCpuNsPerInboundPacket: 12000,
+  gatewayCpuNsPerInboundKib: 11000,
+  gatewayCpuNsPerOutboundFrame: 13000,
+  gatewayCpuNsPerOutboundKib: 5000,
 });
 
 /** Environment variable name for each config key. */
@@ -111,6 +129,11 @@ const VARIABLES: Record<keyof BrokerConfig, string> = {
   clientReadRate: "CLIENT_READ_RATE",
   registryShardCount: "REGISTRY_SHARD_COUNT",
   sysIntervalSeconds: "SYS_INTERVAL_SECONDS",
+  gatewayCpuBudgetMs: "GATEWAY_CPU_BUDGET_MS",
+  gatewayCpuNsPerInboundPacket: "GATEWAY_CPU_NS_PER_INBOUND_PACKET",
+  gatewayCpuNsPerInboundKib: "GATEWAY_CPU_NS_PER_INBOUND_KIB",
+  gatewayCpuNsPerOutboundFrame: "GATEWAY_CPU_NS_PER_OUTBOUND_FRAME",
+  gatewayCpuNsPerOutboundKib: "GATEWAY_CPU_NS_PER_OUTBOUND_KIB",
 };
 
 /** Inclusive bounds per key: a value outside them is a configuration error, not a silent clamp. */
@@ -138,6 +161,12 @@ const BOUNDS: Record<keyof BrokerConfig, [number, number]> = {
   clientReadRate: [1024, 1073741824],
   registryShardCount: [1, 256],
   sysIntervalSeconds: [1, 3600],
+  // Workers allow at most 300,000 ms of CPU per invocation (limits.cpu_ms).
+  gatewayCpuBudgetMs: [1, 300000],
+  gatewayCpuNsPerInboundPacket: [0, 100000000],
+  gatewayCpuNsPerInboundKib: [0, 100000000],
+  gatewayCpuNsPerOutboundFrame: [0, 100000000],
+  gatewayCpuNsPerOutboundKib: [0, 100000000],
 };
 
 export class ConfigError extends Error {}

@@ -10,7 +10,8 @@
  * the first packet checked on arrival. Who the client is: connect-auth.ts. In `open` the
  * connection pipes whole packets both ways: to the session in bursts (session-link.ts), to the
  * client within its outbound budget (outbound-budget.ts, slow-consumer.ts); it answers PINGREQ
- * itself and enforces keep-alive.
+ * itself, enforces keep-alive, and ends the connection before its invocation's CPU limit does
+ * (cpu-budget.ts).
  */
 import type { ConnectPacket } from "../protocol/packets";
 import type { BrokerConfig } from "../config";
@@ -26,6 +27,7 @@ import type { Identity } from "../auth/acl";
 import type { AuthConfig } from "../auth/auth-config";
 import { admitConnect, peekProtocolLevel, refuseConnectBytes, type Admission, type ConnectFields } from "./admission";
 import { authenticateConnect, authMethods, refusalCodes, ScramLogin, wantsScram, type Refusal } from "./connect-auth";
+import { GatewayCpuBudget } from "./cpu-budget";
 import { OutboundBudget } from "./outbound-budget";
 import { openSessionSocket, safeClose, SessionLink } from "./session-link";
 import { SlowConsumerDrops } from "./slow-consumer";
@@ -62,6 +64,8 @@ export class GatewayConnection {
   private lastActivity = Date.now();
   /** What this connection may make the gateway hold for its client (outbound-budget.ts). */
   private readonly outbound: OutboundBudget;
+  /** The CPU this connection has made the gateway spend, estimated, against its budget. */
+  private readonly cpu: GatewayCpuBudget;
   /** QoS 0 PUBLISHes dropped for this client when it is slow (from the session's opening). */
   private drops?: SlowConsumerDrops;
   /** The client id CONNECT named (or the one assigned), for the operator log of a refusal. */
@@ -80,6 +84,12 @@ export class GatewayConnection {
     const budget = config.maxClientOutboundBytes;
     this.outbound = new OutboundBudget(budget, config.clientReadRate, budget * BEHIND_LIMIT_BUDGETS, Date.now());
     this.session = new SessionLink(config.maxPendingClientBytes);
+    this.cpu = new GatewayCpuBudget(config.gatewayCpuBudgetMs, {
+      nsPerInboundPacket: config.gatewayCpuNsPerInboundPacket,
+      nsPerInboundKib: config.gatewayCpuNsPerInboundKib,
+      nsPerOutboundFrame: config.gatewayCpuNsPerOutboundFrame,
+      nsPerOutboundKib: config.gatewayCpuNsPerOutboundKib,
+    });
   }
 
   start(): void {
@@ -110,12 +120,14 @@ export class GatewayConnection {
       return this.abort("first packet is not CONNECT");
     }
     const { packets, error } = this.framer.push(bytes);
+    this.cpu.inbound(packets.length, bytes.length);
     for (const packet of packets) {
       if ((this.state as State) === "closed") return;
       this.onPacket(packet);
     }
     if (error === "too-large") this.abort("packet too large", ReasonCode.PACKET_TOO_LARGE);
     else if (error) this.abort("malformed remaining length", ReasonCode.MALFORMED_PACKET);
+    else this.checkCpuBudget(); // after the packets went on: finish() sends them to the session first
   }
 
   private onPacket(packet: Uint8Array): void {
@@ -266,11 +278,34 @@ export class GatewayConnection {
     if (dropped) this.drops?.count(dropped);
     if (stalled) return this.abort("slow consumer: outbound budget exceeded", ReasonCode.QUOTA_EXCEEDED);
     if (!frame) return;
+    this.cpu.outbound(frame.length);
     try {
       this.client.send(frame);
     } catch {
-      this.onClientGone();
+      return this.onClientGone();
     }
+    this.checkCpuBudget();
+  }
+
+  /**
+   * The connection's estimated gateway CPU reached its budget: it ends now, with a reason, rather than
+   * mid-packet at the platform's limit. v5: DISCONNECT 0x8B Server shutting down, "The Server is shutting
+   * down" (3.14.2.1): what happens, as this invocation is ending; 0x9C Use another server would send the
+   * client elsewhere (4.11), when the right thing is to come back to the same address, which reaches a
+   * fresh invocation. 3.1.1 has no DISCONNECT from the server: the connection is closed. Either way the
+   * client reconnects and a persistent session resumes; what was in flight is retransmitted [MQTT-4.4.0-1].
+   */
+  private checkCpuBudget(): void {
+    if (this.state !== "open" || !this.cpu.spent) return;
+    const { claimedClientId: clientId, remoteAddress } = this;
+    const spentMs = this.cpu.spentMs;
+    logEvent("warn", "connection.cpu_budget", {
+      clientId,
+      remoteAddress,
+      spentMs,
+      budgetMs: this.config.gatewayCpuBudgetMs,
+    });
+    this.abort("gateway CPU budget of this connection spent: reconnect", ReasonCode.SERVER_SHUTTING_DOWN);
   }
 
   /** [MQTT-3.1.2-22] no packet within 1.5 x Keep Alive: the connection is closed (and the will sent). */
