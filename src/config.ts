@@ -29,10 +29,15 @@ export interface BrokerConfig {
   deliveryBatchMs: number;
   /** Topic aliases a v5 client may set towards us per connection (our Topic Alias Maximum). */
   topicAliasMaximum: number;
-  /** PUBLISH packets per second a client may send (burst the same); beyond: DISCONNECT 0x96. */
+  /**
+   * PUBLISH packets per second a client may send (burst the same). Beyond it, up to as many again:
+   * QoS 0 is dropped and counted, QoS 1/2 acknowledged at this rate. Beyond twice: DISCONNECT 0x96.
+   */
   maxPublishRate: number;
-  /** QoS 1/2 messages queued per session (offline or beyond the in-flight window). */
+  /** QoS 1/2 messages held per session (queued or in flight): a safety net under `maxQueuedBytes`. */
   maxQueuedMessages: number;
+  /** Bytes of QoS 1/2 messages held per session (queuedMessageBytes: payload, topic, ids, row overhead). */
+  maxQueuedBytes: number;
   /** Subscriptions per session. */
   maxSubscriptions: number;
   /** Longest session expiry granted, in seconds (also caps MQTT 3.1.1 persistent sessions). */
@@ -84,8 +89,9 @@ export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
   ackWaitMs: 50,
   deliveryBatchMs: 0,
   topicAliasMaximum: 64,
-  maxPublishRate: 1000,
-  maxQueuedMessages: 1000,
+  maxPublishRate: 5000,
+  maxQueuedMessages: 200000,
+  maxQueuedBytes: 33554432,
   maxSubscriptions: 100,
   maxSessionExpiry: 604800,
   maxTopicLength: 1024,
@@ -118,6 +124,7 @@ const VARIABLES: Record<keyof BrokerConfig, string> = {
   topicAliasMaximum: "TOPIC_ALIAS_MAXIMUM",
   maxPublishRate: "MAX_PUBLISH_RATE",
   maxQueuedMessages: "MAX_QUEUED_MESSAGES",
+  maxQueuedBytes: "MAX_QUEUED_BYTES",
   maxSubscriptions: "MAX_SUBSCRIPTIONS",
   maxSessionExpiry: "MAX_SESSION_EXPIRY",
   maxTopicLength: "MAX_TOPIC_LENGTH",
@@ -150,6 +157,7 @@ const BOUNDS: Record<keyof BrokerConfig, [number, number]> = {
   topicAliasMaximum: [0, 65535],
   maxPublishRate: [1, 1000000],
   maxQueuedMessages: [1, 1000000],
+  maxQueuedBytes: [1024, 1073741824],
   maxSubscriptions: [1, 100000],
   maxSessionExpiry: [0, 4294967295],
   maxTopicLength: [1, 65535],

@@ -135,6 +135,7 @@ export function renderPrometheus(s: MetricsSummary): string {
     "queue_full",
     "expired",
     "too_large_for_client",
+    "publish_rate",
     "slow_consumer",
     "not_authorized",
   ];

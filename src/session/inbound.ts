@@ -10,8 +10,10 @@ import type { AckPacket, PublishPacket, PubrelPacket } from "../protocol/packets
 import { messagePropertiesFrom } from "../protocol/properties";
 import { isBrokerOnlyTopic, topicNameError } from "../protocol/topic";
 import { isUtf8, publishPropertiesProblem } from "../protocol/validate";
+import { logEvent, SampledLog } from "../observability/log";
 import { TaskChain } from "../util/task-chain";
 import { InboundQos2, type Qos2Arrival } from "./inbound-qos2";
+import { PublishRate } from "./publish-rate";
 import { ackPacket, type Refusal, type SessionContext } from "./session-context";
 
 /** A PUBLISH from the client on its way through the steps. */
@@ -22,6 +24,8 @@ interface InboundPublish {
   packetId: number;
   /** For QoS 2: new, or a copy of a message awaiting PUBREL (set by the Receive Maximum step). */
   arrival?: Qos2Arrival;
+  /** A QoS 1/2 PUBLISH beyond the publish rate: acknowledged no sooner than this (epoch ms). */
+  ackAt?: number;
 }
 
 /** A step answered the PUBLISH itself (an acknowledgement with a failure code, say): no step after it runs. */
@@ -46,10 +50,12 @@ export class Inbound {
 
   /** Incoming topic aliases of the live connection, cached from the store (the truth across hibernation). */
   private aliases = new Map<number, string>();
-  /** Publish rate limiter: tokens left (a token bucket, per connection, in memory). */
-  private tokens = 0;
-  /** When `tokens` was last topped up (epoch ms). */
-  private tokensAt = 0;
+  /** The publish rate limit of the live connection (in memory). */
+  private readonly rate: PublishRate;
+  /** QoS 0 PUBLISHes dropped beyond the rate and not reported yet (reported once a second, not each). */
+  private rateDrops = 0;
+  /** At most one log line per 10 s for a client slowed by the rate limit (with how many PUBLISHes were). */
+  private readonly rateLog = new SampledLog("warn", "publish.rate_limited");
   /** Acknowledgements waiting for their routing, in PUBLISH order; a failure drops the connection unacknowledged. */
   private ackChain: Promise<void> = Promise.resolve();
   /** Inbound QoS 1/2 PUBLISHes whose PUBACK/PUBREC is not sent yet. */
@@ -61,13 +67,13 @@ export class Inbound {
 
   constructor(private readonly session: SessionContext) {
     this.qos2 = new InboundQos2(session.store);
+    this.rate = new PublishRate(session.config.maxPublishRate);
   }
 
   /** A new network connection: no aliases yet [MQTT-3.3.2-7], and a full rate bucket. */
   connected(now: number): void {
     this.aliases = new Map();
-    this.tokens = this.session.config.maxPublishRate;
-    this.tokensAt = now;
+    this.rate.connected(now);
   }
 
   async handlePublish(connId: string, packet: PublishPacket): Promise<Refusal | undefined> {
@@ -120,15 +126,33 @@ export class Inbound {
     return topicError ? { reasonCode: ReasonCode.TOPIC_NAME_INVALID, reason: `topic name ${topicError}` } : undefined;
   }
 
-  /** The publish rate limit (token bucket): more than maxPublishRate PUBLISH/s ends the connection. */
-  private checkRate(): StepResult {
-    const now = this.session.io.now();
-    const rate = this.session.config.maxPublishRate;
-    this.tokens = Math.min(rate, this.tokens + ((now - this.tokensAt) / 1000) * rate);
-    this.tokensAt = now;
-    if (this.tokens < 1) return { reasonCode: ReasonCode.MESSAGE_RATE_TOO_HIGH, reason: `more than ${rate} PUBLISH/s` };
-    this.tokens -= 1;
-    return undefined;
+  /**
+   * The publish rate limit (PublishRate): beyond MAX_PUBLISH_RATE a publisher is slowed (QoS 0
+   * dropped and counted, QoS 1/2 acknowledged late); beyond twice it, the connection ends (0x96).
+   */
+  private checkRate(p: InboundPublish): StepResult {
+    const { io, config, meta } = this.session;
+    const now = io.now();
+    const verdict = this.rate.admit(now);
+    if (verdict.kind === "pass") return undefined;
+    const limit = config.maxPublishRate;
+    if (verdict.kind === "cut") {
+      logEvent("warn", "publish.rate_exceeded", { clientId: meta.clientId, rate: this.rate.recentRate(now), limit });
+      return { reasonCode: ReasonCode.MESSAGE_RATE_TOO_HIGH, reason: `more than twice ${limit} PUBLISH/s` };
+    }
+    this.rateLog.record(now, { clientId: meta.clientId, rate: this.rate.recentRate(now), limit });
+    if (p.qos > 0) {
+      p.ackAt = verdict.ackAt;
+      return undefined;
+    }
+    // QoS 0 is at most once [MQTT-4.3.1]: dropping it slows the publisher without losing what it was promised.
+    if (this.rateDrops++ === 0) {
+      io.later(1000, () => {
+        io.report({ kind: "dropped", clientId: meta.clientId ?? "", reason: "publish_rate", count: this.rateDrops });
+        this.rateDrops = 0;
+      });
+    }
+    return ANSWERED;
   }
 
   /**
@@ -174,7 +198,8 @@ export class Inbound {
   }
 
   /** Routes the message; QoS 1/2 are acknowledged once routing is durable, in PUBLISH order. */
-  private route({ connId, packet, qos, packetId, arrival }: InboundPublish): StepResult {
+  private route(p: InboundPublish): StepResult {
+    const { connId, packet, qos, packetId, arrival } = p;
     const clientId = this.session.meta.clientId;
     if (arrival) {
       const pubrec = (matched: number) => ackPacket("pubrec", packetId, this.matchCode(matched));
@@ -188,14 +213,15 @@ export class Inbound {
         const msgId = arrival.kind === "retry" ? arrival.msgId : `${clientId}:${this.session.io.newId()}`;
         const message = this.toMessage(packet, msgId);
         const routed = this.qos2.publishAccepted(packetId, message.id, () => this.routeThroughHooks(message));
-        this.acknowledgeAfter(connId, routed, pubrec);
+        this.acknowledgeAfter(connId, routed, pubrec, true, p.ackAt);
       }
       return undefined;
     }
     const message = this.toMessage(packet, `${clientId}:${this.session.io.newId()}`);
     const routed = this.routeThroughHooks(message);
     if (qos === 1) {
-      this.acknowledgeAfter(connId, routed, (matched) => ackPacket("puback", packetId, this.matchCode(matched)));
+      const puback = (matched: number) => ackPacket("puback", packetId, this.matchCode(matched));
+      this.acknowledgeAfter(connId, routed, puback, true, p.ackAt);
     } else routed.catch(() => undefined); // QoS 0: at most once
     return undefined;
   }
@@ -249,13 +275,14 @@ export class Inbound {
   /**
    * Sends the acknowledgement once routing is durable, in PUBLISH order; on failure, drops the
    * connection unacknowledged. `counted`: the PUBLISH is a new message (a repeated QoS 2 one does not
-   * count to Receive Maximum).
+   * count to Receive Maximum). `ackAt`: not before then (the publish rate's pace); the ones after it wait too.
    */
   private acknowledgeAfter(
     connId: string,
     routed: Promise<number>,
     ack: (matched: number) => AckPacket,
     counted = true,
+    ackAt?: number,
   ): void {
     const previous = this.ackChain;
     const pending = counted ? 1 : 0;
@@ -270,6 +297,8 @@ export class Inbound {
         // Not durable: the client keeps the message and resends it on its next connection.
         return this.session.serverError(connId, err);
       }
+      const { io } = this.session;
+      if (ackAt !== undefined && ackAt > io.now()) await new Promise<void>((r) => io.later(ackAt - io.now(), r));
       this.pendingAcks -= pending;
       if (this.session.isCurrent(connId)) this.session.send(connId, [ack(matched)]);
     })();

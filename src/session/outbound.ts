@@ -20,7 +20,7 @@ import { SampledLog } from "../observability/log";
 import { OutboundFlight } from "./outbound-flight";
 import { ackPacket, type SessionContext } from "./session-context";
 import type { DropReason } from "./session-io";
-import { OutState } from "./store";
+import { OutState, queuedMessageBytes } from "./store";
 
 /** Queue depths are reported only at these levels: none for the shallow queues of normal traffic. */
 export const QUEUE_REPORT_FLOOR = 16;
@@ -28,6 +28,12 @@ export const QUEUE_REPORT_FLOOR = 16;
 /** The reporting level of a queue depth: 0 below the floor, else the power of two at or under it. */
 export function queueLevel(depth: number): number {
   return depth < QUEUE_REPORT_FLOOR ? 0 : 2 ** Math.floor(Math.log2(depth));
+}
+
+/** The queue budget a dropped message met: its variable and value (in the queue.full log line). */
+interface QueueLimit {
+  limit: "MAX_QUEUED_MESSAGES" | "MAX_QUEUED_BYTES";
+  value: number;
 }
 
 export class Outbound {
@@ -89,11 +95,12 @@ export class Outbound {
         }
         continue;
       }
-      if (this.flight.pendingCount() >= config.maxQueuedMessages) {
+      const full = this.queueFull(d);
+      if (full) {
         // Documented outcome: the newest QoS 1/2 message for a full session is dropped and counted.
         meta.droppedQueueFull = (meta.droppedQueueFull ?? 0) + 1;
         store.writeMeta(meta);
-        this.reportDrop("queue_full");
+        this.reportDrop("queue_full", full);
         continue;
       }
       // Straight out when nothing is waiting ahead of it and the window has room: stored once, as
@@ -122,12 +129,26 @@ export class Outbound {
     return Promise.all(settled).then(() => "ok" as const);
   }
 
-  private reportDrop(reason: DropReason): void {
-    const { io, meta, config } = this.session;
-    io.report({ kind: "dropped", clientId: meta.clientId ?? "", reason, count: 1 });
-    if (reason === "queue_full") {
-      this.queueFullLog.record(io.now(), { clientId: meta.clientId, limit: config.maxQueuedMessages });
+  /**
+   * Which budget a new message would exceed: MAX_QUEUED_BYTES (the message's bytes on top of those
+   * held) or the MAX_QUEUED_MESSAGES safety net; undefined when it fits.
+   */
+  private queueFull(d: Delivery): QueueLimit | undefined {
+    const { config } = this.session;
+    if (this.flight.pendingCount() >= config.maxQueuedMessages) {
+      return { limit: "MAX_QUEUED_MESSAGES", value: config.maxQueuedMessages };
     }
+    // The stored messages' bytes: unstored QoS 1 ones are at most the in-flight window, for ACK_WAIT_MS.
+    if (this.session.store.pendingBytes() + queuedMessageBytes(d) > config.maxQueuedBytes) {
+      return { limit: "MAX_QUEUED_BYTES", value: config.maxQueuedBytes };
+    }
+    return undefined;
+  }
+
+  private reportDrop(reason: DropReason, full?: QueueLimit): void {
+    const { io, meta } = this.session;
+    io.report({ kind: "dropped", clientId: meta.clientId ?? "", reason, count: 1 });
+    if (full) this.queueFullLog.record(io.now(), { clientId: meta.clientId, ...full });
   }
 
   /** Why publishPacket refused a delivery: its expiry passed, or it exceeds the client's maximum. */

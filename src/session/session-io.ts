@@ -49,7 +49,7 @@ export type SessionEvent =
   | { kind: "sys-watch"; clientId: string };
 
 /** Why a session dropped a message (documented outcomes, counted in metrics). */
-export type DropReason = "queue_full" | "expired" | "too_large_for_client";
+export type DropReason = "queue_full" | "expired" | "too_large_for_client" | "publish_rate";
 
 /** What the admin API shows of one session. */
 export interface SessionDescription {

@@ -219,10 +219,11 @@ describe("session ownership", () => {
 });
 
 describe("limits", () => {
-  it("disconnects a client publishing faster than MAX_PUBLISH_RATE with 0x96", async () => {
+  it("disconnects a client publishing faster than twice MAX_PUBLISH_RATE with 0x96", async () => {
     const raw = await rawClient(5);
     await raw.connect({ clientId: uid() });
-    for (let i = 0; i < 700; i++) raw.send({ cmd: "publish", topic: "flood/x", payload: Buffer.from("x"), qos: 0 });
+    // The e2e broker allows 500/s; up to as many again is slowed, not cut: 2,000 at once are cut.
+    for (let i = 0; i < 2000; i++) raw.send({ cmd: "publish", topic: "flood/x", payload: Buffer.from("x"), qos: 0 });
     expect((await raw.next("disconnect")).reasonCode).toBe(0x96);
     await raw.waitClosed();
   });

@@ -1,7 +1,7 @@
 /** Metrics through the real Worker: Prometheus text at /metrics, JSON, and $SYS topics. */
 import { afterEach, describe, expect, it } from "vitest";
 import { until } from "../support/until";
-import { E2E_ADMIN_TOKEN } from "./global-setup";
+import { E2E_ADMIN_TOKEN, E2E_VARS } from "./global-setup";
 import { brokerHttp, closeAll, connect, recorder, roundTrip } from "../support/clients";
 import { uid } from "../support/ids";
 import { parseExposition } from "../support/prometheus";
@@ -21,6 +21,12 @@ async function scrape(): Promise<Map<string, number>> {
     samples.set(line.slice(0, at), Number(line.slice(at + 1)));
   }
   return samples;
+}
+
+/** Messages dropped for a full queue between two scrapes. */
+function queueFullSince(before: Map<string, number>, after: Map<string, number>): number {
+  const key = 'mqtt_messages_dropped_total{reason="queue_full"}';
+  return (after.get(key) ?? 0) - (before.get(key) ?? 0);
 }
 
 describe("metrics", () => {
@@ -94,9 +100,7 @@ describe("metrics", () => {
     await Promise.all(Array.from({ length: 310 }, (_, i) => pub.publishAsync(topic, String(i), { qos: 1 })));
     // drops and queue levels are reported asynchronously: poll until both show
     let m = before;
-    const dropped = () =>
-      (m.get('mqtt_messages_dropped_total{reason="queue_full"}') ?? 0) -
-      (before.get('mqtt_messages_dropped_total{reason="queue_full"}') ?? 0);
+    const dropped = () => queueFullSince(before, m);
     await until(
       async () => {
         m = await scrape();
@@ -109,6 +113,40 @@ describe("metrics", () => {
     expect(dropped()).toBeGreaterThanOrEqual(10);
     expect(m.get("mqtt_deep_queues")).toBeGreaterThanOrEqual(1);
     expect(m.get("mqtt_deep_queue_messages")).toBeGreaterThanOrEqual(256);
+  });
+
+  it("drops only beyond the MAX_QUEUED_BYTES budget, the newest first, counted in /metrics", async () => {
+    const clientId = uid("bytes");
+    const topic = `bytes/${clientId}`;
+    const c = await connect(5, { clientId, clean: false, properties: { sessionExpiryInterval: 60 } });
+    await c.subscribeAsync(topic, { qos: 1 });
+    await c.endAsync();
+    const publisher = uid("bpub");
+    const pub = await connect(5, { clientId: publisher });
+    // Each message counts its payload, topic, id (publisher:UUID), origin and 64 bytes for the row.
+    const payload = Buffer.alloc(4096, 7);
+    const size = payload.length + topic.length + (publisher.length + 37) + publisher.length + 64;
+    const fits = Math.floor(Number(E2E_VARS.MAX_QUEUED_BYTES) / size);
+    expect(fits).toBeLessThan(Number(E2E_VARS.MAX_QUEUED_MESSAGES)); // the premise: bytes bind, not the count
+    const before = await scrape();
+    const sent = fits + 5;
+    for (let i = 0; i < sent; i++)
+      await pub.publishAsync(topic, Buffer.concat([Buffer.from(`${i}:`), payload.subarray(String(i).length + 1)]), {
+        qos: 1,
+      });
+    const client = await connect(5, { clientId, clean: false, properties: { sessionExpiryInterval: 60 } });
+    const rec = recorder(client);
+    await rec.waitFor(fits, 20000);
+    await roundTrip(client); // whatever else was queued has arrived by now
+    expect(rec.messages.map((m) => Number(m.payload.split(":")[0]))).toEqual(Array.from({ length: fits }, (_, i) => i));
+    // drops are reported asynchronously: poll until they show
+    let dropped = 0;
+    await until(async () => (dropped = queueFullSince(before, await scrape())) >= 5, "the drops", 5000, 100).catch(
+      () => undefined,
+    );
+    expect(dropped).toBeGreaterThanOrEqual(5);
+    const session = await fetch(`${brokerHttp()}/api/v1/client?clientId=${clientId}`, { headers: auth });
+    expect(((await session.json()) as { droppedQueueFull: number }).droppedQueueFull).toBe(5);
   });
 
   it("serves the same figures as JSON for the dashboard", async () => {

@@ -4,7 +4,13 @@
  * same state, as a Durable Object has after a wake (the in-memory store gives itself back).
  */
 import { describe, expect, it } from "vitest";
-import { OutState, type OutboundRow, type SessionMeta, type SessionStore } from "../../src/session/store";
+import {
+  OutState,
+  queuedMessageBytes,
+  type OutboundRow,
+  type SessionMeta,
+  type SessionStore,
+} from "../../src/session/store";
 import type { Delivery, QoS, Subscription } from "../../src/protocol/message";
 import { at, atLeast } from "./elements";
 
@@ -222,6 +228,28 @@ export function sessionStoreContract(name: string, run: StoreRun): void {
         expect(at(done, 0).msgId).toBe("d1");
         expect(store.enqueue(delivery("once", 2), OutState.QUEUED)).toBe(true); // forgotten
         expect(store.enqueue(delivery("d64", 2), OutState.QUEUED)).toBe(false);
+      }));
+
+    it("counts the bytes of the messages queued or in flight, as MAX_QUEUED_BYTES counts them", () =>
+      run((store, reopen) => {
+        expect(store.pendingBytes()).toBe(0);
+        const big = delivery("big", 2, { message: { ...delivery("big", 2).message, payload: new Uint8Array(1000) } });
+        const [a, b, c] = [delivery("a", 1), big, delivery("c", 1)];
+        const size = (...ds: Delivery[]) => ds.reduce((sum, d) => sum + queuedMessageBytes(d), 0);
+        // each counts its payload, topic, ids and the row overhead
+        expect(queuedMessageBytes(big) - queuedMessageBytes(a)).toBe(997 + 2 + 2);
+        store.enqueue(a, OutState.SENT, 1);
+        store.enqueue(b, OutState.SENT, 2);
+        store.enqueue(c, OutState.QUEUED);
+        for (const s of [store, reopen()]) expect(s.pendingBytes()).toBe(size(a, b, c));
+        store.markSent(at(store.outboundRows([OutState.QUEUED]), 0).seq, 3); // a state change keeps its bytes
+        store.markReleased(store.findInflight(2, OutState.SENT)!.seq);
+        expect(store.pendingBytes()).toBe(size(a, b, c));
+        store.finish(store.findInflight(2, OutState.RELEASED)!); // kept as DONE: no longer counted
+        store.finish(store.findInflight(1, OutState.SENT)!);
+        for (const s of [store, reopen()]) expect(s.pendingBytes()).toBe(size(c));
+        store.clearState();
+        expect(store.pendingBytes()).toBe(0);
       }));
 
     it("gives the highest packet id of any row, discards, and summarises the head for the admin API", () =>

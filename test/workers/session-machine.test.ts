@@ -577,6 +577,55 @@ function quiet(): Promise<void> {
   return new Promise((r) => setTimeout(r, 0));
 }
 
+describe("publish rate (MAX_PUBLISH_RATE)", () => {
+  it("routes QoS 1 beyond the rate at once but acknowledges it only at the rate, in order; cuts beyond twice", async () => {
+    const config = { ...DEFAULT_CONFIG, maxPublishRate: 2 };
+    await withSession(
+      5,
+      async ({ io, send }) => {
+        await send(connect(5));
+        const publish = (messageId: number) =>
+          send({ cmd: "publish", topic: "a", payload: Buffer.from(String(messageId)), qos: 1, messageId });
+        for (const id of [1, 2, 3, 4]) await publish(id); // all at one instant: twice the rate
+        await until(() => io.take("puback").length === 2, "the PUBACKs within the rate");
+        expect(io.routed).toHaveLength(4); // the slowed ones are routed, not held back
+        await quiet();
+        expect(io.take("puback").map((p) => p.messageId)).toEqual([1, 2]); // the rest wait for their time
+        expect(io.closed).toEqual([]);
+        // each slowed PUBACK waits for its own timer, set once the one before it is sent
+        await until(() => (io.runTimers(), io.take("puback").length === 4), "the slowed PUBACKs");
+        expect(io.take("puback").map((p) => p.messageId)).toEqual([1, 2, 3, 4]);
+        await publish(5); // beyond twice the rate
+        await until(() => io.closed.includes("conn-1"), "the connection closed");
+        expect(io.take("disconnect")[0]).toMatchObject({
+          reasonCode: 0x96,
+          properties: { reasonString: "more than twice 2 PUBLISH/s" },
+        });
+        expect(io.routed).toHaveLength(4);
+      },
+      config,
+    );
+  });
+
+  it("drops QoS 0 beyond the rate and reports the drops together, not one by one", async () => {
+    await withSession(
+      4,
+      async ({ io, send }) => {
+        await send(connect(4));
+        for (let i = 0; i < 5; i++) await send({ cmd: "publish", topic: "a", payload: Buffer.from(String(i)), qos: 0 });
+        expect(io.routed.map((m) => new TextDecoder().decode(m.payload))).toEqual(["0", "1", "2"]);
+        expect(io.events.filter((e) => e.kind === "dropped")).toEqual([]); // reported a second later
+        io.runTimers();
+        expect(io.events.filter((e) => e.kind === "dropped")).toEqual([
+          { kind: "dropped", clientId: "machine-client", reason: "publish_rate", count: 2 },
+        ]);
+        expect(io.closed).toEqual([]);
+      },
+      { ...DEFAULT_CONFIG, maxPublishRate: 3 },
+    );
+  });
+});
+
 describe("QoS 1 to an online client: acknowledged or written (ACK_WAIT_MS)", () => {
   it("a message acknowledged in time settles its delivery and is never written", async () => {
     await withSession(5, async ({ session, io, send, sql }) => {

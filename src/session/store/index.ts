@@ -19,7 +19,7 @@ import { Schema } from "./schema";
 import { SqliteSubscriptions, type SubscriptionPart, type SubscriptionTable } from "./subscriptions";
 import { SqliteTopicAliases, type TopicAliasTable } from "./topic-aliases";
 
-export { OutState, type OutboundRow, type OutboundSummary } from "./outbound-queue";
+export { OutState, queuedMessageBytes, type OutboundRow, type OutboundSummary } from "./outbound-queue";
 export type { SessionMeta, StoredWill } from "./meta";
 
 export interface SessionStore extends MetaTable, SubscriptionTable, OutboundQueue, InboundQos2Table, TopicAliasTable {
@@ -63,6 +63,7 @@ abstract class StoreOfTables implements SessionStore {
   deleteSubscription = (filter: string): boolean => this.t.subs.deleteSubscription(filter);
 
   pendingCount = (): number => this.t.outq.pendingCount();
+  pendingBytes = (): number => this.t.outq.pendingBytes();
   outboundHead = (limit: number): OutboundSummary[] => this.t.outq.outboundHead(limit);
   queuedCount = (): number => this.t.outq.queuedCount();
   inflightCount = (): number => this.t.outq.inflightCount();

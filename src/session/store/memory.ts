@@ -4,7 +4,7 @@
  */
 import type { Delivery, RoutedMessage, Subscription } from "../../protocol/message";
 import type { MetaPart, SessionMeta } from "./meta";
-import { DONE_ROWS_KEPT, OutState, summary } from "./outbound-queue";
+import { DONE_ROWS_KEPT, OutState, queuedMessageBytes, summary } from "./outbound-queue";
 import type { OutboundQueuePart, OutboundRow, OutboundSummary } from "./outbound-queue";
 import type { InboundQos2Part } from "./inbound-qos2";
 import type { SubscriptionPart } from "./subscriptions";
@@ -86,6 +86,11 @@ export class MemoryOutboundQueue implements OutboundQueuePart {
 
   pendingCount(): number {
     return this.count(OutState.QUEUED, OutState.SENT, OutState.RELEASED);
+  }
+
+  pendingBytes(): number {
+    const pending = [OutState.QUEUED, OutState.SENT, OutState.RELEASED] as number[];
+    return this.select((r) => pending.includes(r.state)).reduce((sum, r) => sum + queuedMessageBytes(r.delivery), 0);
   }
 
   outboundHead(limit: number): OutboundSummary[] {

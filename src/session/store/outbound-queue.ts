@@ -45,9 +45,27 @@ export interface OutboundSummary {
 /** QoS 2 rows kept after PUBCOMP to recognise duplicates of the same message id. */
 export const DONE_ROWS_KEPT = 64;
 
+/**
+ * What one stored message is counted as against MAX_QUEUED_BYTES besides its payload, topic, message
+ * id and origin: the row's integers (seq, QoS, retain, state, packet id, time) and SQLite's record
+ * and B-tree cell headers. An estimate; it keeps a queue of tiny messages bounded by bytes too.
+ */
+export const QUEUED_ROW_OVERHEAD = 64;
+
+/** The bytes a message counts against MAX_QUEUED_BYTES (QUEUED_BYTES_SQL is the same sum over a row). */
+export function queuedMessageBytes(d: Delivery): number {
+  const m = d.message;
+  return m.payload.byteLength + m.topic.length + m.id.length + m.origin.length + QUEUED_ROW_OVERHEAD;
+}
+
+/** queuedMessageBytes of a stored row, in SQL (the same for ASCII topics and ids; a close estimate otherwise). */
+const QUEUED_BYTES_SQL = `IFNULL(LENGTH(payload), 0) + LENGTH(topic) + LENGTH(msg_id) + IFNULL(LENGTH(origin), 0) + ${QUEUED_ROW_OVERHEAD}`;
+
 export interface OutboundQueue {
   /** Messages queued or in flight (what counts against the queue limit). */
   pendingCount(): number;
+  /** Their bytes, each as queuedMessageBytes counts it (what counts against the byte budget). */
+  pendingBytes(): number;
   /** The first `limit` stored outbound messages, oldest first, for the admin API (no payloads). */
   outboundHead(limit: number): OutboundSummary[];
   /** Messages waiting behind the in-flight window (not yet sent). */
@@ -110,6 +128,8 @@ interface OutqCensus {
   queued: number;
   sent: number;
   released: number;
+  /** queuedMessageBytes of the rows in those three states. */
+  bytes: number;
   /** In-flight packet id -> its row (seq): an acknowledgement finds its row by primary key. */
   packetIds: Map<number, number>;
 }
@@ -131,13 +151,15 @@ export class SqliteOutboundQueue extends SqliteTable implements OutboundQueuePar
 
   private census(): OutqCensus {
     if (!this.censusCache) {
-      const c: OutqCensus = { queued: 0, sent: 0, released: 0, packetIds: new Map() };
+      const c: OutqCensus = { queued: 0, sent: 0, released: 0, bytes: 0, packetIds: new Map() };
       if (!this.schema.has("outq")) return (this.censusCache = c);
-      const byState = `SELECT state, COUNT(*) AS n FROM outq GROUP BY state`;
-      for (const r of this.sql.exec<{ state: number; n: number }>(byState)) {
+      const byState = `SELECT state, COUNT(*) AS n, SUM(${QUEUED_BYTES_SQL}) AS bytes FROM outq GROUP BY state`;
+      for (const r of this.sql.exec<{ state: number; n: number; bytes: number }>(byState)) {
         if (r.state === OutState.QUEUED) c.queued = r.n;
         else if (r.state === OutState.SENT) c.sent = r.n;
         else if (r.state === OutState.RELEASED) c.released = r.n;
+        else continue;
+        c.bytes += r.bytes;
       }
       for (const r of this.sql.exec<{ packet_id: number; seq: number }>(
         `SELECT packet_id, seq FROM outq WHERE state IN (?, ?)`,
@@ -150,8 +172,17 @@ export class SqliteOutboundQueue extends SqliteTable implements OutboundQueuePar
     return this.censusCache;
   }
 
-  /** Moves one row's weight from one state to another in the census (undefined: not counted). */
-  private recount(from: number | undefined, to: number | undefined, packetId?: number | null, seq?: number): void {
+  /**
+   * Moves one row's weight from one state to another in the census (undefined: not counted); `bytes`
+   * (its queuedMessageBytes) when it enters or leaves the counted states.
+   */
+  private recount(
+    from: number | undefined,
+    to: number | undefined,
+    packetId?: number | null,
+    seq?: number,
+    bytes = 0,
+  ): void {
     const c = this.censusCache;
     if (!c) return; // not loaded: the next read loads it from SQLite
     const key = (state: number | undefined) =>
@@ -166,6 +197,8 @@ export class SqliteOutboundQueue extends SqliteTable implements OutboundQueuePar
     const t = key(to);
     if (f) c[f]--;
     if (t) c[t]++;
+    if (f && !t) c.bytes -= bytes;
+    if (t && !f) c.bytes += bytes;
     if (packetId != null) {
       if ((t === "sent" || t === "released") && seq !== undefined) c.packetIds.set(packetId, seq);
       else if (t !== "sent" && t !== "released") c.packetIds.delete(packetId);
@@ -175,6 +208,10 @@ export class SqliteOutboundQueue extends SqliteTable implements OutboundQueuePar
   pendingCount(): number {
     const c = this.census();
     return c.queued + c.sent + c.released;
+  }
+
+  pendingBytes(): number {
+    return this.census().bytes;
   }
 
   outboundHead(limit: number): OutboundSummary[] {
@@ -236,7 +273,7 @@ export class SqliteOutboundQueue extends SqliteTable implements OutboundQueuePar
     );
     const inserted = cursor.toArray()[0];
     if (!inserted) return false;
-    this.recount(undefined, state, packetId, inserted.seq);
+    this.recount(undefined, state, packetId, inserted.seq, queuedMessageBytes(d));
     return true;
   }
 
@@ -277,7 +314,7 @@ export class SqliteOutboundQueue extends SqliteTable implements OutboundQueuePar
   }
 
   finish(row: OutboundRow): void {
-    this.recount(row.state, undefined, row.packetId);
+    this.recount(row.state, undefined, row.packetId, undefined, queuedMessageBytes(row.delivery));
     if (row.delivery.qos === 2) {
       const done = `UPDATE outq SET state = ?, packet_id = NULL, payload = NULL WHERE seq = ?`;
       this.sql.exec(done, OutState.DONE, row.seq);
