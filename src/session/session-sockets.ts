@@ -119,13 +119,19 @@ export class SessionSockets {
     this.save(ws, { ...a, meta: rest });
   }
 
-  /** After hibernation: the values kept with the live connection (keepMeta), if any. */
+  /**
+   * After hibernation: the values kept with the live connection (keepMeta), if any; the latest
+   * connection's, should a taken-over one not be closed yet.
+   */
   keptMeta(): SessionMeta | undefined {
+    let kept: SessionMeta | undefined;
     for (const ws of this.accepted()) {
       const a = this.read(ws);
-      if (a?.meta && a.meta.connId === a.connId) return { ...a.meta, identity: a.identity ?? {} };
+      if (!a?.meta || a.meta.connId !== a.connId) continue;
+      if (kept && (kept.connectedAt ?? 0) > (a.meta.connectedAt ?? 0)) continue;
+      kept = { ...a.meta, identity: a.identity ?? {} };
     }
-    return undefined;
+    return kept;
   }
 
   /** Sends one frame (no-op if the connection is gone). */

@@ -104,6 +104,12 @@ describe("session sockets", () => {
     expect(JSON.stringify(fake.stored).length).toBeLessThan(1024);
     const woken = new SessionSockets(() => [asSocket(new FakeSocket()), asSocket(fake)]);
     expect(woken.keptMeta()).toEqual({ ...meta, expiryInterval: 0, clientReceiveMax: 10, connectedAt: 1 });
+    // a taken-over connection not closed yet: the latest connection's values are taken
+    const older = new FakeSocket();
+    sockets.opened(asSocket(older), attachmentFromUpgrade(upgrade(), "c0"));
+    sockets.keepMeta("c0", { ...meta, connId: "c0", connectedAt: 0 });
+    expect(new SessionSockets(() => [asSocket(fake), asSocket(older)]).keptMeta()?.connId).toBe("c1");
+    expect(new SessionSockets(() => [asSocket(older), asSocket(fake)]).keptMeta()?.connId).toBe("c1");
     // values kept for a connection that is no longer the session's are not taken
     sockets.keepMeta("c1", { ...meta, connId: "c0" });
     expect(new SessionSockets(() => [asSocket(fake)]).keptMeta()).toBeUndefined();
