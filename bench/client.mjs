@@ -19,7 +19,11 @@ export class BenchClient {
     this.parser.on("packet", (p) => this.handle(p));
   }
 
-  connect() {
+  /**
+   * Resolves with the CONNACK. `clean: false` asks for a persistent session (3.1.1: kept until it
+   * expires; resumed with Session Present).
+   */
+  connect({ clean = true } = {}) {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(this.url, "mqtt", { perMessageDeflate: false, localAddress: this.localAddress });
       this.ws = ws;
@@ -33,7 +37,7 @@ export class BenchClient {
           cmd: "connect",
           protocolVersion: this.version,
           clientId: this.clientId,
-          clean: true,
+          clean,
           keepalive: this.keepalive,
         });
       });
@@ -91,6 +95,11 @@ export class BenchClient {
   /** Bytes queued in the socket but not yet written: the generator waits when this grows. */
   get buffered() {
     return this.ws.bufferedAmount;
+  }
+
+  /** The network goes away: no DISCONNECT (as when a deploy drops every connection). */
+  drop() {
+    this.ws.terminate();
   }
 
   close() {

@@ -59,7 +59,38 @@ export function costPerDelivered(c0, c1, delivered) {
         d("shardInvocations") +
         d("registryInvocations")) /
       delivered,
-    rowsWrittenPerDelivered: (d("sqlRowsWritten") + d("alarmWrites")) / delivered,
+    rowsWrittenPerDelivered: rowsWritten(c0, c1) / delivered,
+  };
+}
+
+/**
+ * Rows written between two readings of the counters, as billed: SQLite rows, alarms set or cleared,
+ * and the registries' presence rows (written with the counters, seconds later: counters.ts).
+ * @param {import("./launchers.mjs").Counters} c0
+ * @param {import("./launchers.mjs").Counters} c1
+ */
+export function rowsWritten(c0, c1) {
+  const d = (/** @type {string} */ k) => (c1[k] ?? 0) - (c0[k] ?? 0);
+  return d("sqlRowsWritten") + d("alarmWrites") + d("presenceRowsWritten");
+}
+
+/**
+ * What the Durable Objects did per event (a connect, a reconnect) between two readings of the
+ * counters, by object class, with the rows written; NaN for a broker without counters (Aedes).
+ * The gateway Worker's part is one request per connection (its WebSocket upgrade), not counted.
+ * @param {import("./launchers.mjs").Counters | undefined} c0
+ * @param {import("./launchers.mjs").Counters | undefined} c1
+ * @param {number} n events
+ * @param {string} what "connect", "reconnect"
+ * @returns {Record<string, number>}
+ */
+export function objectCostsPer(c0, c1, n, what) {
+  const d = (/** @type {string} */ k) => (c0 && c1 ? (c1[k] - c0[k]) / n : NaN);
+  return {
+    [`rows per ${what}`]: c0 && c1 ? rowsWritten(c0, c1) / n : NaN,
+    [`Session invocations per ${what}`]: d("sessionInvocations"),
+    [`registry invocations per ${what}`]: d("registryInvocations"),
+    [`shard invocations per ${what}`]: d("shardInvocations"),
   };
 }
 

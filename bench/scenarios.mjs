@@ -5,7 +5,7 @@
  */
 import { BenchClient } from "./client.mjs";
 import { clients, now, pace, settle, sleep, tag } from "./load.mjs";
-import { pct } from "./report.mjs";
+import { objectCostsPer, pct } from "./report.mjs";
 
 /** @typedef {import("./launchers.mjs").Counters | undefined} MaybeCounters */
 /**
@@ -14,7 +14,35 @@ import { pct } from "./report.mjs";
  * @typedef {RunCount & Record<string, any>} ScenarioResult
  */
 /** @typedef {{ sent: number; delivered: number; countersWindow?: [MaybeCounters, MaybeCounters] }} RunCount */
-/** @typedef {(url: string, broker: import("./launchers.mjs").Broker) => Promise<ScenarioResult>} Scenario */
+/** @typedef {{ sessions: number }} ScenarioOptions `sessions`: persistent sessions in reconnectStorm */
+/**
+ * @typedef {(url: string, broker: import("./launchers.mjs").Broker, options: ScenarioOptions) => Promise<ScenarioResult>} Scenario
+ */
+
+/**
+ * The broker's counters once its objects have stopped being invoked for `quietMs` (connection
+ * reports reach the registry after CONNACK and after a close); undefined for Aedes.
+ * @param {import("./launchers.mjs").Broker} broker
+ */
+async function quietCounters(broker, quietMs = 300) {
+  let last = await broker.counters();
+  if (!last) return undefined;
+  const busy = (/** @type {import("./launchers.mjs").Counters} */ a, /** @type {typeof a} */ b) =>
+    ["sessionInvocations", "registryInvocations", "shardInvocations"].some((k) => a[k] !== b[k]);
+  for (let i = 0; i < 600; i++) {
+    await sleep(quietMs);
+    const c = /** @type {import("./launchers.mjs").Counters} */ (await broker.counters());
+    if (!busy(c, last)) return c;
+    last = c;
+  }
+  return last;
+}
+
+/** Reconnections started at the same moment in reconnectStorm (see there). */
+const RECONNECT_WAVE = 100;
+
+/** A registry writes presence with its counters this long after a change (src/observability/totals.ts), plus margin. */
+const PRESENCE_WRITE_MS = 6000;
 
 /** One publisher at a fixed offered rate: latency from the publisher's send to the subscriber. */
 /**
@@ -137,12 +165,18 @@ export const scenarios = {
     return sustainedRate(url, 0, [1000, 2000, 4000, 8000, 16000]);
   },
 
-  async connectStorm(url) {
+  /**
+   * 1,000 new clean sessions connect, 100 at a time, then leave. Besides the rate and CONNACK
+   * latency: what the objects did per connect (until the connection reports have landed) and per
+   * connect and leave (after the registries' presence write is due).
+   */
+  async connectStorm(url, broker) {
     const t = tag();
     const n = 1000;
     /** @type {number[]} */
     const latencies = [];
     const list = [];
+    const c0 = await quietCounters(broker);
     const start = now();
     for (let i = 0; i < n; i += 100) {
       const batch = Array.from({ length: Math.min(100, n - i) }, (_, k) => new BenchClient(url, `cs-${t}-${i + k}`));
@@ -156,9 +190,90 @@ export const scenarios = {
       list.push(...batch);
     }
     const elapsed = now() - start;
+    const c1 = await quietCounters(broker);
     list.forEach((c) => c.close());
+    if (c0) await sleep(PRESENCE_WRITE_MS);
+    const c2 = await quietCounters(broker);
     const connsPerSecond = (latencies.length / elapsed) * 1000;
-    return { "conns/s": connsPerSecond, "p99 CONNACK ms": pct(latencies, 99), sent: n, delivered: latencies.length };
+    return {
+      "conns/s": connsPerSecond,
+      "p99 CONNACK ms": pct(latencies, 99),
+      ...objectCostsPer(c0, c1, n, "connect"),
+      "rows per connect and leave": objectCostsPer(c0, c2, n, "connect")["rows per connect"],
+      sent: n,
+      delivered: latencies.length,
+    };
+  },
+
+  /**
+   * A deploy drops every connection at once and every device comes back at once. `sessions`
+   * persistent sessions (3.1.1, clean session 0), each subscribed at QoS 1 to a topic of its own,
+   * are connected; every connection is dropped without DISCONNECT; one QoS 1 message per session is
+   * published and acknowledged while they are away; then all reconnect, 100 at a time. Figures:
+   * time until every CONNACK with Session Present, CONNACK latency, time until every queued message
+   * arrived, and (ours) what the objects did per reconnect, delivery of the queued message included.
+   * A real deploy also restarts every object; locally the objects live on (each connection's end
+   * is handled as a network drop, as it is after a restart).
+   */
+  async reconnectStorm(url, broker, { sessions: n }) {
+    const t = tag();
+    const topic = (/** @type {number} */ i) => `bench/rs/${t}/${i}`;
+    const id = (/** @type {number} */ i) => `rs-${t}-${i}`;
+    const first = [];
+    for (let i = 0; i < n; i += 100) {
+      const batch = Array.from({ length: Math.min(100, n - i) }, (_, k) => new BenchClient(url, id(i + k)));
+      await Promise.all(
+        batch.map(async (c, k) => {
+          await c.connect({ clean: false });
+          await c.subscribe(topic(i + k), 1);
+        }),
+      );
+      first.push(...batch);
+    }
+    first.forEach((c) => c.drop()); // the deploy
+    await quietCounters(broker);
+    await sleep(500); // Aedes has no counters: let it see every close too
+    const [pub] = await clients(url, 1, `rs-pub-${t}`);
+    const payload = Buffer.alloc(64, 3);
+    await Promise.all(Array.from({ length: n }, (_, i) => pub.publish(topic(i), payload, 1)));
+    pub.close();
+    const c0 = await quietCounters(broker);
+
+    let delivered = 0;
+    let resumed = 0;
+    /** @type {number[]} */
+    const latencies = [];
+    const again = Array.from({ length: n }, (_, i) => new BenchClient(url, id(i)));
+    for (const c of again) c.onPublish = () => delivered++;
+    const start = now();
+    // In waves of RECONNECT_WAVE at once: locally, 1,000 upgrades at the same moment stall workerd
+    // (docs/PERFORMANCE.md, "Reconnect storm"); deployed, the devices would not wait for each other.
+    for (let i = 0; i < n; i += RECONNECT_WAVE) {
+      await Promise.all(
+        again.slice(i, i + RECONNECT_WAVE).map(async (c) => {
+          const s = now();
+          const connack = /** @type {{ sessionPresent: boolean }} */ (await c.connect({ clean: false }));
+          latencies.push(now() - s);
+          if (connack.sessionPresent) resumed++;
+        }),
+      );
+    }
+    const allResumedMs = now() - start;
+    await settle(() => delivered, n, 5000, 600000);
+    const allDeliveredMs = now() - start;
+    const c1 = await quietCounters(broker);
+    again.forEach((c) => c.close());
+    return {
+      sessions: n,
+      "s until all resumed": allResumedMs / 1000,
+      "resumed with Session Present": resumed,
+      "p50 CONNACK ms": pct(latencies, 50),
+      "p99 CONNACK ms": pct(latencies, 99),
+      "s until all queued delivered": allDeliveredMs / 1000,
+      ...objectCostsPer(c0, c1, n, "reconnect"),
+      sent: n,
+      delivered,
+    };
   },
 
   async retainedReplay(url) {

@@ -17,6 +17,12 @@ export const counters = {
   sqlRowsWritten: 0,
   /** Rows written by metrics counters (Totals): one per object per write, plus the alarm that schedules it. */
   metricsRowsWritten: 0,
+  /**
+   * Rows written by the registries' presence (src/registry/presence.ts), apart from sqlRowsWritten:
+   * written with the counters, seconds after the connection that caused them, so they would land in
+   * whatever a test or a bench run measures then. Billed like any row.
+   */
+  presenceRowsWritten: 0,
   /** setAlarm/deleteAlarm calls (each billed as a row written). */
   alarmWrites: 0,
   /** PINGREQs the gateway answered without waking a Session object. */

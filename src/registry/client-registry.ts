@@ -6,6 +6,7 @@
  */
 import { Totals } from "../observability/totals";
 import { fnv1a } from "../topics/shard-rule";
+import { Presence } from "./presence";
 
 /** A connected client, as its session reported it. */
 export interface PresenceRecord {
@@ -62,6 +63,8 @@ export function registryName(index: number): string {
 
 export class ClientRegistry {
   private readonly totals: Totals;
+  /** Connected clients, written with the counters (presence.ts); read through `presence.table()`. */
+  private readonly presence: Presence;
 
   constructor(
     private readonly sql: SqlStorage,
@@ -69,10 +72,7 @@ export class ClientRegistry {
     /** Asks for flushTotals() at `at` (the object's alarm, merged with the `$SYS` publisher's). */
     scheduleTotals: (at: number) => void,
   ) {
-    // WITHOUT ROWID: the key is the table, so an insert or delete is one row written, not two.
-    sql.exec(
-      `CREATE TABLE IF NOT EXISTS presence (client_id TEXT PRIMARY KEY, conn_id TEXT, record TEXT) WITHOUT ROWID`,
-    );
+    this.presence = new Presence(sql);
     sql.exec(`CREATE TABLE IF NOT EXISTS queues (client_id TEXT PRIMARY KEY, level INTEGER) WITHOUT ROWID`);
     this.totals = new Totals(sql, now, scheduleTotals);
   }
@@ -96,20 +96,14 @@ export class ClientRegistry {
     this.totals.add("session_invocations", sessionInvocations);
   }
 
+  /** Presence changes are written with the counters: each one counts, so their write is due (presence.ts). */
   private connected(record: PresenceRecord): void {
-    this.sql.exec(
-      `INSERT INTO presence (client_id, conn_id, record) VALUES (?, ?, ?)
-       ON CONFLICT (client_id) DO UPDATE SET conn_id = excluded.conn_id, record = excluded.record`,
-      record.clientId,
-      record.connId,
-      JSON.stringify(record),
-    );
+    this.presence.connected(record);
     this.totals.add("connects");
   }
 
-  /** Only the connection that is registered is removed (a takeover has already replaced it). */
   private disconnected(clientId: string, connId: string): void {
-    this.sql.exec(`DELETE FROM presence WHERE client_id = ? AND conn_id = ?`, clientId, connId);
+    this.presence.disconnected(clientId, connId);
     this.totals.add("disconnects");
   }
 
@@ -117,8 +111,9 @@ export class ClientRegistry {
     this.totals.add(`dropped:${reason}`, count);
   }
 
-  /** Writes the counters' unwritten increments (one row), if any. */
+  /** Writes the counters' unwritten increments (one row), if any, and the presence changes. */
   flushTotals(): void {
+    this.presence.flush();
     this.totals.flush();
   }
 
@@ -139,10 +134,7 @@ export class ClientRegistry {
   }
 
   get(clientId: string): PresenceRecord | undefined {
-    const row = this.sql
-      .exec<{ record: string }>(`SELECT record FROM presence WHERE client_id = ?`, clientId)
-      .toArray()[0];
-    return row ? (JSON.parse(row.record) as PresenceRecord) : undefined;
+    return this.presence.get(clientId);
   }
 
   /**
@@ -150,7 +142,8 @@ export class ClientRegistry {
    * compares text as UTF-8 bytes, that is by code point: see codePointCompare in src/http/overview.ts).
    */
   list(after: string, limit: number, prefix = ""): PresenceRecord[] {
-    return this.sql
+    return this.presence
+      .table()
       .exec<{ record: string }>(
         `SELECT record FROM presence WHERE client_id > ? AND client_id >= ? AND substr(client_id, 1, length(?)) = ?
          ORDER BY client_id LIMIT ?`,
@@ -166,7 +159,8 @@ export class ClientRegistry {
 
   /** How many connected clients' ids start with `prefix`. */
   countMatching(prefix: string): number {
-    return this.sql
+    return this.presence
+      .table()
       .exec<{ n: number }>(
         `SELECT COUNT(*) AS n FROM presence WHERE client_id >= ? AND substr(client_id, 1, length(?)) = ?`,
         prefix,
@@ -179,9 +173,11 @@ export class ClientRegistry {
   stats(): RegistryStats {
     const byVersion: Record<string, number> = {};
     let connected = 0;
-    for (const r of this.sql.exec<{ v: number; n: number }>(
-      `SELECT json_extract(record, '$.version') AS v, COUNT(*) AS n FROM presence GROUP BY v`,
-    )) {
+    for (const r of this.presence
+      .table()
+      .exec<{ v: number; n: number }>(
+        `SELECT json_extract(record, '$.version') AS v, COUNT(*) AS n FROM presence GROUP BY v`,
+      )) {
       byVersion[String(r.v)] = r.n;
       connected += r.n;
     }

@@ -6,7 +6,7 @@ import type { BrokerHooks, HookContext } from "../hooks";
 import type { Identity } from "../auth/acl";
 import type { QoS, RoutedMessage, Subscription } from "../protocol/message";
 import type { PresenceRecord } from "../registry/client-registry";
-import type { OutboundSummary } from "./store";
+import type { OutboundSummary, SessionMeta } from "./store";
 
 /** What the session needs from the world around it. */
 export interface SessionIO {
@@ -25,6 +25,11 @@ export interface SessionIO {
   subscribe(clientId: string, subs: Subscription[], retainedFor: string[]): Promise<RoutedMessage[][]>;
   /** Removes subscriptions from their shards. */
   unsubscribe(clientId: string, filters: string[]): Promise<void>;
+  /**
+   * Keeps the values of a session that writes no row (Session.saveMeta) with its live connection,
+   * so that they outlive hibernation as long as the connection does (SessionSockets.keepMeta).
+   */
+  keepWithConnection(connId: string, meta: SessionMeta): void;
   /** Schedules the one alarm (undefined: none). */
   setAlarm(at: number | undefined): void;
   /** Runs `fn` after `ms` milliseconds, in this object's lifetime (setTimeout). */

@@ -32,6 +32,7 @@ export function sessionIO(links: SessionLinks): SessionIO {
     redistribute: (shareFilter, leaving, message) => shards.redistribute(shareFilter, leaving, message),
     subscribe: (clientId, subs, retainedFor) => shards.subscribe(clientId, subs, retainedFor),
     unsubscribe: (clientId, filters) => shards.unsubscribe(clientId, filters),
+    keepWithConnection: (connId, meta) => sockets.keepMeta(connId, meta),
     setAlarm: (at) => {
       counters.alarmWrites++;
       if (at === undefined) void storage.deleteAlarm();

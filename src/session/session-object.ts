@@ -47,7 +47,11 @@ export class SessionObject extends DurableObject<Env> {
       hookContext(env, shards, clientId, identity),
     ));
     const io = sessionIO({ env, sockets, shards, reporter, storage: ctx.storage });
-    this.session = new Session(new SqliteSessionStore(countingSql(ctx.storage.sql)), io, config, auth.acl, auth);
+    const store = new SqliteSessionStore(countingSql(ctx.storage.sql));
+    // A session that writes no row kept its values with its connection: after hibernation they are there.
+    const kept = store.metaStored() ? undefined : sockets.keptMeta();
+    if (kept) store.holdMeta(kept);
+    this.session = new Session(store, io, config, auth.acl, auth);
     // A restart (eviction, deploy, crash) drops the socket without a close event: end that connection
     // now, so its will is sent and its expiry starts. Queued before any event this wake delivers.
     const live = this.session.liveConnection;

@@ -8,12 +8,18 @@ import type { ProtocolVersion } from "../protocol/constants";
 import { decodeConnectHeaders } from "../protocol/internal-frame";
 import { InboundOrder } from "../protocol/internal-order";
 import type { ConnectionInfo } from "./session";
+import type { SessionMeta } from "./store";
 
-/** Survives hibernation with the socket (serializeAttachment, well under 16 KB). */
+/**
+ * Survives hibernation with the socket (serializeAttachment: at most 2,048 bytes; the identity, the
+ * largest part, is kept once).
+ */
 export interface Attachment extends ConnectionInfo {
   version: ProtocolVersion;
   /** CONNECT has been handled on this socket. */
   connected: boolean;
+  /** The values of a session that writes no row, without the identity (Session.saveMeta). */
+  meta?: Omit<SessionMeta, "identity">;
 }
 
 /** A new connection's attachment, from the headers of the gateway's upgrade request. */
@@ -37,7 +43,8 @@ export function isAttachment(value: unknown): value is Attachment {
     optional(a["serverKeepAlive"], "number") &&
     optional(a["identity"], "object") &&
     optional(a["authResponse"], "object") &&
-    optional(a["remoteAddress"], "string")
+    optional(a["remoteAddress"], "string") &&
+    optional(a["meta"], "object")
   );
 }
 
@@ -97,6 +104,34 @@ export class SessionSockets {
       }
     }
     return ws;
+  }
+
+  /**
+   * Keeps the values of a session that writes no row in its live connection's attachment: they last
+   * as long as the connection, which is as long as such a session lasts.
+   */
+  keepMeta(connId: string, meta: SessionMeta): void {
+    const ws = this.socket(connId);
+    const a = ws && this.read(ws);
+    if (!ws || !a) return;
+    const rest: Attachment["meta"] = { ...meta };
+    delete (rest as SessionMeta).identity; // the attachment has the identity already
+    this.save(ws, { ...a, meta: rest });
+  }
+
+  /**
+   * After hibernation: the values kept with the live connection (keepMeta), if any; the latest
+   * connection's, should a taken-over one not be closed yet.
+   */
+  keptMeta(): SessionMeta | undefined {
+    let kept: SessionMeta | undefined;
+    for (const ws of this.accepted()) {
+      const a = this.read(ws);
+      if (!a?.meta || a.meta.connId !== a.connId) continue;
+      if (kept && (kept.connectedAt ?? 0) > (a.meta.connectedAt ?? 0)) continue;
+      kept = { ...a.meta, identity: a.identity ?? {} };
+    }
+    return kept;
   }
 
   /** Sends one frame (no-op if the connection is gone). */

@@ -28,7 +28,7 @@ import { Outbound } from "./outbound";
 import { Reauthentication } from "./reauth";
 import type { Refusal, SessionContext } from "./session-context";
 import type { ConnectionInfo, EndCause, SessionDescription, SessionIO } from "./session-io";
-import type { SessionMeta, SessionStore } from "./store";
+import { needsNoRow, type SessionMeta, type SessionStore } from "./store";
 import { Subscriptions } from "./subscriptions";
 import { Will } from "./will";
 
@@ -244,8 +244,8 @@ export class Session {
     const requestedExpiry = connect.requestedExpiry(req, this.config);
     const expiryInterval = Math.min(requestedExpiry, this.config.maxSessionExpiry);
     this.meta = connect.connectedMeta(req, previous, sessionPresent, expiryInterval, now);
-    this.store.writeMeta(this.meta);
-    this.io.setAlarm(this.nextAlarm());
+    this.saveMeta();
+    this.scheduleAlarm();
 
     const connack = connect.connack(req, this.config, sessionPresent, requestedExpiry, expiryInterval);
     const connackBytes = encodeWithin(connack, req.version, this.meta.clientMaxPacketSize);
@@ -306,9 +306,31 @@ export class Session {
     this.meta.connId = undefined;
     if (expiry > 0) this.meta.expireAt = now + expiry * 1000;
     await this.will.connectionEnded(now, expiry);
-    this.store.writeMeta(this.meta);
+    this.saveMeta();
     if (expiry === 0) return this.endSession();
-    this.io.setAlarm(this.nextAlarm());
+    this.scheduleAlarm();
+  }
+
+  /**
+   * Writes the session's values; a session that needs no row (it ends with its connection and has
+   * no will: `needsNoRow`) holds them in memory and in its connection's socket attachment instead,
+   * which outlives hibernation exactly as long as the session: a new clean session writes nothing.
+   */
+  private saveMeta(): void {
+    if (!needsNoRow(this.meta)) return this.store.writeMeta(this.meta);
+    this.store.holdMeta(this.meta);
+    if (this.meta.connId) this.io.keepWithConnection(this.meta.connId, this.meta);
+  }
+
+  /**
+   * Sets (or clears) the one alarm. An alarm is only ever set while the meta has a row (a will's
+   * delay, an expiry, a hand-over's rows all write it), so a session with none has no alarm to clear:
+   * not clearing it saves a billed write per connect and per end of a clean session.
+   */
+  private scheduleAlarm(): void {
+    const at = this.nextAlarm();
+    if (at === undefined && !this.store.metaStored()) return;
+    this.io.setAlarm(at);
   }
 
   /** Alarm: a hand-over to retry, a delayed will became due, or an offline session expired. */
@@ -319,7 +341,7 @@ export class Session {
     if (this.meta.connId === undefined && this.meta.expireAt !== undefined && now >= this.meta.expireAt) {
       return this.endSession();
     }
-    this.io.setAlarm(this.nextAlarm());
+    this.scheduleAlarm();
   }
 
   private nextAlarm(): number | undefined {
@@ -338,7 +360,7 @@ export class Session {
     this.outbound.queueGone();
     this.store.clearAll();
     this.meta = {};
-    this.io.setAlarm(this.nextAlarm()); // a retry of failed hand-overs, if any
+    this.scheduleAlarm(); // a retry of failed hand-overs, if any
   }
 
   // --- delivery to the client (outbound.ts) ---------------------------------------------------

@@ -37,12 +37,17 @@ describe("secure default", () => {
   });
 });
 
+const countBy = (xs: number[]) => xs.reduce<Record<number, number>>((m, x) => ((m[x] = (m[x] ?? 0) + 1), m), {});
+
 describe("connection attempts per address", () => {
-  it("answers HTTP 429 beyond the CONNECT_LIMITER rate (300 per 10 s)", async () => {
+  it("lets a reconnect storm of 1,000 upgrades from one address through (CONNECT_LIMITER: 1,000 per 10 s)", async () => {
+    // The refusal beyond the limit: test/workers/connect-limiter.test.ts (in-process, so that the
+    // attempts fit in one 10 s window even on a busy machine; over real sockets they may not).
     const url = `${broker.base.replace("http", "ws")}/mqtt`;
     const statuses = await Promise.all(
-      // 650 attempts in a burst: even if the burst straddles two 10 s windows, at most 600 pass.
-      Array.from({ length: 650 }, async () => {
+      // 1,000 attempts in a burst from one address (as 1,000 devices behind one NAT after a deploy);
+      // the test above used 2 of this window, so 998 are sure to fit in it.
+      Array.from({ length: 998 }, async () => {
         const ws = new WebSocket(url, "mqtt");
         return new Promise<number>((resolve) => {
           ws.once("open", () => {
@@ -57,8 +62,9 @@ describe("connection attempts per address", () => {
         });
       }),
     );
-    const limited = statuses.filter((s) => s === 429).length;
-    expect(statuses.filter((s) => s === 101).length).toBeLessThanOrEqual(600);
-    expect(limited).toBeGreaterThanOrEqual(50);
-  });
+    // None is refused by the limiter (on a busy machine some may fail at the network level instead).
+    expect(statuses.filter((s) => s === 429).length).toBe(0);
+    expect(statuses.filter((s) => s === 101).length).toBeGreaterThan(0);
+    console.log("1,000-upgrade burst, statuses:", JSON.stringify(countBy(statuses)));
+  }, 120000);
 });

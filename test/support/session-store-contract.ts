@@ -115,6 +115,39 @@ export function sessionStoreContract(name: string, run: StoreRun): void {
       }));
   });
 
+  describe(`${name}: meta held without a row`, () => {
+    const sub: Subscription = { filter: "a", qos: 1, noLocal: false, retainAsPublished: false, retainHandling: 0 };
+    /** Every write that can put a first row in a table other than meta. */
+    const firstRows: [string, (s: SessionStore) => void][] = [
+      ["a subscription", (s) => s.putSubscription(sub)],
+      ["a queued message", (s) => s.enqueue(delivery("m", 1), OutState.QUEUED)],
+      ["an inbound QoS 2 id", (s) => s.putInboundQos2(1, "in", false)],
+      ["an incoming topic alias", (s) => s.putTopicAliasIn(1, "a")],
+      ["an outgoing topic alias", (s) => s.putTopicAliasOut("a", 1)],
+    ];
+
+    it.each(firstRows)("is loaded as held, and written before %s", (_what, write) =>
+      run((store, reopen) => {
+        store.holdMeta({ clientId: "c", connId: "k" });
+        expect(store.loadMeta()).toEqual({ clientId: "c", connId: "k" });
+        expect(store.metaStored()).toBe(false);
+        write(store);
+        expect(store.metaStored()).toBe(true);
+        expect(reopen().loadMeta()).toEqual({ clientId: "c", connId: "k" });
+      }),
+    );
+
+    it("is written at once when the meta already has a row; clearAll forgets what is held", () =>
+      run((store, reopen) => {
+        store.holdMeta({ clientId: "c" });
+        store.clearAll();
+        expect(store.loadMeta()).toEqual({});
+        store.writeMeta({ clientId: "c", expiryInterval: 60 });
+        store.holdMeta({ clientId: "c", connId: "k2" });
+        expect(reopen().loadMeta()).toEqual({ clientId: "c", connId: "k2" });
+      }));
+  });
+
   describe(`${name}: subscriptions`, () => {
     const sub = (filter: string, qos: QoS, more: Partial<Subscription> = {}): Subscription => ({
       filter,

@@ -92,6 +92,29 @@ describe("session sockets", () => {
     expect(woken.firstPacket(asSocket(fake), woken.attachment(asSocket(fake)))).toBe(false);
   });
 
+  it("keeps the values of a session that writes no row with its live connection, across hibernation", () => {
+    const fake = new FakeSocket();
+    const sockets = new SessionSockets(() => [asSocket(fake)]);
+    sockets.opened(asSocket(fake), attachmentFromUpgrade(upgrade(), "c1"));
+    expect(sockets.keptMeta()).toBeUndefined();
+    const meta = { clientId: "dev/1 é", connId: "c1", version: 5, identity: { username: "u", roles: ["r"] } };
+    sockets.keepMeta("c1", { ...meta, expiryInterval: 0, clientReceiveMax: 10, connectedAt: 1 });
+    // the identity is kept once, in the attachment; the whole stays far below the platform's 2,048 bytes
+    expect((fake.stored as Attachment).meta).not.toHaveProperty("identity");
+    expect(JSON.stringify(fake.stored).length).toBeLessThan(1024);
+    const woken = new SessionSockets(() => [asSocket(new FakeSocket()), asSocket(fake)]);
+    expect(woken.keptMeta()).toEqual({ ...meta, expiryInterval: 0, clientReceiveMax: 10, connectedAt: 1 });
+    // a taken-over connection not closed yet: the latest connection's values are taken
+    const older = new FakeSocket();
+    sockets.opened(asSocket(older), attachmentFromUpgrade(upgrade(), "c0"));
+    sockets.keepMeta("c0", { ...meta, connId: "c0", connectedAt: 0 });
+    expect(new SessionSockets(() => [asSocket(fake), asSocket(older)]).keptMeta()?.connId).toBe("c1");
+    expect(new SessionSockets(() => [asSocket(older), asSocket(fake)]).keptMeta()?.connId).toBe("c1");
+    // values kept for a connection that is no longer the session's are not taken
+    sockets.keepMeta("c1", { ...meta, connId: "c0" });
+    expect(new SessionSockets(() => [asSocket(fake)]).keptMeta()).toBeUndefined();
+  });
+
   it("puts a connection's frames back in order, resuming from the first seen after hibernation", () => {
     const sockets = new SessionSockets(() => []);
     const p = (n: number) => [new Uint8Array([n])];

@@ -8,7 +8,7 @@ import { describe, expect, it } from "vitest";
 import { DEFAULT_CONFIG, type BrokerConfig } from "../../src/config";
 import type { Delivery, RoutedMessage, Subscription } from "../../src/protocol/message";
 import { Session, type SessionEvent, type SessionIO } from "../../src/session/session";
-import { SqliteSessionStore } from "../../src/session/store";
+import { SqliteSessionStore, type SessionMeta } from "../../src/session/store";
 import { hookMessage, type BrokerHooks, type HookContext } from "../../src/hooks";
 import type { Identity } from "../../src/auth/acl";
 import { at, atLeast } from "../support/elements";
@@ -70,6 +70,11 @@ class RecordingIO implements SessionIO {
     return retainedFor.map(() => []);
   }
   async unsubscribe(): Promise<void> {}
+  /** Values of a session that writes no row, kept with its connection. */
+  kept: SessionMeta[] = [];
+  keepWithConnection(_connId: string, meta: SessionMeta): void {
+    this.kept.push(structuredClone(meta));
+  }
   setAlarm(at: number | undefined): void {
     this.alarm = at;
   }

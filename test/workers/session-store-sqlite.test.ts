@@ -34,6 +34,18 @@ describe("SqliteSessionStore: schema", () => {
       expect(SCHEMA_VERSION).toBe(1);
     }));
 
+  it("holds the meta of a session with nothing to keep without a row: a reopened store does not see it", () =>
+    inFreshObject((sql) => {
+      const store = new SqliteSessionStore(sql);
+      store.holdMeta({ clientId: "c", connId: "k", expiryInterval: 0 });
+      store.clearTopicAliases();
+      store.clearState();
+      expect(tables(sql)).toEqual([]);
+      expect(new SqliteSessionStore(sql).loadMeta()).toEqual({});
+      store.clearAll();
+      expect(tables(sql)).toEqual([]);
+    }));
+
   it("runs each migration step after the database's version, for the tables that exist", () =>
     inFreshObject((sql) => {
       const sub = { filter: "a", qos: 1, noLocal: false, retainAsPublished: false, retainHandling: 0 } as const;

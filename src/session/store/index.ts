@@ -20,9 +20,18 @@ import { SqliteSubscriptions, type SubscriptionPart, type SubscriptionTable } fr
 import { SqliteTopicAliases, type TopicAliasTable } from "./topic-aliases";
 
 export { OutState, queuedMessageBytes, type OutboundRow, type OutboundSummary } from "./outbound-queue";
-export type { SessionMeta, StoredWill } from "./meta";
+export { needsNoRow, type SessionMeta, type StoredWill } from "./meta";
 
 export interface SessionStore extends MetaTable, SubscriptionTable, OutboundQueue, InboundQos2Table, TopicAliasTable {
+  /**
+   * Keeps the session's values without writing them, for a session with nothing to keep
+   * (`needsNoRow`): loadMeta returns them, a reopened store does not. They are written before the
+   * first row of any other table (a subscription, a queued message, a QoS 2 id, an alias), so
+   * nothing is ever on disk without its session's values. Once the meta has a row, it is written.
+   */
+  holdMeta(meta: SessionMeta): void;
+  /** The meta has a row (written at some time, not only held). */
+  metaStored(): boolean;
   /** Removes every trace of the session, except messages still to be handed over (HANDOVER). */
   clearAll(): void;
   /** Clears subscriptions and messages but keeps meta (a clean start) and HANDOVER rows. */
@@ -39,9 +48,13 @@ interface Tables {
 
 /** A SessionStore made of one object per table: the two stores differ only in their tables. */
 abstract class StoreOfTables implements SessionStore {
+  /** Meta held without a row (holdMeta), until something else is written or the session ends. */
+  private held?: SessionMeta;
+
   constructor(private readonly t: Tables) {}
 
   clearAll(): void {
+    this.held = undefined;
     this.t.aliases.clearTopicAliases();
     this.t.meta.clear();
     this.clearState();
@@ -53,13 +66,29 @@ abstract class StoreOfTables implements SessionStore {
     this.t.outq.clear();
   }
 
-  loadMeta = (): SessionMeta => this.t.meta.loadMeta();
-  writeMeta = (meta: SessionMeta): void => this.t.meta.writeMeta(meta);
+  loadMeta = (): SessionMeta => (this.held ? structuredClone(this.held) : this.t.meta.loadMeta());
+  writeMeta = (meta: SessionMeta): void => {
+    this.held = undefined;
+    this.t.meta.writeMeta(meta);
+  };
+  holdMeta = (meta: SessionMeta): void => {
+    if (this.t.meta.stored()) return this.writeMeta(meta); // a row that exists never goes stale
+    this.held = structuredClone(meta);
+  };
+  metaStored = (): boolean => this.t.meta.stored();
+
+  /** Writes held meta: something else is about to be written. */
+  private writeHeld(): void {
+    if (this.held) this.writeMeta(this.held);
+  }
 
   subscriptions = (): Subscription[] => this.t.subs.subscriptions();
   hasSubscription = (filter: string): boolean => this.t.subs.hasSubscription(filter);
   subscriptionCount = (): number => this.t.subs.subscriptionCount();
-  putSubscription = (s: Subscription): void => this.t.subs.putSubscription(s);
+  putSubscription = (s: Subscription): void => {
+    this.writeHeld();
+    this.t.subs.putSubscription(s);
+  };
   deleteSubscription = (filter: string): boolean => this.t.subs.deleteSubscription(filter);
 
   pendingCount = (): number => this.t.outq.pendingCount();
@@ -69,8 +98,10 @@ abstract class StoreOfTables implements SessionStore {
   inflightCount = (): number => this.t.outq.inflightCount();
   isPacketIdInFlight = (packetId: number): boolean => this.t.outq.isPacketIdInFlight(packetId);
   nextSeq = (): number => this.t.outq.nextSeq();
-  enqueue = (d: Delivery, state: number, packetId?: number | null, seq?: number): boolean =>
-    this.t.outq.enqueue(d, state, packetId, seq);
+  enqueue = (d: Delivery, state: number, packetId?: number | null, seq?: number): boolean => {
+    this.writeHeld();
+    return this.t.outq.enqueue(d, state, packetId, seq);
+  };
   hasQueued = (): boolean => this.t.outq.hasQueued();
   highestPacketId = (): number => this.t.outq.highestPacketId();
   outboundRows = (states: number[], limit?: number): OutboundRow[] => this.t.outq.outboundRows(states, limit);
@@ -87,16 +118,24 @@ abstract class StoreOfTables implements SessionStore {
 
   inboundQos2 = (packetId: number) => this.t.inq2.inboundQos2(packetId);
   inboundQos2Count = (): number => this.t.inq2.inboundQos2Count();
-  putInboundQos2 = (packetId: number, msgId: string, routed: boolean): void =>
+  putInboundQos2 = (packetId: number, msgId: string, routed: boolean): void => {
+    this.writeHeld();
     this.t.inq2.putInboundQos2(packetId, msgId, routed);
+  };
   markInboundQos2Routed = (packetId: number, msgId: string): void => this.t.inq2.markInboundQos2Routed(packetId, msgId);
   deleteInboundQos2 = (packetId: number): boolean => this.t.inq2.deleteInboundQos2(packetId);
 
   clearTopicAliases = (): void => this.t.aliases.clearTopicAliases();
   topicAliasIn = (alias: number): string | undefined => this.t.aliases.topicAliasIn(alias);
-  putTopicAliasIn = (alias: number, topic: string): void => this.t.aliases.putTopicAliasIn(alias, topic);
+  putTopicAliasIn = (alias: number, topic: string): void => {
+    this.writeHeld();
+    this.t.aliases.putTopicAliasIn(alias, topic);
+  };
   topicAliasesOut = (): Map<string, number> => this.t.aliases.topicAliasesOut();
-  putTopicAliasOut = (topic: string, alias: number): void => this.t.aliases.putTopicAliasOut(topic, alias);
+  putTopicAliasOut = (topic: string, alias: number): void => {
+    this.writeHeld();
+    this.t.aliases.putTopicAliasOut(topic, alias);
+  };
 }
 
 /** The store of a Session Durable Object: its SQLite, each table created when first written. */

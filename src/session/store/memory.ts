@@ -13,6 +13,7 @@ import type { TopicAliasTable } from "./topic-aliases";
 /** In memory: a copy in, a copy out, so a caller's later changes are not stored until written. */
 export class MemoryMeta implements MetaPart {
   private meta: SessionMeta = {};
+  private written = false;
 
   loadMeta(): SessionMeta {
     return structuredClone(this.meta);
@@ -20,10 +21,15 @@ export class MemoryMeta implements MetaPart {
 
   writeMeta(meta: SessionMeta): void {
     this.meta = structuredClone(meta);
+    this.written = true;
   }
 
   clear(): void {
     this.meta = {};
+  }
+
+  stored(): boolean {
+    return this.written;
   }
 }
 

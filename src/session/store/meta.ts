@@ -60,9 +60,22 @@ export interface MetaTable {
   writeMeta(meta: SessionMeta): void;
 }
 
-/** The table as a store is made of: what a session calls, and clearing (SessionStore.clearAll). */
+/** The table as a store is made of: what a session calls, clearing (SessionStore.clearAll), and whether it has a row. */
 export interface MetaPart extends MetaTable {
   clear(): void;
+  /** The meta has been written (a row exists, even if cleared since). */
+  stored(): boolean;
+}
+
+/**
+ * Whether a session with these values needs no row: it ends with its connection (Session Expiry 0,
+ * a 3.1.1 clean session) and has no will. Such a session is lost with its connection anyway, so
+ * there is nothing to find after a restart; a will must survive one [MQTT-3.1.2-8], an expiry must
+ * outlive the connection [MQTT-3.1.2-23]. (What else it keeps, subscriptions or messages, writes
+ * the meta first: SessionStore.holdMeta.)
+ */
+export function needsNoRow(m: SessionMeta): boolean {
+  return (m.expiryInterval ?? 0) === 0 && m.will === undefined && m.willAt === undefined;
 }
 
 type Row = Record<string, SqlStorageValue>;
@@ -109,6 +122,10 @@ export class SqliteMeta extends SqliteTable implements MetaPart {
   /** Empties the row; the row itself, with the schema version, stays. */
   clear(): void {
     if (this.schema.has("meta")) this.writeMeta({});
+  }
+
+  stored(): boolean {
+    return this.schema.has("meta");
   }
 }
 
