@@ -2,9 +2,16 @@
  * Broker configuration: `wrangler.toml` [vars] (strings) -> one typed, validated object.
  * Every limit has a default that runs locally with no setup; README.md lists them all.
  */
+import { growthProblem } from "./topics/shard-rule";
+
 export interface BrokerConfig {
-  /** Number of TopicShard objects (N). Changing it on a live deployment is a migration. */
+  /** Number of TopicShard objects (N). It may grow on a live deployment by a multiple (docs/SHARDS.md). */
   shardCount: number;
+  /**
+   * The shard count the deployment had before the last growth (P; unset: SHARD_COUNT, no growth).
+   * SHARD_COUNT must be a multiple of it; shards P .. N-1 adopt their keys from shard j mod P.
+   */
+  shardCountPrevious: number;
   /** Topic levels hashed to pick a shard (K). */
   shardLevels: number;
   /** Largest MQTT packet accepted from a client, in bytes (whole packet). */
@@ -80,6 +87,7 @@ export interface BrokerConfig {
 
 export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
   shardCount: 8,
+  shardCountPrevious: 8,
   shardLevels: 2,
   maxPacketSize: 262144,
   connectTimeoutMs: 10000,
@@ -113,6 +121,7 @@ export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
 /** Environment variable name for each config key. */
 const VARIABLES: Record<keyof BrokerConfig, string> = {
   shardCount: "SHARD_COUNT",
+  shardCountPrevious: "SHARD_COUNT_PREVIOUS",
   shardLevels: "SHARD_LEVELS",
   maxPacketSize: "MAX_PACKET_SIZE",
   connectTimeoutMs: "CONNECT_TIMEOUT_MS",
@@ -146,6 +155,7 @@ const VARIABLES: Record<keyof BrokerConfig, string> = {
 /** Inclusive bounds per key: a value outside them is a configuration error, not a silent clamp. */
 const BOUNDS: Record<keyof BrokerConfig, [number, number]> = {
   shardCount: [1, 1024],
+  shardCountPrevious: [1, 1024],
   shardLevels: [1, 16],
   maxPacketSize: [64, 268435455],
   connectTimeoutMs: [100, 600000],
@@ -197,6 +207,10 @@ function readLimit(env: Record<string, unknown>, key: keyof BrokerConfig): numbe
 export function loadConfig(env: Record<string, unknown>): BrokerConfig {
   const config = { ...DEFAULT_CONFIG };
   for (const key of Object.keys(VARIABLES) as (keyof BrokerConfig)[]) config[key] = readLimit(env, key) ?? config[key];
+  // Unset: no growth in progress, whatever the count.
+  config.shardCountPrevious = readLimit(env, "shardCountPrevious") ?? config.shardCount;
+  const growth = growthProblem(config.shardCount, config.shardCountPrevious);
+  if (growth) throw new ConfigError(growth);
   return config;
 }
 
@@ -208,6 +222,14 @@ export function limitProblems(env: Record<string, unknown>): { variable: string;
       readLimit(env, key);
     } catch (err) {
       problems.push({ variable: VARIABLES[key], problem: (err as Error).message });
+    }
+  }
+  // The one check across variables: a shard count that shrank or grew by no whole multiple.
+  if (problems.length === 0) {
+    try {
+      loadConfig(env);
+    } catch (err) {
+      problems.push({ variable: VARIABLES.shardCountPrevious, problem: (err as Error).message });
     }
   }
   return problems;

@@ -1,7 +1,7 @@
 /** Bindings of the Worker (wrangler.toml). Config variables are read through config.ts. */
 import type { SessionObject } from "./session/session-object";
 import type { TopicShardObject } from "./topics/topic-shard-object";
-import { shardName } from "./topics/shard-rule";
+import { shardIndexFromName, shardName } from "./topics/shard-rule";
 import type { ClientRegistryObject } from "./registry/client-registry-object";
 import { registryName } from "./registry/client-registry";
 
@@ -17,6 +17,17 @@ export interface Env {
 /** The stub of TopicShard i (its name is the shard rule's). */
 export function topicShardStub(env: Env, index: number): DurableObjectStub<TopicShardObject> {
   return env.TOPIC_SHARD.get(env.TOPIC_SHARD.idFromName(shardName(index)));
+}
+
+/**
+ * The index of the topic shard with this id, among the first `count` (undefined: none of them).
+ * The runtime's `id.name` when it gives one; else found by deriving each shard's id (a local hash).
+ */
+export function topicShardIndex(env: Env, id: DurableObjectId, count: number): number | undefined {
+  const named = shardIndexFromName(id.name);
+  if (named !== undefined) return named;
+  for (let i = 0; i < count; i++) if (env.TOPIC_SHARD.idFromName(shardName(i)).equals(id)) return i;
+  return undefined;
 }
 
 /** The stub of registry shard i. */

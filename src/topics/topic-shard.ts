@@ -51,11 +51,24 @@ export interface ShardCounts {
 type GroupDrop = "not_authorized" | "no_subscribers";
 const GROUP_DROPS: ReadonlySet<string> = new Set<GroupDrop>(["not_authorized", "no_subscribers"]);
 
+/**
+ * Which rows the shard serves (shard-growth.ts): while a grown shard has not taken its keys from
+ * this one, their rows stay here, never matched, listed, counted or returned as retained.
+ */
+export interface Ownership {
+  readonly holdsMoved: boolean;
+  ownsTopic(topic: string): boolean;
+  holdsFilter(filter: string): boolean;
+}
+
+/** A shard that holds only its own rows. */
+const OWNS_EVERYTHING: Ownership = { holdsMoved: false, ownsTopic: () => true, holdsFilter: () => true };
+
 /** Most deliveries sent to one session in one call (a larger backlog is split). */
 export const MAX_DELIVERY_BATCH = 256;
 
 export class TopicShard {
-  private readonly trie = new SubscriptionTrie();
+  private trie = new SubscriptionTrie();
   /** Per-session batches of deliveries from several publishes, sent together (one call each). */
   private readonly deliveryBatches: Batcher<string, Delivery, DeliveryOutcome>;
   /** Round-robin position per shared subscription (in memory: fairness need not survive a restart). */
@@ -74,6 +87,7 @@ export class TopicShard {
     later: (fn: () => void) => void = (fn) => setTimeout(fn, config.deliveryBatchMs),
     /** Asks for flushTotals() at `at` (the object's alarm); without it, counters are written only when asked. */
     scheduleTotals: (at: number) => void = () => {},
+    private readonly ownership: Ownership = OWNS_EVERYTHING,
   ) {
     this.deliveryBatches = new Batcher(
       async (clientId, batch) => {
@@ -88,7 +102,13 @@ export class TopicShard {
       rap INTEGER, sub_id INTEGER, PRIMARY KEY (client_id, filter))`);
     sql.exec(`CREATE TABLE IF NOT EXISTS retained (topic TEXT PRIMARY KEY, payload BLOB, qos INTEGER,
       props TEXT, received_at INTEGER)`);
-    for (const r of sql.exec<Record<string, SqlStorageValue>>(`SELECT * FROM subs`)) {
+    this.reload();
+  }
+
+  /** Rebuilds the trie from SQLite (on wake, and after rows came or went in a growth). */
+  reload(): void {
+    this.trie = new SubscriptionTrie();
+    for (const r of this.sql.exec<Record<string, SqlStorageValue>>(`SELECT * FROM subs`)) {
       this.index(r.filter as string, r.client_id as string, {
         qos: r.qos as QoS,
         noLocal: r.no_local === 1,
@@ -97,6 +117,16 @@ export class TopicShard {
         subscriptionId: (r.sub_id as number | null) ?? undefined,
       });
     }
+  }
+
+  /** Whether a retained topic is this shard's to serve (only a parent mid-growth holds others). */
+  private ownsTopic(topic: string): boolean {
+    return !this.ownership.holdsMoved || this.ownership.ownsTopic(topic);
+  }
+
+  /** Whether a subscription row is this shard's to list and count (as ownsTopic). */
+  private holdsFilter(filter: string): boolean {
+    return !this.ownership.holdsMoved || this.ownership.holdsFilter(filter);
   }
 
   /** Adds to the trie; a `$share/{group}/{filter}` subscription joins its group at `filter`. */
@@ -273,7 +303,7 @@ export class TopicShard {
   deleteRetained(filter: string): number {
     let deleted = 0;
     for (const { topic } of this.sql.exec<{ topic: string }>(`SELECT topic FROM retained`).toArray()) {
-      if (!topicMatches(filter, topic)) continue;
+      if (!topicMatches(filter, topic) || !this.ownsTopic(topic)) continue;
       this.sql.exec(`DELETE FROM retained WHERE topic = ?`, topic);
       deleted++;
     }
@@ -299,6 +329,7 @@ export class TopicShard {
           );
     for (const r of rows) {
       const filter = r.filter as string;
+      if (!this.holdsFilter(filter)) continue;
       if (
         within !== undefined &&
         !filterCovers(within, parseSharedFilter(filter)?.filter ?? filter) &&
@@ -333,12 +364,11 @@ export class TopicShard {
     let own = 0;
     let everywhere = 0;
     for (const { filter } of this.sql.exec<{ filter: string }>(`SELECT filter FROM subs`)) {
+      if (!this.holdsFilter(filter)) continue;
       if (inEveryShard(filter, this.config.shardLevels)) everywhere++;
       else own++;
     }
-    const dollar = this.sql
-      .exec<{ n: number }>(`SELECT COUNT(*) AS n FROM retained WHERE substr(topic, 1, 1) = '$'`)
-      .one().n;
+    const dollar = this.ownRetained(`WHERE substr(topic, 1, 1) = '$'`).count;
     return {
       ownSubscriptions: own,
       everywhereSubscriptions: everywhere,
@@ -363,16 +393,42 @@ export class TopicShard {
       invocations: this.totals.get("invocations"),
       retainedMessages: this.retainedCount(),
       retainedBytes: this.retainedBytes(),
-      subscriptionEntries: this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM subs`).one().n,
+      subscriptionEntries: this.ownership.holdsMoved
+        ? this.sql
+            .exec<{ filter: string }>(`SELECT filter FROM subs`)
+            .toArray()
+            .filter((r) => this.holdsFilter(r.filter)).length
+        : this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM subs`).one().n,
     };
   }
 
   retainedBytes(): number {
-    return this.sql.exec<{ n: number }>(`SELECT COALESCE(SUM(LENGTH(payload)), 0) AS n FROM retained`).one().n;
+    return this.ownRetained().bytes;
   }
 
   retainedCount(): number {
-    return this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM retained`).one().n;
+    return this.ownRetained().count;
+  }
+
+  /** How many retained messages (`where` narrows them) this shard owns, and their payload bytes. */
+  private ownRetained(where = ""): { count: number; bytes: number } {
+    if (!this.ownership.holdsMoved) {
+      return this.sql
+        .exec<{ count: number; bytes: number }>(
+          `SELECT COUNT(*) AS count, COALESCE(SUM(LENGTH(payload)), 0) AS bytes FROM retained ${where}`,
+        )
+        .one();
+    }
+    let count = 0;
+    let bytes = 0;
+    for (const r of this.sql.exec<{ topic: string; n: number }>(
+      `SELECT topic, LENGTH(payload) AS n FROM retained ${where}`,
+    )) {
+      if (!this.ownsTopic(r.topic)) continue;
+      count++;
+      bytes += r.n;
+    }
+    return { count, bytes };
   }
 
   /** Retained messages whose topic matches the filter; expired ones are removed on the way. */
@@ -381,7 +437,8 @@ export class TopicShard {
     const now = this.now();
     for (const r of this.sql.exec<Record<string, SqlStorageValue>>(`SELECT * FROM retained`).toArray()) {
       const topic = r.topic as string;
-      if (!topicMatches(filter, topic)) continue;
+      // A parent's copy of a moved topic is its child's to serve: never delivered twice.
+      if (!topicMatches(filter, topic) || !this.ownsTopic(topic)) continue;
       const properties = propertiesFromJson(r.props as string | null);
       const remaining = remainingExpiry(properties, r.received_at as number, now);
       if (remaining !== undefined && remaining <= 0) {

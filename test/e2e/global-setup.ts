@@ -114,16 +114,26 @@ export async function stopProcessGroup(pid: number, first: NodeJS.Signals = "SIG
 /**
  * Starts `wrangler dev` (as `npm start` does) on a free port with its own state; resolves when
  * healthy (or, with `healthy` false, when /health answers at all: a misconfigured broker's 503).
+ * `restart` starts it on another's state directory and port, as a deploy restarts the objects on
+ * their storage (the other must be stopped with `keepState`; this one then owns the directory).
  */
 export async function startBroker(
   vars: Record<string, string>,
   configPath?: string,
   healthy = true,
-): Promise<{ base: string; pid: number; output: () => string; stop: () => Promise<void> }> {
-  const port = await freePort();
+  restart?: { state: string; port: number },
+): Promise<{
+  base: string;
+  pid: number;
+  state: string;
+  port: number;
+  output: () => string;
+  stop: (keepState?: boolean) => Promise<void>;
+}> {
+  const port = restart?.port ?? (await freePort());
   // Its own inspector port too: two brokers at once (a test file's beside the global one) must not clash on 9229.
   const inspectorPort = await freePort();
-  const state = mkdtempSync(join(tmpdir(), "mqtt-e2e-"));
+  const state = restart?.state ?? mkdtempSync(join(tmpdir(), "mqtt-e2e-"));
   const args = Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]);
   const child = spawn(
     "npx",
@@ -148,11 +158,11 @@ export async function startBroker(
   child.stderr?.on("data", (d) => (output += d));
   const base = `http://127.0.0.1:${port}`;
   await waitForHealth(base, child, () => output, healthy);
-  const stop = async () => {
+  const stop = async (keepState = false) => {
     await stopProcessGroup(child.pid!);
-    rmSync(state, { recursive: true, force: true });
+    if (!keepState) rmSync(state, { recursive: true, force: true });
   };
-  return { base, pid: child.pid!, output: () => output, stop };
+  return { base, pid: child.pid!, state, port, output: () => output, stop };
 }
 
 export default async function setup(project: TestProject) {
