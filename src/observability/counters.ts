@@ -29,6 +29,16 @@ export function snapshot(): Counters {
   return { ...counters };
 }
 
+let isolate: string | undefined;
+
+/**
+ * This isolate's identity, made when first asked: a reader comparing two readings of the counters
+ * (the benchmark) can tell that the isolate restarted in between, which set every count back to zero.
+ */
+export function isolateId(): string {
+  return (isolate ??= crypto.randomUUID());
+}
+
 /** The object classes whose incoming calls are also counted one object at a time. */
 export type ObjectClass = "session" | "shard" | "registry";
 
