@@ -1,6 +1,11 @@
 // The per-object call counts behind the benchmark's hottest-object rates are bounded.
 import { describe, expect, it } from "vitest";
-import { callsByObjectSnapshot, countObjectCall, MAX_COUNTED_OBJECTS } from "../../src/observability/counters";
+import {
+  callsByObjectSnapshot,
+  countObjectCall,
+  isolateId,
+  MAX_COUNTED_OBJECTS,
+} from "../../src/observability/counters";
 
 describe("per-object call counts", () => {
   it("count each object's calls under its name", () => {
@@ -23,5 +28,13 @@ describe("per-object call counts", () => {
     expect(calls.hot).toBe(1 + Math.ceil(MAX_COUNTED_OBJECTS / 100));
     expect(calls["cold-0"]).toBeUndefined(); // the least recently called went first
     expect(calls[`cold-${MAX_COUNTED_OBJECTS - 1}`]).toBe(1);
+  });
+});
+
+describe("the isolate's identity", () => {
+  it("is the same for every reading of one isolate, so a reader can tell a restart", () => {
+    const first = isolateId();
+    expect(first).toMatch(/^[0-9a-f-]{36}$/);
+    expect(isolateId()).toBe(first);
   });
 });
