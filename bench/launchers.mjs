@@ -12,7 +12,16 @@ import { heapUsedKb } from "./cpu-profile.mjs";
 import { sleep } from "./load.mjs";
 import { groupCpuMs, groupRssKb } from "./sampling.mjs";
 
-/** @typedef {Record<string, number>} Counters the broker's debug counters (/debug/counters) */
+/**
+ * Calls into each counted object, per class: object name (client id, `shard:<i>`, `registry:<i>`) -> calls.
+ * @typedef {{ session: Record<string, number>; shard: Record<string, number>; registry: Record<string, number> }} CallsByObject
+ */
+/**
+ * The broker's debug counters (/debug/counters): totals by name, the calls into each counted object
+ * (`byObject`), the isolate that counted them (`isolate`: a restart sets them back to zero), and when
+ * they were read (`at`, the generator's performance.now(), for rates).
+ * @typedef {Record<string, number> & { byObject: CallsByObject; isolate: string; at: number }} Counters
+ */
 
 /**
  * A running broker, as the scenarios and the report see it.
@@ -103,7 +112,7 @@ export async function startOurs({ extraVars, profile }) {
     cpuMs: () => groupCpuMs(pgid),
     // Not while a CPU profile is being taken: the inspector proxy serves one session at a time.
     heapKb: () => (profile ? NaN : heapUsedKb(inspectorPort)),
-    counters: async () => (await fetch(`${base}/debug/counters`)).json(),
+    counters: async () => ({ ...(await (await fetch(`${base}/debug/counters`)).json()), at: performance.now() }),
     stop: () => {
       try {
         process.kill(-pgid, "SIGKILL");

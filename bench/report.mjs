@@ -13,6 +13,12 @@ import { mkdirSync, writeFileSync } from "node:fs";
  * @property {number} invocationsPerDelivered
  * @property {number} billedRequestsPerDelivered
  * @property {number} rowsWrittenPerDelivered
+ * @property {number} sessionCallsPerDelivered incoming requests into Session objects (every event counts 1)
+ * @property {number} shardCallsPerDelivered incoming requests into TopicShard objects
+ * @property {number} registryCallsPerDelivered incoming requests into ClientRegistry objects
+ * @property {number} hottestSessionPerSecond incoming requests a second into the busiest Session object
+ * @property {number} hottestShardPerSecond incoming requests a second into the busiest TopicShard
+ * @property {number} hottestRegistryPerSecond incoming requests a second into the busiest ClientRegistry
  */
 /**
  * One line of the table: a figure's medians for us and Aedes, and us/Aedes.
@@ -60,6 +66,14 @@ export function costPerDelivered(c0, c1, delivered) {
         d("registryInvocations")) /
       delivered,
     rowsWrittenPerDelivered: rowsWritten(c0, c1) / delivered,
+    // Against a Durable Object's soft limit every incoming event counts as one request (WebSocket
+    // messages too: each is an event the object runs), unlike the billed figure above.
+    sessionCallsPerDelivered: d("sessionInvocations") / delivered,
+    shardCallsPerDelivered: d("shardInvocations") / delivered,
+    registryCallsPerDelivered: d("registryInvocations") / delivered,
+    hottestSessionPerSecond: hottestRate(c0, c1, "session"),
+    hottestShardPerSecond: hottestRate(c0, c1, "shard"),
+    hottestRegistryPerSecond: hottestRate(c0, c1, "registry"),
   };
 }
 
@@ -92,6 +106,30 @@ export function objectCostsPer(c0, c1, n, what) {
     [`registry invocations per ${what}`]: d("registryInvocations"),
     [`shard invocations per ${what}`]: d("shardInvocations"),
   };
+}
+
+/**
+ * The calls into each object of a class between two readings of the counters (an object first
+ * counted in between started from zero).
+ * @param {import("./launchers.mjs").Counters} c0
+ * @param {import("./launchers.mjs").Counters} c1
+ * @param {keyof import("./launchers.mjs").CallsByObject} kind
+ * @returns {Map<string, number>}
+ */
+export function callsBetween(c0, c1, kind) {
+  const before = c0.byObject?.[kind] ?? {};
+  return new Map(Object.entries(c1.byObject?.[kind] ?? {}).map(([name, n]) => [name, n - (before[name] ?? 0)]));
+}
+
+/**
+ * The largest incoming request rate (a second) of one object of a class between two readings.
+ * @param {import("./launchers.mjs").Counters} c0
+ * @param {import("./launchers.mjs").Counters} c1
+ * @param {keyof import("./launchers.mjs").CallsByObject} kind
+ */
+function hottestRate(c0, c1, kind) {
+  const hottest = Math.max(0, ...callsBetween(c0, c1, kind).values());
+  return hottest / ((c1.at - c0.at) / 1000);
 }
 
 /**
@@ -128,6 +166,22 @@ export function tableRows(results, costs) {
       rows.push(costRow("DO invocations per delivered (ours)", "invocationsPerDelivered"));
       rows.push(costRow("billed DO requests per delivered (ours)", "billedRequestsPerDelivered"));
       rows.push(costRow("rows written per delivered (ours)", "rowsWrittenPerDelivered"));
+      // Per object class: incoming requests per delivered message, and the busiest object's rate.
+      /** @type {(kind: string, perDelivered: keyof Cost, hottest: keyof Cost) => Row} */
+      const objectRow = (kind, perDelivered, hottest) => {
+        const per = fmt(median(costs[name].map((c) => c[perDelivered])));
+        const hot = fmt(median(costs[name].map((c) => c[hottest])));
+        return {
+          scenario: name,
+          metric: `${kind} req/msg; hottest req/s`,
+          ours: `${per}; ${hot}`,
+          aedes: "",
+          ratio: "",
+        };
+      };
+      rows.push(objectRow("Session", "sessionCallsPerDelivered", "hottestSessionPerSecond"));
+      rows.push(objectRow("TopicShard", "shardCallsPerDelivered", "hottestShardPerSecond"));
+      rows.push(objectRow("Registry", "registryCallsPerDelivered", "hottestRegistryPerSecond"));
     }
   }
   return rows;

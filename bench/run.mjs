@@ -68,7 +68,12 @@ async function main() {
           let c1 = await broker.counters();
           if (r.countersWindow) [c0, c1] = r.countersWindow; // the scenario counted its message phase only
           delete r.countersWindow;
-          if (c0 && c1 && r.delivered) (costs[name] = costs[name] ?? []).push(costPerDelivered(c0, c1, r.delivered));
+          if (c0 && c1 && c0.isolate !== c1.isolate) {
+            // The broker's isolate restarted during the run: its counts started again from zero.
+            console.log(`  ${name} ${broker.name}: the broker's isolate restarted mid-run; no counted costs`);
+          } else if (c0 && c1 && r.delivered) {
+            (costs[name] = costs[name] ?? []).push(costPerDelivered(c0, c1, r.delivered));
+          }
           results[name][broker.name].push(r);
           if (r.delivered < r.sent && broker.log && broker.drops) {
             // Something was not delivered: show what the broker said, to tell a loss from a stall.

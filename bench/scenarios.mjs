@@ -5,7 +5,7 @@
  */
 import { BenchClient } from "./client.mjs";
 import { clients, now, pace, settle, sleep, tag } from "./load.mjs";
-import { objectCostsPer, pct } from "./report.mjs";
+import { callsBetween, objectCostsPer, pct } from "./report.mjs";
 
 /** @typedef {import("./launchers.mjs").Counters | undefined} MaybeCounters */
 /**
@@ -93,6 +93,104 @@ async function sustainedRate(url, qos, rates) {
     best = rate;
   }
   return { "sustained msgs/s": best, sent, delivered };
+}
+
+/**
+ * docs/SCALE.md's 1,000,000-device case: messages a second in all (one a minute each), and the
+ * TopicShard count and `$share` group size it recommends (costWorkload1M runs their per-object rates).
+ */
+export const FLEET_1M = { rate: 1_000_000 / 60, shards: 64, members: 80 };
+/** The broker's SHARD_COUNT in the bench (the default, wrangler.toml): costWorkload1M checks it. */
+const LOCAL_SHARDS = 8;
+
+/**
+ * What a scenario that needs `$share` returns for Aedes: Aedes 1.2.0 does not implement shared
+ * subscriptions (measured: a group of 8 received none of 10,500 messages), so there is no reference.
+ */
+const NO_SHARED_SUBSCRIPTIONS = { sent: 0, delivered: 0 };
+
+/**
+ * Fleet telemetry: `devices` devices publish QoS 1 to `<prefix>/<k>/telemetry`, `rate` messages a
+ * second in all, each device every devices/rate seconds (so nothing batches on the publisher side, as
+ * with one message a minute), for `seconds`; backends subscribe at QoS 1 to `<prefix>/+/telemetry`:
+ * one (`members` 0) or a `$share` group of `members`. Counts each backend's messages, the devices'
+ * PUBACK latencies, and the broker's counters around the message phase.
+ * @param {string} url
+ * @param {import("./launchers.mjs").Broker} broker
+ * @param {{ devices: number; rate: number; seconds: number; members: number }} load
+ */
+async function telemetry(url, broker, { devices, rate, seconds, members }) {
+  const t = tag();
+  const backends = await clients(url, Math.max(1, members), `tm-backend-${t}`);
+  const received = backends.map(() => 0);
+  backends.forEach((b, i) => (b.onPublish = () => received[i]++));
+  const filter = members ? `$share/fleet${t}/tm${t}/+/telemetry` : `tm${t}/+/telemetry`;
+  await Promise.all(backends.map((b) => b.subscribe(filter, 1)));
+  const list = await clients(url, devices, `tm-dev-${t}`);
+  const perDevice = Math.round((rate * seconds) / devices);
+  const interval = (1000 * devices) / rate;
+  /** @type {number[]} */
+  const latencies = [];
+  await sleep(1000); // connection reports reach the registry: they belong to connecting, not to messages
+  const countersBefore = await broker.counters();
+  const start = now();
+  await Promise.all(
+    list.map(async (device, k) => {
+      await sleep((k * interval) / devices); // spread the devices over one interval
+      for (let i = 0; i < perDevice; i++) {
+        const sent = now();
+        const acked = /** @type {Promise<unknown>} QoS 1 */ (
+          device.publish(`tm${t}/${k}/telemetry`, Buffer.alloc(64, 5), 1)
+        );
+        acked.then(() => latencies.push(now() - sent));
+        await sleep(interval);
+      }
+    }),
+  );
+  const total = perDevice * devices;
+  const delivered = () => received.reduce((a, b) => a + b, 0);
+  await settle(delivered, total);
+  const elapsed = now() - start;
+  await settle(() => latencies.length, total, 1000);
+  const countersAfter = await broker.counters();
+  [...backends, ...list].forEach((c) => c.close());
+  /** @type {[MaybeCounters, MaybeCounters] | undefined} */
+  const countersWindow = countersBefore && [countersBefore, countersAfter];
+  const backendIds = backends.map((b) => b.clientId);
+  return { received, backendIds, latencies, elapsed, sent: total, delivered: delivered(), countersWindow };
+}
+
+/**
+ * The busiest backend's Session object during a telemetry run: its incoming requests a second, and
+ * per message it received (NaN without counters: Aedes).
+ * @param {Awaited<ReturnType<typeof telemetry>>} run
+ */
+function busiestBackend(run) {
+  const [c0, c1] = run.countersWindow ?? [];
+  if (!c0 || !c1) return { perSecond: NaN, perMessage: NaN };
+  const calls = callsBetween(c0, c1, "session");
+  const byBackend = run.backendIds.map((id, i) => ({ calls: calls.get(id) ?? 0, received: run.received[i] }));
+  const busiest = byBackend.reduce((a, b) => (b.calls > a.calls ? b : a));
+  return { perSecond: busiest.calls / ((c1.at - c0.at) / 1000), perMessage: busiest.calls / busiest.received };
+}
+
+/**
+ * A fleet scenario's result: the delivery rate, its own `figures`, the devices' PUBACK latencies,
+ * what was sent and delivered, and the counters around the message phase.
+ * @param {Awaited<ReturnType<typeof telemetry>>} run
+ * @param {Record<string, number>} figures
+ * @returns {ScenarioResult}
+ */
+function fleetResult(run, figures) {
+  return {
+    "msgs/s": (run.delivered / run.elapsed) * 1000,
+    ...figures,
+    "publisher PUBACK p50 ms": pct(run.latencies, 50),
+    "publisher PUBACK p99 ms": pct(run.latencies, 99),
+    sent: run.sent,
+    delivered: run.delivered,
+    countersWindow: run.countersWindow,
+  };
 }
 
 /** @type {Record<string, Scenario>} */
@@ -301,53 +399,64 @@ export const scenarios = {
   /**
    * The docs/COST.md workload at its real per-object rates, with fewer devices: 300 devices publish
    * QoS 1 to devices/<id>/telemetry, 1,667 messages a second in all (what 100,000 devices at one a
-   * minute send), and one backend subscribes to devices/+/telemetry at QoS 1. Each device sends a
-   * message every 180 ms, so nothing batches on the publisher side, as with one a minute; shards and
-   * the backend session see the real rates. The counted costs per delivered message feed the model.
+   * minute send), and one backend subscribes to devices/+/telemetry at QoS 1. Shards and the backend
+   * session see the real rates (docs/SCALE.md, 100k devices). The counted costs per delivered message
+   * feed the model.
    */
   async costWorkload(url, broker) {
-    const t = tag();
-    const devices = 300;
-    const rate = 1667;
-    const seconds = 5;
-    const [backend] = await clients(url, 1, `cw-backend-${t}`);
+    const run = await telemetry(url, broker, { devices: 300, rate: 1667, seconds: 5, members: 0 });
+    return fleetResult(run, { "backend Session req/msg": busiestBackend(run).perMessage });
+  },
+
+  /**
+   * docs/SCALE.md's 1,000,000-device case on the objects that carry it: each TopicShard receives what
+   * one of FLEET_1M.shards shards would (1M/60/shards publishes a second) and each member of a `$share`
+   * group what one of FLEET_1M.members members would. With the broker's LOCAL_SHARDS shards that is
+   * LOCAL_SHARDS x the per-shard rate in all, to as many members as that rate needs.
+   */
+  async costWorkload1M(url, broker) {
+    if (broker.name === "aedes") return NO_SHARED_SUBSCRIPTIONS;
+    const perShard = FLEET_1M.rate / FLEET_1M.shards;
+    const perMember = FLEET_1M.rate / FLEET_1M.members;
+    const rate = perShard * LOCAL_SHARDS;
+    const members = Math.round(rate / perMember);
+    const run = await telemetry(url, broker, { devices: 300, rate, seconds: 5, members });
+    const [c0, c1] = run.countersWindow ?? [];
+    if (c0 && c1 && [...callsBetween(c0, c1, "shard").values()].filter((n) => n > 0).length !== LOCAL_SHARDS) {
+      throw new Error(
+        `costWorkload1M needs SHARD_COUNT ${LOCAL_SHARDS} (the default); other shard counts skew its rates`,
+      );
+    }
+    const busiest = busiestBackend(run);
+    return fleetResult(run, {
+      members,
+      "msgs/s per member (least)": (Math.min(...run.received) / run.elapsed) * 1000,
+      "member Session req/s (most)": busiest.perSecond,
+      "member Session req/msg (busiest)": busiest.perMessage,
+    });
+  },
+
+  /**
+   * One firehose (400 QoS 1 messages a second from 100 devices) spread over a `$share` group of 1,
+   * 2 and 4 backends: each member's delivery rate and its Session object's incoming request rate
+   * should fall with the group's size, and every message reach exactly one member.
+   */
+  async shareFirehose(url, broker) {
+    if (broker.name === "aedes") return NO_SHARED_SUBSCRIPTIONS;
+    /** @type {Record<string, number>} */
+    const figures = {};
+    let sent = 0;
     let delivered = 0;
-    backend.onPublish = () => delivered++;
-    await backend.subscribe(`cw${t}/+/telemetry`, 1);
-    const list = await clients(url, devices, `cw-dev-${t}`);
-    const perDevice = Math.round((rate * seconds) / devices);
-    const interval = (1000 * devices) / rate;
-    /** @type {number[]} */
-    const latencies = [];
-    await sleep(1000); // connection reports reach the registry: they belong to connecting, not to messages
-    const countersBefore = await broker.counters();
-    const start = now();
-    await Promise.all(
-      list.map(async (device, k) => {
-        await sleep((k * interval) / devices); // spread the devices over one interval
-        for (let i = 0; i < perDevice; i++) {
-          const sent = now();
-          const topic = `cw${t}/${k}/telemetry`;
-          const acked = /** @type {Promise<unknown>} QoS 1 */ (device.publish(topic, Buffer.alloc(64, 5), 1));
-          acked.then(() => latencies.push(now() - sent));
-          await sleep(interval);
-        }
-      }),
-    );
-    const total = perDevice * devices;
-    await settle(() => delivered, total);
-    const elapsed = now() - start;
-    await settle(() => latencies.length, total, 1000);
-    const countersAfter = await broker.counters();
-    [backend, ...list].forEach((c) => c.close());
-    return {
-      "msgs/s": (delivered / elapsed) * 1000,
-      "publisher PUBACK p50 ms": pct(latencies, 50),
-      "publisher PUBACK p99 ms": pct(latencies, 99),
-      sent: total,
-      delivered,
-      countersWindow: countersBefore && [countersBefore, countersAfter],
-    };
+    for (const members of [1, 2, 4]) {
+      const run = await telemetry(url, broker, { devices: 100, rate: 400, seconds: 3, members });
+      figures[`${members} member(s): msgs/s per member (least)`] = (Math.min(...run.received) / run.elapsed) * 1000;
+      const busiest = busiestBackend(run);
+      figures[`${members} member(s): member Session req/s (most)`] = busiest.perSecond;
+      figures[`${members} member(s): member Session req/msg`] = busiest.perMessage;
+      sent += run.sent;
+      delivered += run.delivered;
+    }
+    return { ...figures, sent, delivered };
   },
 
   /**

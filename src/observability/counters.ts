@@ -35,6 +35,56 @@ export function snapshot(): Counters {
   return { ...counters };
 }
 
+let isolate: string | undefined;
+
+/**
+ * This isolate's identity, made when first asked: a reader comparing two readings of the counters
+ * (the benchmark) can tell that the isolate restarted in between, which set every count back to zero.
+ */
+export function isolateId(): string {
+  return (isolate ??= crypto.randomUUID());
+}
+
+/** The object classes whose incoming calls are also counted one object at a time. */
+export type ObjectClass = "session" | "shard" | "registry";
+
+/**
+ * Objects counted one by one, per class. Bounded: beyond this many, the least recently called object
+ * of the class is forgotten (its count starts again from zero if it is called again). The busy
+ * objects the benchmark looks for (a hot backend session, a shard) are called all the time, so they
+ * are never the least recently called.
+ */
+export const MAX_COUNTED_OBJECTS = 1024;
+
+const callsByObject: Record<ObjectClass, Map<string, number>> = {
+  session: new Map(),
+  shard: new Map(),
+  registry: new Map(),
+};
+
+/**
+ * Counts one incoming call (any event: RPC, WebSocket message, alarm) into the object `name` of a
+ * class: the benchmark's per-object request rate, to find the hottest object against a Durable
+ * Object's soft limit (docs/SCALE.md).
+ */
+export function countObjectCall(kind: ObjectClass, name: string): void {
+  const calls = callsByObject[kind];
+  const before = calls.get(name);
+  // Deleted and set again, so the map's order is least recently called first.
+  if (before !== undefined) calls.delete(name);
+  else if (calls.size >= MAX_COUNTED_OBJECTS) calls.delete(calls.keys().next().value!);
+  calls.set(name, (before ?? 0) + 1);
+}
+
+/** Calls counted so far into each counted object, per class (object name -> calls). */
+export function callsByObjectSnapshot(): Record<ObjectClass, Record<string, number>> {
+  return {
+    session: Object.fromEntries(callsByObject.session),
+    shard: Object.fromEntries(callsByObject.shard),
+    registry: Object.fromEntries(callsByObject.registry),
+  };
+}
+
 /** Wraps a Durable Object's SqlStorage so every statement's rows written are counted. */
 export function countingSql(sql: SqlStorage): SqlStorage {
   return new Proxy(sql, {

@@ -2,7 +2,7 @@
 import { applyLogLevel } from "../observability/log";
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
-import { counters, countingSql } from "../observability/counters";
+import { counters, countingSql, countObjectCall } from "../observability/counters";
 import { configFor } from "../config";
 import { collectMetrics, publishSys } from "../observability/metrics-collector";
 import { ClientRegistry, type PresenceRecord, type RegistryEvent, type RegistryStats } from "./client-registry";
@@ -26,28 +26,34 @@ export class ClientRegistryObject extends DurableObject<Env> {
     this.registry = new ClientRegistry(countingSql(ctx.storage.sql), Date.now, () => this.alarms.schedule());
   }
 
+  /** Counts one invocation of this object, in all and by its name (`registry:<index>`). */
+  private invoked(): void {
+    counters.registryInvocations++;
+    countObjectCall("registry", this.ctx.id.name ?? this.ctx.id.toString());
+  }
+
   /**
    * Sessions report their events with the invocations they counted since their last report; the
    * gateway reports its drops with none.
    */
   async report(event: RegistryEvent, sessionInvocations = 0): Promise<void> {
-    counters.registryInvocations++;
+    this.invoked();
     this.registry.report(event, sessionInvocations);
   }
 
   async get(clientId: string): Promise<PresenceRecord | undefined> {
-    counters.registryInvocations++;
+    this.invoked();
     return this.registry.get(clientId);
   }
 
   async list(after: string, limit: number, prefix = ""): Promise<PresenceRecord[]> {
-    counters.registryInvocations++;
+    this.invoked();
     return this.registry.list(after, limit, prefix);
   }
 
   /** This shard's part of the dashboard's refresh (src/http/overview.ts): figures and one page of clients. */
   async overview(prefix: string, after: string, limit: number): Promise<RegistryOverview> {
-    counters.registryInvocations++;
+    this.invoked();
     return {
       stats: this.registry.stats(),
       clients: this.registry.list(after, limit, prefix),
@@ -60,12 +66,12 @@ export class ClientRegistryObject extends DurableObject<Env> {
    * SYS_INTERVAL_SECONDS while anyone matches, then stops (an alarm, so nothing runs when unwatched).
    */
   async watchSys(): Promise<void> {
-    counters.registryInvocations++;
+    this.invoked();
     this.alarms.startSys();
   }
 
   override async alarm(): Promise<void> {
-    counters.registryInvocations++;
+    this.invoked();
     const sysDue = this.alarms.fired();
     this.registry.flushTotals();
     if (sysDue) {
@@ -77,7 +83,7 @@ export class ClientRegistryObject extends DurableObject<Env> {
   }
 
   async stats(): Promise<RegistryStats> {
-    counters.registryInvocations++;
+    this.invoked();
     return this.registry.stats();
   }
 }

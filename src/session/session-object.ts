@@ -9,7 +9,7 @@ import { applyLogLevel } from "../observability/log";
 import { DurableObject } from "cloudflare:workers";
 import { authConfigFor } from "../auth/auth-config";
 import { configFor } from "../config";
-import { counters, countingSql } from "../observability/counters";
+import { counters, countingSql, countObjectCall } from "../observability/counters";
 import { topicShardStub, type Env } from "../env";
 import type { Delivery, DeliveryOutcome } from "../protocol/message";
 import { CALL_GAP_MS, CallSequencer, type CallOrder } from "../util/ordered-calls";
@@ -63,6 +63,8 @@ export class SessionObject extends DurableObject<Env> {
   /** Counts one invocation of this object (test counters, and the registry's metrics). */
   private invoked(): void {
     counters.sessionInvocations++;
+    // Named by its client id (the name the gateway and the shards reach it by).
+    countObjectCall("session", this.ctx.id.name ?? this.session.clientId ?? this.ctx.id.toString());
     this.reporter.invoked();
   }
 

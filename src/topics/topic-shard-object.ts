@@ -2,7 +2,7 @@
 import { applyLogLevel, logEvent } from "../observability/log";
 import { DurableObject } from "cloudflare:workers";
 import { configFor } from "../config";
-import { counters, countingSql } from "../observability/counters";
+import { counters, countingSql, countObjectCall } from "../observability/counters";
 import { sessionStub, topicShardIndex, topicShardStub, type Env } from "../env";
 import type { RoutedMessage, Subscription } from "../protocol/message";
 import type { SessionObject } from "../session/session-object";
@@ -154,13 +154,20 @@ export class TopicShardObject extends DurableObject<Env> {
   /** Writes the metrics counters. Not counted as an invocation: that count would need writing again. */
   override async alarm(): Promise<void> {
     counters.shardInvocations++;
+    this.countCall();
     this.shard.flushTotals();
   }
 
   /** Counts one invocation of this object (test counters, and the shard's own metrics). */
   private invoked(): void {
     counters.shardInvocations++;
+    this.countCall();
     this.shard.countInvocation();
+  }
+
+  /** Counts one call into this shard by its name (`shard:<index>`), for the per-object rates. */
+  private countCall(): void {
+    countObjectCall("shard", this.ctx.id.name ?? this.ctx.id.toString());
   }
 
   // Calls from sessions carry their order (util/ordered-calls.ts); each runs in it.

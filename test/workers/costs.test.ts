@@ -5,7 +5,8 @@
 import { SELF } from "cloudflare:test";
 import type { IConnectPacket } from "mqtt-packet";
 import { describe, expect, it } from "vitest";
-import { counters, snapshot, type Counters } from "../../src/observability/counters";
+import { callsByObjectSnapshot, counters, snapshot, type Counters } from "../../src/observability/counters";
+import { shardForTopic } from "../../src/topics/shard-rule";
 import { rawClient, runCounterAlarms } from "../support/workerd";
 import { uid } from "../support/ids";
 import { until } from "../support/until";
@@ -293,5 +294,31 @@ describe("cost per delivered message (1 publisher, 1 subscriber)", () => {
     // one row and set one alarm (billed as a row), whatever the number of messages.
     expect(rows).toBeGreaterThan(0);
     expect(rows).toBeLessThanOrEqual(6);
+  });
+});
+
+describe("calls are counted per object, for the benchmark's hottest-object rates", () => {
+  it("counts each call into the subscriber's session by client id and into the topic's shard by name", async () => {
+    const topic = `${uid("per-object")}/t`;
+    const subId = uid("per-object-sub");
+    const sub = await rawClient(5);
+    await sub.connect({ clientId: subId });
+    await sub.subscribe(topic, 0);
+    const pub = await rawClient(5);
+    await pub.connect({ clientId: uid("per-object-pub") });
+    await registryQuiet();
+    const shard = `shard:${shardForTopic(topic, DEFAULT_CONFIG.shardCount, DEFAULT_CONFIG.shardLevels)}`;
+    const before = callsByObjectSnapshot();
+    const n = 10;
+    for (let i = 1; i <= n; i++) {
+      pub.send({ cmd: "publish", topic, payload: Buffer.from(`m${i}`), qos: 0 });
+      await sub.next("publish"); // one at a time: each is its own deliver call
+    }
+    const after = callsByObjectSnapshot();
+    // Each message: one call into the topic's shard and at least one deliver call into the subscriber's session.
+    expect(after.shard[shard]! - (before.shard[shard] ?? 0)).toBeGreaterThanOrEqual(n);
+    expect(after.session[subId]! - (before.session[subId] ?? 0)).toBeGreaterThanOrEqual(n);
+    sub.close();
+    pub.close();
   });
 });
