@@ -11,6 +11,11 @@
 
 /** Length of the counting window. */
 const WINDOW_MS = 1000;
+/**
+ * Longest spacing asked for: a message waits at most this long for its call, whatever the setting
+ * (a very low DELIVERY_CALL_RATE is then exceeded rather than delaying every delivery by seconds).
+ */
+export const MAX_SPACING_MS = 1000;
 /** Distinct callers counted per window (a deployment has at most 1,024 shards: config.ts). */
 const MAX_COUNTED_CALLERS = 1024;
 
@@ -45,7 +50,7 @@ export class CallRateMeter {
     const lastSecond = this.previous * Math.max(0, 1 - (now - this.windowStart) / WINDOW_MS) + this.current;
     if (lastSecond < this.limit / 2) return 0;
     const callers = Math.max(this.callers.size, this.previousCallers);
-    return (callers * 1000) / this.limit;
+    return Math.min(MAX_SPACING_MS, (callers * 1000) / this.limit);
   }
 
   private roll(now: number): void {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { Batcher } from "../../src/util/batcher";
-import { CallRateMeter } from "../../src/util/call-pacing";
+import { CallRateMeter, MAX_SPACING_MS } from "../../src/util/call-pacing";
 
 describe("CallRateMeter (the callee's side of delivery pacing)", () => {
   it("asks for no spacing while the calls of the last second are under half the limit", () => {
@@ -20,6 +20,13 @@ describe("CallRateMeter (the callee's side of delivery pacing)", () => {
     for (let i = 0; i < 300; i++) meter.record("shard-0", 900 + i / 10); // 300 calls just before 1 s
     expect(meter.record("shard-0", 1100)).toBeGreaterThan(0); // still within the last second
     expect(meter.record("shard-0", 5000)).toBe(0); // seconds later: a lone call is not paced
+  });
+
+  it("never asks for more than MAX_SPACING_MS, however low the limit", () => {
+    const meter = new CallRateMeter(1);
+    let spacing = 0;
+    for (let i = 0; i < 10; i++) spacing = meter.record(`shard-${i}`, i);
+    expect(spacing).toBe(MAX_SPACING_MS); // 10 callers at 1 call/s would be 10 s
   });
 
   it("0 turns pacing off", () => {
