@@ -34,6 +34,12 @@ export interface BrokerConfig {
    * together, no added wait). Larger: fewer billed calls under steady load, at up to this much latency.
    */
   deliveryBatchMs: number;
+  /**
+   * `deliver` calls per second one session is designed to take from all shards together. A session
+   * called at more than half of it asks each calling shard to space its calls (util/call-pacing.ts);
+   * what arrives meanwhile goes in the next call. 0: no pacing.
+   */
+  deliveryCallRate: number;
   /** Topic aliases a v5 client may set towards us per connection (our Topic Alias Maximum). */
   topicAliasMaximum: number;
   /**
@@ -96,6 +102,7 @@ export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
   receiveMaximum: 1024,
   ackWaitMs: 50,
   deliveryBatchMs: 0,
+  deliveryCallRate: 500,
   topicAliasMaximum: 64,
   maxPublishRate: 5000,
   maxQueuedMessages: 200000,
@@ -130,6 +137,7 @@ const VARIABLES: Record<keyof BrokerConfig, string> = {
   receiveMaximum: "RECEIVE_MAXIMUM",
   ackWaitMs: "ACK_WAIT_MS",
   deliveryBatchMs: "DELIVERY_BATCH_MS",
+  deliveryCallRate: "DELIVERY_CALL_RATE",
   topicAliasMaximum: "TOPIC_ALIAS_MAXIMUM",
   maxPublishRate: "MAX_PUBLISH_RATE",
   maxQueuedMessages: "MAX_QUEUED_MESSAGES",
@@ -164,6 +172,7 @@ const BOUNDS: Record<keyof BrokerConfig, [number, number]> = {
   receiveMaximum: [1, 65535],
   ackWaitMs: [0, 10000],
   deliveryBatchMs: [0, 1000],
+  deliveryCallRate: [0, 100000],
   topicAliasMaximum: [0, 65535],
   maxPublishRate: [1, 1000000],
   maxQueuedMessages: [1, 1000000],

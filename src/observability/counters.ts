@@ -9,6 +9,8 @@ export const counters = {
   sessionInvocations: 0,
   /** Session object WebSocket messages (a subset of the above; billed 20:1 when deployed). */
   sessionWebSocketMessages: 0,
+  /** `deliver` calls from TopicShards into Session objects (a subset of sessionInvocations). */
+  sessionDeliverCalls: 0,
   /** RPC calls into TopicShard objects. */
   shardInvocations: 0,
   /** RPC calls into ClientRegistry objects (connection events and drops; never per message). */

@@ -59,3 +59,12 @@ export interface Delivery {
  * exist, or may not read the one shared-subscription message it was offered (another member may).
  */
 export type DeliveryOutcome = "ok" | "offline" | "gone" | "unreadable";
+
+/**
+ * A session's answer to a shard's `deliver` call: what it did with the batch, and how long the shard
+ * should keep between its next calls to it (0: none; a hot session spreads its calls: util/call-pacing.ts).
+ */
+export interface DeliveryReply {
+  outcome: DeliveryOutcome;
+  spacingMs: number;
+}

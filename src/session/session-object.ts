@@ -11,7 +11,8 @@ import { authConfigFor } from "../auth/auth-config";
 import { configFor } from "../config";
 import { counters, countingSql, countObjectCall } from "../observability/counters";
 import { topicShardStub, type Env } from "../env";
-import type { Delivery, DeliveryOutcome } from "../protocol/message";
+import type { Delivery, DeliveryReply } from "../protocol/message";
+import { CallRateMeter } from "../util/call-pacing";
 import { CALL_GAP_MS, CallSequencer, type CallOrder } from "../util/ordered-calls";
 import { decodeFrame } from "../protocol/internal-frame";
 import { endCause } from "../protocol/internal-close";
@@ -31,11 +32,14 @@ export class SessionObject extends DurableObject<Env> {
   private readonly reporter: SessionReporter;
   /** Deliveries from each shard, handled in the order the shard made them. */
   private readonly fromShards = new CallSequencer(MAX_ORDERED_CALLERS, CALL_GAP_MS, (ms, fn) => setTimeout(fn, ms));
+  /** The shards' `deliver` calls per second, and the spacing each reply asks for (DELIVERY_CALL_RATE). */
+  private readonly deliverCalls: CallRateMeter;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     applyLogLevel(env.LOG_LEVEL);
     const config = configFor(env);
+    this.deliverCalls = new CallRateMeter(config.deliveryCallRate);
     const auth = authConfigFor(env);
     const sockets = (this.sockets = new SessionSockets(() => ctx.getWebSockets()));
     const shards = new ShardLinks(
@@ -120,10 +124,16 @@ export class SessionObject extends DurableObject<Env> {
     await this.session.alarm();
   }
 
-  /** RPC from a TopicShard: messages for this session (see Session.deliver). */
-  async deliver(batch: Delivery[], onlyIfOnline = false, order?: CallOrder): Promise<DeliveryOutcome> {
+  /**
+   * RPC from a TopicShard: messages for this session (see Session.deliver). The reply also tells the
+   * shard how far apart to make its next calls, so all shards together stay under DELIVERY_CALL_RATE.
+   */
+  async deliver(batch: Delivery[], onlyIfOnline = false, order?: CallOrder): Promise<DeliveryReply> {
     this.invoked();
-    return this.fromShards.run(order, () => this.session.deliver(batch, onlyIfOnline, true));
+    counters.sessionDeliverCalls++;
+    const spacingMs = this.deliverCalls.record(order?.from ?? "", Date.now());
+    const outcome = await this.fromShards.run(order, () => this.session.deliver(batch, onlyIfOnline, true));
+    return { outcome, spacingMs };
   }
 
   // --- administration (RPC from the admin API) ------------------------------------------------

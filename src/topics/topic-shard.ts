@@ -6,6 +6,7 @@ import type { BrokerConfig } from "../config";
 import type {
   Delivery,
   DeliveryOutcome,
+  DeliveryReply,
   QoS,
   RoutedMessage,
   Subscription,
@@ -22,8 +23,9 @@ import { inEveryShard } from "./shard-rule";
 /**
  * Sends one batch to one session. With `onlyIfOnline`, a session whose client is not connected
  * takes nothing and answers "offline" (used to pick a connected member of a shared subscription).
+ * The reply's spacing paces this shard's next calls to that session (util/call-pacing.ts).
  */
-export type DeliverFn = (clientId: string, batch: Delivery[], onlyIfOnline: boolean) => Promise<DeliveryOutcome>;
+export type DeliverFn = (clientId: string, batch: Delivery[], onlyIfOnline: boolean) => Promise<DeliveryReply>;
 
 /** What a shard counts (metrics): since the shard's storage began, except what a restart lost. */
 export interface ShardStats {
@@ -64,7 +66,10 @@ export interface Ownership {
 /** A shard that holds only its own rows. */
 const OWNS_EVERYTHING: Ownership = { holdsMoved: false, ownsTopic: () => true, holdsFilter: () => true };
 
-/** Most deliveries sent to one session in one call (a larger backlog is split). */
+/**
+ * Most deliveries sent to one session in one call, and held for it while it is paced: a batch that
+ * reaches it goes at once, paced or not (a larger backlog is split; nothing is dropped).
+ */
 export const MAX_DELIVERY_BATCH = 256;
 
 export class TopicShard {
@@ -96,6 +101,8 @@ export class TopicShard {
       },
       later,
       MAX_DELIVERY_BATCH,
+      // A hot session asks for spacing between calls: what arrives meanwhile waits for the next one.
+      { now, after: (ms, fn) => setTimeout(fn, ms) },
     );
     this.totals = new Totals(sql, now, scheduleTotals);
     sql.exec(`CREATE TABLE IF NOT EXISTS subs (client_id TEXT, filter TEXT, qos INTEGER, no_local INTEGER,
@@ -268,8 +275,9 @@ export class TopicShard {
 
   /** Delivers; a session that no longer exists is forgotten here. */
   private async deliverOrForget(clientId: string, batch: Delivery[], onlyIfOnline: boolean): Promise<DeliveryOutcome> {
-    const outcome = await this.deliverTo(clientId, batch, onlyIfOnline);
+    const { outcome, spacingMs } = await this.deliverTo(clientId, batch, onlyIfOnline);
     if (outcome === "gone") this.removeClient(clientId);
+    else this.deliveryBatches.pace(clientId, spacingMs);
     return outcome;
   }
 

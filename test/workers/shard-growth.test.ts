@@ -7,7 +7,7 @@
 import { env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { DEFAULT_CONFIG, type BrokerConfig } from "../../src/config";
-import type { Delivery, DeliveryOutcome, RoutedMessage, Subscription } from "../../src/protocol/message";
+import type { Delivery, DeliveryReply, RoutedMessage, Subscription } from "../../src/protocol/message";
 import { ADOPTION_PAGE_ROWS, ShardGrowth, type AdoptionPage } from "../../src/topics/shard-growth";
 import { shardForTopic, shardsForFilter } from "../../src/topics/shard-rule";
 import { TopicShard } from "../../src/topics/topic-shard";
@@ -46,9 +46,9 @@ function storage() {
 
 function open(sql: SqlStorage, index: number, config: BrokerConfig, delivered: Deliveries = []) {
   const growth = new ShardGrowth(sql, index, config);
-  const deliver = async (clientId: string, batch: Delivery[]): Promise<DeliveryOutcome> => {
+  const deliver = async (clientId: string, batch: Delivery[]): Promise<DeliveryReply> => {
     delivered.push([clientId, batch]);
-    return "ok";
+    return { outcome: "ok", spacingMs: 0 };
   };
   return { growth, shard: new TopicShard(sql, config, deliver, Date.now, undefined, undefined, growth) };
 }

@@ -2,7 +2,7 @@
 import { env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { DEFAULT_CONFIG, type BrokerConfig } from "../../src/config";
-import type { Delivery, DeliveryOutcome, RoutedMessage } from "../../src/protocol/message";
+import type { Delivery, DeliveryReply, RoutedMessage } from "../../src/protocol/message";
 import { TopicShard } from "../../src/topics/topic-shard";
 import { uid } from "../support/ids";
 import { at } from "../support/elements";
@@ -26,10 +26,10 @@ async function withShard(
   await runInDurableObject(stub, async (_instance, state) => {
     const delivered: [string, Delivery[], boolean][] = [];
     const online = new Set<string>();
-    const deliver = async (clientId: string, batch: Delivery[], onlyIfOnline: boolean): Promise<DeliveryOutcome> => {
-      if (onlyIfOnline && !online.has(clientId)) return "offline";
+    const deliver = async (clientId: string, batch: Delivery[], onlyIfOnline: boolean): Promise<DeliveryReply> => {
+      if (onlyIfOnline && !online.has(clientId)) return { outcome: "offline", spacingMs: 0 };
       delivered.push([clientId, batch, onlyIfOnline]);
-      return "ok";
+      return { outcome: "ok", spacingMs: 0 };
     };
     await body(
       new TopicShard(state.storage.sql, { ...DEFAULT_CONFIG, ...config }, deliver, Date.now),
@@ -117,9 +117,9 @@ describe("TopicShard limits", () => {
       const opts = { qos: 1 as const, noLocal: false, retainAsPublished: false, retainHandling: 0 as const };
       const unreadable = new Set(["m1"]);
       const offered: string[] = [];
-      const deliver = async (clientId: string): Promise<DeliveryOutcome> => {
+      const deliver = async (clientId: string): Promise<DeliveryReply> => {
         offered.push(clientId);
-        return unreadable.has(clientId) ? "unreadable" : "ok";
+        return { outcome: unreadable.has(clientId) ? "unreadable" : "ok", spacingMs: 0 };
       };
       const shard = new TopicShard(state.storage.sql, DEFAULT_CONFIG, deliver, Date.now);
       shard.subscribe("m1", [{ filter: "$share/g/jobs/#", ...opts }], []);
