@@ -35,9 +35,9 @@ export interface BrokerConfig {
    */
   deliveryBatchMs: number;
   /**
-   * `deliver` calls per second one session is designed to take from all shards together. A session
-   * called at more than half of it asks each calling shard to space its calls (util/call-pacing.ts);
-   * what arrives meanwhile goes in the next call. 0: no pacing.
+   * Events per second one session is designed to take: `deliver` calls from all shards together plus
+   * its client's frames. A session above 90% of it asks each calling shard to space its calls
+   * (util/call-pacing.ts); what arrives meanwhile goes in the next call. 0: no pacing.
    */
   deliveryCallRate: number;
   /** Topic aliases a v5 client may set towards us per connection (our Topic Alias Maximum). */

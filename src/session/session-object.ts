@@ -87,6 +87,7 @@ export class SessionObject extends DurableObject<Env> {
   override async webSocketMessage(ws: WebSocket, message: ArrayBuffer | string): Promise<void> {
     this.invoked();
     counters.sessionWebSocketMessages++;
+    this.deliverCalls.recordOther(Date.now()); // the limit the shards are paced by is on every event
     if (typeof message === "string") return; // the gateway sends MQTT packets only, as binary
     const frame = decodeFrame(new Uint8Array(message));
     if ("error" in frame) return; // not a frame the gateway wrote: ignored

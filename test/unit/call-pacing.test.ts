@@ -3,21 +3,41 @@ import { Batcher } from "../../src/util/batcher";
 import { CallRateMeter, MAX_SPACING_MS } from "../../src/util/call-pacing";
 
 describe("CallRateMeter (the callee's side of delivery pacing)", () => {
-  it("asks for no spacing while the calls of the last second are under half the limit", () => {
+  it("asks for no spacing while the events of the last second are under 90% of the limit", () => {
     const meter = new CallRateMeter(500);
-    for (let i = 0; i < 249; i++) expect(meter.record(`shard-${i % 8}`, i)).toBe(0);
+    for (let i = 0; i < 449; i++) expect(meter.record(`shard-${i % 8}`, i)).toBe(0);
+    expect(meter.record("shard-0", 449)).toBeGreaterThan(0);
+  });
+
+  it("a subscriber of 200 QoS 1 messages a second (a delivery and a PUBACK frame each) is not paced", () => {
+    const meter = new CallRateMeter(500);
+    for (let i = 0; i < 400; i++) {
+      meter.recordOther(i * 5 + 1); // the PUBACK frame of the previous delivery
+      expect(meter.record("shard-0", i * 5)).toBe(0);
+    }
+  });
+
+  it("other events shrink the callers' share: deliveries and their PUBACK frames together stay at the limit", () => {
+    const meter = new CallRateMeter(500);
+    let spacing = 0;
+    for (let i = 0; i < 400; i++) {
+      meter.recordOther(i);
+      spacing = meter.record(`shard-${i % 8}`, i);
+    }
+    // Half the events are calls: 8 callers share 250 calls/s, 32 ms each (16 ms if frames were free).
+    expect(spacing).toBe((8 * 1000) / 250);
   });
 
   it("above half the limit, gives each caller heard an equal share of it", () => {
     const meter = new CallRateMeter(500);
     let spacing = 0;
-    for (let i = 0; i < 400; i++) spacing = meter.record(`shard-${i % 8}`, i);
+    for (let i = 0; i < 500; i++) spacing = meter.record(`shard-${i % 8}`, i);
     expect(spacing).toBe((8 * 1000) / 500); // 8 callers: 16 ms each keeps them at 500 calls/s in all
   });
 
   it("remembers the last second across windows, and forgets a quiet past", () => {
     const meter = new CallRateMeter(500);
-    for (let i = 0; i < 300; i++) meter.record("shard-0", 900 + i / 10); // 300 calls just before 1 s
+    for (let i = 0; i < 500; i++) meter.record("shard-0", 900 + i / 10); // 500 calls just before 1 s
     expect(meter.record("shard-0", 1100)).toBeGreaterThan(0); // still within the last second
     expect(meter.record("shard-0", 5000)).toBe(0); // seconds later: a lone call is not paced
   });

@@ -51,11 +51,11 @@ describe("deliveries toward one hot session adapt", () => {
     await sub.until(() => payloads().length === 1);
     expect(counters.sessionDeliverCalls - before).toBe(1);
 
-    // Make the session hot, as if 100 shards had been calling it: 349 calls within the last second,
-    // over half DELIVERY_CALL_RATE (500/s), from 100 callers: each is asked for 100 x 1000 / 500 = 200 ms.
+    // Make the session hot, as if 100 shards had been calling it: 499 calls within the last second,
+    // over 90% of DELIVERY_CALL_RATE (500/s), from 100 callers: each is asked for 100 x 1000 / 500 = 200 ms.
     const session = env.SESSION.get(env.SESSION.idFromName(clientId));
     await Promise.all([
-      ...Array.from({ length: 250 }, () => session.deliver([], false)),
+      ...Array.from({ length: 400 }, () => session.deliver([], false)),
       ...Array.from({ length: 99 }, () => session.deliver([], false, { from: uid("other-shard"), seq: 0, after: 0 })),
     ]);
 
