@@ -3,17 +3,20 @@
  * events. Until PUBREL, a PUBLISH with the same packet id is the same message: it is acknowledged,
  * not routed again [MQTT-4.3.3-10] [MQTT311-4.3.3-2].
  *
- *   publishReceived "new" -> publishAccepted (routing) -> routed -> pubrelReceived -> gone
+ *   publishReceived "new" -> publishAccepted (routing) -> routed -> pubrelReceived -> released
+ *
+ * A released packet id is kept (the newest RELEASED_IDS_KEPT) only to recognise a PUBREL the client
+ * sends again because our PUBCOMP was lost with its connection; a PUBLISH with that id is new.
  *
  * The store keeps each packet id with its message id and whether it is routed (the truth across
  * restarts); the routing in progress is kept here, in memory: it lives no longer than this object.
  */
-import type { SessionStore } from "./store";
+import type { PubrelMatch, SessionStore } from "./store";
 
 /** The store methods the flow uses (any SessionStore implementation has them). */
 export type Qos2Store = Pick<
   SessionStore,
-  "inboundQos2" | "inboundQos2Count" | "putInboundQos2" | "markInboundQos2Routed" | "deleteInboundQos2"
+  "inboundQos2" | "inboundQos2Count" | "putInboundQos2" | "markInboundQos2Routed" | "releaseInboundQos2"
 >;
 
 /** What a QoS 2 PUBLISH is, given the packet ids awaiting PUBREL. */
@@ -71,9 +74,12 @@ export class InboundQos2 {
     this.store.putInboundQos2(packetId, `refused:${packetId}`, true);
   }
 
-  /** PUBREL: the flow of `packetId` ends. False when no message awaited it. */
-  pubrelReceived(packetId: number): boolean {
-    return this.store.deleteInboundQos2(packetId);
+  /**
+   * PUBREL: the flow of `packetId` ends ("released"), or ended already and this PUBREL is a resend
+   * ("repeated"); "unknown" when no message awaited it, now or among the newest released.
+   */
+  pubrelReceived(packetId: number): PubrelMatch {
+    return this.store.releaseInboundQos2(packetId);
   }
 
   /** Messages received and awaiting PUBREL (they count towards our Receive Maximum). */

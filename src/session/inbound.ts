@@ -313,7 +313,10 @@ export class Inbound {
 
   handlePubrel(connId: string, packet: PubrelPacket): void {
     const packetId = packet.messageId!; // packetViolation saw to it
-    const found = this.qos2.pubrelReceived(packetId);
+    // Every PUBREL gets a PUBCOMP [MQTT-4.3.3-11]. One the client resent after a reconnect [MQTT-4.4.0-1]
+    // for a flow already released (our PUBCOMP was lost) gets 0x00, as the first did; 0x92 only
+    // for an id never awaiting PUBREL or released too long ago (v5 3.7.2.1).
+    const found = this.qos2.pubrelReceived(packetId) !== "unknown";
     const code = !found && this.session.version === 5 ? ReasonCode.PACKET_IDENTIFIER_NOT_FOUND : ReasonCode.SUCCESS;
     // Wait for earlier acknowledgements so PUBCOMP never overtakes the PUBREC it answers.
     this.sendAfterAcks(connId, ackPacket("pubcomp", packetId, code));

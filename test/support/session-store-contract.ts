@@ -7,6 +7,7 @@ import { describe, expect, it } from "vitest";
 import {
   OutState,
   queuedMessageBytes,
+  RELEASED_IDS_KEPT,
   type OutboundRow,
   type SessionMeta,
   type SessionStore,
@@ -342,11 +343,11 @@ export function sessionStoreContract(name: string, run: StoreRun): void {
   });
 
   describe(`${name}: inbound QoS 2`, () => {
-    it("records, marks routed only for the same message id, counts and deletes by packet id", () =>
+    it("records, marks routed only for the same message id, counts and releases by packet id", () =>
       run((store, reopen) => {
         expect(store.inboundQos2(1)).toBeUndefined();
         expect(store.inboundQos2Count()).toBe(0);
-        expect(store.deleteInboundQos2(1)).toBe(false);
+        expect(store.releaseInboundQos2(1)).toBe("unknown");
         store.putInboundQos2(1, "m1", false);
         store.putInboundQos2(2, "m2", true);
         store.markInboundQos2Routed(1, "another");
@@ -356,9 +357,40 @@ export function sessionStoreContract(name: string, run: StoreRun): void {
         store.putInboundQos2(2, "m2-again", false); // the same packet id after a PUBREL was lost
         expect(store.inboundQos2(2)).toEqual({ msgId: "m2-again", routed: false });
         expect([store.inboundQos2Count(), reopen().inboundQos2Count()]).toEqual([2, 2]);
-        expect(store.deleteInboundQos2(1)).toBe(true);
-        expect(store.deleteInboundQos2(1)).toBe(false);
+        expect(store.releaseInboundQos2(1)).toBe("released");
+        expect(store.inboundQos2(1)).toBeUndefined();
+        expect([store.releaseInboundQos2(1), reopen().releaseInboundQos2(1)]).toEqual(["repeated", "repeated"]);
         expect([store.inboundQos2Count(), reopen().inboundQos2Count()]).toEqual([1, 1]);
+        // A released id used again is a new message awaiting PUBREL [MQTT-4.3.3-12].
+        store.putInboundQos2(1, "m1-new", false);
+        expect([store.inboundQos2(1), store.inboundQos2Count()]).toEqual([{ msgId: "m1-new", routed: false }, 2]);
+      }));
+
+    it(`keeps only the newest ${RELEASED_IDS_KEPT} released ids`, () =>
+      run((store, reopen) => {
+        // Like a client counting packet ids up: each id awaits PUBREL, then is released.
+        const ids = Array.from({ length: RELEASED_IDS_KEPT + 10 }, (_, i) => i + 1);
+        for (const id of ids) {
+          store.putInboundQos2(id, `m${id}`, true);
+          expect(store.releaseInboundQos2(id)).toBe("released");
+        }
+        const after = reopen();
+        const old = ids.slice(0, 10);
+        const kept = ids.slice(10);
+        expect(old.map((id) => after.releaseInboundQos2(id))).toEqual(old.map(() => "unknown"));
+        expect(kept.map((id) => after.releaseInboundQos2(id))).toEqual(kept.map(() => "repeated"));
+        expect(after.inboundQos2Count()).toBe(0);
+        // A burst awaiting PUBREL, then released: still only the newest are kept.
+        for (const id of [101, 102, 103]) after.putInboundQos2(id, `m${id}`, true);
+        for (const id of [101, 102, 103]) after.releaseInboundQos2(id);
+        const again = reopen();
+        expect([11, 12, 13, 14].map((id) => again.releaseInboundQos2(id))).toEqual([
+          "unknown",
+          "unknown",
+          "unknown",
+          "repeated",
+        ]);
+        expect([101, 102, 103].map((id) => again.releaseInboundQos2(id))).toEqual(["repeated", "repeated", "repeated"]);
       }));
   });
 

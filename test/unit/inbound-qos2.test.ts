@@ -3,29 +3,9 @@
  * is routed once until PUBREL, whatever copies of its PUBLISH arrive meanwhile.
  */
 import { describe, expect, it } from "vitest";
-import { InboundQos2, type Qos2Store } from "../../src/session/inbound-qos2";
-
-/** The inq2 table in memory. */
-class MemoryQos2Store implements Qos2Store {
-  rows = new Map<number, { msgId: string; routed: boolean }>();
-  inboundQos2(packetId: number) {
-    const row = this.rows.get(packetId);
-    return row && { ...row };
-  }
-  inboundQos2Count(): number {
-    return this.rows.size;
-  }
-  putInboundQos2(packetId: number, msgId: string, routed: boolean): void {
-    this.rows.set(packetId, { msgId, routed });
-  }
-  markInboundQos2Routed(packetId: number, msgId: string): void {
-    const row = this.rows.get(packetId);
-    if (row?.msgId === msgId) row.routed = true;
-  }
-  deleteInboundQos2(packetId: number): boolean {
-    return this.rows.delete(packetId);
-  }
-}
+import { InboundQos2 } from "../../src/session/inbound-qos2";
+import { RELEASED_IDS_KEPT } from "../../src/session/store";
+import { MemoryInboundQos2 } from "../../src/session/store/memory";
 
 /** A routing the test settles when it chooses. */
 function routing() {
@@ -37,7 +17,7 @@ function routing() {
 const flush = () => new Promise((r) => setTimeout(r, 0));
 
 function machine() {
-  const store = new MemoryQos2Store();
+  const store = new MemoryInboundQos2(); // the inq2 table in memory
   return { store, qos2: new InboundQos2(store) };
 }
 
@@ -50,12 +30,12 @@ describe("InboundQos2", () => {
     const routed = qos2.publishAccepted(1, "m1", () => (routes++, r.promise));
     expect(routes).toBe(1);
     expect(qos2.awaitingRelease()).toBe(1);
-    expect(store.rows.get(1)).toEqual({ msgId: "m1", routed: false });
+    expect(store.inboundQos2(1)).toEqual({ msgId: "m1", routed: false });
     r.resolve(3);
     expect(await routed).toBe(3);
     await flush();
     expect(qos2.publishReceived(1)).toEqual({ kind: "routed" });
-    expect(qos2.pubrelReceived(1)).toBe(true);
+    expect(qos2.pubrelReceived(1)).toBe("released");
     expect(qos2.awaitingRelease()).toBe(0);
     expect(qos2.publishReceived(1)).toEqual({ kind: "new" });
   });
@@ -93,26 +73,47 @@ describe("InboundQos2", () => {
     const { store, qos2 } = machine();
     const r = routing();
     qos2.publishAccepted(1, "old", () => r.promise);
-    store.rows.clear(); // clean start: the store's QoS 2 state is gone
+    store.clear(); // clean start: the store's QoS 2 state is gone
     store.putInboundQos2(1, "new", false);
     expect(qos2.publishReceived(1)).toEqual({ kind: "retry", msgId: "new" });
     r.resolve(1);
     await flush();
-    expect(store.rows.get(1)).toEqual({ msgId: "new", routed: false });
+    expect(store.inboundQos2(1)).toEqual({ msgId: "new", routed: false });
   });
 
   it("a refused message completes its flow without routing", () => {
     const { qos2 } = machine();
     qos2.publishRefused(2);
     expect(qos2.publishReceived(2)).toEqual({ kind: "routed" });
-    expect(qos2.pubrelReceived(2)).toBe(true);
+    expect(qos2.pubrelReceived(2)).toBe("released");
   });
 
-  it("a PUBREL for a packet id that awaits none is reported (PACKET_IDENTIFIER_NOT_FOUND), twice too", () => {
+  it("a PUBREL for a packet id that never awaited one is unknown (PACKET_IDENTIFIER_NOT_FOUND)", () => {
     const { qos2 } = machine();
-    expect(qos2.pubrelReceived(9)).toBe(false);
+    expect(qos2.pubrelReceived(9)).toBe("unknown");
+    expect(qos2.pubrelReceived(9)).toBe("unknown");
+  });
+
+  it("a PUBREL resent for a released id is a repeat [MQTT-4.3.3-11], and a PUBLISH with it is new [MQTT-4.3.3-12]", () => {
+    const { qos2 } = machine();
     qos2.publishRefused(9);
-    expect(qos2.pubrelReceived(9)).toBe(true);
-    expect(qos2.pubrelReceived(9)).toBe(false);
+    expect(qos2.pubrelReceived(9)).toBe("released");
+    expect(qos2.pubrelReceived(9)).toBe("repeated");
+    expect(qos2.awaitingRelease()).toBe(0);
+    expect(qos2.publishReceived(9)).toEqual({ kind: "new" });
+    qos2.publishRefused(9);
+    expect(qos2.awaitingRelease()).toBe(1);
+    expect(qos2.pubrelReceived(9)).toBe("released");
+  });
+
+  it(`keeps only the newest ${RELEASED_IDS_KEPT} released ids`, () => {
+    const { qos2 } = machine();
+    const ids = Array.from({ length: RELEASED_IDS_KEPT + 1 }, (_, i) => i + 1);
+    for (const id of ids) {
+      qos2.publishRefused(id);
+      qos2.pubrelReceived(id);
+    }
+    expect(qos2.pubrelReceived(1)).toBe("unknown");
+    expect(ids.slice(1).map((id) => qos2.pubrelReceived(id))).toEqual(ids.slice(1).map(() => "repeated"));
   });
 });

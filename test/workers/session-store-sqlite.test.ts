@@ -2,7 +2,8 @@
 // and its schema's one upgrade path.
 import { env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { SqliteSessionStore } from "../../src/session/store";
+import { counters, countingSql } from "../../src/observability/counters";
+import { RELEASED_IDS_KEPT, SqliteSessionStore } from "../../src/session/store";
 import { Schema, SCHEMA_VERSION } from "../../src/session/store/schema";
 import { sessionStoreContract } from "../support/session-store-contract";
 import { uid } from "../support/ids";
@@ -14,6 +15,23 @@ const inFreshObject = (body: (sql: SqlStorage) => void | Promise<void>) =>
 sessionStoreContract("SqliteSessionStore", (body) =>
   inFreshObject((sql) => body(new SqliteSessionStore(sql), () => new SqliteSessionStore(sql))),
 );
+
+describe("SqliteSessionStore: released inbound QoS 2 ids", () => {
+  it("keeping the newest released ids costs no row: 3 per message, as when PUBREL deleted its row", () =>
+    inFreshObject((sql) => {
+      const store = new SqliteSessionStore(countingSql(sql));
+      const message = (id: number) => {
+        store.putInboundQos2(id, `m${id}`, false);
+        store.markInboundQos2Routed(id, `m${id}`);
+        expect(store.releaseInboundQos2(id)).toBe("released");
+      };
+      for (let id = 1; id <= RELEASED_IDS_KEPT; id++) message(id); // the table, then the kept ids
+      const before = counters.sqlRowsWritten;
+      for (let id = RELEASED_IDS_KEPT + 1; id <= RELEASED_IDS_KEPT + 100; id++) message(id);
+      expect(counters.sqlRowsWritten - before).toBe(300);
+      expect(sql.exec(`SELECT COUNT(*) AS n FROM inq2`).one().n).toBe(RELEASED_IDS_KEPT);
+    }));
+});
 
 describe("SqliteSessionStore: schema", () => {
   const tables = (sql: SqlStorage) =>

@@ -5,7 +5,7 @@
  * (SQLite in a Durable Object is), so a handler that only touches the store cannot interleave.
  */
 import type { Delivery, Subscription } from "../../protocol/message";
-import { SqliteInboundQos2, type InboundQos2Part, type InboundQos2Table } from "./inbound-qos2";
+import { SqliteInboundQos2, type InboundQos2Part, type InboundQos2Table, type PubrelMatch } from "./inbound-qos2";
 import { MemoryInboundQos2, MemoryMeta, MemoryOutboundQueue, MemorySubscriptions, MemoryTopicAliases } from "./memory";
 import { SqliteMeta, type MetaPart, type MetaTable, type SessionMeta } from "./meta";
 import {
@@ -21,6 +21,7 @@ import { SqliteTopicAliases, type TopicAliasTable } from "./topic-aliases";
 
 export { OutState, queuedMessageBytes, type OutboundRow, type OutboundSummary } from "./outbound-queue";
 export { needsNoRow, type SessionMeta, type StoredWill } from "./meta";
+export { RELEASED_IDS_KEPT, type PubrelMatch } from "./inbound-qos2";
 
 export interface SessionStore extends MetaTable, SubscriptionTable, OutboundQueue, InboundQos2Table, TopicAliasTable {
   /**
@@ -123,7 +124,7 @@ abstract class StoreOfTables implements SessionStore {
     this.t.inq2.putInboundQos2(packetId, msgId, routed);
   };
   markInboundQos2Routed = (packetId: number, msgId: string): void => this.t.inq2.markInboundQos2Routed(packetId, msgId);
-  deleteInboundQos2 = (packetId: number): boolean => this.t.inq2.deleteInboundQos2(packetId);
+  releaseInboundQos2 = (packetId: number): PubrelMatch => this.t.inq2.releaseInboundQos2(packetId);
 
   clearTopicAliases = (): void => this.t.aliases.clearTopicAliases();
   topicAliasIn = (alias: number): string | undefined => this.t.aliases.topicAliasIn(alias);

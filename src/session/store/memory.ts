@@ -6,7 +6,7 @@ import type { Delivery, RoutedMessage, Subscription } from "../../protocol/messa
 import type { MetaPart, SessionMeta } from "./meta";
 import { DONE_ROWS_KEPT, OutState, queuedMessageBytes, summary } from "./outbound-queue";
 import type { OutboundQueuePart, OutboundRow, OutboundSummary } from "./outbound-queue";
-import type { InboundQos2Part } from "./inbound-qos2";
+import { RELEASED_IDS_KEPT, type InboundQos2Part, type PubrelMatch } from "./inbound-qos2";
 import type { SubscriptionPart } from "./subscriptions";
 import type { TopicAliasTable } from "./topic-aliases";
 
@@ -223,7 +223,10 @@ export class MemoryOutboundQueue implements OutboundQueuePart {
 }
 
 export class MemoryInboundQos2 implements InboundQos2Part {
+  /** Messages awaiting PUBREL. */
   private readonly byPacketId = new Map<number, { msgId: string; routed: boolean }>();
+  /** Released packet ids, oldest first (a Set keeps insertion order); at most RELEASED_IDS_KEPT. */
+  private readonly released = new Set<number>();
 
   inboundQos2(packetId: number): { msgId: string; routed: boolean } | undefined {
     const row = this.byPacketId.get(packetId);
@@ -235,6 +238,7 @@ export class MemoryInboundQos2 implements InboundQos2Part {
   }
 
   putInboundQos2(packetId: number, msgId: string, routed: boolean): void {
+    this.released.delete(packetId);
     this.byPacketId.set(packetId, { msgId, routed });
   }
 
@@ -243,12 +247,16 @@ export class MemoryInboundQos2 implements InboundQos2Part {
     if (row?.msgId === msgId) row.routed = true;
   }
 
-  deleteInboundQos2(packetId: number): boolean {
-    return this.byPacketId.delete(packetId);
+  releaseInboundQos2(packetId: number): PubrelMatch {
+    if (!this.byPacketId.delete(packetId)) return this.released.has(packetId) ? "repeated" : "unknown";
+    if (this.released.size >= RELEASED_IDS_KEPT) this.released.delete(this.released.values().next().value!);
+    this.released.add(packetId);
+    return "released";
   }
 
   clear(): void {
     this.byPacketId.clear();
+    this.released.clear();
   }
 }
 
