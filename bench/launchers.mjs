@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { heapUsedKb } from "./cpu-profile.mjs";
 import { sleep } from "./load.mjs";
-import { groupCpuMs, groupRssKb } from "./sampling.mjs";
+import { groupCpuMs, groupListeningPorts, groupRssKb } from "./sampling.mjs";
 
 /**
  * Calls into each counted object, per class: object name (client id, `shard:<i>`, `registry:<i>`) -> calls.
@@ -28,6 +28,7 @@ import { groupCpuMs, groupRssKb } from "./sampling.mjs";
  * @typedef {object} Broker
  * @property {"ours" | "aedes"} name
  * @property {string} url its MQTT-over-WebSocket endpoint
+ * @property {string} [directUrl] ours only: the same endpoint on workerd itself, past wrangler dev's proxy (see `--direct`)
  * @property {number} [inspectorPort] workerd's V8 inspector (ours only), for CPU profiles
  * @property {() => string} [log] what the broker printed so far (ours only)
  * @property {() => Promise<{ dropped: unknown; deliveryFailures: unknown }>} [drops] its own count of drops (ours only)
@@ -101,6 +102,7 @@ export async function startOurs({ extraVars, profile }) {
   return {
     name: "ours",
     url: `ws://127.0.0.1:${port}/mqtt`,
+    directUrl: await workerdUrl(pgid, [port, inspectorPort]),
     inspectorPort,
     log: () => log,
     /** The broker's own account of drops and failed deliveries (admin metrics). */
@@ -122,6 +124,25 @@ export async function startOurs({ extraVars, profile }) {
       rmSync(state, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * The broker's endpoint on the workerd that runs the Worker, not on wrangler dev's proxy in front of
+ * it (which holds about 6 file descriptors per WebSocket: with a limit of 20,000 it failed at 3,300
+ * connections, "accept: Too many open files"). The workerd's entry port is not printed: it is the
+ * port of the process group, other than ours, that answers /health.
+ * @param {number} pgid
+ * @param {number[]} known the ports that are not it
+ */
+async function workerdUrl(pgid, known) {
+  for (const port of groupListeningPorts(pgid).filter((p) => !known.includes(p))) {
+    const ok = await fetch(`http://127.0.0.1:${port}/health`, { signal: globalThis.AbortSignal.timeout(2000) }).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (ok) return `ws://127.0.0.1:${port}/mqtt`;
+  }
+  return undefined;
 }
 
 /**
