@@ -20,7 +20,7 @@ export class BenchClient {
   }
 
   /**
-   * Resolves with the CONNACK. `clean: false` asks for a persistent session (3.1.1: kept until it
+   * Resolves with the CONNACK; rejects when the socket fails or closes first. `clean: false` asks for a persistent session (3.1.1: kept until it
    * expires; resumed with Session Present).
    */
   connect({ clean = true } = {}) {
@@ -30,7 +30,11 @@ export class BenchClient {
       ws.binaryType = "nodebuffer";
       ws.on("message", (data) => this.parser.parse(data));
       ws.on("error", reject);
-      ws.on("close", () => (this.closed = true));
+      ws.on("close", (code) => {
+        this.closed = true;
+        // A broker that closes before CONNACK (its CONNECT timeout, say) must not leave the caller waiting forever.
+        reject(new Error(`closed before CONNACK (code ${code})`));
+      });
       ws.on("open", () => {
         this.waitFor("connack").then(resolve, reject);
         this.send({

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { heapUsedKb } from "./cpu-profile.mjs";
 import { sleep } from "./load.mjs";
-import { groupCpuMs, groupRssKb } from "./sampling.mjs";
+import { groupCpuMs, groupListeningPorts, groupRssKb } from "./sampling.mjs";
 
 /**
  * Calls into each counted object, per class: object name (client id, `shard:<i>`, `registry:<i>`) -> calls.
@@ -28,6 +28,7 @@ import { groupCpuMs, groupRssKb } from "./sampling.mjs";
  * @typedef {object} Broker
  * @property {"ours" | "aedes"} name
  * @property {string} url its MQTT-over-WebSocket endpoint
+ * @property {string} [directUrl] ours only: the same endpoint on workerd itself, past wrangler dev's proxy (see `--direct`)
  * @property {number} [inspectorPort] workerd's V8 inspector (ours only), for CPU profiles
  * @property {() => string} [log] what the broker printed so far (ours only)
  * @property {() => Promise<{ dropped: unknown; deliveryFailures: unknown }>} [drops] its own count of drops (ours only)
@@ -98,9 +99,13 @@ export async function startOurs({ extraVars, profile }) {
     if (child.exitCode !== null) throw new Error(`wrangler dev exited:\n${log}`);
     await sleep(250);
   }
+  const directUrl = await workerdUrl(pgid, [port, inspectorPort]);
+  // The counters are read past the proxy too, when it was found: the proxy is not what is measured.
+  const countersUrl = `${directUrl ? directUrl.replace(/^ws:/, "http:").replace(/\/mqtt$/, "") : base}/debug/counters`;
   return {
     name: "ours",
     url: `ws://127.0.0.1:${port}/mqtt`,
+    directUrl,
     inspectorPort,
     log: () => log,
     /** The broker's own account of drops and failed deliveries (admin metrics). */
@@ -112,7 +117,7 @@ export async function startOurs({ extraVars, profile }) {
     cpuMs: () => groupCpuMs(pgid),
     // Not while a CPU profile is being taken: the inspector proxy serves one session at a time.
     heapKb: () => (profile ? NaN : heapUsedKb(inspectorPort)),
-    counters: async () => ({ ...(await (await fetch(`${base}/debug/counters`)).json()), at: performance.now() }),
+    counters: () => countersOnceAnswered(countersUrl),
     stop: () => {
       try {
         process.kill(-pgid, "SIGKILL");
@@ -122,6 +127,42 @@ export async function startOurs({ extraVars, profile }) {
       rmSync(state, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * The broker's counters, asked again when a request fails: after 10,000 connections dropped at once
+ * the one local thread took longer than the client's 300 s to answer.
+ * @param {string} url
+ * @returns {Promise<Counters>}
+ */
+async function countersOnceAnswered(url) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return { ...(await (await fetch(url)).json()), at: performance.now() };
+    } catch (err) {
+      if (attempt === 5) throw err;
+      console.log(`  /debug/counters did not answer (${String(err)}); asking again`);
+    }
+  }
+}
+
+/**
+ * The broker's endpoint on the workerd that runs the Worker, not on wrangler dev's proxy in front of
+ * it (which holds about 6 file descriptors per WebSocket: with a limit of 20,000 it failed at 3,300
+ * connections, "accept: Too many open files"). The workerd's entry port is not printed: it is the
+ * port of the process group, other than ours, that answers /health.
+ * @param {number} pgid
+ * @param {number[]} known the ports that are not it
+ */
+async function workerdUrl(pgid, known) {
+  for (const port of groupListeningPorts(pgid).filter((p) => !known.includes(p))) {
+    const ok = await fetch(`http://127.0.0.1:${port}/health`, { signal: globalThis.AbortSignal.timeout(2000) }).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (ok) return `ws://127.0.0.1:${port}/mqtt`;
+  }
+  return undefined;
 }
 
 /**

@@ -9,7 +9,7 @@
  *   npm run bench                 # 3 repetitions
  *   npm run bench -- --reps 1     # quicker
  *   npm run bench -- --profile    # also a CPU profile of workerd's JavaScript per scenario (ours)
- *   npm run bench -- --only reconnectStorm --sessions 10000   # the reconnect storm at 10,000 sessions
+ *   npm run bench -- --only reconnectStorm --sessions 10000 --direct   # the reconnect storm at 10,000 sessions
  *
  * The parts: launchers.mjs (the two brokers), load.mjs (clients, pacing, settling), sampling.mjs
  * (process CPU and memory), scenarios.mjs (one function per scenario), report.mjs (the arithmetic
@@ -32,6 +32,11 @@ const PROFILE = args.includes("--profile");
 /** `--var NAME:value` (repeatable): a broker setting for our broker, e.g. `--var ACK_WAIT_MS:0`. */
 /** `--sessions N`: persistent sessions in `reconnectStorm` (default 1,000: about a minute here). */
 const SESSIONS = args.includes("--sessions") ? Number(args[args.indexOf("--sessions") + 1]) : 1000;
+/**
+ * `--direct`: clients connect to the workerd that runs our Worker, past wrangler dev's proxy, which
+ * cannot hold more than about 3,300 WebSockets with 20,000 file descriptors (launchers.mjs, workerdUrl).
+ */
+const DIRECT = args.includes("--direct");
 const EXTRA_VARS = Object.fromEntries(
   args.flatMap((a, i) => (a === "--var" ? [args[i + 1].split(/:(.*)/s).slice(0, 2)] : [])),
 );
@@ -57,7 +62,9 @@ async function main() {
           const idleWaitMs = await untilIdle(brokers);
           let c0 = await broker.counters();
           const stopProfile = PROFILE && broker.inspectorPort ? await startProfile(broker.inspectorPort) : undefined;
-          const r = await scenario(broker.url, broker, { sessions: SESSIONS });
+          const url = DIRECT && broker.name === "ours" ? broker.directUrl : broker.url;
+          if (!url) throw new Error("--direct: the workerd running the Worker was not found");
+          const r = await scenario(url, broker, { sessions: SESSIONS });
           if (stopProfile) {
             const profile = await stopProfile();
             mkdirSync(new URL("./results/", import.meta.url), { recursive: true });

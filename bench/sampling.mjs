@@ -4,7 +4,7 @@
  * time of a whole process group, and waiting until the brokers are idle.
  */
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { now, sleep } from "./load.mjs";
 
 /**
@@ -21,6 +21,37 @@ export function groupRssKb(pgid) {
   } catch {
     return NaN;
   }
+}
+
+/**
+ * The TCP ports on 127.0.0.1 that processes of a process group listen on (Linux /proc).
+ * @param {number} pgid
+ * @returns {number[]}
+ */
+export function groupListeningPorts(pgid) {
+  /** @type {Set<string>} */
+  const inodes = new Set();
+  const pids = execFileSync("ps", ["-o", "pid=", "-g", String(pgid)])
+    .toString()
+    .split("\n")
+    .filter(Boolean);
+  for (const pid of pids) {
+    try {
+      for (const fd of readdirSync(`/proc/${pid.trim()}/fd`)) {
+        const link = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid.trim()}/fd/${fd}`));
+        if (link) inodes.add(link[1]);
+      }
+    } catch {
+      // the process exited, or an fd closed while it was read
+    }
+  }
+  // /proc/net/tcp: "sl local_address rem_address st ... inode", addresses in hex; st 0A is LISTEN
+  return readFileSync("/proc/net/tcp", "utf8")
+    .split("\n")
+    .slice(1)
+    .map((line) => line.trim().split(/\s+/))
+    .filter((f) => f[3] === "0A" && f[1]?.startsWith("0100007F:") && inodes.has(f[9] ?? ""))
+    .map((f) => parseInt(/** @type {string} */ (f[1]).split(":")[1] ?? "", 16));
 }
 
 /**

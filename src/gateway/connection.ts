@@ -11,7 +11,8 @@
  * connection pipes whole packets both ways: to the session in bursts (session-link.ts), to the
  * client within its outbound budget (outbound-budget.ts, slow-consumer.ts); it answers PINGREQ
  * itself, enforces keep-alive, and ends the connection before its invocation's CPU limit does
- * (cpu-budget.ts).
+ * (cpu-budget.ts). Over 400 lines as one concern, the connection's states and their moves; every part
+ * it uses is its own module.
  */
 import type { ConnectPacket } from "../protocol/packets";
 import type { BrokerConfig } from "../config";
@@ -27,6 +28,7 @@ import type { Identity } from "../auth/acl";
 import type { AuthConfig } from "../auth/auth-config";
 import { admitConnect, peekProtocolLevel, refuseConnectBytes, type Admission, type ConnectFields } from "./admission";
 import { authenticateConnect, authMethods, refusalCodes, ScramLogin, wantsScram, type Refusal } from "./connect-auth";
+import { ConnectTimeout, pendingConnections } from "./connect-timeout";
 import { GatewayCpuBudget } from "./cpu-budget";
 import { OutboundBudget } from "./outbound-budget";
 import { openSessionSocket, safeClose, SessionLink } from "./session-link";
@@ -60,6 +62,8 @@ export class GatewayConnection {
   private scram?: { login: ScramLogin; admission: Admitted };
   /** The CONNECT timeout until the CONNECT is handled, then the keep-alive check. */
   private timer?: ReturnType<typeof setTimeout>;
+  /** Whether the CONNECT timeout, when it runs out, starts again (connect-timeout.ts). */
+  private readonly connectTimeout: ConnectTimeout;
   private keepAliveMs = 0;
   private lastActivity = Date.now();
   /** What this connection may make the gateway hold for its client (outbound-budget.ts). */
@@ -84,6 +88,7 @@ export class GatewayConnection {
     const budget = config.maxClientOutboundBytes;
     this.outbound = new OutboundBudget(budget, config.clientReadRate, budget * BEHIND_LIMIT_BUDGETS, Date.now());
     this.session = new SessionLink(config.maxPendingClientBytes);
+    this.connectTimeout = new ConnectTimeout(config.connectTimeoutMs, Date.now());
     this.cpu = new GatewayCpuBudget(config.gatewayCpuBudgetMs, {
       nsPerInboundPacket: config.gatewayCpuNsPerInboundPacket,
       nsPerInboundKib: config.gatewayCpuNsPerInboundKib,
@@ -98,10 +103,28 @@ export class GatewayConnection {
     this.client.addEventListener("message", (event) => this.onClientData(event.data));
     this.client.addEventListener("close", () => this.onClientGone());
     this.client.addEventListener("error", () => this.onClientGone());
-    // [MQTT-3.1.4-1]-adjacent: a connection that does not send CONNECT in time is closed
+    pendingConnections.began();
+    this.armConnectTimeout();
+  }
+
+  /**
+   * [MQTT-3.1.4-1]-adjacent: a connection that does not send CONNECT in time is closed; while other
+   * connections of this isolate are still connecting, the runtime may not have read it yet, and the
+   * timeout starts again (connect-timeout.ts).
+   */
+  private armConnectTimeout(): void {
     this.timer = setTimeout(() => {
-      if (this.state === "awaiting-connect") this.abort("CONNECT not received in time");
+      if (this.state !== "awaiting-connect") return;
+      if (this.connectTimeout.startsAgain(pendingConnections.size - 1, Date.now())) return this.armConnectTimeout();
+      this.abort("CONNECT not received in time");
     }, this.config.connectTimeoutMs);
+  }
+
+  /** Every change of state: open or closed, the connection leaves the isolate's pending ones. */
+  private moveTo(next: State): void {
+    const pending = (state: State) => state !== "open" && state !== "closed";
+    if (pending(this.state) && !pending(next)) pendingConnections.ended();
+    this.state = next;
   }
 
   // --- events from the client -------------------------------------------------------------------
@@ -182,7 +205,7 @@ export class GatewayConnection {
     this.claimedClientId = admission.clientId;
     this.session.hold(packet); // the CONNECT goes first; its size is within the packet size
     if (wantsScram(connect)) return this.startScram(connect, admission);
-    this.state = "opening";
+    this.moveTo("opening");
     clearTimeout(this.timer);
     void this.authenticateAndOpen(connect, admission);
   }
@@ -190,7 +213,7 @@ export class GatewayConnection {
   /** [MQTT-4.12] enhanced authentication: CONNECT -> AUTH 0x18 challenge -> AUTH 0x18 response -> CONNACK. */
   private startScram(connect: ConnectPacket, admission: Admitted): void {
     // Authenticating from now on, while the challenge is derived (stored-credential.ts).
-    this.state = "authenticating";
+    this.moveTo("authenticating");
     const login = new ScramLogin(connect, this.auth);
     this.scram = { login, admission };
     void login.challenge().then(
@@ -212,7 +235,7 @@ export class GatewayConnection {
     if (!ScramLogin.isResponse(response)) {
       return this.abort("expected AUTH during enhanced authentication", ReasonCode.PROTOCOL_ERROR);
     }
-    this.state = "opening";
+    this.moveTo("opening");
     clearTimeout(this.timer);
     const outcome = await login.finish(response);
     if ((this.state as State) === "closed") return;
@@ -266,7 +289,7 @@ export class GatewayConnection {
     socket.addEventListener("message", (event) => this.onSessionMessage(event.data));
     socket.addEventListener("close", () => this.onSessionGone());
     socket.addEventListener("error", () => this.onSessionGone());
-    this.state = "open";
+    this.moveTo("open");
     this.session.attach(socket);
     this.armKeepAlive();
   }
@@ -385,7 +408,7 @@ export class GatewayConnection {
     if (this.state === "closed") return;
     // Packets the client sent before it went (a DISCONNECT, say) still reach the session, first.
     if (this.state === "open") this.session.flush();
-    this.state = "closed";
+    this.moveTo("closed");
     clearTimeout(this.timer);
     this.drops?.report();
     this.session.close(code, reason);

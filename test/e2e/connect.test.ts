@@ -157,3 +157,30 @@ describe("CONNECT refusals", () => {
     await raw.waitClosed(REFUSAL_CLOSE_MS);
   });
 });
+
+describe("a connect storm", () => {
+  /** Clients opening their WebSocket at the same moment, as after a deploy (CONNECT_TIMEOUT_MS is 1,500 here). */
+  const STORM = 200;
+
+  it("answers CONNACK to every client of a storm, none closed for a CONNECT the gateway had not read", async () => {
+    // Every socket is open before any CONNECT is sent: the first upgrades' timeouts have run longest.
+    const clients = await Promise.all(Array.from({ length: STORM }, () => rawClient(4)));
+    const outcomes = await Promise.all(
+      clients.map(async (raw) => {
+        raw.send({
+          cmd: "connect",
+          protocolVersion: 4,
+          protocolId: "MQTT",
+          clean: true,
+          keepalive: 60,
+          clientId: uid(),
+        });
+        await raw.until(() => raw.all("connack").length > 0 || raw.closed, 60000, "CONNACK or close");
+        const connack = raw.all("connack")[0];
+        return connack ? `CONNACK ${connack.returnCode}` : "closed before CONNACK";
+      }),
+    );
+    clients.forEach((raw) => raw.close());
+    expect(outcomes.filter((o) => o !== "CONNACK 0")).toEqual([]);
+  }, 90000);
+});
