@@ -91,7 +91,8 @@ export interface BrokerConfig {
   gatewayCpuNsPerOutboundKib: number;
   /**
    * 1: the gateway routes the QoS 0/1 messages a session accepted from its client and sends the
-   * PUBACKs, so the publisher's Session object waits for no shard (billed duration). 0: the session routes.
+   * PUBACKs, so the publisher's Session object waits for no shard (billed duration). 0 (default, until
+   * measured on an idle machine and checked against the Workers subrequest limit: docs/COST.md): the session routes.
    */
   routeAtEdge: number;
 }
@@ -128,7 +129,7 @@ export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
   gatewayCpuNsPerInboundKib: 11000,
   gatewayCpuNsPerOutboundFrame: 13000,
   gatewayCpuNsPerOutboundKib: 5000,
-  routeAtEdge: 1,
+  routeAtEdge: 0,
 });
 
 /** Environment variable name for each config key. */

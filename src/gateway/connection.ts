@@ -330,7 +330,7 @@ export class GatewayConnection {
       route: (message) => {
         const routed = shards.route(message);
         // Once the connection ended, nothing else keeps the invocation alive for the call.
-        if (this.state === "closed") this.waitUntil(routed.catch(() => undefined));
+        if (this.state === "closed") this.keepAlive(routed.catch(() => undefined));
         return routed;
       },
       send: (packet) => {
@@ -343,6 +343,15 @@ export class GatewayConnection {
       later: (ms, fn) => setTimeout(fn, ms),
       now: () => Date.now(),
     });
+  }
+
+  /** Work the invocation must finish after the connection ended (waitUntil; never throws into the caller). */
+  private keepAlive(work: Promise<unknown>): void {
+    try {
+      this.waitUntil(work);
+    } catch (err) {
+      console.error("gateway: waitUntil refused", err);
+    }
   }
 
   private onEdgeOrder(edge: EdgeRouter, bytes: Uint8Array): void {
@@ -465,7 +474,7 @@ export class GatewayConnection {
     this.state = "closed";
     clearTimeout(this.timer);
     this.drops?.report();
-    if (this.edge) this.waitUntil(this.edge.settled());
+    if (this.edge?.routing) this.keepAlive(this.edge.settled());
     this.session.close(code, reason);
     safeClose(this.client, 1000, reason);
   }

@@ -41,7 +41,7 @@ export class EdgeRouter {
   private acks: Promise<void> = Promise.resolve();
   private failed = false;
   /** Messages whose shard has not answered yet (bounded as a session's: RECEIVE_MAXIMUM, the publish rate). */
-  private readonly routing = new Set<Promise<number>>();
+  private readonly inFlight = new Set<Promise<number>>();
 
   constructor(
     private readonly version: ProtocolVersion,
@@ -52,17 +52,22 @@ export class EdgeRouter {
     return this.ackedCount;
   }
 
+  /** Messages whose shard has not answered yet. */
+  get routing(): number {
+    return this.inFlight.size;
+  }
+
   /** Resolves once every message handed over so far has its shard's answer (or failed). */
   async settled(): Promise<void> {
-    await Promise.allSettled([...this.routing]);
+    await Promise.allSettled([...this.inFlight]);
   }
 
   /** One edge order from the session. */
   handle(order: EdgeOrder): void {
     if (order.kind === "ack") return this.acknowledge(() => order.packet);
     const routed = this.io.route(order.message);
-    this.routing.add(routed);
-    const done = () => void this.routing.delete(routed);
+    this.inFlight.add(routed);
+    const done = () => void this.inFlight.delete(routed);
     routed.then(done, done);
     // QoS 0: at most once, nothing to answer [MQTT-4.3.1].
     if (order.packetId === 0) return void routed.catch(() => undefined);

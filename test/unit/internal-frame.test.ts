@@ -26,6 +26,7 @@ describe("internal upgrade headers", () => {
       identity: { username: 'al\u00efce "x"', roles: ["ops"], grants: { publish: ["a/#"], subscribe: [] } },
       authResponse: { method: "SCRAM-SHA-256", data: btoa("v=proof") },
       remoteAddress: "2001:db8::1",
+      routeAtEdge: true,
     };
     expect(decodeConnectHeaders(upgrade(connect))).toEqual(connect);
   });

@@ -1,13 +1,33 @@
 /**
- * Routing at the edge (ROUTE_AT_EDGE, on by default): the gateway, not the publisher's Session
- * object, calls the shard for a QoS 0/1 PUBLISH and sends the PUBACK (src/gateway/edge-route.ts), so
- * the Session object has no call pending on a shard. QoS 2 keeps the session's path.
+ * Routing at the edge (ROUTE_AT_EDGE=1, on a broker of its own): the gateway, not the publisher's
+ * Session object, calls the shard for a QoS 0/1 PUBLISH and sends the PUBACK
+ * (src/gateway/edge-route.ts), so the Session object has no call pending on a shard. QoS 2 keeps the
+ * session's path. The counters are the broker's (`/debug/counters`: under `wrangler dev` every object
+ * and the Worker share one isolate).
  */
-import { describe, expect, it } from "vitest";
-import { counters, snapshot } from "../../src/observability/counters";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Counters } from "../../src/observability/counters";
 import { ReasonCode } from "../../src/protocol/constants";
-import { rawClient } from "../support/workerd";
+import { rawClient as rawClientTo } from "../support/clients";
 import { uid } from "../support/ids";
+import { startBroker } from "./global-setup";
+
+let broker: Awaited<ReturnType<typeof startBroker>>;
+let url: string;
+beforeAll(async () => {
+  broker = await startBroker({
+    ALLOW_ANONYMOUS: "true",
+    CONNECT_RATE_LIMIT: "off",
+    DEBUG_COUNTERS: "true",
+    ROUTE_AT_EDGE: "1",
+  });
+  url = `${broker.base.replace("http", "ws")}/mqtt`;
+}, 60000);
+afterAll(() => broker?.stop());
+
+const rawClient = (version: 4 | 5) => rawClientTo(version, "mqtt", url);
+const counters = async (): Promise<Counters> =>
+  (await fetch(`${broker.base}/debug/counters`)).json() as Promise<Counters>;
 
 describe("a QoS 1 PUBLISH is routed from the gateway", () => {
   it("the publisher's Session object makes no publishMany call for QoS 0/1; it still does for QoS 2", async () => {
@@ -18,20 +38,22 @@ describe("a QoS 1 PUBLISH is routed from the gateway", () => {
     await sub.subscribe(topic, 1);
     const pub = await rawClient(5);
     await pub.connect({ clientId: uid("edge-pub") });
-    const before = snapshot();
+    const before = await counters();
     const n = 10;
     for (let i = 1; i <= n; i++) {
       pub.send({ cmd: "publish", topic, payload: Buffer.from(`m${i}`), qos: i % 2 ? 1 : 0, messageId: i });
       await sub.until(() => sub.all("publish").length === i); // one at a time: each is its own call
     }
     await pub.until(() => pub.all("puback").length === n / 2);
-    expect(counters.gatewayPublishCalls - before.gatewayPublishCalls).toBe(n);
-    expect(counters.sessionPublishCalls - before.sessionPublishCalls).toBe(0);
+    const routed = await counters();
+    expect(routed.gatewayPublishCalls - before.gatewayPublishCalls).toBe(n);
+    expect(routed.sessionPublishCalls - before.sessionPublishCalls).toBe(0);
     // QoS 2 still goes from the session (its PUBREC waits for the shard there): the counter is live.
     pub.send({ cmd: "publish", topic, payload: Buffer.from("q2"), qos: 2, messageId: 100 });
     await pub.next("pubrec");
-    expect(counters.sessionPublishCalls - before.sessionPublishCalls).toBe(1);
-    expect(counters.gatewayPublishCalls - before.gatewayPublishCalls).toBe(n);
+    const after = await counters();
+    expect(after.sessionPublishCalls - before.sessionPublishCalls).toBe(1);
+    expect(after.gatewayPublishCalls - before.gatewayPublishCalls).toBe(n);
     sub.close();
     pub.close();
   });
