@@ -89,6 +89,12 @@ export interface BrokerConfig {
   gatewayCpuNsPerOutboundFrame: number;
   /** ns per KiB from the session to the client. */
   gatewayCpuNsPerOutboundKib: number;
+  /**
+   * 1: the gateway routes the QoS 0/1 messages a session accepted from its client and sends the
+   * PUBACKs, so the publisher's Session object waits for no shard (billed duration). 0 (default, until
+   * measured on an idle machine and checked against the Workers subrequest limit: docs/COST.md): the session routes.
+   */
+  routeAtEdge: number;
 }
 
 export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
@@ -123,6 +129,7 @@ export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
   gatewayCpuNsPerInboundKib: 11000,
   gatewayCpuNsPerOutboundFrame: 13000,
   gatewayCpuNsPerOutboundKib: 5000,
+  routeAtEdge: 0,
 });
 
 /** Environment variable name for each config key. */
@@ -158,6 +165,7 @@ const VARIABLES: Record<keyof BrokerConfig, string> = {
   gatewayCpuNsPerInboundKib: "GATEWAY_CPU_NS_PER_INBOUND_KIB",
   gatewayCpuNsPerOutboundFrame: "GATEWAY_CPU_NS_PER_OUTBOUND_FRAME",
   gatewayCpuNsPerOutboundKib: "GATEWAY_CPU_NS_PER_OUTBOUND_KIB",
+  routeAtEdge: "ROUTE_AT_EDGE",
 };
 
 /** Inclusive bounds per key: a value outside them is a configuration error, not a silent clamp. */
@@ -194,6 +202,7 @@ const BOUNDS: Record<keyof BrokerConfig, [number, number]> = {
   gatewayCpuNsPerInboundKib: [0, 100000000],
   gatewayCpuNsPerOutboundFrame: [0, 100000000],
   gatewayCpuNsPerOutboundKib: [0, 100000000],
+  routeAtEdge: [0, 1],
 };
 
 export class ConfigError extends Error {}

@@ -20,7 +20,15 @@ import type { Env } from "../env";
 import { encodePacket, encodeWithin, parsePacket, type Packet } from "../protocol/codec";
 import { ConnectReturnCode, InternalClose, PacketType, ReasonCode, type ProtocolVersion } from "../protocol/constants";
 import { PacketFramer } from "../protocol/framer";
-import type { AuthResponse, SessionConnect } from "../protocol/internal-frame";
+import {
+  decodeEdgeOrder,
+  encodeEdgeAcked,
+  isEdgeOrder,
+  type AuthResponse,
+  type SessionConnect,
+} from "../protocol/internal-frame";
+import { ShardLinks } from "../session/shard-links";
+import { topicShardStub } from "../env";
 import { closeReasonText, hexCode } from "../protocol/internal-close";
 import { counters } from "../observability/counters";
 import { logEvent } from "../observability/log";
@@ -30,6 +38,7 @@ import { admitConnect, peekProtocolLevel, refuseConnectBytes, type Admission, ty
 import { authenticateConnect, authMethods, refusalCodes, ScramLogin, wantsScram, type Refusal } from "./connect-auth";
 import { ConnectTimeout, pendingConnections } from "./connect-timeout";
 import { GatewayCpuBudget } from "./cpu-budget";
+import { EdgeRouter } from "./edge-route";
 import { OutboundBudget } from "./outbound-budget";
 import { openSessionSocket, safeClose, SessionLink } from "./session-link";
 import { SlowConsumerDrops } from "./slow-consumer";
@@ -76,6 +85,10 @@ export class GatewayConnection {
   private claimedClientId?: string;
   /** The code of the refusal CONNACK sent, for the operator log. */
   private refusalCode?: string;
+  /** ROUTE_AT_EDGE: routes what the session hands back and sends its PUBACKs (made when the session opens). */
+  private edge?: EdgeRouter;
+  /** The gateway's PUBACK count the session last heard (edge-route.ts: its Receive Maximum). */
+  private ackedTold = 0;
 
   constructor(
     private readonly client: WebSocket,
@@ -83,6 +96,8 @@ export class GatewayConnection {
     private readonly config: BrokerConfig,
     private readonly auth: AuthConfig,
     private readonly remoteAddress?: string,
+    /** Keeps the invocation alive for work a connection leaves pending (a routed message), when it ends. */
+    private readonly waitUntil: (work: Promise<unknown>) => void = () => undefined,
   ) {
     this.framer = new PacketFramer(config.maxPacketSize);
     const budget = config.maxClientOutboundBytes;
@@ -166,7 +181,12 @@ export class GatewayConnection {
       this.client.send(PINGRESP);
       return;
     }
-    if (this.state === "open") return this.session.forward(packet);
+    // Packet type 0 is reserved, forbidden from a client (MQTT 2.1.2): the gateway and the session use it.
+    if (packet[0]! >> 4 === 0) return this.abort("reserved packet type 0", ReasonCode.MALFORMED_PACKET);
+    if (this.state === "open") {
+      this.tellAcked(packet);
+      return this.session.forward(packet);
+    }
     // opening: held until the session socket is open
     if (!this.session.hold(packet)) {
       return this.abort("too much data before the session opened", ReasonCode.QUOTA_EXCEEDED);
@@ -269,6 +289,7 @@ export class GatewayConnection {
       identity,
       authResponse,
       remoteAddress: this.remoteAddress,
+      routeAtEdge: this.config.routeAtEdge === 1,
     };
     try {
       this.onSessionOpen(await openSessionSocket(this.env, connect), connect.clientId);
@@ -286,6 +307,7 @@ export class GatewayConnection {
       return;
     }
     this.drops = new SlowConsumerDrops(clientId, this.env, this.config);
+    if (this.config.routeAtEdge === 1) this.edge = this.edgeRouter();
     socket.addEventListener("message", (event) => this.onSessionMessage(event.data));
     socket.addEventListener("close", () => this.onSessionGone());
     socket.addEventListener("error", () => this.onSessionGone());
@@ -296,18 +318,82 @@ export class GatewayConnection {
 
   /** open: what the session sends goes to the client, within its outbound budget. */
   private onSessionMessage(data: ArrayBuffer | string): void {
-    if (this.state === "closed" || typeof data === "string") return;
-    const { frame, dropped, stalled } = this.outbound.admit(new Uint8Array(data), Date.now());
+    if (typeof data === "string") return;
+    const bytes = new Uint8Array(data);
+    // An edge order is acted on even once the client is gone: an accepted message is still routed.
+    if (this.edge && isEdgeOrder(bytes)) return this.onEdgeOrder(this.edge, bytes);
+    if (this.state === "closed") return;
+    const { frame, dropped, stalled } = this.outbound.admit(bytes, Date.now());
     if (dropped) this.drops?.count(dropped);
     if (stalled) return this.abort("slow consumer: outbound budget exceeded", ReasonCode.QUOTA_EXCEEDED);
-    if (!frame) return;
-    this.cpu.outbound(frame.length);
+    if (frame) this.sendToClient(frame);
+  }
+
+  /** Bytes from the session's side (the session's frames, the gateway's PUBACKs) to the client, counted against the CPU budget. */
+  private sendToClient(bytes: Uint8Array): void {
+    this.cpu.outbound(bytes.length);
     try {
-      this.client.send(frame);
+      this.client.send(bytes);
     } catch {
       return this.onClientGone();
     }
     this.checkCpuBudget();
+  }
+
+  // --- routing at the edge (edge-route.ts) --------------------------------------------------------
+
+  private edgeRouter(): EdgeRouter {
+    const shards = new ShardLinks(
+      this.config,
+      (i) => topicShardStub(this.env, i),
+      () => crypto.randomUUID(),
+      "gateway",
+    );
+    return new EdgeRouter(this.version, {
+      route: (message) => {
+        const routed = shards.route(message);
+        // Once the connection ended, nothing else keeps the invocation alive for the call.
+        if (this.state === "closed") this.keepAlive(routed.catch(() => undefined));
+        return routed;
+      },
+      send: (packet) => {
+        if (this.state !== "closed") this.sendToClient(packet);
+      },
+      fail: (err) => {
+        console.error("gateway: routing a message failed", err);
+        this.abort("routing failed", ReasonCode.UNSPECIFIED_ERROR);
+      },
+      later: (ms, fn) => setTimeout(fn, ms),
+      now: () => Date.now(),
+    });
+  }
+
+  /** Work the invocation must finish after the connection ended (waitUntil; never throws into the caller). */
+  private keepAlive(work: Promise<unknown>): void {
+    try {
+      this.waitUntil(work);
+    } catch (err) {
+      console.error("gateway: waitUntil refused", err);
+    }
+  }
+
+  private onEdgeOrder(edge: EdgeRouter, bytes: Uint8Array): void {
+    const order = decodeEdgeOrder(bytes);
+    if ("error" in order) return console.error(`gateway: ${order.error}`); // the session wrote it: a bug
+    // Decoding the order and routing it: charged as a packet from the client of its size.
+    this.cpu.inbound(1, bytes.length);
+    edge.handle(order);
+  }
+
+  /**
+   * Before a QoS 1/2 PUBLISH goes to the session: how many PUBACKs the gateway has sent, if that
+   * changed, so that the session counts Receive Maximum as the client saw it [MQTT-3.3.4-9].
+   */
+  private tellAcked(packet: Uint8Array): void {
+    const isQos12Publish = packet[0]! >> 4 === PacketType.PUBLISH && (packet[0]! & 0x06) !== 0;
+    if (!this.edge || !isQos12Publish || this.edge.acked === this.ackedTold) return;
+    this.ackedTold = this.edge.acked;
+    this.session.forward(encodeEdgeAcked(this.ackedTold));
   }
 
   /**
@@ -411,6 +497,7 @@ export class GatewayConnection {
     this.moveTo("closed");
     clearTimeout(this.timer);
     this.drops?.report();
+    if (this.edge?.routing) this.keepAlive(this.edge.settled());
     this.session.close(code, reason);
     safeClose(this.client, 1000, reason);
   }

@@ -49,7 +49,8 @@ export async function mqttEndpoint(c: Context<{ Bindings: Env }>): Promise<Respo
   }
   const { 0: clientSide, 1: serverSide } = new WebSocketPair();
   serverSide.accept();
-  new GatewayConnection(serverSide, c.env, config, auth, remoteAddress).start();
+  const waitUntil = (work: Promise<unknown>) => c.executionCtx.waitUntil(work);
+  new GatewayConnection(serverSide, c.env, config, auth, remoteAddress, waitUntil).start();
   const headers: Record<string, string> = protocol ? { "Sec-WebSocket-Protocol": protocol } : {};
   return new Response(null, { status: 101, webSocket: clientSide, headers });
 }

@@ -13,6 +13,10 @@ export const counters = {
   sessionDeliverCalls: 0,
   /** RPC calls into TopicShard objects. */
   shardInvocations: 0,
+  /** `publishMany` calls a Session object made (it is awake, and billed, until the shard answers). */
+  sessionPublishCalls: 0,
+  /** `publishMany` calls the gateway made for messages a session handed it (ROUTE_AT_EDGE: not billed while waiting). */
+  gatewayPublishCalls: 0,
   /** RPC calls into ClientRegistry objects (connection events and drops; never per message). */
   registryInvocations: 0,
   /** SQLite rows written by any object (billed per row). */

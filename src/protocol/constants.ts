@@ -90,3 +90,11 @@ export const InternalClose = {
 
 /** Longest client identifier accepted, in bytes (3.1.1 requires servers to accept 1..23 [MQTT-3.1.3-5]). */
 export const MAX_CLIENT_ID_LENGTH = 256;
+
+/**
+ * The code of a QoS 1/2 acknowledgement for an accepted message: v5 0x10 tells the publisher nobody
+ * subscribes to the topic (the message was still accepted); 3.1.1 has no code.
+ */
+export function matchCode(version: ProtocolVersion, matched: number): number {
+  return version === 5 && matched === 0 ? ReasonCode.NO_MATCHING_SUBSCRIBERS : ReasonCode.SUCCESS;
+}

@@ -11,9 +11,17 @@
  * Frame: 4 bytes of sequence number (big-endian, from 0 per connection), then one or more whole MQTT
  * packets (the gateway sends what a client sent in a burst as one frame: one Session event for many
  * packets). Why numbered: internal-order.ts.
+ *
+ * Packet type 0 is reserved in MQTT, so no client packet starts with a 0 byte (the gateway refuses
+ * one): the two sides use it for what they tell each other besides the client's packets. The
+ * session hands a QoS 0/1 message it accepted back to the gateway as an edge order (`encodeEdgeOrder`,
+ * a WebSocket message of its own), so that the Session object waits for no shard; the gateway tells
+ * the session how many QoS 1 PUBLISHes it has acknowledged, as a type-0 packet among the client's
+ * in a frame (`encodeEdgeAcked`), for Receive Maximum [MQTT-3.3.4-9].
  */
 import type { Identity } from "../auth/acl";
 import type { ProtocolVersion } from "./constants";
+import type { RoutedMessage } from "./message";
 import { splitPackets } from "./framer";
 
 /** Headers the gateway sets on the internal upgrade request to a Session object. */
@@ -28,6 +36,8 @@ export const SessionHeader = {
   AUTH_RESPONSE: "x-mqtt-auth-response",
   /** The client's address as the edge saw it (CF-Connecting-IP). */
   REMOTE_ADDRESS: "x-mqtt-remote-address",
+  /** "1": the gateway routes the connection's QoS 0/1 messages the session accepts (edge orders, below). */
+  ROUTE_AT_EDGE: "x-mqtt-route-at-edge",
 } as const;
 
 /** Enhanced authentication's final data for CONNACK (data: base64). */
@@ -49,6 +59,8 @@ export interface SessionConnect {
   authResponse?: AuthResponse;
   /** The client's address as the edge saw it. */
   remoteAddress?: string;
+  /** The gateway routes this connection's QoS 0/1 messages: the session hands them over as edge orders. */
+  routeAtEdge?: boolean;
 }
 
 /** The upgrade request's headers for a connection (the gateway's side). */
@@ -64,6 +76,7 @@ export function encodeConnectHeaders(connect: SessionConnect): Record<string, st
     headers[SessionHeader.AUTH_RESPONSE] = encodeURIComponent(JSON.stringify(connect.authResponse));
   }
   if (connect.remoteAddress) headers[SessionHeader.REMOTE_ADDRESS] = connect.remoteAddress;
+  if (connect.routeAtEdge) headers[SessionHeader.ROUTE_AT_EDGE] = "1";
   return headers;
 }
 
@@ -83,6 +96,7 @@ export function decodeConnectHeaders(headers: Headers): SessionConnect {
     authResponse:
       authResponse === null ? undefined : (jsonHeader(headers, SessionHeader.AUTH_RESPONSE, "") as AuthResponse),
     remoteAddress: headers.get(SessionHeader.REMOTE_ADDRESS) ?? undefined,
+    ...(headers.get(SessionHeader.ROUTE_AT_EDGE) === "1" ? { routeAtEdge: true } : {}),
   };
 }
 
@@ -135,4 +149,85 @@ export function decodeFrame(frame: Uint8Array): { seq: number; packets: Uint8Arr
   const packets = splitPackets(frame, 4);
   if (packets === undefined) return { error: `frame ${seq} does not hold whole packets` };
   return { seq, packets };
+}
+
+/** What the session asks of the gateway for one PUBLISH of the client, in the order of the PUBLISHes. */
+export type EdgeOrder =
+  /**
+   * Route the message; for QoS 1 (packetId > 0) then send PUBACK, its code from the match count,
+   * after every earlier order's acknowledgement and not before `ackDelayMs` (the publish rate's pace).
+   */
+  | { kind: "route"; message: RoutedMessage; packetId: number; ackDelayMs: number }
+  /** Send this encoded PUBACK (a refusal the session decided: 0x87, 0x99, ...) after every earlier one. */
+  | { kind: "ack"; packet: Uint8Array };
+
+const EDGE_ROUTE = 1;
+const EDGE_ACK = 2;
+/** Fixed part of a route order: marker, kind, packet id (2), delay (4), header length (4), correlation length (4). */
+const EDGE_ROUTE_FIXED = 16;
+
+/** Whether a message from the session is an edge order rather than packets for the client. */
+export function isEdgeOrder(bytes: Uint8Array): boolean {
+  return bytes.length > 1 && bytes[0] === 0;
+}
+
+/** An edge order as one WebSocket message (the session's side). */
+export function encodeEdgeOrder(order: EdgeOrder): Uint8Array {
+  if (order.kind === "ack") {
+    const out = new Uint8Array(2 + order.packet.length);
+    out[1] = EDGE_ACK;
+    out.set(order.packet, 2);
+    return out;
+  }
+  const { payload, properties, ...rest } = order.message;
+  const correlation = properties?.correlationData ?? new Uint8Array(0);
+  const header = new TextEncoder().encode(
+    JSON.stringify({ ...rest, properties: properties && { ...properties, correlationData: undefined } }),
+  );
+  const out = new Uint8Array(EDGE_ROUTE_FIXED + header.length + correlation.length + payload.length);
+  const view = new DataView(out.buffer);
+  out[1] = EDGE_ROUTE;
+  view.setUint16(2, order.packetId);
+  view.setUint32(4, Math.max(0, Math.ceil(order.ackDelayMs)));
+  view.setUint32(8, header.length);
+  view.setUint32(12, correlation.length);
+  out.set(header, EDGE_ROUTE_FIXED);
+  out.set(correlation, EDGE_ROUTE_FIXED + header.length);
+  out.set(payload, EDGE_ROUTE_FIXED + header.length + correlation.length);
+  return out;
+}
+
+/** The edge order in a message from the session (the gateway's side), or why it is not one. */
+export function decodeEdgeOrder(bytes: Uint8Array): EdgeOrder | { error: string } {
+  if (!isEdgeOrder(bytes)) return { error: "not an edge order" };
+  if (bytes[1] === EDGE_ACK) return { kind: "ack", packet: bytes.subarray(2) };
+  if (bytes[1] !== EDGE_ROUTE || bytes.length < EDGE_ROUTE_FIXED) return { error: "unknown or short edge order" };
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const headerEnd = EDGE_ROUTE_FIXED + view.getUint32(8);
+  const correlationEnd = headerEnd + view.getUint32(12);
+  if (correlationEnd > bytes.length) return { error: "edge order shorter than its lengths" };
+  let header: Omit<RoutedMessage, "payload">;
+  try {
+    header = JSON.parse(new TextDecoder().decode(bytes.subarray(EDGE_ROUTE_FIXED, headerEnd))) as typeof header;
+  } catch {
+    return { error: "edge order header is not JSON" };
+  }
+  const message: RoutedMessage = { ...header, payload: bytes.slice(correlationEnd) };
+  if (header.properties && correlationEnd > headerEnd) {
+    message.properties = { ...header.properties, correlationData: bytes.slice(headerEnd, correlationEnd) };
+  }
+  return { kind: "route", message, packetId: view.getUint16(2), ackDelayMs: view.getUint32(4) };
+}
+
+/** The type-0 packet that tells the session how many QoS 1 PUBLISHes the gateway acknowledged (gateway's side). */
+export function encodeEdgeAcked(count: number): Uint8Array {
+  const out = new Uint8Array([0, 4, 0, 0, 0, 0]);
+  new DataView(out.buffer).setUint32(2, count >>> 0);
+  return out;
+}
+
+/** The count in a type-0 packet from the gateway (the session's side), or undefined if it is not one. */
+export function decodeEdgeAcked(packet: Uint8Array): number | undefined {
+  if (packet.length !== 6 || packet[0] !== 0 || packet[1] !== 4) return undefined;
+  return new DataView(packet.buffer, packet.byteOffset, packet.byteLength).getUint32(2);
 }

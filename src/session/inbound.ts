@@ -4,7 +4,8 @@
  * acknowledgement goes out in the order of the PUBLISHes it answers [MQTT-4.6.0-2..4].
  */
 import { fromHook, runHook, type HookMessage } from "../hooks";
-import { ReasonCode } from "../protocol/constants";
+import { matchCode, ReasonCode } from "../protocol/constants";
+import { encodeEdgeOrder, type EdgeOrder } from "../protocol/internal-frame";
 import type { QoS, RoutedMessage, UserProperty } from "../protocol/message";
 import type { AckPacket, PublishPacket, PubrelPacket } from "../protocol/packets";
 import { messagePropertiesFrom } from "../protocol/properties";
@@ -26,6 +27,8 @@ interface InboundPublish {
   arrival?: Qos2Arrival;
   /** A QoS 1/2 PUBLISH beyond the publish rate: acknowledged no sooner than this (epoch ms). */
   ackAt?: number;
+  /** The gateway routes this connection's QoS 0/1 messages and sends their PUBACKs (edge orders). */
+  atEdge: boolean;
 }
 
 /** A step answered the PUBLISH itself (an acknowledgement with a failure code, say): no step after it runs. */
@@ -64,6 +67,17 @@ export class Inbound {
   private readonly hookOrder = new TaskChain();
   /** The QoS 2 flows from the client awaiting PUBREL. */
   private readonly qos2: InboundQos2;
+  /**
+   * Routing at the edge: QoS 1 PUBLISHes of this connection handed to the gateway (a message to route
+   * or a PUBACK to send), and how many of them the gateway says it has acknowledged since `ackedBase`
+   * (its count when this wake first heard it: after hibernation the count handed restarts at 0).
+   */
+  private edgeHanded = 0;
+  private edgeAcked = 0;
+  private edgeAckedBase?: number;
+  /** Edge orders waiting for an earlier one's onPublish hook: they go to the gateway in PUBLISH order. */
+  private edgeWaiting = 0;
+  private edgeChain: Promise<void> = Promise.resolve();
 
   constructor(private readonly session: SessionContext) {
     this.qos2 = new InboundQos2(session.store);
@@ -74,11 +88,20 @@ export class Inbound {
   connected(now: number): void {
     this.aliases = new Map();
     this.rate.connected(now);
+    this.edgeHanded = 0;
+    this.edgeAcked = 0;
+    this.edgeAckedBase = 0; // the gateway counts from 0 on a new connection
   }
 
-  async handlePublish(connId: string, packet: PublishPacket): Promise<Refusal | undefined> {
+  /** The gateway's count of the QoS 1 PUBLISHes it acknowledged on this connection (for Receive Maximum). */
+  gatewayAcked(count: number): void {
+    this.edgeAckedBase ??= count;
+    this.edgeAcked = count - this.edgeAckedBase;
+  }
+
+  async handlePublish(connId: string, packet: PublishPacket, atEdge = false): Promise<Refusal | undefined> {
     // packetViolation saw to it that a QoS 1/2 PUBLISH has its packet id
-    const p: InboundPublish = { connId, packet, qos: packet.qos, packetId: packet.messageId ?? 0 };
+    const p: InboundPublish = { connId, packet, qos: packet.qos, packetId: packet.messageId ?? 0, atEdge };
     for (const step of Inbound.publishSteps) {
       let result = step.call(this, p);
       if (result instanceof Promise) result = await result; // only the hook step is asynchronous
@@ -175,12 +198,13 @@ export class Inbound {
   }
 
   /** [MQTT-3.3.2-4]-adjacent: we validate the payload the sender declared as UTF-8 (0x99). */
-  private checkPayloadFormat({ connId, packet, qos, packetId }: InboundPublish): StepResult {
+  private checkPayloadFormat(p: InboundPublish): StepResult {
+    const { packet, qos, packetId } = p;
     const declaredUtf8 = this.session.version === 5 && packet.properties?.payloadFormatIndicator;
     if (!declaredUtf8 || isUtf8(packet.payload)) return undefined;
     if (qos === 0) return { reasonCode: ReasonCode.PAYLOAD_FORMAT_INVALID, reason: "payload is not UTF-8" };
     const refusal = ackPacket(qos === 1 ? "puback" : "pubrec", packetId, ReasonCode.PAYLOAD_FORMAT_INVALID);
-    this.session.send(connId, [this.session.withReason(refusal, "payload is not valid UTF-8")]);
+    this.sendAnswer(p, this.session.withReason(refusal, "payload is not valid UTF-8"));
     return ANSWERED;
   }
 
@@ -191,7 +215,8 @@ export class Inbound {
   private checkReceiveMaximum(p: InboundPublish): StepResult {
     if (p.qos === 2) p.arrival = this.qos2.publishReceived(p.packetId);
     const isNew = p.qos === 1 || p.arrival?.kind === "new";
-    if (isNew && this.pendingAcks + this.qos2.awaitingRelease() >= this.session.config.receiveMaximum) {
+    const atGateway = Math.max(0, this.edgeHanded - this.edgeAcked);
+    if (isNew && this.pendingAcks + atGateway + this.qos2.awaitingRelease() >= this.session.config.receiveMaximum) {
       return { reasonCode: ReasonCode.RECEIVE_MAXIMUM_EXCEEDED, reason: "receive maximum exceeded" };
     }
     return undefined;
@@ -200,6 +225,7 @@ export class Inbound {
   /** Routes the message; QoS 1/2 are acknowledged once routing is durable, in PUBLISH order. */
   private route(p: InboundPublish): StepResult {
     const { connId, packet, qos, packetId, arrival } = p;
+    if (p.atEdge && qos < 2) return this.routeAtEdge(p);
     const clientId = this.session.meta.clientId;
     if (arrival) {
       const pubrec = (matched: number) => ackPacket("pubrec", packetId, this.matchCode(matched));
@@ -227,25 +253,99 @@ export class Inbound {
   }
 
   /**
-   * Routes a client's message, after the user's onPublish hook when there is one: it may rewrite the
-   * message or drop it (resolves 0 matches; the publisher is acknowledged as for any accepted
-   * message). Hooks run one at a time so that messages keep their order [MQTT-4.6.0-6].
+   * QoS 0/1 routed by the gateway (edge orders): the message, after the onPublish hook, goes back to
+   * the gateway, which routes it and sends the PUBACK once its shard answered, so this object waits
+   * for no shard. Orders reach the gateway in PUBLISH order, a hook's result included: the gateway
+   * sends every QoS 1 PUBACK in that order [MQTT-4.6.0-2], and its calls to a shard keep the
+   * messages' order per topic [MQTT-4.6.0-6] (QoS 2 keeps the session's path: the order is per topic
+   * and QoS).
+   */
+  private routeAtEdge({ connId, packet, qos, packetId, ackAt }: InboundPublish): StepResult {
+    const { io, meta } = this.session;
+    const transformed = this.throughHook(this.toMessage(packet, `${meta.clientId}:${io.newId()}`));
+    const ackDelayMs = ackAt === undefined ? 0 : Math.max(0, ackAt - io.now());
+    const order = (message: RoutedMessage | null): EdgeOrder | undefined => {
+      if (message) return { kind: "route", message, packetId: qos === 1 ? packetId : 0, ackDelayMs };
+      // Dropped by the hook: acknowledged as any accepted message that matched nobody.
+      if (qos === 1) return this.edgeAck(ackPacket("puback", packetId, matchCode(this.session.version, 0)));
+      return undefined;
+    };
+    if (qos === 1) this.edgeHanded++;
+    this.handToGateway(connId, transformed instanceof Promise ? transformed.then(order) : order(transformed));
+    return undefined;
+  }
+
+  /**
+   * An acknowledgement the session decided (a refusal), after the ones still waiting for their
+   * routing [MQTT-4.6.0-2, 4.6.0-3]: for QoS 1 through the gateway when it routes, where they wait.
+   */
+  private sendAnswer(p: InboundPublish, ack: AckPacket): void {
+    if (!p.atEdge || p.qos !== 1) return this.sendAfterAcks(p.connId, ack);
+    const order = this.edgeAck(ack);
+    if (!order) return;
+    this.edgeHanded++;
+    this.handToGateway(p.connId, order);
+  }
+
+  private edgeAck(ack: AckPacket): EdgeOrder | undefined {
+    const packet = this.session.encode(ack);
+    return packet && { kind: "ack", packet };
+  }
+
+  /** Sends an edge order after any earlier one still waiting for its hook. */
+  private handToGateway(connId: string, order: EdgeOrder | undefined | Promise<EdgeOrder | undefined>): void {
+    if (!(order instanceof Promise) && this.edgeWaiting === 0) return this.sendEdgeOrder(connId, order);
+    this.edgeWaiting++;
+    const previous = this.edgeChain;
+    this.edgeChain = (async () => {
+      await previous;
+      try {
+        this.sendEdgeOrder(connId, await order);
+      } finally {
+        this.edgeWaiting--;
+      }
+    })();
+  }
+
+  private sendEdgeOrder(connId: string, order: EdgeOrder | undefined): void {
+    if (!order) return;
+    if (this.session.isCurrent(connId)) return this.session.io.send(connId, encodeEdgeOrder(order));
+    // The connection is gone: nothing to acknowledge, but an accepted message is still routed.
+    if (order.kind === "route") this.session.io.route(order.message).catch(() => undefined);
+  }
+
+  /**
+   * Routes a client's message, after the user's onPublish hook when there is one (throughHook):
+   * resolves 0 matches for a message the hook dropped (the publisher is acknowledged as for any
+   * accepted message).
    */
   private routeThroughHooks(message: RoutedMessage): Promise<number> {
+    const { io } = this.session;
+    const transformed = this.throughHook(message);
+    if (!(transformed instanceof Promise)) return transformed ? io.route(transformed) : Promise.resolve(0);
+    return transformed.then((m) => (m ? io.route(m) : 0));
+  }
+
+  /**
+   * The message after the user's onPublish hook, when there is one: it may rewrite the message or
+   * drop it (null). Without a hook, the message itself at once. Hooks run one at a time so that
+   * messages keep their order [MQTT-4.6.0-6].
+   */
+  private throughHook(message: RoutedMessage): RoutedMessage | Promise<RoutedMessage | null> {
     const { io, config } = this.session;
     const hook = io.hooks.onPublish;
-    if (!hook) return io.route(message);
+    if (!hook) return message;
     const ctx = this.session.hookContext();
     const transformed = this.hookOrder.run(() => runHook("onPublish", undefined, () => hook(ctx, hookView(message))));
     return transformed.then((result) => {
-      if (result === null) return 0;
-      if (result === undefined) return io.route(message);
+      if (result === null) return null;
+      if (result === undefined) return message;
       const problem = topicNameError(result.topic, config);
       if (problem) {
         console.error(`hook onPublish returned an invalid topic (${problem}); message dropped`);
-        return 0;
+        return null;
       }
-      return io.route({ ...message, ...fromHook(result), payload: new Uint8Array(result.payload) });
+      return { ...message, ...fromHook(result), payload: new Uint8Array(result.payload) };
     });
   }
 
@@ -253,23 +353,24 @@ export class Inbound {
    * An unauthorized PUBLISH is not routed. v5 answers 0x87 [MQTT-3.3.5-2]; 3.1.1 has no code for it,
    * so the flow completes normally and the message is dropped, as the 3.1.1 spec allows.
    */
-  private refusePublish({ connId, qos, packetId }: InboundPublish): StepResult {
+  private refusePublish(p: InboundPublish): StepResult {
+    const { qos, packetId } = p;
     if (qos === 0) return ANSWERED;
     const { session } = this;
     if (session.version === 5) {
       const ack = ackPacket(qos === 1 ? "puback" : "pubrec", packetId, session.denialCode);
       const reason = "not authorized to publish to this topic";
-      session.send(connId, [session.acl.hideDenialReason ? ack : session.withReason(ack, reason)]);
+      this.sendAnswer(p, session.acl.hideDenialReason ? ack : session.withReason(ack, reason));
       return ANSWERED;
     }
     if (qos === 2) this.qos2.publishRefused(packetId);
-    session.send(connId, [ackPacket(qos === 1 ? "puback" : "pubrec", packetId)]);
+    this.sendAnswer(p, ackPacket(qos === 1 ? "puback" : "pubrec", packetId));
     return ANSWERED;
   }
 
   /** v5: 0x10 tells the publisher nobody subscribes to the topic (the message was still accepted). */
   private matchCode(matched: number): number {
-    return this.session.version === 5 && matched === 0 ? ReasonCode.NO_MATCHING_SUBSCRIBERS : ReasonCode.SUCCESS;
+    return matchCode(this.session.version, matched);
   }
 
   /**

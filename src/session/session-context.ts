@@ -39,6 +39,8 @@ export interface SessionContext {
   hookContext(): HookContext;
   /** Sends packets as one frame, each within the client's Maximum Packet Size. */
   send(connId: string, packets: Packet[]): void;
+  /** A packet encoded within the client's Maximum Packet Size, as `send` would send it (undefined: it cannot fit). */
+  encode(packet: Packet): Uint8Array | undefined;
   /** Adds a v5 Reason String unless the client asked for no problem information. */
   withReason<P extends PacketWithReason>(packet: P, reason: string): P;
   /** Ends the connection for an error of ours (v5 DISCONNECT 0x80), after logging it. */

@@ -92,6 +92,8 @@ export interface ConnectionInfo {
   authResponse?: { method: string; data: string };
   /** The client's address as the edge saw it. */
   remoteAddress?: string;
+  /** The gateway routes the connection's QoS 0/1 messages and sends their PUBACKs (protocol/internal-frame.ts). */
+  routeAtEdge?: boolean;
 }
 
 /** Why a connection ended, for the operator log: a reason and, where one was sent, the v5 code. */

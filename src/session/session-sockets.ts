@@ -27,7 +27,7 @@ export function attachmentFromUpgrade(h: Headers, connId: string): Attachment {
   return { connId, ...decodeConnectHeaders(h), connected: false };
 }
 
-const optional = (value: unknown, type: "string" | "number" | "object") =>
+const optional = (value: unknown, type: "string" | "number" | "object" | "boolean") =>
   value === undefined || (typeof value === type && value !== null);
 
 /** Whether a value read back from a socket is an Attachment this code wrote (the shape, not the values). */
@@ -44,6 +44,7 @@ export function isAttachment(value: unknown): value is Attachment {
     optional(a["identity"], "object") &&
     optional(a["authResponse"], "object") &&
     optional(a["remoteAddress"], "string") &&
+    optional(a["routeAtEdge"], "boolean") &&
     optional(a["meta"], "object")
   );
 }

@@ -16,6 +16,7 @@ import type { HookContext } from "../hooks";
 import { encodeWithin, joinFrames, parsePacket } from "../protocol/codec";
 import { ReasonCode, type ProtocolVersion } from "../protocol/constants";
 import { hexCode } from "../protocol/internal-close";
+import { decodeEdgeAcked } from "../protocol/internal-frame";
 import type { Delivery, DeliveryOutcome } from "../protocol/message";
 import type { ConnectPacket, DisconnectPacket, Packet, PacketWithReason } from "../protocol/packets";
 import { packetViolation } from "../protocol/validate";
@@ -85,6 +86,9 @@ export class Session {
     }
     send(connId: string, packets: Packet[]): void {
       this.session.send(connId, packets);
+    }
+    encode(packet: Packet): Uint8Array | undefined {
+      return this.session.encode(packet);
     }
     withReason<P extends PacketWithReason>(packet: P, reason: string): P {
       return this.session.withReason(packet, reason);
@@ -164,6 +168,12 @@ export class Session {
   }
 
   private async handle(info: ConnectionInfo, bytes: Uint8Array, version: ProtocolVersion | undefined): Promise<void> {
+    // A type-0 packet is the gateway's count of the PUBLISHes it acknowledged (it refuses one from a client).
+    const gatewayAcked = info.routeAtEdge ? decodeEdgeAcked(bytes) : undefined;
+    if (gatewayAcked !== undefined) {
+      if (this.isCurrent(info.connId)) this.inbound.gatewayAcked(gatewayAcked);
+      return;
+    }
     const parsed = parsePacket(bytes, version);
     if ("error" in parsed) {
       if (version === undefined || !this.isCurrent(info.connId)) return this.io.close(info.connId, "malformed CONNECT");
@@ -188,7 +198,7 @@ export class Session {
     const { connId } = info;
     switch (packet.cmd) {
       case "publish":
-        return this.inbound.handlePublish(connId, packet);
+        return this.inbound.handlePublish(connId, packet, info.routeAtEdge === true);
       case "puback":
         return this.outbound.handlePuback(packet);
       case "pubrec":
@@ -470,12 +480,15 @@ export class Session {
    * its Reason String or User Properties if need be). One that cannot fit at all is not sent.
    */
   private send(connId: string, packets: Packet[]): void {
-    const max = this.meta.clientMaxPacketSize;
     const encoded: Uint8Array[] = [];
     for (const p of packets) {
-      const bytes = encodeWithin(p, this.version, max);
+      const bytes = this.encode(p);
       if (bytes) encoded.push(bytes);
     }
     if (encoded.length) this.io.send(connId, joinFrames(encoded));
+  }
+
+  private encode(packet: Packet): Uint8Array | undefined {
+    return encodeWithin(packet, this.version, this.meta.clientMaxPacketSize);
   }
 }

@@ -2,12 +2,14 @@
  * A session's calls to the TopicShards: publishes (through the shard router, batched), shared-
  * subscription hand-overs, and subscribe / unsubscribe fanned out to every shard a filter lives in.
  * Every call is numbered per shard (util/ordered-calls.ts), so each shard handles this session's
- * calls in the order they were made.
+ * calls in the order they were made. The gateway routes the messages a session hands it with one
+ * per connection, the same way (gateway/edge-route.ts).
  */
 import type { RoutedMessage, Subscription } from "../protocol/message";
 import { shardsForFilter } from "../topics/shard-rule";
 import { ShardRouter, type ShardLayout } from "../topics/shard-router";
 import type { TopicShardObject } from "../topics/topic-shard-object";
+import { counters } from "../observability/counters";
 import { OrderedChannels } from "../util/ordered-calls";
 
 export class ShardLinks {
@@ -20,12 +22,18 @@ export class ShardLinks {
     private readonly layout: ShardLayout,
     shardStub: (index: number) => DurableObjectStub<TopicShardObject>,
     newId: () => string,
+    /** Who calls, for the counters: a Session object or the gateway. */
+    caller: "session" | "gateway" = "session",
   ) {
     // One channel per shard: bounded by the shard count.
     this.shards = new OrderedChannels(shardStub, newId, Number.MAX_SAFE_INTEGER);
+    const counted = caller === "session" ? "sessionPublishCalls" : "gatewayPublishCalls";
     this.router = new ShardRouter(
       layout,
-      (index, messages) => this.shards.call(index, (shard, order) => shard.publishMany(messages, order)),
+      (index, messages) => {
+        counters[counted]++;
+        return this.shards.call(index, (shard, order) => shard.publishMany(messages, order));
+      },
       (fn) => setTimeout(fn, 0),
     );
   }

@@ -2,9 +2,14 @@
 import { describe, expect, it } from "vitest";
 import {
   decodeConnectHeaders,
+  decodeEdgeAcked,
+  decodeEdgeOrder,
   decodeFrame,
   encodeConnectHeaders,
+  encodeEdgeAcked,
+  encodeEdgeOrder,
   encodeFrame,
+  isEdgeOrder,
   SessionHeader,
   type SessionConnect,
 } from "../../src/protocol/internal-frame";
@@ -21,6 +26,7 @@ describe("internal upgrade headers", () => {
       identity: { username: 'al\u00efce "x"', roles: ["ops"], grants: { publish: ["a/#"], subscribe: [] } },
       authResponse: { method: "SCRAM-SHA-256", data: btoa("v=proof") },
       remoteAddress: "2001:db8::1",
+      routeAtEdge: true,
     };
     expect(decodeConnectHeaders(upgrade(connect))).toEqual(connect);
   });
@@ -69,5 +75,54 @@ describe("internal frames", () => {
     expect(decodeFrame(badLength)).toEqual({ error: "frame 1 does not hold whole packets" });
     const trailing = encodeFrame(2, [new Uint8Array([0xc0, 0x00]), new Uint8Array([0x40, 0x02, 0x00])]);
     expect(decodeFrame(trailing)).toEqual({ error: "frame 2 does not hold whole packets" });
+  });
+});
+
+describe("edge orders (session -> gateway) and the gateway's PUBACK count (gateway -> session)", () => {
+  const message = {
+    id: "c:1",
+    origin: "c",
+    topic: "a/ü/b",
+    payload: new Uint8Array([0, 1, 2, 255]),
+    qos: 1 as const,
+    retain: true,
+    receivedAt: 1700000000000,
+    properties: {
+      contentType: "text/plain",
+      correlationData: new Uint8Array([9, 8, 7]),
+      userProperties: [
+        ["k", "v1"],
+        ["k", "v2"],
+      ] as [string, string][],
+      messageExpiryInterval: 60,
+    },
+  };
+
+  it("round-trip a message to route, binary parts and User Properties in order", () => {
+    const bytes = encodeEdgeOrder({ kind: "route", message, packetId: 65535, ackDelayMs: 12.2 });
+    expect(isEdgeOrder(bytes)).toBe(true);
+    expect(decodeEdgeOrder(bytes)).toEqual({ kind: "route", message, packetId: 65535, ackDelayMs: 13 });
+    const plain = { ...message, properties: undefined, payload: new Uint8Array(0) };
+    const decoded = decodeEdgeOrder(encodeEdgeOrder({ kind: "route", message: plain, packetId: 0, ackDelayMs: 0 }));
+    expect(decoded).toEqual({
+      kind: "route",
+      message: { ...plain, properties: undefined },
+      packetId: 0,
+      ackDelayMs: 0,
+    });
+  });
+
+  it("round-trip an acknowledgement, and are never an MQTT packet (type 0 is reserved)", () => {
+    const puback = new Uint8Array([0x40, 0x03, 0x00, 0x02, 0x87]);
+    expect(decodeEdgeOrder(encodeEdgeOrder({ kind: "ack", packet: puback }))).toEqual({ kind: "ack", packet: puback });
+    expect(isEdgeOrder(puback)).toBe(false);
+    expect(decodeEdgeOrder(new Uint8Array([0, 1, 0]))).toEqual({ error: "unknown or short edge order" });
+  });
+
+  it("carry the gateway's count as one type-0 packet of a frame", () => {
+    const note = encodeEdgeAcked(0x01020304);
+    expect(decodeFrame(encodeFrame(0, [note]))).toEqual({ seq: 0, packets: [note] });
+    expect(decodeEdgeAcked(note)).toBe(0x01020304);
+    expect(decodeEdgeAcked(new Uint8Array([0x40, 0x02, 0, 1]))).toBeUndefined();
   });
 });

@@ -8,6 +8,7 @@ import { describe, expect, it } from "vitest";
 import { DEFAULT_CONFIG, type BrokerConfig } from "../../src/config";
 import type { Delivery, RoutedMessage, Subscription } from "../../src/protocol/message";
 import { Session, type SessionEvent, type SessionIO } from "../../src/session/session";
+import { decodeEdgeOrder, encodeEdgeAcked, isEdgeOrder, type EdgeOrder } from "../../src/protocol/internal-frame";
 import { SqliteSessionStore, type SessionMeta } from "../../src/session/store";
 import { hookMessage, type BrokerHooks, type HookContext } from "../../src/hooks";
 import type { Identity } from "../../src/auth/acl";
@@ -34,7 +35,16 @@ class RecordingIO implements SessionIO {
   /** Each packet sent with the connection it went to. */
   outTo: { connId: string; packet: Packet }[] = [];
 
+  /** Edge orders the session handed to the gateway (a connection that routes at the edge). */
+  edgeOrders: EdgeOrder[] = [];
+
   send(connId: string, frame: Uint8Array): void {
+    if (isEdgeOrder(frame)) {
+      const order = decodeEdgeOrder(frame);
+      if ("error" in order) throw new Error(order.error);
+      this.edgeOrders.push(order);
+      return;
+    }
     const parser = mqtt.parser({ protocolVersion: this.version });
     parser.on("packet", (p) => {
       this.out.push(p);
@@ -110,20 +120,24 @@ async function withSession(
     io: RecordingIO;
     send: (p: OutgoingPacket) => Promise<void>;
     sql: SqlStorage;
+    /** Bytes as the gateway sends them (its type-0 packets, say), after CONNECT. */
+    sendRaw: (b: Uint8Array) => Promise<void>;
   }) => Promise<void>,
   config: BrokerConfig = DEFAULT_CONFIG,
+  routeAtEdge = false,
 ) {
   const stub = env.SESSION.get(env.SESSION.idFromName(uid("machine")));
   await runInDurableObject(stub, async (_instance, state) => {
     const io = new RecordingIO(version);
     const session = new Session(new SqliteSessionStore(state.storage.sql), io, config);
-    const info = { connId: "conn-1", clientId: "machine-client", assignedClientId: false };
+    const info = { connId: "conn-1", clientId: "machine-client", assignedClientId: false, routeAtEdge };
     let connected = false;
     const send = async (p: OutgoingPacket) => {
       await session.receive(info, bytes(p, version), connected ? version : undefined);
       connected = true;
     };
-    await body({ session, io, send, sql: state.storage.sql });
+    const sendRaw = (b: Uint8Array) => session.receive(info, b, version);
+    await body({ session, io, send, sql: state.storage.sql, sendRaw });
   });
 }
 
@@ -412,6 +426,62 @@ describe("Session state machine", () => {
       },
       { ...DEFAULT_CONFIG, receiveMaximum: 2 },
     );
+  });
+
+  it("routing at the edge: counts QoS 1 handed to the gateway until it says they were acknowledged, 0x93 beyond [MQTT-3.3.4-9]", async () => {
+    await withSession(
+      5,
+      async ({ io, send, sendRaw }) => {
+        await send(connect(5));
+        const publish = (i: number) =>
+          send({ cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 1, messageId: i });
+        await publish(1);
+        await publish(2);
+        expect(io.edgeOrders.map((o) => o.kind === "route" && o.packetId)).toEqual([1, 2]);
+        expect(io.routed).toEqual([]); // the gateway routes them
+        await sendRaw(encodeEdgeAcked(1)); // the gateway sent PUBACK 1
+        await publish(3);
+        expect(io.take("disconnect")).toEqual([]);
+        await publish(4); // 2 and 3 are still unacknowledged
+        expect(io.take("disconnect")[0]?.reasonCode).toBe(0x93);
+      },
+      { ...DEFAULT_CONFIG, receiveMaximum: 2 },
+      true,
+    );
+  });
+
+  it("routing at the edge: a refusal's PUBACK goes to the gateway after the routed message before it [MQTT-4.6.0-2]", async () => {
+    await withSession(
+      5,
+      async ({ io, send }) => {
+        await send(connect(5));
+        await send({ cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 1, messageId: 1 });
+        await send({ cmd: "publish", topic: "$SYS/x", payload: Buffer.from("x"), qos: 1, messageId: 2 });
+        expect(io.take("puback")).toEqual([]); // the gateway sends every QoS 1 PUBACK, in order
+        expect(io.edgeOrders.map((o) => o.kind)).toEqual(["route", "ack"]);
+      },
+      DEFAULT_CONFIG,
+      true,
+    );
+  });
+
+  it("a refusal's PUBACK 0x87 waits for the routing of the PUBLISH before it [MQTT-4.6.0-2]", async () => {
+    await withSession(5, async ({ io, send }) => {
+      await send(connect(5));
+      let durable!: (matched: number) => void;
+      io.routeResult = () => new Promise<number>((resolve) => (durable = resolve));
+      await send({ cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 1, messageId: 1 });
+      await send({ cmd: "publish", topic: "$SYS/x", payload: Buffer.from("x"), qos: 1, messageId: 2 });
+      await send({ cmd: "pingreq" }); // handled: the refusal was decided
+      await until(() => io.take("pingresp").length === 1, "PINGRESP");
+      expect(io.take("puback")).toEqual([]);
+      durable(1);
+      await until(() => io.take("puback").length === 2, "both PUBACKs");
+      expect(io.take("puback").map((a) => [a.messageId, a.reasonCode])).toEqual([
+        [1, 0],
+        [2, 0x87],
+      ]);
+    });
   });
 
   it("refuses to extend a session with expiry 0 at DISCONNECT", async () => {
