@@ -131,7 +131,10 @@ async function telemetry(url, broker, { devices, rate, seconds, members }) {
   const interval = (1000 * devices) / rate;
   /** @type {number[]} */
   const latencies = [];
-  await sleep(1000); // connection reports reach the registry: they belong to connecting, not to messages
+  // The registries write the connections' presence rows with their counters, up to 5 s after the
+  // connects: those rows belong to connecting, not to the messages counted next (they were 0.036 of
+  // the 0.04 rows per message costWorkload reported; docs/COST.md).
+  await sleep(PRESENCE_WRITE_MS);
   const countersBefore = await broker.counters();
   const start = now();
   await Promise.all(

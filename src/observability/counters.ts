@@ -29,6 +29,12 @@ export const counters = {
    * whatever a test or a bench run measures then. Billed like any row.
    */
   presenceRowsWritten: 0,
+  /**
+   * QoS 1 deliveries written because their client had not acknowledged them within ACK_WAIT_MS (a
+   * subset of sqlRowsWritten's cause: about 2 rows each, in flight and finished). A subscriber that
+   * keeps up causes none (docs/ARCHITECTURE.md, "Acknowledged or written").
+   */
+  deliveriesWrittenLate: 0,
   /** setAlarm/deleteAlarm calls (each billed as a row written). */
   alarmWrites: 0,
   /** PINGREQs the gateway answered without waking a Session object. */

@@ -1,7 +1,8 @@
 /**
  * The QoS 1 and QoS 2 flows of messages to the client, as a state machine whose methods are the
  * protocol events. A message's state lives in the store (OutState: SENT, then for QoS 2 RELEASED,
- * then finished); a QoS 1 message sent under ACK_WAIT and not written yet lives here (`unstored`).
+ * then finished); a QoS 1 message sent under ACK_WAIT and not written yet lives here (`unstored`),
+ * and so does one that waits, unwritten, for room in the in-flight window (`waiting`).
  *
  *   QoS 1: sent -> pubackReceived -> finished
  *   QoS 2: sent -> pubrecReceived -> RELEASED (PUBREL sent) -> pubcompReceived -> finished
@@ -11,7 +12,7 @@
  * answer it, as with a PUBREC for an unknown packet id).
  */
 import type { Delivery } from "../protocol/message";
-import { OutState, type SessionStore } from "./store";
+import { OutState, queuedMessageBytes, type SessionStore } from "./store";
 
 /** The store methods the flows use (any SessionStore implementation has them). */
 export type FlightStore = Pick<
@@ -46,6 +47,13 @@ export class OutboundFlight {
    * object dies, that call fails and the publisher is not acknowledged.
    */
   private readonly unstored = new Map<number, UnstoredMessage>();
+  /**
+   * QoS 1 messages for the live connection that arrived while the in-flight window was full, not
+   * written, oldest first. Each has a shard waiting on its `deliver` call, as `unstored` does. A
+   * paced `deliver` call brings what waited for it in one burst, so a burst larger than the window's
+   * free room is the normal case for a hot subscriber: written, each would cost 3 rows.
+   */
+  private readonly waiting: UnstoredMessage[] = [];
 
   constructor(private readonly store: FlightStore) {}
 
@@ -65,6 +73,52 @@ export class OutboundFlight {
    */
   sentUnstored(delivery: Delivery, packetId: number): Promise<void> {
     return new Promise((settle) => this.unstored.set(packetId, { delivery, seq: this.store.nextSeq(), settle }));
+  }
+
+  /**
+   * A QoS 1 message for the live connection that the window has no room for yet, not written: it
+   * waits here (takeWaiting), in order; settles like one sent unstored, or when written (storeWaiting).
+   */
+  holdUnsent(delivery: Delivery): Promise<void> {
+    return new Promise((settle) => this.waiting.push({ delivery, seq: this.store.nextSeq(), settle }));
+  }
+
+  /** Whether QoS 1 messages wait, unwritten, for room in the window (anything newer goes behind them). */
+  hasWaiting(): boolean {
+    return this.waiting.length > 0;
+  }
+
+  /** Whether this message (from holdUnsent) still waits, unsent and unwritten. */
+  isWaiting(delivery: Delivery): boolean {
+    return this.waiting.some((m) => m.delivery === delivery);
+  }
+
+  /** The oldest waiting message, taken out of the wait: sent (sentWaiting) or dropped (settled) next. */
+  takeWaiting(): UnstoredMessage | undefined {
+    return this.waiting.shift();
+  }
+
+  /** A message from takeWaiting went to the client under `packetId`: in flight, unstored, from now. */
+  sentWaiting(message: UnstoredMessage, packetId: number): void {
+    this.unstored.set(packetId, message);
+  }
+
+  /**
+   * Every waiting message is written as queued (with its place in the order), or, without `keep`,
+   * dropped with the session that held them; either way its `deliver` call settles.
+   */
+  storeWaiting(keep: boolean): number {
+    let written = 0;
+    for (const m of this.waiting.splice(0)) {
+      if (keep && this.store.enqueue(m.delivery, OutState.QUEUED, null, m.seq)) written++;
+      m.settle();
+    }
+    return written;
+  }
+
+  /** The bytes of the waiting messages, as the queue's byte budget counts them. */
+  waitingBytes(): number {
+    return this.waiting.reduce((sum, m) => sum + queuedMessageBytes(m.delivery), 0);
   }
 
   /** PUBACK: a QoS 1 message in flight under this packet id is done [MQTT-4.3.2-3 ends the flow here]. */
@@ -104,18 +158,21 @@ export class OutboundFlight {
   }
 
   /**
-   * Settles unstored QoS 1 messages (those of `packetIds`, or all): written as in flight when `keep`
-   * (resent with DUP and the same packet id on resumption [MQTT-4.4.0-1]), else dropped with the
-   * session that held them.
+   * Settles unstored QoS 1 messages (those of `packetIds`, or all, the waiting ones too): written as
+   * in flight when `keep` (resent with DUP and the same packet id on resumption [MQTT-4.4.0-1]), the
+   * waiting ones as queued, else dropped with the session that held them. Returns how many were written.
    */
-  storeUnacknowledged(keep: boolean, packetIds: Iterable<number> = [...this.unstored.keys()]): void {
+  storeUnacknowledged(keep: boolean, packetIds?: Iterable<number>): number {
+    let written = packetIds ? 0 : this.storeWaiting(keep);
+    packetIds ??= [...this.unstored.keys()];
     for (const packetId of packetIds) {
       const m = this.unstored.get(packetId);
       if (!m) continue; // acknowledged meanwhile
       this.unstored.delete(packetId);
-      if (keep) this.store.enqueue(m.delivery, OutState.SENT, packetId, m.seq);
+      if (keep && this.store.enqueue(m.delivery, OutState.SENT, packetId, m.seq)) written++;
       m.settle();
     }
+    return written;
   }
 
   /** QoS 1/2 messages in flight to the client: written ones and unstored ones. */
@@ -123,9 +180,9 @@ export class OutboundFlight {
     return this.store.inflightCount() + this.unstored.size;
   }
 
-  /** QoS 1/2 messages this session holds for the client: queued, in flight, unstored. */
+  /** QoS 1/2 messages this session holds for the client: queued, in flight, unstored, waiting. */
   pendingCount(): number {
-    return this.store.pendingCount() + this.unstored.size;
+    return this.store.pendingCount() + this.unstored.size + this.waiting.length;
   }
 
   /** Whether a message in flight to the client (written or unstored) uses this packet id. */

@@ -16,6 +16,7 @@ import type {
   PubrecPacket,
 } from "../protocol/packets";
 import { remainingExpiry } from "../protocol/properties";
+import { counters } from "../observability/counters";
 import { SampledLog } from "../observability/log";
 import { OutboundFlight } from "./outbound-flight";
 import { ackPacket, type SessionContext } from "./session-context";
@@ -85,6 +86,7 @@ export class Outbound {
     const immediate: Packet[] = [];
     const held: number[] = [];
     const settled: Promise<void>[] = [];
+    let lastWaiting: Delivery | undefined;
     let queued = false;
     for (const d of batch) {
       if (d.qos === 0) {
@@ -103,30 +105,55 @@ export class Outbound {
         this.reportDrop("queue_full", full);
         continue;
       }
+      const unstoredAllowed = waitForAck && d.qos === 1 && !d.shareFilter && config.ackWaitMs > 0;
+      const nothingAhead = !queued && !store.hasQueued() && !this.flight.hasWaiting();
       // Straight out when nothing is waiting ahead of it and the window has room: stored once, as
-      // in flight (one row written). Otherwise it waits in the queue, in order.
-      if (online && !queued && this.windowRoom() > 0 && !store.hasQueued()) {
+      // in flight (one row written), or not at all under ACK_WAIT. Otherwise it waits, in order.
+      if (online && nothingAhead && this.windowRoom() > 0) {
         const packetId = this.nextPacketId();
         const packet = this.publishPacket(d, packetId, false);
         if (!packet) {
           this.reportDrop(this.undeliverableReason(d)); // expired or too large for the client
           continue;
         }
-        if (waitForAck && d.qos === 1 && !d.shareFilter && config.ackWaitMs > 0) {
+        if (unstoredAllowed) {
           settled.push(this.flight.sentUnstored(d, packetId));
           held.push(packetId);
           immediate.push(packet);
         } else if (this.flight.sent(d, packetId)) immediate.push(packet);
         continue;
       }
+      // The window is full: under ACK_WAIT a QoS 1 message waits in memory for room (its ACK_WAIT
+      // starts when it is sent, when the client can first answer it), unless written ones are ahead.
+      if (online && unstoredAllowed && !queued && !store.hasQueued()) {
+        settled.push(this.flight.holdUnsent(d));
+        lastWaiting = d;
+        continue;
+      }
+      this.flight.storeWaiting(true); // anything written goes behind what waits, in order
       if (store.enqueue(d, OutState.QUEUED)) queued = true;
     }
     if (online && immediate.length) this.session.send(meta.connId!, immediate);
     if (online && queued) this.pump();
     if (batch.some((d) => d.qos > 0)) this.checkQueueLevel();
-    if (!held.length) return "ok";
-    this.session.io.later(config.ackWaitMs, () => this.flight.storeUnacknowledged(true, held));
+    if (held.length) this.writeIfUnacknowledged(held);
+    if (lastWaiting) {
+      // Still unsent ACK_WAIT_MS after it arrived (the client is not acknowledging): written as
+      // queued, with every message waiting behind it, so the shard's call settles.
+      const newest = lastWaiting;
+      this.session.io.later(config.ackWaitMs, () => {
+        if (this.flight.isWaiting(newest)) counters.deliveriesWrittenLate += this.flight.storeWaiting(true);
+      });
+    }
+    if (!settled.length) return "ok";
     return Promise.all(settled).then(() => "ok" as const);
+  }
+
+  /** Messages sent unstored: those not acknowledged ACK_WAIT_MS after they were sent are written as in flight. */
+  private writeIfUnacknowledged(packetIds: number[]): void {
+    this.session.io.later(this.session.config.ackWaitMs, () => {
+      counters.deliveriesWrittenLate += this.flight.storeUnacknowledged(true, packetIds);
+    });
   }
 
   /**
@@ -138,8 +165,10 @@ export class Outbound {
     if (this.flight.pendingCount() >= config.maxQueuedMessages) {
       return { limit: "MAX_QUEUED_MESSAGES", value: config.maxQueuedMessages };
     }
-    // The stored messages' bytes: unstored QoS 1 ones are at most the in-flight window, for ACK_WAIT_MS.
-    if (this.session.store.pendingBytes() + queuedMessageBytes(d) > config.maxQueuedBytes) {
+    // The stored messages' bytes, and those waiting unwritten for the window; unstored QoS 1 ones in
+    // flight are at most the window, for ACK_WAIT_MS.
+    const held = this.session.store.pendingBytes() + this.flight.waitingBytes();
+    if (held + queuedMessageBytes(d) > config.maxQueuedBytes) {
       return { limit: "MAX_QUEUED_BYTES", value: config.maxQueuedBytes };
     }
     return undefined;
@@ -167,11 +196,30 @@ export class Outbound {
   pump(): void {
     const { meta, store } = this.session;
     const connId = meta.connId;
-    if (!connId || !store.hasQueued()) return;
+    if (!connId || !(store.hasQueued() || this.flight.hasWaiting())) return;
     let room = this.windowRoom();
     if (room <= 0) return;
+    // Written messages never wait behind unwritten ones (deliver); should both be there, the
+    // unwritten are written behind them rather than overtake them.
+    if (store.hasQueued()) this.flight.storeWaiting(true);
     const packets: Packet[] = [];
-    while (room > 0) {
+    const unstored: number[] = [];
+    while (room > 0 && this.flight.hasWaiting()) {
+      const m = this.flight.takeWaiting()!;
+      const packetId = this.nextPacketId();
+      const packet = this.publishPacket(m.delivery, packetId, false);
+      if (!packet) {
+        m.settle(); // expired or too large for the client: never sendable
+        this.reportDrop(this.undeliverableReason(m.delivery));
+        continue;
+      }
+      this.flight.sentWaiting(m, packetId);
+      unstored.push(packetId);
+      packets.push(packet);
+      room--;
+    }
+    if (unstored.length) this.writeIfUnacknowledged(unstored);
+    while (room > 0 && store.hasQueued()) {
       const rows = store.outboundRows([OutState.QUEUED], room);
       if (!rows.length) break;
       for (const row of rows) {

@@ -109,6 +109,39 @@ describe("OutboundFlight: QoS 1", () => {
     expect(store.rows.size).toBe(0);
   });
 
+  it("a message waiting for the window is held unwritten, sent in order, and settles on its PUBACK", async () => {
+    const { store, flight } = newFlight();
+    const a = flight.holdUnsent(delivery("a", 1));
+    flight.holdUnsent(delivery("b", 1));
+    expect(flight.hasWaiting()).toBe(true);
+    expect(flight.pendingCount()).toBe(2);
+    expect(flight.inflightCount()).toBe(0); // not sent yet: takes no room in the window
+    const first = flight.takeWaiting()!;
+    expect(first.delivery.message.id).toBe("a");
+    flight.sentWaiting(first, 7);
+    expect(flight.packetIdInFlight(7)).toBe(true);
+    flight.pubackReceived(7);
+    await a;
+    expect(store.rows.size).toBe(0);
+    expect(flight.takeWaiting()!.delivery.message.id).toBe("b");
+    expect(flight.hasWaiting()).toBe(false);
+  });
+
+  it("waiting messages are written as queued, in their place, when kept; dropped when not", async () => {
+    const { store, flight } = newFlight();
+    const sent = flight.sentUnstored(delivery("a", 1), 5); // seq 1
+    const waiting = flight.holdUnsent(delivery("b", 1)); // seq 2
+    expect(flight.storeUnacknowledged(true)).toBe(2); // all: the waiting one too
+    await Promise.all([sent, waiting]);
+    expect(store.rows.get(1)).toMatchObject({ msgId: "a", state: OutState.SENT, packetId: 5 });
+    expect(store.rows.get(2)).toMatchObject({ msgId: "b", state: OutState.QUEUED });
+    const dropped = flight.holdUnsent(delivery("c", 1));
+    expect(flight.storeWaiting(false)).toBe(0);
+    await dropped;
+    expect(store.stateOf("c")).toBeUndefined();
+    expect(flight.hasWaiting()).toBe(false);
+  });
+
   it("ignores a PUBACK for an unknown packet id, and a PUBACK for a QoS 2 message", () => {
     const { store, flight } = newFlight();
     flight.pubackReceived(9);

@@ -763,6 +763,50 @@ describe("QoS 1 to an online client: acknowledged or written (ACK_WAIT_MS)", () 
     });
   });
 
+  it("a burst beyond the window waits unwritten and goes as PUBACKs free room; none written when acknowledged in time", async () => {
+    await withSession(5, async ({ session, io, send, sql }) => {
+      await send(connect(5, { properties: { receiveMaximum: 2 } }));
+      const delivered = session.deliver(
+        ["w1", "w2", "w3", "w4"].map((m) => delivery(m, 1)),
+        false,
+        true,
+      );
+      const first = io.take("publish");
+      expect(first.map((p) => p.payload.toString())).toEqual(["w1", "w2"]); // [MQTT-4.9.0-2]
+      expect(outq(sql)).toEqual([]); // w3, w4 wait in memory
+      for (const p of first) await send({ cmd: "puback", messageId: p.messageId });
+      const next = io.take("publish").slice(2);
+      expect(next.map((p) => p.payload.toString())).toEqual(["w3", "w4"]);
+      expect(await settled(delivered)).toBe(false); // w3, w4 are neither acknowledged nor written
+      for (const p of next) await send({ cmd: "puback", messageId: p.messageId });
+      expect(await settled(delivered)).toBe(true);
+      io.runTimers(); // every wait ends with nothing left to write
+      expect(outq(sql)).toEqual([]);
+    });
+  });
+
+  it("a message still waiting for the window when the wait ends is written as queued, then sent in order", async () => {
+    await withSession(5, async ({ session, io, send, sql }) => {
+      await send(connect(5, { properties: { receiveMaximum: 2 } }));
+      const delivered = session.deliver(
+        ["x1", "x2", "x3"].map((m) => delivery(m, 1)),
+        false,
+        true,
+      );
+      const first = io.take("publish");
+      expect(await settled(delivered)).toBe(false);
+      io.runTimers(); // ACK_WAIT_MS: x1, x2 unacknowledged, x3 unsent
+      expect(await settled(delivered)).toBe(true);
+      expect(outq(sql).map(([state, , id]) => [state, id])).toEqual([
+        [1, "x1"], // OutState.SENT
+        [1, "x2"],
+        [0, "x3"], // OutState.QUEUED
+      ]);
+      await send({ cmd: "puback", messageId: at(first, 0).messageId });
+      expect(io.take("publish").map((p) => p.payload.toString())).toEqual(["x1", "x2", "x3"]);
+    });
+  });
+
   it("counts them against the in-flight window and the queue limit [MQTT-4.9.0-2]", async () => {
     await withSession(
       5,
@@ -771,8 +815,9 @@ describe("QoS 1 to an online client: acknowledged or written (ACK_WAIT_MS)", () 
         session.deliver([delivery("e1", 1), delivery("e2", 1), delivery("e3", 1)], false, true);
         const first = io.take("publish");
         expect(first.map((p) => p.payload.toString())).toEqual(["e1", "e2"]);
-        expect(outq(sql).map(([state, , id]) => [state, id])).toEqual([[0, "e3"]]); // queued behind the window
-        session.deliver([delivery("e4", 1)], false, true); // 2 unstored + 1 queued: the queue is full
+        // e3 waits behind the window, in memory: under ACK_WAIT nothing is written yet
+        expect(outq(sql)).toEqual([]);
+        session.deliver([delivery("e4", 1)], false, true); // 2 unstored + 1 waiting: the queue is full
         expect(io.events.filter((e) => e.kind === "dropped")).toHaveLength(1);
         await send({ cmd: "puback", messageId: at(first, 0).messageId });
         const next = io.take("publish").slice(2);
