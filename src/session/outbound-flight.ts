@@ -54,6 +54,8 @@ export class OutboundFlight {
    * free room is the normal case for a hot subscriber: written, each would cost 3 rows.
    */
   private readonly waiting: UnstoredMessage[] = [];
+  /** The bytes of `waiting`, kept as it changes: the byte budget asks for it per message of a batch. */
+  private waitingBytesHeld = 0;
 
   constructor(private readonly store: FlightStore) {}
 
@@ -80,6 +82,7 @@ export class OutboundFlight {
    * waits here (takeWaiting), in order; settles like one sent unstored, or when written (storeWaiting).
    */
   holdUnsent(delivery: Delivery): Promise<void> {
+    this.waitingBytesHeld += queuedMessageBytes(delivery);
     return new Promise((settle) => this.waiting.push({ delivery, seq: this.store.nextSeq(), settle }));
   }
 
@@ -95,7 +98,9 @@ export class OutboundFlight {
 
   /** The oldest waiting message, taken out of the wait: sent (sentWaiting) or dropped (settled) next. */
   takeWaiting(): UnstoredMessage | undefined {
-    return this.waiting.shift();
+    const message = this.waiting.shift();
+    if (message) this.waitingBytesHeld -= queuedMessageBytes(message.delivery);
+    return message;
   }
 
   /** A message from takeWaiting went to the client under `packetId`: in flight, unstored, from now. */
@@ -109,6 +114,7 @@ export class OutboundFlight {
    */
   storeWaiting(keep: boolean): number {
     let written = 0;
+    this.waitingBytesHeld = 0;
     for (const m of this.waiting.splice(0)) {
       if (keep && this.store.enqueue(m.delivery, OutState.QUEUED, null, m.seq)) written++;
       m.settle();
@@ -118,7 +124,7 @@ export class OutboundFlight {
 
   /** The bytes of the waiting messages, as the queue's byte budget counts them. */
   waitingBytes(): number {
-    return this.waiting.reduce((sum, m) => sum + queuedMessageBytes(m.delivery), 0);
+    return this.waitingBytesHeld;
   }
 
   /** PUBACK: a QoS 1 message in flight under this packet id is done [MQTT-4.3.2-3 ends the flow here]. */

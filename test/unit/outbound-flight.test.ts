@@ -142,6 +142,20 @@ describe("OutboundFlight: QoS 1", () => {
     expect(flight.hasWaiting()).toBe(false);
   });
 
+  it("counts the waiting messages' bytes as they wait, leave and are written", () => {
+    const { flight } = newFlight();
+    expect(flight.waitingBytes()).toBe(0);
+    void flight.holdUnsent(delivery("a", 1));
+    const one = flight.waitingBytes();
+    expect(one).toBeGreaterThan(0);
+    void flight.holdUnsent(delivery("b", 1));
+    expect(flight.waitingBytes()).toBe(2 * one);
+    flight.takeWaiting();
+    expect(flight.waitingBytes()).toBe(one);
+    flight.storeWaiting(true);
+    expect(flight.waitingBytes()).toBe(0);
+  });
+
   it("ignores a PUBACK for an unknown packet id, and a PUBACK for a QoS 2 message", () => {
     const { store, flight } = newFlight();
     flight.pubackReceived(9);
