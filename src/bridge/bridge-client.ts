@@ -160,7 +160,7 @@ export class BridgeClient {
 
   /** The transport closed (or failed): messages in flight are sent again after the next CONNACK. */
   closed(reason: string): void {
-    if (this.state !== "disconnected" && reason) this.lastError = reason;
+    if (reason) this.lastError = reason;
     this.state = "disconnected";
     this.inflight.clear();
   }

@@ -160,6 +160,9 @@ describe("the bridge's MQTT client", () => {
     expect(h.closes).toEqual(["the remote refused the connection (code 135)"]);
     expect(h.client.state).toBe("disconnected");
     expect(h.client.lastError).toMatch(/refused/);
+    // A connection that never opened says why too.
+    h.client.closed("connect failed: connection refused");
+    expect(h.client.lastError).toBe("connect failed: connection refused");
   });
 
   it("acknowledges an inbound QoS 1 message only once it is routed here, in the order they came [MQTT-4.6.0-2]", async () => {
