@@ -68,6 +68,22 @@ export interface BridgeIO {
 
 export type BridgeState = "disconnected" | "connecting" | "connected";
 
+/** A bridge's state, for the admin API and metrics. Counts are since the object last woke. */
+export interface BridgeStatus {
+  name: string;
+  /** unreachable: the Worker could not call the object (bridge-worker.ts). */
+  state: BridgeState | "unconfigured" | "unreachable";
+  lastError: string;
+  queuedMessages: number;
+  queuedBytes: number;
+  received: number;
+  sent: number;
+  droppedOffline: number;
+  droppedFull: number;
+  /** Local messages no mapping sends out, or remote ones no mapping brings in (or not a valid topic here). */
+  unmapped: number;
+}
+
 export interface BridgeCounts {
   /** Messages from the remote routed here. */
   received: number;

@@ -26,7 +26,7 @@ import { CALL_GAP_MS, CallSequencer, type CallOrder } from "../util/ordered-call
 import {
   BridgeClient,
   reconnectDelay,
-  type BridgeState,
+  type BridgeStatus,
   type BridgeStore,
   type InboundMessage,
   type QueuedMessage,
@@ -38,22 +38,6 @@ import { localSubscriptions, toLocal, toRemote } from "./topic-map";
 export const ALARM_MS = 30000;
 /** A remote that has not answered CONNECT within this is given up on (the next attempt after the backoff). */
 const CONNACK_TIMEOUT_MS = 10000;
-
-/** A bridge's state, for the admin API and metrics. Counts are since the object last woke. */
-export interface BridgeStatus {
-  name: string;
-  /** unreachable: the Worker could not call the object (bridge-worker.ts). */
-  state: BridgeState | "unconfigured" | "unreachable";
-  lastError: string;
-  queuedMessages: number;
-  queuedBytes: number;
-  received: number;
-  sent: number;
-  droppedOffline: number;
-  droppedFull: number;
-  /** Local messages no mapping sends out, or remote ones no mapping brings in (or not a valid topic here). */
-  unmapped: number;
-}
 
 interface Transport {
   send(bytes: Uint8Array): void;
@@ -297,6 +281,9 @@ export class BridgeObject extends DurableObject<Env> {
     });
     const ws = response.webSocket;
     if (!ws) throw new Error(`the remote answered the WebSocket upgrade with HTTP ${response.status}`);
+    // Under the standard binary type (this compatibility date) binary frames would come as Blobs,
+    // which are read asynchronously: ArrayBuffers keep the frames in order with no chain of reads.
+    ws.binaryType = "arraybuffer";
     ws.accept();
     const transport: Transport = {
       send: (bytes) => ws.send(bytes),
@@ -304,8 +291,10 @@ export class BridgeObject extends DurableObject<Env> {
     };
     ws.addEventListener("message", (event) => {
       if (this.transport !== transport) return;
-      const data = event.data;
-      this.received(typeof data === "string" ? new TextEncoder().encode(data) : new Uint8Array(data));
+      const data: unknown = event.data;
+      if (data instanceof ArrayBuffer) return this.received(new Uint8Array(data));
+      // MQTT over WebSocket is binary frames only [MQTT-6.0.0-1]
+      this.dropped(transport, "a text frame from the remote");
     });
     ws.addEventListener("close", () => this.dropped(transport, "the remote closed the WebSocket"));
     ws.addEventListener("error", () => this.dropped(transport, "WebSocket error"));

@@ -8,7 +8,7 @@ import { configFor } from "../config";
 import { bridgeStub, type Env } from "../env";
 import { logEvent } from "../observability/log";
 import { bridgesFor } from "./bridge-config";
-import type { BridgeStatus } from "./bridge-object";
+import type { BridgeStatus } from "./bridge-client";
 
 const started = new WeakSet<object>();
 

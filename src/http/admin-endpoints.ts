@@ -63,7 +63,7 @@ export function mountAdminEndpoints(app: Hono<{ Bindings: Env }>): void {
 
   // Prometheus scrapes with `authorization: Bearer <ADMIN_TOKEN>` (bearer_token in its config).
   app.get("/metrics", async (c) =>
-    c.text(renderPrometheus(await collectMetrics(c.env)), 200, {
+    c.text(renderPrometheus(...(await Promise.all([collectMetrics(c.env), bridgeStatuses(c.env)]))), 200, {
       "Content-Type": "text/plain; version=0.0.4; charset=utf-8",
     }),
   );

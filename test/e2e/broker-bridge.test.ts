@@ -6,7 +6,7 @@
  */
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { BridgeStatus } from "../../src/bridge/bridge-object";
+import type { BridgeStatus } from "../../src/bridge/bridge-client";
 import { recorder } from "../support/clients";
 import { uid } from "../support/ids";
 import { startMosquitto, type Mosquitto } from "../support/mosquitto";
@@ -16,11 +16,16 @@ import { startBroker } from "./global-setup";
 const ADMIN_TOKEN = "bridge-admin";
 let mosquitto: Mosquitto;
 let broker: Awaited<ReturnType<typeof startBroker>>;
+/** A second instance of this broker, the remote of the `peer` bridge over WebSocket. */
+let peer: Awaited<ReturnType<typeof startBroker>>;
 let localUrl: string;
+let peerUrl: string;
 const open: MqttClient[] = [];
 
 beforeAll(async () => {
   mosquitto = await startMosquitto();
+  peer = await startBroker({ ALLOW_ANONYMOUS: "true", CONNECT_RATE_LIMIT: "off" });
+  peerUrl = `${peer.base.replace("http", "ws")}/mqtt`;
   const bridges = [
     {
       name: "mosq",
@@ -44,6 +49,15 @@ beforeAll(async () => {
         { direction: "in", filter: "#", qos: 1, localPrefix: "from-mosq311/", remotePrefix: "to-edge311/" },
       ],
     },
+    {
+      name: "peer",
+      url: peerUrl,
+      protocol: 5,
+      topics: [
+        { direction: "out", filter: "#", qos: 2, localPrefix: "to-peer/", remotePrefix: "from-edge/" },
+        { direction: "in", filter: "#", qos: 2, localPrefix: "from-peer/", remotePrefix: "to-edge/" },
+      ],
+    },
   ];
   broker = await startBroker({
     ALLOW_ANONYMOUS: "true",
@@ -58,6 +72,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all(open.splice(0).map((c) => c.endAsync(true).catch(() => undefined)));
   await broker?.stop();
+  await peer?.stop();
   await mosquitto?.dispose();
 });
 
@@ -67,12 +82,18 @@ async function statuses(): Promise<BridgeStatus[]> {
   return ((await res.json()) as { bridges: BridgeStatus[] }).bridges;
 }
 
+/** The /metrics sample lines of one bridge. */
+async function metricLines(bridge: string): Promise<string[]> {
+  const res = await fetch(`${broker.base}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+  return (await res.text()).split("\n").filter((line) => line.includes(`bridge="${bridge}"`));
+}
+
 async function untilConnected(): Promise<void> {
   const connected = async () => {
     const bridges = await statuses();
-    return bridges.length === 2 && bridges.every((b) => b.state === "connected");
+    return bridges.length === 3 && bridges.every((b) => b.state === "connected");
   };
-  await until(connected, "both bridges connected", 30000, 200).catch(async (err: Error) => {
+  await until(connected, "every bridge connected", 30000, 200).catch(async (err: Error) => {
     throw new Error(`${err.message}: ${JSON.stringify(await statuses())}\n${mosquitto.log()}\n${broker.output()}`);
   });
 }
@@ -88,29 +109,30 @@ async function client(url: string, version: 4 | 5, options: IClientOptions = {})
   open.push(c);
   return c;
 }
-const local = (options?: IClientOptions) => client(localUrl, 5, options);
+type Side = (options?: IClientOptions) => Promise<MqttClient>;
+const local: Side = (options) => client(localUrl, 5, options);
 const remote = (options?: IClientOptions, version: 4 | 5 = 5) => client(mosquitto.url, version, options);
 
-describe("a bridge to Mosquitto over TCP (MQTT 5)", () => {
-  /** Publishes at QoS 0, 1 and 2 on one side; the other side's subscriber gets each under its prefix, at its QoS. */
-  async function crossesAtEachQos(
-    [pubSide, pubPrefix]: [typeof local, string],
-    [subSide, subPrefix]: [typeof local, string],
-  ): Promise<void> {
-    const run = uid("qos");
-    const sub = await subSide();
-    const got = recorder(sub);
-    await sub.subscribeAsync(`${subPrefix}${run}/#`, { qos: 2 });
-    const pub = await pubSide();
-    for (const qos of [0, 1, 2] as const) await pub.publishAsync(`${pubPrefix}${run}/q${qos}`, `m${qos}`, { qos });
-    const messages = await got.waitFor(3, 10000);
-    expect(messages.map((m) => [m.topic, m.payload, m.packet.qos]).sort()).toEqual([
-      [`${subPrefix}${run}/q0`, "m0", 0],
-      [`${subPrefix}${run}/q1`, "m1", 1],
-      [`${subPrefix}${run}/q2`, "m2", 2],
-    ]);
-  }
+/** Publishes at QoS 0, 1 and 2 on one side; the other side's subscriber gets each under its prefix, at its QoS. */
+async function crossesAtEachQos(
+  [pubSide, pubPrefix]: [Side, string],
+  [subSide, subPrefix]: [Side, string],
+): Promise<void> {
+  const run = uid("qos");
+  const sub = await subSide();
+  const got = recorder(sub);
+  await sub.subscribeAsync(`${subPrefix}${run}/#`, { qos: 2 });
+  const pub = await pubSide();
+  for (const qos of [0, 1, 2] as const) await pub.publishAsync(`${pubPrefix}${run}/q${qos}`, `m${qos}`, { qos });
+  const messages = await got.waitFor(3, 10000);
+  expect(messages.map((m) => [m.topic, m.payload, m.packet.qos]).sort()).toEqual([
+    [`${subPrefix}${run}/q0`, "m0", 0],
+    [`${subPrefix}${run}/q1`, "m1", 1],
+    [`${subPrefix}${run}/q2`, "m2", 2],
+  ]);
+}
 
+describe("a bridge to Mosquitto over TCP (MQTT 5)", () => {
   it("sends local messages out at QoS 0, 1 and 2, under the remote prefix", async () => {
     await crossesAtEachQos([local, "to-mosq/"], [remote, "from-edge/"]);
   });
@@ -172,6 +194,18 @@ describe("a bridge to Mosquitto over TCP (MQTT 3.1.1)", () => {
   });
 });
 
+describe("a bridge to a second instance of this broker over WebSocket (MQTT 5)", () => {
+  const remotePeer = (options?: IClientOptions) => client(peerUrl, 5, options);
+
+  it("sends local messages out at QoS 0, 1 and 2", async () => {
+    await crossesAtEachQos([local, "to-peer/"], [remotePeer, "from-edge/"]);
+  });
+
+  it("brings the peer's messages in at QoS 0, 1 and 2", async () => {
+    await crossesAtEachQos([remotePeer, "to-edge/"], [local, "from-peer/"]);
+  });
+});
+
 describe("Mosquitto stopped mid-flow and started again", () => {
   it("delivers every QoS 1/2 message both ways after the reconnect, none lost", async () => {
     const run = uid("kill");
@@ -192,7 +226,16 @@ describe("Mosquitto stopped mid-flow and started again", () => {
       await sleep(20);
     }
     await sleep(500);
-    expect((await statuses()).find((b) => b.name === "mosq")!.state).not.toBe("connected");
+    const away = (await statuses()).find((b) => b.name === "mosq")!;
+    expect(away.state).not.toBe("connected");
+    expect(away.lastError).not.toBe("");
+    expect(away.queuedMessages).toBeGreaterThan(0); // published while it was away: held here
+    expect(await metricLines("mosq")).toEqual(
+      expect.arrayContaining([
+        'mqtt_bridge_connected{bridge="mosq"} 0',
+        `mqtt_bridge_queued_messages{bridge="mosq"} ${away.queuedMessages}`,
+      ]),
+    );
     await mosquitto.restart();
     // Published at Mosquitto before the bridge is back: kept in the bridge's persistent session there.
     const remotePub = await remote();
@@ -208,5 +251,11 @@ describe("Mosquitto stopped mid-flow and started again", () => {
     expect(payloads(inbound)).toEqual(Array.from({ length: n / 2 }, (_, i) => `in-${i}`).sort());
     const mosq = (await statuses()).find((b) => b.name === "mosq")!;
     expect(mosq.queuedMessages).toBe(0);
+    expect(await metricLines("mosq")).toEqual(
+      expect.arrayContaining([
+        'mqtt_bridge_connected{bridge="mosq"} 1',
+        'mqtt_bridge_queued_messages{bridge="mosq"} 0',
+      ]),
+    );
   }, 90000);
 });
