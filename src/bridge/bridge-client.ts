@@ -104,6 +104,14 @@ export const BRIDGE_MAX_PACKET = 1048576;
  */
 export const BRIDGE_RECEIVE_MAXIMUM = 64;
 
+/**
+ * Messages from the remote waiting for their shard: at this many the object stops reading the TCP
+ * socket until they are routed, so a remote faster than the shards (QoS 0 has no window) fills
+ * its own send buffer, not this object's memory. A WebSocket cannot be paused: there the remote's
+ * Receive Maximum (QoS 1/2) is the only bound.
+ */
+export const INBOUND_PENDING_LIMIT = 256;
+
 export class BridgeClient {
   state: BridgeState = "disconnected";
   lastError = "";
@@ -120,6 +128,8 @@ export class BridgeClient {
   private pingSentAt: number | undefined;
   /** Acknowledgements of inbound messages go in the order their PUBLISHes came. */
   private acks: Promise<void> = Promise.resolve();
+  /** Messages from the remote not yet routed here (the object stops reading at INBOUND_PENDING_LIMIT). */
+  inboundPending = 0;
   /** Bumped per connection: an acknowledgement for an earlier one is not sent on this one. */
   private connection = 0;
 
@@ -134,6 +144,11 @@ export class BridgeClient {
     for (const m of this.queue) this.queuedBytes += bytesOf(m);
     this.inboundQos2 = new Set(loaded.inboundQos2);
     this.window = config.maxInflight;
+  }
+
+  /** Resolves once every message from the remote received so far is routed (or failed). */
+  inboundSettled(): Promise<void> {
+    return this.acks;
   }
 
   get queuedMessages(): number {
@@ -325,7 +340,9 @@ export class BridgeClient {
     const id = packet.messageId;
     const seen = packet.qos === 2 && this.inboundQos2.has(id!);
     const routed = seen ? Promise.resolve() : this.io.deliverLocal(message);
+    routed.catch(() => {}); // handled in its turn below; not an unhandled rejection meanwhile
     const connection = this.connection;
+    this.inboundPending++;
     // Acknowledged in order, each once routed; a failure ends the connection unacknowledged, so the
     // remote sends it again after the reconnect.
     this.acks = this.acks.then(async () => {
@@ -334,6 +351,8 @@ export class BridgeClient {
       } catch (err) {
         if (connection === this.connection) this.fail(`routing a message from the remote failed: ${String(err)}`);
         return;
+      } finally {
+        this.inboundPending--;
       }
       if (!seen) this.counts.received++;
       if (packet.qos === 2 && !seen) {

@@ -25,6 +25,7 @@ import { ShardLinks } from "../session/shard-links";
 import { CALL_GAP_MS, CallSequencer, type CallOrder } from "../util/ordered-calls";
 import {
   BridgeClient,
+  INBOUND_PENDING_LIMIT,
   reconnectDelay,
   type BridgeStatus,
   type BridgeStore,
@@ -265,7 +266,10 @@ export class BridgeObject extends DurableObject<Env> {
         for (;;) {
           const { value, done } = await reader.read();
           if (done) break;
-          if (this.transport === transport) this.received(value);
+          if (this.transport !== transport) continue;
+          this.received(value);
+          const client = this.client!;
+          if (client.inboundPending >= INBOUND_PENDING_LIMIT) await client.inboundSettled();
         }
         this.dropped(transport, "the remote closed the connection");
       } catch (err) {

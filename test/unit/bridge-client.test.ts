@@ -171,13 +171,19 @@ describe("the bridge's MQTT client", () => {
     h.feed(remotePublish("r/a", "1", 7));
     h.feed(remotePublish("r/b", "2", 8));
     expect(h.routed.map((m) => m.topic)).toEqual(["r/a", "r/b"]);
+    expect(h.client.inboundPending).toBe(2); // what the object stops reading at (INBOUND_PENDING_LIMIT)
+    let settled = false;
+    void h.client.inboundSettled().then(() => (settled = true));
     h.pending[1]!.resolve(); // the second is routed first: its PUBACK still waits for the first's
     await h.settle();
     expect(h.of("puback")).toEqual([]);
+    expect(settled).toBe(false);
     h.pending[0]!.resolve();
     await h.settle();
+    expect(settled).toBe(true);
     expect(h.of("puback").map((p) => (p as { messageId: number }).messageId)).toEqual([7, 8]);
     expect(h.client.counts.received).toBe(2);
+    expect(h.client.inboundPending).toBe(0);
   });
 
   it("a message that could not be routed is not acknowledged: the connection ends, so the remote sends it again", async () => {
