@@ -1,10 +1,12 @@
 /**
  * Every configuration problem at once, each with the variable it is about: the limits
- * (config.ts), authentication and the ACL (auth/auth-config.ts), LOG_LEVEL and the switches. The
+ * (config.ts), authentication and the ACL (auth/auth-config.ts), LOG_LEVEL, the switches and BRIDGES
+ * (bridge/bridge-config.ts). The
  * Worker logs them when an isolate starts and on its first request, and `/health` answers 503 with
  * them, so a bad variable is seen at once rather than as MQTT clients that retry for ever.
  */
-import { limitProblems } from "./config";
+import { DEFAULT_CONFIG, limitProblems, loadConfig } from "./config";
+import { parseBridges } from "./bridge/bridge-config";
 import { loadAuthConfig } from "./auth/auth-config";
 import { logLevelProblem } from "./observability/log";
 
@@ -43,6 +45,18 @@ export function configProblems(env: Record<string, unknown>): ConfigProblem[] {
   }
   const level = logLevelProblem(env.LOG_LEVEL);
   if (level) problems.push({ variable: "LOG_LEVEL", problem: level });
+  try {
+    // The topic limits the bridges' filters are checked against (the defaults when those are invalid too).
+    let limits = DEFAULT_CONFIG;
+    try {
+      limits = loadConfig(env);
+    } catch {
+      // reported above
+    }
+    parseBridges(env, limits);
+  } catch (err) {
+    problems.push({ variable: "BRIDGES", problem: (err as Error).message });
+  }
   return problems;
 }
 

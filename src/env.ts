@@ -4,11 +4,14 @@ import type { TopicShardObject } from "./topics/topic-shard-object";
 import { shardIndexFromName, shardName } from "./topics/shard-rule";
 import type { ClientRegistryObject } from "./registry/client-registry-object";
 import { registryName } from "./registry/client-registry";
+import type { BridgeObject } from "./bridge/bridge-object";
 
 export interface Env {
   SESSION: DurableObjectNamespace<SessionObject>;
   TOPIC_SHARD: DurableObjectNamespace<TopicShardObject>;
   REGISTRY: DurableObjectNamespace<ClientRegistryObject>;
+  /** One object per broker bridge (BRIDGES), named by the bridge. */
+  BRIDGE: DurableObjectNamespace<BridgeObject>;
   /** Optional Workers rate limiting binding: connection attempts per client address. */
   CONNECT_LIMITER?: RateLimit;
   [variable: string]: unknown;
@@ -38,4 +41,9 @@ export function registryStub(env: Env, index: number): DurableObjectStub<ClientR
 /** The stub of a client's Session object (the object exists only once its client has connected). */
 export function sessionStub(env: Env, clientId: string): DurableObjectStub<SessionObject> {
   return env.SESSION.get(env.SESSION.idFromName(clientId));
+}
+
+/** The stub of the Bridge object of the bridge with this name (BRIDGES). */
+export function bridgeStub(env: Env, name: string): DurableObjectStub<BridgeObject> {
+  return env.BRIDGE.get(env.BRIDGE.idFromName(name));
 }

@@ -3,19 +3,26 @@ import { env } from "cloudflare:workers";
 import { app, reportConfig } from "./http/app";
 import type { Env } from "./env";
 import { writeMetricsPoint } from "./observability/metrics-collector";
+import { startBridges } from "./bridge/bridge-worker";
 
 export { SessionObject } from "./session/session-object";
 export { TopicShardObject } from "./topics/topic-shard-object";
 export { ClientRegistryObject } from "./registry/client-registry-object";
+export { BridgeObject } from "./bridge/bridge-object";
 export type { BrokerConfig } from "./config";
 
 // Configuration problems are logged as the isolate starts, before any request.
 reportConfig(env);
 
 export default {
-  fetch: app.fetch,
+  fetch: (request: Request, env: Env, ctx: ExecutionContext) => {
+    startBridges(env, (promise) => ctx.waitUntil(promise));
+    return app.fetch(request, env, ctx);
+  },
   // Cron trigger: one Workers Analytics Engine data point per run when METRICS is bound.
-  scheduled: async (_controller: ScheduledController, env: Env) => {
+  // It also starts the bridges when no request has reached this isolate yet.
+  scheduled: async (_controller: ScheduledController, env: Env, ctx?: ExecutionContext) => {
+    startBridges(env, (promise) => (ctx ? ctx.waitUntil(promise) : void promise));
     await writeMetricsPoint(env);
   },
 } satisfies ExportedHandler<Env>;

@@ -7,6 +7,7 @@ import { ConnectReturnCode, MAX_CLIENT_ID_LENGTH, ReasonCode, type ProtocolVersi
 import { connectFault } from "../protocol/connect-check";
 import { isBrokerOnlyTopic, topicNameError } from "../protocol/topic";
 import { isUtf8 } from "../protocol/validate";
+import { bridgeNameOf } from "../bridge/bridge-config";
 
 export interface ConnectFields {
   protocolVersion: ProtocolVersion;
@@ -74,6 +75,15 @@ export function admitConnect(
   }
   if (encoder.encode(clientId).length > MAX_CLIENT_ID_LENGTH) {
     return refuse("client id too long", ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, ConnectReturnCode.IDENTIFIER_REJECTED);
+  }
+  // [MQTT-3.1.3-5] the server may refuse a client id: `$bridge:<name>` names a broker bridge in the
+  // shards (bridge/bridge-config.ts), which a client must not receive the messages of.
+  if (bridgeNameOf(clientId) !== undefined) {
+    return refuse(
+      "client id reserved for bridges",
+      ReasonCode.CLIENT_IDENTIFIER_NOT_VALID,
+      ConnectReturnCode.IDENTIFIER_REJECTED,
+    );
   }
   const method = connect.properties?.authenticationMethod;
   if (v5 && method !== undefined && !authMethods.includes(method)) {

@@ -6,6 +6,7 @@
  */
 import type { Context, Hono } from "hono";
 import { configFor } from "../config";
+import { bridgeStatuses } from "../bridge/bridge-worker";
 import { registryStub, sessionStub, topicShardStub, type Env } from "../env";
 import type { RoutedMessage } from "../protocol/message";
 import { topicFilterError } from "../protocol/topic";
@@ -43,6 +44,7 @@ export function mountAdminEndpoints(app: Hono<{ Bindings: Env }>): void {
   app.use("/api/v1/retained", adminOnly);
   app.use("/api/v1/subscriptions", adminOnly);
   app.use("/api/v1/metrics", adminOnly);
+  app.use("/api/v1/bridges", adminOnly);
   app.use("/api/v1/overview", adminOnly);
   app.use("/metrics", adminOnly);
   app.use("/dashboard", adminOnly);
@@ -61,13 +63,16 @@ export function mountAdminEndpoints(app: Hono<{ Bindings: Env }>): void {
 
   // Prometheus scrapes with `authorization: Bearer <ADMIN_TOKEN>` (bearer_token in its config).
   app.get("/metrics", async (c) =>
-    c.text(renderPrometheus(await collectMetrics(c.env)), 200, {
+    c.text(renderPrometheus(...(await Promise.all([collectMetrics(c.env), bridgeStatuses(c.env)]))), 200, {
       "Content-Type": "text/plain; version=0.0.4; charset=utf-8",
     }),
   );
   app.get("/api/v1/metrics", async (c) =>
     c.json({ ...(await collectMetrics(c.env)), collectedAt: new Date().toISOString() }),
   );
+
+  // Each broker bridge's state, from its object (a call wakes it: it is always on anyway).
+  app.get("/api/v1/bridges", async (c) => c.json({ bridges: await bridgeStatuses(c.env) }));
 
   // The dashboard's one call per refresh: figures, a page of clients, subscriptions, retained (overview.ts).
   app.get("/api/v1/overview", async (c) => {

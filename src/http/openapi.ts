@@ -267,6 +267,31 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
       },
     },
     "/api/v1/metrics": { get: adminGet("metrics", "The metrics as JSON", [], ref("Metrics")) },
+    "/api/v1/bridges": {
+      get: adminGet("bridges", "Each broker bridge's state (BRIDGES)", [], {
+        type: "object",
+        properties: {
+          bridges: {
+            type: "array",
+            items: {
+              type: "object",
+              properties: {
+                name: str,
+                state: { enum: ["disconnected", "connecting", "connected", "unconfigured", "unreachable"] },
+                lastError: str,
+                queuedMessages: int,
+                queuedBytes: int,
+                received: int,
+                sent: int,
+                droppedOffline: int,
+                droppedFull: int,
+                unmapped: int,
+              },
+            },
+          },
+        },
+      }),
+    },
     "/api/v1/overview": {
       get: adminGet(
         "overview",

@@ -3,6 +3,7 @@
  * Prometheus text (`GET /metrics`) and as `$SYS/broker/...` messages. Gathered by asking each of
  * those objects (R + N calls per scrape), never by putting a counter object on the message path.
  */
+import type { BridgeStatus } from "../bridge/bridge-client";
 import type { RegistryStats } from "../registry/client-registry";
 import type { ShardStats } from "../topics/topic-shard";
 
@@ -88,8 +89,11 @@ export function escapeLabelValue(v: string): string {
   return v.replace(/[\\"\n]/g, (ch) => (ch === "\n" ? "\\n" : `\\${ch}`));
 }
 
-/** Prometheus text exposition format 0.0.4. */
-export function renderPrometheus(s: MetricsSummary): string {
+/**
+ * Prometheus text exposition format 0.0.4. `bridges`: each broker bridge's state (BRIDGES), labelled
+ * by its name; its counts are since its object last woke (a reset, as Prometheus' rate() expects).
+ */
+export function renderPrometheus(s: MetricsSummary, bridges: BridgeStatus[] = []): string {
   const lines: string[] = [];
   const metric = (
     name: string,
@@ -178,6 +182,43 @@ export function renderPrometheus(s: MetricsSummary): string {
       [{ class: "topic_shard" }, s.invocations.topicShard],
     ],
   );
+  if (bridges.length) {
+    const each = (value: (b: BridgeStatus) => number) =>
+      bridges.map((b) => [{ bridge: b.name }, value(b)] as [Record<string, string>, number]);
+    metric("mqtt_bridge_connected", "gauge", "1 while the bridge's connection to its remote broker is up.", [
+      ...each((b) => (b.state === "connected" ? 1 : 0)),
+    ]);
+    metric(
+      "mqtt_bridge_queued_messages",
+      "gauge",
+      "QoS 1/2 messages held for the remote.",
+      each((b) => b.queuedMessages),
+    );
+    metric(
+      "mqtt_bridge_queued_bytes",
+      "gauge",
+      "Bytes (topic + payload) of those.",
+      each((b) => b.queuedBytes),
+    );
+    metric(
+      "mqtt_bridge_messages_total",
+      "counter",
+      "Messages brought in from the remote (in) and sent to it and acknowledged (out).",
+      bridges.flatMap((b) => [
+        [{ bridge: b.name, direction: "in" }, b.received] as [Record<string, string>, number],
+        [{ bridge: b.name, direction: "out" }, b.sent] as [Record<string, string>, number],
+      ]),
+    );
+    metric(
+      "mqtt_bridge_dropped_total",
+      "counter",
+      "Messages for the remote dropped: QoS 0 while it was away (offline), QoS 1/2 beyond the queue's limits (queue_full).",
+      bridges.flatMap((b) => [
+        [{ bridge: b.name, reason: "offline" }, b.droppedOffline] as [Record<string, string>, number],
+        [{ bridge: b.name, reason: "queue_full" }, b.droppedFull] as [Record<string, string>, number],
+      ]),
+    );
+  }
   return lines.join("\n") + "\n";
 }
 

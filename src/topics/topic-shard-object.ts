@@ -3,9 +3,9 @@ import { applyLogLevel, logEvent } from "../observability/log";
 import { DurableObject } from "cloudflare:workers";
 import { configFor } from "../config";
 import { counters, countingSql, countObjectCall } from "../observability/counters";
-import { sessionStub, topicShardIndex, topicShardStub, type Env } from "../env";
-import type { RoutedMessage, Subscription } from "../protocol/message";
-import type { SessionObject } from "../session/session-object";
+import { bridgeStub, sessionStub, topicShardIndex, topicShardStub, type Env } from "../env";
+import type { Delivery, DeliveryReply, RoutedMessage, Subscription } from "../protocol/message";
+import { bridgeNameOf } from "../bridge/bridge-config";
 import { CALL_GAP_MS, CallSequencer, OrderedChannels, type CallOrder } from "../util/ordered-calls";
 import { TopicShard, type ShardCounts, type ShardStats } from "./topic-shard";
 import { MOVED_TABLES, ShardGrowth, ShardLayoutError, type AdoptionPage, type MovedTable } from "./shard-growth";
@@ -18,6 +18,11 @@ export interface ShardOverview {
   retained: RoutedMessage[];
 }
 
+/** What a shard delivers to: a client's Session object, or a Bridge object (its subscriber id `$bridge:<name>`). */
+interface Subscriber {
+  deliver(batch: Delivery[], onlyIfOnline: boolean, order: CallOrder): Promise<DeliveryReply>;
+}
+
 /** Sessions this shard keeps a numbered channel to; beyond this the least recently used is forgotten. */
 const MAX_SESSION_CHANNELS = 10000;
 /** Sessions whose calls to this shard are put in order; beyond this the least recently heard is forgotten. */
@@ -26,8 +31,11 @@ const MAX_ORDERED_CALLERS = 10000;
 export class TopicShardObject extends DurableObject<Env> {
   private readonly shard: TopicShard;
   /** Deliveries to sessions, numbered so that each session handles this shard's in order. */
-  private readonly sessions = new OrderedChannels<string, DurableObjectStub<SessionObject>>(
-    (clientId) => sessionStub(this.env, clientId),
+  private readonly sessions = new OrderedChannels<string, Subscriber>(
+    (clientId) => {
+      const bridge = bridgeNameOf(clientId);
+      return bridge === undefined ? sessionStub(this.env, clientId) : bridgeStub(this.env, bridge);
+    },
     () => crypto.randomUUID(),
     MAX_SESSION_CHANNELS,
   );

@@ -53,3 +53,14 @@ describe("config", () => {
     expect(() => loadConfig({ MAX_INFLIGHT: "many" })).toThrow(/MAX_INFLIGHT/);
   });
 });
+
+describe("client ids of broker bridges", () => {
+  it("refuses a client id that names a bridge ($bridge:<name>) with 0x85 / 3.1.1 return code 2", () => {
+    const v5 = admitConnect({ ...base, clientId: "$bridge:mosq", protocolVersion: 5 }, DEFAULT_CONFIG, () => "x");
+    expect(v5).toMatchObject({ ok: false, connack: { reasonCode: 0x85 } });
+    const v4 = admitConnect({ ...base, clientId: "$bridge:", protocolVersion: 4 }, DEFAULT_CONFIG, () => "x");
+    expect(v4).toMatchObject({ ok: false, connack: { returnCode: 2 } });
+    const near = admitConnect({ ...base, clientId: "bridge:mosq", protocolVersion: 5 }, DEFAULT_CONFIG, () => "x");
+    expect(near).toMatchObject({ ok: true });
+  });
+});

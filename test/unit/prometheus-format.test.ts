@@ -23,4 +23,39 @@ describe("Prometheus exposition", () => {
     const dropped = families.find((f) => f.name === "mqtt_messages_dropped_total")!;
     expect(dropped.metrics.filter((s) => s.labels?.reason === hostile).map((s) => s.value)).toEqual(["7"]);
   });
+
+  it("renders each broker bridge's state labelled by its name, and nothing of bridges when there are none", () => {
+    const bridge = {
+      name: "floor",
+      state: "connected" as const,
+      lastError: "",
+      queuedMessages: 3,
+      queuedBytes: 40,
+      received: 5,
+      sent: 6,
+      droppedOffline: 1,
+      droppedFull: 2,
+      unmapped: 0,
+    };
+    const families = parseExposition(
+      renderPrometheus(summarize([], []), [bridge, { ...bridge, name: "b2", state: "connecting" }]),
+    );
+    const samples = (name: string) =>
+      families.find((f) => f.name === name)!.metrics.map((m) => [JSON.stringify(m.labels), m.value]);
+    expect(samples("mqtt_bridge_connected")).toEqual([
+      ['{"bridge":"floor"}', "1"],
+      ['{"bridge":"b2"}', "0"],
+    ]);
+    expect(samples("mqtt_bridge_queued_messages")[0]).toEqual(['{"bridge":"floor"}', "3"]);
+    expect(samples("mqtt_bridge_messages_total").slice(0, 2)).toEqual([
+      ['{"bridge":"floor","direction":"in"}', "5"],
+      ['{"bridge":"floor","direction":"out"}', "6"],
+    ]);
+    expect(samples("mqtt_bridge_dropped_total").slice(0, 2)).toEqual([
+      ['{"bridge":"floor","reason":"offline"}', "1"],
+      ['{"bridge":"floor","reason":"queue_full"}', "2"],
+    ]);
+    const none = parseExposition(renderPrometheus(summarize([], []))).map((f) => f.name);
+    expect(none.filter((n) => n.startsWith("mqtt_bridge_"))).toEqual([]);
+  });
 });
