@@ -95,6 +95,12 @@ export interface BrokerConfig {
    * measured on an idle machine and checked against the Workers subrequest limit: docs/COST.md): the session routes.
    */
   routeAtEdge: number;
+  /**
+   * ROUTE_AT_EDGE: the gateway's calls to shards one connection may make before it hands routing back
+   * to the session (edge-route.ts). Below the Workers subrequest limit of the invocation that runs the
+   * connection (10,000 on Workers Paid, `limits.subrequests`), leaving room for its other subrequests.
+   */
+  edgeRouteCallBudget: number;
 }
 
 export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
@@ -130,6 +136,7 @@ export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
   gatewayCpuNsPerOutboundFrame: 13000,
   gatewayCpuNsPerOutboundKib: 5000,
   routeAtEdge: 0,
+  edgeRouteCallBudget: 9000,
 });
 
 /** Environment variable name for each config key. */
@@ -166,6 +173,7 @@ const VARIABLES: Record<keyof BrokerConfig, string> = {
   gatewayCpuNsPerOutboundFrame: "GATEWAY_CPU_NS_PER_OUTBOUND_FRAME",
   gatewayCpuNsPerOutboundKib: "GATEWAY_CPU_NS_PER_OUTBOUND_KIB",
   routeAtEdge: "ROUTE_AT_EDGE",
+  edgeRouteCallBudget: "EDGE_ROUTE_CALL_BUDGET",
 };
 
 /** Inclusive bounds per key: a value outside them is a configuration error, not a silent clamp. */
@@ -203,6 +211,8 @@ const BOUNDS: Record<keyof BrokerConfig, [number, number]> = {
   gatewayCpuNsPerOutboundFrame: [0, 100000000],
   gatewayCpuNsPerOutboundKib: [0, 100000000],
   routeAtEdge: [0, 1],
+  // An upper bound against typos: what it must stay under is the account's subrequest limit (README).
+  edgeRouteCallBudget: [1, 10000000],
 };
 
 export class ConfigError extends Error {}

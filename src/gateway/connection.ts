@@ -23,6 +23,7 @@ import { PacketFramer } from "../protocol/framer";
 import {
   decodeEdgeOrder,
   encodeEdgeAcked,
+  encodeEdgeHandBack,
   isEdgeOrder,
   type AuthResponse,
   type SessionConnect,
@@ -89,6 +90,10 @@ export class GatewayConnection {
   private edge?: EdgeRouter;
   /** The gateway's PUBACK count the session last heard (edge-route.ts: its Receive Maximum). */
   private ackedTold = 0;
+  /** The gateway's calls to shards on this connection, against EDGE_ROUTE_CALL_BUDGET (subrequests). */
+  private edgeCalls = 0;
+  /** Routing handed back to the session: asked (the client's packets held), then done. */
+  private handBack: "none" | "asked" | "done" = "none";
 
   constructor(
     private readonly client: WebSocket,
@@ -183,6 +188,11 @@ export class GatewayConnection {
     }
     // Packet type 0 is reserved, forbidden from a client (MQTT 2.1.2): the gateway and the session use it.
     if (packet[0]! >> 4 === 0) return this.abort("reserved packet type 0", ReasonCode.MALFORMED_PACKET);
+    if (this.state === "open" && this.session.isPaused) {
+      // Routing is being handed back to the session (handBackRouting): held until it is.
+      if (this.session.hold(packet)) return;
+      return this.abort("too much data while routing was handed back to the session", ReasonCode.QUOTA_EXCEEDED);
+    }
     if (this.state === "open") {
       this.tellAcked(packet);
       return this.session.forward(packet);
@@ -348,6 +358,7 @@ export class GatewayConnection {
       (i) => topicShardStub(this.env, i),
       () => crypto.randomUUID(),
       "gateway",
+      () => this.countEdgeCall(),
     );
     return new EdgeRouter(this.version, {
       route: (message) => {
@@ -363,9 +374,33 @@ export class GatewayConnection {
         console.error("gateway: routing a message failed", err);
         this.abort("routing failed", ReasonCode.UNSPECIFIED_ERROR);
       },
+      handedBack: () => {
+        if (this.state !== "open") return;
+        this.handBack = "done";
+        this.tellAckedCount(); // the session's Receive Maximum counts every PUBACK sent here
+        this.session.resume();
+      },
       later: (ms, fn) => setTimeout(fn, ms),
       now: () => Date.now(),
     });
+  }
+
+  /**
+   * One call from the gateway to a shard: a subrequest of this connection's invocation, which the
+   * platform limits (10,000 on Workers Paid, `limits.subrequests`). At EDGE_ROUTE_CALL_BUDGET the
+   * session takes routing back, as with ROUTE_AT_EDGE=0, rather than the connection being cut at the
+   * limit. The client's packets are held meanwhile (within MAX_PENDING_CLIENT_BYTES), until what the
+   * gateway routes is answered and acknowledged: the session's calls and PUBACKs come after
+   * [MQTT-4.6.0-2] [MQTT-4.6.0-6]. The calls for orders already on their way still go (the budget
+   * leaves room for them).
+   */
+  private countEdgeCall(): void {
+    this.edgeCalls++;
+    if (this.edgeCalls < this.config.edgeRouteCallBudget || this.handBack !== "none") return;
+    if (this.state !== "open") return;
+    this.handBack = "asked";
+    this.session.forward(encodeEdgeHandBack());
+    this.session.pause();
   }
 
   /** Work the invocation must finish after the connection ended (waitUntil; never throws into the caller). */
@@ -391,7 +426,11 @@ export class GatewayConnection {
    */
   private tellAcked(packet: Uint8Array): void {
     const isQos12Publish = packet[0]! >> 4 === PacketType.PUBLISH && (packet[0]! & 0x06) !== 0;
-    if (!this.edge || !isQos12Publish || this.edge.acked === this.ackedTold) return;
+    if (isQos12Publish) this.tellAckedCount();
+  }
+
+  private tellAckedCount(): void {
+    if (!this.edge || this.edge.acked === this.ackedTold) return;
     this.ackedTold = this.edge.acked;
     this.session.forward(encodeEdgeAcked(this.ackedTold));
   }

@@ -26,6 +26,8 @@ export interface EdgeRouteIO {
   send(packet: Uint8Array): void;
   /** Routing failed: the connection ends without the PUBACK. */
   fail(err: unknown): void;
+  /** Every message handed over before the hand-back is routed and acknowledged: the session routes now. */
+  handedBack(): void;
   later(ms: number, fn: () => void): void;
   now(): number;
 }
@@ -62,8 +64,19 @@ export class EdgeRouter {
     await Promise.allSettled([...this.inFlight]);
   }
 
-  /** One edge order from the session. */
+  /**
+   * One edge order from the session. "handed-back" follows the orders of every PUBLISH before the
+   * hand-back: once those are routed and their PUBACKs sent, the session may route (`handedBack`).
+   */
   handle(order: EdgeOrder): void {
+    if (order.kind === "handed-back") {
+      void (async () => {
+        await this.settled();
+        await this.acks;
+        if (!this.failed) this.io.handedBack();
+      })();
+      return;
+    }
     if (order.kind === "ack") return this.acknowledge(() => order.packet);
     const routed = this.io.route(order.message);
     this.inFlight.add(routed);

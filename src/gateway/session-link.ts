@@ -28,6 +28,7 @@ export class SessionLink {
   /** Packets that arrived while the session socket was opening (bounded by `maxHeldBytes`). */
   private held: Uint8Array[] = [];
   private heldBytes = 0;
+  private paused = false;
   private readonly burst = new BurstBatcher(
     (frame) => this.socket!.send(frame),
     (fn) => setTimeout(fn, 0),
@@ -53,6 +54,24 @@ export class SessionLink {
   /** A packet for the session, once attached. */
   forward(packet: Uint8Array): void {
     this.burst.add(packet);
+  }
+
+  /**
+   * From now on the client's packets are held (`hold`, within the same limit) until `resume`: while
+   * the gateway hands routing back to the session (edge-route.ts).
+   */
+  pause(): void {
+    this.paused = true;
+  }
+
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  /** The packets held since `pause` go now, in order, and the next ones straight after them. */
+  resume(): void {
+    this.paused = false;
+    if (this.socket) this.attach(this.socket);
   }
 
   /** Sends what the current burst holds (before the connection ends, say). */

@@ -159,10 +159,16 @@ export type EdgeOrder =
    */
   | { kind: "route"; message: RoutedMessage; packetId: number; ackDelayMs: number }
   /** Send this encoded PUBACK (a refusal the session decided: 0x87, 0x99, ...) after every earlier one. */
-  | { kind: "ack"; packet: Uint8Array };
+  | { kind: "ack"; packet: Uint8Array }
+  /**
+   * The answer to the gateway's hand-back (`encodeEdgeHandBack`): every order for the PUBLISHes before
+   * it was sent; the session routes the next ones itself.
+   */
+  | { kind: "handed-back" };
 
 const EDGE_ROUTE = 1;
 const EDGE_ACK = 2;
+const EDGE_HANDED_BACK = 3;
 /** Fixed part of a route order: marker, kind, packet id (2), delay (4), header length (4), correlation length (4). */
 const EDGE_ROUTE_FIXED = 16;
 
@@ -173,6 +179,7 @@ export function isEdgeOrder(bytes: Uint8Array): boolean {
 
 /** An edge order as one WebSocket message (the session's side). */
 export function encodeEdgeOrder(order: EdgeOrder): Uint8Array {
+  if (order.kind === "handed-back") return new Uint8Array([0, EDGE_HANDED_BACK]);
   if (order.kind === "ack") {
     const out = new Uint8Array(2 + order.packet.length);
     out[1] = EDGE_ACK;
@@ -201,6 +208,7 @@ export function encodeEdgeOrder(order: EdgeOrder): Uint8Array {
 export function decodeEdgeOrder(bytes: Uint8Array): EdgeOrder | { error: string } {
   if (!isEdgeOrder(bytes)) return { error: "not an edge order" };
   if (bytes[1] === EDGE_ACK) return { kind: "ack", packet: bytes.subarray(2) };
+  if (bytes[1] === EDGE_HANDED_BACK && bytes.length === 2) return { kind: "handed-back" };
   if (bytes[1] !== EDGE_ROUTE || bytes.length < EDGE_ROUTE_FIXED) return { error: "unknown or short edge order" };
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const headerEnd = EDGE_ROUTE_FIXED + view.getUint32(8);
@@ -230,4 +238,17 @@ export function encodeEdgeAcked(count: number): Uint8Array {
 export function decodeEdgeAcked(packet: Uint8Array): number | undefined {
   if (packet.length !== 6 || packet[0] !== 0 || packet[1] !== 4) return undefined;
   return new DataView(packet.buffer, packet.byteOffset, packet.byteLength).getUint32(2);
+}
+
+/**
+ * The type-0 packet that hands routing back to the session (gateway's side): the connection's call
+ * budget is spent (EDGE_ROUTE_CALL_BUDGET). It follows the packets forwarded before it.
+ */
+export function encodeEdgeHandBack(): Uint8Array {
+  return new Uint8Array([0, 0]);
+}
+
+/** Whether a packet from the gateway is the hand-back (the session's side). */
+export function isEdgeHandBack(packet: Uint8Array): boolean {
+  return packet.length === 2 && packet[0] === 0 && packet[1] === 0;
 }

@@ -292,6 +292,16 @@ export class Inbound {
     return packet && { kind: "ack", packet };
   }
 
+  /**
+   * The gateway hands routing back (its call budget is spent): it answers once every order for the
+   * PUBLISHes before the hand-back has gone, and holds the client's next packets until those are
+   * routed and acknowledged, so the session's own calls and PUBACKs come after them [MQTT-4.6.0-2]
+   * [MQTT-4.6.0-6].
+   */
+  handBack(connId: string): void {
+    this.handToGateway(connId, { kind: "handed-back" });
+  }
+
   /** Sends an edge order after any earlier one still waiting for its hook. */
   private handToGateway(connId: string, order: EdgeOrder | undefined | Promise<EdgeOrder | undefined>): void {
     if (!(order instanceof Promise) && this.edgeWaiting === 0) return this.sendEdgeOrder(connId, order);

@@ -30,6 +30,8 @@ export interface SessionIO {
    * so that they outlive hibernation as long as the connection does (SessionSockets.keepMeta).
    */
   keepWithConnection(connId: string, meta: SessionMeta): void;
+  /** The gateway handed routing back (ROUTE_AT_EDGE): remembered with the connection across hibernation. */
+  routeAtSession?(connId: string): void;
   /** Schedules the one alarm (undefined: none). */
   setAlarm(at: number | undefined): void;
   /** Runs `fn` after `ms` milliseconds, in this object's lifetime (setTimeout). */

@@ -33,6 +33,7 @@ export function sessionIO(links: SessionLinks): SessionIO {
     subscribe: (clientId, subs, retainedFor) => shards.subscribe(clientId, subs, retainedFor),
     unsubscribe: (clientId, filters) => shards.unsubscribe(clientId, filters),
     keepWithConnection: (connId, meta) => sockets.keepMeta(connId, meta),
+    routeAtSession: (connId) => sockets.routeAtSession(connId),
     setAlarm: (at) => {
       counters.alarmWrites++;
       if (at === undefined) void storage.deleteAlarm();

@@ -120,6 +120,15 @@ export class SessionSockets {
     this.save(ws, { ...a, meta: rest });
   }
 
+  /** The gateway handed routing back: the connection's attachment says so from now on (ROUTE_AT_EDGE). */
+  routeAtSession(connId: string): void {
+    const ws = this.socket(connId);
+    const a = ws && this.read(ws);
+    if (!ws || !a) return;
+    a.routeAtEdge = false; // the cached attachment too: the events of this wake read it
+    this.save(ws, a);
+  }
+
   /**
    * After hibernation: the values kept with the live connection (keepMeta), if any; the latest
    * connection's, should a taken-over one not be closed yet.

@@ -16,7 +16,7 @@ import type { HookContext } from "../hooks";
 import { encodeWithin, joinFrames, parsePacket } from "../protocol/codec";
 import { ReasonCode, type ProtocolVersion } from "../protocol/constants";
 import { hexCode } from "../protocol/internal-close";
-import { decodeEdgeAcked } from "../protocol/internal-frame";
+import { decodeEdgeAcked, isEdgeHandBack } from "../protocol/internal-frame";
 import type { Delivery, DeliveryOutcome } from "../protocol/message";
 import type { ConnectPacket, DisconnectPacket, Packet, PacketWithReason } from "../protocol/packets";
 import { packetViolation } from "../protocol/validate";
@@ -168,10 +168,19 @@ export class Session {
   }
 
   private async handle(info: ConnectionInfo, bytes: Uint8Array, version: ProtocolVersion | undefined): Promise<void> {
-    // A type-0 packet is the gateway's count of the PUBLISHes it acknowledged (it refuses one from a client).
-    const gatewayAcked = info.routeAtEdge ? decodeEdgeAcked(bytes) : undefined;
+    // A type-0 packet is the gateway's count of the PUBLISHes it acknowledged (it refuses one from a client),
+    // also once it handed routing back (routeAtEdge false): its last count comes then.
+    const gatewayAcked = info.routeAtEdge !== undefined ? decodeEdgeAcked(bytes) : undefined;
     if (gatewayAcked !== undefined) {
       if (this.isCurrent(info.connId)) this.inbound.gatewayAcked(gatewayAcked);
+      return;
+    }
+    // The gateway's call budget is spent: this session routes the connection's next PUBLISHes itself.
+    if (info.routeAtEdge && isEdgeHandBack(bytes)) {
+      if (!this.isCurrent(info.connId)) return;
+      this.inbound.handBack(info.connId);
+      info.routeAtEdge = false;
+      this.io.routeAtSession?.(info.connId);
       return;
     }
     const parsed = parsePacket(bytes, version);

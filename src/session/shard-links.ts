@@ -24,6 +24,8 @@ export class ShardLinks {
     newId: () => string,
     /** Who calls, for the counters: a Session object or the gateway. */
     caller: "session" | "gateway" = "session",
+    /** Each publish call made (the gateway counts its subrequests: edge-route.ts). */
+    onPublishCall: () => void = () => undefined,
   ) {
     // One channel per shard: bounded by the shard count.
     this.shards = new OrderedChannels(shardStub, newId, Number.MAX_SAFE_INTEGER);
@@ -32,6 +34,7 @@ export class ShardLinks {
       layout,
       (index, messages) => {
         counters[counted]++;
+        onPublishCall();
         return this.shards.call(index, (shard, order) => shard.publishMany(messages, order));
       },
       (fn) => setTimeout(fn, 0),

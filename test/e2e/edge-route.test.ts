@@ -12,22 +12,28 @@ import { rawClient as rawClientTo } from "../support/clients";
 import { uid } from "../support/ids";
 import { startBroker } from "./global-setup";
 
-let broker: Awaited<ReturnType<typeof startBroker>>;
-let url: string;
-beforeAll(async () => {
-  broker = await startBroker({
+/** A broker of its own that routes at the edge, with its counters; `vars` add to its settings. */
+const edgeBroker = (vars: Record<string, string> = {}) =>
+  startBroker({
     ALLOW_ANONYMOUS: "true",
     CONNECT_RATE_LIMIT: "off",
     DEBUG_COUNTERS: "true",
     ROUTE_AT_EDGE: "1",
+    ...vars,
   });
+const countersOf = async (base: string): Promise<Counters> =>
+  (await fetch(`${base}/debug/counters`)).json() as Promise<Counters>;
+
+let broker: Awaited<ReturnType<typeof startBroker>>;
+let url: string;
+beforeAll(async () => {
+  broker = await edgeBroker();
   url = `${broker.base.replace("http", "ws")}/mqtt`;
 }, 60000);
 afterAll(() => broker?.stop());
 
 const rawClient = (version: 4 | 5) => rawClientTo(version, "mqtt", url);
-const counters = async (): Promise<Counters> =>
-  (await fetch(`${broker.base}/debug/counters`)).json() as Promise<Counters>;
+const counters = () => countersOf(broker.base);
 
 describe("a QoS 1 PUBLISH is routed from the gateway", () => {
   it("the publisher's Session object makes no publishMany call for QoS 0/1; it still does for QoS 2", async () => {
@@ -83,6 +89,57 @@ describe("a QoS 1 PUBLISH is routed from the gateway", () => {
     ]);
     expect(acks).toEqual(expected);
     for (const s of subs) s.close();
+    pub.close();
+  });
+});
+
+describe("the gateway's call budget (EDGE_ROUTE_CALL_BUDGET): routing goes back to the session", () => {
+  let budgeted: Awaited<ReturnType<typeof startBroker>>;
+  beforeAll(async () => {
+    budgeted = await edgeBroker({ EDGE_ROUTE_CALL_BUDGET: "5" });
+  }, 60000);
+  afterAll(() => budgeted?.stop());
+
+  it("20 QoS 1 PUBLISHes across the switch: acknowledged in order and delivered in order [MQTT-4.6.0-2] [MQTT-4.6.0-6]", async () => {
+    const wsUrl = `${budgeted.base.replace("http", "ws")}/mqtt`;
+    const countersNow = () => countersOf(budgeted.base);
+    const topic = `${uid("edge-budget")}/t`;
+    const sub = await rawClientTo(5, "mqtt", wsUrl);
+    await sub.connect({ clientId: uid("edge-budget-sub") });
+    sub.autoAck = true;
+    await sub.subscribe(topic, 1);
+    const pub = await rawClientTo(5, "mqtt", wsUrl);
+    await pub.connect({ clientId: uid("edge-budget-pub") });
+    const before = await countersNow();
+    const publish = (i: number) =>
+      pub.send({ cmd: "publish", topic, payload: Buffer.from(`m${i}`), qos: 1, messageId: i });
+    // Four calls from the gateway, one at a time; then a burst that crosses the budget (the 5th call).
+    for (let i = 1; i <= 4; i++) {
+      publish(i);
+      await pub.until(() => pub.all("puback").length === i);
+    }
+    for (let i = 5; i <= 15; i++) publish(i);
+    await pub.until(() => pub.all("puback").length === 15, 10000, "15 PUBACKs");
+    const crossed = await countersNow();
+    // After the switch, one at a time again: every call is the session's now.
+    for (let i = 16; i <= 20; i++) {
+      publish(i);
+      await pub.until(() => pub.all("puback").length === i);
+    }
+    await sub.until(() => sub.all("publish").length === 20, 10000, "20 deliveries");
+    const after = await countersNow();
+    expect(pub.all("puback").map((a) => [a.messageId, a.reasonCode ?? 0])).toEqual(
+      Array.from({ length: 20 }, (_, i) => [i + 1, ReasonCode.SUCCESS]),
+    );
+    expect(sub.all("publish").map((p) => p.payload.toString())).toEqual(
+      Array.from({ length: 20 }, (_, i) => `m${i + 1}`),
+    );
+    const gatewayCalls = crossed.gatewayPublishCalls - before.gatewayPublishCalls;
+    expect(gatewayCalls).toBeGreaterThanOrEqual(5); // the calls for orders already handed over still went
+    expect(crossed.sessionPublishCalls - before.sessionPublishCalls).toBeGreaterThan(0);
+    expect(after.gatewayPublishCalls - crossed.gatewayPublishCalls).toBe(0);
+    expect(after.sessionPublishCalls - crossed.sessionPublishCalls).toBe(5);
+    sub.close();
     pub.close();
   });
 });

@@ -7,8 +7,10 @@ import {
   decodeFrame,
   encodeConnectHeaders,
   encodeEdgeAcked,
+  encodeEdgeHandBack,
   encodeEdgeOrder,
   encodeFrame,
+  isEdgeHandBack,
   isEdgeOrder,
   SessionHeader,
   type SessionConnect,
@@ -124,5 +126,17 @@ describe("edge orders (session -> gateway) and the gateway's PUBACK count (gatew
     expect(decodeFrame(encodeFrame(0, [note]))).toEqual({ seq: 0, packets: [note] });
     expect(decodeEdgeAcked(note)).toBe(0x01020304);
     expect(decodeEdgeAcked(new Uint8Array([0x40, 0x02, 0, 1]))).toBeUndefined();
+  });
+});
+
+describe("the hand-back of routing (EDGE_ROUTE_CALL_BUDGET)", () => {
+  it("is a type-0 packet the session tells apart from the acknowledged count, and its answer an edge order", () => {
+    const handBack = encodeEdgeHandBack();
+    expect(isEdgeHandBack(handBack)).toBe(true);
+    expect(decodeEdgeAcked(handBack)).toBeUndefined();
+    expect(isEdgeHandBack(encodeEdgeAcked(0))).toBe(false);
+    const answer = encodeEdgeOrder({ kind: "handed-back" });
+    expect(isEdgeOrder(answer)).toBe(true);
+    expect(decodeEdgeOrder(answer)).toEqual({ kind: "handed-back" });
   });
 });
