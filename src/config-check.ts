@@ -4,7 +4,8 @@
  * Worker logs them when an isolate starts and on its first request, and `/health` answers 503 with
  * them, so a bad variable is seen at once rather than as MQTT clients that retry for ever.
  */
-import { limitProblems } from "./config";
+import { DEFAULT_CONFIG, limitProblems, loadConfig } from "./config";
+import { bindingProblems, parseRules } from "./rules/rules-config";
 import { loadAuthConfig } from "./auth/auth-config";
 import { logLevelProblem } from "./observability/log";
 
@@ -43,7 +44,24 @@ export function configProblems(env: Record<string, unknown>): ConfigProblem[] {
   }
   const level = logLevelProblem(env.LOG_LEVEL);
   if (level) problems.push({ variable: "LOG_LEVEL", problem: level });
+  problems.push(...rulesProblems(env));
   return problems;
+}
+
+/** RULES (rules/rules-config.ts), and every binding its actions name (bindings are optional in wrangler.toml). */
+function rulesProblems(env: Record<string, unknown>): ConfigProblem[] {
+  let limits = DEFAULT_CONFIG; // when the configured topic limits are invalid (reported with the limits)
+  try {
+    limits = loadConfig(env);
+  } catch {
+    // reported by limitProblems
+  }
+  try {
+    const rules = parseRules(env.RULES, limits);
+    return bindingProblems(rules, env).map((problem) => ({ variable: "RULES", problem }));
+  } catch (err) {
+    return [{ variable: "RULES", problem: (err as Error).message }];
+  }
 }
 
 const checked = new WeakMap<object, ConfigProblem[]>();

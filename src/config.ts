@@ -95,6 +95,10 @@ export interface BrokerConfig {
    * measured on an idle machine and checked against the Workers subrequest limit: docs/COST.md): the session routes.
    */
   routeAtEdge: number;
+  /** Largest payload a rule parses as JSON for `payload.…` (docs/RULES.md); a larger one has no fields. */
+  rulesMaxPayloadBytes: number;
+  /** Republished copies one client message may lead to through rules that match each other's output. */
+  rulesMaxDepth: number;
 }
 
 export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
@@ -130,6 +134,8 @@ export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
   gatewayCpuNsPerOutboundFrame: 13000,
   gatewayCpuNsPerOutboundKib: 5000,
   routeAtEdge: 0,
+  rulesMaxPayloadBytes: 65536,
+  rulesMaxDepth: 3,
 });
 
 /** Environment variable name for each config key. */
@@ -166,6 +172,8 @@ const VARIABLES: Record<keyof BrokerConfig, string> = {
   gatewayCpuNsPerOutboundFrame: "GATEWAY_CPU_NS_PER_OUTBOUND_FRAME",
   gatewayCpuNsPerOutboundKib: "GATEWAY_CPU_NS_PER_OUTBOUND_KIB",
   routeAtEdge: "ROUTE_AT_EDGE",
+  rulesMaxPayloadBytes: "RULES_MAX_PAYLOAD_BYTES",
+  rulesMaxDepth: "RULES_MAX_DEPTH",
 };
 
 /** Inclusive bounds per key: a value outside them is a configuration error, not a silent clamp. */
@@ -203,6 +211,8 @@ const BOUNDS: Record<keyof BrokerConfig, [number, number]> = {
   gatewayCpuNsPerOutboundFrame: [0, 100000000],
   gatewayCpuNsPerOutboundKib: [0, 100000000],
   routeAtEdge: [0, 1],
+  rulesMaxPayloadBytes: [0, 1048576],
+  rulesMaxDepth: [1, 16],
 };
 
 export class ConfigError extends Error {}
