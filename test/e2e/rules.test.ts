@@ -197,6 +197,16 @@ describe.each(["0", "1"])("rules, ROUTE_AT_EDGE %s", (routeAtEdge) => {
   });
 });
 
+describe("README's example", () => {
+  it("is the rule these tests run, with its binding", () => {
+    const readme = readFileSync("README.md", "utf8");
+    const section = readme.slice(readme.indexOf("## Rules: routing without code"));
+    const rules = /RULES = '''([^]*?)'''/.exec(section)?.[1];
+    expect(JSON.parse(rules ?? "null")).toEqual([RULES[0]]);
+    expect(section).toMatch(/\[\[queues\.producers\]\]\nbinding = "TELEMETRY_QUEUE"/);
+  });
+});
+
 describe("a rule naming a Queue binding the Worker lacks", () => {
   it("is a configuration problem: /health answers 503 naming the rule and the binding", async () => {
     const broker = await startBroker({ RULES: JSON.stringify(RULES.slice(0, 1)) }, undefined, false);
