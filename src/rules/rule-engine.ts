@@ -12,7 +12,7 @@ import { counters } from "../observability/counters";
 import { SampledLog } from "../observability/log";
 import { renderTemplate } from "./template";
 import { evaluateWhere, type WhereInput } from "./where";
-import type { QueueAction, RepublishAction, Rule } from "./rules-config";
+import type { QueueAction, RepublishAction, Rule, RuleAction, WebhookAction } from "./rules-config";
 
 /** What a rule's actions need from the session. */
 export interface RuleSinks {
@@ -20,8 +20,25 @@ export interface RuleSinks {
   route(message: RoutedMessage): Promise<number>;
   /** The Queue producer bound under this name (the config check saw that it exists). */
   queue(binding: string): { send(body: unknown, options?: { contentType?: "json" }): Promise<unknown> } | undefined;
+  /** POSTs for `webhook` actions (the runtime's fetch). */
+  fetch(url: string, init: RequestInit): Promise<Response>;
+  /** The value of a secret or variable a webhook header names (the config check saw that it exists). */
+  secret(name: string): string | undefined;
+  sleep(ms: number): Promise<void>;
   now(): number;
 }
+
+/**
+ * A `webhook` action is best effort (docs/RULES.md): nothing waits for it, it is tried this many times
+ * (again after a network error, a timeout, 429 or 5xx), each attempt cut after `timeoutMs`, and at most
+ * `maxInFlight` are under way per session object; one beyond that is not sent, and is counted as failed.
+ */
+export const WEBHOOK_LIMITS = Object.freeze({
+  attempts: 3,
+  retryDelaysMs: [250, 1000],
+  timeoutMs: 5000,
+  maxInFlight: 32,
+});
 
 export interface RuleSettings extends TopicLimits {
   /** Largest payload parsed as JSON for `payload.…` (RULES_MAX_PAYLOAD_BYTES); a larger one has no fields. */
@@ -99,6 +116,8 @@ class MessageView implements WhereInput {
 export class RuleEngine {
   /** One sampled line per rule and 10 s for its failures (a broken queue must not flood the log). */
   private readonly failureLogs = new Map<string, SampledLog>();
+  /** Webhook POSTs under way (with their retries), at most WEBHOOK_LIMITS.maxInFlight. */
+  private webhooksInFlight = 0;
 
   constructor(
     private readonly rules: readonly Rule[],
@@ -122,41 +141,66 @@ export class RuleEngine {
         if (!outcome.matched) continue;
       }
       rule.actions.forEach((action, index) => {
-        const wait =
-          action.type === "queue" ? this.enqueue(rule, action, view) : this.republish(rule, action, index, view, depth);
+        const wait = this.act(rule, action, index, view, depth);
         if (wait) waits.push(wait);
       });
     }
     return waits.length === 0 ? undefined : Promise.all(waits).then(() => undefined);
   }
 
-  private enqueue(rule: Rule, action: QueueAction, view: MessageView): Promise<unknown> {
+  /** Starts one action; returns what the acknowledgement must wait for, if anything. */
+  private act(rule: Rule, action: RuleAction, index: number, view: MessageView, depth: number) {
     counters.ruleActionsTaken++;
-    const { message } = view;
-    const body: QueuedMessage = {
-      rule: rule.name,
-      id: message.id,
-      topic: message.topic,
-      qos: message.qos,
-      retain: message.retain,
-      clientId: message.origin,
-      receivedAt: message.receivedAt,
-    };
-    const text = view.payloadText();
-    if (text !== null) body.payload = text;
-    else body.payloadBase64 = base64(message.payload);
-    const props = message.properties;
-    if (props?.userProperties?.length) body.userProperties = props.userProperties.map(([k, v]) => [k, v]);
-    if (props?.contentType !== undefined) body.contentType = props.contentType;
+    if (action.type === "queue") return this.enqueue(rule, action, view);
+    if (action.type === "republish") return this.republish(rule, action, index, view, depth);
+    this.webhook(rule, action, view);
+    return undefined;
+  }
+
+  private enqueue(rule: Rule, action: QueueAction, view: MessageView): Promise<unknown> {
     const queue = this.sinks.queue(action.binding);
     if (!queue) return Promise.reject(this.failed(rule, "queue", new Error(`no binding ${action.binding}`)));
     try {
       return queue
-        .send(body, { contentType: "json" })
+        .send(messageBody(rule, view), { contentType: "json" })
         .catch((err: unknown) => Promise.reject(this.failed(rule, "queue", err)));
     } catch (err) {
       return Promise.reject(this.failed(rule, "queue", err));
     }
+  }
+
+  /** POSTs the message as JSON (the queue message's form), retried within WEBHOOK_LIMITS; never awaited. */
+  private webhook(rule: Rule, action: WebhookAction, view: MessageView): void {
+    if (this.webhooksInFlight >= WEBHOOK_LIMITS.maxInFlight) {
+      this.failed(rule, "webhook", new Error(`more than ${WEBHOOK_LIMITS.maxInFlight} webhooks in flight`));
+      return;
+    }
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    for (const [header, secret] of action.headers) headers[header] = this.sinks.secret(secret) ?? "";
+    const body = JSON.stringify(messageBody(rule, view));
+    this.webhooksInFlight++;
+    void this.post(action.url, headers, body)
+      .catch((err: unknown) => this.failed(rule, "webhook", err))
+      .finally(() => this.webhooksInFlight--);
+  }
+
+  private async post(url: string, headers: Record<string, string>, body: string): Promise<void> {
+    let problem: unknown;
+    for (let attempt = 0; attempt < WEBHOOK_LIMITS.attempts; attempt++) {
+      if (attempt > 0) await this.sinks.sleep(WEBHOOK_LIMITS.retryDelaysMs[attempt - 1] ?? 1000);
+      try {
+        const signal = AbortSignal.timeout(WEBHOOK_LIMITS.timeoutMs);
+        const res = await this.sinks.fetch(url, { method: "POST", headers, body, signal });
+        await res.body?.cancel();
+        if (res.ok) return;
+        problem = new Error(`the webhook answered HTTP ${res.status}`);
+        // Another client error would be refused again: only "too many requests" is worth a retry.
+        if (res.status < 500 && res.status !== 429) break;
+      } catch (err) {
+        problem = err;
+      }
+    }
+    throw problem;
   }
 
   /**
@@ -165,7 +209,6 @@ export class RuleEngine {
    * stops there. Its id derives from the original's, so a resent QoS 2 message makes the same copy.
    */
   private republish(rule: Rule, action: RepublishAction, index: number, view: MessageView, depth: number) {
-    counters.ruleActionsTaken++;
     const rendered = renderTemplate(action.topic, view, this.settings);
     if ("problem" in rendered) {
       // Deterministic: failing the acknowledgement would only make the client resend for ever.
@@ -199,6 +242,27 @@ export class RuleEngine {
     log.record(this.sinks.now(), { rule: rule.name, action, error: err instanceof Error ? err.message : String(err) });
     return err;
   }
+}
+
+/** The JSON a `queue` action sends and a `webhook` action POSTs (docs/RULES.md "The message"). */
+function messageBody(rule: Rule, view: MessageView): QueuedMessage {
+  const { message } = view;
+  const body: QueuedMessage = {
+    rule: rule.name,
+    id: message.id,
+    topic: message.topic,
+    qos: message.qos,
+    retain: message.retain,
+    clientId: message.origin,
+    receivedAt: message.receivedAt,
+  };
+  const text = view.payloadText();
+  if (text !== null) body.payload = text;
+  else body.payloadBase64 = base64(message.payload);
+  const props = message.properties;
+  if (props?.userProperties?.length) body.userProperties = props.userProperties.map(([k, v]) => [k, v]);
+  if (props?.contentType !== undefined) body.contentType = props.contentType;
+  return body;
 }
 
 function base64(bytes: Uint8Array): string {

@@ -12,10 +12,13 @@ import { compileWhere, WhereError, type WhereCondition } from "./where";
 export const RULES_LIMITS = Object.freeze({
   maxRules: 100,
   maxActionsPerRule: 8,
+  maxWebhookHeaders: 8,
 });
 
 /** A rule name goes into logs and counters as it is: letters, digits, `-`, `_` and `.`, at most 64. */
 const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+/** An HTTP header name (a token: RFC 9110 5.1, narrowed). */
+const HEADER = /^[A-Za-z0-9-]{1,64}$/;
 /** A Worker binding's name, as wrangler accepts it. */
 const BINDING = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 
@@ -32,7 +35,15 @@ export interface QueueAction {
   binding: string;
 }
 
-export type RuleAction = RepublishAction | QueueAction;
+export interface WebhookAction {
+  type: "webhook";
+  /** http: or https: */
+  url: string;
+  /** Request headers, each [header name, name of the secret (or variable) holding its value]. */
+  headers: [string, string][];
+}
+
+export type RuleAction = RepublishAction | QueueAction | WebhookAction;
 
 export interface Rule {
   name: string;
@@ -133,9 +144,38 @@ function parseAction(action: unknown, label: string): RuleAction {
       }
       return { type: "queue", binding: action.binding };
     }
+    case "webhook":
+      return parseWebhook(action, label);
     default:
-      throw new RulesError(`${label}: type must be "republish" or "queue"`);
+      throw new RulesError(`${label}: type must be "republish", "queue" or "webhook"`);
   }
+}
+
+function parseWebhook(action: Record<string, unknown>, label: string): WebhookAction {
+  onlyKeys(action, ["type", "url", "headers"], label);
+  let url: URL | undefined;
+  try {
+    url = new URL(action.url as string);
+  } catch {
+    // refused below
+  }
+  if (typeof action.url !== "string" || !url || (url.protocol !== "https:" && url.protocol !== "http:")) {
+    throw new RulesError(`${label}: url must be an http: or https: URL`);
+  }
+  const headers = action.headers ?? {};
+  if (!isRecord(headers)) throw new RulesError(`${label}: headers must map header names to secret names`);
+  const pairs = Object.entries(headers);
+  if (pairs.length > RULES_LIMITS.maxWebhookHeaders) {
+    throw new RulesError(`${label}: at most ${RULES_LIMITS.maxWebhookHeaders} headers`);
+  }
+  for (const [header, secret] of pairs) {
+    if (!HEADER.test(header))
+      throw new RulesError(`${label}: ${JSON.stringify(header.slice(0, 40))} is no header name`);
+    if (typeof secret !== "string" || !BINDING.test(secret)) {
+      throw new RulesError(`${label}: header ${header} must name a secret (its value is never written in RULES)`);
+    }
+  }
+  return { type: "webhook", url: action.url, headers: pairs as [string, string][] };
 }
 
 /** A binding the rules name that `env` lacks, or holds something that is not a Queue producer. */
@@ -143,6 +183,15 @@ export function bindingProblems(rules: Rule[], env: Record<string, unknown>): st
   const problems: string[] = [];
   for (const rule of rules) {
     for (const action of rule.actions) {
+      if (action.type === "webhook") {
+        for (const [header, secret] of action.headers) {
+          if (typeof env[secret] !== "string" || env[secret] === "") {
+            problems.push(
+              `rule ${rule.name}: no secret ${secret} for header ${header} (wrangler secret put ${secret})`,
+            );
+          }
+        }
+      }
       if (action.type !== "queue") continue;
       const binding = env[action.binding];
       if (binding === undefined) {

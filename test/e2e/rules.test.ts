@@ -33,9 +33,20 @@ const RULES = [
   { name: "archive", filter: "archive/#", actions: [{ type: "queue", binding: "TELEMETRY_QUEUE" }] },
 ];
 
+/** A webhook to this file's HTTP server, its Authorization header from the secret WEBHOOK_TOKEN. */
+const webhookRule = (port: number) => ({
+  name: "notify",
+  filter: "notify/#",
+  actions: [{ type: "webhook", url: `http://127.0.0.1:${port}/webhook`, headers: { Authorization: "WEBHOOK_TOKEN" } }],
+});
+
 /** What the Queue's consumer received, from every broker this file starts. */
 const received: QueuedMessage[] = [];
+/** The webhook POSTs received: a topic ending in /flaky is answered 503 the first time, /slow only when released. */
+const posts: { authorization?: string; body: QueuedMessage }[] = [];
+const held: (() => void)[] = [];
 let sink: Server;
+let sinkPort: number;
 let dir: string;
 
 beforeAll(async () => {
@@ -43,12 +54,21 @@ beforeAll(async () => {
     let body = "";
     req.on("data", (d) => (body += d));
     req.on("end", () => {
-      received.push(...(JSON.parse(body) as QueuedMessage[]));
+      if (req.url !== "/webhook") {
+        received.push(...(JSON.parse(body) as QueuedMessage[]));
+        return void res.end("ok");
+      }
+      const message = JSON.parse(body) as QueuedMessage;
+      posts.push({ authorization: req.headers.authorization, body: message });
+      const seen = posts.filter((p) => p.body.id === message.id).length;
+      if (message.topic.endsWith("/flaky") && seen === 1) return void res.writeHead(503).end();
+      if (message.topic.endsWith("/slow")) return void held.push(() => res.end("ok"));
       res.end("ok");
     });
   });
   await new Promise<void>((r) => sink.listen(0, "127.0.0.1", r));
   const { port } = sink.address() as { port: number };
+  sinkPort = port;
   // The broker's own wrangler.toml plus a Queue producer; paths made absolute, since the copy lives elsewhere.
   dir = mkdtempSync(join(tmpdir(), "rules-e2e-"));
   const root = resolve(".");
@@ -76,6 +96,7 @@ beforeAll(async () => {
 });
 
 afterAll(() => {
+  held.splice(0).forEach((release) => release());
   sink.close();
   rmSync(dir, { recursive: true, force: true });
 });
@@ -88,7 +109,8 @@ describe.each(["0", "1"])("rules, ROUTE_AT_EDGE %s", (routeAtEdge) => {
     const vars = {
       ALLOW_ANONYMOUS: "true",
       DEBUG_COUNTERS: "true",
-      RULES: JSON.stringify(RULES),
+      RULES: JSON.stringify([...RULES, webhookRule(sinkPort)]),
+      WEBHOOK_TOKEN: "Bearer e2e-hook",
       ROUTE_AT_EDGE: routeAtEdge,
     };
     broker = await startBroker(vars, [join(dir, "broker.toml"), join(dir, "sink.toml")]);
@@ -178,6 +200,28 @@ describe.each(["0", "1"])("rules, ROUTE_AT_EDGE %s", (routeAtEdge) => {
     expect(JSON.parse(alert.payload)).toEqual({ temp: 40, room: "boiler" });
     expect(rec.messages).toHaveLength(1); // the hostile three, published first, made nothing
     expect(await counter("ruleActionsFailed")).toBe(before + 3);
+  });
+
+  it("webhook: POSTs the message with the secret's header; a 503 is tried again", async () => {
+    const topic = `notify/${uid("n")}/flaky`;
+    const c = await client();
+    await c.publishAsync(topic, "ring", { qos: 1 });
+    await until(() => posts.filter((p) => p.body.topic === topic).length === 2, "the POST and its retry");
+    const [first, second] = posts.filter((p) => p.body.topic === topic);
+    expect(first).toEqual(second);
+    expect(first!.authorization).toBe("Bearer e2e-hook");
+    expect(first!.body).toMatchObject({ rule: "notify", topic, qos: 1, payload: "ring" });
+  });
+
+  it("webhook: best effort, the PUBACK does not wait for its answer", async () => {
+    const topic = `notify/${uid("n")}/slow`;
+    const c = await client();
+    await c.publishAsync(topic, "later", { qos: 1 }); // acknowledged while the webhook has no answer
+    await until(() => posts.some((p) => p.body.topic === topic), "the POST");
+    // Still its first attempt (the next comes only after 5 s without an answer): the PUBACK did not wait for it.
+    expect(posts.filter((p) => p.body.topic === topic)).toHaveLength(1);
+    expect(held.length).toBeGreaterThan(0);
+    held.splice(0).forEach((release) => release());
   });
 
   it("a rule that matches its own output stops after RULES_MAX_DEPTH (3) copies", async () => {

@@ -8,7 +8,7 @@ import { configProblems } from "../../src/config-check";
 import { DEFAULT_CONFIG } from "../../src/config";
 import { counters } from "../../src/observability/counters";
 import type { RoutedMessage } from "../../src/protocol/message";
-import { RuleEngine, type QueuedMessage, type RuleSinks } from "../../src/rules/rule-engine";
+import { RuleEngine, WEBHOOK_LIMITS, type QueuedMessage, type RuleSinks } from "../../src/rules/rule-engine";
 import { bindingProblems, parseRules, RULES_LIMITS } from "../../src/rules/rules-config";
 import { compileTemplate, renderTemplate } from "../../src/rules/template";
 import { at } from "../support/elements";
@@ -45,7 +45,16 @@ describe("RULES: checked at start", () => {
     [[{ ...TELEMETRY, filter: "$share/g/a" }], /filter must not be a \$share filter/],
     [[{ ...TELEMETRY, where: "payload.temp >" }], /RULES\[0\] \(hot\): where: expected a value, got the end/],
     [[{ ...TELEMETRY, actions: [] }], /actions must be a non-empty list/],
-    [[{ ...TELEMETRY, actions: [{ type: "email" }] }], /actions\[0\]: type must be "republish" or "queue"/],
+    [[{ ...TELEMETRY, actions: [{ type: "email" }] }], /actions\[0\]: type must be "republish", "queue" or "webhook"/],
+    [[{ ...TELEMETRY, actions: [{ type: "webhook", url: "ftp://x" }] }], /url must be an http: or https: URL/],
+    [
+      [{ ...TELEMETRY, actions: [{ type: "webhook", url: "https://x", headers: { A: "Bearer x" } }] }],
+      /must name a secret/,
+    ],
+    [
+      [{ ...TELEMETRY, actions: [{ type: "webhook", url: "https://x", headers: { "A B": "S" } }] }],
+      /is no header name/,
+    ],
     [[{ ...TELEMETRY, actions: [{ type: "queue", binding: "no-dash" }] }], /binding must name a Queue binding/],
     [[{ ...TELEMETRY, actions: [{ type: "republish", topic: "a/+" }] }], /topic a topic name has no wildcards/],
     [[{ ...TELEMETRY, actions: [{ type: "republish", topic: "$SYS/x" }] }], /topic must not start with \$/],
@@ -72,6 +81,18 @@ describe("RULES: checked at start", () => {
       "rule hot: binding HOT_QUEUE is not a Queue producer",
     ]);
     expect(bindingProblems(rules, { HOT_QUEUE: { send: () => undefined } })).toEqual([]);
+  });
+
+  it("a webhook header's secret that is missing is a configuration problem", () => {
+    const hook = {
+      ...TELEMETRY,
+      actions: [{ type: "webhook", url: "https://h", headers: { Authorization: "HOOK_TOKEN" } }],
+    };
+    const rules = parseRules(JSON.stringify([hook]), LIMITS);
+    expect(bindingProblems(rules, {})).toEqual([
+      "rule hot: no secret HOOK_TOKEN for header Authorization (wrangler secret put HOOK_TOKEN)",
+    ]);
+    expect(bindingProblems(rules, { HOOK_TOKEN: "Bearer x" })).toEqual([]);
   });
 
   it("configProblems reports RULES (its syntax and its bindings) with the other variables", () => {
@@ -144,6 +165,9 @@ function sinks() {
   const routed: RoutedMessage[] = [];
   const sent: { binding: string; body: QueuedMessage }[] = [];
   let release: (() => void) | undefined;
+  const posts: { url: string; init: RequestInit }[] = [];
+  /** The webhook's answers in turn (then 200): a status, "error" (no answer) or "hold" (never answers). */
+  const answers: (number | "error" | "hold")[] = [];
   const state = { hold: false, failQueue: false, failRoute: false };
   const io: RuleSinks = {
     route: (m) => {
@@ -160,9 +184,18 @@ function sinks() {
               return state.hold ? new Promise<void>((r) => (release = r)) : Promise.resolve();
             },
           },
+    fetch: (url, init) => {
+      posts.push({ url, init });
+      const answer = answers.shift() ?? 200;
+      if (answer === "hold") return new Promise<Response>(() => undefined);
+      if (answer === "error") return Promise.reject(new Error("connection refused"));
+      return Promise.resolve(new Response("", { status: answer }));
+    },
+    secret: (name) => (name === "HOOK_TOKEN" ? "Bearer s3cret" : undefined),
+    sleep: () => Promise.resolve(),
     now: () => 0,
   };
-  return { io, routed, sent, state, release: () => release?.() };
+  return { io, routed, sent, state, posts, answers, release: () => release?.() };
 }
 
 const engine = (rules: unknown[], io: RuleSinks, over: { maxDepth?: number; maxPayloadBytes?: number } = {}) =>
@@ -309,5 +342,62 @@ describe("the rule engine", () => {
     };
     await engine([first, second], s.io).apply(message("t/x", "p"));
     expect(s.sent.map((m) => `${m.body.rule}:${m.binding}`)).toEqual(["first:A", "first:B", "second:C"]);
+  });
+
+  describe("webhook (best effort)", () => {
+    const HOOK = {
+      name: "hook",
+      filter: "w/#",
+      actions: [{ type: "webhook", url: "https://example.test/in", headers: { Authorization: "HOOK_TOKEN" } }],
+    };
+    const settle = () => new Promise((r) => setTimeout(r, 10));
+
+    it("POSTs the message as JSON with headers from secrets; the acknowledgement does not wait", async () => {
+      const s = sinks();
+      s.answers.push("hold");
+      expect(engine([HOOK], s.io).apply(message("w/1", "hello"))).toBeUndefined();
+      await settle();
+      expect(s.posts).toHaveLength(1);
+      const { url, init } = at(s.posts, 0);
+      expect(url).toBe("https://example.test/in");
+      expect(init.method).toBe("POST");
+      expect(init.headers).toEqual({ "content-type": "application/json", Authorization: "Bearer s3cret" });
+      expect(JSON.parse(init.body as string)).toMatchObject({ rule: "hook", topic: "w/1", payload: "hello" });
+    });
+
+    it("retries after 5xx, 429 and a network error, up to 3 attempts; then counts the failure", async () => {
+      const s = sinks();
+      s.answers.push(503, 429);
+      engine([HOOK], s.io).apply(message("w/1", "x"));
+      await settle();
+      expect(s.posts).toHaveLength(3);
+      expect(counters.ruleActionsFailed).toBe(0);
+      s.answers.push("error", 500, 502);
+      engine([HOOK], s.io).apply(message("w/1", "x"));
+      await settle();
+      expect(s.posts).toHaveLength(6);
+      expect(counters.ruleActionsFailed).toBe(1);
+    });
+
+    it("does not retry another 4xx", async () => {
+      const s = sinks();
+      s.answers.push(400);
+      engine([HOOK], s.io).apply(message("w/1", "x"));
+      await settle();
+      expect(s.posts).toHaveLength(1);
+      expect(counters.ruleActionsFailed).toBe(1);
+    });
+
+    it("beyond maxInFlight under way, a webhook is not sent and is counted", async () => {
+      const s = sinks();
+      const rules = engine([HOOK], s.io);
+      for (let i = 0; i < WEBHOOK_LIMITS.maxInFlight + 1; i++) {
+        s.answers.push("hold");
+        rules.apply(message("w/1", String(i)));
+      }
+      await settle();
+      expect(s.posts).toHaveLength(WEBHOOK_LIMITS.maxInFlight);
+      expect(counters.ruleActionsFailed).toBe(1);
+    });
   });
 });
