@@ -11,8 +11,16 @@ import { topicMatches, type TopicLimits } from "../protocol/topic";
 import { counters } from "../observability/counters";
 import { SampledLog } from "../observability/log";
 import { renderTemplate } from "./template";
-import { evaluateWhere, type WhereInput } from "./where";
-import type { QueueAction, RepublishAction, Rule, RuleAction, WebhookAction } from "./rules-config";
+import { evaluateWhere, resolveCompiledPath, type WhereInput, type WhereValue } from "./where";
+import type {
+  AnalyticsAction,
+  MessagePath,
+  QueueAction,
+  RepublishAction,
+  Rule,
+  RuleAction,
+  WebhookAction,
+} from "./rules-config";
 
 /** What a rule's actions need from the session. */
 export interface RuleSinks {
@@ -20,6 +28,8 @@ export interface RuleSinks {
   route(message: RoutedMessage): Promise<number>;
   /** The Queue producer bound under this name (the config check saw that it exists). */
   queue(binding: string): { send(body: unknown, options?: { contentType?: "json" }): Promise<unknown> } | undefined;
+  /** The Analytics Engine dataset bound under this name (the config check saw that it exists). */
+  analytics(binding: string): { writeDataPoint(point: AnalyticsPoint): void } | undefined;
   /** POSTs for `webhook` actions (the runtime's fetch). */
   fetch(url: string, init: RequestInit): Promise<Response>;
   /** The value of a secret or variable a webhook header names (the config check saw that it exists). */
@@ -39,6 +49,12 @@ export const WEBHOOK_LIMITS = Object.freeze({
   timeoutMs: 5000,
   maxInFlight: 32,
 });
+
+export interface AnalyticsPoint {
+  blobs: (string | null)[];
+  doubles: number[];
+  indexes?: string[];
+}
 
 export interface RuleSettings extends TopicLimits {
   /** Largest payload parsed as JSON for `payload.…` (RULES_MAX_PAYLOAD_BYTES); a larger one has no fields. */
@@ -153,8 +169,29 @@ export class RuleEngine {
     counters.ruleActionsTaken++;
     if (action.type === "queue") return this.enqueue(rule, action, view);
     if (action.type === "republish") return this.republish(rule, action, index, view, depth);
-    this.webhook(rule, action, view);
+    if (action.type === "webhook") this.webhook(rule, action, view);
+    else this.writeDataPoint(rule, action, view);
     return undefined;
+  }
+
+  /**
+   * One Workers Analytics Engine data point (best effort, as Analytics Engine is; nothing waits).
+   * A blob is the value as text (missing, an object or an array: null); a double is the number (a
+   * boolean 1 or 0; anything else 0); the index is the value as text ("" when it has none).
+   */
+  private writeDataPoint(rule: Rule, action: AnalyticsAction, view: MessageView): void {
+    try {
+      const dataset = this.sinks.analytics(action.binding);
+      if (!dataset) throw new Error(`no binding ${action.binding}`);
+      const value = (path: MessagePath) => resolveCompiledPath(path, view);
+      dataset.writeDataPoint({
+        blobs: action.blobs.map((path) => asText(value(path))),
+        doubles: action.doubles.map((path) => asNumber(value(path))),
+        indexes: action.index ? [asText(value(action.index)) ?? ""] : undefined,
+      });
+    } catch (err) {
+      this.failed(rule, "analytics", err); // a blob or index over Analytics Engine's sizes, say
+    }
   }
 
   private enqueue(rule: Rule, action: QueueAction, view: MessageView): Promise<unknown> {
@@ -263,6 +300,15 @@ function messageBody(rule: Rule, view: MessageView): QueuedMessage {
   if (props?.userProperties?.length) body.userProperties = props.userProperties.map(([k, v]) => [k, v]);
   if (props?.contentType !== undefined) body.contentType = props.contentType;
   return body;
+}
+
+function asText(value: WhereValue): string | null {
+  return typeof value === "string" || typeof value === "number" || typeof value === "boolean" ? String(value) : null;
+}
+
+function asNumber(value: WhereValue): number {
+  if (typeof value === "number") return value;
+  return value === true ? 1 : 0;
 }
 
 function base64(bytes: Uint8Array): string {

@@ -6,13 +6,15 @@
 import type { QoS } from "../protocol/message";
 import { parseSharedFilter, topicFilterError, type TopicLimits } from "../protocol/topic";
 import { compileTemplate, type TopicTemplate } from "./template";
-import { compileWhere, WhereError, type WhereCondition } from "./where";
+import { compilePath, compileWhere, WhereError, type WhereCondition } from "./where";
 
 /** Limits of RULES itself (more is a configuration error). */
 export const RULES_LIMITS = Object.freeze({
   maxRules: 100,
   maxActionsPerRule: 8,
   maxWebhookHeaders: 8,
+  /** Workers Analytics Engine takes at most 20 blobs and 20 doubles per data point. */
+  maxAnalyticsFields: 20,
 });
 
 /** A rule name goes into logs and counters as it is: letters, digits, `-`, `_` and `.`, at most 64. */
@@ -43,7 +45,20 @@ export interface WebhookAction {
   headers: [string, string][];
 }
 
-export type RuleAction = RepublishAction | QueueAction | WebhookAction;
+export interface AnalyticsAction {
+  type: "analytics";
+  /** The name of a Workers Analytics Engine binding (`[[analytics_engine_datasets]]`). */
+  binding: string;
+  /** Values (as `where` names them: `topic[1]`, `payload.temp`, ...) written as the point's blobs, doubles and index. */
+  blobs: MessagePath[];
+  doubles: MessagePath[];
+  index?: MessagePath;
+}
+
+/** A compiled value name (where.ts compilePath). */
+export type MessagePath = ReturnType<typeof compilePath>;
+
+export type RuleAction = RepublishAction | QueueAction | WebhookAction | AnalyticsAction;
 
 export interface Rule {
   name: string;
@@ -146,8 +161,10 @@ function parseAction(action: unknown, label: string): RuleAction {
     }
     case "webhook":
       return parseWebhook(action, label);
+    case "analytics":
+      return parseAnalytics(action, label);
     default:
-      throw new RulesError(`${label}: type must be "republish", "queue" or "webhook"`);
+      throw new RulesError(`${label}: type must be "republish", "queue", "webhook" or "analytics"`);
   }
 }
 
@@ -178,6 +195,32 @@ function parseWebhook(action: Record<string, unknown>, label: string): WebhookAc
   return { type: "webhook", url: action.url, headers: pairs as [string, string][] };
 }
 
+function parseAnalytics(action: Record<string, unknown>, label: string): AnalyticsAction {
+  onlyKeys(action, ["type", "binding", "blobs", "doubles", "index"], label);
+  if (typeof action.binding !== "string" || !BINDING.test(action.binding)) {
+    throw new RulesError(`${label}: binding must name an Analytics Engine binding`);
+  }
+  const paths = (field: string, value: unknown): MessagePath[] => {
+    if (value === undefined) return [];
+    if (!Array.isArray(value) || value.length > RULES_LIMITS.maxAnalyticsFields) {
+      throw new RulesError(`${label}: ${field} must be a list of at most ${RULES_LIMITS.maxAnalyticsFields} names`);
+    }
+    return value.map((name: unknown) => path(name, `${field}: `));
+  };
+  const path = (name: unknown, where: string): MessagePath => {
+    try {
+      return compilePath(name as string);
+    } catch (err) {
+      if (err instanceof WhereError) throw new RulesError(`${label}: ${where}${err.message}`);
+      throw err;
+    }
+  };
+  const blobs = paths("blobs", action.blobs);
+  const doubles = paths("doubles", action.doubles);
+  const index = action.index === undefined ? undefined : path(action.index, "index: ");
+  return { type: "analytics", binding: action.binding, blobs, doubles, index };
+}
+
 /** A binding the rules name that `env` lacks, or holds something that is not a Queue producer. */
 export function bindingProblems(rules: Rule[], env: Record<string, unknown>): string[] {
   const problems: string[] = [];
@@ -190,6 +233,15 @@ export function bindingProblems(rules: Rule[], env: Record<string, unknown>): st
               `rule ${rule.name}: no secret ${secret} for header ${header} (wrangler secret put ${secret})`,
             );
           }
+        }
+      }
+      if (action.type === "analytics") {
+        const dataset = env[action.binding] as { writeDataPoint?: unknown } | undefined;
+        if (typeof dataset?.writeDataPoint !== "function") {
+          const what = dataset === undefined ? "no binding" : "not an Analytics Engine binding:";
+          problems.push(
+            `rule ${rule.name}: ${what} ${action.binding} (add [[analytics_engine_datasets]] to wrangler.toml)`,
+          );
         }
       }
       if (action.type !== "queue") continue;

@@ -61,6 +61,7 @@ function ruleEngine(env: Env, shards: ShardLinks): RuleEngine | undefined {
   return new RuleEngine(rules, settings, {
     route: (message) => shards.route(message),
     queue: (binding) => env[binding] as Queue | undefined,
+    analytics: (binding) => env[binding] as AnalyticsEngineDataset | undefined,
     fetch: (url, init) => fetch(url, init),
     secret: (name) => (typeof env[name] === "string" ? env[name] : undefined),
     sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),

@@ -31,6 +31,11 @@ const RULES = [
   },
   { name: "loop", filter: "loop/#", actions: [{ type: "republish", topic: "loop/${topic[-1]}x", qos: 1 }] },
   { name: "archive", filter: "archive/#", actions: [{ type: "queue", binding: "TELEMETRY_QUEUE" }] },
+  {
+    name: "stats",
+    filter: "stats/+",
+    actions: [{ type: "analytics", binding: "RULES_ANALYTICS", blobs: ["topic[1]"], doubles: ["payload.temp"] }],
+  },
 ];
 
 /** A webhook to this file's HTTP server, its Authorization header from the secret WEBHOOK_TOKEN. */
@@ -77,7 +82,15 @@ beforeAll(async () => {
     .replace('"./src/util/silent-debug.cjs"', `"${root}/src/util/silent-debug.cjs"`);
   writeFileSync(
     join(dir, "broker.toml"),
-    `${broker}\n[[queues.producers]]\nbinding = "TELEMETRY_QUEUE"\nqueue = "rules-telemetry"\n`,
+    [
+      broker,
+      "[[queues.producers]]",
+      'binding = "TELEMETRY_QUEUE"',
+      'queue = "rules-telemetry"',
+      "[[analytics_engine_datasets]]",
+      'binding = "RULES_ANALYTICS"',
+      'dataset = "rules_e2e"',
+    ].join("\n"),
   );
   writeFileSync(
     join(dir, "sink.toml"),
@@ -222,6 +235,14 @@ describe.each(["0", "1"])("rules, ROUTE_AT_EDGE %s", (routeAtEdge) => {
     expect(posts.filter((p) => p.body.topic === topic)).toHaveLength(1);
     expect(held.length).toBeGreaterThan(0);
     held.splice(0).forEach((release) => release());
+  });
+
+  it("analytics: a data point is written through the local Analytics Engine binding without failing", async () => {
+    const [taken, failed] = [await counter("ruleActionsTaken"), await counter("ruleActionsFailed")];
+    const c = await client();
+    await c.publishAsync(`stats/${uid("s")}`, JSON.stringify({ temp: 21 }), { qos: 1 }); // after its rules ran
+    expect(await counter("ruleActionsTaken")).toBe(taken + 1);
+    expect(await counter("ruleActionsFailed")).toBe(failed);
   });
 
   it("a rule that matches its own output stops after RULES_MAX_DEPTH (3) copies", async () => {

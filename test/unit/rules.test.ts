@@ -8,7 +8,13 @@ import { configProblems } from "../../src/config-check";
 import { DEFAULT_CONFIG } from "../../src/config";
 import { counters } from "../../src/observability/counters";
 import type { RoutedMessage } from "../../src/protocol/message";
-import { RuleEngine, WEBHOOK_LIMITS, type QueuedMessage, type RuleSinks } from "../../src/rules/rule-engine";
+import {
+  RuleEngine,
+  WEBHOOK_LIMITS,
+  type AnalyticsPoint,
+  type QueuedMessage,
+  type RuleSinks,
+} from "../../src/rules/rule-engine";
 import { bindingProblems, parseRules, RULES_LIMITS } from "../../src/rules/rules-config";
 import { compileTemplate, renderTemplate } from "../../src/rules/template";
 import { at } from "../support/elements";
@@ -45,7 +51,7 @@ describe("RULES: checked at start", () => {
     [[{ ...TELEMETRY, filter: "$share/g/a" }], /filter must not be a \$share filter/],
     [[{ ...TELEMETRY, where: "payload.temp >" }], /RULES\[0\] \(hot\): where: expected a value, got the end/],
     [[{ ...TELEMETRY, actions: [] }], /actions must be a non-empty list/],
-    [[{ ...TELEMETRY, actions: [{ type: "email" }] }], /actions\[0\]: type must be "republish", "queue" or "webhook"/],
+    [[{ ...TELEMETRY, actions: [{ type: "email" }] }], /actions\[0\]: type must be "republish", "queue", "webhook" or "analytics"/],
     [[{ ...TELEMETRY, actions: [{ type: "webhook", url: "ftp://x" }] }], /url must be an http: or https: URL/],
     [
       [{ ...TELEMETRY, actions: [{ type: "webhook", url: "https://x", headers: { A: "Bearer x" } }] }],
@@ -81,6 +87,22 @@ describe("RULES: checked at start", () => {
       "rule hot: binding HOT_QUEUE is not a Queue producer",
     ]);
     expect(bindingProblems(rules, { HOT_QUEUE: { send: () => undefined } })).toEqual([]);
+  });
+
+  it("an analytics action's binding must be an Analytics Engine dataset; its names must parse", () => {
+    const action = { type: "analytics", binding: "AE", blobs: ["topic[1]"], doubles: ["payload.temp"] };
+    const rules = parseRules(JSON.stringify([{ ...TELEMETRY, actions: [action] }]), LIMITS);
+    expect(bindingProblems(rules, {})).toEqual([
+      "rule hot: no binding AE (add [[analytics_engine_datasets]] to wrangler.toml)",
+    ]);
+    expect(bindingProblems(rules, { AE: { send: () => undefined } })).toEqual([
+      "rule hot: not an Analytics Engine binding: AE (add [[analytics_engine_datasets]] to wrangler.toml)",
+    ]);
+    expect(bindingProblems(rules, { AE: { writeDataPoint: () => undefined } })).toEqual([]);
+    const bad = (over: object) => JSON.stringify([{ ...TELEMETRY, actions: [{ ...action, ...over }] }]);
+    expect(() => parseRules(bad({ doubles: ["payload.temp >"] }), LIMITS)).toThrow(/doubles: expected a value, got the end/);
+    expect(() => parseRules(bad({ index: "temp" }), LIMITS)).toThrow(/index: unknown name "temp"/);
+    expect(() => parseRules(bad({ blobs: Array(21).fill("qos") }), LIMITS)).toThrow(/at most 20 names/);
   });
 
   it("a webhook header's secret that is missing is a configuration problem", () => {
@@ -166,6 +188,7 @@ function sinks() {
   const sent: { binding: string; body: QueuedMessage }[] = [];
   let release: (() => void) | undefined;
   const posts: { url: string; init: RequestInit }[] = [];
+  const points: AnalyticsPoint[] = [];
   /** The webhook's answers in turn (then 200): a status, "error" (no answer) or "hold" (never answers). */
   const answers: (number | "error" | "hold")[] = [];
   const state = { hold: false, failQueue: false, failRoute: false };
@@ -191,11 +214,20 @@ function sinks() {
       if (answer === "error") return Promise.reject(new Error("connection refused"));
       return Promise.resolve(new Response("", { status: answer }));
     },
+    analytics: (binding) =>
+      binding === "MISSING"
+        ? undefined
+        : {
+            writeDataPoint: (point) => {
+              if ((point.indexes?.[0]?.length ?? 0) > 96) throw new Error("index over 96 bytes");
+              points.push(point);
+            },
+          },
     secret: (name) => (name === "HOOK_TOKEN" ? "Bearer s3cret" : undefined),
     sleep: () => Promise.resolve(),
     now: () => 0,
   };
-  return { io, routed, sent, state, posts, answers, release: () => release?.() };
+  return { io, routed, sent, state, posts, answers, points, release: () => release?.() };
 }
 
 const engine = (rules: unknown[], io: RuleSinks, over: { maxDepth?: number; maxPayloadBytes?: number } = {}) =>
@@ -398,6 +430,39 @@ describe("the rule engine", () => {
       await settle();
       expect(s.posts).toHaveLength(WEBHOOK_LIMITS.maxInFlight);
       expect(counters.ruleActionsFailed).toBe(1);
+    });
+  });
+
+  describe("analytics", () => {
+    const point = (over: object = {}) => ({
+      name: "stats",
+      filter: "devices/+/telemetry",
+      actions: [
+        {
+          type: "analytics",
+          binding: "AE",
+          blobs: ["topic[1]", "clientId", "payload.status", "payload.obj"],
+          doubles: ["payload.temp", "qos", "payload.ok", "payload.absent"],
+          index: "topic[1]",
+          ...over,
+        },
+      ],
+    });
+
+    it("writes one data point with the chosen fields; nothing waits for it", () => {
+      const s = sinks();
+      const payload = JSON.stringify({ temp: 31.5, status: "ok", ok: true, obj: { a: 1 } });
+      expect(engine([point()], s.io).apply(message("devices/d7/telemetry", payload))).toBeUndefined();
+      expect(s.points).toEqual([{ blobs: ["d7", "c1", "ok", null], doubles: [31.5, 1, 1, 0], indexes: ["d7"] }]);
+    });
+
+    it("a point the dataset refuses, or a missing binding, is counted and does not throw", () => {
+      const s = sinks();
+      const long = "x".repeat(100);
+      engine([point()], s.io).apply(message(`devices/${long}/telemetry`, "{}"));
+      engine([point({ binding: "MISSING" })], s.io).apply(message("devices/d/telemetry", "{}"));
+      expect(s.points).toEqual([]);
+      expect(counters.ruleActionsFailed).toBe(2);
     });
   });
 });
