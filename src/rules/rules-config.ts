@@ -65,8 +65,6 @@ export interface Rule {
   filter: string;
   where?: WhereCondition;
   actions: RuleAction[];
-  /** The rule reads the payload as JSON (its condition or a template does). */
-  readsPayload: boolean;
 }
 
 export class RulesError extends Error {}
@@ -131,9 +129,7 @@ function parseRule(entry: unknown, limits: TopicLimits): Rule {
     throw new RulesError(`a rule has at most ${RULES_LIMITS.maxActionsPerRule} actions`);
   }
   const parsed = actions.map((a: unknown, i) => parseAction(a, `actions[${i}]`));
-  const readsPayload =
-    (condition?.readsPayload ?? false) || parsed.some((a) => a.type === "republish" && a.topic.readsPayload);
-  return { name, filter: filter as string, where: condition, actions: parsed, readsPayload };
+  return { name, filter: filter as string, where: condition, actions: parsed };
 }
 
 function parseAction(action: unknown, label: string): RuleAction {

@@ -10,7 +10,6 @@ type Part = string | ReturnType<typeof compilePath>;
 
 export interface TopicTemplate {
   readonly source: string;
-  readonly readsPayload: boolean;
   readonly parts: readonly Part[];
 }
 
@@ -23,7 +22,6 @@ export function compileTemplate(source: string): TopicTemplate {
   // Never a broker-only or other reserved `$` topic [MQTT-4.7.2-1]: a rule writes like a client.
   if (source.startsWith("$") && !source.startsWith("${")) throw new WhereError("must not start with $");
   const parts: Part[] = [];
-  let readsPayload = false;
   let i = 0;
   while (i < source.length) {
     const open = source.indexOf("${", i);
@@ -35,7 +33,6 @@ export function compileTemplate(source: string): TopicTemplate {
     const close = source.indexOf("}", open);
     if (close < 0) throw new WhereError(`unclosed \${ at ${open}`);
     const path = compilePath(source.slice(open + 2, close));
-    readsPayload ||= path.readsPayload;
     parts.push(path);
     i = close + 1;
   }
@@ -44,7 +41,7 @@ export function compileTemplate(source: string): TopicTemplate {
       throw new WhereError("a topic name has no wildcards [MQTT-3.3.2-2]");
     }
   }
-  return { source, readsPayload, parts };
+  return { source, parts };
 }
 
 export type Rendered = { topic: string } | { problem: string };

@@ -11,7 +11,7 @@
 export const WHERE_LIMITS = Object.freeze({
   /** Longest condition, in characters: longer is a configuration error. */
   maxLength: 1024,
-  /** Deepest nesting of parentheses, `!` and comparisons: deeper is a configuration error. */
+  /** Deepest nesting of parentheses and `!`, and most steps in a path: more is a configuration error. */
   maxDepth: 32,
   /** Most values one `in [...]` list holds: more is a configuration error. */
   maxListItems: 64,
@@ -56,8 +56,6 @@ type Node =
 /** A compiled condition: evaluate it with `evaluateWhere`. */
 export interface WhereCondition {
   readonly source: string;
-  /** The condition reads the payload (so the payload is parsed only for rules that need it). */
-  readonly readsPayload: boolean;
   readonly root: Node;
 }
 
@@ -138,7 +136,6 @@ function readString(source: string, start: number): [string, number] {
 class Parser {
   private i = 0;
   private depth = 0;
-  readsPayload = false;
 
   constructor(private readonly tokens: Token[]) {}
 
@@ -274,7 +271,6 @@ class Parser {
     if (token.t !== "id") throw new WhereError(`expected a value, got ${describe(token)} at ${token.at}`);
     const root = ROOTS.find((r) => r === token.v);
     if (!root) throw new WhereError(`unknown name "${token.v}" at ${token.at} (one of ${ROOTS.join(", ")})`);
-    if (root === "payload") this.readsPayload = true;
     return { k: "path", root, steps: this.steps() };
   }
 
@@ -314,7 +310,7 @@ export function compileWhere(source: string): WhereCondition {
   const parser = new Parser(tokenize(source));
   const root = parser.parse();
   checkShape(root);
-  return { source, readsPayload: parser.readsPayload, root };
+  return { source, root };
 }
 
 /** Paths whose shape can never resolve are mistakes worth reporting at configuration time. */
@@ -452,7 +448,7 @@ function resolve(root: Root, steps: Step[], input: WhereInput): WhereValue {
 }
 
 /** Level `index` of a topic (0: the first; negative from the end), or missing. */
-export function topicLevel(topic: string, index: number): string | undefined {
+function topicLevel(topic: string, index: number): string | undefined {
   const levels = topic.split("/");
   return levels.at(index);
 }
@@ -474,10 +470,10 @@ function walk(value: WhereValue, steps: Step[]): WhereValue {
 }
 
 /** Compiles `topic[1]`, `payload.id`, ...: a path alone (for templates); throws WhereError. */
-export function compilePath(source: string): { root: Root; steps: Step[]; readsPayload: boolean } {
+export function compilePath(source: string): { root: Root; steps: Step[] } {
   const node = compileWhere(source).root;
   if (node.k !== "path") throw new WhereError("expected a name such as topic[1], clientId or payload.id");
-  return { root: node.root, steps: node.steps, readsPayload: node.root === "payload" };
+  return { root: node.root, steps: node.steps };
 }
 
 /** Resolves a compiled path (template.ts). */

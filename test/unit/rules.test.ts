@@ -35,9 +35,9 @@ describe("RULES: checked at start", () => {
       JSON.stringify([TELEMETRY, { name: "all", filter: "#", actions: TELEMETRY.actions }]),
       LIMITS,
     );
-    expect(rules.map((r) => [r.name, r.readsPayload])).toEqual([
-      ["hot", true],
-      ["all", false],
+    expect(rules.map((r) => [r.name, r.filter, r.where?.source])).toEqual([
+      ["hot", "devices/+/telemetry", "payload.temp > 30"],
+      ["all", "#", undefined],
     ]);
   });
 
@@ -51,7 +51,10 @@ describe("RULES: checked at start", () => {
     [[{ ...TELEMETRY, filter: "$share/g/a" }], /filter must not be a \$share filter/],
     [[{ ...TELEMETRY, where: "payload.temp >" }], /RULES\[0\] \(hot\): where: expected a value, got the end/],
     [[{ ...TELEMETRY, actions: [] }], /actions must be a non-empty list/],
-    [[{ ...TELEMETRY, actions: [{ type: "email" }] }], /actions\[0\]: type must be "republish", "queue", "webhook" or "analytics"/],
+    [
+      [{ ...TELEMETRY, actions: [{ type: "email" }] }],
+      /actions\[0\]: type must be "republish", "queue", "webhook" or "analytics"/,
+    ],
     [[{ ...TELEMETRY, actions: [{ type: "webhook", url: "ftp://x" }] }], /url must be an http: or https: URL/],
     [
       [{ ...TELEMETRY, actions: [{ type: "webhook", url: "https://x", headers: { A: "Bearer x" } }] }],
@@ -100,7 +103,9 @@ describe("RULES: checked at start", () => {
     ]);
     expect(bindingProblems(rules, { AE: { writeDataPoint: () => undefined } })).toEqual([]);
     const bad = (over: object) => JSON.stringify([{ ...TELEMETRY, actions: [{ ...action, ...over }] }]);
-    expect(() => parseRules(bad({ doubles: ["payload.temp >"] }), LIMITS)).toThrow(/doubles: expected a value, got the end/);
+    expect(() => parseRules(bad({ doubles: ["payload.temp >"] }), LIMITS)).toThrow(
+      /doubles: expected a value, got the end/,
+    );
     expect(() => parseRules(bad({ index: "temp" }), LIMITS)).toThrow(/index: unknown name "temp"/);
     expect(() => parseRules(bad({ blobs: Array(21).fill("qos") }), LIMITS)).toThrow(/at most 20 names/);
   });
