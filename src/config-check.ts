@@ -7,6 +7,7 @@
  */
 import { DEFAULT_CONFIG, limitProblems, loadConfig } from "./config";
 import { parseBridges } from "./bridge/bridge-config";
+import { bindingProblems, parseRules } from "./rules/rules-config";
 import { loadAuthConfig } from "./auth/auth-config";
 import { logLevelProblem } from "./observability/log";
 
@@ -57,7 +58,24 @@ export function configProblems(env: Record<string, unknown>): ConfigProblem[] {
   } catch (err) {
     problems.push({ variable: "BRIDGES", problem: (err as Error).message });
   }
+  problems.push(...rulesProblems(env));
   return problems;
+}
+
+/** RULES (rules/rules-config.ts), and every binding its actions name (bindings are optional in wrangler.toml). */
+function rulesProblems(env: Record<string, unknown>): ConfigProblem[] {
+  let limits = DEFAULT_CONFIG; // when the configured topic limits are invalid (reported with the limits)
+  try {
+    limits = loadConfig(env);
+  } catch {
+    // reported by limitProblems
+  }
+  try {
+    const rules = parseRules(env.RULES, limits);
+    return bindingProblems(rules, env).map((problem) => ({ variable: "RULES", problem }));
+  } catch (err) {
+    return [{ variable: "RULES", problem: (err as Error).message }];
+  }
 }
 
 const checked = new WeakMap<object, ConfigProblem[]>();

@@ -101,6 +101,10 @@ export interface BrokerConfig {
    * connection (10,000 on Workers Paid, `limits.subrequests`), leaving room for its other subrequests.
    */
   edgeRouteCallBudget: number;
+  /** Largest payload a rule parses as JSON for `payload.…` (docs/RULES.md); a larger one has no fields. */
+  rulesMaxPayloadBytes: number;
+  /** Republished copies one client message may lead to through rules that match each other's output. */
+  rulesMaxDepth: number;
 }
 
 export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
@@ -137,6 +141,8 @@ export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
   gatewayCpuNsPerOutboundKib: 5000,
   routeAtEdge: 0,
   edgeRouteCallBudget: 9000,
+  rulesMaxPayloadBytes: 65536,
+  rulesMaxDepth: 3,
 });
 
 /** Environment variable name for each config key. */
@@ -174,6 +180,8 @@ const VARIABLES: Record<keyof BrokerConfig, string> = {
   gatewayCpuNsPerOutboundKib: "GATEWAY_CPU_NS_PER_OUTBOUND_KIB",
   routeAtEdge: "ROUTE_AT_EDGE",
   edgeRouteCallBudget: "EDGE_ROUTE_CALL_BUDGET",
+  rulesMaxPayloadBytes: "RULES_MAX_PAYLOAD_BYTES",
+  rulesMaxDepth: "RULES_MAX_DEPTH",
 };
 
 /** Inclusive bounds per key: a value outside them is a configuration error, not a silent clamp. */
@@ -213,6 +221,8 @@ const BOUNDS: Record<keyof BrokerConfig, [number, number]> = {
   routeAtEdge: [0, 1],
   // An upper bound against typos: what it must stay under is the account's subrequest limit (README).
   edgeRouteCallBudget: [1, 10000000],
+  rulesMaxPayloadBytes: [0, 1048576],
+  rulesMaxDepth: [1, 16],
 };
 
 export class ConfigError extends Error {}

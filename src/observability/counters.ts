@@ -39,6 +39,16 @@ export const counters = {
   alarmWrites: 0,
   /** PINGREQs the gateway answered without waking a Session object. */
   pingsAnsweredAtEdge: 0,
+  /** Actions of matching rules started (src/rules/rule-engine.ts): queue sends and republishes. */
+  ruleActionsTaken: 0,
+  /** Rule actions that failed: a queue send rejected, a republish whose topic could not be made or routed. */
+  ruleActionsFailed: 0,
+  /** `where` conditions that ran out of their step budget (counted false for that message). */
+  ruleConditionOverruns: 0,
+  /** `where` evaluations that threw (a bug: none by design; counted false for that message). */
+  ruleConditionFaults: 0,
+  /** Republished copies at RULES_MAX_DEPTH that a rule would have matched: routed without running rules. */
+  ruleChainsCut: 0,
 };
 
 export type Counters = typeof counters;

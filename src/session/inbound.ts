@@ -270,8 +270,22 @@ export class Inbound {
       if (qos === 1) return this.edgeAck(ackPacket("puback", packetId, matchCode(this.session.version, 0)));
       return undefined;
     };
+    // The rules run here, before the hand-over, so that they run whoever routes [docs/RULES.md]; a
+    // QoS 1 message goes to the gateway (which acknowledges it) only once its rules' actions are done.
+    const afterRules = (message: RoutedMessage | null) => {
+      const ruled = message && this.session.io.applyRules?.(message);
+      if (!ruled) return order(message);
+      if (qos === 0) {
+        ruled.catch(() => undefined); // at most once: nothing to wait for
+        return order(message);
+      }
+      return ruled.then(
+        () => order(message),
+        (err: unknown) => void this.session.serverError(connId, err),
+      );
+    };
     if (qos === 1) this.edgeHanded++;
-    this.handToGateway(connId, transformed instanceof Promise ? transformed.then(order) : order(transformed));
+    this.handToGateway(connId, transformed instanceof Promise ? transformed.then(afterRules) : afterRules(transformed));
     return undefined;
   }
 
@@ -330,10 +344,22 @@ export class Inbound {
    * accepted message).
    */
   private routeThroughHooks(message: RoutedMessage): Promise<number> {
-    const { io } = this.session;
     const transformed = this.throughHook(message);
-    if (!(transformed instanceof Promise)) return transformed ? io.route(transformed) : Promise.resolve(0);
-    return transformed.then((m) => (m ? io.route(m) : 0));
+    if (!(transformed instanceof Promise)) return transformed ? this.routeWithRules(transformed) : Promise.resolve(0);
+    return transformed.then((m) => (m ? this.routeWithRules(m) : 0));
+  }
+
+  /**
+   * Routes the message and runs the operator's rules on it (src/rules), in publish order: resolves
+   * with the routing's matches once both are done, so a QoS 1/2 acknowledgement waits for the rules'
+   * `queue` actions (at-least-once); a failed one rejects, and the publisher resends.
+   */
+  private routeWithRules(message: RoutedMessage): Promise<number> {
+    const { io } = this.session;
+    const routed = io.route(message);
+    const ruled = io.applyRules?.(message);
+    if (!ruled) return routed;
+    return Promise.all([routed, ruled]).then(([matched]) => matched);
   }
 
   /**

@@ -21,6 +21,12 @@ export interface SessionIO {
   route(message: RoutedMessage): Promise<number>;
   /** Hands a message this session took through a shared subscription to another member. */
   redistribute(shareFilter: string, leaving: string, message: RoutedMessage): Promise<void>;
+  /**
+   * Runs the operator's rules (RULES, src/rules) on a message the client published, after the ACL and
+   * the hooks: undefined when no rule matched; else settles when the acknowledgement may go, and
+   * rejects when an action it must wait for failed (docs/RULES.md). Absent: no rules.
+   */
+  applyRules?(message: RoutedMessage): Promise<void> | undefined;
   /** Registers subscriptions with their shards; returns retained messages for `retainedFor` filters. */
   subscribe(clientId: string, subs: Subscription[], retainedFor: string[]): Promise<RoutedMessage[][]>;
   /** Removes subscriptions from their shards. */

@@ -119,7 +119,8 @@ export async function stopProcessGroup(pid: number, first: NodeJS.Signals = "SIG
  */
 export async function startBroker(
   vars: Record<string, string>,
-  configPath?: string,
+  /** Several: one `wrangler dev` runs them all, the first on the port (test/e2e/rules.test.ts adds a Queue consumer). */
+  configPath?: string | string[],
   healthy = true,
   restart?: { state: string; port: number },
 ): Promise<{
@@ -140,7 +141,7 @@ export async function startBroker(
     [
       "wrangler",
       "dev",
-      ...(configPath ? ["-c", configPath] : []),
+      ...[configPath ?? []].flat().flatMap((path) => ["-c", path]),
       "--port",
       String(port),
       "--inspector-port",

@@ -1,0 +1,288 @@
+/**
+ * Rules (RULES, docs/RULES.md) through the real Worker under `wrangler dev`, with a real local
+ * Cloudflare Queue: its consumer is a second Worker in the same `wrangler dev` (rules-sink/worker.ts)
+ * that POSTs what it receives to this file's HTTP server. Both routing paths: the session routes
+ * (ROUTE_AT_EDGE 0) and the gateway routes (1); rules run in the session either way.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { QueuedMessage } from "../../src/rules/rule-engine";
+import { rawClient, recorder } from "../support/clients";
+import { uid } from "../support/ids";
+import { until } from "../support/until";
+import { startBroker } from "./global-setup";
+
+const RULES = [
+  {
+    name: "hot",
+    filter: "devices/+/telemetry",
+    where: "payload.temp > 30",
+    actions: [{ type: "queue", binding: "TELEMETRY_QUEUE" }],
+  },
+  {
+    name: "alert",
+    filter: "devices/+/telemetry",
+    where: 'payload.temp > 30 && !(user.site == "lab")',
+    actions: [{ type: "republish", topic: "alerts/${topic[1]}/${payload.room}", qos: 1 }],
+  },
+  { name: "loop", filter: "loop/#", actions: [{ type: "republish", topic: "loop/${topic[-1]}x", qos: 1 }] },
+  { name: "archive", filter: "archive/#", actions: [{ type: "queue", binding: "TELEMETRY_QUEUE" }] },
+  {
+    name: "stats",
+    filter: "stats/+",
+    actions: [{ type: "analytics", binding: "RULES_ANALYTICS", blobs: ["topic[1]"], doubles: ["payload.temp"] }],
+  },
+];
+
+/** A webhook to this file's HTTP server, its Authorization header from the secret WEBHOOK_TOKEN. */
+const webhookRule = (port: number) => ({
+  name: "notify",
+  filter: "notify/#",
+  actions: [{ type: "webhook", url: `http://127.0.0.1:${port}/webhook`, headers: { Authorization: "WEBHOOK_TOKEN" } }],
+});
+
+/** What the Queue's consumer received, from every broker this file starts. */
+const received: QueuedMessage[] = [];
+/** The webhook POSTs received: a topic ending in /flaky is answered 503 the first time, /slow only when released. */
+const posts: { authorization?: string; body: QueuedMessage }[] = [];
+const held: (() => void)[] = [];
+let sink: Server;
+let sinkPort: number;
+let dir: string;
+
+beforeAll(async () => {
+  sink = createServer((req, res) => {
+    let body = "";
+    req.on("data", (d) => (body += d));
+    req.on("end", () => {
+      if (req.url !== "/webhook") {
+        received.push(...(JSON.parse(body) as QueuedMessage[]));
+        return void res.end("ok");
+      }
+      const message = JSON.parse(body) as QueuedMessage;
+      posts.push({ authorization: req.headers.authorization, body: message });
+      const seen = posts.filter((p) => p.body.id === message.id).length;
+      if (message.topic.endsWith("/flaky") && seen === 1) return void res.writeHead(503).end();
+      if (message.topic.endsWith("/slow")) return void held.push(() => res.end("ok"));
+      res.end("ok");
+    });
+  });
+  await new Promise<void>((r) => sink.listen(0, "127.0.0.1", r));
+  const { port } = sink.address() as { port: number };
+  sinkPort = port;
+  // The broker's own wrangler.toml plus a Queue producer; paths made absolute, since the copy lives elsewhere.
+  dir = mkdtempSync(join(tmpdir(), "rules-e2e-"));
+  const root = resolve(".");
+  const broker = readFileSync("wrangler.toml", "utf8")
+    .replace('main = "src/index.ts"', `main = "${root}/src/index.ts"`)
+    .replace('"./src/util/silent-debug.cjs"', `"${root}/src/util/silent-debug.cjs"`);
+  writeFileSync(
+    join(dir, "broker.toml"),
+    [
+      broker,
+      "[[queues.producers]]",
+      'binding = "TELEMETRY_QUEUE"',
+      'queue = "rules-telemetry"',
+      "[[analytics_engine_datasets]]",
+      'binding = "RULES_ANALYTICS"',
+      'dataset = "rules_e2e"',
+    ].join("\n"),
+  );
+  writeFileSync(
+    join(dir, "sink.toml"),
+    [
+      'name = "rules-sink"',
+      `main = "${root}/test/e2e/rules-sink/worker.ts"`,
+      'compatibility_date = "2026-04-01"',
+      "[[queues.consumers]]",
+      'queue = "rules-telemetry"',
+      "max_batch_size = 10",
+      "max_batch_timeout = 1",
+      "[vars]",
+      `SINK_URL = "http://127.0.0.1:${port}/"`,
+    ].join("\n"),
+  );
+});
+
+afterAll(() => {
+  held.splice(0).forEach((release) => release());
+  sink.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe.each(["0", "1"])("rules, ROUTE_AT_EDGE %s", (routeAtEdge) => {
+  let broker: Awaited<ReturnType<typeof startBroker>>;
+  const open: MqttClient[] = [];
+
+  beforeAll(async () => {
+    const vars = {
+      ALLOW_ANONYMOUS: "true",
+      DEBUG_COUNTERS: "true",
+      RULES: JSON.stringify([...RULES, webhookRule(sinkPort)]),
+      WEBHOOK_TOKEN: "Bearer e2e-hook",
+      ROUTE_AT_EDGE: routeAtEdge,
+    };
+    broker = await startBroker(vars, [join(dir, "broker.toml"), join(dir, "sink.toml")]);
+  }, 60000);
+
+  afterAll(async () => {
+    await Promise.all(open.map((c) => c.endAsync(true).catch(() => undefined)));
+    await broker?.stop();
+  });
+
+  const url = () => `${broker.base.replace("http", "ws")}/mqtt`;
+
+  async function client(options: IClientOptions = {}): Promise<MqttClient> {
+    const c = await mqtt.connectAsync(url(), {
+      protocolVersion: 5,
+      reconnectPeriod: 0,
+      clientId: uid("rl"),
+      ...options,
+    });
+    open.push(c);
+    return c;
+  }
+
+  async function counter(name: string): Promise<number> {
+    const res = await fetch(`${broker.base}/debug/counters`);
+    return ((await res.json()) as Record<string, number>)[name] ?? 0;
+  }
+
+  const queued = (device: string) => received.filter((m) => m.topic === `devices/${device}/telemetry`);
+
+  it("devices/+/telemetry over 30 °C goes to the Queue as JSON; 30 and under does not", async () => {
+    const device = uid("dev");
+    const c = await client({ clientId: device });
+    const topic = `devices/${device}/telemetry`;
+    const site = { userProperties: { site: "lab" } };
+    await c.publishAsync(topic, JSON.stringify({ temp: 25 }), { qos: 1 });
+    await c.publishAsync(topic, JSON.stringify({ temp: 30 }), { qos: 0 });
+    await c.publishAsync(topic, JSON.stringify({ temp: 35.5 }), { qos: 1, properties: site });
+    await c.publishAsync(topic, JSON.stringify({ temp: 31 }), { qos: 0 });
+    await until(() => queued(device).length >= 2, "both hot readings in the Queue");
+    // The two cold readings went before the hot ones: had they been sent, they would be here by now.
+    expect(queued(device).map((m) => JSON.parse(m.payload!))).toEqual(
+      expect.arrayContaining([{ temp: 35.5 }, { temp: 31 }]),
+    );
+    expect(queued(device)).toHaveLength(2);
+    const first = queued(device).find((m) => m.qos === 1)!;
+    expect(first).toEqual({
+      rule: "hot",
+      id: expect.stringMatching(new RegExp(`^${device}:`)),
+      topic,
+      qos: 1,
+      retain: false,
+      clientId: device,
+      receivedAt: expect.any(Number),
+      payload: '{"temp":35.5}',
+      userProperties: [["site", "lab"]],
+    });
+  });
+
+  it("a QoS 1 PUBLISH whose queue send fails is not acknowledged: the connection ends, the failure is counted", async () => {
+    const before = await counter("ruleActionsFailed");
+    const raw = await rawClient(5, "mqtt", url());
+    await raw.connect({ clientId: uid("big") });
+    // Over a Queue message's 128 KB: the local Queue refuses the send, as Cloudflare's does.
+    const payload = Buffer.alloc(200 * 1024, "a");
+    raw.send({ cmd: "publish", topic: "archive/big", payload, qos: 1, messageId: 7 });
+    const disconnect = await raw.next("disconnect");
+    expect(disconnect.reasonCode).toBe(0x80);
+    await raw.waitClosed();
+    expect(raw.all("puback")).toEqual([]);
+    expect(await counter("ruleActionsFailed")).toBe(before + 1);
+  });
+
+  it("republish makes alerts/<device>/<room> at QoS 1; a value holding / + # is not substituted", async () => {
+    const device = uid("dev");
+    const watcher = await client();
+    const rec = recorder(watcher);
+    await watcher.subscribeAsync(`alerts/${device}/#`, { qos: 1 });
+    const before = await counter("ruleActionsFailed");
+    const c = await client();
+    const topic = `devices/${device}/telemetry`;
+    for (const room of ["a/b", "+", "#"]) await c.publishAsync(topic, JSON.stringify({ temp: 40, room }), { qos: 1 });
+    await c.publishAsync(topic, JSON.stringify({ temp: 40, room: "boiler" }), { qos: 1 });
+    const [alert] = await rec.waitFor(1);
+    expect(alert.topic).toBe(`alerts/${device}/boiler`);
+    expect(alert.packet.qos).toBe(1);
+    expect(JSON.parse(alert.payload)).toEqual({ temp: 40, room: "boiler" });
+    expect(rec.messages).toHaveLength(1); // the hostile three, published first, made nothing
+    expect(await counter("ruleActionsFailed")).toBe(before + 3);
+  });
+
+  it("webhook: POSTs the message with the secret's header; a 503 is tried again", async () => {
+    const topic = `notify/${uid("n")}/flaky`;
+    const c = await client();
+    await c.publishAsync(topic, "ring", { qos: 1 });
+    await until(() => posts.filter((p) => p.body.topic === topic).length === 2, "the POST and its retry");
+    const [first, second] = posts.filter((p) => p.body.topic === topic);
+    expect(first).toEqual(second);
+    expect(first!.authorization).toBe("Bearer e2e-hook");
+    expect(first!.body).toMatchObject({ rule: "notify", topic, qos: 1, payload: "ring" });
+  });
+
+  it("webhook: best effort, the PUBACK does not wait for its answer", async () => {
+    const topic = `notify/${uid("n")}/slow`;
+    const c = await client();
+    await c.publishAsync(topic, "later", { qos: 1 }); // acknowledged while the webhook has no answer
+    await until(() => posts.some((p) => p.body.topic === topic), "the POST");
+    // Still its first attempt (the next comes only after 5 s without an answer): the PUBACK did not wait for it.
+    expect(posts.filter((p) => p.body.topic === topic)).toHaveLength(1);
+    expect(held.length).toBeGreaterThan(0);
+    held.splice(0).forEach((release) => release());
+  });
+
+  it("analytics: a data point is written through the local Analytics Engine binding without failing", async () => {
+    const [taken, failed] = [await counter("ruleActionsTaken"), await counter("ruleActionsFailed")];
+    const c = await client();
+    await c.publishAsync(`stats/${uid("s")}`, JSON.stringify({ temp: 21 }), { qos: 1 }); // after its rules ran
+    expect(await counter("ruleActionsTaken")).toBe(taken + 1);
+    expect(await counter("ruleActionsFailed")).toBe(failed);
+  });
+
+  it("a rule that matches its own output stops after RULES_MAX_DEPTH (3) copies", async () => {
+    const level = uid("l");
+    const watcher = await client();
+    const rec = recorder(watcher);
+    await watcher.subscribeAsync({ "loop/#": { qos: 1 }, [`control/${level}`]: { qos: 1 } });
+    const cutBefore = await counter("ruleChainsCut");
+    const c = await client();
+    // Its PUBACK waits for the QoS 1 copies' routing: once it is in, the whole chain was routed.
+    await c.publishAsync(`loop/${level}`, "go", { qos: 1 });
+    await c.publishAsync(`control/${level}`, "after", { qos: 1 });
+    await until(() => rec.messages.some((m) => m.topic === `control/${level}`), "the control message");
+    const mine = rec.messages.filter((m) => m.topic.startsWith(`loop/${level}`)).map((m) => m.topic);
+    expect(mine.sort()).toEqual([`loop/${level}`, `loop/${level}x`, `loop/${level}xx`, `loop/${level}xxx`]);
+    expect(await counter("ruleChainsCut")).toBe(cutBefore + 1);
+  });
+});
+
+describe("README's example", () => {
+  it("is the rule these tests run, with its binding", () => {
+    const readme = readFileSync("README.md", "utf8");
+    const section = readme.slice(readme.indexOf("## Rules: routing without code"));
+    const rules = /RULES = '''([^]*?)'''/.exec(section)?.[1];
+    expect(JSON.parse(rules ?? "null")).toEqual([RULES[0]]);
+    expect(section).toMatch(/\[\[queues\.producers\]\]\nbinding = "TELEMETRY_QUEUE"/);
+  });
+});
+
+describe("a rule naming a Queue binding the Worker lacks", () => {
+  it("is a configuration problem: /health answers 503 naming the rule and the binding", async () => {
+    const broker = await startBroker({ RULES: JSON.stringify(RULES.slice(0, 1)) }, undefined, false);
+    try {
+      const res = await fetch(`${broker.base}/health`);
+      expect(res.status).toBe(503);
+      expect(JSON.stringify(await res.json())).toContain(
+        "rule hot: no binding TELEMETRY_QUEUE (add [[queues.producers]] to wrangler.toml)",
+      );
+    } finally {
+      await broker.stop();
+    }
+  }, 60000);
+});
