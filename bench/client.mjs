@@ -13,6 +13,8 @@ export class BenchClient {
     this.parser = mqtt.parser({ protocolVersion: version });
     /** @type {(packet: import("mqtt-packet").IPublishPacket & { payload: Buffer }) => void} */
     this.onPublish = () => {};
+    /** Called once the socket has closed, whoever closed it (reconnectStorm's publisher opens another). */
+    this.onClose = () => {};
     this.nextId = 1;
     this.pending = new Map();
     this.waiting = [];
@@ -32,6 +34,7 @@ export class BenchClient {
       ws.on("error", reject);
       ws.on("close", (code) => {
         this.closed = true;
+        this.onClose();
         // A broker that closes before CONNACK (its CONNECT timeout, say) must not leave the caller waiting forever.
         reject(new Error(`closed before CONNACK (code ${code})`));
       });

@@ -32,6 +32,8 @@ const PROFILE = args.includes("--profile");
 /** `--var NAME:value` (repeatable): a broker setting for our broker, e.g. `--var ACK_WAIT_MS:0`. */
 /** `--sessions N`: persistent sessions in `reconnectStorm` (default 1,000: about a minute here). */
 const SESSIONS = args.includes("--sessions") ? Number(args[args.indexOf("--sessions") + 1]) : 1000;
+/** `--window N`: QoS 1 messages reconnectStorm's publisher leaves unacknowledged at once (default 1,000). */
+const WINDOW = args.includes("--window") ? Number(args[args.indexOf("--window") + 1]) : 1000;
 /**
  * `--direct`: clients connect to the workerd that runs our Worker, past wrangler dev's proxy, which
  * cannot hold more than about 3,300 WebSockets with 20,000 file descriptors (launchers.mjs, workerdUrl).
@@ -64,7 +66,7 @@ async function main() {
           const stopProfile = PROFILE && broker.inspectorPort ? await startProfile(broker.inspectorPort) : undefined;
           const url = DIRECT && broker.name === "ours" ? broker.directUrl : broker.url;
           if (!url) throw new Error("--direct: the workerd running the Worker was not found");
-          const r = await scenario(url, broker, { sessions: SESSIONS });
+          const r = await scenario(url, broker, { sessions: SESSIONS, window: WINDOW });
           if (stopProfile) {
             const profile = await stopProfile();
             mkdirSync(new URL("./results/", import.meta.url), { recursive: true });

@@ -40,6 +40,11 @@ export interface BrokerConfig {
    * at 90% (util/call-pacing.ts); what arrives meanwhile goes in the next call. 0: no pacing.
    */
   deliveryCallRate: number;
+  /**
+   * `deliver` calls one TopicShard has in flight at once; more wait in the shard's memory, in the
+   * order they were made (topics/topic-shard.ts). Bounds how many Session objects one publish wakes at once.
+   */
+  maxShardDeliveriesInFlight: number;
   /** Topic aliases a v5 client may set towards us per connection (our Topic Alias Maximum). */
   topicAliasMaximum: number;
   /**
@@ -119,6 +124,7 @@ export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
   ackWaitMs: 50,
   deliveryBatchMs: 0,
   deliveryCallRate: 500,
+  maxShardDeliveriesInFlight: 256,
   topicAliasMaximum: 64,
   maxPublishRate: 5000,
   maxQueuedMessages: 200000,
@@ -158,6 +164,7 @@ const VARIABLES: Record<keyof BrokerConfig, string> = {
   ackWaitMs: "ACK_WAIT_MS",
   deliveryBatchMs: "DELIVERY_BATCH_MS",
   deliveryCallRate: "DELIVERY_CALL_RATE",
+  maxShardDeliveriesInFlight: "MAX_SHARD_DELIVERIES_IN_FLIGHT",
   topicAliasMaximum: "TOPIC_ALIAS_MAXIMUM",
   maxPublishRate: "MAX_PUBLISH_RATE",
   maxQueuedMessages: "MAX_QUEUED_MESSAGES",
@@ -197,6 +204,7 @@ const BOUNDS: Record<keyof BrokerConfig, [number, number]> = {
   ackWaitMs: [0, 10000],
   deliveryBatchMs: [0, 1000],
   deliveryCallRate: [0, 100000],
+  maxShardDeliveriesInFlight: [1, 100000],
   topicAliasMaximum: [0, 65535],
   maxPublishRate: [1, 1000000],
   maxQueuedMessages: [1, 1000000],

@@ -11,6 +11,13 @@ export const counters = {
   sessionWebSocketMessages: 0,
   /** `deliver` calls from TopicShards into Session objects (a subset of sessionInvocations). */
   sessionDeliverCalls: 0,
+  /**
+   * The most `deliver` calls one TopicShard had in flight at once (MAX_SHARD_DELIVERIES_IN_FLIGHT
+   * bounds it): how many Session objects one shard was waking at the same moment.
+   */
+  shardDeliveriesInFlightPeak: 0,
+  /** `deliver` calls that waited in their TopicShard for one in flight to settle. */
+  shardDeliveriesWaited: 0,
   /** RPC calls into TopicShard objects. */
   shardInvocations: 0,
   /** `publishMany` calls a Session object made (it is awake, and billed, until the shard answers). */

@@ -16,6 +16,8 @@ import { propertiesFromJson, propertiesToJson, remainingExpiry } from "../protoc
 import { filterCovers, parseSharedFilter, topicMatches } from "../protocol/topic";
 import { Totals } from "../observability/totals";
 import { Batcher } from "../util/batcher";
+import { CallLimit } from "../util/call-limit";
+import { counters } from "../observability/counters";
 import { logText } from "../observability/log-text";
 import { SubscriptionTrie, type GroupMatch } from "./subscription-trie";
 import { inEveryShard } from "./shard-rule";
@@ -72,6 +74,14 @@ const OWNS_EVERYTHING: Ownership = { holdsMoved: false, ownsTopic: () => true, h
  */
 export const MAX_DELIVERY_BATCH = 256;
 
+/**
+ * Most `deliver` calls one shard keeps waiting for room under MAX_SHARD_DELIVERIES_IN_FLIGHT. What
+ * waits is bounded before this by its publishers: a QoS 1/2 publish waits for its deliveries, so at
+ * most Receive Maximum of them per publisher. One beyond it fails at once, as a session that cannot
+ * be reached does: the QoS 1/2 publisher is not acknowledged and sends again; QoS 0 is not delivered.
+ */
+export const MAX_WAITING_DELIVERIES = 65536;
+
 export class TopicShard {
   private trie = new SubscriptionTrie();
   /** Per-session batches of deliveries from several publishes, sent together (one call each). */
@@ -84,6 +94,8 @@ export class TopicShard {
   /** Round-robin position per shared subscription (in memory: fairness need not survive a restart). */
   private readonly cursors = new Map<string, number>();
   private readonly totals: Totals;
+  /** `deliver` calls in flight toward sessions, at most MAX_SHARD_DELIVERIES_IN_FLIGHT; the rest wait in order. */
+  private readonly deliveryCalls: CallLimit;
 
   constructor(
     private readonly sql: SqlStorage,
@@ -114,6 +126,14 @@ export class TopicShard {
     this.deliveryBatches = batcher(false);
     this.shareOffers = batcher(true);
     this.totals = new Totals(sql, now, scheduleTotals);
+    this.deliveryCalls = new CallLimit(
+      config.maxShardDeliveriesInFlight,
+      MAX_WAITING_DELIVERIES,
+      (inFlight, waited) => {
+        counters.shardDeliveriesInFlightPeak = Math.max(counters.shardDeliveriesInFlightPeak, inFlight);
+        if (waited) counters.shardDeliveriesWaited++;
+      },
+    );
     sql.exec(`CREATE TABLE IF NOT EXISTS subs (client_id TEXT, filter TEXT, qos INTEGER, no_local INTEGER,
       rap INTEGER, sub_id INTEGER, PRIMARY KEY (client_id, filter))`);
     sql.exec(`CREATE TABLE IF NOT EXISTS retained (topic TEXT PRIMARY KEY, payload BLOB, qos INTEGER,
@@ -286,9 +306,12 @@ export class TopicShard {
     return declined ? "not_authorized" : "no_subscribers";
   }
 
-  /** Delivers; a session that no longer exists is forgotten here. */
+  /**
+   * Delivers, within the shard's limit of calls in flight (the calls start in the order they were
+   * made, so each session's stay in order [MQTT-4.6.0-6]); a session that no longer exists is forgotten here.
+   */
   private async deliverOrForget(clientId: string, batch: Delivery[], onlyIfOnline: boolean): Promise<DeliveryReply> {
-    const reply = await this.deliverTo(clientId, batch, onlyIfOnline);
+    const reply = await this.deliveryCalls.run(() => this.deliverTo(clientId, batch, onlyIfOnline));
     if (reply.outcome === "gone") this.removeClient(clientId);
     else {
       // The spacing is for this shard's calls to that session, whichever batches they carry.
