@@ -133,9 +133,8 @@ export class SessionObject extends DurableObject<Env> {
     this.invoked();
     counters.sessionDeliverCalls++;
     const spacingMs = this.deliverCalls.record(order?.from ?? "", Date.now());
-    const declined: number[] = [];
-    const outcome = await this.fromShards.run(order, () => this.session.deliver(batch, onlyIfOnline, true, declined));
-    return declined.length ? { outcome, spacingMs, declined } : { outcome, spacingMs };
+    const outcome = await this.fromShards.run(order, () => this.session.deliver(batch, onlyIfOnline, true));
+    return { outcome, spacingMs };
   }
 
   // --- administration (RPC from the admin API) ------------------------------------------------
