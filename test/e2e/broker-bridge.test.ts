@@ -225,8 +225,9 @@ describe("Mosquitto stopped mid-flow and started again", () => {
       if (i === n / 4) await mosquitto.stop();
       await sleep(20);
     }
-    await sleep(500);
-    const away = (await statuses()).find((b) => b.name === "mosq")!;
+    const mosqStatus = async () => (await statuses()).find((b) => b.name === "mosq")!;
+    await until(async () => (await mosqStatus()).state !== "connected", "the bridge to see Mosquitto gone", 10000, 100);
+    const away = await mosqStatus();
     expect(away.state).not.toBe("connected");
     expect(away.lastError).not.toBe("");
     expect(away.queuedMessages).toBeGreaterThan(0); // published while it was away: held here
