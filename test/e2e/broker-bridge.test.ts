@@ -20,6 +20,8 @@ let broker: Awaited<ReturnType<typeof startBroker>>;
 let peer: Awaited<ReturnType<typeof startBroker>>;
 let localUrl: string;
 let peerUrl: string;
+/** The local broker's variables, to start it again on its state (the last test). */
+let brokerVars: Record<string, string>;
 const open: MqttClient[] = [];
 
 beforeAll(async () => {
@@ -59,12 +61,8 @@ beforeAll(async () => {
       ],
     },
   ];
-  broker = await startBroker({
-    ALLOW_ANONYMOUS: "true",
-    CONNECT_RATE_LIMIT: "off",
-    ADMIN_TOKEN,
-    BRIDGES: JSON.stringify(bridges),
-  });
+  brokerVars = { ALLOW_ANONYMOUS: "true", CONNECT_RATE_LIMIT: "off", ADMIN_TOKEN, BRIDGES: JSON.stringify(bridges) };
+  broker = await startBroker(brokerVars);
   localUrl = `${broker.base.replace("http", "ws")}/mqtt`;
   await untilConnected();
 }, 90000);
@@ -258,5 +256,34 @@ describe("Mosquitto stopped mid-flow and started again", () => {
         'mqtt_bridge_queued_messages{bridge="mosq"} 0',
       ]),
     );
+  }, 90000);
+});
+
+describe("a bridge's counts across a restart of its object", () => {
+  it("are kept: saved when the bridge disconnects, read back when the restarted object wakes", async () => {
+    const run = uid("counts");
+    const remoteSub = await remote();
+    const got = recorder(remoteSub);
+    await remoteSub.subscribeAsync(`from-edge/${run}/#`, { qos: 1 });
+    const pub = await local();
+    await pub.publishAsync(`to-mosq/${run}/a`, "a", { qos: 1 });
+    await got.waitFor(1, 10000);
+    const mosqStatus = async () => (await statuses()).find((b) => b.name === "mosq")!;
+    // The PUBACK from Mosquitto is what counts a message sent: wait for it, not for the delivery.
+    await until(async () => (await mosqStatus()).sent > 0 && (await mosqStatus()).queuedMessages === 0, "sent", 10000);
+    // A disconnect saves the counts (and so does the alarm, every 30 s).
+    await mosquitto.stop();
+    await until(async () => (await mosqStatus()).state !== "connected", "the bridge to see Mosquitto gone", 10000, 100);
+    const before = await mosqStatus();
+    expect(before.sent).toBeGreaterThan(0);
+    // Every object of the local broker ends with its workerd (as in a deploy or a crash) and starts on its storage.
+    await broker.stop(true);
+    broker = await startBroker(brokerVars, undefined, true, { state: broker.state, port: broker.port });
+    const after = await mosqStatus();
+    expect(after.state).not.toBe("connected");
+    const counts = (b: BridgeStatus) => [b.received, b.sent, b.droppedOffline, b.droppedFull, b.unmapped];
+    expect(counts(after)).toEqual(counts(before));
+    await mosquitto.restart();
+    await untilConnected();
   }, 90000);
 });
