@@ -259,6 +259,37 @@ describe("Mosquitto stopped mid-flow and started again", () => {
   }, 90000);
 });
 
+describe("message expiry while queued for the remote", () => {
+  it("forwards the interval less the time queued, and drops a message that expired in the queue [MQTT-3.3.2-5, 3.3.2-6]", async () => {
+    const run = uid("expiry");
+    const remoteSub = await remote({ clean: false, reconnectPeriod: 300, properties: { sessionExpiryInterval: 600 } });
+    const got = recorder(remoteSub);
+    await remoteSub.subscribeAsync(`from-edge/${run}/#`, { qos: 1 });
+    const mosqStatus = async () => (await statuses()).find((b) => b.name === "mosq")!;
+    const expiredBefore = (await mosqStatus()).droppedExpired;
+    await mosquitto.stop();
+    await until(async () => (await mosqStatus()).state !== "connected", "the bridge to see Mosquitto gone", 10000, 100);
+    const pub = await local();
+    const expiring = (seconds: number) => ({ qos: 1 as const, properties: { messageExpiryInterval: seconds } });
+    await pub.publishAsync(`to-mosq/${run}/short`, "short", expiring(1));
+    await pub.publishAsync(`to-mosq/${run}/long`, "long", expiring(600));
+    await pub.publishAsync(`to-mosq/${run}/marker`, "marker", { qos: 1 });
+    await sleep(2100); // queued here for over 2 s: the first has expired
+    await mosquitto.restart();
+    await untilConnected();
+    // The marker was queued last: once it is through, the short one would have been too.
+    const messages = await got.waitFor(2, 30000);
+    expect(messages.map((m) => m.payload)).toEqual(["long", "marker"]);
+    const interval = messages[0]!.packet.properties?.messageExpiryInterval;
+    expect(interval).toBeLessThanOrEqual(598);
+    expect(interval).toBeGreaterThan(500);
+    expect((await mosqStatus()).droppedExpired).toBe(expiredBefore + 1);
+    expect(await metricLines("mosq")).toContain(
+      `mqtt_bridge_dropped_total{bridge="mosq",reason="expired"} ${expiredBefore + 1}`,
+    );
+  }, 60000);
+});
+
 describe("a bridge's counts across a restart of its object", () => {
   it("are kept: saved when the bridge disconnects, read back when the restarted object wakes", async () => {
     const run = uid("counts");
