@@ -85,6 +85,7 @@ export class BridgeObject extends DurableObject<Env> {
       configFor(env),
       (i) => topicShardStub(env, i),
       () => crypto.randomUUID(),
+      "bridge",
     );
     const name = sql.exec<{ value: string }>(`SELECT value FROM bridge_meta WHERE key = 'name'`).toArray()[0]?.value;
     if (name !== undefined) this.configure(name);

@@ -61,7 +61,13 @@ beforeAll(async () => {
       ],
     },
   ];
-  brokerVars = { ALLOW_ANONYMOUS: "true", CONNECT_RATE_LIMIT: "off", ADMIN_TOKEN, BRIDGES: JSON.stringify(bridges) };
+  brokerVars = {
+    ALLOW_ANONYMOUS: "true",
+    CONNECT_RATE_LIMIT: "off",
+    ADMIN_TOKEN,
+    BRIDGES: JSON.stringify(bridges),
+    DEBUG_COUNTERS: "true",
+  };
   broker = await startBroker(brokerVars);
   localUrl = `${broker.base.replace("http", "ws")}/mqtt`;
   await untilConnected();
@@ -161,6 +167,24 @@ describe("a bridge to Mosquitto over TCP (MQTT 5)", () => {
     const expected = ["from-local", "from-remote", "marker-local", "marker-remote"];
     expect(topics(localGot)).toEqual(expected);
     expect(topics(remoteGot)).toEqual(expected);
+  });
+});
+
+describe("a bridge's calls to the shards", () => {
+  it("are counted as bridgePublishCalls, not as a Session object's (sessionPublishCalls)", async () => {
+    type Counters = { bridgePublishCalls: number; sessionPublishCalls: number };
+    const counters = async () => (await (await fetch(`${broker.base}/debug/counters`)).json()) as Counters;
+    const run = uid("calls");
+    const localSub = await local();
+    const got = recorder(localSub);
+    await localSub.subscribeAsync(`from-mosq/${run}/#`, { qos: 1 });
+    const remotePub = await remote();
+    const before = await counters();
+    for (let i = 0; i < 3; i++) await remotePub.publishAsync(`to-edge/${run}/${i}`, String(i), { qos: 1 });
+    await got.waitFor(3, 10000);
+    const after = await counters();
+    expect(after.bridgePublishCalls - before.bridgePublishCalls).toBeGreaterThanOrEqual(1);
+    expect(after.sessionPublishCalls - before.sessionPublishCalls).toBe(0);
   });
 });
 
