@@ -54,7 +54,13 @@ export function configProblems(env: Record<string, unknown>): ConfigProblem[] {
     } catch {
       // reported above
     }
-    parseBridges(env, limits);
+    // A Worker of the user's own (library.ts) has only the bindings its wrangler.toml declares.
+    if (parseBridges(env, limits).length && env.BRIDGE === undefined) {
+      problems.push({
+        variable: "BRIDGES",
+        problem: "BRIDGES needs the Durable Object binding BRIDGE (class BridgeObject, a new_sqlite_classes migration)",
+      });
+    }
   } catch (err) {
     problems.push({ variable: "BRIDGES", problem: (err as Error).message });
   }

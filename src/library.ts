@@ -4,19 +4,21 @@
  *
  *   import { createBroker } from "mqtt-workers-broker";
  *   const broker = createBroker({ hooks: { onPublish: async (ctx, m) => { ...; return m; } } });
- *   export const { SessionObject, TopicShardObject, ClientRegistryObject } = broker;
- *   export default { fetch: broker.fetch };
+ *   export const { SessionObject, TopicShardObject, ClientRegistryObject, BridgeObject } = broker;
+ *   export default { fetch: broker.fetch, scheduled: broker.scheduled };
  *
- * Your wrangler.toml declares the same three Durable Object bindings (SESSION, TOPIC_SHARD,
- * REGISTRY) and migrations as this project's, and the `[[rules]]` Text entry for mqtt.min.js (README,
- * "Install it in your own Worker"). See examples/queue-forwarder. The package ships this TypeScript
- * source; wrangler bundles it.
+ * Your wrangler.toml declares the same Durable Object bindings (SESSION, TOPIC_SHARD, REGISTRY, and
+ * BRIDGE when BRIDGES is set) and migrations as this project's, and the `[[rules]]` Text entry for
+ * mqtt.min.js (README, "Install it in your own Worker"). See examples/queue-forwarder. The package
+ * ships this TypeScript source; wrangler bundles it.
  */
 import { configFor } from "./config";
 import { writeMetricsPoint } from "./observability/metrics-collector";
 import type { Env } from "./env";
 import { app } from "./http/app";
 import { hookMessage, installHooks, type BrokerHooks, type HookPublish } from "./hooks";
+import { BridgeObject } from "./bridge/bridge-object";
+import { startBridges } from "./bridge/bridge-worker";
 import { ClientRegistryObject } from "./registry/client-registry-object";
 import { SessionObject } from "./session/session-object";
 import { TopicShardObject } from "./topics/topic-shard-object";
@@ -29,10 +31,20 @@ export interface BrokerOptions<E> {
 export function createBroker<E = Record<string, unknown>>(options: BrokerOptions<E> = {}) {
   installHooks(options.hooks ?? {});
   return {
-    /** The broker's HTTP surface: /mqtt, /api/v1/..., /metrics, /dashboard, /health. */
-    fetch: (request: Request, env: E, ctx: ExecutionContext) => app.fetch(request, env as unknown as Env, ctx),
-    /** A cron trigger handler: one Workers Analytics Engine data point per run when METRICS is bound. */
-    scheduled: async (_controller: ScheduledController, env: E) => {
+    /**
+     * The broker's HTTP surface: /mqtt, /api/v1/..., /metrics, /dashboard, /health. Like the broker's
+     * own Worker (index.ts), an isolate's first request starts the bridges in BRIDGES.
+     */
+    fetch: (request: Request, env: E, ctx: ExecutionContext) => {
+      startBridges(env as unknown as Env, (promise) => ctx.waitUntil(promise));
+      return app.fetch(request, env as unknown as Env, ctx);
+    },
+    /**
+     * A cron trigger handler: one Workers Analytics Engine data point per run when METRICS is bound;
+     * it also starts the bridges when no request has reached this isolate yet.
+     */
+    scheduled: async (_controller: ScheduledController, env: E, ctx?: ExecutionContext) => {
+      startBridges(env as unknown as Env, (promise) => (ctx ? ctx.waitUntil(promise) : void promise));
       await writeMetricsPoint(env as unknown as Env);
     },
     /** The Hono app, to mount under your own paths. */
@@ -49,6 +61,8 @@ export function createBroker<E = Record<string, unknown>>(options: BrokerOptions
     SessionObject,
     TopicShardObject,
     ClientRegistryObject,
+    /** One per bridge in BRIDGES; export it (and bind it as BRIDGE) only if you use bridges. */
+    BridgeObject,
   };
 }
 

@@ -64,10 +64,11 @@ const hooks: BrokerHooks<Env> = {
 
 const broker = createBroker<Env>({ hooks });
 
-export const { SessionObject, TopicShardObject, ClientRegistryObject } = broker;
+export const { SessionObject, TopicShardObject, ClientRegistryObject, BridgeObject } = broker;
 
 export default {
   fetch: broker.fetch,
+  scheduled: broker.scheduled,
   async queue(batch: MessageBatch<{ topic: string; payload: string; clientId: string }>, env: Env): Promise<void> {
     for (const message of batch.messages) {
       await broker.publish(env, { topic: `forwarded/${message.body.topic}`, payload: message.body.payload, qos: 1 });

@@ -11,7 +11,11 @@
  *   [MQTT-4.6.0-2]. A QoS 2 packet id waits for its PUBREL in the store, so a resent PUBLISH is not
  *   routed twice.
  * - Outbound: QoS 1/2 messages wait in the store (durable in the object) until the remote's PUBACK
- *   or PUBCOMP; at most `maxInflight` (and the remote's Receive Maximum) are in flight.
+ *   or PUBCOMP; at most `maxInflight` (and the remote's Receive Maximum) are in flight. A v5 message's
+ *   Message Expiry Interval goes out less the time it waited since this broker received it
+ *   [MQTT-3.3.2-6]; one that expired before it was first sent is dropped [MQTT-3.3.2-5], one already
+ *   sent is not [MQTT-4.3.3-7]. A PUBACK or PUBREC with a reason code of 0x80 or more ends the flow
+ *   (no PUBREL [MQTT-4.3.3-4]): the remote refused the message, which is dropped and counted.
  * - Keep-alive: PINGREQ when nothing was sent for the keep-alive; no PINGRESP within another: closed.
  */
 import type { BridgeConfig } from "./bridge-config";
@@ -19,7 +23,7 @@ import { encodePacket, parsePacket, type EncodablePacket } from "../protocol/cod
 import { PacketFramer } from "../protocol/framer";
 import type { Packet, PublishPacket } from "../protocol/packets";
 import type { MessageProperties, QoS } from "../protocol/message";
-import { messagePropertiesFrom } from "../protocol/properties";
+import { messagePropertiesFrom, remainingExpiry } from "../protocol/properties";
 import { remoteSubscriptions } from "./topic-map";
 
 /** A message in the outbound queue. `packetId` is set once it was sent; `released` once PUBREC came (QoS 2). */
@@ -32,10 +36,19 @@ export interface QueuedMessage {
   properties?: MessageProperties;
   packetId?: number;
   released?: boolean;
+  /** When this broker received it (ms): its Message Expiry Interval runs from here. */
+  receivedAt: number;
 }
 
 /** A message for the remote broker, before it is queued. */
-export type OutboundMessage = Omit<QueuedMessage, "seq" | "packetId" | "released" | "qos"> & { qos: QoS };
+export type OutboundMessage = Omit<QueuedMessage, "seq" | "packetId" | "released" | "qos" | "receivedAt"> & {
+  qos: QoS;
+  /** Unknown: the time it is offered. */
+  receivedAt?: number;
+};
+
+/** Why a message for the remote was not sent (counted in BridgeCounts, and in /metrics by this reason). */
+export type BridgeDropReason = "offline" | "queue_full" | "expired" | "refused";
 
 /** A message from the remote broker for this one. */
 export interface InboundMessage {
@@ -48,8 +61,10 @@ export interface InboundMessage {
 
 /** Where the queue and the QoS 2 packet ids live (SQLite in the object; memory in unit tests). */
 export interface BridgeStore {
-  /** Every queued message, oldest first (on start). */
-  load(): { queue: QueuedMessage[]; inboundQos2: number[] };
+  /** Every queued message, oldest first, and the counts last saved (on start). */
+  load(): { queue: QueuedMessage[]; inboundQos2: number[]; counts?: Partial<BridgeCounts> };
+  /** Writes the counts (one row): BridgeClient.saveCounts decides when. */
+  saveCounts(counts: BridgeCounts): void;
   add(message: Omit<QueuedMessage, "seq">): number;
   update(message: QueuedMessage): void;
   remove(seq: number): void;
@@ -63,25 +78,25 @@ export interface BridgeIO {
   close(reason: string): void;
   /** Routes a message here; resolves once every QoS 1/2 subscriber has it durably. */
   deliverLocal(message: InboundMessage): Promise<void>;
+  /** A message for the remote was dropped (for the log; the count is the client's). */
+  dropped?(reason: BridgeDropReason, topic: string): void;
   now(): number;
 }
 
 export type BridgeState = "disconnected" | "connecting" | "connected";
 
-/** A bridge's state, for the admin API and metrics. Counts are since the object last woke. */
-export interface BridgeStatus {
+/**
+ * A bridge's state, for the admin API, metrics and the dashboard. Counts are since the bridge was
+ * created; they are saved with the object's alarm and on each connect and disconnect, so a crash
+ * loses at most the counts of the last ALARM_MS (bridge-object.ts), an eviction none.
+ */
+export interface BridgeStatus extends BridgeCounts {
   name: string;
   /** unreachable: the Worker could not call the object (bridge-worker.ts). */
   state: BridgeState | "unconfigured" | "unreachable";
   lastError: string;
   queuedMessages: number;
   queuedBytes: number;
-  received: number;
-  sent: number;
-  droppedOffline: number;
-  droppedFull: number;
-  /** Local messages no mapping sends out, or remote ones no mapping brings in (or not a valid topic here). */
-  unmapped: number;
 }
 
 export interface BridgeCounts {
@@ -93,7 +108,26 @@ export interface BridgeCounts {
   droppedOffline: number;
   /** QoS 1/2 messages dropped because the queue was full (maxQueuedMessages or maxQueuedBytes). */
   droppedFull: number;
+  /** Messages whose Message Expiry Interval ran out before they were first sent [MQTT-3.3.2-5]. */
+  droppedExpired: number;
+  /** QoS 1/2 messages the remote refused: PUBACK or PUBREC with a reason code of 0x80 or more. */
+  droppedRefused: number;
+  /** Local messages no mapping sends out, or remote ones no mapping brings in (or not a valid topic here). */
+  unmapped: number;
 }
+
+export const NO_COUNTS: Readonly<BridgeCounts> = {
+  received: 0,
+  sent: 0,
+  droppedOffline: 0,
+  droppedFull: 0,
+  droppedExpired: 0,
+  droppedRefused: 0,
+  unmapped: 0,
+};
+
+/** Longest text taken from the remote (a CONNACK's or DISCONNECT's Reason String) into lastError. */
+export const REMOTE_REASON_CHARS = 200;
 
 /** Largest packet the bridge takes from the remote (it tells an MQTT 5 remote in CONNECT). */
 export const BRIDGE_MAX_PACKET = 1048576;
@@ -115,7 +149,9 @@ export const INBOUND_PENDING_LIMIT = 256;
 export class BridgeClient {
   state: BridgeState = "disconnected";
   lastError = "";
-  readonly counts: BridgeCounts = { received: 0, sent: 0, droppedOffline: 0, droppedFull: 0 };
+  readonly counts: BridgeCounts;
+  /** The counts as last saved (JSON): saveCounts writes only when they changed. */
+  private savedCounts: string;
   private queue: QueuedMessage[];
   private queuedBytes = 0;
   private readonly inboundQos2: Set<number>;
@@ -140,6 +176,8 @@ export class BridgeClient {
     private readonly credentials: { username?: string; password?: string } = {},
   ) {
     const loaded = store.load();
+    this.counts = { ...NO_COUNTS, ...loaded.counts };
+    this.savedCounts = JSON.stringify(this.counts);
     this.queue = loaded.queue;
     for (const m of this.queue) this.queuedBytes += bytesOf(m);
     this.inboundQos2 = new Set(loaded.inboundQos2);
@@ -157,6 +195,15 @@ export class BridgeClient {
 
   get queuedByteCount(): number {
     return this.queuedBytes;
+  }
+
+  /** Writes the counts to the store if they changed since the last save (one row); answers whether it wrote. */
+  saveCounts(): boolean {
+    const now = JSON.stringify(this.counts);
+    if (now === this.savedCounts) return false;
+    this.store.saveCounts({ ...this.counts });
+    this.savedCounts = now;
+    return true;
   }
 
   /** The transport is open: CONNECT. */
@@ -227,22 +274,26 @@ export class BridgeClient {
    * and counted, as a session's queue does: the local publisher is acknowledged all the same (a
    * remote that is away must not hold up this broker's clients). Answers what became of it.
    */
-  offer(message: OutboundMessage): "sent" | "queued" | "offline" | "full" {
+  offer(message: OutboundMessage): "sent" | "queued" | "offline" | "full" | "expired" {
+    if (this.expired(message)) {
+      this.drop("expired", message);
+      return "expired";
+    }
     if (message.qos === 0) {
       if (this.state !== "connected") {
-        this.counts.droppedOffline++;
+        this.drop("offline", message);
         return "offline";
       }
-      this.write(publishPacket(message, undefined, false, this.config.protocol));
+      this.write(this.publishPacket(message, undefined, false));
       this.counts.sent++;
       return "sent";
     }
     const size = bytesOf(message);
     if (this.queue.length >= this.config.maxQueuedMessages || this.queuedBytes + size > this.config.maxQueuedBytes) {
-      this.counts.droppedFull++;
+      this.drop("queue_full", message);
       return "full";
     }
-    const queued = { ...message, qos: message.qos };
+    const queued = { ...message, qos: message.qos, receivedAt: message.receivedAt ?? this.io.now() };
     const seq = this.store.add(queued);
     this.queue.push({ ...queued, seq });
     this.queuedBytes += size;
@@ -257,12 +308,14 @@ export class BridgeClient {
       case "publish":
         return this.inbound(packet);
       case "puback":
+        return this.acknowledged(packet.messageId, packet.reasonCode);
       case "pubcomp":
         return this.acknowledged(packet.messageId);
       case "pubrec": {
         const message = this.inflight.get(packet.messageId!);
-        // v5: a PUBREC reason code >= 0x80 ends the exchange: the message is not resent.
-        if (message && (packet.reasonCode ?? 0) >= 0x80) return this.acknowledged(packet.messageId);
+        // v5: a reason code of 0x80 or more ends the flow: no PUBREL [MQTT-4.3.3-4], nothing resent,
+        // and the packet id is free again.
+        if (message && (packet.reasonCode ?? 0) >= 0x80) return this.acknowledged(packet.messageId, packet.reasonCode);
         if (message && !message.released) {
           message.released = true;
           this.store.update(message);
@@ -288,7 +341,9 @@ export class BridgeClient {
         this.pingSentAt = undefined;
         return;
       case "disconnect":
-        return this.fail(`the remote disconnected (reason ${packet.reasonCode ?? 0})`);
+        return this.fail(
+          `the remote disconnected (reason ${packet.reasonCode ?? 0})${remoteReason(packet.properties?.reasonString)}`,
+        );
       default:
         return this.fail(`unexpected ${packet.cmd} from the remote`);
     }
@@ -297,7 +352,11 @@ export class BridgeClient {
   private connack(packet: Extract<Packet, { cmd: "connack" }>): void {
     if (this.state !== "connecting") return this.fail("a second CONNACK");
     const code = packet.reasonCode ?? packet.returnCode ?? 0;
-    if (code !== 0) return this.fail(`the remote refused the connection (code ${code})`);
+    if (code !== 0) {
+      return this.fail(
+        `the remote refused the connection (code ${code})${remoteReason(packet.properties?.reasonString)}`,
+      );
+    }
     this.state = "connected";
     this.lastError = "";
     const receiveMaximum = packet.properties?.receiveMaximum;
@@ -323,7 +382,7 @@ export class BridgeClient {
       this.write(
         message.released
           ? { cmd: "pubrel", messageId: message.packetId }
-          : publishPacket(message, message.packetId, true, this.config.protocol),
+          : this.publishPacket(message, message.packetId, true),
       );
     }
     this.pump();
@@ -364,30 +423,79 @@ export class BridgeClient {
     });
   }
 
-  private acknowledged(packetId: number | undefined): void {
+  /** The flow of a message in flight ended: acknowledged, or (reason code 0x80 or more) refused. */
+  private acknowledged(packetId: number | undefined, reasonCode = 0): void {
     const message = packetId === undefined ? undefined : this.inflight.get(packetId);
     if (!message) return;
     this.inflight.delete(packetId!);
-    this.store.remove(message.seq);
-    this.queue.splice(this.queue.indexOf(message), 1);
-    this.queuedBytes -= bytesOf(message);
-    this.counts.sent++;
+    this.unqueue(message);
+    if (reasonCode >= 0x80) this.drop("refused", message);
+    else this.counts.sent++;
     this.pump();
   }
 
-  /** Sends queued messages not yet sent, while the window has room. */
+  private unqueue(message: QueuedMessage): void {
+    this.store.remove(message.seq);
+    this.queue.splice(this.queue.indexOf(message), 1);
+    this.queuedBytes -= bytesOf(message);
+  }
+
+  /** Sends queued messages not yet sent, while the window has room; drops those that expired unsent. */
   private pump(): void {
     if (this.state !== "connected") return;
-    for (const message of this.queue) {
+    for (const message of [...this.queue]) {
       if (this.inflight.size >= this.window) return;
       if (message.packetId !== undefined && this.inflight.has(message.packetId)) continue;
       if (message.packetId === undefined) {
+        // Not sent yet, so expiry still applies [MQTT-3.3.2-5]; once sent it does not [MQTT-4.3.3-7].
+        if (this.expired(message)) {
+          this.unqueue(message);
+          this.drop("expired", message);
+          continue;
+        }
         message.packetId = this.packetId();
         this.store.update(message);
       }
       this.inflight.set(message.packetId, message);
-      this.write(publishPacket(message, message.packetId, false, this.config.protocol));
+      this.write(this.publishPacket(message, message.packetId, false));
     }
+  }
+
+  private expired(message: OutboundMessage): boolean {
+    const remaining = remainingExpiry(message.properties, message.receivedAt ?? this.io.now(), this.io.now());
+    return remaining !== undefined && remaining <= 0;
+  }
+
+  private drop(reason: BridgeDropReason, message: OutboundMessage): void {
+    this.counts[DROP_COUNTS[reason]]++;
+    this.io.dropped?.(reason, message.topic);
+  }
+
+  /**
+   * The PUBLISH of a message; its properties go to an MQTT 5 remote only, its expiry less the time
+   * it waited here [MQTT-3.3.2-6] (at least 1: a message sent before it expired is resent as live).
+   */
+  private publishPacket(message: OutboundMessage, messageId: number | undefined, dup: boolean): PublishPacket {
+    const packet: PublishPacket = {
+      cmd: "publish",
+      topic: message.topic,
+      payload: Buffer.from(message.payload),
+      qos: message.qos,
+      retain: message.retain,
+      dup,
+    };
+    if (messageId !== undefined) packet.messageId = messageId;
+    const p = message.properties;
+    if (this.config.protocol === 5 && p) {
+      const { correlationData, ...rest } = p;
+      const properties: PublishPacket["properties"] = correlationData
+        ? { ...rest, correlationData: Buffer.from(correlationData) }
+        : { ...rest };
+      const remaining = remainingExpiry(p, message.receivedAt ?? this.io.now(), this.io.now());
+      if (remaining !== undefined) properties.messageExpiryInterval = Math.max(remaining, 1);
+      packet.properties = properties;
+    }
+    return packet;
   }
 
   /** A packet id not held by a queued message (those that have one are at most a window or two). */
@@ -416,32 +524,46 @@ export class BridgeClient {
   }
 }
 
+const DROP_COUNTS: Record<BridgeDropReason, keyof BridgeCounts> = {
+  offline: "droppedOffline",
+  queue_full: "droppedFull",
+  expired: "droppedExpired",
+  refused: "droppedRefused",
+};
+
 function bytesOf(message: { topic: string; payload: Uint8Array }): number {
   return message.topic.length + message.payload.length;
 }
 
-/** The PUBLISH of a message; its properties go to an MQTT 5 remote only, and its expiry as it came. */
-function publishPacket(
-  message: OutboundMessage | QueuedMessage,
-  messageId: number | undefined,
-  dup: boolean,
-  version: 4 | 5,
-): PublishPacket {
-  const packet: PublishPacket = {
-    cmd: "publish",
-    topic: message.topic,
-    payload: Buffer.from(message.payload),
-    qos: message.qos,
-    retain: message.retain,
-    dup,
-  };
-  if (messageId !== undefined) packet.messageId = messageId;
-  const p = message.properties;
-  if (version === 5 && p) {
-    const { correlationData, ...rest } = p;
-    packet.properties = correlationData ? { ...rest, correlationData: Buffer.from(correlationData) } : rest;
+/**
+ * A Reason String from the remote, for lastError: the remote's own text, so hostile (the dashboard
+ * shows it as text only); control characters removed and cut to REMOTE_REASON_CHARS.
+ */
+function remoteReason(reason: string | undefined): string {
+  if (!reason) return "";
+  const clean = reason.replace(/[\u0000-\u001f\u007f-\u009f]/g, " ").slice(0, REMOTE_REASON_CHARS);
+  return `: "${clean}"`;
+}
+
+/**
+ * Reads the remote's bytes into the client until the transport ends. At INBOUND_PENDING_LIMIT
+ * messages waiting for their shard it stops reading until they are routed, so the remote's sends
+ * back up in its own socket buffer instead of this object's memory (TCP; a WebSocket cannot pause).
+ */
+export async function readInbound(
+  read: () => Promise<{ value?: Uint8Array; done: boolean }>,
+  client: BridgeClient,
+  /** Whether this transport is still the current one (a replaced one's bytes are not fed). */
+  current: () => boolean,
+  feed: (bytes: Uint8Array) => void,
+): Promise<void> {
+  for (;;) {
+    const { value, done } = await read();
+    if (done) return;
+    if (!current() || !value) continue;
+    feed(value);
+    if (client.inboundPending >= INBOUND_PENDING_LIMIT) await client.inboundSettled();
   }
-  return packet;
 }
 
 /** The first reconnect waits about this long; each failed attempt doubles it, up to BACKOFF_MAX_MS. */

@@ -12,6 +12,8 @@
  *   the local publisher's PUBACK means the message is durable here. Rows go when the remote acknowledged.
  * - Kept alive by an alarm every ALARM_MS that reconnects it, also after an eviction; started by the
  *   Worker on each isolate's first request (index.ts), so a deploy starts it without waiting for one.
+ * - Its counts are saved with that alarm and on each connect and disconnect, one row each time they
+ *   changed, not one per message: an eviction loses none, a crash at most those of the last ALARM_MS.
  */
 import { DurableObject } from "cloudflare:workers";
 import { connect } from "cloudflare:sockets";
@@ -25,13 +27,16 @@ import { ShardLinks } from "../session/shard-links";
 import { CALL_GAP_MS, CallSequencer, type CallOrder } from "../util/ordered-calls";
 import {
   BridgeClient,
-  INBOUND_PENDING_LIMIT,
+  readInbound,
   reconnectDelay,
+  type BridgeCounts,
+  type BridgeDropReason,
   type BridgeStatus,
   type BridgeStore,
   type InboundMessage,
   type QueuedMessage,
 } from "./bridge-client";
+import { NO_COUNTS } from "./bridge-client";
 import { bridgesFor, bridgeSubscriberId, type BridgeConfig } from "./bridge-config";
 import { localSubscriptions, toLocal, toRemote } from "./topic-map";
 
@@ -54,13 +59,18 @@ export class BridgeObject extends DurableObject<Env> {
   private attempt = 0;
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private ticker: ReturnType<typeof setInterval> | undefined;
-  private unmapped = 0;
   /** The local subscriptions are made once per wake (they may have changed with the config). */
   private subscribed: Promise<void> | undefined;
   private readonly links: ShardLinks;
   /** Deliveries from each shard, run in the order the shard made them. */
   private readonly fromShards = new CallSequencer(1024, CALL_GAP_MS, (ms, fn) => setTimeout(fn, ms));
-  private readonly fullLog = new SampledLog("warn", "bridge.queue_full");
+  /** One sampled log per reason a message for the remote is dropped. */
+  private readonly dropLogs: Record<BridgeDropReason, SampledLog> = {
+    offline: new SampledLog("info", "bridge.dropped_offline"),
+    queue_full: new SampledLog("warn", "bridge.queue_full"),
+    expired: new SampledLog("info", "bridge.dropped_expired"),
+    refused: new SampledLog("warn", "bridge.refused_by_remote"),
+  };
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -70,10 +80,12 @@ export class BridgeObject extends DurableObject<Env> {
     sql.exec(`CREATE TABLE IF NOT EXISTS bridge_out (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT,
       payload BLOB, qos INTEGER, retain INTEGER, props TEXT, packet_id INTEGER, released INTEGER)`);
     sql.exec(`CREATE TABLE IF NOT EXISTS bridge_in_qos2 (packet_id INTEGER PRIMARY KEY)`);
+    migrate(sql);
     this.links = new ShardLinks(
       configFor(env),
       (i) => topicShardStub(env, i),
       () => crypto.randomUUID(),
+      "bridge",
     );
     const name = sql.exec<{ value: string }>(`SELECT value FROM bridge_meta WHERE key = 'name'`).toArray()[0]?.value;
     if (name !== undefined) this.configure(name);
@@ -90,6 +102,7 @@ export class BridgeObject extends DurableObject<Env> {
   }
 
   override async alarm(): Promise<void> {
+    this.client?.saveCounts();
     await this.keepAlarm();
   }
 
@@ -101,11 +114,7 @@ export class BridgeObject extends DurableObject<Env> {
       lastError: c?.lastError ?? "",
       queuedMessages: c?.queuedMessages ?? 0,
       queuedBytes: c?.queuedByteCount ?? 0,
-      received: c?.counts.received ?? 0,
-      sent: c?.counts.sent ?? 0,
-      droppedOffline: c?.counts.droppedOffline ?? 0,
-      droppedFull: c?.counts.droppedFull ?? 0,
-      unmapped: this.unmapped,
+      ...(c?.counts ?? NO_COUNTS),
     };
   }
 
@@ -125,20 +134,11 @@ export class BridgeObject extends DurableObject<Env> {
       for (const d of batch) {
         const crossing = toRemote(bridge, d.message.topic, d.qos);
         if (!crossing) {
-          this.unmapped++;
+          client.counts.unmapped++;
           continue;
         }
-        const { payload, properties } = d.message;
-        const outcome = client.offer({
-          topic: crossing.topic,
-          payload,
-          qos: crossing.qos,
-          retain: d.retain,
-          properties,
-        });
-        if (outcome === "full") {
-          this.fullLog.record(Date.now(), { bridge: bridge.name, queued: client.queuedMessages });
-        }
+        const { payload, properties, receivedAt } = d.message;
+        client.offer({ topic: crossing.topic, payload, qos: crossing.qos, retain: d.retain, properties, receivedAt });
       }
       return { outcome: "ok" as const, spacingMs: 0 };
     });
@@ -159,6 +159,10 @@ export class BridgeObject extends DurableObject<Env> {
         send: (bytes) => this.transport?.send(bytes),
         close: (reason) => this.dropped(this.transport, reason),
         deliverLocal: (message) => this.routeIn(bridge, message),
+        dropped: (reason) => {
+          const client = this.client!;
+          this.dropLogs[reason].record(Date.now(), { bridge: bridge.name, queued: client.queuedMessages });
+        },
         now: Date.now,
       },
       sqlStore(this.ctx.storage.sql),
@@ -216,7 +220,7 @@ export class BridgeObject extends DurableObject<Env> {
     const limits = configFor(this.env);
     // Not ours to route: no mapping (an old subscription of a persistent session), or not a topic here.
     if (!crossing || topicNameError(crossing.topic, limits) || isBrokerOnlyTopic(crossing.topic)) {
-      this.unmapped++;
+      this.client!.counts.unmapped++;
       return;
     }
     const routed: RoutedMessage = {
@@ -263,14 +267,12 @@ export class BridgeObject extends DurableObject<Env> {
     void (async () => {
       const reader = socket.readable.getReader();
       try {
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          if (this.transport !== transport) continue;
-          this.received(value);
-          const client = this.client!;
-          if (client.inboundPending >= INBOUND_PENDING_LIMIT) await client.inboundSettled();
-        }
+        await readInbound(
+          () => reader.read(),
+          this.client!,
+          () => this.transport === transport,
+          (bytes) => this.received(bytes),
+        );
         this.dropped(transport, "the remote closed the connection");
       } catch (err) {
         this.dropped(transport, `read failed: ${String(err)}`);
@@ -311,6 +313,7 @@ export class BridgeObject extends DurableObject<Env> {
     client.received(bytes);
     if (before === "connecting" && client.state === "connected") {
       this.attempt = 0;
+      client.saveCounts();
       logEvent("info", "bridge.connected", { bridge: this.bridge!.name, queued: client.queuedMessages });
     }
   }
@@ -321,6 +324,7 @@ export class BridgeObject extends DurableObject<Env> {
     this.transport = undefined;
     transport?.close();
     this.client?.closed(reason);
+    this.client?.saveCounts();
     if (this.reconnectTimer) return;
     const delay = reconnectDelay(this.attempt++, Math.random);
     logEvent("warn", "bridge.disconnected", { bridge: this.bridge?.name, reason, retryInMs: delay });
@@ -340,7 +344,17 @@ export class BridgeObject extends DurableObject<Env> {
   }
 }
 
-/** The bridge's queue and QoS 2 packet ids in the object's SQLite (bridge-client.ts's BridgeStore). */
+/**
+ * Schema changes since the bridge_out table first shipped, by the version kept in bridge_meta:
+ * 2 adds `received_at` (a message's expiry runs from it; rows from before have none, so no expiry).
+ */
+function migrate(sql: SqlStorage): void {
+  const row = sql.exec<{ value: string }>(`SELECT value FROM bridge_meta WHERE key = 'schema'`).toArray()[0];
+  if (Number(row?.value ?? 1) < 2) sql.exec(`ALTER TABLE bridge_out ADD COLUMN received_at INTEGER`);
+  sql.exec(`INSERT OR REPLACE INTO bridge_meta (key, value) VALUES ('schema', '2')`);
+}
+
+/** The bridge's queue, QoS 2 packet ids and counts in the object's SQLite (bridge-client.ts's BridgeStore). */
 function sqlStore(sql: SqlStorage): BridgeStore {
   return {
     load() {
@@ -356,23 +370,30 @@ function sqlStore(sql: SqlStorage): BridgeStore {
           properties: propertiesFromJson(r.props as string | null),
           packetId: (r.packet_id as number | null) ?? undefined,
           released: r.released === 1,
+          // A row from before received_at (schema 1): its expiry counts from this wake.
+          receivedAt: (r.received_at as number | null) ?? Date.now(),
         }));
       const inboundQos2 = sql
         .exec<{ packet_id: number }>(`SELECT packet_id FROM bridge_in_qos2`)
         .toArray()
         .map((r) => r.packet_id);
-      return { queue, inboundQos2 };
+      const counts = sql.exec<{ value: string }>(`SELECT value FROM bridge_meta WHERE key = 'counts'`).toArray()[0];
+      return { queue, inboundQos2, counts: counts ? (JSON.parse(counts.value) as Partial<BridgeCounts>) : undefined };
+    },
+    saveCounts(counts) {
+      sql.exec(`INSERT OR REPLACE INTO bridge_meta (key, value) VALUES ('counts', ?)`, JSON.stringify(counts));
     },
     add(m) {
       return sql
         .exec<{ seq: number }>(
-          `INSERT INTO bridge_out (topic, payload, qos, retain, props, packet_id, released) VALUES (?, ?, ?, ?, ?, NULL, 0)
-           RETURNING seq`,
+          `INSERT INTO bridge_out (topic, payload, qos, retain, props, packet_id, released, received_at)
+           VALUES (?, ?, ?, ?, ?, NULL, 0, ?) RETURNING seq`,
           m.topic,
           m.payload,
           m.qos,
           m.retain ? 1 : 0,
           propertiesToJson(m.properties),
+          m.receivedAt,
         )
         .one().seq;
     },

@@ -8,7 +8,7 @@ import { configFor } from "../config";
 import { bridgeStub, type Env } from "../env";
 import { logEvent } from "../observability/log";
 import { bridgesFor } from "./bridge-config";
-import type { BridgeStatus } from "./bridge-client";
+import { NO_COUNTS, type BridgeStatus } from "./bridge-client";
 
 const started = new WeakSet<object>();
 
@@ -49,11 +49,7 @@ export async function bridgeStatuses(env: Env): Promise<BridgeStatus[]> {
           lastError: String(err),
           queuedMessages: 0,
           queuedBytes: 0,
-          received: 0,
-          sent: 0,
-          droppedOffline: 0,
-          droppedFull: 0,
-          unmapped: 0,
+          ...NO_COUNTS,
         })),
     ),
   );

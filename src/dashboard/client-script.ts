@@ -6,7 +6,7 @@
  * in-page MQTT client is MQTT.js's browser bundle (window.mqtt, /dashboard/mqtt.min.js).
  *
  * Every string it shows came from a client of the broker (client ids, usernames, topics, payloads)
- * and is hostile: it reaches the page only as DOM text (createElement + textContent), never through
+ * or from a remote broker (a bridge's last error holds its Reason String) and is hostile: it reaches the page only as DOM text (createElement + textContent), never through
  * innerHTML or an HTML string. Attributes it sets hold numbers, constants or data- values.
  */
 import { CSRF_HEADER } from "../http/cross-site";
@@ -83,6 +83,7 @@ export const DASHBOARD_SCRIPT = String.raw`(() => {
     fill("subs", o.subscriptions.subscriptions.map((s) => [s.clientId, s.filter, s.qos]));
     $("subs-count").textContent = o.counts.subscriptions + " subscriptions" + (o.subscriptions.truncated ? ", the first " + o.subscriptions.subscriptions.length + " shown" : "");
     showRetained(o.retained, o.counts);
+    showBridges(o.bridges || []);
   }
 
   function showFigures(m, counts) {
@@ -207,6 +208,20 @@ export const DASHBOARD_SCRIPT = String.raw`(() => {
     view.retained = $("retained-filter").value || "#";
     refresh();
   });
+
+  // --- broker bridges (BRIDGES): one row each; the section shows only when there are some ----
+  function showBridges(bridges) {
+    $("bridges-view").hidden = $("bridges-nav").hidden = bridges.length === 0;
+    const dropped = (b) => b.droppedOffline + b.droppedFull + b.droppedExpired + b.droppedRefused;
+    const dropNote = (b) => [["offline", b.droppedOffline], ["queue full", b.droppedFull], ["expired", b.droppedExpired],
+      ["refused", b.droppedRefused]].filter(([, n]) => n).map(([k, n]) => n + " " + k).join(", ");
+    fill("bridges", bridges.map((b) => [
+      b.name, b.state, b.lastError, b.queuedMessages + " (" + b.queuedBytes + " bytes)", b.received, b.sent,
+      dropped(b) ? dropped(b) + " (" + dropNote(b) + ")" : 0, b.unmapped,
+    ]));
+    const up = bridges.filter((b) => b.state === "connected").length;
+    $("bridges-count").textContent = up + " of " + bridges.length + " connected";
+  }
 
   // --- charts: the last hour, from samples this page keeps ---------------------------------
   const samples = [];

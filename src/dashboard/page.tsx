@@ -119,6 +119,9 @@ const DashboardPage: FC = () => (
           <a href="#clients-view">clients</a>
           <a href="#subs-view">subscriptions</a>
           <a href="#retained-view">retained</a>
+          <a href="#bridges-view" id="bridges-nav" hidden>
+            bridges
+          </a>
           <a href="#try">try it</a>
         </nav>
         <span class="muted" id="updated">
@@ -214,6 +217,14 @@ const DashboardPage: FC = () => (
               Close
             </button>
           </div>
+        </section>
+        <section id="bridges-view" hidden>
+          <h2>Bridges to other brokers</h2>
+          <p class="muted" id="bridges-count"></p>
+          <Table
+            columns={["bridge", "state", "last error", "queued", "in", "out", "dropped", "unmapped"]}
+            body="bridges"
+          />
         </section>
         <section id="try">
           <h2>Try it: an MQTT client in this page (MQTT.js)</h2>

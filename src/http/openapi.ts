@@ -50,6 +50,24 @@ const json = (schema: Schema, description: string) => ({ description, content: {
 const error = (name: string) => ({ $ref: `#/components/responses/${name}` });
 const str = { type: "string" };
 const int = { type: "integer", minimum: 0 };
+/** A broker bridge's state (bridge-client.ts's BridgeStatus): /api/v1/bridges, and the overview's `bridges`. */
+const BRIDGE_STATUS = {
+  type: "object",
+  properties: {
+    name: str,
+    state: { enum: ["disconnected", "connecting", "connected", "unconfigured", "unreachable"] },
+    lastError: str,
+    queuedMessages: int,
+    queuedBytes: int,
+    received: int,
+    sent: int,
+    droppedOffline: int,
+    droppedFull: int,
+    droppedExpired: int,
+    droppedRefused: int,
+    unmapped: int,
+  },
+};
 const counts = (description: string) => ({ type: "object", description, additionalProperties: int });
 
 const ADMIN: Record<string, string[]>[] = [{ adminBearer: [] }, { adminBasic: [] }];
@@ -273,21 +291,7 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
         properties: {
           bridges: {
             type: "array",
-            items: {
-              type: "object",
-              properties: {
-                name: str,
-                state: { enum: ["disconnected", "connecting", "connected", "unconfigured", "unreachable"] },
-                lastError: str,
-                queuedMessages: int,
-                queuedBytes: int,
-                received: int,
-                sent: int,
-                droppedOffline: int,
-                droppedFull: int,
-                unmapped: int,
-              },
-            },
+            items: BRIDGE_STATUS,
           },
         },
       }),
@@ -317,6 +321,7 @@ export const OPENAPI_DOCUMENT: OpenApiDocument = {
             clients: ref("ClientPage"),
             subscriptions: ref("Subscriptions"),
             retained: { type: "object" },
+            bridges: { type: "array", items: BRIDGE_STATUS },
           },
         },
       ),

@@ -1,12 +1,14 @@
 /**
  * GET /api/v1/overview: everything the dashboard shows on one refresh, from one call to each
  * registry shard and each topic shard (R + N Durable Object calls: 16 with the defaults), where
- * separate metrics, clients, subscriptions and retained calls cost 2R + 3N (40).
+ * separate metrics, clients, subscriptions and retained calls cost 2R + 3N (40); plus one per broker
+ * bridge in BRIDGES (its state, bridge-worker.ts).
  *
  * The counts are those of the tables: a subscription registered in every shard (a wildcard in its
  * first SHARD_LEVELS levels) is counted once, not once per shard, and retained `$` topics (`$SYS`)
  * are counted apart, since `#` does not list them [MQTT-4.7.2-1].
  */
+import { bridgeStatuses } from "../bridge/bridge-worker";
 import { configFor } from "../config";
 import { registryStub, topicShardStub, type Env } from "../env";
 import type { RoutedMessage, Subscription } from "../protocol/message";
@@ -67,7 +69,7 @@ export function mergeSubscriptions<S extends { clientId: string; filter: string 
 export async function collectOverview(env: Env, q: OverviewQuery) {
   const config = configFor(env);
   const retainedShards = new Set(shardsForFilter(q.retained, config.shardCount, config.shardLevels));
-  const [registries, shards] = await Promise.all([
+  const [registries, shards, bridges] = await Promise.all([
     Promise.all(
       allShards(config.registryShardCount).map((i) => registryStub(env, i).overview(q.prefix, q.after, q.limit + 1)),
     ),
@@ -76,6 +78,7 @@ export async function collectOverview(env: Env, q: OverviewQuery) {
         topicShardStub(env, i).overview(retainedShards.has(i) ? q.retained : undefined, q.limit + 1),
       ),
     ),
+    bridgeStatuses(env),
   ]);
   const subscriptions = mergeSubscriptions(
     shards.map((s) => s.subscriptions as (Subscription & { clientId: string })[]),
@@ -91,7 +94,7 @@ export async function collectOverview(env: Env, q: OverviewQuery) {
   );
   return {
     collectedAt: new Date().toISOString(),
-    cost: { durableObjectCalls: registries.length + shards.length },
+    cost: { durableObjectCalls: registries.length + shards.length + bridges.length },
     metrics,
     counts: {
       connected: metrics.connected,
@@ -108,6 +111,7 @@ export async function collectOverview(env: Env, q: OverviewQuery) {
       q.limit,
     ),
     subscriptions,
+    bridges,
     retained: {
       filter: q.retained,
       items: retained.slice(0, q.limit).map((m) => retainedJson(m, PREVIEW_CHARS)),

@@ -24,6 +24,8 @@ export const counters = {
   sessionPublishCalls: 0,
   /** `publishMany` calls the gateway made for messages a session handed it (ROUTE_AT_EDGE: not billed while waiting). */
   gatewayPublishCalls: 0,
+  /** `publishMany` calls a Bridge object made for messages from its remote broker (src/bridge/). */
+  bridgePublishCalls: 0,
   /** RPC calls into ClientRegistry objects (connection events and drops; never per message). */
   registryInvocations: 0,
   /** SQLite rows written by any object (billed per row). */

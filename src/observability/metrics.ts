@@ -212,11 +212,18 @@ export function renderPrometheus(s: MetricsSummary, bridges: BridgeStatus[] = []
     metric(
       "mqtt_bridge_dropped_total",
       "counter",
-      "Messages for the remote dropped: QoS 0 while it was away (offline), QoS 1/2 beyond the queue's limits (queue_full).",
-      bridges.flatMap((b) => [
-        [{ bridge: b.name, reason: "offline" }, b.droppedOffline] as [Record<string, string>, number],
-        [{ bridge: b.name, reason: "queue_full" }, b.droppedFull] as [Record<string, string>, number],
-      ]),
+      "Messages for the remote dropped: QoS 0 while it was away (offline), QoS 1/2 beyond the queue's limits " +
+        "(queue_full), expired before they were sent (expired), refused by the remote with a reason code >= 0x80 (refused).",
+      bridges.flatMap((b) =>
+        (
+          [
+            ["offline", b.droppedOffline],
+            ["queue_full", b.droppedFull],
+            ["expired", b.droppedExpired],
+            ["refused", b.droppedRefused],
+          ] as const
+        ).map(([reason, n]) => [{ bridge: b.name, reason }, n] as [Record<string, string>, number]),
+      ),
     );
   }
   return lines.join("\n") + "\n";

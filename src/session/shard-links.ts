@@ -12,6 +12,12 @@ import type { TopicShardObject } from "../topics/topic-shard-object";
 import { counters } from "../observability/counters";
 import { OrderedChannels } from "../util/ordered-calls";
 
+const PUBLISH_CALL_COUNTERS = {
+  session: "sessionPublishCalls",
+  gateway: "gatewayPublishCalls",
+  bridge: "bridgePublishCalls",
+} as const;
+
 export class ShardLinks {
   /** One numbered channel per shard. */
   private readonly shards: OrderedChannels<number, DurableObjectStub<TopicShardObject>>;
@@ -22,14 +28,14 @@ export class ShardLinks {
     private readonly layout: ShardLayout,
     shardStub: (index: number) => DurableObjectStub<TopicShardObject>,
     newId: () => string,
-    /** Who calls, for the counters: a Session object or the gateway. */
-    caller: "session" | "gateway" = "session",
+    /** Who calls, for the counters: a Session object, the gateway or a Bridge object. */
+    caller: "session" | "gateway" | "bridge" = "session",
     /** Each publish call made (the gateway counts its subrequests: edge-route.ts). */
     onPublishCall: () => void = () => undefined,
   ) {
     // One channel per shard: bounded by the shard count.
     this.shards = new OrderedChannels(shardStub, newId, Number.MAX_SAFE_INTEGER);
-    const counted = caller === "session" ? "sessionPublishCalls" : "gatewayPublishCalls";
+    const counted = PUBLISH_CALL_COUNTERS[caller];
     this.router = new ShardRouter(
       layout,
       (index, messages) => {

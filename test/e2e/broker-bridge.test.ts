@@ -20,6 +20,8 @@ let broker: Awaited<ReturnType<typeof startBroker>>;
 let peer: Awaited<ReturnType<typeof startBroker>>;
 let localUrl: string;
 let peerUrl: string;
+/** The local broker's variables, to start it again on its state (the last test). */
+let brokerVars: Record<string, string>;
 const open: MqttClient[] = [];
 
 beforeAll(async () => {
@@ -59,12 +61,14 @@ beforeAll(async () => {
       ],
     },
   ];
-  broker = await startBroker({
+  brokerVars = {
     ALLOW_ANONYMOUS: "true",
     CONNECT_RATE_LIMIT: "off",
     ADMIN_TOKEN,
     BRIDGES: JSON.stringify(bridges),
-  });
+    DEBUG_COUNTERS: "true",
+  };
+  broker = await startBroker(brokerVars);
   localUrl = `${broker.base.replace("http", "ws")}/mqtt`;
   await untilConnected();
 }, 90000);
@@ -166,6 +170,24 @@ describe("a bridge to Mosquitto over TCP (MQTT 5)", () => {
   });
 });
 
+describe("a bridge's calls to the shards", () => {
+  it("are counted as bridgePublishCalls, not as a Session object's (sessionPublishCalls)", async () => {
+    type Counters = { bridgePublishCalls: number; sessionPublishCalls: number };
+    const counters = async () => (await (await fetch(`${broker.base}/debug/counters`)).json()) as Counters;
+    const run = uid("calls");
+    const localSub = await local();
+    const got = recorder(localSub);
+    await localSub.subscribeAsync(`from-mosq/${run}/#`, { qos: 1 });
+    const remotePub = await remote();
+    const before = await counters();
+    for (let i = 0; i < 3; i++) await remotePub.publishAsync(`to-edge/${run}/${i}`, String(i), { qos: 1 });
+    await got.waitFor(3, 10000);
+    const after = await counters();
+    expect(after.bridgePublishCalls - before.bridgePublishCalls).toBeGreaterThanOrEqual(1);
+    expect(after.sessionPublishCalls - before.sessionPublishCalls).toBe(0);
+  });
+});
+
 describe("a bridge to Mosquitto over TCP (MQTT 3.1.1)", () => {
   it("sends and brings messages at QoS 0 and 1", async () => {
     const run = uid("v4");
@@ -258,5 +280,65 @@ describe("Mosquitto stopped mid-flow and started again", () => {
         'mqtt_bridge_queued_messages{bridge="mosq"} 0',
       ]),
     );
+  }, 90000);
+});
+
+describe("message expiry while queued for the remote", () => {
+  it("forwards the interval less the time queued, and drops a message that expired in the queue [MQTT-3.3.2-5, 3.3.2-6]", async () => {
+    const run = uid("expiry");
+    const remoteSub = await remote({ clean: false, reconnectPeriod: 300, properties: { sessionExpiryInterval: 600 } });
+    const got = recorder(remoteSub);
+    await remoteSub.subscribeAsync(`from-edge/${run}/#`, { qos: 1 });
+    const mosqStatus = async () => (await statuses()).find((b) => b.name === "mosq")!;
+    const expiredBefore = (await mosqStatus()).droppedExpired;
+    await mosquitto.stop();
+    await until(async () => (await mosqStatus()).state !== "connected", "the bridge to see Mosquitto gone", 10000, 100);
+    const pub = await local();
+    const expiring = (seconds: number) => ({ qos: 1 as const, properties: { messageExpiryInterval: seconds } });
+    await pub.publishAsync(`to-mosq/${run}/short`, "short", expiring(1));
+    await pub.publishAsync(`to-mosq/${run}/long`, "long", expiring(600));
+    await pub.publishAsync(`to-mosq/${run}/marker`, "marker", { qos: 1 });
+    await sleep(2100); // queued here for over 2 s: the first has expired
+    await mosquitto.restart();
+    await untilConnected();
+    // The marker was queued last: once it is through, the short one would have been too.
+    const messages = await got.waitFor(2, 30000);
+    expect(messages.map((m) => m.payload)).toEqual(["long", "marker"]);
+    const interval = messages[0]!.packet.properties?.messageExpiryInterval;
+    expect(interval).toBeLessThanOrEqual(598);
+    expect(interval).toBeGreaterThan(500);
+    expect((await mosqStatus()).droppedExpired).toBe(expiredBefore + 1);
+    expect(await metricLines("mosq")).toContain(
+      `mqtt_bridge_dropped_total{bridge="mosq",reason="expired"} ${expiredBefore + 1}`,
+    );
+  }, 60000);
+});
+
+describe("a bridge's counts across a restart of its object", () => {
+  it("are kept: saved when the bridge disconnects, read back when the restarted object wakes", async () => {
+    const run = uid("counts");
+    const remoteSub = await remote();
+    const got = recorder(remoteSub);
+    await remoteSub.subscribeAsync(`from-edge/${run}/#`, { qos: 1 });
+    const pub = await local();
+    await pub.publishAsync(`to-mosq/${run}/a`, "a", { qos: 1 });
+    await got.waitFor(1, 10000);
+    const mosqStatus = async () => (await statuses()).find((b) => b.name === "mosq")!;
+    // The PUBACK from Mosquitto is what counts a message sent: wait for it, not for the delivery.
+    await until(async () => (await mosqStatus()).sent > 0 && (await mosqStatus()).queuedMessages === 0, "sent", 10000);
+    // A disconnect saves the counts (and so does the alarm, every 30 s).
+    await mosquitto.stop();
+    await until(async () => (await mosqStatus()).state !== "connected", "the bridge to see Mosquitto gone", 10000, 100);
+    const before = await mosqStatus();
+    expect(before.sent).toBeGreaterThan(0);
+    // Every object of the local broker ends with its workerd (as in a deploy or a crash) and starts on its storage.
+    await broker.stop(true);
+    broker = await startBroker(brokerVars, undefined, true, { state: broker.state, port: broker.port });
+    const after = await mosqStatus();
+    expect(after.state).not.toBe("connected");
+    const counts = (b: BridgeStatus) => [b.received, b.sent, b.droppedOffline, b.droppedFull, b.unmapped];
+    expect(counts(after)).toEqual(counts(before));
+    await mosquitto.restart();
+    await untilConnected();
   }, 90000);
 });

@@ -8,7 +8,10 @@ import { parseBridges, type BridgeConfig } from "../../src/bridge/bridge-config"
 import {
   BACKOFF_MAX_MS,
   BridgeClient,
+  INBOUND_PENDING_LIMIT,
+  readInbound,
   reconnectDelay,
+  type BridgeCounts,
   type BridgeStore,
   type InboundMessage,
   type QueuedMessage,
@@ -41,9 +44,15 @@ function bridgeConfig(entry: Record<string, unknown> = {}): BridgeConfig {
 class MemoryStore implements BridgeStore {
   rows: QueuedMessage[] = [];
   qos2 = new Set<number>();
+  counts: BridgeCounts | undefined;
+  countWrites = 0;
   private seq = 0;
   load() {
-    return { queue: this.rows.map((r) => ({ ...r })), inboundQos2: [...this.qos2] };
+    return { queue: this.rows.map((r) => ({ ...r })), inboundQos2: [...this.qos2], counts: this.counts };
+  }
+  saveCounts(counts: BridgeCounts) {
+    this.counts = { ...counts };
+    this.countWrites++;
   }
   add(m: Omit<QueuedMessage, "seq">) {
     this.rows.push({ ...m, seq: ++this.seq });
@@ -81,6 +90,7 @@ function harness(entry: Record<string, unknown> = {}, store = new MemoryStore())
   const sent: Packet[] = [];
   const closes: string[] = [];
   const routed: InboundMessage[] = [];
+  const drops: [string, string][] = [];
   let clock = 0;
   /** deliverLocal's answers: each call waits until the test settles it. */
   const pending: { resolve: () => void; reject: (e: Error) => void }[] = [];
@@ -93,6 +103,7 @@ function harness(entry: Record<string, unknown> = {}, store = new MemoryStore())
         sent.push(parsed.packet);
       },
       close: (reason) => closes.push(reason),
+      dropped: (reason, topic) => drops.push([reason, topic]),
       deliverLocal: (message) => {
         routed.push(message);
         return new Promise<void>((resolve, reject) => pending.push({ resolve, reject }));
@@ -115,6 +126,7 @@ function harness(entry: Record<string, unknown> = {}, store = new MemoryStore())
     sent,
     closes,
     routed,
+    drops,
     pending,
     feed,
     connect,
@@ -307,6 +319,138 @@ describe("the bridge's MQTT client", () => {
     h.advance(10000);
     h.client.tick();
     expect(h.closes).toEqual(["no PINGRESP from the remote"]);
+  });
+
+  it("forwards a v5 message's expiry less the time it waited here; one that expired unsent is dropped and counted [MQTT-3.3.2-5, 3.3.2-6]", () => {
+    const h = harness();
+    const m = (topic: string, qos: 0 | 1 | 2, expiry?: number) => ({
+      topic,
+      payload: new Uint8Array([1]),
+      qos,
+      retain: false,
+      receivedAt: 0,
+      ...(expiry === undefined ? {} : { properties: { messageExpiryInterval: expiry } }),
+    });
+    expect(h.client.offer(m("t/ten", 1, 10))).toBe("queued");
+    expect(h.client.offer(m("t/three", 1, 3))).toBe("queued");
+    expect(h.client.offer(m("t/none", 2))).toBe("queued");
+    h.advance(4500); // 4 whole seconds waited
+    h.connect();
+    expect(h.client.offer(m("t/q0-late", 0, 2))).toBe("expired");
+    expect(h.client.offer(m("t/q0", 0, 60))).toBe("sent");
+    const publishes = h.of("publish") as { topic: string; properties?: { messageExpiryInterval?: number } }[];
+    expect(publishes.map((p) => [p.topic, p.properties?.messageExpiryInterval])).toEqual([
+      ["t/ten", 6],
+      ["t/none", undefined],
+      ["t/q0", 56],
+    ]);
+    expect(h.store.rows.map((r) => r.topic)).toEqual(["t/ten", "t/none"]);
+    expect(h.client.counts.droppedExpired).toBe(2);
+    expect(h.drops).toEqual([
+      ["expired", "t/three"],
+      ["expired", "t/q0-late"],
+    ]);
+    // Sent before it expired: resent after a reconnect all the same, as live [MQTT-4.3.3-7].
+    h.advance(60000);
+    h.client.closed("cut");
+    h.connect();
+    const resent = h.of("publish").slice(3) as { topic: string; dup: boolean; properties?: Record<string, number> }[];
+    expect(resent.map((p) => [p.topic, p.dup, p.properties?.messageExpiryInterval])).toEqual([
+      ["t/ten", true, 1],
+      ["t/none", true, undefined],
+    ]);
+  });
+
+  it("a PUBREC or PUBACK with a reason code of 0x80 or more ends the flow: no PUBREL, the message leaves the queue, counted as refused [MQTT-4.3.3-4]", () => {
+    const h = harness();
+    h.connect();
+    h.client.offer({ topic: "t/q2", payload: new Uint8Array([2]), qos: 2, retain: false });
+    h.client.offer({ topic: "t/q1", payload: new Uint8Array([1]), qos: 1, retain: false });
+    h.client.offer({ topic: "t/ok", payload: new Uint8Array([3]), qos: 2, retain: false });
+    const [q2, q1, ok] = h.of("publish") as { messageId: number }[];
+    h.feed({ cmd: "pubrec", messageId: q2!.messageId, reasonCode: 0x87 } as EncodablePacket);
+    h.feed({ cmd: "puback", messageId: q1!.messageId, reasonCode: 0x80 } as EncodablePacket);
+    expect(h.of("pubrel")).toEqual([]);
+    expect(h.store.rows.map((r) => r.topic)).toEqual(["t/ok"]);
+    expect(h.client.counts).toMatchObject({ droppedRefused: 2, sent: 0 });
+    expect(h.drops).toEqual([
+      ["refused", "t/q2"],
+      ["refused", "t/q1"],
+    ]);
+    // Below 0x80 (0x10: no matching subscribers) is a success: PUBREL, then PUBCOMP ends it as sent.
+    h.feed({ cmd: "pubrec", messageId: ok!.messageId, reasonCode: 0x10 } as EncodablePacket);
+    expect(h.of("pubrel").map((p) => (p as { messageId: number }).messageId)).toEqual([ok!.messageId]);
+    h.feed({ cmd: "pubcomp", messageId: ok!.messageId });
+    expect(h.client.counts).toMatchObject({ droppedRefused: 2, sent: 1 });
+    expect(h.store.rows).toEqual([]);
+  });
+
+  it("a refused CONNACK's or a DISCONNECT's Reason String goes into lastError, control characters removed and cut", () => {
+    const h = harness();
+    h.client.opened();
+    const reasonString = `<script>alert(1)</script>\nbad\u0000${"x".repeat(500)}`;
+    h.feed({
+      cmd: "connack",
+      sessionPresent: false,
+      reasonCode: 0x87,
+      properties: { reasonString },
+    } as EncodablePacket);
+    expect(h.client.lastError).toBe(
+      `the remote refused the connection (code 135): "${`<script>alert(1)</script> bad ${"x".repeat(500)}`.slice(0, 200)}"`,
+    );
+    h.connect();
+    h.feed({ cmd: "disconnect", reasonCode: 0x8b, properties: { reasonString: "shutting down" } } as EncodablePacket);
+    expect(h.client.lastError).toBe('the remote disconnected (reason 139): "shutting down"');
+  });
+
+  it("saves its counts only when they changed (one row, not one per message) and starts from them after a wake", () => {
+    const store = new MemoryStore();
+    const first = harness({}, store);
+    first.connect();
+    for (let i = 0; i < 3; i++) first.client.offer({ topic: "t", payload: new Uint8Array(1), qos: 0, retain: false });
+    expect(first.client.saveCounts()).toBe(true);
+    expect(first.client.saveCounts()).toBe(false);
+    expect(store.countWrites).toBe(1);
+    first.client.offer({ topic: "t", payload: new Uint8Array(1), qos: 0, retain: false }); // not saved: lost below
+    first.client.counts.unmapped++;
+    const second = harness({}, store);
+    expect(second.client.counts).toMatchObject({ sent: 3, unmapped: 0, droppedOffline: 0 });
+    second.client.offer({ topic: "t", payload: new Uint8Array(1), qos: 0, retain: false }); // offline
+    expect(second.client.saveCounts()).toBe(true);
+    expect(store.counts).toMatchObject({ sent: 3, droppedOffline: 1 });
+  });
+
+  it(`stops reading the remote at ${INBOUND_PENDING_LIMIT} messages waiting for their shard, and reads on once they are routed`, async () => {
+    const h = harness();
+    h.connect();
+    const chunks = Array.from({ length: INBOUND_PENDING_LIMIT + 44 }, (_, i) =>
+      encodePacket(
+        { cmd: "publish", topic: `r/${i}`, payload: Buffer.from("x"), qos: 0, dup: false, retain: false },
+        5,
+      ),
+    );
+    let reads = 0;
+    let ended = false;
+    void readInbound(
+      async () => (reads < chunks.length ? { value: chunks[reads++], done: false } : { done: true }),
+      h.client,
+      () => true,
+      (bytes) => h.client.received(bytes),
+    ).then(() => (ended = true));
+    for (let i = 0; i < 5; i++) await h.settle();
+    expect(reads).toBe(INBOUND_PENDING_LIMIT);
+    expect(h.routed).toHaveLength(INBOUND_PENDING_LIMIT);
+    expect(ended).toBe(false);
+    // Routed as they come: the rest are read once the first ones settled.
+    while (!ended) {
+      for (const p of h.pending.splice(0)) p.resolve();
+      await h.settle();
+    }
+    for (const p of h.pending.splice(0)) p.resolve();
+    await h.client.inboundSettled();
+    expect(reads).toBe(chunks.length);
+    expect(h.routed).toHaveLength(chunks.length);
+    expect(h.client.counts.received).toBe(chunks.length);
   });
 
   it("waits before reconnecting: doubling from 1 s to at most 60 s, with jitter in the upper half", () => {

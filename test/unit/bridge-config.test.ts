@@ -139,6 +139,13 @@ describe("BRIDGES", () => {
     expect(configProblems({ BRIDGES: "{not json" })).toEqual([
       { variable: "BRIDGES", problem: expect.stringMatching(/^BRIDGES is not JSON/) },
     ]);
-    expect(configProblems({ BRIDGES: JSON.stringify([good]) })).toEqual([]);
+    expect(configProblems({ BRIDGES: JSON.stringify([good]), BRIDGE: {} })).toEqual([]);
+  });
+
+  it("needs the BRIDGE Durable Object binding when there are bridges (a library user's wrangler.toml may lack it)", () => {
+    expect(configProblems({ BRIDGES: JSON.stringify([good]) })).toEqual([
+      { variable: "BRIDGES", problem: expect.stringMatching(/^BRIDGES needs the Durable Object binding BRIDGE/) },
+    ]);
+    expect(configProblems({ BRIDGES: "[]" })).toEqual([]);
   });
 });

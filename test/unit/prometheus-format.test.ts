@@ -35,6 +35,8 @@ describe("Prometheus exposition", () => {
       sent: 6,
       droppedOffline: 1,
       droppedFull: 2,
+      droppedExpired: 3,
+      droppedRefused: 4,
       unmapped: 0,
     };
     const families = parseExposition(
@@ -51,9 +53,11 @@ describe("Prometheus exposition", () => {
       ['{"bridge":"floor","direction":"in"}', "5"],
       ['{"bridge":"floor","direction":"out"}', "6"],
     ]);
-    expect(samples("mqtt_bridge_dropped_total").slice(0, 2)).toEqual([
+    expect(samples("mqtt_bridge_dropped_total").slice(0, 4)).toEqual([
       ['{"bridge":"floor","reason":"offline"}', "1"],
       ['{"bridge":"floor","reason":"queue_full"}', "2"],
+      ['{"bridge":"floor","reason":"expired"}', "3"],
+      ['{"bridge":"floor","reason":"refused"}', "4"],
     ]);
     const none = parseExposition(renderPrometheus(summarize([], []))).map((f) => f.name);
     expect(none.filter((n) => n.startsWith("mqtt_bridge_"))).toEqual([]);
