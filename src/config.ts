@@ -36,8 +36,8 @@ export interface BrokerConfig {
   deliveryBatchMs: number;
   /**
    * Events per second one session is designed to take: `deliver` calls from all shards together plus
-   * its client's frames. A session above 90% of it asks each calling shard to space its calls
-   * (util/call-pacing.ts); what arrives meanwhile goes in the next call. 0: no pacing.
+   * its client's frames. A session from 90% of it asks each calling shard to space its calls, aiming
+   * at 90% (util/call-pacing.ts); what arrives meanwhile goes in the next call. 0: no pacing.
    */
   deliveryCallRate: number;
   /**

@@ -67,4 +67,9 @@ export type DeliveryOutcome = "ok" | "offline" | "gone" | "unreadable";
 export interface DeliveryReply {
   outcome: DeliveryOutcome;
   spacingMs: number;
+  /**
+   * With "ok": the places in the batch of shared-subscription messages the session declined because
+   * its owner may not read their topics (each may go to another member of its group).
+   */
+  declined?: number[];
 }

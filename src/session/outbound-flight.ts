@@ -37,6 +37,17 @@ interface UnstoredMessage {
   settle: () => void;
 }
 
+/**
+ * Whether an unwritten message is written when its connection or session ends: when the session
+ * keeps it (`keep`), and always for a shared subscription's. The session's end then hands that one
+ * to another member of the group [MQTT-4.8.2] (Subscriptions.handOverShared reads the written rows),
+ * as it would have if it had been written on arrival; dropped, it would be lost although its
+ * publisher was acknowledged once it was settled here.
+ */
+function keptAtEnd(keep: boolean, m: UnstoredMessage): boolean {
+  return keep || m.delivery.shareFilter !== undefined;
+}
+
 /** What a PUBREC did: "released" (a PUBREL is due), "refused" (the flow ended), "unknown" (no such QoS 2 flow). */
 export type PubrecOutcome = "released" | "refused" | "unknown";
 
@@ -110,13 +121,14 @@ export class OutboundFlight {
 
   /**
    * Every waiting message is written as queued (with its place in the order), or, without `keep`,
-   * dropped with the session that held them; either way its `deliver` call settles.
+   * dropped with the session that held them (but a shared subscription's: keptAtEnd); either way its
+   * `deliver` call settles.
    */
   storeWaiting(keep: boolean): number {
     let written = 0;
     this.waitingBytesHeld = 0;
     for (const m of this.waiting.splice(0)) {
-      if (keep && this.store.enqueue(m.delivery, OutState.QUEUED, null, m.seq)) written++;
+      if (keptAtEnd(keep, m) && this.store.enqueue(m.delivery, OutState.QUEUED, null, m.seq)) written++;
       m.settle();
     }
     return written;
@@ -166,7 +178,8 @@ export class OutboundFlight {
   /**
    * Settles unstored QoS 1 messages (those of `packetIds`, or all, the waiting ones too): written as
    * in flight when `keep` (resent with DUP and the same packet id on resumption [MQTT-4.4.0-1]), the
-   * waiting ones as queued, else dropped with the session that held them. Returns how many were written.
+   * waiting ones as queued, else dropped with the session that held them (but a shared
+   * subscription's: keptAtEnd). Returns how many were written.
    */
   storeUnacknowledged(keep: boolean, packetIds?: Iterable<number>): number {
     let written = packetIds ? 0 : this.storeWaiting(keep);
@@ -175,7 +188,7 @@ export class OutboundFlight {
       const m = this.unstored.get(packetId);
       if (!m) continue; // acknowledged meanwhile
       this.unstored.delete(packetId);
-      if (keep && this.store.enqueue(m.delivery, OutState.SENT, packetId, m.seq)) written++;
+      if (keptAtEnd(keep, m) && this.store.enqueue(m.delivery, OutState.SENT, packetId, m.seq)) written++;
       m.settle();
     }
     return written;

@@ -68,8 +68,16 @@ export class Outbound {
    * `waitForAck`, a QoS 1 message sent straight to the online client and acknowledged by it within
    * ACK_WAIT_MS (then it is never written; after ACK_WAIT_MS it is written as in flight). The shard
    * acknowledges the publisher only then, so an acknowledged message is never only in memory.
+   *
+   * `declined` receives the places in the batch of the shared-subscription messages declined
+   * because this session may not read their topics (the shard offers each to another member).
    */
-  deliver(batch: Delivery[], onlyIfOnline = false, waitForAck = false): DeliveryOutcome | Promise<DeliveryOutcome> {
+  deliver(
+    batch: Delivery[],
+    onlyIfOnline = false,
+    waitForAck = false,
+    declined?: number[],
+  ): DeliveryOutcome | Promise<DeliveryOutcome> {
     const { meta, store, config } = this.session;
     if (meta.clientId === undefined) return "gone";
     const online = meta.connId !== undefined;
@@ -79,7 +87,11 @@ export class Outbound {
     // subscription's message (offered alone) is declined instead, so the shard offers it to another
     // member of the group who may read it.
     if (this.readCheckNeeded()) {
-      const readable = batch.filter((d) => this.session.allowed("subscribe", d.message.topic));
+      const readable: Delivery[] = [];
+      batch.forEach((d, i) => {
+        if (this.session.allowed("subscribe", d.message.topic)) readable.push(d);
+        else if (d.shareFilter) declined?.push(i);
+      });
       if (readable.length === 0 && batch.length === 1 && batch[0]!.shareFilter) return "unreadable";
       batch = readable;
     }
@@ -105,7 +117,10 @@ export class Outbound {
         this.reportDrop("queue_full", full);
         continue;
       }
-      const unstoredAllowed = waitForAck && d.qos === 1 && !d.shareFilter && config.ackWaitMs > 0;
+      // A shared subscription's too: written when its session ends unacknowledged, then handed over
+      // (OutboundFlight's keptAtEnd). QoS 2 is always written: once sent, it goes to no other member
+      // [MQTT-4.8.2-5], and its exactly-once state lives in the store.
+      const unstoredAllowed = waitForAck && d.qos === 1 && config.ackWaitMs > 0;
       const nothingAhead = !queued && !store.hasQueued() && !this.flight.hasWaiting();
       // Straight out when nothing is waiting ahead of it and the window has room: stored once, as
       // in flight (one row written), or not at all under ACK_WAIT. Otherwise it waits, in order.

@@ -133,8 +133,9 @@ export class SessionObject extends DurableObject<Env> {
     this.invoked();
     counters.sessionDeliverCalls++;
     const spacingMs = this.deliverCalls.record(order?.from ?? "", Date.now());
-    const outcome = await this.fromShards.run(order, () => this.session.deliver(batch, onlyIfOnline, true));
-    return { outcome, spacingMs };
+    const declined: number[] = [];
+    const outcome = await this.fromShards.run(order, () => this.session.deliver(batch, onlyIfOnline, true, declined));
+    return declined.length ? { outcome, spacingMs, declined } : { outcome, spacingMs };
   }
 
   // --- administration (RPC from the admin API) ------------------------------------------------

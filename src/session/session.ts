@@ -17,7 +17,6 @@ import { encodeWithin, joinFrames, parsePacket } from "../protocol/codec";
 import { ReasonCode, type ProtocolVersion } from "../protocol/constants";
 import { hexCode } from "../protocol/internal-close";
 import { decodeEdgeAcked, isEdgeHandBack } from "../protocol/internal-frame";
-import type { Delivery, DeliveryOutcome } from "../protocol/message";
 import type { ConnectPacket, DisconnectPacket, Packet, PacketWithReason } from "../protocol/packets";
 import { packetViolation } from "../protocol/validate";
 import { logEvent } from "../observability/log";
@@ -374,8 +373,9 @@ export class Session {
   private async endSession(): Promise<void> {
     await this.will.sessionEnds();
     await this.subscriptions.dropAll();
-    await this.subscriptions.handOverShared();
+    // Unwritten messages are dropped, but a shared subscription's are written first, and handed over.
     this.outbound.flight.storeUnacknowledged(false);
+    await this.subscriptions.handOverShared();
     this.outbound.queueGone();
     this.store.clearAll();
     this.meta = {};
@@ -385,8 +385,8 @@ export class Session {
   // --- delivery to the client (outbound.ts) ---------------------------------------------------
 
   /** Messages from a shard: see Outbound.deliver. */
-  deliver(batch: Delivery[], onlyIfOnline = false, waitForAck = false): DeliveryOutcome | Promise<DeliveryOutcome> {
-    return this.outbound.deliver(batch, onlyIfOnline, waitForAck);
+  deliver(...args: Parameters<Outbound["deliver"]>): ReturnType<Outbound["deliver"]> {
+    return this.outbound.deliver(...args);
   }
 
   // --- administration (admin API) --------------------------------------------------------------

@@ -203,6 +203,7 @@ export class Subscriptions {
    */
   private async handOverQueued(shareFilter: string): Promise<void> {
     const { store } = this.session;
+    this.outbound.flight.storeWaiting(true); // unsent ones waiting in memory are queued ones too
     for (const failed of await this.handOver(store.holdForHandover(shareFilter))) store.requeue(failed.seq);
     this.outbound.pump();
   }

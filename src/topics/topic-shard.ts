@@ -86,6 +86,11 @@ export class TopicShard {
   private trie = new SubscriptionTrie();
   /** Per-session batches of deliveries from several publishes, sent together (one call each). */
   private readonly deliveryBatches: Batcher<string, Delivery, DeliveryOutcome>;
+  /**
+   * Per-member batches of shared-subscription offers to connected members (`onlyIfOnline`), batched
+   * and paced as deliveryBatches; each offer's answer is its own ("unreadable": declined alone).
+   */
+  private readonly shareOffers: Batcher<string, Delivery, DeliveryOutcome>;
   /** Round-robin position per shared subscription (in memory: fairness need not survive a restart). */
   private readonly cursors = new Map<string, number>();
   private readonly totals: Totals;
@@ -106,16 +111,20 @@ export class TopicShard {
     scheduleTotals: (at: number) => void = () => {},
     private readonly ownership: Ownership = OWNS_EVERYTHING,
   ) {
-    this.deliveryBatches = new Batcher(
-      async (clientId, batch) => {
-        const outcome = await this.deliverOrForget(clientId, batch, false);
-        return batch.map(() => outcome);
-      },
-      later,
-      MAX_DELIVERY_BATCH,
-      // A hot session asks for spacing between calls: what arrives meanwhile waits for the next one.
-      { now, after: (ms, fn) => setTimeout(fn, ms) },
-    );
+    // A hot session asks for spacing between calls: what arrives meanwhile waits for the next one.
+    const clock = { now, after: (ms: number, fn: () => void) => void setTimeout(fn, ms) };
+    const batcher = (onlyIfOnline: boolean) =>
+      new Batcher<string, Delivery, DeliveryOutcome>(
+        async (clientId, batch) => {
+          const { outcome, declined } = await this.deliverOrForget(clientId, batch, onlyIfOnline);
+          return batch.map((_, i) => (declined?.includes(i) ? "unreadable" : outcome));
+        },
+        later,
+        MAX_DELIVERY_BATCH,
+        clock,
+      );
+    this.deliveryBatches = batcher(false);
+    this.shareOffers = batcher(true);
     this.totals = new Totals(sql, now, scheduleTotals);
     this.deliveryCalls = new CallLimit(
       config.maxShardDeliveriesInFlight,
@@ -282,7 +291,11 @@ export class TopicShard {
     let declined = false;
     const offer = async (i: number, onlyIfOnline: boolean) => {
       const [clientId, options] = group.members[(start + i) % n]!; // n is the member count
-      const outcome = await this.deliverOrForget(clientId, [deliveryFor(options)], onlyIfOnline);
+      // To a connected member, offers go batched and paced like any delivery (a member of a group
+      // taking a firehose is a hot session); the pass to offline members is rare and goes alone.
+      const outcome = onlyIfOnline
+        ? await this.shareOffers.add(clientId, deliveryFor(options))
+        : (await this.deliverOrForget(clientId, [deliveryFor(options)], false)).outcome;
       declined ||= outcome === "unreadable";
       return outcome === "ok";
     };
@@ -297,11 +310,15 @@ export class TopicShard {
    * Delivers, within the shard's limit of calls in flight (the calls start in the order they were
    * made, so each session's stay in order [MQTT-4.6.0-6]); a session that no longer exists is forgotten here.
    */
-  private async deliverOrForget(clientId: string, batch: Delivery[], onlyIfOnline: boolean): Promise<DeliveryOutcome> {
-    const { outcome, spacingMs } = await this.deliveryCalls.run(() => this.deliverTo(clientId, batch, onlyIfOnline));
-    if (outcome === "gone") this.removeClient(clientId);
-    else this.deliveryBatches.pace(clientId, spacingMs);
-    return outcome;
+  private async deliverOrForget(clientId: string, batch: Delivery[], onlyIfOnline: boolean): Promise<DeliveryReply> {
+    const reply = await this.deliveryCalls.run(() => this.deliverTo(clientId, batch, onlyIfOnline));
+    if (reply.outcome === "gone") this.removeClient(clientId);
+    else {
+      // The spacing is for this shard's calls to that session, whichever batches they carry.
+      this.deliveryBatches.pace(clientId, reply.spacingMs);
+      this.shareOffers.pace(clientId, reply.spacingMs);
+    }
+    return reply;
   }
 
   /** [MQTT-3.3.1-5..7] store, replace, or (empty payload) delete the retained message for a topic. */

@@ -44,14 +44,21 @@ export class Batcher<K, T, R> {
     private readonly maxPaced = 10000,
   ) {}
 
-  /** Keep `spacingMs` between two calls for `key` from now on (0: no spacing). Needs a clock. */
+  /**
+   * Keep `spacingMs` between two calls for `key` from now on (0: no spacing). Needs a clock. A batch
+   * already waiting for a longer spacing goes when the shorter one allows (a callee that cooled down
+   * must not leave it waiting out the old spacing).
+   */
   pace(key: K, spacingMs: number): void {
     const known = this.paced.get(key);
     this.paced.delete(key);
-    if (!this.clock || !(spacingMs > 0)) return;
-    if (!known && this.paced.size >= this.maxPaced) this.paced.delete(this.paced.keys().next().value!);
-    // A key newly paced has just been called (this answer came from that call).
-    this.paced.set(key, { spacingMs, lastSentAt: known?.lastSentAt ?? this.clock.now() });
+    if (this.clock && spacingMs > 0) {
+      if (!known && this.paced.size >= this.maxPaced) this.paced.delete(this.paced.keys().next().value!);
+      // A key newly paced has just been called (this answer came from that call).
+      this.paced.set(key, { spacingMs, lastSentAt: known?.lastSentAt ?? this.clock.now() });
+    }
+    const waiting = this.pending.get(key);
+    if (known && waiting?.timed && !(spacingMs >= known.spacingMs)) this.schedule(key, waiting);
   }
 
   add(key: K, item: T): Promise<R> {
@@ -75,17 +82,28 @@ export class Batcher<K, T, R> {
   private open(key: K): Entry<T, R> {
     const entry: Entry<T, R> = { items: [], waiters: [], timed: false };
     this.pending.set(key, entry);
+    this.schedule(key, entry);
+    return entry;
+  }
+
+  /** Times a batch by its key's spacing: on its own timer when called too recently, else on the common flush. */
+  private schedule(key: K, entry: Entry<T, R>): void {
     const pace = this.paced.get(key);
     const wait = pace && this.clock ? pace.lastSentAt + pace.spacingMs - this.clock.now() : 0;
     if (wait > 0) {
       entry.timed = true;
       this.clock!.after(wait, () => {
-        if (this.pending.get(key) !== entry) return; // went early, full
+        if (this.pending.get(key) !== entry) return; // went early (full, or rescheduled sooner)
         this.pending.delete(key);
         this.dispatch(key, entry);
       });
+    } else if (entry.timed) {
+      entry.timed = false; // joins the common flush
+      if (!this.scheduled) {
+        this.scheduled = true;
+        this.later(() => this.flush());
+      }
     }
-    return entry;
   }
 
   private flush(): void {

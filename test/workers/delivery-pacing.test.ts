@@ -8,7 +8,7 @@ import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { configFor } from "../../src/config";
 import { topicShardStub } from "../../src/env";
-import { counters } from "../../src/observability/counters";
+import { callsByObjectSnapshot, counters } from "../../src/observability/counters";
 import type { RoutedMessage } from "../../src/protocol/message";
 import { shardForTopic } from "../../src/topics/shard-rule";
 import { OrderedChannels } from "../../src/util/ordered-calls";
@@ -165,5 +165,69 @@ describe("deliveries toward one hot session adapt", () => {
     expect(publishes().map((p) => p.payload.toString())).toEqual(expected); // in order [MQTT-4.6.0-5]
     for (const p of publishes().slice(32)) sub.send({ cmd: "puback", messageId: p.messageId });
     sub.close();
+  });
+  it("a session called by 8 shards stays under DELIVERY_CALL_RATE in any second once they have heard", async () => {
+    // costWorkload's backend on the real Session object: a client acknowledging every QoS 1 message
+    // (one PUBACK per WebSocket message, as the bench's client) and 8 callers standing in for the
+    // TopicShards: messages reach each at 1,667 / 8 a second for 3 s, and each sends what has arrived
+    // in one call, keeping the spacing the session's last reply asked for (as util/batcher.ts does;
+    // one call at a time, so that the test machine's speed does not decide how many are in flight).
+    // The session's events, its calls and its client's frames as the objects count them, are read
+    // every 10 ms.
+    const limit = configFor(env).deliveryCallRate;
+    const clientId = uid("pacing-hot-sub");
+    const sub = await rawClient(5);
+    sub.autoAck = true;
+    await sub.connect({ clientId });
+    const session = env.SESSION.get(env.SESSION.idFromName(clientId));
+    const events = () => callsByObjectSnapshot().session[clientId] ?? 0;
+    const samples: { at: number; events: number }[] = [];
+    const sampler = setInterval(() => samples.push({ at: Date.now(), events: events() }), 10);
+
+    const shards = 8;
+    const perShardPerSecond = 1667 / shards;
+    const started = Date.now();
+    let sentMessages = 0;
+    await Promise.all(
+      Array.from({ length: shards }, async (_, s) => {
+        const from = uid(`shard-${s}`);
+        let taken = 0;
+        for (let seq = 0; Date.now() - started < 3000; seq++) {
+          const arrived = Math.floor(((Date.now() - started) * perShardPerSecond) / 1000);
+          const batch = Array.from({ length: Math.min(256, Math.max(1, arrived - taken)) }, (_, i) => ({
+            message: message(`hot/${s}`, `m${taken + i}`, 1),
+            qos: 1 as const,
+            retain: false,
+          }));
+          taken += batch.length;
+          sentMessages += batch.length;
+          const calledAt = Date.now();
+          const reply = await session.deliver(batch, false, { from, seq, after: seq });
+          await sleep(Math.max(0, calledAt + reply.spacingMs - Date.now()));
+        }
+      }),
+    );
+    await sub.until(() => sub.all("publish").length === sentMessages, 10000);
+    clearInterval(sampler);
+    sub.close();
+
+    // The most events between two readings at most 1 s apart, the earlier one `from` ms or more
+    // after the start (10 ms between readings: a window may miss up to 10 ms of events).
+    const busiestSecond = (from: number) => {
+      let most = 0;
+      for (let i = 0, j = 0; i < samples.length; i++) {
+        if (samples[i]!.at < started + from) continue;
+        j = Math.max(j, i);
+        while (j + 1 < samples.length && samples[j + 1]!.at - samples[i]!.at <= 1000) j++;
+        most = Math.max(most, samples[j]!.events - samples[i]!.events);
+      }
+      return most;
+    };
+    const total = events();
+    console.log(
+      `${sentMessages} messages over ${Date.now() - started} ms toward one session: ${total} events; busiest ` +
+        `second ${busiestSecond(0)}, after the first ${busiestSecond(1000)} (limit ${limit})`,
+    );
+    expect(busiestSecond(1000)).toBeLessThanOrEqual(limit);
   });
 });

@@ -134,3 +134,72 @@ describe("TopicShard limits", () => {
     });
   });
 });
+
+describe("TopicShard offers to a shared subscription's members: batched and paced like any delivery", () => {
+  const opts = { qos: 1 as const, noLocal: false, retainAsPublished: false, retainHandling: 0 as const };
+  const texts = (batch: Delivery[]) => batch.map((d) => new TextDecoder().decode(d.message.payload));
+
+  it("what arrives together goes to each connected member in one call, each message to one member", async () => {
+    await withShard({}, async (shard, delivered, online) => {
+      shard.subscribe("m1", [{ filter: "$share/g/jobs/#", ...opts }], []);
+      shard.subscribe("m2", [{ filter: "$share/g/jobs/#", ...opts }], []);
+      online.add("m1").add("m2");
+      const payloads = Array.from({ length: 8 }, (_, i) => `j${i}`);
+      await Promise.all(payloads.map((p) => shard.publish(message("jobs/x", p, false))));
+      // before: 8 calls of one message each
+      expect(delivered.map(([client, batch]) => [client, batch.length])).toEqual([
+        ["m1", 4],
+        ["m2", 4],
+      ]);
+      expect(delivered.flatMap(([, batch]) => texts(batch)).sort()).toEqual(payloads);
+    });
+  });
+
+  it("a member's reply asking for spacing holds its next offers for one call", async () => {
+    const stub = env.TOPIC_SHARD.get(env.TOPIC_SHARD.idFromName(uid("shard-test")));
+    await runInDurableObject(stub, async (_instance, state) => {
+      const calls: string[][] = [];
+      const deliver = async (_clientId: string, batch: Delivery[]): Promise<DeliveryReply> => {
+        calls.push(texts(batch));
+        return { outcome: "ok", spacingMs: 200 }; // a hot member
+      };
+      const shard = new TopicShard(state.storage.sql, DEFAULT_CONFIG, deliver, Date.now);
+      shard.subscribe("m1", [{ filter: "$share/g/jobs/#", ...opts }], []);
+      await shard.publish(message("jobs/x", "first", false)); // its reply carries the spacing
+      const later: Promise<number>[] = [];
+      for (let i = 0; i < 3; i++) {
+        later.push(shard.publish(message("jobs/x", `p${i}`, false)));
+        await sleep(5);
+      }
+      await Promise.all(later);
+      expect(calls).toEqual([["first"], ["p0", "p1", "p2"]]); // before: 4 calls
+    });
+  });
+
+  it("a message a member declines in a batch (it may not read it) goes to the next member, once", async () => {
+    const stub = env.TOPIC_SHARD.get(env.TOPIC_SHARD.idFromName(uid("shard-test")));
+    await runInDurableObject(stub, async (_instance, state) => {
+      const received: [string, string][] = [];
+      const deliver = async (clientId: string, batch: Delivery[]): Promise<DeliveryReply> => {
+        const declined: number[] = [];
+        texts(batch).forEach((text, i) => {
+          if (clientId === "m1" && text === "secret") declined.push(i);
+          else received.push([clientId, text]);
+        });
+        return { outcome: "ok", spacingMs: 0, declined };
+      };
+      const shard = new TopicShard(state.storage.sql, DEFAULT_CONFIG, deliver, Date.now);
+      shard.subscribe("m1", [{ filter: "$share/g/jobs/#", ...opts }], []);
+      shard.subscribe("m2", [{ filter: "$share/g/jobs/#", ...opts }], []);
+      // In turn: a to m1, b to m2, secret to m1 (declined there), c to m2.
+      await Promise.all(["a", "b", "secret", "c"].map((p) => shard.publish(message("jobs/x", p, false))));
+      expect(received.sort()).toEqual([
+        ["m1", "a"],
+        ["m2", "b"],
+        ["m2", "c"],
+        ["m2", "secret"],
+      ]);
+      expect(shard.stats().dropped).toEqual({});
+    });
+  });
+});
