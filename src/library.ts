@@ -16,6 +16,7 @@ import { configFor } from "./config";
 import { writeMetricsPoint } from "./observability/metrics-collector";
 import type { Env } from "./env";
 import { app } from "./http/app";
+import { deliverQueuedWebhooks, webhookConsumerIO } from "./rules/webhook";
 import { hookMessage, installHooks, type BrokerHooks, type HookPublish } from "./hooks";
 import { ClientRegistryObject } from "./registry/client-registry-object";
 import { SessionObject } from "./session/session-object";
@@ -35,6 +36,9 @@ export function createBroker<E = Record<string, unknown>>(options: BrokerOptions
     scheduled: async (_controller: ScheduledController, env: E) => {
       await writeMetricsPoint(env as unknown as Env);
     },
+    /** A Queue consumer handler for a `webhook` rule's retryQueue (docs/RULES.md). */
+    queue: (batch: MessageBatch<unknown>, env: E) =>
+      deliverQueuedWebhooks(batch.messages, webhookConsumerIO(env as Record<string, unknown>)),
     /** The Hono app, to mount under your own paths. */
     app,
     /**

@@ -12,6 +12,7 @@ import { counters } from "../observability/counters";
 import { SampledLog } from "../observability/log";
 import { renderTemplate } from "./template";
 import { evaluateWhere, resolveCompiledPath, type WhereInput, type WhereValue } from "./where";
+import { postWebhook, WEBHOOK_LIMITS, webhookHeaders, type QueuedWebhook } from "./webhook";
 import type {
   AnalyticsAction,
   MessagePath,
@@ -37,18 +38,6 @@ export interface RuleSinks {
   sleep(ms: number): Promise<void>;
   now(): number;
 }
-
-/**
- * A `webhook` action is best effort (docs/RULES.md): nothing waits for it, it is tried this many times
- * (again after a network error, a timeout, 429 or 5xx), each attempt cut after `timeoutMs`, and at most
- * `maxInFlight` are under way per session object; one beyond that is not sent, and is counted as failed.
- */
-export const WEBHOOK_LIMITS = Object.freeze({
-  attempts: 3,
-  retryDelaysMs: [250, 1000],
-  timeoutMs: 5000,
-  maxInFlight: 32,
-});
 
 export interface AnalyticsPoint {
   blobs: (string | null)[];
@@ -169,8 +158,8 @@ export class RuleEngine {
     counters.ruleActionsTaken++;
     if (action.type === "queue") return this.enqueue(rule, action, view);
     if (action.type === "republish") return this.republish(rule, action, index, view, depth);
-    if (action.type === "webhook") this.webhook(rule, action, view);
-    else this.writeDataPoint(rule, action, view);
+    if (action.type === "webhook") return this.webhook(rule, action, index, view);
+    this.writeDataPoint(rule, action, view);
     return undefined;
   }
 
@@ -195,47 +184,53 @@ export class RuleEngine {
   }
 
   private enqueue(rule: Rule, action: QueueAction, view: MessageView): Promise<unknown> {
-    const queue = this.sinks.queue(action.binding);
-    if (!queue) return Promise.reject(this.failed(rule, "queue", new Error(`no binding ${action.binding}`)));
+    return this.send(rule, "queue", action.binding, messageBody(rule, view));
+  }
+
+  /** Sends a Queue message; a failure is counted and logged, and rejects (the acknowledgement waits on it). */
+  private send(rule: Rule, kind: string, binding: string, body: unknown): Promise<unknown> {
+    const queue = this.sinks.queue(binding);
+    if (!queue) return Promise.reject(this.failed(rule, kind, new Error(`no binding ${binding}`)));
     try {
       return queue
-        .send(messageBody(rule, view), { contentType: "json" })
-        .catch((err: unknown) => Promise.reject(this.failed(rule, "queue", err)));
+        .send(body, { contentType: "json" })
+        .catch((err: unknown) => Promise.reject(this.failed(rule, kind, err)));
     } catch (err) {
-      return Promise.reject(this.failed(rule, "queue", err));
+      return Promise.reject(this.failed(rule, kind, err));
     }
   }
 
-  /** POSTs the message as JSON (the queue message's form), retried within WEBHOOK_LIMITS; never awaited. */
-  private webhook(rule: Rule, action: WebhookAction, view: MessageView): void {
+  /**
+   * POSTs the message as JSON (the queue message's form). With a retryQueue: sends the request to
+   * that Queue (no secret in it: webhook.ts) and the acknowledgement waits for the send, as for a
+   * `queue` action; the Worker's queue() handler POSTs it. Without: POSTs it from here, retried
+   * within WEBHOOK_LIMITS, never awaited (best effort).
+   */
+  private webhook(rule: Rule, action: WebhookAction, index: number, view: MessageView): Promise<unknown> | undefined {
+    const body = JSON.stringify(messageBody(rule, view));
+    if (action.retryQueue) {
+      const queued: QueuedWebhook = { kind: "rules.webhook", rule: rule.name, action: index, url: action.url, body };
+      return this.send(rule, "webhook", action.retryQueue, queued);
+    }
     if (this.webhooksInFlight >= WEBHOOK_LIMITS.maxInFlight) {
       this.failed(rule, "webhook", new Error(`more than ${WEBHOOK_LIMITS.maxInFlight} webhooks in flight`));
-      return;
+      return undefined;
     }
-    const headers: Record<string, string> = { "content-type": "application/json" };
-    for (const [header, secret] of action.headers) headers[header] = this.sinks.secret(secret) ?? "";
-    const body = JSON.stringify(messageBody(rule, view));
     this.webhooksInFlight++;
-    void this.post(action.url, headers, body)
+    void this.post(action.url, webhookHeaders(action, this.sinks.secret), body)
       .catch((err: unknown) => this.failed(rule, "webhook", err))
       .finally(() => this.webhooksInFlight--);
+    return undefined;
   }
 
   private async post(url: string, headers: Record<string, string>, body: string): Promise<void> {
     let problem: unknown;
     for (let attempt = 0; attempt < WEBHOOK_LIMITS.attempts; attempt++) {
       if (attempt > 0) await this.sinks.sleep(WEBHOOK_LIMITS.retryDelaysMs[attempt - 1] ?? 1000);
-      try {
-        const signal = AbortSignal.timeout(WEBHOOK_LIMITS.timeoutMs);
-        const res = await this.sinks.fetch(url, { method: "POST", headers, body, signal });
-        await res.body?.cancel();
-        if (res.ok) return;
-        problem = new Error(`the webhook answered HTTP ${res.status}`);
-        // Another client error would be refused again: only "too many requests" is worth a retry.
-        if (res.status < 500 && res.status !== 429) break;
-      } catch (err) {
-        problem = err;
-      }
+      const outcome = await postWebhook(this.sinks.fetch, url, headers, body);
+      if (outcome.ok) return;
+      problem = outcome.problem;
+      if (!outcome.retryable) break;
     }
     throw problem;
   }

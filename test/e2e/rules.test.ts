@@ -11,6 +11,7 @@ import { join, resolve } from "node:path";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { QueuedMessage } from "../../src/rules/rule-engine";
+import type { QueuedWebhook } from "../../src/rules/webhook";
 import { rawClient, recorder } from "../support/clients";
 import { uid } from "../support/ids";
 import { until } from "../support/until";
@@ -45,8 +46,24 @@ const webhookRule = (port: number) => ({
   actions: [{ type: "webhook", url: `http://127.0.0.1:${port}/webhook`, headers: { Authorization: "WEBHOOK_TOKEN" } }],
 });
 
+/** The same webhook through the Queue WEBHOOK_QUEUE, which the broker's own queue() handler consumes. */
+const queuedWebhookRule = (port: number) => ({
+  name: "notify-q",
+  filter: "hooked/#",
+  actions: [
+    {
+      type: "webhook",
+      url: `http://127.0.0.1:${port}/webhook`,
+      headers: { Authorization: "WEBHOOK_TOKEN" },
+      retryQueue: "WEBHOOK_QUEUE",
+    },
+  ],
+});
+
 /** What the Queue's consumer received, from every broker this file starts. */
 const received: QueuedMessage[] = [];
+/** What reached the webhook queue's dead-letter queue. */
+const deadLetters: QueuedWebhook[] = [];
 /** The webhook POSTs received: a topic ending in /flaky is answered 503 the first time, /slow only when released. */
 const posts: { authorization?: string; body: QueuedMessage }[] = [];
 const held: (() => void)[] = [];
@@ -59,6 +76,10 @@ beforeAll(async () => {
     let body = "";
     req.on("data", (d) => (body += d));
     req.on("end", () => {
+      if (req.url === "/?queue=rules-webhooks-dlq") {
+        deadLetters.push(...(JSON.parse(body) as QueuedWebhook[]));
+        return void res.end("ok");
+      }
       if (req.url !== "/webhook") {
         received.push(...(JSON.parse(body) as QueuedMessage[]));
         return void res.end("ok");
@@ -67,6 +88,8 @@ beforeAll(async () => {
       posts.push({ authorization: req.headers.authorization, body: message });
       const seen = posts.filter((p) => p.body.id === message.id).length;
       if (message.topic.endsWith("/flaky") && seen === 1) return void res.writeHead(503).end();
+      if (message.topic.endsWith("/fail2") && seen <= 2) return void res.writeHead(500).end();
+      if (message.topic.endsWith("/never")) return void res.writeHead(500).end();
       if (message.topic.endsWith("/slow")) return void held.push(() => res.end("ok"));
       res.end("ok");
     });
@@ -87,6 +110,16 @@ beforeAll(async () => {
       "[[queues.producers]]",
       'binding = "TELEMETRY_QUEUE"',
       'queue = "rules-telemetry"',
+      "[[queues.producers]]",
+      'binding = "WEBHOOK_QUEUE"',
+      'queue = "rules-webhooks"',
+      // The broker consumes its own webhook queue: max_retries 2 is three attempts, then the dead-letter queue.
+      "[[queues.consumers]]",
+      'queue = "rules-webhooks"',
+      "max_batch_size = 10",
+      "max_batch_timeout = 1",
+      "max_retries = 2",
+      'dead_letter_queue = "rules-webhooks-dlq"',
       "[[analytics_engine_datasets]]",
       'binding = "RULES_ANALYTICS"',
       'dataset = "rules_e2e"',
@@ -100,6 +133,10 @@ beforeAll(async () => {
       'compatibility_date = "2026-04-01"',
       "[[queues.consumers]]",
       'queue = "rules-telemetry"',
+      "max_batch_size = 10",
+      "max_batch_timeout = 1",
+      "[[queues.consumers]]",
+      'queue = "rules-webhooks-dlq"',
       "max_batch_size = 10",
       "max_batch_timeout = 1",
       "[vars]",
@@ -122,7 +159,7 @@ describe.each(["0", "1"])("rules, ROUTE_AT_EDGE %s", (routeAtEdge) => {
     const vars = {
       ALLOW_ANONYMOUS: "true",
       DEBUG_COUNTERS: "true",
-      RULES: JSON.stringify([...RULES, webhookRule(sinkPort)]),
+      RULES: JSON.stringify([...RULES, webhookRule(sinkPort), queuedWebhookRule(sinkPort)]),
       WEBHOOK_TOKEN: "Bearer e2e-hook",
       ROUTE_AT_EDGE: routeAtEdge,
     };
@@ -235,6 +272,53 @@ describe.each(["0", "1"])("rules, ROUTE_AT_EDGE %s", (routeAtEdge) => {
     expect(posts.filter((p) => p.body.topic === topic)).toHaveLength(1);
     expect(held.length).toBeGreaterThan(0);
     held.splice(0).forEach((release) => release());
+  });
+
+  it("webhook with a retryQueue: failed twice, POSTed a third time by the queue() consumer (at least once)", async () => {
+    const topic = `hooked/${uid("n")}/fail2`;
+    const c = await client();
+    await c.publishAsync(topic, "ring", { qos: 1 });
+    const mine = () => posts.filter((p) => p.body.topic === topic);
+    // Retried after 1 s, then 2 s (and the batch timeout): the third POST is answered 200.
+    await until(() => mine().length === 3, "two failed POSTs and the one that succeeds", 20000);
+    expect(new Set(mine().map((p) => JSON.stringify(p)))).toHaveProperty("size", 1);
+    expect(mine()[0]).toEqual({
+      authorization: "Bearer e2e-hook",
+      body: expect.objectContaining({ rule: "notify-q", topic, qos: 1, payload: "ring" }),
+    });
+  });
+
+  it("webhook with a retryQueue: after max_retries it reaches the dead-letter queue, with no secret in it", async () => {
+    const topic = `hooked/${uid("n")}/never`;
+    const c = await client();
+    await c.publishAsync(topic, "lost?", { qos: 0 });
+    const dead = () => deadLetters.filter((d) => (JSON.parse(d.body) as QueuedMessage).topic === topic);
+    await until(() => dead().length === 1, "the message in the dead-letter queue", 20000);
+    expect(posts.filter((p) => p.body.topic === topic)).toHaveLength(3); // max_retries 2: three attempts
+    expect(dead()[0]).toEqual({
+      kind: "rules.webhook",
+      rule: "notify-q",
+      action: 0,
+      url: `http://127.0.0.1:${sinkPort}/webhook`,
+      body: expect.any(String),
+    });
+    expect(JSON.stringify(dead())).not.toContain("e2e-hook");
+  });
+
+  it("webhook with a retryQueue: the PUBACK waits for the enqueue; a send the Queue refuses gets none", async () => {
+    const raw = await rawClient(5, "mqtt", url());
+    await raw.connect({ clientId: uid("big") });
+    const big = `hooked/${uid("n")}/big`;
+    // Over a Queue message's 128 KB: the local Queue refuses the send.
+    raw.send({ cmd: "publish", topic: big, payload: Buffer.alloc(200 * 1024, "a"), qos: 1, messageId: 7 });
+    expect((await raw.next("disconnect")).reasonCode).toBe(0x80);
+    await raw.waitClosed();
+    expect(raw.all("puback")).toEqual([]);
+    // A small one after it is POSTed; the big one, never queued, is not.
+    const small = `hooked/${uid("n")}/small`;
+    await (await client()).publishAsync(small, "fits", { qos: 1 });
+    await until(() => posts.some((p) => p.body.topic === small), "the small message's POST", 20000);
+    expect(posts.filter((p) => p.body.topic === big)).toEqual([]);
   });
 
   it("analytics: a data point is written through the local Analytics Engine binding without failing", async () => {
