@@ -12,6 +12,7 @@ import { counters } from "../observability/counters";
 import { SampledLog } from "../observability/log";
 import { renderTemplate } from "./template";
 import { evaluateWhere, resolveCompiledPath, type WhereInput, type WhereValue } from "./where";
+import type { RuleCount } from "./rule-tally";
 import { postWebhook, WEBHOOK_LIMITS, webhookHeaders, type QueuedWebhook } from "./webhook";
 import type {
   AnalyticsAction,
@@ -37,6 +38,8 @@ export interface RuleSinks {
   secret(name: string): string | undefined;
   sleep(ms: number): Promise<void>;
   now(): number;
+  /** Counts a rule's outcome for /metrics (rule-tally.ts), for the client whose message it was. */
+  count?(rule: string, outcome: keyof RuleCount, clientId: string): void;
 }
 
 export interface AnalyticsPoint {
@@ -145,6 +148,7 @@ export class RuleEngine {
         if (outcome.fault) counters.ruleConditionFaults++;
         if (!outcome.matched) continue;
       }
+      this.sinks.count?.(rule.name, "matched", message.origin);
       rule.actions.forEach((action, index) => {
         const wait = this.act(rule, action, index, view, depth);
         if (wait) waits.push(wait);
@@ -178,25 +182,27 @@ export class RuleEngine {
         doubles: action.doubles.map((path) => asNumber(value(path))),
         indexes: action.index ? [asText(value(action.index)) ?? ""] : undefined,
       });
+      this.succeeded(rule, view);
     } catch (err) {
-      this.failed(rule, "analytics", err); // a blob or index over Analytics Engine's sizes, say
+      this.failed(rule, view, "analytics", err); // a blob or index over Analytics Engine's sizes, say
     }
   }
 
   private enqueue(rule: Rule, action: QueueAction, view: MessageView): Promise<unknown> {
-    return this.send(rule, "queue", action.binding, messageBody(rule, view));
+    return this.send(rule, view, "queue", action.binding, messageBody(rule, view));
   }
 
   /** Sends a Queue message; a failure is counted and logged, and rejects (the acknowledgement waits on it). */
-  private send(rule: Rule, kind: string, binding: string, body: unknown): Promise<unknown> {
+  private send(rule: Rule, view: MessageView, kind: string, binding: string, body: unknown): Promise<unknown> {
     const queue = this.sinks.queue(binding);
-    if (!queue) return Promise.reject(this.failed(rule, kind, new Error(`no binding ${binding}`)));
+    if (!queue) return Promise.reject(this.failed(rule, view, kind, new Error(`no binding ${binding}`)));
     try {
       return queue
         .send(body, { contentType: "json" })
-        .catch((err: unknown) => Promise.reject(this.failed(rule, kind, err)));
+        .then(() => this.succeeded(rule, view))
+        .catch((err: unknown) => Promise.reject(this.failed(rule, view, kind, err)));
     } catch (err) {
-      return Promise.reject(this.failed(rule, kind, err));
+      return Promise.reject(this.failed(rule, view, kind, err));
     }
   }
 
@@ -210,15 +216,16 @@ export class RuleEngine {
     const body = JSON.stringify(messageBody(rule, view));
     if (action.retryQueue) {
       const queued: QueuedWebhook = { kind: "rules.webhook", rule: rule.name, action: index, url: action.url, body };
-      return this.send(rule, "webhook", action.retryQueue, queued);
+      return this.send(rule, view, "webhook", action.retryQueue, queued);
     }
     if (this.webhooksInFlight >= WEBHOOK_LIMITS.maxInFlight) {
-      this.failed(rule, "webhook", new Error(`more than ${WEBHOOK_LIMITS.maxInFlight} webhooks in flight`));
+      this.failed(rule, view, "webhook", new Error(`more than ${WEBHOOK_LIMITS.maxInFlight} webhooks in flight`));
       return undefined;
     }
     this.webhooksInFlight++;
     void this.post(action.url, webhookHeaders(action, this.sinks.secret), body)
-      .catch((err: unknown) => this.failed(rule, "webhook", err))
+      .then(() => this.succeeded(rule, view))
+      .catch((err: unknown) => this.failed(rule, view, "webhook", err))
       .finally(() => this.webhooksInFlight--);
     return undefined;
   }
@@ -244,7 +251,7 @@ export class RuleEngine {
     const rendered = renderTemplate(action.topic, view, this.settings);
     if ("problem" in rendered) {
       // Deterministic: failing the acknowledgement would only make the client resend for ever.
-      this.failed(rule, "republish", new Error(rendered.problem));
+      this.failed(rule, view, "republish", new Error(rendered.problem));
       return undefined;
     }
     const { message } = view;
@@ -255,7 +262,10 @@ export class RuleEngine {
       qos: action.qos,
       retain: action.retain,
     };
-    const routed = this.sinks.route(copy).catch((err: unknown) => Promise.reject(this.failed(rule, "republish", err)));
+    const routed = this.sinks
+      .route(copy)
+      .then(() => this.succeeded(rule, view))
+      .catch((err: unknown) => Promise.reject(this.failed(rule, view, "republish", err)));
     let chained: Promise<void> | undefined;
     if (depth + 1 < this.settings.maxDepth) chained = this.apply(copy, depth + 1);
     else if (this.rules.some((r) => topicMatches(r.filter, copy.topic))) counters.ruleChainsCut++;
@@ -266,9 +276,14 @@ export class RuleEngine {
     return wait;
   }
 
+  private succeeded(rule: Rule, view: MessageView): void {
+    this.sinks.count?.(rule.name, "ok", view.clientId);
+  }
+
   /** Counts and logs a failed action (rule names are the operator's; the error is ours or the runtime's). */
-  private failed(rule: Rule, action: string, err: unknown): unknown {
+  private failed(rule: Rule, view: MessageView, action: string, err: unknown): unknown {
     counters.ruleActionsFailed++;
+    this.sinks.count?.(rule.name, "failed", view.clientId);
     let log = this.failureLogs.get(rule.name);
     if (!log) this.failureLogs.set(rule.name, (log = new SampledLog("warn", "rule.action_failed")));
     log.record(this.sinks.now(), { rule: rule.name, action, error: err instanceof Error ? err.message : String(err) });

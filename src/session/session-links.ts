@@ -7,6 +7,7 @@ import type { Env } from "../env";
 import { configFor } from "../config";
 import { RuleEngine } from "../rules/rule-engine";
 import { rulesFor } from "../rules/rules-config";
+import { RuleTally } from "../rules/rule-tally";
 import { currentHooks, hookMessage, type HookContext } from "../hooks";
 import { counters } from "../observability/counters";
 import { brokerMessage } from "../topics/shard-router";
@@ -28,7 +29,7 @@ export interface SessionLinks {
 /** What the session core may do (kept off the RPC surface). */
 export function sessionIO(links: SessionLinks): SessionIO {
   const { sockets, shards, storage } = links;
-  const rules = ruleEngine(links.env, shards);
+  const rules = ruleEngine(links.env, shards, links.reporter);
   return {
     send: (connId, frame) => sockets.send(connId, frame),
     close: (connId, reason) => sockets.close(connId, reason),
@@ -54,10 +55,14 @@ export function sessionIO(links: SessionLinks): SessionIO {
 }
 
 /** The rules of this deployment, routed through this session's shard links; undefined without RULES. */
-function ruleEngine(env: Env, shards: ShardLinks): RuleEngine | undefined {
+function ruleEngine(env: Env, shards: ShardLinks, reporter: SessionReporter): RuleEngine | undefined {
   const config = configFor(env);
   const rules = rulesFor(env, config);
   if (rules.length === 0) return undefined;
+  const tally = new RuleTally(
+    (ms, fn) => void setTimeout(fn, ms),
+    (clientId, counts) => reporter.reportRules(clientId, counts),
+  );
   const settings = { ...config, maxPayloadBytes: config.rulesMaxPayloadBytes, maxDepth: config.rulesMaxDepth };
   return new RuleEngine(rules, settings, {
     route: (message) => shards.route(message),
@@ -67,6 +72,7 @@ function ruleEngine(env: Env, shards: ShardLinks): RuleEngine | undefined {
     secret: (name) => (typeof env[name] === "string" ? env[name] : undefined),
     sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
     now: () => Date.now(),
+    count: (rule, outcome, clientId) => tally.add(rule, outcome, clientId),
   });
 }
 

@@ -9,6 +9,7 @@ import type { BrokerConfig } from "../config";
 import { registryStub, type Env } from "../env";
 import { currentHooks, runHook, type HookContext } from "../hooks";
 import { registryShardFor, type RegistryEvent } from "../registry/client-registry";
+import type { RuleCounts } from "../rules/rule-tally";
 import type { SessionEvent } from "./session";
 
 export class SessionReporter {
@@ -39,6 +40,14 @@ export class SessionReporter {
     const invocations = this.invocations;
     this.invocations = 0;
     registry.report(registryEvent(event), invocations).catch((err) => console.warn("registry report failed", err));
+  }
+
+  /** The rules' counts of this object since its last such report (rule-tally.ts), to the client's registry. */
+  reportRules(clientId: string, counts: RuleCounts): void {
+    const registry = registryStub(this.env, registryShardFor(clientId, this.config.registryShardCount));
+    const invocations = this.invocations;
+    this.invocations = 0;
+    registry.report({ kind: "rules", counts }, invocations).catch((err) => console.warn("registry report failed", err));
   }
 
   /** The user's onConnect / onDisconnect hooks (not awaited: they never delay the session). */

@@ -15,7 +15,8 @@ import type { QueuedWebhook } from "../../src/rules/webhook";
 import { rawClient, recorder } from "../support/clients";
 import { uid } from "../support/ids";
 import { until } from "../support/until";
-import { startBroker } from "./global-setup";
+import { adminContext, browserPerFile, hasChromium } from "./browser";
+import { E2E_ADMIN_TOKEN, startBroker } from "./global-setup";
 
 const RULES = [
   {
@@ -31,6 +32,12 @@ const RULES = [
     actions: [{ type: "republish", topic: "alerts/${topic[1]}/${payload.room}", qos: 1 }],
   },
   { name: "loop", filter: "loop/#", actions: [{ type: "republish", topic: "loop/${topic[-1]}x", qos: 1 }] },
+  {
+    name: "count.me-1",
+    filter: "counted/#",
+    where: "payload.go == true",
+    actions: [{ type: "republish", topic: "counted-out/${payload.room}", qos: 1 }],
+  },
   { name: "archive", filter: "archive/#", actions: [{ type: "queue", binding: "TELEMETRY_QUEUE" }] },
   {
     name: "stats",
@@ -151,6 +158,8 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+const browser = browserPerFile();
+
 describe.each(["0", "1"])("rules, ROUTE_AT_EDGE %s", (routeAtEdge) => {
   let broker: Awaited<ReturnType<typeof startBroker>>;
   const open: MqttClient[] = [];
@@ -162,6 +171,7 @@ describe.each(["0", "1"])("rules, ROUTE_AT_EDGE %s", (routeAtEdge) => {
       RULES: JSON.stringify([...RULES, webhookRule(sinkPort), queuedWebhookRule(sinkPort)]),
       WEBHOOK_TOKEN: "Bearer e2e-hook",
       ROUTE_AT_EDGE: routeAtEdge,
+      ADMIN_TOKEN: E2E_ADMIN_TOKEN,
     };
     broker = await startBroker(vars, [join(dir, "broker.toml"), join(dir, "sink.toml")]);
   }, 60000);
@@ -187,6 +197,18 @@ describe.each(["0", "1"])("rules, ROUTE_AT_EDGE %s", (routeAtEdge) => {
   async function counter(name: string): Promise<number> {
     const res = await fetch(`${broker.base}/debug/counters`);
     return ((await res.json()) as Record<string, number>)[name] ?? 0;
+  }
+
+  /** A rule's series in /metrics: matched, ok and failed. */
+  async function ruleMetrics(rule: string): Promise<{ matched: number; ok: number; failed: number }> {
+    const res = await fetch(`${broker.base}/metrics`, { headers: { authorization: `Bearer ${E2E_ADMIN_TOKEN}` } });
+    const text = await res.text();
+    const value = (series: string) => Number(new RegExp(`^${series} (\\d+)$`, "m").exec(text)?.[1] ?? NaN);
+    return {
+      matched: value(`mqtt_rule_matches_total\\{rule="${rule}"\\}`),
+      ok: value(`mqtt_rule_actions_total\\{rule="${rule}",outcome="ok"\\}`),
+      failed: value(`mqtt_rule_actions_total\\{rule="${rule}",outcome="failed"\\}`),
+    };
   }
 
   const queued = (device: string) => received.filter((m) => m.topic === `devices/${device}/telemetry`);
@@ -320,6 +342,44 @@ describe.each(["0", "1"])("rules, ROUTE_AT_EDGE %s", (routeAtEdge) => {
     await until(() => posts.some((p) => p.body.topic === small), "the small message's POST", 20000);
     expect(posts.filter((p) => p.body.topic === big)).toEqual([]);
   });
+
+  it("/metrics counts each rule's matches and actions ok and failed, summed over the publishers' sessions", async () => {
+    // Only this test publishes under counted/: its rule starts from zero on each broker.
+    expect(await ruleMetrics("count.me-1")).toEqual({ matched: 0, ok: 0, failed: 0 });
+    expect(await ruleMetrics("notify-q")).toEqual(expect.objectContaining({ matched: 0 })); // every rule, fired or not
+    const [a, b] = [await client(), await client()];
+    await a.publishAsync(`counted/${uid("c")}`, JSON.stringify({ go: true, room: "boiler" }), { qos: 1 });
+    await b.publishAsync(`counted/${uid("c")}`, JSON.stringify({ go: true, room: "a/b" }), { qos: 1 }); // fails
+    await b.publishAsync(`counted/${uid("c")}`, JSON.stringify({ go: false }), { qos: 1 }); // not matched
+    // Each session sends its counts 5 s after its first one, to its client's registry shard.
+    await until(async () => (await ruleMetrics("count.me-1")).matched === 2, "both sessions' counts", 20000);
+    expect(await ruleMetrics("count.me-1")).toEqual({ matched: 2, ok: 1, failed: 1 });
+  });
+
+  it.skipIf(!hasChromium)(
+    "the dashboard's rules panel shows each configured rule's counts, as /metrics has them",
+    async () => {
+      const context = await adminContext(browser(), { viewport: { width: 1440, height: 900 } });
+      try {
+        const page = await context.newPage();
+        expect((await page.goto(`${broker.base}/dashboard`))?.status()).toBe(200);
+        await page.locator("#rules-view").waitFor({ state: "visible", timeout: 10000 });
+        const rows = await page.$$eval("#rules tr", (trs) =>
+          trs.map((tr) => Array.from(tr.children, (td) => (td as { textContent: string | null }).textContent ?? "")),
+        );
+        expect(rows.map((r) => r[0])).toEqual([...RULES.map((r) => r.name), "notify", "notify-q"]);
+        const c = await ruleMetrics("count.me-1"); // settled: the test above waited for its counts
+        expect(rows.find((r) => r[0] === "count.me-1")).toEqual([
+          "count.me-1",
+          `${c.matched}`,
+          `${c.ok}`,
+          `${c.failed}`,
+        ]);
+      } finally {
+        await context.close();
+      }
+    },
+  );
 
   it("analytics: a data point is written through the local Analytics Engine binding without failing", async () => {
     const [taken, failed] = [await counter("ruleActionsTaken"), await counter("ruleActionsFailed")];
