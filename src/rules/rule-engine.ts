@@ -38,6 +38,11 @@ export interface RuleSinks {
   secret(name: string): string | undefined;
   sleep(ms: number): Promise<void>;
   now(): number;
+  /**
+   * Work nothing waits for (a best-effort webhook, a QoS 0 copy): a Worker keeps its invocation
+   * alive for it (waitUntil); a Durable Object needs nothing.
+   */
+  background?(work: Promise<unknown>): void;
   /** Counts a rule's outcome for /metrics (rule-tally.ts), for the client whose message it was. */
   count?(rule: string, outcome: keyof RuleCount, clientId: string): void;
 }
@@ -223,10 +228,11 @@ export class RuleEngine {
       return undefined;
     }
     this.webhooksInFlight++;
-    void this.post(action.url, webhookHeaders(action, this.sinks.secret), body)
+    const posted = this.post(action.url, webhookHeaders(action, this.sinks.secret), body)
       .then(() => this.succeeded(rule, view))
-      .catch((err: unknown) => this.failed(rule, view, "webhook", err))
+      .catch((err: unknown) => void this.failed(rule, view, "webhook", err))
       .finally(() => this.webhooksInFlight--);
+    this.sinks.background?.(posted);
     return undefined;
   }
 
@@ -271,7 +277,10 @@ export class RuleEngine {
     else if (this.rules.some((r) => topicMatches(r.filter, copy.topic))) counters.ruleChainsCut++;
     // A QoS 0 copy is at most once: nothing waits for it, and its failure only counts.
     const wait = action.qos === 0 ? undefined : routed;
-    if (action.qos === 0) routed.catch(() => undefined);
+    if (action.qos === 0) {
+      const settled = routed.catch(() => undefined);
+      this.sinks.background?.(settled);
+    }
     if (chained) return wait ? Promise.all([wait, chained]) : chained;
     return wait;
   }

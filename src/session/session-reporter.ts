@@ -68,6 +68,23 @@ export class SessionReporter {
   }
 }
 
+/**
+ * Sends rule counts (rule-tally.ts) to the registry shard of clientId, with the Session object
+ * invocations counted since the last report (0 from the Worker). A failure is logged: those counts are lost.
+ */
+export function reportRuleCounts(
+  env: Env,
+  config: BrokerConfig,
+  clientId: string,
+  counts: RuleCounts,
+  sessionInvocations = 0,
+): Promise<void> {
+  const registry = registryStub(env, registryShardFor(clientId, config.registryShardCount));
+  return registry
+    .report({ kind: "rules", counts }, sessionInvocations)
+    .catch((err) => console.warn("registry report failed", err));
+}
+
 /** The registry's part of a session event (no identity: the registry keeps presence and counts). */
 function registryEvent(event: Exclude<SessionEvent, { kind: "sys-watch" }>): RegistryEvent {
   switch (event.kind) {

@@ -16,7 +16,7 @@ import { rawClient, recorder } from "../support/clients";
 import { uid } from "../support/ids";
 import { until } from "../support/until";
 import { adminContext, browserPerFile, hasChromium } from "./browser";
-import { E2E_ADMIN_TOKEN, startBroker } from "./global-setup";
+import { E2E_ADMIN_TOKEN, E2E_API_TOKEN, startBroker } from "./global-setup";
 
 const RULES = [
   {
@@ -37,6 +37,12 @@ const RULES = [
     filter: "counted/#",
     where: "payload.go == true",
     actions: [{ type: "republish", topic: "counted-out/${payload.room}", qos: 1 }],
+  },
+  { name: "wills", filter: "wills/#", actions: [{ type: "queue", binding: "TELEMETRY_QUEUE" }] },
+  {
+    name: "http-copy",
+    filter: "fromhttp/+",
+    actions: [{ type: "republish", topic: "copied/${topic[1]}", qos: 1 }],
   },
   { name: "archive", filter: "archive/#", actions: [{ type: "queue", binding: "TELEMETRY_QUEUE" }] },
   {
@@ -172,6 +178,7 @@ describe.each(["0", "1"])("rules, ROUTE_AT_EDGE %s", (routeAtEdge) => {
       WEBHOOK_TOKEN: "Bearer e2e-hook",
       ROUTE_AT_EDGE: routeAtEdge,
       ADMIN_TOKEN: E2E_ADMIN_TOKEN,
+      API_TOKEN: E2E_API_TOKEN,
     };
     broker = await startBroker(vars, [join(dir, "broker.toml"), join(dir, "sink.toml")]);
   }, 60000);
@@ -197,6 +204,16 @@ describe.each(["0", "1"])("rules, ROUTE_AT_EDGE %s", (routeAtEdge) => {
   async function counter(name: string): Promise<number> {
     const res = await fetch(`${broker.base}/debug/counters`);
     return ((await res.json()) as Record<string, number>)[name] ?? 0;
+  }
+
+  /** POST /api/v1/publish with the API token. */
+  async function httpPublish(message: Record<string, unknown>) {
+    const res = await fetch(`${broker.base}/api/v1/publish`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${E2E_API_TOKEN}` },
+      body: JSON.stringify(message),
+    });
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
   }
 
   /** A rule's series in /metrics: matched, ok and failed. */
@@ -380,6 +397,44 @@ describe.each(["0", "1"])("rules, ROUTE_AT_EDGE %s", (routeAtEdge) => {
       }
     },
   );
+
+  it("a will that fires runs the rules: its queue action puts it on the Queue", async () => {
+    const clientId = uid("w");
+    const topic = `wills/${clientId}`;
+    const raw = await rawClient(5, "mqtt", url());
+    await raw.connect({ clientId, will: { topic, payload: Buffer.from("gone"), qos: 1, retain: false } });
+    raw.close(); // abrupt: no DISCONNECT, so the will is published
+    await until(() => received.some((m) => m.topic === topic), "the will on the Queue", 20000);
+    expect(received.filter((m) => m.topic === topic)).toEqual([
+      expect.objectContaining({
+        rule: "wills",
+        clientId,
+        qos: 1,
+        payload: "gone",
+        id: expect.stringMatching(/:will:/),
+      }),
+    ]);
+  });
+
+  it("an HTTP publish runs the rules: its republished copy reaches a subscriber", async () => {
+    const level = uid("h");
+    const watcher = await client();
+    const rec = recorder(watcher);
+    await watcher.subscribeAsync(`copied/${level}`, { qos: 1 });
+    // QoS 1: the answer waits for the copy's routing, so it is there once the answer is.
+    const { status } = await httpPublish({ topic: `fromhttp/${level}`, payload: "via http", qos: 1 });
+    expect(status).toBe(200);
+    const [copy] = await rec.waitFor(1);
+    expect([copy.topic, copy.payload, copy.packet.qos]).toEqual([`copied/${level}`, "via http", 1]);
+  });
+
+  it("an HTTP publish whose queue action fails answers 503 (retry), as a failed routing does", async () => {
+    const before = await counter("ruleActionsFailed");
+    const { status, body } = await httpPublish({ topic: "archive/big-http", payload: "a".repeat(200 * 1024), qos: 1 });
+    expect(status).toBe(503);
+    expect(body.error).toMatch(/^not delivered, retry: a rule's action failed/);
+    expect(await counter("ruleActionsFailed")).toBe(before + 1);
+  });
 
   it("analytics: a data point is written through the local Analytics Engine binding without failing", async () => {
     const [taken, failed] = [await counter("ruleActionsTaken"), await counter("ruleActionsFailed")];
