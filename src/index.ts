@@ -4,6 +4,7 @@ import { app, reportConfig } from "./http/app";
 import type { Env } from "./env";
 import { writeMetricsPoint } from "./observability/metrics-collector";
 import { startBridges } from "./bridge/bridge-worker";
+import { deliverQueuedWebhooks, webhookConsumerIO } from "./rules/webhook";
 
 export { SessionObject } from "./session/session-object";
 export { TopicShardObject } from "./topics/topic-shard-object";
@@ -25,4 +26,6 @@ export default {
     startBridges(env, (promise) => (ctx ? ctx.waitUntil(promise) : void promise));
     await writeMetricsPoint(env);
   },
+  // The consumer of a webhook action's retryQueue ([[queues.consumers]]): POSTs each, retried on failure.
+  queue: (batch: MessageBatch<unknown>, env: Env) => deliverQueuedWebhooks(batch.messages, webhookConsumerIO(env)),
 } satisfies ExportedHandler<Env>;

@@ -16,6 +16,7 @@ import { configFor } from "./config";
 import { writeMetricsPoint } from "./observability/metrics-collector";
 import type { Env } from "./env";
 import { app } from "./http/app";
+import { deliverQueuedWebhooks, webhookConsumerIO } from "./rules/webhook";
 import { hookMessage, installHooks, type BrokerHooks, type HookPublish } from "./hooks";
 import { BridgeObject } from "./bridge/bridge-object";
 import { startBridges } from "./bridge/bridge-worker";
@@ -47,6 +48,9 @@ export function createBroker<E = Record<string, unknown>>(options: BrokerOptions
       startBridges(env as unknown as Env, (promise) => (ctx ? ctx.waitUntil(promise) : void promise));
       await writeMetricsPoint(env as unknown as Env);
     },
+    /** A Queue consumer handler for a `webhook` rule's retryQueue (docs/RULES.md). */
+    queue: (batch: MessageBatch<unknown>, env: E) =>
+      deliverQueuedWebhooks(batch.messages, webhookConsumerIO(env as Record<string, unknown>)),
     /** The Hono app, to mount under your own paths. */
     app,
     /**

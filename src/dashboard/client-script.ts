@@ -84,6 +84,14 @@ export const DASHBOARD_SCRIPT = String.raw`(() => {
     $("subs-count").textContent = o.counts.subscriptions + " subscriptions" + (o.subscriptions.truncated ? ", the first " + o.subscriptions.subscriptions.length + " shown" : "");
     showRetained(o.retained, o.counts);
     showBridges(o.bridges || []);
+    showRules(o.metrics.rules);
+  }
+
+  // --- rules: each configured rule's counts (names are text, as everything here) ------------
+  function showRules(rules) {
+    const rows = Object.entries(rules || {});
+    $("rules-view").hidden = rows.length === 0;
+    fill("rules", rows.map(([name, c]) => [name, c.matched, c.ok, c.failed]));
   }
 
   function showFigures(m, counts) {

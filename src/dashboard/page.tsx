@@ -73,6 +73,18 @@ const Table: FC<{ columns: string[]; body: string }> = ({ columns, body }) => (
   </div>
 );
 
+/**
+ * The rules panel (RULES, docs/RULES.md): each configured rule's counts, as /metrics has them; hidden
+ * when there are no rules. The script fills it from the overview (showRules).
+ */
+const RulesPanel: FC = () => (
+  <section id="rules-view" hidden>
+    <h2>Rules</h2>
+    <p class="muted">Counted by the publishers' sessions and sent every 5 s, so up to about 5 s behind.</p>
+    <Table columns={["rule", "matched", "actions ok", "actions failed"]} body="rules" />
+  </section>
+);
+
 const STATS: [string, string, string?][] = [
   ["s-connected", "clients connected"],
   ["s-in-rate", "messages in / s"],
@@ -200,6 +212,7 @@ const DashboardPage: FC = () => (
           <p class="muted" id="subs-count"></p>
           <Table columns={["client id", "filter", "QoS"]} body="subs" />
         </section>
+        <RulesPanel />
         <section id="retained-view">
           <h2>Retained messages</h2>
           <form id="retained-form" class="row">

@@ -15,6 +15,7 @@ import type { RoutedMessage, Subscription } from "../protocol/message";
 import { isUtf8 } from "../protocol/validate";
 import type { PresenceRecord } from "../registry/client-registry";
 import { summarize } from "../observability/metrics";
+import { withConfiguredRules } from "../observability/metrics-collector";
 import { allShards, shardsForFilter } from "../topics/shard-rule";
 
 export interface OverviewQuery {
@@ -88,9 +89,12 @@ export async function collectOverview(env: Env, q: OverviewQuery) {
     codePointCompare(a.topic, b.topic),
   );
   const sum = (values: number[]) => values.reduce((a, b) => a + b, 0);
-  const metrics = summarize(
-    registries.map((r) => r.stats),
-    shards.map((s) => s.stats),
+  const metrics = withConfiguredRules(
+    env,
+    summarize(
+      registries.map((r) => r.stats),
+      shards.map((s) => s.stats),
+    ),
   );
   return {
     collectedAt: new Date().toISOString(),

@@ -21,6 +21,9 @@ import { crossSiteRefusal } from "./cross-site";
 import { parsePublishBody, type PublishDraft } from "./publish-request";
 import { currentHooks, fromHook, hookMessage, runHook, type HookContext } from "../hooks";
 import { isBrokerOnlyTopic, topicNameError } from "../protocol/topic";
+import type { RoutedMessage } from "../protocol/message";
+import { ruleEngineFor } from "../rules/rule-runner";
+import { reportRuleCounts } from "../session/session-reporter";
 
 /** Largest request body read, in bytes (a batch of maximum-size messages must fit). */
 const MAX_BODY_BYTES = 4 * 1024 * 1024;
@@ -111,11 +114,9 @@ async function publish(c: Ctx, batch: boolean): Promise<Response> {
       )
     : parsed.messages;
   const kept = transformed.flatMap((m, i) => (m === null || topicNameError(m.topic, config) ? [] : [[i, m] as const]));
-  const routed = await routeDrafts(
-    c.env,
-    kept.map(([, m]) => m),
-    config,
-  );
+  const now = Date.now();
+  const messages = kept.map(([, m]) => brokerMessage("http", m, now));
+  const routed = await routeWithRules(c, messages, config);
   // A message the hook dropped is accepted and matched nobody.
   const results: RouteResult[] = parsed.messages.map(() => ({ id: `http:dropped`, matched: 0 }));
   kept.forEach(([i], k) => (results[i] = routed[k]!)); // one result per kept message
@@ -125,6 +126,37 @@ async function publish(c: Ctx, batch: boolean): Promise<Response> {
     return "error" in only ? jsonError(c, 503, `not delivered, retry: ${only.error}`) : c.json(only);
   }
   return c.json({ results }, failed ? 503 : 200);
+}
+
+/**
+ * Routes the messages and runs the operator's rules on each, in order, as a session does for its
+ * client's (docs/RULES.md "Where rules run"): a QoS 1/2 message's result waits for its rules'
+ * `queue` actions (and the routing of its QoS 1/2 copies); one that failed answers as a failed
+ * routing does (503: retry; the message was routed, so a retry may deliver it twice, as QoS 1 allows).
+ * A rule's republished copies are routed from here too. Work nothing waits for runs in waitUntil.
+ */
+async function routeWithRules(c: Ctx, messages: RoutedMessage[], layout: ShardLayout): Promise<RouteResult[]> {
+  const background = (work: Promise<unknown>) => c.executionCtx.waitUntil(work);
+  const rules = ruleEngineFor(c.env, {
+    route: async (m) => matchedOrThrow(await routeFromWorker(c.env, layout, [m])),
+    report: (clientId, counts) => background(reportRuleCounts(c.env, configFor(c.env), clientId, counts)),
+    background,
+  });
+  const routing = routeFromWorker(c.env, layout, messages);
+  const ruled = messages.map((m): Promise<string | undefined> | undefined => {
+    const wait = rules?.apply(m);
+    if (!wait) return undefined;
+    if (m.qos === 0) return void background(wait.catch(() => undefined)); // at most once: nothing waits
+    return wait.then(
+      () => undefined,
+      (err: unknown) => (err instanceof Error ? err.message : String(err)),
+    );
+  });
+  const [results, problems] = await Promise.all([routing, Promise.all(ruled)]);
+  return results.map((r, k) => {
+    const problem = problems[k];
+    return problem && !("error" in r) ? { id: r.id, error: `a rule's action failed: ${problem}` } : r;
+  });
 }
 
 /** Routes HTTP-published messages (ids `http:...`), each to its topic's shard, in order per shard. */

@@ -3,6 +3,8 @@ import { configFor } from "../config";
 import { registryStub, topicShardStub, type Env } from "../env";
 import { allShards } from "../topics/shard-rule";
 import { brokerMessage, routeFromWorker } from "../topics/shard-router";
+import { configuredRuleCounts } from "../rules/rule-tally";
+import { rulesFor } from "../rules/rules-config";
 import { analyticsPoint, summarize, sysMessages, type MetricsSummary } from "./metrics";
 
 export async function collectMetrics(env: Env): Promise<MetricsSummary> {
@@ -11,7 +13,12 @@ export async function collectMetrics(env: Env): Promise<MetricsSummary> {
     Promise.all(allShards(config.registryShardCount).map((i) => registryStub(env, i).stats())),
     Promise.all(allShards(config.shardCount).map((i) => topicShardStub(env, i).stats())),
   ]);
-  return summarize(registries, shards);
+  return withConfiguredRules(env, summarize(registries, shards));
+}
+
+/** The summary with only the rules of RULES now (rule-tally.ts configuredRuleCounts). */
+export function withConfiguredRules(env: Env, summary: MetricsSummary): MetricsSummary {
+  return { ...summary, rules: configuredRuleCounts(rulesFor(env, configFor(env)), summary.rules) };
 }
 
 /**

@@ -6,6 +6,7 @@
 import type { BridgeStatus } from "../bridge/bridge-client";
 import type { RegistryStats } from "../registry/client-registry";
 import type { ShardStats } from "../topics/topic-shard";
+import { addRuleCounts, type RuleCounts } from "../rules/rule-tally";
 
 /** The shards' figures summed (`delivered`: copies handed to sessions, by QoS), plus the registries'. */
 export interface MetricsSummary extends Pick<
@@ -28,6 +29,8 @@ export interface MetricsSummary extends Pick<
   deepQueues: number;
   queuedInDeepQueues: number;
   invocations: { session: number; topicShard: number };
+  /** Each rule's counts, summed over the registries (rule-tally.ts: reported by sessions, up to 5 s late). */
+  rules: RuleCounts;
 }
 
 function addInto(target: Record<string, number>, source: Record<string, number>): void {
@@ -52,6 +55,7 @@ export function summarize(registries: RegistryStats[], shards: ShardStats[]): Me
     deepQueues: 0,
     queuedInDeepQueues: 0,
     invocations: { session: 0, topicShard: 0 },
+    rules: {},
   };
   for (const r of registries) {
     addInto(s.connectedByVersion, r.connectedByVersion);
@@ -62,6 +66,7 @@ export function summarize(registries: RegistryStats[], shards: ShardStats[]): Me
     s.deepQueues += r.deep;
     s.queuedInDeepQueues += r.queued;
     s.invocations.session += r.sessionInvocations;
+    addRuleCounts(s.rules, r.rules);
   }
   for (const sh of shards) {
     addInto(s.received, sh.published);
@@ -182,6 +187,24 @@ export function renderPrometheus(s: MetricsSummary, bridges: BridgeStatus[] = []
       [{ class: "topic_shard" }, s.invocations.topicShard],
     ],
   );
+  const rules = Object.entries(s.rules);
+  if (rules.length) {
+    metric(
+      "mqtt_rule_matches_total",
+      "counter",
+      "Messages each rule (RULES) matched: filter and where; sent by sessions every 5 s.",
+      rules.map(([rule, c]) => [{ rule }, c.matched]),
+    );
+    metric(
+      "mqtt_rule_actions_total",
+      "counter",
+      "Actions of each rule that succeeded (ok) and failed; a webhook with a retryQueue is ok once queued.",
+      rules.flatMap(([rule, c]) => [
+        [{ rule, outcome: "ok" }, c.ok] as [Record<string, string>, number],
+        [{ rule, outcome: "failed" }, c.failed] as [Record<string, string>, number],
+      ]),
+    );
+  }
   if (bridges.length) {
     const each = (value: (b: BridgeStatus) => number) =>
       bridges.map((b) => [{ bridge: b.name }, value(b)] as [Record<string, string>, number]);

@@ -1,10 +1,11 @@
 /**
  * One shard of the client registry: which clients are connected now (for the admin API) and the
- * broker-wide counters that sessions report (connects, disconnects, drops by reason). Sessions
- * report here only when a connection starts or ends, or when they drop a message: never per
- * delivered message, so the registry is off the hot path. A client's shard is hash(clientId) mod R.
+ * broker-wide counters that sessions report (connects, disconnects, drops by reason, rules' counts).
+ * Sessions report here only when a connection starts or ends, when they drop a message, or at most
+ * once per 5 s with their rules' counts: never per delivered message, so the registry is off the hot path. A client's shard is hash(clientId) mod R.
  */
 import { Totals } from "../observability/totals";
+import { RULE_OUTCOMES, type RuleCount, type RuleCounts } from "../rules/rule-tally";
 import { fnv1a } from "../topics/shard-rule";
 import { Presence } from "./presence";
 
@@ -32,6 +33,8 @@ export interface RegistryStats {
   dropped: Record<string, number>;
   /** Session object invocations reported by sessions (approximate: counted in memory between reports). */
   sessionInvocations: number;
+  /** Each rule's counts as sessions reported them (every name ever reported here). */
+  rules: RuleCounts;
   /** Sessions whose queue holds QUEUE_REPORT_FLOOR or more messages, as last reported. */
   deep: number;
   /** Messages in those queues, each counted at its level (a lower bound within a factor of two). */
@@ -48,7 +51,9 @@ export type RegistryEvent =
   | { kind: "disconnected"; clientId: string; connId: string }
   | { kind: "dropped"; reason: string; count: number }
   /** A session's queue depth level (see queueLevel in session.ts); 0 once it is back under the first. */
-  | { kind: "queue"; clientId: string; level: number };
+  | { kind: "queue"; clientId: string; level: number }
+  /** A session's rule counts since its last such report (src/rules/rule-tally.ts). */
+  | { kind: "rules"; counts: RuleCounts };
 
 /** Most records one list call returns. */
 export const MAX_LIST = 1000;
@@ -92,6 +97,11 @@ export class ClientRegistry {
       case "queue":
         this.queueLevel(event.clientId, event.level);
         break;
+      case "rules":
+        for (const [rule, count] of Object.entries(event.counts)) {
+          for (const outcome of RULE_OUTCOMES) this.totals.add(`rule:${rule}:${outcome}`, count[outcome]);
+        }
+        break;
     }
     this.totals.add("session_invocations", sessionInvocations);
   }
@@ -115,6 +125,18 @@ export class ClientRegistry {
   flushTotals(): void {
     this.presence.flush();
     this.totals.flush();
+  }
+
+  /** The rules' counters, `rule:<name>:<outcome>` in the totals (a rule name holds no `:`). */
+  private ruleCounts(): RuleCounts {
+    const counts: RuleCounts = {};
+    for (const [key, value] of Object.entries(this.totals.withPrefix("rule:"))) {
+      const cut = key.lastIndexOf(":");
+      const outcome = key.slice(cut + 1) as keyof RuleCount;
+      if (!RULE_OUTCOMES.includes(outcome)) continue;
+      (counts[key.slice(0, cut)] ??= { matched: 0, ok: 0, failed: 0 })[outcome] = value;
+    }
+    return counts;
   }
 
   /** When flushTotals() is due (undefined: everything is written). */
@@ -188,6 +210,7 @@ export class ClientRegistry {
       disconnectsTotal: this.totals.get("disconnects"),
       dropped: this.totals.withPrefix("dropped:"),
       sessionInvocations: this.totals.get("session_invocations"),
+      rules: this.ruleCounts(),
       ...this.sql
         .exec<{ deep: number; queued: number }>(
           `SELECT COUNT(*) AS deep, COALESCE(SUM(level), 0) AS queued FROM queues`,

@@ -12,6 +12,8 @@ import { counters } from "../observability/counters";
 import { SampledLog } from "../observability/log";
 import { renderTemplate } from "./template";
 import { evaluateWhere, resolveCompiledPath, type WhereInput, type WhereValue } from "./where";
+import type { RuleCount } from "./rule-tally";
+import { postWebhook, WEBHOOK_LIMITS, webhookHeaders, type QueuedWebhook } from "./webhook";
 import type {
   AnalyticsAction,
   MessagePath,
@@ -36,19 +38,14 @@ export interface RuleSinks {
   secret(name: string): string | undefined;
   sleep(ms: number): Promise<void>;
   now(): number;
+  /**
+   * Work nothing waits for (a best-effort webhook, a QoS 0 copy): a Worker keeps its invocation
+   * alive for it (waitUntil); a Durable Object needs nothing.
+   */
+  background?(work: Promise<unknown>): void;
+  /** Counts a rule's outcome for /metrics (rule-tally.ts), for the client whose message it was. */
+  count?(rule: string, outcome: keyof RuleCount, clientId: string): void;
 }
-
-/**
- * A `webhook` action is best effort (docs/RULES.md): nothing waits for it, it is tried this many times
- * (again after a network error, a timeout, 429 or 5xx), each attempt cut after `timeoutMs`, and at most
- * `maxInFlight` are under way per session object; one beyond that is not sent, and is counted as failed.
- */
-export const WEBHOOK_LIMITS = Object.freeze({
-  attempts: 3,
-  retryDelaysMs: [250, 1000],
-  timeoutMs: 5000,
-  maxInFlight: 32,
-});
 
 export interface AnalyticsPoint {
   blobs: (string | null)[];
@@ -156,6 +153,7 @@ export class RuleEngine {
         if (outcome.fault) counters.ruleConditionFaults++;
         if (!outcome.matched) continue;
       }
+      this.sinks.count?.(rule.name, "matched", message.origin);
       rule.actions.forEach((action, index) => {
         const wait = this.act(rule, action, index, view, depth);
         if (wait) waits.push(wait);
@@ -169,8 +167,8 @@ export class RuleEngine {
     counters.ruleActionsTaken++;
     if (action.type === "queue") return this.enqueue(rule, action, view);
     if (action.type === "republish") return this.republish(rule, action, index, view, depth);
-    if (action.type === "webhook") this.webhook(rule, action, view);
-    else this.writeDataPoint(rule, action, view);
+    if (action.type === "webhook") return this.webhook(rule, action, index, view);
+    this.writeDataPoint(rule, action, view);
     return undefined;
   }
 
@@ -189,53 +187,63 @@ export class RuleEngine {
         doubles: action.doubles.map((path) => asNumber(value(path))),
         indexes: action.index ? [asText(value(action.index)) ?? ""] : undefined,
       });
+      this.succeeded(rule, view);
     } catch (err) {
-      this.failed(rule, "analytics", err); // a blob or index over Analytics Engine's sizes, say
+      this.failed(rule, view, "analytics", err); // a blob or index over Analytics Engine's sizes, say
     }
   }
 
   private enqueue(rule: Rule, action: QueueAction, view: MessageView): Promise<unknown> {
-    const queue = this.sinks.queue(action.binding);
-    if (!queue) return Promise.reject(this.failed(rule, "queue", new Error(`no binding ${action.binding}`)));
+    return this.send(rule, view, "queue", action.binding, messageBody(rule, view));
+  }
+
+  /** Sends a Queue message; a failure is counted and logged, and rejects (the acknowledgement waits on it). */
+  private send(rule: Rule, view: MessageView, kind: string, binding: string, body: unknown): Promise<unknown> {
+    const queue = this.sinks.queue(binding);
+    if (!queue) return Promise.reject(this.failed(rule, view, kind, new Error(`no binding ${binding}`)));
     try {
       return queue
-        .send(messageBody(rule, view), { contentType: "json" })
-        .catch((err: unknown) => Promise.reject(this.failed(rule, "queue", err)));
+        .send(body, { contentType: "json" })
+        .then(() => this.succeeded(rule, view))
+        .catch((err: unknown) => Promise.reject(this.failed(rule, view, kind, err)));
     } catch (err) {
-      return Promise.reject(this.failed(rule, "queue", err));
+      return Promise.reject(this.failed(rule, view, kind, err));
     }
   }
 
-  /** POSTs the message as JSON (the queue message's form), retried within WEBHOOK_LIMITS; never awaited. */
-  private webhook(rule: Rule, action: WebhookAction, view: MessageView): void {
-    if (this.webhooksInFlight >= WEBHOOK_LIMITS.maxInFlight) {
-      this.failed(rule, "webhook", new Error(`more than ${WEBHOOK_LIMITS.maxInFlight} webhooks in flight`));
-      return;
-    }
-    const headers: Record<string, string> = { "content-type": "application/json" };
-    for (const [header, secret] of action.headers) headers[header] = this.sinks.secret(secret) ?? "";
+  /**
+   * POSTs the message as JSON (the queue message's form). With a retryQueue: sends the request to
+   * that Queue (no secret in it: webhook.ts) and the acknowledgement waits for the send, as for a
+   * `queue` action; the Worker's queue() handler POSTs it. Without: POSTs it from here, retried
+   * within WEBHOOK_LIMITS, never awaited (best effort).
+   */
+  private webhook(rule: Rule, action: WebhookAction, index: number, view: MessageView): Promise<unknown> | undefined {
     const body = JSON.stringify(messageBody(rule, view));
+    if (action.retryQueue) {
+      const queued: QueuedWebhook = { kind: "rules.webhook", rule: rule.name, action: index, url: action.url, body };
+      return this.send(rule, view, "webhook", action.retryQueue, queued);
+    }
+    if (this.webhooksInFlight >= WEBHOOK_LIMITS.maxInFlight) {
+      this.failed(rule, view, "webhook", new Error(`more than ${WEBHOOK_LIMITS.maxInFlight} webhooks in flight`));
+      return undefined;
+    }
     this.webhooksInFlight++;
-    void this.post(action.url, headers, body)
-      .catch((err: unknown) => this.failed(rule, "webhook", err))
+    const posted = this.post(action.url, webhookHeaders(action, this.sinks.secret), body)
+      .then(() => this.succeeded(rule, view))
+      .catch((err: unknown) => void this.failed(rule, view, "webhook", err))
       .finally(() => this.webhooksInFlight--);
+    this.sinks.background?.(posted);
+    return undefined;
   }
 
   private async post(url: string, headers: Record<string, string>, body: string): Promise<void> {
     let problem: unknown;
     for (let attempt = 0; attempt < WEBHOOK_LIMITS.attempts; attempt++) {
       if (attempt > 0) await this.sinks.sleep(WEBHOOK_LIMITS.retryDelaysMs[attempt - 1] ?? 1000);
-      try {
-        const signal = AbortSignal.timeout(WEBHOOK_LIMITS.timeoutMs);
-        const res = await this.sinks.fetch(url, { method: "POST", headers, body, signal });
-        await res.body?.cancel();
-        if (res.ok) return;
-        problem = new Error(`the webhook answered HTTP ${res.status}`);
-        // Another client error would be refused again: only "too many requests" is worth a retry.
-        if (res.status < 500 && res.status !== 429) break;
-      } catch (err) {
-        problem = err;
-      }
+      const outcome = await postWebhook(this.sinks.fetch, url, headers, body);
+      if (outcome.ok) return;
+      problem = outcome.problem;
+      if (!outcome.retryable) break;
     }
     throw problem;
   }
@@ -249,7 +257,7 @@ export class RuleEngine {
     const rendered = renderTemplate(action.topic, view, this.settings);
     if ("problem" in rendered) {
       // Deterministic: failing the acknowledgement would only make the client resend for ever.
-      this.failed(rule, "republish", new Error(rendered.problem));
+      this.failed(rule, view, "republish", new Error(rendered.problem));
       return undefined;
     }
     const { message } = view;
@@ -260,20 +268,31 @@ export class RuleEngine {
       qos: action.qos,
       retain: action.retain,
     };
-    const routed = this.sinks.route(copy).catch((err: unknown) => Promise.reject(this.failed(rule, "republish", err)));
+    const routed = this.sinks
+      .route(copy)
+      .then(() => this.succeeded(rule, view))
+      .catch((err: unknown) => Promise.reject(this.failed(rule, view, "republish", err)));
     let chained: Promise<void> | undefined;
     if (depth + 1 < this.settings.maxDepth) chained = this.apply(copy, depth + 1);
     else if (this.rules.some((r) => topicMatches(r.filter, copy.topic))) counters.ruleChainsCut++;
     // A QoS 0 copy is at most once: nothing waits for it, and its failure only counts.
     const wait = action.qos === 0 ? undefined : routed;
-    if (action.qos === 0) routed.catch(() => undefined);
+    if (action.qos === 0) {
+      const settled = routed.catch(() => undefined);
+      this.sinks.background?.(settled);
+    }
     if (chained) return wait ? Promise.all([wait, chained]) : chained;
     return wait;
   }
 
+  private succeeded(rule: Rule, view: MessageView): void {
+    this.sinks.count?.(rule.name, "ok", view.clientId);
+  }
+
   /** Counts and logs a failed action (rule names are the operator's; the error is ours or the runtime's). */
-  private failed(rule: Rule, action: string, err: unknown): unknown {
+  private failed(rule: Rule, view: MessageView, action: string, err: unknown): unknown {
     counters.ruleActionsFailed++;
+    this.sinks.count?.(rule.name, "failed", view.clientId);
     let log = this.failureLogs.get(rule.name);
     if (!log) this.failureLogs.set(rule.name, (log = new SampledLog("warn", "rule.action_failed")));
     log.record(this.sinks.now(), { rule: rule.name, action, error: err instanceof Error ? err.message : String(err) });

@@ -43,6 +43,12 @@ export interface WebhookAction {
   url: string;
   /** Request headers, each [header name, name of the secret (or variable) holding its value]. */
   headers: [string, string][];
+  /**
+   * A Queue producer binding this Worker also consumes (`[[queues.consumers]]`): the request is sent to
+   * it before the acknowledgement and POSTed by the Worker's queue() handler, retried there
+   * (webhook-queue.ts), so it is at-least-once. Absent: the session POSTs it, best effort.
+   */
+  retryQueue?: string;
 }
 
 export interface AnalyticsAction {
@@ -165,7 +171,7 @@ function parseAction(action: unknown, label: string): RuleAction {
 }
 
 function parseWebhook(action: Record<string, unknown>, label: string): WebhookAction {
-  onlyKeys(action, ["type", "url", "headers"], label);
+  onlyKeys(action, ["type", "url", "headers", "retryQueue"], label);
   let url: URL | undefined;
   try {
     url = new URL(action.url as string);
@@ -188,7 +194,11 @@ function parseWebhook(action: Record<string, unknown>, label: string): WebhookAc
       throw new RulesError(`${label}: header ${header} must name a secret (its value is never written in RULES)`);
     }
   }
-  return { type: "webhook", url: action.url, headers: pairs as [string, string][] };
+  const { retryQueue } = action;
+  if (retryQueue !== undefined && (typeof retryQueue !== "string" || !BINDING.test(retryQueue))) {
+    throw new RulesError(`${label}: retryQueue must name a Queue binding`);
+  }
+  return { type: "webhook", url: action.url, headers: pairs as [string, string][], retryQueue };
 }
 
 function parseAnalytics(action: Record<string, unknown>, label: string): AnalyticsAction {
@@ -240,12 +250,14 @@ export function bindingProblems(rules: Rule[], env: Record<string, unknown>): st
           );
         }
       }
-      if (action.type !== "queue") continue;
-      const binding = env[action.binding];
+      const queue =
+        action.type === "queue" ? action.binding : action.type === "webhook" ? action.retryQueue : undefined;
+      if (queue === undefined) continue;
+      const binding = env[queue];
       if (binding === undefined) {
-        problems.push(`rule ${rule.name}: no binding ${action.binding} (add [[queues.producers]] to wrangler.toml)`);
+        problems.push(`rule ${rule.name}: no binding ${queue} (add [[queues.producers]] to wrangler.toml)`);
       } else if (typeof (binding as { send?: unknown }).send !== "function") {
-        problems.push(`rule ${rule.name}: binding ${action.binding} is not a Queue producer`);
+        problems.push(`rule ${rule.name}: binding ${queue} is not a Queue producer`);
       }
     }
   }

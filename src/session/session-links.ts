@@ -4,9 +4,7 @@
  * (SessionReporter), the object's one alarm, and the context the user's hooks run with.
  */
 import type { Env } from "../env";
-import { configFor } from "../config";
-import { RuleEngine } from "../rules/rule-engine";
-import { rulesFor } from "../rules/rules-config";
+import { ruleEngineFor } from "../rules/rule-runner";
 import { currentHooks, hookMessage, type HookContext } from "../hooks";
 import { counters } from "../observability/counters";
 import { brokerMessage } from "../topics/shard-router";
@@ -28,7 +26,10 @@ export interface SessionLinks {
 /** What the session core may do (kept off the RPC surface). */
 export function sessionIO(links: SessionLinks): SessionIO {
   const { sockets, shards, storage } = links;
-  const rules = ruleEngine(links.env, shards);
+  const rules = ruleEngineFor(links.env, {
+    route: (message) => shards.route(message),
+    report: (clientId, counts) => links.reporter.reportRules(clientId, counts),
+  });
   return {
     send: (connId, frame) => sockets.send(connId, frame),
     close: (connId, reason) => sockets.close(connId, reason),
@@ -51,23 +52,6 @@ export function sessionIO(links: SessionLinks): SessionIO {
     hooks: currentHooks(),
     hookContext: (clientId, identity) => hookContext(links.env, shards, clientId, identity),
   };
-}
-
-/** The rules of this deployment, routed through this session's shard links; undefined without RULES. */
-function ruleEngine(env: Env, shards: ShardLinks): RuleEngine | undefined {
-  const config = configFor(env);
-  const rules = rulesFor(env, config);
-  if (rules.length === 0) return undefined;
-  const settings = { ...config, maxPayloadBytes: config.rulesMaxPayloadBytes, maxDepth: config.rulesMaxDepth };
-  return new RuleEngine(rules, settings, {
-    route: (message) => shards.route(message),
-    queue: (binding) => env[binding] as Queue | undefined,
-    analytics: (binding) => env[binding] as AnalyticsEngineDataset | undefined,
-    fetch: (url, init) => fetch(url, init),
-    secret: (name) => (typeof env[name] === "string" ? env[name] : undefined),
-    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
-    now: () => Date.now(),
-  });
 }
 
 /** The context of a user hook run for a client: its `publish` routes like the client's own messages. */

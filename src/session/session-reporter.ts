@@ -9,6 +9,7 @@ import type { BrokerConfig } from "../config";
 import { registryStub, type Env } from "../env";
 import { currentHooks, runHook, type HookContext } from "../hooks";
 import { registryShardFor, type RegistryEvent } from "../registry/client-registry";
+import type { RuleCounts } from "../rules/rule-tally";
 import type { SessionEvent } from "./session";
 
 export class SessionReporter {
@@ -41,6 +42,14 @@ export class SessionReporter {
     registry.report(registryEvent(event), invocations).catch((err) => console.warn("registry report failed", err));
   }
 
+  /** The rules' counts of this object since its last such report (rule-tally.ts), to the client's registry. */
+  reportRules(clientId: string, counts: RuleCounts): void {
+    const registry = registryStub(this.env, registryShardFor(clientId, this.config.registryShardCount));
+    const invocations = this.invocations;
+    this.invocations = 0;
+    registry.report({ kind: "rules", counts }, invocations).catch((err) => console.warn("registry report failed", err));
+  }
+
   /** The user's onConnect / onDisconnect hooks (not awaited: they never delay the session). */
   private runLifecycleHook(event: SessionEvent): void {
     const hooks = currentHooks();
@@ -57,6 +66,23 @@ export class SessionReporter {
       void runHook("onDisconnect", undefined, () => hooks.onDisconnect!(ctx));
     }
   }
+}
+
+/**
+ * Sends rule counts (rule-tally.ts) to the registry shard of clientId, with the Session object
+ * invocations counted since the last report (0 from the Worker). A failure is logged: those counts are lost.
+ */
+export function reportRuleCounts(
+  env: Env,
+  config: BrokerConfig,
+  clientId: string,
+  counts: RuleCounts,
+  sessionInvocations = 0,
+): Promise<void> {
+  const registry = registryStub(env, registryShardFor(clientId, config.registryShardCount));
+  return registry
+    .report({ kind: "rules", counts }, sessionInvocations)
+    .catch((err) => console.warn("registry report failed", err));
 }
 
 /** The registry's part of a session event (no identity: the registry keeps presence and counts). */

@@ -3,7 +3,7 @@
  * DISCONNECT, published when the connection ends otherwise, after its delay unless the client
  * comes back first [MQTT-3.1.3-9], or when the session ends.
  */
-import type { QoS } from "../protocol/message";
+import type { QoS, RoutedMessage } from "../protocol/message";
 import { messagePropertiesFrom } from "../protocol/properties";
 import type { ConnectPacket } from "../protocol/packets";
 import type { SessionContext } from "./session-context";
@@ -85,9 +85,14 @@ export class Will {
     return w && { topic: w.topic, qos: w.qos, retain: w.retain, delay: w.delay, bytes: w.payload.length };
   }
 
+  /**
+   * Routes the will and runs the operator's rules on it, as on the client's own messages
+   * (docs/RULES.md "Where rules run"). The will is gone from the session already: a failure of either
+   * is not retried (the callers catch it), so its `queue` actions are at most once.
+   */
   private async publish(will: StoredWill): Promise<void> {
     const { io, meta } = this.session;
-    await io.route({
+    const message: RoutedMessage = {
       id: `${meta.clientId}:will:${io.newId()}`,
       origin: meta.clientId ?? "",
       topic: will.topic,
@@ -96,6 +101,7 @@ export class Will {
       retain: will.retain,
       properties: will.properties,
       receivedAt: io.now(),
-    });
+    };
+    await Promise.all([io.route(message), io.applyRules?.(message)]);
   }
 }

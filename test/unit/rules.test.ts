@@ -8,13 +8,8 @@ import { configProblems } from "../../src/config-check";
 import { DEFAULT_CONFIG } from "../../src/config";
 import { counters } from "../../src/observability/counters";
 import type { RoutedMessage } from "../../src/protocol/message";
-import {
-  RuleEngine,
-  WEBHOOK_LIMITS,
-  type AnalyticsPoint,
-  type QueuedMessage,
-  type RuleSinks,
-} from "../../src/rules/rule-engine";
+import { RuleEngine, type AnalyticsPoint, type QueuedMessage, type RuleSinks } from "../../src/rules/rule-engine";
+import { WEBHOOK_LIMITS } from "../../src/rules/webhook";
 import { bindingProblems, parseRules, RULES_LIMITS } from "../../src/rules/rules-config";
 import { compileTemplate, renderTemplate } from "../../src/rules/template";
 import { at } from "../support/elements";
