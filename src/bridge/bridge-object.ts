@@ -23,6 +23,9 @@ import { applyLogLevel, logEvent, SampledLog } from "../observability/log";
 import type { Delivery, DeliveryReply, RoutedMessage, Subscription } from "../protocol/message";
 import { propertiesFromJson, propertiesToJson } from "../protocol/properties";
 import { isBrokerOnlyTopic, topicNameError } from "../protocol/topic";
+import type { RuleEngine } from "../rules/rule-engine";
+import { ruleEngineFor } from "../rules/rule-runner";
+import { reportRuleCounts } from "../session/session-reporter";
 import { ShardLinks } from "../session/shard-links";
 import { CALL_GAP_MS, CallSequencer, type CallOrder } from "../util/ordered-calls";
 import {
@@ -62,6 +65,8 @@ export class BridgeObject extends DurableObject<Env> {
   /** The local subscriptions are made once per wake (they may have changed with the config). */
   private subscribed: Promise<void> | undefined;
   private readonly links: ShardLinks;
+  /** RULES, run on each message routed in as on a client's publish; undefined without RULES. */
+  private readonly rules: RuleEngine | undefined;
   /** Deliveries from each shard, run in the order the shard made them. */
   private readonly fromShards = new CallSequencer(1024, CALL_GAP_MS, (ms, fn) => setTimeout(fn, ms));
   /** One sampled log per reason a message for the remote is dropped. */
@@ -87,6 +92,10 @@ export class BridgeObject extends DurableObject<Env> {
       () => crypto.randomUUID(),
       "bridge",
     );
+    this.rules = ruleEngineFor(env as unknown as Record<string, unknown>, {
+      route: (message) => this.links.route(message),
+      report: (clientId, counts) => void reportRuleCounts(env, configFor(env), clientId, counts),
+    });
     const name = sql.exec<{ value: string }>(`SELECT value FROM bridge_meta WHERE key = 'name'`).toArray()[0]?.value;
     if (name !== undefined) this.configure(name);
   }
@@ -233,7 +242,11 @@ export class BridgeObject extends DurableObject<Env> {
       ...(message.properties ? { properties: message.properties } : {}),
       receivedAt: Date.now(),
     };
-    await this.links.route(routed);
+    // The rules run beside the routing; a QoS 1/2 message's upstream acknowledgement waits for both, so
+    // a failed `queue` send leaves it unacknowledged and the remote sends it again (at least once).
+    const ruled = this.rules?.apply(routed);
+    if (ruled && routed.qos === 0) ruled.catch(() => undefined); // at most once: nothing waits
+    await Promise.all([this.links.route(routed), routed.qos > 0 ? ruled : undefined]);
   }
 
   private async open(bridge: BridgeConfig): Promise<void> {

@@ -67,6 +67,15 @@ beforeAll(async () => {
     ADMIN_TOKEN,
     BRIDGES: JSON.stringify(bridges),
     DEBUG_COUNTERS: "true",
+    // A message bridged in runs the rules like a client's publish (docs/RULES.md "Where rules run").
+    RULES: JSON.stringify([
+      {
+        name: "bridged-hot",
+        filter: "from-mosq/+/ruled",
+        where: "payload.temp > 30",
+        actions: [{ type: "republish", topic: "bridged-alerts/${topic[1]}", qos: 1 }],
+      },
+    ]),
   };
   broker = await startBroker(brokerVars);
   localUrl = `${broker.base.replace("http", "ws")}/mqtt`;
@@ -185,6 +194,26 @@ describe("a bridge's calls to the shards", () => {
     const after = await counters();
     expect(after.bridgePublishCalls - before.bridgePublishCalls).toBeGreaterThanOrEqual(1);
     expect(after.sessionPublishCalls - before.sessionPublishCalls).toBe(0);
+  });
+});
+
+describe("rules on messages bridged in", () => {
+  it("run as on a client's publish: a hot reading from Mosquitto is republished here, a cool one is not", async () => {
+    const run = uid("ruled");
+    const localSub = await local();
+    const got = recorder(localSub);
+    await localSub.subscribeAsync(`from-mosq/${run}/ruled`, { qos: 1 });
+    await localSub.subscribeAsync(`bridged-alerts/${run}`, { qos: 1 });
+    const remotePub = await remote();
+    await remotePub.publishAsync(`to-edge/${run}/ruled`, JSON.stringify({ temp: 20 }), { qos: 1 });
+    await remotePub.publishAsync(`to-edge/${run}/ruled`, JSON.stringify({ temp: 35 }), { qos: 1 });
+    // Both readings came in; only the hot one was republished (a cool copy would come before the hot one).
+    const messages = await got.waitFor(3, 10000);
+    expect(messages.map((m) => [m.topic, m.payload]).sort()).toEqual([
+      [`bridged-alerts/${run}`, JSON.stringify({ temp: 35 })],
+      [`from-mosq/${run}/ruled`, JSON.stringify({ temp: 20 })],
+      [`from-mosq/${run}/ruled`, JSON.stringify({ temp: 35 })],
+    ]);
   });
 });
 
