@@ -30,6 +30,7 @@ import {
 } from "../protocol/internal-frame";
 import { ShardLinks } from "../session/shard-links";
 import { topicShardStub } from "../env";
+import { publishManyByFetch } from "../topics/shard-publish-request";
 import { closeReasonText, hexCode } from "../protocol/internal-close";
 import { counters } from "../observability/counters";
 import { logEvent } from "../observability/log";
@@ -359,6 +360,8 @@ export class GatewayConnection {
       () => crypto.randomUUID(),
       "gateway",
       () => this.countEdgeCall(),
+      // Cancelled at its deadline: a call chain left pending (objects reset) must not hold the connection.
+      (shard, messages, order) => publishManyByFetch(shard, messages, order, this.config.edgeRouteTimeoutMs),
     );
     return new EdgeRouter(this.version, {
       route: (message) => {
