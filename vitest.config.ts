@@ -47,11 +47,11 @@ export default defineConfig({
   test: {
     projects: [
       workersProject("workers", ["test/workers/**/*.test.ts", "test/security/**/*.workers.test.ts"], EDGE_TIMEOUT),
-      // The restarts again with the session routing (ROUTE_AT_EDGE=0; 1 is the default): who calls the
-      // shard changes what a reset cancels (src/topics/shard-publish-request.ts).
-      workersProject("workers-route-at-session", ["test/workers/durability.test.ts"], {
+      // The restarts again with routing at the edge (ROUTE_AT_EDGE): who calls the shard changes what
+      // a reset cancels (src/topics/shard-publish-request.ts).
+      workersProject("workers-route-at-edge", ["test/workers/durability.test.ts"], {
         ...EDGE_TIMEOUT,
-        ROUTE_AT_EDGE: "0",
+        ROUTE_AT_EDGE: "1",
       }),
     ],
   },

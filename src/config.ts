@@ -95,9 +95,9 @@ export interface BrokerConfig {
   /** ns per KiB from the session to the client. */
   gatewayCpuNsPerOutboundKib: number;
   /**
-   * 1 (default): the gateway routes the QoS 0/1 messages a session accepted from its client and sends
-   * the PUBACKs, so the publisher's Session object waits for no shard (billed duration: docs/COST.md,
-   * "Routing at the edge"). 0: the session routes.
+   * 1: the gateway routes the QoS 0/1 messages a session accepted from its client and sends the
+   * PUBACKs, so the publisher's Session object waits for no shard (billed duration). 0 (default, until
+   * measured on an idle machine and checked against the Workers subrequest limit: docs/COST.md): the session routes.
    */
   routeAtEdge: number;
   /**
@@ -151,7 +151,7 @@ export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
   gatewayCpuNsPerInboundKib: 11000,
   gatewayCpuNsPerOutboundFrame: 13000,
   gatewayCpuNsPerOutboundKib: 5000,
-  routeAtEdge: 1,
+  routeAtEdge: 0,
   edgeRouteCallBudget: 9000,
   edgeRouteTimeoutMs: 30000,
   rulesMaxPayloadBytes: 65536,

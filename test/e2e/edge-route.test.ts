@@ -1,16 +1,16 @@
 /**
- * Routing at the edge (ROUTE_AT_EDGE=1, the default, on a broker of its own): the gateway, not the
- * publisher's Session object, calls the shard for a QoS 0/1 PUBLISH and sends the PUBACK
+ * Routing at the edge (ROUTE_AT_EDGE=1, on a broker of its own): the gateway, not the publisher's
+ * Session object, calls the shard for a QoS 0/1 PUBLISH and sends the PUBACK
  * (src/gateway/edge-route.ts), so the Session object has no call pending on a shard. QoS 2 keeps the
- * session's path. A second broker of its own has ROUTE_AT_EDGE=0 (the session routes), so that setting
- * keeps its tests. The counters are the broker's (`/debug/counters`: under `wrangler dev` every object
- * and the Worker share one isolate).
+ * session's path. The counters are the broker's (`/debug/counters`: under `wrangler dev` every object
+ * and the Worker share one isolate). The will after a DISCONNECT runs on both this broker and the shared
+ * one (routing by the session), so each setting is checked.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Counters } from "../../src/observability/counters";
 import { ReasonCode } from "../../src/protocol/constants";
 import mqtt from "mqtt-packet";
-import { rawClient as rawClientTo, rawClientAndSocket } from "../support/clients";
+import { brokerUrl, rawClient as rawClientTo, rawClientAndSocket } from "../support/clients";
 import { uid } from "../support/ids";
 import { startBroker } from "./global-setup";
 
@@ -28,30 +28,13 @@ const countersOf = async (base: string): Promise<Counters> =>
 
 let broker: Awaited<ReturnType<typeof startBroker>>;
 let url: string;
-/** The broker with ROUTE_AT_EDGE=0: the Session object routes. */
-let sessionRouted: Awaited<ReturnType<typeof startBroker>>;
-let sessionUrl: string;
 beforeAll(async () => {
-  // One after the other: each picks a free port, and two at once can pick the same one.
   broker = await edgeBroker();
-  sessionRouted = await edgeBroker({ ROUTE_AT_EDGE: "0" });
   url = `${broker.base.replace("http", "ws")}/mqtt`;
-  sessionUrl = `${sessionRouted.base.replace("http", "ws")}/mqtt`;
-}, 90000);
-afterAll(() => Promise.all([broker?.stop(), sessionRouted?.stop()]));
+}, 60000);
+afterAll(() => broker?.stop());
 
 const rawClient = (version: 4 | 5) => rawClientTo(version, "mqtt", url);
-
-/** A v5 subscriber to `topic` at QoS 1 that acknowledges at once, and a publisher, on the broker at `to`. */
-async function subscriberAndPublisher(to: string, topic: string, name: string) {
-  const sub = await rawClientTo(5, "mqtt", to);
-  await sub.connect({ clientId: uid(`${name}-sub`) });
-  sub.autoAck = true;
-  await sub.subscribe(topic, 1);
-  const pub = await rawClientTo(5, "mqtt", to);
-  await pub.connect({ clientId: uid(`${name}-pub`) });
-  return { sub, pub };
-}
 const counters = () => countersOf(broker.base);
 
 describe("a QoS 1 PUBLISH is routed from the gateway", () => {
@@ -112,25 +95,6 @@ describe("a QoS 1 PUBLISH is routed from the gateway", () => {
   });
 });
 
-describe("with ROUTE_AT_EDGE=0 the session routes", () => {
-  it("the publisher's Session object makes the publishMany calls, the gateway none, and sends the PUBACKs", async () => {
-    const topic = `${uid("session-routed")}/t`;
-    const { sub, pub } = await subscriberAndPublisher(sessionUrl, topic, "session");
-    const before = await countersOf(sessionRouted.base);
-    for (let i = 1; i <= 4; i++) {
-      pub.send({ cmd: "publish", topic, payload: Buffer.from(`m${i}`), qos: 1, messageId: i });
-      await pub.until(() => pub.all("puback").length === i); // one at a time: each is its own call
-    }
-    await sub.until(() => sub.all("publish").length === 4);
-    const after = await countersOf(sessionRouted.base);
-    expect(after.sessionPublishCalls - before.sessionPublishCalls).toBe(4);
-    expect(after.gatewayPublishCalls - before.gatewayPublishCalls).toBe(0);
-    expect(pub.all("puback").map((a) => a.messageId)).toEqual([1, 2, 3, 4]);
-    sub.close();
-    pub.close();
-  });
-});
-
 describe("the gateway's call budget (EDGE_ROUTE_CALL_BUDGET): routing goes back to the session", () => {
   let budgeted: Awaited<ReturnType<typeof startBroker>>;
   beforeAll(async () => {
@@ -142,7 +106,12 @@ describe("the gateway's call budget (EDGE_ROUTE_CALL_BUDGET): routing goes back 
     const wsUrl = `${budgeted.base.replace("http", "ws")}/mqtt`;
     const countersNow = () => countersOf(budgeted.base);
     const topic = `${uid("edge-budget")}/t`;
-    const { sub, pub } = await subscriberAndPublisher(wsUrl, topic, "edge-budget");
+    const sub = await rawClientTo(5, "mqtt", wsUrl);
+    await sub.connect({ clientId: uid("edge-budget-sub") });
+    sub.autoAck = true;
+    await sub.subscribe(topic, 1);
+    const pub = await rawClientTo(5, "mqtt", wsUrl);
+    await pub.connect({ clientId: uid("edge-budget-pub") });
     const before = await countersNow();
     const publish = (i: number) =>
       pub.send({ cmd: "publish", topic, payload: Buffer.from(`m${i}`), qos: 1, messageId: i });
@@ -196,7 +165,7 @@ async function clientThatLeaves(version: 4 | 5, to: string) {
 }
 
 describe.each([4, 5] as const)("a DISCONNECT followed at once by the socket's end, MQTT v%i", (version) => {
-  // Both ways: this file's broker that routes at the edge, and the one whose sessions route.
+  // Both ways: the shared broker (session routing, the default) and this file's (routing at the edge).
   it.each([
     ["session", "close"],
     ["session", "drop"],
@@ -205,7 +174,7 @@ describe.each([4, 5] as const)("a DISCONNECT followed at once by the socket's en
   ] as const)(
     "publishes no will, routed by the %s, socket ended by %s [MQTT-3.14.4-3] [MQTT311-3.14.4-3]",
     async (routing, how) => {
-      const to = routing === "gateway" ? url : sessionUrl;
+      const to = routing === "gateway" ? url : brokerUrl();
       const topic = `${uid("edge-will")}/status`;
       const watcher = await rawClientTo(version, "mqtt", to);
       await watcher.connect({ clientId: uid("edge-will-watch") });
