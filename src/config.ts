@@ -106,6 +106,12 @@ export interface BrokerConfig {
    * connection (10,000 on Workers Paid, `limits.subrequests`), leaving room for its other subrequests.
    */
   edgeRouteCallBudget: number;
+  /**
+   * ROUTE_AT_EDGE: how long the gateway waits for a shard's answer to a message it routes. Past it the
+   * request is cancelled and the message is unrouted for the client: no PUBACK, the connection ends,
+   * the client resends (shard-publish-request.ts: a call chain left pending by reset objects).
+   */
+  edgeRouteTimeoutMs: number;
   /** Largest payload a rule parses as JSON for `payload.…` (docs/RULES.md); a larger one has no fields. */
   rulesMaxPayloadBytes: number;
   /** Republished copies one client message may lead to through rules that match each other's output. */
@@ -147,6 +153,7 @@ export const DEFAULT_CONFIG: BrokerConfig = Object.freeze({
   gatewayCpuNsPerOutboundKib: 5000,
   routeAtEdge: 0,
   edgeRouteCallBudget: 9000,
+  edgeRouteTimeoutMs: 30000,
   rulesMaxPayloadBytes: 65536,
   rulesMaxDepth: 3,
 });
@@ -187,6 +194,7 @@ const VARIABLES: Record<keyof BrokerConfig, string> = {
   gatewayCpuNsPerOutboundKib: "GATEWAY_CPU_NS_PER_OUTBOUND_KIB",
   routeAtEdge: "ROUTE_AT_EDGE",
   edgeRouteCallBudget: "EDGE_ROUTE_CALL_BUDGET",
+  edgeRouteTimeoutMs: "EDGE_ROUTE_TIMEOUT_MS",
   rulesMaxPayloadBytes: "RULES_MAX_PAYLOAD_BYTES",
   rulesMaxDepth: "RULES_MAX_DEPTH",
 };
@@ -229,6 +237,7 @@ const BOUNDS: Record<keyof BrokerConfig, [number, number]> = {
   routeAtEdge: [0, 1],
   // An upper bound against typos: what it must stay under is the account's subrequest limit (README).
   edgeRouteCallBudget: [1, 10000000],
+  edgeRouteTimeoutMs: [100, 600000],
   rulesMaxPayloadBytes: [0, 1048576],
   rulesMaxDepth: [1, 16],
 };

@@ -30,6 +30,7 @@ import {
 } from "../protocol/internal-frame";
 import { ShardLinks } from "../session/shard-links";
 import { topicShardStub } from "../env";
+import { publishManyByFetch } from "../topics/shard-publish-request";
 import { closeReasonText, hexCode } from "../protocol/internal-close";
 import { counters } from "../observability/counters";
 import { logEvent } from "../observability/log";
@@ -88,8 +89,8 @@ export class GatewayConnection {
   private refusalCode?: string;
   /** ROUTE_AT_EDGE: routes what the session hands back and sends its PUBACKs (made when the session opens). */
   private edge?: EdgeRouter;
-  /** The gateway's PUBACK count the session last heard (edge-route.ts: its Receive Maximum). */
-  private ackedTold = 0;
+  /** The gateway's counts the session last heard (edge-route.ts: its Receive Maximum). */
+  private told = { received: 0, acked: 0 };
   /** The gateway's calls to shards on this connection, against EDGE_ROUTE_CALL_BUDGET (subrequests). */
   private edgeCalls = 0;
   /** Routing handed back to the session: asked (the client's packets held), then done. */
@@ -359,6 +360,8 @@ export class GatewayConnection {
       () => crypto.randomUUID(),
       "gateway",
       () => this.countEdgeCall(),
+      // Cancelled at its deadline: a call chain left pending (objects reset) must not hold the connection.
+      (shard, messages, order) => publishManyByFetch(shard, messages, order, this.config.edgeRouteTimeoutMs),
     );
     return new EdgeRouter(this.version, {
       route: (message) => {
@@ -421,8 +424,10 @@ export class GatewayConnection {
   }
 
   /**
-   * Before a QoS 1/2 PUBLISH goes to the session: how many PUBACKs the gateway has sent, if that
-   * changed, so that the session counts Receive Maximum as the client saw it [MQTT-3.3.4-9].
+   * Before a QoS 1/2 PUBLISH goes to the session: how many QoS 1 orders the gateway received and how
+   * many PUBACKs it sent, so that the session counts Receive Maximum as the client saw it
+   * [MQTT-3.3.4-9]. Told when they changed, and also whenever a PUBACK is still to send: a session
+   * that hibernated since it last heard them has forgotten what it handed over (inbound.ts).
    */
   private tellAcked(packet: Uint8Array): void {
     const isQos12Publish = packet[0]! >> 4 === PacketType.PUBLISH && (packet[0]! & 0x06) !== 0;
@@ -430,9 +435,12 @@ export class GatewayConnection {
   }
 
   private tellAckedCount(): void {
-    if (!this.edge || this.edge.acked === this.ackedTold) return;
-    this.ackedTold = this.edge.acked;
-    this.session.forward(encodeEdgeAcked(this.ackedTold));
+    if (!this.edge) return;
+    const { received, acked } = this.edge;
+    const changed = received !== this.told.received || acked !== this.told.acked;
+    if (!changed && received === acked) return;
+    this.told = { received, acked };
+    this.session.forward(encodeEdgeAcked(this.told));
   }
 
   /**

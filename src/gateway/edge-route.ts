@@ -35,6 +35,8 @@ export interface EdgeRouteIO {
 export class EdgeRouter {
   /** QoS 1 PUBACKs sent so far (the session counts its Receive Maximum with it). */
   private ackedCount = 0;
+  /** QoS 1 orders received so far, each a PUBACK to send (the session's count again after it hibernated). */
+  private receivedCount = 0;
   /**
    * The PUBACKs not sent yet, in PUBLISH order. Bounded by RECEIVE_MAXIMUM: the session counts every
    * QoS 1 PUBLISH it hands over until the gateway says it was acknowledged, and ends a connection that
@@ -52,6 +54,10 @@ export class EdgeRouter {
 
   get acked(): number {
     return this.ackedCount;
+  }
+
+  get received(): number {
+    return this.receivedCount;
   }
 
   /** Messages whose shard has not answered yet. */
@@ -77,13 +83,17 @@ export class EdgeRouter {
       })();
       return;
     }
-    if (order.kind === "ack") return this.acknowledge(() => order.packet);
+    if (order.kind === "ack") {
+      this.receivedCount++;
+      return this.acknowledge(() => order.packet);
+    }
     const routed = this.io.route(order.message);
     this.inFlight.add(routed);
     const done = () => void this.inFlight.delete(routed);
     routed.then(done, done);
     // QoS 0: at most once, nothing to answer [MQTT-4.3.1].
     if (order.packetId === 0) return void routed.catch(() => undefined);
+    this.receivedCount++;
     const notBefore = order.ackDelayMs > 0 ? this.io.now() + order.ackDelayMs : 0;
     this.acknowledge(async () => {
       const matched = await routed;

@@ -16,8 +16,8 @@
  * one): the two sides use it for what they tell each other besides the client's packets. The
  * session hands a QoS 0/1 message it accepted back to the gateway as an edge order (`encodeEdgeOrder`,
  * a WebSocket message of its own), so that the Session object waits for no shard; the gateway tells
- * the session how many QoS 1 PUBLISHes it has acknowledged, as a type-0 packet among the client's
- * in a frame (`encodeEdgeAcked`), for Receive Maximum [MQTT-3.3.4-9].
+ * the session how many QoS 1 orders it has received and how many PUBLISHes it has acknowledged, as a
+ * type-0 packet among the client's in a frame (`encodeEdgeAcked`), for Receive Maximum [MQTT-3.3.4-9].
  */
 import type { Identity } from "../auth/acl";
 import type { ProtocolVersion } from "./constants";
@@ -227,17 +227,30 @@ export function decodeEdgeOrder(bytes: Uint8Array): EdgeOrder | { error: string 
   return { kind: "route", message, packetId: view.getUint16(2), ackDelayMs: view.getUint32(4) };
 }
 
-/** The type-0 packet that tells the session how many QoS 1 PUBLISHes the gateway acknowledged (gateway's side). */
-export function encodeEdgeAcked(count: number): Uint8Array {
-  const out = new Uint8Array([0, 4, 0, 0, 0, 0]);
-  new DataView(out.buffer).setUint32(2, count >>> 0);
+/**
+ * What the gateway has of a connection's QoS 1 edge orders: how many it received (a message to route
+ * or a PUBACK to send) and how many PUBACKs it sent, both since the connection opened. The session
+ * counts what it handed over itself, but forgets it when it hibernates; `received` tells it again.
+ */
+export interface EdgeAckedCount {
+  received: number;
+  acked: number;
+}
+
+/** The type-0 packet with the gateway's counts (gateway's side): remaining length 8, two 32-bit counts. */
+export function encodeEdgeAcked({ received, acked }: EdgeAckedCount): Uint8Array {
+  const out = new Uint8Array([0, 8, 0, 0, 0, 0, 0, 0, 0, 0]);
+  const view = new DataView(out.buffer);
+  view.setUint32(2, received >>> 0);
+  view.setUint32(6, acked >>> 0);
   return out;
 }
 
-/** The count in a type-0 packet from the gateway (the session's side), or undefined if it is not one. */
-export function decodeEdgeAcked(packet: Uint8Array): number | undefined {
-  if (packet.length !== 6 || packet[0] !== 0 || packet[1] !== 4) return undefined;
-  return new DataView(packet.buffer, packet.byteOffset, packet.byteLength).getUint32(2);
+/** The counts in a type-0 packet from the gateway (the session's side), or undefined if it is not one. */
+export function decodeEdgeAcked(packet: Uint8Array): EdgeAckedCount | undefined {
+  if (packet.length !== 10 || packet[0] !== 0 || packet[1] !== 8) return undefined;
+  const view = new DataView(packet.buffer, packet.byteOffset, packet.byteLength);
+  return { received: view.getUint32(2), acked: view.getUint32(6) };
 }
 
 /**

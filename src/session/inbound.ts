@@ -5,7 +5,7 @@
  */
 import { fromHook, runHook, type HookMessage } from "../hooks";
 import { matchCode, ReasonCode } from "../protocol/constants";
-import { encodeEdgeOrder, type EdgeOrder } from "../protocol/internal-frame";
+import { encodeEdgeOrder, type EdgeAckedCount, type EdgeOrder } from "../protocol/internal-frame";
 import type { QoS, RoutedMessage, UserProperty } from "../protocol/message";
 import type { AckPacket, PublishPacket, PubrelPacket } from "../protocol/packets";
 import { messagePropertiesFrom } from "../protocol/properties";
@@ -69,12 +69,12 @@ export class Inbound {
   private readonly qos2: InboundQos2;
   /**
    * Routing at the edge: QoS 1 PUBLISHes of this connection handed to the gateway (a message to route
-   * or a PUBACK to send), and how many of them the gateway says it has acknowledged since `ackedBase`
-   * (its count when this wake first heard it: after hibernation the count handed restarts at 0).
+   * or a PUBACK to send), and how many of them the gateway says it has acknowledged, both since the
+   * connection opened. After hibernation this object starts at 0 while the gateway may still hold
+   * PUBACKs: the gateway's count of the orders it received lifts `edgeHanded` again (gatewayAcked).
    */
   private edgeHanded = 0;
   private edgeAcked = 0;
-  private edgeAckedBase?: number;
   /** Edge orders waiting for an earlier one's onPublish hook: they go to the gateway in PUBLISH order. */
   private edgeWaiting = 0;
   private edgeChain: Promise<void> = Promise.resolve();
@@ -90,13 +90,16 @@ export class Inbound {
     this.rate.connected(now);
     this.edgeHanded = 0;
     this.edgeAcked = 0;
-    this.edgeAckedBase = 0; // the gateway counts from 0 on a new connection
   }
 
-  /** The gateway's count of the QoS 1 PUBLISHes it acknowledged on this connection (for Receive Maximum). */
-  gatewayAcked(count: number): void {
-    this.edgeAckedBase ??= count;
-    this.edgeAcked = count - this.edgeAckedBase;
+  /**
+   * The gateway's counts of this connection's QoS 1 orders (for Receive Maximum): it received no more
+   * than were handed over, so its count is a floor for ours, the one this object forgot if it
+   * hibernated. It tells them before every QoS 1/2 PUBLISH while it holds a PUBACK (connection.ts).
+   */
+  gatewayAcked({ received, acked }: EdgeAckedCount): void {
+    this.edgeHanded = Math.max(this.edgeHanded, received);
+    this.edgeAcked = acked;
   }
 
   async handlePublish(connId: string, packet: PublishPacket, atEdge = false): Promise<Refusal | undefined> {

@@ -167,8 +167,9 @@ export class Session {
   }
 
   private async handle(info: ConnectionInfo, bytes: Uint8Array, version: ProtocolVersion | undefined): Promise<void> {
-    // A type-0 packet is the gateway's count of the PUBLISHes it acknowledged (it refuses one from a client),
-    // also once it handed routing back (routeAtEdge false): its last count comes then.
+    // A type-0 packet is the gateway's count of the QoS 1 orders it received and the PUBLISHes it
+    // acknowledged (it refuses one from a client), also once it handed routing back (routeAtEdge
+    // false): its last counts come then.
     const gatewayAcked = info.routeAtEdge !== undefined ? decodeEdgeAcked(bytes) : undefined;
     if (gatewayAcked !== undefined) {
       if (this.isCurrent(info.connId)) this.inbound.gatewayAcked(gatewayAcked);

@@ -3,14 +3,19 @@
  * subscription hand-overs, and subscribe / unsubscribe fanned out to every shard a filter lives in.
  * Every call is numbered per shard (util/ordered-calls.ts), so each shard handles this session's
  * calls in the order they were made. The gateway routes the messages a session hands it with one
- * per connection, the same way (gateway/edge-route.ts).
+ * per connection, the same way (gateway/edge-route.ts), over requests it can cancel
+ * (topics/shard-publish-request.ts).
  */
 import type { RoutedMessage, Subscription } from "../protocol/message";
 import { shardsForFilter } from "../topics/shard-rule";
 import { ShardRouter, type ShardLayout } from "../topics/shard-router";
 import type { TopicShardObject } from "../topics/topic-shard-object";
 import { counters } from "../observability/counters";
-import { OrderedChannels } from "../util/ordered-calls";
+import { OrderedChannels, type CallOrder } from "../util/ordered-calls";
+
+type ShardStub = DurableObjectStub<TopicShardObject>;
+/** How a `publishMany` call reaches the shard: its RPC method, unless given another way. */
+export type PublishCall = (shard: ShardStub, messages: RoutedMessage[], order: CallOrder) => Promise<number[]>;
 
 const PUBLISH_CALL_COUNTERS = {
   session: "sessionPublishCalls",
@@ -20,18 +25,19 @@ const PUBLISH_CALL_COUNTERS = {
 
 export class ShardLinks {
   /** One numbered channel per shard. */
-  private readonly shards: OrderedChannels<number, DurableObjectStub<TopicShardObject>>;
+  private readonly shards: OrderedChannels<number, ShardStub>;
   /** Publishes to one shard from packets that arrived together go in one call. */
   private readonly router: ShardRouter;
 
   constructor(
     private readonly layout: ShardLayout,
-    shardStub: (index: number) => DurableObjectStub<TopicShardObject>,
+    shardStub: (index: number) => ShardStub,
     newId: () => string,
     /** Who calls, for the counters: a Session object, the gateway or a Bridge object. */
     caller: "session" | "gateway" | "bridge" = "session",
     /** Each publish call made (the gateway counts its subrequests: edge-route.ts). */
     onPublishCall: () => void = () => undefined,
+    publish: PublishCall = (shard, messages, order) => shard.publishMany(messages, order),
   ) {
     // One channel per shard: bounded by the shard count.
     this.shards = new OrderedChannels(shardStub, newId, Number.MAX_SAFE_INTEGER);
@@ -41,7 +47,7 @@ export class ShardLinks {
       (index, messages) => {
         counters[counted]++;
         onPublishCall();
-        return this.shards.call(index, (shard, order) => shard.publishMany(messages, order));
+        return this.shards.call(index, (shard, order) => publish(shard, messages, order));
       },
       (fn) => setTimeout(fn, 0),
     );

@@ -8,6 +8,7 @@ import type { Delivery, DeliveryReply, RoutedMessage, Subscription } from "../pr
 import { bridgeNameOf } from "../bridge/bridge-config";
 import { CALL_GAP_MS, CallSequencer, OrderedChannels, type CallOrder } from "../util/ordered-calls";
 import { TopicShard, type ShardCounts, type ShardStats } from "./topic-shard";
+import { decodePublishMany, PUBLISH_MANY_PATH } from "./shard-publish-request";
 import { MOVED_TABLES, ShardGrowth, ShardLayoutError, type AdoptionPage, type MovedTable } from "./shard-growth";
 
 /** One shard's part of the dashboard's refresh (src/http/overview.ts). */
@@ -195,6 +196,23 @@ export class TopicShardObject extends DurableObject<Env> {
     this.invoked();
     await this.ready();
     return this.fromSessions.run(order, () => this.shard.unsubscribe(clientId, filters));
+  }
+
+  /**
+   * `publishMany` from the gateway (ROUTE_AT_EDGE), as a request it can cancel at its deadline
+   * (shard-publish-request.ts). A body that is not a call is answered 400 and routes nothing.
+   */
+  override async fetch(request: Request): Promise<Response> {
+    if (request.method !== "POST" || new URL(request.url).pathname !== PUBLISH_MANY_PATH) {
+      return new Response("not found", { status: 404 });
+    }
+    const call = decodePublishMany(new Uint8Array(await request.arrayBuffer()));
+    if ("error" in call) return new Response(call.error, { status: 400 });
+    try {
+      return Response.json(await this.publishMany(call.messages, call.order));
+    } catch (err) {
+      return new Response(err instanceof Error ? err.message : String(err), { status: 503 });
+    }
   }
 
   /** Several messages from one session, in order; resolves with each one's match count. */

@@ -3,12 +3,14 @@
  * Session object, calls the shard for a QoS 0/1 PUBLISH and sends the PUBACK
  * (src/gateway/edge-route.ts), so the Session object has no call pending on a shard. QoS 2 keeps the
  * session's path. The counters are the broker's (`/debug/counters`: under `wrangler dev` every object
- * and the Worker share one isolate).
+ * and the Worker share one isolate). The will after a DISCONNECT runs on both this broker and the shared
+ * one (routing by the session), so each setting is checked.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Counters } from "../../src/observability/counters";
 import { ReasonCode } from "../../src/protocol/constants";
-import { rawClient as rawClientTo } from "../support/clients";
+import mqtt from "mqtt-packet";
+import { brokerUrl, rawClient as rawClientTo, rawClientAndSocket } from "../support/clients";
 import { uid } from "../support/ids";
 import { startBroker } from "./global-setup";
 
@@ -142,4 +144,61 @@ describe("the gateway's call budget (EDGE_ROUTE_CALL_BUDGET): routing goes back 
     sub.close();
     pub.close();
   });
+});
+
+/**
+ * A client on a WebSocket of its own, so that the test decides how the socket ends: "close" sends the
+ * WebSocket close frame in the turn the DISCONNECT was sent; "drop" ends the TCP connection as soon as
+ * the DISCONNECT's bytes are written, with no close frame. (RawClient.close() destroys the socket at
+ * once, which may discard a DISCONNECT still buffered: the broker never receives it.)
+ */
+async function clientThatLeaves(version: 4 | 5, to: string) {
+  const { client, ws } = await rawClientAndSocket(version, "mqtt", to);
+  const disconnect = new Uint8Array(mqtt.generate({ cmd: "disconnect" }, { protocolVersion: version }));
+  const leave = (how: "close" | "drop") => {
+    if (how === "close") {
+      ws.send(disconnect);
+      ws.close(1000);
+    } else ws.send(disconnect, () => ws.terminate());
+  };
+  return { client, leave };
+}
+
+describe.each([4, 5] as const)("a DISCONNECT followed at once by the socket's end, MQTT v%i", (version) => {
+  // Both ways: the shared broker (session routing, the default) and this file's (routing at the edge).
+  it.each([
+    ["session", "close"],
+    ["session", "drop"],
+    ["gateway", "close"],
+    ["gateway", "drop"],
+  ] as const)(
+    "publishes no will, routed by the %s, socket ended by %s [MQTT-3.14.4-3] [MQTT311-3.14.4-3]",
+    async (routing, how) => {
+      const to = routing === "gateway" ? url : brokerUrl();
+      const topic = `${uid("edge-will")}/status`;
+      const watcher = await rawClientTo(version, "mqtt", to);
+      await watcher.connect({ clientId: uid("edge-will-watch") });
+      watcher.autoAck = true;
+      await watcher.subscribe(topic, 1);
+      const clientId = uid("edge-will");
+      for (let round = 0; round < 3; round++) {
+        const { client, leave } = await clientThatLeaves(version, to);
+        await client.connect({ clientId, will: { topic, payload: Buffer.from("will"), qos: 1, retain: false } });
+        leave(how);
+        await client.waitClosed();
+      }
+      // The same client id reaches the same Session object, which would have published any will
+      // first: a QoS 2 marker goes from that session too (at the edge as well) and follows it.
+      const again = await rawClientTo(version, "mqtt", to);
+      await again.connect({ clientId });
+      again.send({ cmd: "publish", topic, payload: Buffer.from("marker"), qos: 2, messageId: 1 });
+      await again.next("pubrec");
+      again.send({ cmd: "pubrel", messageId: 1 });
+      await again.next("pubcomp");
+      await watcher.until(() => watcher.all("publish").length > 0, 5000, "the marker");
+      expect(watcher.all("publish").map((p) => p.payload.toString())).toEqual(["marker"]);
+      again.close();
+      watcher.close();
+    },
+  );
 });

@@ -77,12 +77,21 @@ export const REFUSAL_CLOSE_MS = 1000;
 
 /** A raw client over a real WebSocket (Node `ws`), to the shared broker unless `url` names another. */
 export async function rawClient(version: 3 | 4 | 5 = 5, protocol = "mqtt", url = brokerUrl()): Promise<RawClient> {
+  return (await rawClientAndSocket(version, protocol, url)).client;
+}
+
+/** rawClient, with its WebSocket, for a test that decides how the socket ends. */
+export async function rawClientAndSocket(
+  version: 3 | 4 | 5 = 5,
+  protocol = "mqtt",
+  url = brokerUrl(),
+): Promise<{ client: RawClient; ws: WebSocket }> {
   const ws = new WebSocket(url, protocol);
   await new Promise<void>((resolve, reject) => {
     ws.once("open", () => resolve());
     ws.once("error", reject);
   });
-  return new RawClient(
+  const client = new RawClient(
     {
       send: (data) => ws.send(data),
       close: () => ws.terminate(),
@@ -91,6 +100,7 @@ export async function rawClient(version: 3 | 4 | 5 = 5, protocol = "mqtt", url =
     },
     version,
   );
+  return { client, ws };
 }
 
 /**

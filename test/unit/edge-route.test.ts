@@ -76,3 +76,18 @@ describe("EdgeRouter: routing handed back to the session", () => {
     expect(events).toEqual(["fail"]);
   });
 });
+
+describe("EdgeRouter: what it tells the session for Receive Maximum", () => {
+  it("counts every QoS 1 order it received (routed or a refusal) apart from the PUBACKs it sent; QoS 0 in neither", async () => {
+    const { edge, answers } = router();
+    edge.handle({ kind: "route", message: message("a"), packetId: 1, ackDelayMs: 0 });
+    edge.handle({ kind: "route", message: message("b"), packetId: 0, ackDelayMs: 0 }); // QoS 0
+    edge.handle({ kind: "ack", packet: new Uint8Array([0x40, 0x03, 0x00, 0x02, 0x87]) });
+    await turns();
+    expect({ received: edge.received, acked: edge.acked }).toEqual({ received: 2, acked: 0 });
+    answers[0]!(1);
+    answers[1]!(0);
+    await turns();
+    expect({ received: edge.received, acked: edge.acked }).toEqual({ received: 2, acked: 2 });
+  });
+});

@@ -121,10 +121,10 @@ describe("edge orders (session -> gateway) and the gateway's PUBACK count (gatew
     expect(decodeEdgeOrder(new Uint8Array([0, 1, 0]))).toEqual({ error: "unknown or short edge order" });
   });
 
-  it("carry the gateway's count as one type-0 packet of a frame", () => {
-    const note = encodeEdgeAcked(0x01020304);
+  it("carry the gateway's counts as one type-0 packet of a frame", () => {
+    const note = encodeEdgeAcked({ received: 0x01020304, acked: 0x0a0b0c0d });
     expect(decodeFrame(encodeFrame(0, [note]))).toEqual({ seq: 0, packets: [note] });
-    expect(decodeEdgeAcked(note)).toBe(0x01020304);
+    expect(decodeEdgeAcked(note)).toEqual({ received: 0x01020304, acked: 0x0a0b0c0d });
     expect(decodeEdgeAcked(new Uint8Array([0x40, 0x02, 0, 1]))).toBeUndefined();
   });
 });
@@ -134,7 +134,7 @@ describe("the hand-back of routing (EDGE_ROUTE_CALL_BUDGET)", () => {
     const handBack = encodeEdgeHandBack();
     expect(isEdgeHandBack(handBack)).toBe(true);
     expect(decodeEdgeAcked(handBack)).toBeUndefined();
-    expect(isEdgeHandBack(encodeEdgeAcked(0))).toBe(false);
+    expect(isEdgeHandBack(encodeEdgeAcked({ received: 0, acked: 0 }))).toBe(false);
     const answer = encodeEdgeOrder({ kind: "handed-back" });
     expect(isEdgeOrder(answer)).toBe(true);
     expect(decodeEdgeOrder(answer)).toEqual({ kind: "handed-back" });

@@ -439,7 +439,7 @@ describe("Session state machine", () => {
         await publish(2);
         expect(io.edgeOrders.map((o) => o.kind === "route" && o.packetId)).toEqual([1, 2]);
         expect(io.routed).toEqual([]); // the gateway routes them
-        await sendRaw(encodeEdgeAcked(1)); // the gateway sent PUBACK 1
+        await sendRaw(encodeEdgeAcked({ received: 2, acked: 1 })); // the gateway sent PUBACK 1
         await publish(3);
         expect(io.take("disconnect")).toEqual([]);
         await publish(4); // 2 and 3 are still unacknowledged
@@ -449,6 +449,37 @@ describe("Session state machine", () => {
       true,
     );
   });
+
+  it.each([
+    { acked: 0, outcome: "0x93: 2 PUBACKs held by the gateway and this PUBLISH" },
+    { acked: 1, outcome: "handed over: 1 PUBACK held by the gateway and this PUBLISH" },
+  ])(
+    "routing at the edge: after hibernation the PUBACKs the gateway still holds count against Receive Maximum 2 ($outcome) [MQTT-3.3.4-9]",
+    async ({ acked }) => {
+      await withSession(
+        5,
+        async ({ io, send, sql }) => {
+          await send(connect(5, { clean: false, properties: { sessionExpiryInterval: 600 } }));
+          await send({ cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 1, messageId: 1 });
+          await send({ cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 1, messageId: 2 });
+          expect(io.edgeOrders).toHaveLength(2); // both with the gateway
+
+          // The object hibernates and wakes for the client's next PUBLISH: a new Session over the same
+          // storage, as the runtime makes one. The gateway tells what it holds before that PUBLISH.
+          const woken = new Session(new SqliteSessionStore(sql), io, { ...DEFAULT_CONFIG, receiveMaximum: 2 });
+          const info = { connId: "conn-1", clientId: "machine-client", assignedClientId: false, routeAtEdge: true };
+          await woken.receive(info, encodeEdgeAcked({ received: 2, acked }), 5);
+          const third = { cmd: "publish", topic: "a", payload: Buffer.from("x"), qos: 1, messageId: 3 } as const;
+          await woken.receive(info, bytes(third, 5), 5);
+          const refused = acked === 0;
+          expect(io.take("disconnect").map((d) => d.reasonCode)).toEqual(refused ? [0x93] : []);
+          expect(io.edgeOrders).toHaveLength(refused ? 2 : 3);
+        },
+        { ...DEFAULT_CONFIG, receiveMaximum: 2 },
+        true,
+      );
+    },
+  );
 
   it("routing at the edge: a refusal's PUBACK goes to the gateway after the routed message before it [MQTT-4.6.0-2]", async () => {
     await withSession(
