@@ -138,7 +138,10 @@ describe("the gateway's call budget (EDGE_ROUTE_CALL_BUDGET): routing goes back 
     );
     const gatewayCalls = crossed.gatewayPublishCalls - before.gatewayPublishCalls;
     expect(gatewayCalls).toBeGreaterThanOrEqual(5); // the calls for orders already handed over still went
-    expect(crossed.sessionPublishCalls - before.sessionPublishCalls).toBeGreaterThan(0);
+    // Within the burst, whether any message went by the session depends on how its frames arrived:
+    // when all 11 PUBLISHes come in one frame, the session hands every order to the gateway before it
+    // learns of the hand-back, and those calls still go (as the budget's documentation allows). So the
+    // switch is checked after the burst, below, not within it.
     expect(after.gatewayPublishCalls - crossed.gatewayPublishCalls).toBe(0);
     expect(after.sessionPublishCalls - crossed.sessionPublishCalls).toBe(5);
     sub.close();
