@@ -74,6 +74,6 @@ export function addRuleCounts(into: RuleCounts, counts: RuleCounts): void {
  */
 export function configuredRuleCounts(rules: readonly { name: string }[], counts: RuleCounts): RuleCounts {
   const out: RuleCounts = {};
-  for (const { name } of rules) out[name] = { matched: 0, ok: 0, failed: 0, ...counts[name] };
+  for (const { name } of rules) out[name] = Object.assign({ matched: 0, ok: 0, failed: 0 }, counts[name]);
   return out;
 }
