@@ -442,7 +442,8 @@ export class BridgeClient {
 
   /** Sends queued messages not yet sent, while the window has room; drops those that expired unsent. */
   private pump(): void {
-    if (this.state !== "connected") return;
+    // A full window sends nothing: return before copying a queue of up to maxQueuedMessages.
+    if (this.state !== "connected" || this.inflight.size >= this.window) return;
     for (const message of [...this.queue]) {
       if (this.inflight.size >= this.window) return;
       if (message.packetId !== undefined && this.inflight.has(message.packetId)) continue;

@@ -106,13 +106,13 @@ export class BridgeObject extends DurableObject<Env> {
       this.ctx.storage.sql.exec(`INSERT OR REPLACE INTO bridge_meta (key, value) VALUES ('name', ?)`, name);
       this.configure(name);
     }
-    await this.keepAlarm();
+    await this.keepAlarm(false);
     return this.status();
   }
 
   override async alarm(): Promise<void> {
     this.client?.saveCounts();
-    await this.keepAlarm();
+    await this.keepAlarm(true);
   }
 
   async status(): Promise<BridgeStatus> {
@@ -181,9 +181,17 @@ export class BridgeObject extends DurableObject<Env> {
     this.ensureRunning();
   }
 
-  private async keepAlarm(): Promise<void> {
+  /**
+   * Sets the next alarm: always from the alarm itself; from `start` only when none is set. Every
+   * status read (`/metrics`, the dashboard, `/api/v1/bridges`) calls `start`: moving the alarm each
+   * time would keep it from ever firing under a scrape more often than ALARM_MS, and with it the
+   * periodic save of the counts.
+   */
+  private async keepAlarm(fromAlarm: boolean): Promise<void> {
     if (!this.bridge) return;
-    await this.ctx.storage.setAlarm(Date.now() + ALARM_MS);
+    if (fromAlarm || (await this.ctx.storage.getAlarm()) === null) {
+      await this.ctx.storage.setAlarm(Date.now() + ALARM_MS);
+    }
     this.ensureRunning();
   }
 

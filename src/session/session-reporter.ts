@@ -44,10 +44,9 @@ export class SessionReporter {
 
   /** The rules' counts of this object since its last such report (rule-tally.ts), to the client's registry. */
   reportRules(clientId: string, counts: RuleCounts): void {
-    const registry = registryStub(this.env, registryShardFor(clientId, this.config.registryShardCount));
     const invocations = this.invocations;
     this.invocations = 0;
-    registry.report({ kind: "rules", counts }, invocations).catch((err) => console.warn("registry report failed", err));
+    void reportRuleCounts(this.env, this.config, clientId, counts, invocations);
   }
 
   /** The user's onConnect / onDisconnect hooks (not awaited: they never delay the session). */
