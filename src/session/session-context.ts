@@ -45,6 +45,11 @@ export interface SessionContext {
   withReason<P extends PacketWithReason>(packet: P, reason: string): P;
   /** Ends the connection for an error of ours (v5 DISCONNECT 0x80), after logging it. */
   serverError(connId: string, err: unknown): Promise<void>;
+  /**
+   * Runs `step` once every packet received so far has been handled (it goes behind them on the
+   * session's one chain of work), so that what several of them ask for is done once.
+   */
+  afterReceived(step: () => void): void;
 }
 
 /**

@@ -95,6 +95,9 @@ export class Session {
     serverError(connId: string, err: unknown): Promise<void> {
       return this.session.serverError(connId, err);
     }
+    afterReceived(step: () => void): void {
+      this.session.afterReceived(step);
+    }
   };
 
   /** The session's values (client id, live connection, will, expiry...); written through the store. */
@@ -468,6 +471,12 @@ export class Session {
   private async serverError(connId: string, err: unknown): Promise<void> {
     console.error(`session error, client ${logText(this.meta.clientId)}`, err);
     await this.refuse(connId, { reasonCode: ReasonCode.UNSPECIFIED_ERROR, reason: "internal error" });
+  }
+
+  /** See SessionContext.afterReceived. An error in `step` ends the live connection, as in a packet's handling. */
+  private afterReceived(step: () => void): void {
+    const connId = this.meta.connId;
+    void this.tasks.run(async () => step()).catch((err) => (connId ? this.fail(connId, err) : undefined));
   }
 
   private async fail(connId: string, err: unknown): Promise<void> {

@@ -217,6 +217,25 @@ describe("Session state machine", () => {
     }
   });
 
+  it("sends the next window in one frame when one frame acknowledges several [MQTT-4.9.0-2]", async () => {
+    await withSession(5, async ({ session, io, send, sendRaw }) => {
+      await send(connect(5, { properties: { receiveMaximum: 3 } }));
+      session.deliver(["m1", "m2", "m3", "m4", "m5", "m6"].map((id) => delivery(id, 1)));
+      const first = io.take("publish");
+      expect(first.map((p) => p.payload.toString())).toEqual(["m1", "m2", "m3"]); // m4-m6 queued
+      const frames: Uint8Array[] = [];
+      const record = io.send.bind(io);
+      io.send = (connId, frame) => {
+        frames.push(frame);
+        record(connId, frame);
+      };
+      // One frame of three PUBACKs, handed to the session as its object does: each received before any is handled.
+      await Promise.all(first.map((p) => sendRaw(bytes({ cmd: "puback", messageId: p.messageId }, 5))));
+      expect(io.take("publish").map((p) => p.payload.toString())).toEqual(["m1", "m2", "m3", "m4", "m5", "m6"]);
+      expect(frames).toHaveLength(1); // one frame for the three, not one per PUBACK
+    });
+  });
+
   it("keeps the in-flight window at the client's Receive Maximum [MQTT-3.3.4-9, 4.9.0-1, 4.9.0-2, 2.2.1-4]", async () => {
     await withSession(5, async ({ session, io, send }) => {
       await send(connect(5, { properties: { receiveMaximum: 2 } }));
