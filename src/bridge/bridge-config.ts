@@ -40,12 +40,17 @@ export interface BridgeConfig {
   topics: TopicMapping[];
   /** QoS 1/2 messages held for the remote; beyond it a new one is refused (the local publisher is not acknowledged). */
   maxQueuedMessages: number;
-  /** Bytes (topic + payload) of those messages. */
+  /**
+   * Bytes (topic + payload) of those messages. The queue is written to SQLite and also held in the
+   * bridge object's memory (128 MB for the isolate), so it is capped at MAX_BRIDGE_QUEUED_BYTES.
+   */
   maxQueuedBytes: number;
   /** QoS 1/2 messages sent to the remote and not yet acknowledged. */
   maxInflight: number;
 }
 
+/** Most bytes a bridge may queue: its queue lives in memory as well as in SQLite (an isolate has 128 MB). */
+export const MAX_BRIDGE_QUEUED_BYTES = 33554432;
 /** Most bridges one broker declares (each is one always-on Durable Object: docs/COST.md). */
 export const MAX_BRIDGES = 16;
 /** Most topic mappings per bridge (each `in` one is a remote subscription, each `out` one a local one). */
@@ -193,7 +198,7 @@ function bridge(raw: unknown, index: number, env: Record<string, unknown>, limit
     ...secrets,
     topics,
     maxQueuedMessages: integer(entry.maxQueuedMessages, `${at}: maxQueuedMessages`, 1, 1000000, 10000),
-    maxQueuedBytes: integer(entry.maxQueuedBytes, `${at}: maxQueuedBytes`, 1024, 1073741824, 16777216),
+    maxQueuedBytes: integer(entry.maxQueuedBytes, `${at}: maxQueuedBytes`, 1024, MAX_BRIDGE_QUEUED_BYTES, 16777216),
     maxInflight: integer(entry.maxInflight, `${at}: maxInflight`, 1, 65535, 32),
   };
 }

@@ -107,6 +107,11 @@ describe("BRIDGES", () => {
     }
     expect(problem(withEntry({ keepalive: 0 }))).toMatch(/keepalive must be an integer from 5 to 3600/);
     expect(problem(withEntry({ maxQueuedBytes: 1.5 }))).toMatch(/maxQueuedBytes must be an integer/);
+    // held in memory as well as written: no larger than an isolate can hold beside everything else
+    expect(problem(withEntry({ maxQueuedBytes: 33554432 }))).toBe("accepted");
+    expect(problem(withEntry({ maxQueuedBytes: 33554433 }))).toMatch(
+      /maxQueuedBytes must be an integer from 1024 to 33554432/,
+    );
     expect(problem(withEntry({ cleanStart: "yes" }))).toMatch(/cleanStart must be true or false/);
     expect(problem(withEntry({ colour: "red" }))).toMatch(/unknown key "colour"/);
   });
