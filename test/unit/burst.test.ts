@@ -50,6 +50,21 @@ describe("burst batching to the session", () => {
     expect(frames.at(-1)).toEqual({ seq: 2, packets: [packet(4)] });
   });
 
+  it("holds an acknowledgement after a quiet spell for the end of its turn: one frame for a client's answers", () => {
+    const { burst, frames, endTurn } = batcher();
+    const ack = (type: number, id: number) => new Uint8Array([type << 4, 2, 0, id]);
+    // A client answering a batch of three PUBLISHes (PUBACK, PUBREC, PUBCOMP): one event for the session.
+    burst.add(ack(4, 1));
+    burst.add(ack(5, 2));
+    burst.add(ack(7, 3));
+    expect(frames).toHaveLength(0);
+    endTurn();
+    expect(frames).toEqual([{ seq: 0, packets: [ack(4, 1), ack(5, 2), ack(7, 3)] }]);
+    // A PUBREL (the client's own QoS 2 flow) is not held: the client waits for its PUBCOMP.
+    burst.add(new Uint8Array([0x62, 2, 0, 4]));
+    expect(frames).toHaveLength(2);
+  });
+
   it("sends a frame as soon as it is full: MAX_PACKETS_PER_FRAME packets", () => {
     const { burst, frames } = batcher();
     burst.add(packet(0));
