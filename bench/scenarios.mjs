@@ -315,6 +315,17 @@ export const scenarios = {
     return publishAtRate(url, 200, 3);
   },
 
+  /**
+   * qos1Latency with our clients connected past `wrangler dev`'s proxy, to the workerd that runs the
+   * Worker (as `--direct` does for every scenario). `npm start` users go through that proxy; a
+   * deployment has none, nor does Aedes: the two rows side by side show what the proxy adds.
+   */
+  async qos1LatencyDirect(url, broker) {
+    const target = broker.name === "ours" ? broker.directUrl : url;
+    if (!target) throw new Error("qos1LatencyDirect: the workerd running the Worker was not found");
+    return publishAtRate(target, 200, 3);
+  },
+
   async qos1MaxRate(url) {
     return sustainedRate(url, 1, [250, 500, 1000, 2000, 4000, 8000]);
   },
