@@ -46,8 +46,6 @@ export class Outbound {
   private lastPacketId?: number;
   /** At most one log line per 10 s for a session whose queue is full (with how many were dropped). */
   private readonly queueFullLog = new SampledLog("warn", "queue.full");
-  /** A send of the waiting messages is asked for behind the packets received (pumpAfterAcks). */
-  private pumpAsked = false;
 
   constructor(
     private readonly session: SessionContext,
@@ -349,41 +347,35 @@ export class Outbound {
 
   // --- acknowledgements of our PUBLISHes (packetViolation saw to it that each has its packet id) ----
 
-  handlePuback(packet: PubackPacket): void {
+  handlePuback(connId: string, packet: PubackPacket): void {
     this.flight.pubackReceived(packet.messageId!);
-    this.pumpAfterAcks();
+    this.pumpAfterAck(connId);
   }
 
   handlePubrec(connId: string, packet: PubrecPacket): void {
     const packetId = packet.messageId!;
     const outcome = this.flight.pubrecReceived(packetId, packet.reasonCode);
-    if (outcome === "refused") return this.pumpAfterAcks(); // the client refused it: the flow ends here [MQTT-4.3.3]
+    if (outcome === "refused") return this.pumpAfterAck(connId); // the client refused it: the flow ends here [MQTT-4.3.3]
     const v5Unknown = outcome === "unknown" && this.session.version === 5;
     const code = v5Unknown ? ReasonCode.PACKET_IDENTIFIER_NOT_FOUND : ReasonCode.SUCCESS;
     this.session.send(connId, [ackPacket("pubrel", packetId, code)]);
   }
 
-  handlePubcomp(packet: PubcompPacket): void {
+  handlePubcomp(connId: string, packet: PubcompPacket): void {
     this.flight.pubcompReceived(packet.messageId!);
-    this.pumpAfterAcks();
+    this.pumpAfterAck(connId);
   }
 
   /**
-   * An acknowledgement made room in the window. With nothing waiting, nothing to send. Otherwise the
-   * waiting messages go once every packet received so far is handled: a client that acknowledges a
-   * whole window in one frame (as it arrives) gets the next window in one frame, and the written queue
-   * is read once for it, not once per acknowledgement.
+   * An acknowledgement made room in the window. When the next packet waiting is another PUBACK or
+   * PUBCOMP of the same connection, that one sends what waits, for both: a client that acknowledges
+   * a whole window in one frame gets the next window in one frame, and the written queue is read once
+   * for it, not once per acknowledgement. Otherwise it goes now, as it did, behind nothing else.
    */
-  private pumpAfterAcks(): void {
-    const waiting = this.session.store.hasQueued() || this.flight.hasWaiting();
-    if (waiting && !this.pumpAsked) {
-      this.pumpAsked = true;
-      this.session.afterReceived(() => {
-        this.pumpAsked = false;
-        this.pump();
-        if (this.session.meta.queueLevel) this.checkQueueLevel();
-      });
-    } else if (!waiting && this.session.meta.queueLevel) this.checkQueueLevel();
+  private pumpAfterAck(connId: string): void {
+    if (this.session.windowAckFollows(connId)) return;
+    this.pump();
+    if (this.session.meta.queueLevel) this.checkQueueLevel();
   }
 
   // --- queue-depth reports ----------------------------------------------------------------

@@ -46,10 +46,10 @@ export interface SessionContext {
   /** Ends the connection for an error of ours (v5 DISCONNECT 0x80), after logging it. */
   serverError(connId: string, err: unknown): Promise<void>;
   /**
-   * Runs `step` once every packet received so far has been handled (it goes behind them on the
-   * session's one chain of work), so that what several of them ask for is done once.
+   * Whether the next packet waiting to be handled is another PUBACK or PUBCOMP of `connId` (one that
+   * frees a place in the in-flight window): its handling will send what waits, for both.
    */
-  afterReceived(step: () => void): void;
+  windowAckFollows(connId: string): boolean;
 }
 
 /**

@@ -41,6 +41,12 @@ const DESCRIBED_OUTBOUND = 20;
 /** The identity of a session no connection has owned yet (anonymous). */
 const NO_IDENTITY: Identity = {};
 
+/** A PUBACK or PUBCOMP (fixed header types 4 and 7): the client frees a place in the in-flight window. */
+function isWindowAck(bytes: Uint8Array): boolean {
+  const type = (bytes[0] ?? 0) >> 4;
+  return type === 4 || type === 7;
+}
+
 export class Session {
   /**
    * The SessionContext the flows get: one small object per session, its getters and methods on a
@@ -95,8 +101,9 @@ export class Session {
     serverError(connId: string, err: unknown): Promise<void> {
       return this.session.serverError(connId, err);
     }
-    afterReceived(step: () => void): void {
-      this.session.afterReceived(step);
+    windowAckFollows(connId: string): boolean {
+      const next = this.session.unhandled[0];
+      return next !== undefined && next.windowAck && next.connId === connId;
     }
   };
 
@@ -104,6 +111,11 @@ export class Session {
   private meta: SessionMeta;
   /** Packets, connection ends and admin actions, handled one at a time in arrival order. */
   private readonly tasks = new TaskChain();
+  /**
+   * The packets received and not yet handled, in order: their connection, and whether each is a
+   * PUBACK or PUBCOMP (SessionContext.windowAckFollows). As long as the chain of packets waiting.
+   */
+  private readonly unhandled: { connId: string; windowAck: boolean }[] = [];
   /** What the flows share with this session. */
   private readonly context: SessionContext;
   /** PUBLISH and PUBREL from the client. */
@@ -166,7 +178,11 @@ export class Session {
 
   /** Handles one whole packet from the gateway, in arrival order. */
   receive(info: ConnectionInfo, bytes: Uint8Array, version: ProtocolVersion | undefined): Promise<void> {
-    return this.tasks.run(() => this.handle(info, bytes, version).catch((err) => this.fail(info.connId, err)));
+    this.unhandled.push({ connId: info.connId, windowAck: isWindowAck(bytes) });
+    return this.tasks.run(() => {
+      this.unhandled.shift(); // this packet's own entry: packets are handled in the order received
+      return this.handle(info, bytes, version).catch((err) => this.fail(info.connId, err));
+    });
   }
 
   private async handle(info: ConnectionInfo, bytes: Uint8Array, version: ProtocolVersion | undefined): Promise<void> {
@@ -212,13 +228,13 @@ export class Session {
       case "publish":
         return this.inbound.handlePublish(connId, packet, info.routeAtEdge === true);
       case "puback":
-        return this.outbound.handlePuback(packet);
+        return this.outbound.handlePuback(connId, packet);
       case "pubrec":
         return this.outbound.handlePubrec(connId, packet);
       case "pubrel":
         return this.inbound.handlePubrel(connId, packet);
       case "pubcomp":
-        return this.outbound.handlePubcomp(packet);
+        return this.outbound.handlePubcomp(connId, packet);
       case "subscribe":
         return this.subscriptions.handleSubscribe(connId, packet);
       case "unsubscribe":
@@ -471,12 +487,6 @@ export class Session {
   private async serverError(connId: string, err: unknown): Promise<void> {
     console.error(`session error, client ${logText(this.meta.clientId)}`, err);
     await this.refuse(connId, { reasonCode: ReasonCode.UNSPECIFIED_ERROR, reason: "internal error" });
-  }
-
-  /** See SessionContext.afterReceived. An error in `step` ends the live connection, as in a packet's handling. */
-  private afterReceived(step: () => void): void {
-    const connId = this.meta.connId;
-    void this.tasks.run(async () => step()).catch((err) => (connId ? this.fail(connId, err) : undefined));
   }
 
   private async fail(connId: string, err: unknown): Promise<void> {

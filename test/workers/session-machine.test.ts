@@ -236,6 +236,32 @@ describe("Session state machine", () => {
     });
   });
 
+  it("refills the window at once when other packets follow the acknowledgement [MQTT-4.9.0-2]", async () => {
+    await withSession(5, async ({ session, io, send, sendRaw }) => {
+      await send(connect(5, { properties: { receiveMaximum: 1 } }));
+      session.deliver([delivery("n1", 1), delivery("n2", 1)]);
+      const [n1] = atLeast(io.take("publish"), 1);
+      // The SUBSCRIBE behind the PUBACK waits on its shard: n2 must not wait for it.
+      let release = () => {};
+      const held = new Promise<void>((resolve) => (release = resolve));
+      const subscribe = io.subscribe.bind(io);
+      io.subscribe = async (...args) => {
+        await held;
+        return subscribe(...args);
+      };
+      const acked = sendRaw(bytes({ cmd: "puback", messageId: n1.messageId }, 5));
+      const subscribed = sendRaw(
+        bytes({ cmd: "subscribe", messageId: 7, subscriptions: [{ topic: "s/#", qos: 1 }] }, 5),
+      );
+      await acked;
+      await until(() => io.take("publish").length === 2, "n2 sent while the SUBSCRIBE waits");
+      expect(io.take("suback")).toHaveLength(0); // the SUBSCRIBE was still waiting
+      release();
+      await subscribed;
+      expect(io.take("suback")).toHaveLength(1);
+    });
+  });
+
   it("keeps the in-flight window at the client's Receive Maximum [MQTT-3.3.4-9, 4.9.0-1, 4.9.0-2, 2.2.1-4]", async () => {
     await withSession(5, async ({ session, io, send }) => {
       await send(connect(5, { properties: { receiveMaximum: 2 } }));
