@@ -14,7 +14,7 @@ import { isAllowed, type AclAction, type AclPolicy, type Identity } from "../aut
 import { unknownUserPolicy, type UserDirectory } from "../auth/stored-credential";
 import type { HookContext } from "../hooks";
 import { encodeWithin, joinFrames, parsePacket } from "../protocol/codec";
-import { ReasonCode, type ProtocolVersion } from "../protocol/constants";
+import { PacketType, ReasonCode, type ProtocolVersion } from "../protocol/constants";
 import { hexCode } from "../protocol/internal-close";
 import { decodeEdgeAcked, isEdgeHandBack } from "../protocol/internal-frame";
 import type { ConnectPacket, DisconnectPacket, Packet, PacketWithReason } from "../protocol/packets";
@@ -41,10 +41,10 @@ const DESCRIBED_OUTBOUND = 20;
 /** The identity of a session no connection has owned yet (anonymous). */
 const NO_IDENTITY: Identity = {};
 
-/** A PUBACK or PUBCOMP (fixed header types 4 and 7): the client frees a place in the in-flight window. */
+/** A PUBACK or PUBCOMP: the client frees a place in the in-flight window. */
 function isWindowAck(bytes: Uint8Array): boolean {
   const type = (bytes[0] ?? 0) >> 4;
-  return type === 4 || type === 7;
+  return type === PacketType.PUBACK || type === PacketType.PUBCOMP;
 }
 
 export class Session {
