@@ -13,6 +13,12 @@ import {
   withUserProperties,
 } from "./user-properties";
 
+// mqtt-packet builds a cache of all 65,536 two-byte numbers on its first encode unless told not to:
+// about 11 MB and 65,536 objects in every isolate, which a bench CPU profile showed as ~90 ms of
+// allocation and collection before a fresh isolate's first CONNACK, and which every later full
+// collection must mark. The broker writes a few such numbers per packet: it allocates them as it goes.
+mqtt.writeToStream.cacheNumbers = false;
+
 export type { Packet };
 /** What the encoders take: our packets, or mqtt-packet's (User Properties as its object). */
 export type EncodablePacket = Packet | mqtt.Packet;

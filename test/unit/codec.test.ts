@@ -31,6 +31,13 @@ const publishArb = fc.record({
 });
 
 describe("codec hot path", () => {
+  it("writes two-byte numbers as it goes, without mqtt-packet's cache of all 65,536", () => {
+    // The cache is ~11 MB and 65,536 objects per isolate (src/protocol/codec.ts says why not).
+    expect(mqtt.writeToStream.cacheNumbers).toBe(false);
+    const suback = encodePacket({ cmd: "suback", messageId: 0x1234, granted: [1] }, 4);
+    expect([...suback]).toEqual([0x90, 3, 0x12, 0x34, 1]);
+  });
+
   it("parses what mqtt-packet generates exactly as mqtt-packet does", () => {
     fc.assert(
       fc.property(publishArb, ({ version, topic, payload, qos, retain, dup, messageId }) => {
