@@ -24,7 +24,7 @@ function isAcknowledgement(packet: Uint8Array): boolean {
 
 export class BurstBatcher {
   /** Frames sent so far: the number of the next one. */
-  private framesSent = 0;
+  private sent = 0;
   /** Packets of the current burst not yet put in a frame (bounded: MAX_PACKETS_PER_FRAME, MAX_FRAME_BYTES). */
   private unframed: Uint8Array[] = [];
   private unframedBytes = 0;
@@ -39,6 +39,11 @@ export class BurstBatcher {
     private readonly send: (frame: Uint8Array) => void,
     private readonly endOfTurn: (fn: () => void) => void,
   ) {}
+
+  /** How many frames went to the session so far (told to it when the socket closes: internal-close.ts). */
+  get framesSent(): number {
+    return this.sent;
+  }
 
   /** One packet of the burst. */
   add(packet: Uint8Array): void {
@@ -77,7 +82,7 @@ export class BurstBatcher {
       bytes += packets[i]!.length;
       if (i + 1 === packets.length || i + 1 - start >= MAX_PACKETS_PER_FRAME || bytes >= MAX_FRAME_BYTES) {
         try {
-          this.send(encodeFrame(this.framesSent++, packets.slice(start, i + 1)));
+          this.send(encodeFrame(this.sent++, packets.slice(start, i + 1)));
         } catch {
           return; // the session socket is closed: its close event ends the connection
         }

@@ -4,6 +4,7 @@
  * while it opens, then forwarding them in bursts (burst.ts).
  */
 import type { Env } from "../env";
+import { withFramesSent } from "../protocol/internal-close";
 import { encodeConnectHeaders, type SessionConnect } from "../protocol/internal-frame";
 import { BurstBatcher } from "./burst";
 
@@ -79,10 +80,14 @@ export class SessionLink {
     if (this.socket) this.burst.flush();
   }
 
-  /** Closes the session socket, if open, with the internal close code and reason (internal-close.ts). */
+  /**
+   * Closes the session socket, if open, with the internal close code and reason, and the count of
+   * frames sent on it, so that the session handles them all before it ends the connection
+   * (internal-close.ts).
+   */
   close(code: number, reason: string): void {
     this.held = [];
-    safeClose(this.socket, code, reason);
+    safeClose(this.socket, code, withFramesSent(reason, this.burst.framesSent));
   }
 }
 

@@ -25,6 +25,11 @@ import { SqliteSessionStore } from "./store";
 
 /** Shards whose calls to this session are put in order (more than any deployment's shard count). */
 const MAX_ORDERED_CALLERS = 1024;
+/**
+ * Longest wait, after an internal socket closed, for frames the gateway sent before the close: on a
+ * reliable socket they come (within milliseconds, measured); the bound is for a gateway that failed.
+ */
+const CLOSE_FRAMES_WAIT_MS = 2000;
 
 export class SessionObject extends DurableObject<Env> {
   private readonly session: Session;
@@ -96,6 +101,9 @@ export class SessionObject extends DurableObject<Env> {
     for (const packets of this.sockets.inOrder(a.connId, frame.seq, frame.packets)) {
       for (const packet of packets) handled.push(this.receivePacket(ws, a, packet));
     }
+    // The socket closed before this frame arrived: the connection ends after its packets.
+    const end = this.sockets.endWhenComplete(a.connId);
+    if (end) handled.push(end());
     await Promise.all(handled);
   }
 
@@ -107,7 +115,20 @@ export class SessionObject extends DurableObject<Env> {
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
     this.invoked();
-    await this.socketGone(ws, endCause(code, reason));
+    const cause = endCause(code, reason);
+    const { connId } = this.sockets.attachment(ws);
+    // Frames the gateway sent before closing may reach this object after the close: the connection
+    // ends once they are handled (protocol/internal-close.ts), or after CLOSE_FRAMES_WAIT_MS.
+    const end = () => this.socketGone(ws, cause);
+    if (cause.framesSent !== undefined && this.sockets.endAfterFrames(connId, cause.framesSent, end)) {
+      setTimeout(() => {
+        this.sockets
+          .endNow(connId)?.()
+          .catch((err) => console.error("session end failed", err));
+      }, CLOSE_FRAMES_WAIT_MS);
+      return;
+    }
+    await end();
   }
 
   override async webSocketError(ws: WebSocket): Promise<void> {

@@ -55,6 +55,11 @@ export class SessionSockets {
   private readonly sockets = new Map<string, WebSocket>();
   /** Per connection, packets put back in the gateway's order (protocol/internal-order.ts). */
   private readonly inbound = new Map<string, InboundOrder<Uint8Array[]>>();
+  /**
+   * Connections whose socket closed before every frame sent ahead of the close had arrived: how many
+   * frames the gateway sent, and the end to run once they are in (protocol/internal-close.ts).
+   */
+  private readonly endsWaiting = new Map<string, { framesSent: number; end: () => Promise<void> }>();
 
   /** `accepted`: the object's hibernatable sockets (ctx.getWebSockets). */
   constructor(private readonly accepted: () => WebSocket[]) {}
@@ -83,6 +88,35 @@ export class SessionSockets {
       this.inbound.set(connId, order);
     }
     return order.accept(seq, packets);
+  }
+
+  /**
+   * The socket closed after the gateway sent `framesSent` frames on it: true when some of them have
+   * not arrived yet, and then `end` is kept for `endWhenComplete` (or `endNow`) to run. After
+   * hibernation the number expected is not known until a frame arrives: the end then runs at once.
+   */
+  endAfterFrames(connId: string, framesSent: number, end: () => Promise<void>): boolean {
+    const order = this.inbound.get(connId);
+    if (!order || order.expected >= framesSent) return false;
+    this.endsWaiting.set(connId, { framesSent, end });
+    return true;
+  }
+
+  /** After a frame of a connection: its waiting end, once every frame sent before the close is in. */
+  endWhenComplete(connId: string): (() => Promise<void>) | undefined {
+    const waiting = this.endsWaiting.get(connId);
+    if (!waiting) return undefined;
+    const order = this.inbound.get(connId);
+    if (order && order.expected < waiting.framesSent) return undefined;
+    this.endsWaiting.delete(connId);
+    return waiting.end;
+  }
+
+  /** The connection's waiting end, whatever has arrived (the frames did not come in time). */
+  endNow(connId: string): (() => Promise<void>) | undefined {
+    const waiting = this.endsWaiting.get(connId);
+    this.endsWaiting.delete(connId);
+    return waiting?.end;
   }
 
   /** Marks the socket's CONNECT handled; true when this packet is that CONNECT (its first). */

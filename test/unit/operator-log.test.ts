@@ -2,7 +2,7 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { applyLogLevel, logEvent, logLine, SampledLog } from "../../src/observability/log";
 import { configProblems } from "../../src/config-check";
-import { closeReasonText, endCause } from "../../src/protocol/internal-close";
+import { closeReasonText, endCause, withFramesSent } from "../../src/protocol/internal-close";
 import { InternalClose } from "../../src/protocol/constants";
 
 afterEach(() => {
@@ -83,5 +83,21 @@ describe("the internal close reason", () => {
     });
     expect(endCause(InternalClose.CLIENT_GONE, "client closed").reason).toMatch(/^network: /);
     expect(new TextEncoder().encode(closeReasonText("é".repeat(200), 0x81)).length).toBeLessThanOrEqual(123);
+  });
+
+  it("carries how many frames the gateway sent, whole even when the reason is cut to fit", () => {
+    const closing = withFramesSent(closeReasonText("keep alive timeout", 0x8d), 12);
+    expect(endCause(InternalClose.GATEWAY_ABORT, closing)).toEqual({
+      reason: "keep alive timeout",
+      code: "0x8d",
+      framesSent: 12,
+    });
+    expect(endCause(InternalClose.CLIENT_GONE, withFramesSent("client closed", 0)).framesSent).toBe(0);
+    const long = withFramesSent(closeReasonText("é".repeat(200), 0x81), 4294967295);
+    // safeClose (gateway/session-link.ts) keeps 120 characters: the count must be within them
+    expect(new TextEncoder().encode(long).length).toBeLessThanOrEqual(120);
+    expect(endCause(InternalClose.GATEWAY_ABORT, long).framesSent).toBe(4294967295);
+    // a reason without the count (an older gateway) still reads
+    expect(endCause(1000, "session closed")).toEqual({ reason: "session closed" });
   });
 });

@@ -131,4 +131,30 @@ describe("session sockets", () => {
     expect(fake.closed).toEqual([1000, "closed"]);
     expect(sockets.socket("c1")).toBeUndefined();
   });
+
+  it("ends a connection whose socket closed early only once the frames sent before the close are in", async () => {
+    const sockets = new SessionSockets(() => []);
+    const ws = new FakeSocket();
+    sockets.opened(asSocket(ws), attachmentFromUpgrade(upgrade(), "c1"));
+    sockets.inOrder("c1", 0, [new Uint8Array([0x10])]);
+    let ended = 0;
+    const end = async () => void ended++;
+    // the gateway sent 3 frames; 1 is in: the end waits
+    expect(sockets.endAfterFrames("c1", 3, end)).toBe(true);
+    sockets.inOrder("c1", 2, [new Uint8Array([0x40])]); // frame 2 before frame 1: still waiting
+    expect(sockets.endWhenComplete("c1")).toBeUndefined();
+    sockets.inOrder("c1", 1, [new Uint8Array([0x40])]);
+    await sockets.endWhenComplete("c1")?.();
+    expect(ended).toBe(1);
+    expect(sockets.endWhenComplete("c1")).toBeUndefined(); // once
+    // every frame already in: nothing waits
+    expect(sockets.endAfterFrames("c1", 3, end)).toBe(false);
+    // frames that never come: the bound's endNow runs the end anyway, once
+    const ws2 = new FakeSocket();
+    sockets.opened(asSocket(ws2), attachmentFromUpgrade(upgrade(), "c2"));
+    expect(sockets.endAfterFrames("c2", 1, end)).toBe(true);
+    await sockets.endNow("c2")?.();
+    expect(ended).toBe(2);
+    expect(sockets.endNow("c2")).toBeUndefined();
+  });
 });

@@ -1,40 +1,79 @@
 /**
- * A PUBACK sent immediately before DISCONNECT is honoured: the acknowledged message is not sent
- * again when the session resumes [MQTT-4.3.2-3]. Repeated, because the bug this guards against is
- * an ordering race between the two packets' handling.
+ * A client's last packets before its connection ends are handled before the end: a PUBACK sent
+ * immediately before DISCONNECT, or before the WebSocket closes, is honoured (the acknowledged
+ * message is not sent again when the session resumes [MQTT-4.3.2-3]), and a last QoS 0 PUBLISH is
+ * routed. Repeated, because the bugs these guard against are ordering races under workerd: frames
+ * overtaking each other, and the internal socket's close overtaking frames sent before it
+ * (protocol/internal-order.ts, protocol/internal-close.ts).
  */
 import { describe, expect, it } from "vitest";
+import type { RawClient } from "../support/raw-client";
 import { rawClient } from "../support/workerd";
 import { uid } from "../support/ids";
 
-describe("acknowledgement then DISCONNECT", () => {
+/**
+ * 20 rounds: a subscriber with a persistent session receives a QoS 1 message, acknowledges it and
+ * ends its connection with `end`; on resumption, nothing is sent again.
+ */
+async function ackThenEnd(name: string, end: (client: RawClient) => void): Promise<void> {
+  for (let round = 0; round < 20; round++) {
+    const clientId = uid(name);
+    const topic = `${name}/${clientId}`;
+    const sub = await rawClient(5);
+    await sub.connect({ clientId, clean: false, properties: { sessionExpiryInterval: 60 } });
+    await sub.subscribe(topic, 1);
+    const pub = await rawClient(5);
+    await pub.connect({ clientId: uid(`${name}-pub`) });
+    pub.send({ cmd: "publish", topic, payload: Buffer.from("once"), qos: 1, messageId: 1 });
+    const got = await sub.next("publish");
+    sub.send({ cmd: "puback", messageId: got.messageId });
+    end(sub);
+    await sub.waitClosed();
+    await pub.next("puback");
+    pub.close();
+    const again = await rawClient(5);
+    const connack = await again.connect({ clientId, clean: false, properties: { sessionExpiryInterval: 60 } });
+    expect(connack.sessionPresent).toBe(true);
+    // a round trip through the session, so anything it would resend has been sent
+    await again.subscribe(`${topic}/sync`, 0);
+    expect(
+      again.all("publish").map((p) => p.payload.toString()),
+      `round ${round}`,
+    ).toEqual([]);
+    again.send({ cmd: "disconnect", properties: { sessionExpiryInterval: 0 } });
+    await again.waitClosed();
+  }
+}
+
+describe("a client's last packets before its connection ends", () => {
   it("does not resend an acknowledged message on resumption (20 rounds) [MQTT-4.3.2-3]", async () => {
+    await ackThenEnd("ackdisc", (sub) => sub.send({ cmd: "disconnect" }));
+  });
+
+  // The gateway holds a client's acknowledgement for the end of its turn (src/gateway/burst.ts), and
+  // the internal socket's close can overtake the frames sent before it: the session must still
+  // handle the acknowledgement before it ends the connection.
+  it("does not resend a message acknowledged just before the WebSocket closed, without DISCONNECT (20 rounds) [MQTT-4.3.2-3]", async () => {
+    await ackThenEnd("ackclose", (sub) => sub.close());
+  });
+
+  // The same end of a connection, for a client's last PUBLISH: QoS 0 has no second chance.
+  it("routes a QoS 0 PUBLISH sent just before the WebSocket closed (20 rounds)", async () => {
+    const topic = `lastpub/${uid("t")}`;
+    const sub = await rawClient(5);
+    await sub.connect({ clientId: uid("lastpub-sub") });
+    await sub.subscribe(topic, 0);
     for (let round = 0; round < 20; round++) {
-      const clientId = uid("ackdisc");
-      const topic = `ackdisc/${clientId}`;
-      const sub = await rawClient(5);
-      await sub.connect({ clientId, clean: false, properties: { sessionExpiryInterval: 60 } });
-      await sub.subscribe(topic, 1);
       const pub = await rawClient(5);
-      await pub.connect({ clientId: uid("ackdisc-pub") });
-      pub.send({ cmd: "publish", topic, payload: Buffer.from("once"), qos: 1, messageId: 1 });
-      const got = await sub.next("publish");
-      sub.send({ cmd: "puback", messageId: got.messageId });
-      sub.send({ cmd: "disconnect" });
-      await sub.waitClosed();
-      await pub.next("puback");
+      await pub.connect({ clientId: uid("lastpub") });
+      pub.send({ cmd: "publish", topic, payload: Buffer.from(`m${round}`), qos: 0 });
       pub.close();
-      const again = await rawClient(5);
-      const connack = await again.connect({ clientId, clean: false, properties: { sessionExpiryInterval: 60 } });
-      expect(connack.sessionPresent).toBe(true);
-      // a round trip through the session, so anything it would resend has been sent
-      await again.subscribe(`${topic}/sync`, 0);
-      expect(
-        again.all("publish").map((p) => p.payload.toString()),
-        `round ${round}`,
-      ).toEqual([]);
-      again.send({ cmd: "disconnect", properties: { sessionExpiryInterval: 0 } });
-      await again.waitClosed();
+      await pub.waitClosed();
+      await sub.until(() => sub.all("publish").length > round, 5000, `publish of round ${round}`);
     }
+    expect(sub.all("publish").map((p) => p.payload.toString())).toEqual(
+      Array.from({ length: 20 }, (_, round) => `m${round}`),
+    );
+    sub.close();
   });
 });
