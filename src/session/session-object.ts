@@ -83,6 +83,8 @@ export class SessionObject extends DurableObject<Env> {
     if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket") {
       return new Response("Session objects accept only the gateway's WebSocket", { status: 426 });
     }
+    // A connection whose socket closed ahead of some of its frames ends now, before this one's CONNECT.
+    for (const end of this.sockets.endsNow()) void end().catch((err) => console.error("session end failed", err));
     const { 0: gatewaySide, 1: sessionSide } = new WebSocketPair();
     this.ctx.acceptWebSocket(sessionSide);
     this.sockets.opened(sessionSide, attachmentFromUpgrade(request.headers, crypto.randomUUID()));
@@ -94,11 +96,12 @@ export class SessionObject extends DurableObject<Env> {
     counters.sessionWebSocketMessages++;
     this.deliverCalls.recordOther(Date.now()); // the limit the shards are paced by is on every event
     if (typeof message === "string") return; // the gateway sends MQTT packets only, as binary
+    if (this.sockets.hasEnded(ws)) return; // a frame later than its connection's end (2 s after the close)
     const frame = decodeFrame(new Uint8Array(message));
     if ("error" in frame) return; // not a frame the gateway wrote: ignored
     const a = this.sockets.attachment(ws);
     const handled: Promise<void>[] = [];
-    for (const packets of this.sockets.inOrder(a.connId, frame.seq, frame.packets)) {
+    for (const packets of this.sockets.inOrder(ws, a.connId, frame.seq, frame.packets)) {
       for (const packet of packets) handled.push(this.receivePacket(ws, a, packet));
     }
     // The socket closed before this frame arrived: the connection ends after its packets.
@@ -116,18 +119,19 @@ export class SessionObject extends DurableObject<Env> {
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
     this.invoked();
     const cause = endCause(code, reason);
-    const { connId } = this.sockets.attachment(ws);
+    const a = this.sockets.attachment(ws);
     // Frames the gateway sent before closing may reach this object after the close: the connection
     // ends once they are handled (protocol/internal-close.ts), or after CLOSE_FRAMES_WAIT_MS.
-    const end = () => this.socketGone(ws, cause);
-    if (cause.framesSent !== undefined && this.sockets.endAfterFrames(connId, cause.framesSent, end)) {
-      setTimeout(() => {
-        this.sockets
-          .endNow(connId)?.()
-          .catch((err) => console.error("session end failed", err));
-      }, CLOSE_FRAMES_WAIT_MS);
+    const end = async () => {
+      // Frames that came but wait for one that did not are handled first, in order.
+      const handled = this.sockets
+        .releaseHeld(a.connId)
+        .flatMap((packets) => packets.map((p) => this.receivePacket(ws, a, p)));
+      await Promise.all([...handled, this.socketGone(ws, cause)]);
+    };
+    const framesSent = cause.framesSent;
+    if (framesSent !== undefined && this.sockets.endAfterFrames(ws, a.connId, framesSent, end, CLOSE_FRAMES_WAIT_MS))
       return;
-    }
     await end();
   }
 

@@ -20,6 +20,11 @@ export interface Attachment extends ConnectionInfo {
   connected: boolean;
   /** The values of a session that writes no row, without the identity (Session.saveMeta). */
   meta?: Omit<SessionMeta, "identity">;
+  /**
+   * The number of the gateway's next frame: kept so that after hibernation the session still knows
+   * which frames it handled (a close then waits for the rest: `endAfterFrames`).
+   */
+  nextFrame?: number;
 }
 
 /** A new connection's attachment, from the headers of the gateway's upgrade request. */
@@ -45,7 +50,8 @@ export function isAttachment(value: unknown): value is Attachment {
     optional(a["authResponse"], "object") &&
     optional(a["remoteAddress"], "string") &&
     optional(a["routeAtEdge"], "boolean") &&
-    optional(a["meta"], "object")
+    optional(a["meta"], "object") &&
+    optional(a["nextFrame"], "number")
   );
 }
 
@@ -57,9 +63,15 @@ export class SessionSockets {
   private readonly inbound = new Map<string, InboundOrder<Uint8Array[]>>();
   /**
    * Connections whose socket closed before every frame sent ahead of the close had arrived: how many
-   * frames the gateway sent, and the end to run once they are in (protocol/internal-close.ts).
+   * frames the gateway sent, the end to run once they are in, and the bound on the wait
+   * (protocol/internal-close.ts). At most one per open socket.
    */
-  private readonly endsWaiting = new Map<string, { framesSent: number; end: () => Promise<void> }>();
+  private readonly endsWaiting = new Map<
+    string,
+    { framesSent: number; end: () => Promise<void>; timer: ReturnType<typeof setTimeout> }
+  >();
+  /** Sockets whose connection has ended: a frame arriving on one later is not handled. */
+  private readonly ended = new WeakSet<WebSocket>();
 
   /** `accepted`: the object's hibernatable sockets (ctx.getWebSockets). */
   constructor(private readonly accepted: () => WebSocket[]) {}
@@ -80,43 +92,75 @@ export class SessionSockets {
   }
 
   /** The packets of a frame, and of any frames it released, in the gateway's order. */
-  inOrder(connId: string, seq: number, packets: Uint8Array[]): Uint8Array[][] {
-    let order = this.inbound.get(connId);
-    if (!order) {
-      // After hibernation the expected number is not known: order resumes from the first arrival.
-      order = new InboundOrder<Uint8Array[]>(seq);
-      this.inbound.set(connId, order);
+  inOrder(ws: WebSocket, connId: string, seq: number, packets: Uint8Array[]): Uint8Array[][] {
+    const order = this.orderOf(ws, connId) ?? this.newOrder(connId, seq);
+    const ready = order.accept(seq, packets);
+    const a = this.read(ws);
+    if (a && a.nextFrame !== order.expected) {
+      a.nextFrame = order.expected;
+      this.save(ws, a);
     }
-    return order.accept(seq, packets);
+    return ready;
+  }
+
+  /** Whether the socket's connection has ended (`gone`): its late frames are not handled. */
+  hasEnded(ws: WebSocket): boolean {
+    return this.ended.has(ws);
   }
 
   /**
    * The socket closed after the gateway sent `framesSent` frames on it: true when some of them have
-   * not arrived yet, and then `end` is kept for `endWhenComplete` (or `endNow`) to run. After
-   * hibernation the number expected is not known until a frame arrives: the end then runs at once.
+   * not arrived yet, and then `end` waits for `endWhenComplete`, a new connection (`endsNow`), or
+   * `waitMs`, whichever comes first.
    */
-  endAfterFrames(connId: string, framesSent: number, end: () => Promise<void>): boolean {
-    const order = this.inbound.get(connId);
-    if (!order || order.expected >= framesSent) return false;
-    this.endsWaiting.set(connId, { framesSent, end });
+  endAfterFrames(ws: WebSocket, connId: string, framesSent: number, end: () => Promise<void>, waitMs: number): boolean {
+    const order = this.orderOf(ws, connId);
+    if (!order || order.expected >= framesSent || this.endsWaiting.has(connId)) return false;
+    const timer = setTimeout(() => {
+      this.takeEnd(connId)?.().catch((err) => console.error("session end failed", err));
+    }, waitMs);
+    this.endsWaiting.set(connId, { framesSent, end, timer });
     return true;
   }
 
   /** After a frame of a connection: its waiting end, once every frame sent before the close is in. */
   endWhenComplete(connId: string): (() => Promise<void>) | undefined {
     const waiting = this.endsWaiting.get(connId);
+    if (!waiting || (this.inbound.get(connId)?.expected ?? 0) < waiting.framesSent) return undefined;
+    return this.takeEnd(connId);
+  }
+
+  /** Every waiting end, now (a new connection comes: what closed before it ends first). */
+  endsNow(): (() => Promise<void>)[] {
+    return [...this.endsWaiting.keys()].flatMap((connId) => this.takeEnd(connId) ?? []);
+  }
+
+  /** Frames that arrived but wait for an earlier one that did not come: released, in order, at the end. */
+  releaseHeld(connId: string): Uint8Array[][] {
+    return this.inbound.get(connId)?.releaseAll() ?? [];
+  }
+
+  private takeEnd(connId: string): (() => Promise<void>) | undefined {
+    const waiting = this.endsWaiting.get(connId);
     if (!waiting) return undefined;
-    const order = this.inbound.get(connId);
-    if (order && order.expected < waiting.framesSent) return undefined;
+    clearTimeout(waiting.timer);
     this.endsWaiting.delete(connId);
     return waiting.end;
   }
 
-  /** The connection's waiting end, whatever has arrived (the frames did not come in time). */
-  endNow(connId: string): (() => Promise<void>) | undefined {
-    const waiting = this.endsWaiting.get(connId);
-    this.endsWaiting.delete(connId);
-    return waiting?.end;
+  /** The connection's frame order in memory, or as its attachment kept it across hibernation. */
+  private orderOf(ws: WebSocket, connId: string): InboundOrder<Uint8Array[]> | undefined {
+    const order = this.inbound.get(connId);
+    if (order) return order;
+    const next = this.read(ws)?.nextFrame;
+    return next === undefined ? undefined : this.newOrder(connId, next);
+  }
+
+  private newOrder(connId: string, next: number): InboundOrder<Uint8Array[]> {
+    // Without a kept number (a socket opened by an older version), order resumes from the first arrival.
+    const order = new InboundOrder<Uint8Array[]>(next);
+    this.inbound.set(connId, order);
+    return order;
   }
 
   /** Marks the socket's CONNECT handled; true when this packet is that CONNECT (its first). */
@@ -201,6 +245,7 @@ export class SessionSockets {
   /** The socket closed or failed: forgets it and closes this side; returns its attachment. */
   gone(ws: WebSocket): Attachment {
     const a = this.attachment(ws);
+    this.ended.add(ws);
     this.sockets.delete(a.connId);
     this.inbound.delete(a.connId);
     try {

@@ -7,6 +7,8 @@
  * (protocol/internal-order.ts, protocol/internal-close.ts).
  */
 import { describe, expect, it } from "vitest";
+import { env, runInDurableObject } from "cloudflare:test";
+import { SessionSockets } from "../../src/session/session-sockets";
 import type { RawClient } from "../support/raw-client";
 import { rawClient } from "../support/workerd";
 import { uid } from "../support/ids";
@@ -15,8 +17,12 @@ import { uid } from "../support/ids";
  * 20 rounds: a subscriber with a persistent session receives a QoS 1 message, acknowledges it and
  * ends its connection with `end`; on resumption, nothing is sent again.
  */
-async function ackThenEnd(name: string, end: (client: RawClient) => void): Promise<void> {
-  for (let round = 0; round < 20; round++) {
+async function ackThenEnd(
+  name: string,
+  end: (client: RawClient) => void,
+  { rounds = 20, beforePublish }: { rounds?: number; beforePublish?: (clientId: string) => Promise<void> } = {},
+): Promise<void> {
+  for (let round = 0; round < rounds; round++) {
     const clientId = uid(name);
     const topic = `${name}/${clientId}`;
     const sub = await rawClient(5);
@@ -24,6 +30,7 @@ async function ackThenEnd(name: string, end: (client: RawClient) => void): Promi
     await sub.subscribe(topic, 1);
     const pub = await rawClient(5);
     await pub.connect({ clientId: uid(`${name}-pub`) });
+    await beforePublish?.(clientId);
     pub.send({ cmd: "publish", topic, payload: Buffer.from("once"), qos: 1, messageId: 1 });
     const got = await sub.next("publish");
     sub.send({ cmd: "puback", messageId: got.messageId });
@@ -55,6 +62,18 @@ describe("a client's last packets before its connection ends", () => {
   // handle the acknowledgement before it ends the connection.
   it("does not resend a message acknowledged just before the WebSocket closed, without DISCONNECT (20 rounds) [MQTT-4.3.2-3]", async () => {
     await ackThenEnd("ackclose", (sub) => sub.close());
+  });
+
+  // An idle subscriber's Session object hibernates: it wakes for the delivery with nothing of the
+  // connection in memory but the socket's attachment. Simulated by a fresh SessionSockets over the
+  // same sockets (what a wake builds). 40 rounds: without the frame number kept in the attachment,
+  // the message was sent again in 7 of 60.
+  it("does not resend a message acknowledged just before the WebSocket closed, after the session hibernated (40 rounds) [MQTT-4.3.2-3]", async () => {
+    const wake = (clientId: string) =>
+      runInDurableObject(env.SESSION.get(env.SESSION.idFromName(clientId)), (instance, state) => {
+        (instance as unknown as { sockets: SessionSockets }).sockets = new SessionSockets(() => state.getWebSockets());
+      });
+    await ackThenEnd("ackwake", (sub) => sub.close(), { rounds: 40, beforePublish: wake });
   });
 
   // The same end of a connection, for a client's last PUBLISH: QoS 0 has no second chance.
