@@ -30,6 +30,11 @@ const MAX_ORDERED_CALLERS = 1024;
  * reliable socket they come (within milliseconds, measured); the bound is for a gateway that failed.
  */
 const CLOSE_FRAMES_WAIT_MS = 2000;
+/**
+ * The same wait in a wake that has seen no frame of the connection (after hibernation), for its last
+ * frame: short, because it is also what a close waits when every frame was handled before the wake.
+ */
+const WOKEN_CLOSE_FRAMES_WAIT_MS = 250;
 
 export class SessionObject extends DurableObject<Env> {
   private readonly session: Session;
@@ -101,7 +106,7 @@ export class SessionObject extends DurableObject<Env> {
     if ("error" in frame) return; // not a frame the gateway wrote: ignored
     const a = this.sockets.attachment(ws);
     const handled: Promise<void>[] = [];
-    for (const packets of this.sockets.inOrder(ws, a.connId, frame.seq, frame.packets)) {
+    for (const packets of this.sockets.inOrder(a.connId, frame.seq, frame.packets)) {
       for (const packet of packets) handled.push(this.receivePacket(ws, a, packet));
     }
     // The socket closed before this frame arrived: the connection ends after its packets.
@@ -130,8 +135,8 @@ export class SessionObject extends DurableObject<Env> {
       await Promise.all([...handled, this.socketGone(ws, cause)]);
     };
     const framesSent = cause.framesSent;
-    if (framesSent !== undefined && this.sockets.endAfterFrames(ws, a.connId, framesSent, end, CLOSE_FRAMES_WAIT_MS))
-      return;
+    const bounds = { waitMs: CLOSE_FRAMES_WAIT_MS, wokenWaitMs: WOKEN_CLOSE_FRAMES_WAIT_MS };
+    if (framesSent !== undefined && this.sockets.endAfterFrames(a.connId, framesSent, end, bounds)) return;
     await end();
   }
 

@@ -20,11 +20,6 @@ export interface Attachment extends ConnectionInfo {
   connected: boolean;
   /** The values of a session that writes no row, without the identity (Session.saveMeta). */
   meta?: Omit<SessionMeta, "identity">;
-  /**
-   * The number of the gateway's next frame: kept so that after hibernation the session still knows
-   * which frames it handled (a close then waits for the rest: `endAfterFrames`).
-   */
-  nextFrame?: number;
 }
 
 /** A new connection's attachment, from the headers of the gateway's upgrade request. */
@@ -50,8 +45,7 @@ export function isAttachment(value: unknown): value is Attachment {
     optional(a["authResponse"], "object") &&
     optional(a["remoteAddress"], "string") &&
     optional(a["routeAtEdge"], "boolean") &&
-    optional(a["meta"], "object") &&
-    optional(a["nextFrame"], "number")
+    optional(a["meta"], "object")
   );
 }
 
@@ -92,15 +86,14 @@ export class SessionSockets {
   }
 
   /** The packets of a frame, and of any frames it released, in the gateway's order. */
-  inOrder(ws: WebSocket, connId: string, seq: number, packets: Uint8Array[]): Uint8Array[][] {
-    const order = this.orderOf(ws, connId) ?? this.newOrder(connId, seq);
-    const ready = order.accept(seq, packets);
-    const a = this.read(ws);
-    if (a && a.nextFrame !== order.expected) {
-      a.nextFrame = order.expected;
-      this.save(ws, a);
+  inOrder(connId: string, seq: number, packets: Uint8Array[]): Uint8Array[][] {
+    let order = this.inbound.get(connId);
+    if (!order) {
+      // After hibernation the expected number is not known: order resumes from the first arrival.
+      order = new InboundOrder<Uint8Array[]>(seq);
+      this.inbound.set(connId, order);
     }
-    return ready;
+    return order.accept(seq, packets);
   }
 
   /** Whether the socket's connection has ended (`gone`): its late frames are not handled. */
@@ -109,16 +102,25 @@ export class SessionSockets {
   }
 
   /**
-   * The socket closed after the gateway sent `framesSent` frames on it: true when some of them have
-   * not arrived yet, and then `end` waits for `endWhenComplete`, a new connection (`endsNow`), or
-   * `waitMs`, whichever comes first.
+   * The socket closed after the gateway sent `framesSent` frames on it: true when some of them may
+   * not have arrived yet, and then `end` waits for `endWhenComplete`, a new connection (`endsNow`),
+   * or the bound, whichever comes first. The bound is `waitMs`; after hibernation, when this wake has
+   * seen no frame of the connection, which ones were handled before is not known (keeping the number
+   * across hibernation would mean writing the socket's attachment per frame): the end then waits for
+   * the last frame only `wokenWaitMs`, which is all it waits when every frame was handled before.
    */
-  endAfterFrames(ws: WebSocket, connId: string, framesSent: number, end: () => Promise<void>, waitMs: number): boolean {
-    const order = this.orderOf(ws, connId);
-    if (!order || order.expected >= framesSent || this.endsWaiting.has(connId)) return false;
-    const timer = setTimeout(() => {
-      this.takeEnd(connId)?.().catch((err) => console.error("session end failed", err));
-    }, waitMs);
+  endAfterFrames(
+    connId: string,
+    framesSent: number,
+    end: () => Promise<void>,
+    { waitMs, wokenWaitMs }: { waitMs: number; wokenWaitMs: number },
+  ): boolean {
+    const order = this.inbound.get(connId);
+    if (framesSent === 0 || (order && order.expected >= framesSent) || this.endsWaiting.has(connId)) return false;
+    const timer = setTimeout(
+      () => this.takeEnd(connId)?.().catch((err) => console.error("session end failed", err)),
+      order ? waitMs : wokenWaitMs,
+    );
     this.endsWaiting.set(connId, { framesSent, end, timer });
     return true;
   }
@@ -146,21 +148,6 @@ export class SessionSockets {
     clearTimeout(waiting.timer);
     this.endsWaiting.delete(connId);
     return waiting.end;
-  }
-
-  /** The connection's frame order in memory, or as its attachment kept it across hibernation. */
-  private orderOf(ws: WebSocket, connId: string): InboundOrder<Uint8Array[]> | undefined {
-    const order = this.inbound.get(connId);
-    if (order) return order;
-    const next = this.read(ws)?.nextFrame;
-    return next === undefined ? undefined : this.newOrder(connId, next);
-  }
-
-  private newOrder(connId: string, next: number): InboundOrder<Uint8Array[]> {
-    // Without a kept number (a socket opened by an older version), order resumes from the first arrival.
-    const order = new InboundOrder<Uint8Array[]>(next);
-    this.inbound.set(connId, order);
-    return order;
   }
 
   /** Marks the socket's CONNECT handled; true when this packet is that CONNECT (its first). */

@@ -115,22 +115,12 @@ describe("session sockets", () => {
     expect(new SessionSockets(() => [asSocket(fake)]).keptMeta()).toBeUndefined();
   });
 
-  it("puts a connection's frames back in order, resuming after hibernation from the number its attachment kept", () => {
-    const fake = new FakeSocket();
-    const sockets = new SessionSockets(() => [asSocket(fake)]);
-    sockets.opened(asSocket(fake), attachmentFromUpgrade(upgrade(), "c1"));
+  it("puts a connection's frames back in order, resuming from the first seen after hibernation", () => {
+    const sockets = new SessionSockets(() => []);
     const p = (n: number) => [new Uint8Array([n])];
-    expect(sockets.inOrder(asSocket(fake), "c1", 0, p(0))).toEqual([p(0)]);
-    expect(sockets.inOrder(asSocket(fake), "c1", 2, p(2))).toEqual([]);
-    expect(sockets.inOrder(asSocket(fake), "c1", 1, p(1))).toEqual([p(1), p(2)]);
-    // after hibernation (a new object over the same socket): frame 4 waits for 3
-    const woken = new SessionSockets(() => [asSocket(fake)]);
-    expect(woken.inOrder(asSocket(fake), "c1", 4, p(4))).toEqual([]);
-    expect(woken.inOrder(asSocket(fake), "c1", 3, p(3))).toEqual([p(3), p(4)]);
-    // a socket opened by a version that kept no number: order resumes from the first arrival
-    const old = new FakeSocket();
-    old.serializeAttachment(attachmentFromUpgrade(upgrade(), "c2"));
-    expect(new SessionSockets(() => []).inOrder(asSocket(old), "c2", 5, p(5))).toEqual([p(5)]);
+    expect(sockets.inOrder("c1", 5, p(5))).toEqual([p(5)]);
+    expect(sockets.inOrder("c1", 7, p(7))).toEqual([]);
+    expect(sockets.inOrder("c1", 6, p(6))).toEqual([p(6), p(7)]);
   });
 
   it("forgets a socket that is gone and closes its side", () => {
@@ -142,35 +132,42 @@ describe("session sockets", () => {
     expect(sockets.socket("c1")).toBeUndefined();
   });
 
+  const bounds = { waitMs: 60_000, wokenWaitMs: 60_000 };
+
   it("ends a connection whose socket closed early only once the frames sent before the close are in", async () => {
     const fake = new FakeSocket();
     const ws = asSocket(fake);
     const sockets = new SessionSockets(() => [ws]);
     sockets.opened(ws, attachmentFromUpgrade(upgrade(), "c1"));
     const p = (n: number) => [new Uint8Array([n])];
-    sockets.inOrder(ws, "c1", 0, p(0));
+    sockets.inOrder("c1", 0, p(0));
     let ended = 0;
     const end = async () => void ended++;
     // the gateway sent 3 frames; 1 is in: the end waits
-    expect(sockets.endAfterFrames(ws, "c1", 3, end, 60_000)).toBe(true);
-    sockets.inOrder(ws, "c1", 2, p(2)); // frame 2 before frame 1: still waiting
+    expect(sockets.endAfterFrames("c1", 3, end, bounds)).toBe(true);
+    sockets.inOrder("c1", 2, p(2)); // frame 2 before frame 1: still waiting
     expect(sockets.endWhenComplete("c1")).toBeUndefined();
-    sockets.inOrder(ws, "c1", 1, p(1));
+    sockets.inOrder("c1", 1, p(1));
     await sockets.endWhenComplete("c1")?.();
     expect(ended).toBe(1);
     expect(sockets.endWhenComplete("c1")).toBeUndefined(); // once
-    // every frame already in: nothing waits
-    expect(sockets.endAfterFrames(ws, "c1", 3, end, 60_000)).toBe(false);
-    // after hibernation the attachment's number says what is missing
+    // every frame already in, or none sent: nothing waits
+    expect(sockets.endAfterFrames("c1", 3, end, bounds)).toBe(false);
+    expect(sockets.endAfterFrames("c9", 0, end, bounds)).toBe(false);
+    // after hibernation nothing is known of the frames: the end waits for the last one
     const woken = new SessionSockets(() => [ws]);
-    expect(woken.endAfterFrames(ws, "c1", 4, end, 60_000)).toBe(true);
+    expect(woken.endAfterFrames("c1", 5, end, bounds)).toBe(true);
+    woken.inOrder("c1", 4, p(4));
+    await woken.endWhenComplete("c1")?.();
+    expect(ended).toBe(2);
     // a new connection of the client ends the waiting one first, with what was held
-    woken.inOrder(ws, "c1", 5, p(5));
+    expect(woken.endAfterFrames("c1", 8, end, bounds)).toBe(true);
+    woken.inOrder("c1", 7, p(7)); // frames 5 and 6 missing: 7 is held
     const ends = woken.endsNow();
     expect(ends).toHaveLength(1);
-    expect(woken.releaseHeld("c1")).toEqual([p(5)]);
+    expect(woken.releaseHeld("c1")).toEqual([p(7)]);
     await ends[0]!();
-    expect(ended).toBe(2);
+    expect(ended).toBe(3);
     expect(woken.endsNow()).toEqual([]);
     // once gone, the socket's late frames are not handled
     expect(woken.hasEnded(ws)).toBe(false);
@@ -178,24 +175,21 @@ describe("session sockets", () => {
     expect(woken.hasEnded(ws)).toBe(true);
   });
 
-  it("ends a connection whose frames never come after the bound", async () => {
-    const fake = new FakeSocket();
-    const ws = asSocket(fake);
+  it("ends a connection whose frames never come after the bound: the short one after hibernation", async () => {
+    const ws = asSocket(new FakeSocket());
     const sockets = new SessionSockets(() => [ws]);
     sockets.opened(ws, attachmentFromUpgrade(upgrade(), "c1"));
     let ended = 0;
-    expect(sockets.endAfterFrames(ws, "c1", 1, async () => void ended++, 20)).toBe(true);
+    expect(sockets.endAfterFrames("c1", 1, async () => void ended++, { waitMs: 20, wokenWaitMs: 60_000 })).toBe(true);
     await new Promise((resolve) => setTimeout(resolve, 10));
     expect(ended).toBe(0);
     await new Promise((resolve) => setTimeout(resolve, 40));
     expect(ended).toBe(1);
     expect(sockets.endsNow()).toEqual([]);
-  });
-
-  it("knows nothing of the frames after hibernation without a kept number: the end is not held", () => {
-    const old = new FakeSocket();
-    old.serializeAttachment(attachmentFromUpgrade(upgrade(), "c2"));
-    const sockets = new SessionSockets(() => [asSocket(old)]);
-    expect(sockets.endAfterFrames(asSocket(old), "c2", 3, async () => undefined, 60_000)).toBe(false);
+    // a wake that has seen no frame of the connection: the short bound
+    const woken = new SessionSockets(() => [ws]);
+    expect(woken.endAfterFrames("c1", 3, async () => void ended++, { waitMs: 60_000, wokenWaitMs: 20 })).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(ended).toBe(2);
   });
 });

@@ -66,8 +66,8 @@ describe("a client's last packets before its connection ends", () => {
 
   // An idle subscriber's Session object hibernates: it wakes for the delivery with nothing of the
   // connection in memory but the socket's attachment. Simulated by a fresh SessionSockets over the
-  // same sockets (what a wake builds). 40 rounds: without the frame number kept in the attachment,
-  // the message was sent again in 7 of 60.
+  // same sockets (what a wake builds). 40 rounds: when a close in such a wake ended the connection at
+  // once, the message was sent again in 7 of 60.
   it("does not resend a message acknowledged just before the WebSocket closed, after the session hibernated (40 rounds) [MQTT-4.3.2-3]", async () => {
     const wake = (clientId: string) =>
       runInDurableObject(env.SESSION.get(env.SESSION.idFromName(clientId)), (instance, state) => {
