@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { heapUsedKb } from "./cpu-profile.mjs";
 import { sleep } from "./load.mjs";
-import { groupCpuMs, groupListeningPorts, groupRssKb } from "./sampling.mjs";
+import { groupCpuMs, groupListeningPorts, groupOpenDatabases, groupRssKb } from "./sampling.mjs";
 
 /**
  * Calls into each counted object, per class: object name (client id, `shard:<i>`, `registry:<i>`) -> calls.
@@ -34,6 +34,8 @@ import { groupCpuMs, groupListeningPorts, groupRssKb } from "./sampling.mjs";
  * @property {() => Promise<{ dropped: unknown; deliveryFailures: unknown }>} [drops] its own count of drops (ours only)
  * @property {() => number} rssKb
  * @property {() => number} cpuMs
+ * @property {() => number} [openDatabases] ours only: SQLite databases open (one per object in memory)
+ * @property {number} [databasesAtLastRun] ours only: `openDatabases` when its last run started (sampling.mjs)
  * @property {() => number | Promise<number>} heapKb JS heap after a full GC
  * @property {() => Promise<Counters | undefined>} counters
  * @property {() => void} stop
@@ -115,6 +117,7 @@ export async function startOurs({ extraVars, profile }) {
     },
     rssKb: () => groupRssKb(pgid),
     cpuMs: () => groupCpuMs(pgid),
+    openDatabases: () => groupOpenDatabases(pgid),
     // Not while a CPU profile is being taken: the inspector proxy serves one session at a time.
     heapKb: () => (profile ? NaN : heapUsedKb(inspectorPort)),
     counters: () => countersOnceAnswered(countersUrl),

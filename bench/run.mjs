@@ -20,7 +20,7 @@ import { startProfile, summarizeProfile } from "./cpu-profile.mjs";
 import { startAedes, startOurs } from "./launchers.mjs";
 import { now } from "./load.mjs";
 import { costPerDelivered, printReport, tableRows, writeResults } from "./report.mjs";
-import { untilIdle } from "./sampling.mjs";
+import { untilIdle, untilLastRunEvicted } from "./sampling.mjs";
 import { scenarios } from "./scenarios.mjs";
 
 const args = process.argv.slice(2);
@@ -61,6 +61,7 @@ async function main() {
       for (let rep = 0; rep < REPS; rep++) {
         const order = rep % 2 === 0 ? brokers : [...brokers].reverse(); // alternate who goes first
         for (const broker of order) {
+          const evictionWaitMs = await untilLastRunEvicted(broker);
           const idleWaitMs = await untilIdle(brokers);
           let c0 = await broker.counters();
           const stopProfile = PROFILE && broker.inspectorPort ? await startProfile(broker.inspectorPort) : undefined;
@@ -92,7 +93,11 @@ async function main() {
             const counters = `broker's drop counters ${JSON.stringify(drops)}`;
             console.log(`  ${name} ${broker.name}: ${lost}; ${counters}; log tail:\n${tail}`);
           }
-          const waited = `after ${Math.round(idleWaitMs)} ms waiting for both brokers to be idle`;
+          const evicted =
+            evictionWaitMs >= 500
+              ? ` and ${Math.round(evictionWaitMs)} ms for its last run's objects to be evicted`
+              : "";
+          const waited = `after ${Math.round(idleWaitMs)} ms waiting for both brokers to be idle${evicted}`;
           process.stdout.write(`  ${name} ${broker.name} rep ${rep + 1} (${waited}): ${JSON.stringify(r)}\n`);
         }
       }
