@@ -74,7 +74,7 @@ function withOrderedUserProperties(packet: mqtt.Packet, bytes: Uint8Array): Pack
  * pairs (written in that order) or mqtt-packet's object.
  */
 export function encodePacket(packet: EncodablePacket, version: ProtocolVersion): Uint8Array {
-  const simple = encodeSimplePublish(packet, version);
+  const simple = encodeSimplePublish(packet, version) ?? encodeSimpleAck(packet, version);
   if (simple) return simple;
   if (packet.cmd === "publish" && version === 5 && Array.isArray(packet.properties?.userProperties)) {
     const { userProperties, ...others } = packet.properties;
@@ -200,6 +200,31 @@ export function parseSimplePacket(bytes: Uint8Array, version: ProtocolVersion): 
   };
   if (messageId !== undefined) packet.messageId = messageId;
   return packet;
+}
+
+/** First byte of each acknowledgement: its type, and PUBREL's required flags 0010 [MQTT-3.6.1-1]. */
+const ACK_FIRST_BYTE = { puback: 0x40, pubrec: 0x50, pubrel: 0x62, pubcomp: 0x70 } as const;
+
+/**
+ * A PUBACK/PUBREC/PUBREL/PUBCOMP in its 4-byte form, encoded directly: 3.1.1, or v5 with reason code
+ * 0 and no properties (Remaining Length 2 [MQTT-3.4.2-1]); undefined for anything else (mqtt-packet
+ * writes it). The bytes are mqtt-packet's (the unit tests compare them); this skips its stream, its
+ * buffers and a two-byte buffer per packet id.
+ */
+export function encodeSimpleAck(packet: EncodablePacket, version: ProtocolVersion): Uint8Array | undefined {
+  if (!Object.hasOwn(ACK_FIRST_BYTE, packet.cmd)) return undefined;
+  const ack = packet as {
+    cmd: keyof typeof ACK_FIRST_BYTE;
+    messageId?: number;
+    reasonCode?: number;
+    properties?: object;
+  };
+  if (version === 5 && (ack.reasonCode !== 0 || (ack.properties && Object.keys(ack.properties).length > 0))) {
+    return undefined;
+  }
+  const id = ack.messageId;
+  if (id === undefined || !Number.isInteger(id) || id < 1 || id > 65535) return undefined;
+  return new Uint8Array([ACK_FIRST_BYTE[ack.cmd], 2, id >> 8, id & 0xff]);
 }
 
 /** A PUBLISH without properties, encoded directly; undefined for anything else. */

@@ -6,7 +6,13 @@
 import fc from "fast-check";
 import mqtt from "mqtt-packet";
 import { describe, expect, it } from "vitest";
-import { encodePacket, encodeSimplePublish, parsePacket, parseSimplePacket } from "../../src/protocol/codec";
+import {
+  encodePacket,
+  encodeSimpleAck,
+  encodeSimplePublish,
+  parsePacket,
+  parseSimplePacket,
+} from "../../src/protocol/codec";
 import { connectWithWill, ORDERED, publishWith } from "../support/user-properties";
 import { at } from "../support/elements";
 
@@ -80,6 +86,38 @@ describe("codec hot path", () => {
       }),
       { numRuns: 400, seed: 20261125 },
     );
+  });
+
+  it("encodes 4-byte acknowledgements byte for byte as mqtt-packet does, and leaves the others to it", () => {
+    const cmds = ["puback", "pubrec", "pubrel", "pubcomp"] as const;
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...cmds),
+        fc.constantFrom(4 as const, 5 as const),
+        fc.integer({ min: 1, max: 65535 }),
+        fc.constantFrom(undefined, 0, 0x10, 0x80, 0x92),
+        fc.boolean(),
+        (cmd, version, messageId, reasonCode, withProperty) => {
+          const packet = {
+            cmd,
+            messageId,
+            ...(reasonCode === undefined ? {} : { reasonCode }),
+            ...(withProperty ? { properties: { reasonString: "r" } } : {}),
+          };
+          const ours = encodeSimpleAck(packet as never, version);
+          const theirs = mqtt.generate(packet as never, { protocolVersion: version });
+          // 3.1.1 has no reason code or properties: always the 4-byte form
+          const short = version === 4 || (reasonCode === 0 && !withProperty);
+          expect(ours !== undefined).toBe(short);
+          if (ours) expect(Buffer.from(ours)).toEqual(theirs);
+          expect(Buffer.from(encodePacket(packet as never, version))).toEqual(theirs);
+        },
+      ),
+      { numRuns: 400, seed: 20261201 },
+    );
+    // a packet id mqtt-packet refuses is left to it, to refuse
+    expect(encodeSimpleAck({ cmd: "puback", messageId: 0, reasonCode: 0 }, 5)).toBeUndefined();
+    expect(encodeSimpleAck({ cmd: "puback", messageId: 65536, reasonCode: 0 }, 5)).toBeUndefined();
   });
 
   it("parses 4-byte acknowledgements and leaves everything unusual to mqtt-packet", () => {
