@@ -4,7 +4,7 @@
  * while it opens, then forwarding them in bursts (burst.ts).
  */
 import type { Env } from "../env";
-import { withFramesSent } from "../protocol/internal-close";
+import { SENT_CLOSE_REASON_CHARS, withFramesSent } from "../protocol/internal-close";
 import { encodeConnectHeaders, type SessionConnect } from "../protocol/internal-frame";
 import { BurstBatcher } from "./burst";
 
@@ -94,7 +94,7 @@ export class SessionLink {
 /** Closes a WebSocket that may already be closed; the reason is cut to what a close frame carries. */
 export function safeClose(ws: WebSocket | undefined, code: number, reason: string): void {
   try {
-    ws?.close(code, reason.slice(0, 120));
+    ws?.close(code, reason.slice(0, SENT_CLOSE_REASON_CHARS));
   } catch {
     // already closed
   }

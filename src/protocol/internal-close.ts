@@ -26,13 +26,16 @@ export function closeReasonText(reason: string, reasonCode?: number): string {
   return cutToBytes(text, MAX_CLOSE_REASON_BYTES);
 }
 
+/** Most characters of a close reason the sockets' `close` calls pass on (they cut the rest). */
+export const SENT_CLOSE_REASON_CHARS = 120;
+
 /**
- * The close reason with the count of frames sent on the socket, in at most 120 bytes (what
- * gateway/session-link.ts `safeClose` leaves whole); the reason is cut to make room for the count.
+ * The close reason with the count of frames sent on the socket, in at most SENT_CLOSE_REASON_CHARS
+ * bytes, so that no cut loses the count; the reason is cut to make room for it.
  */
 export function withFramesSent(reason: string, framesSent: number): string {
   const suffix = ` [frames ${framesSent}]`;
-  return cutToBytes(reason, 120 - suffix.length) + suffix;
+  return cutToBytes(reason, SENT_CLOSE_REASON_CHARS - suffix.length) + suffix;
 }
 
 /** How the connection ended, read back from the internal socket's close code and reason. */

@@ -27,7 +27,8 @@ import { SqliteSessionStore } from "./store";
 const MAX_ORDERED_CALLERS = 1024;
 /**
  * Longest wait, after an internal socket closed, for frames the gateway sent before the close: on a
- * reliable socket they come (within milliseconds, measured); the bound is for a gateway that failed.
+ * reliable socket they come (in the tests' runs, right after the close); the bound is for a gateway
+ * that failed.
  */
 const CLOSE_FRAMES_WAIT_MS = 2000;
 /**

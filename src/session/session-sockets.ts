@@ -6,6 +6,7 @@
  */
 import type { ProtocolVersion } from "../protocol/constants";
 import { decodeConnectHeaders } from "../protocol/internal-frame";
+import { SENT_CLOSE_REASON_CHARS } from "../protocol/internal-close";
 import { InboundOrder } from "../protocol/internal-order";
 import type { ConnectionInfo } from "./session";
 import type { SessionMeta } from "./store";
@@ -223,7 +224,7 @@ export class SessionSockets {
     const ws = this.socket(connId);
     this.sockets.delete(connId);
     try {
-      ws?.close(1000, reason.slice(0, 120));
+      ws?.close(1000, reason.slice(0, SENT_CLOSE_REASON_CHARS));
     } catch {
       // already closed
     }

@@ -2,7 +2,7 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { applyLogLevel, logEvent, logLine, SampledLog } from "../../src/observability/log";
 import { configProblems } from "../../src/config-check";
-import { closeReasonText, endCause, withFramesSent } from "../../src/protocol/internal-close";
+import { closeReasonText, endCause, SENT_CLOSE_REASON_CHARS, withFramesSent } from "../../src/protocol/internal-close";
 import { InternalClose } from "../../src/protocol/constants";
 
 afterEach(() => {
@@ -94,8 +94,9 @@ describe("the internal close reason", () => {
     });
     expect(endCause(InternalClose.CLIENT_GONE, withFramesSent("client closed", 0)).framesSent).toBe(0);
     const long = withFramesSent(closeReasonText("é".repeat(200), 0x81), 4294967295);
-    // safeClose (gateway/session-link.ts) keeps 120 characters: the count must be within them
-    expect(new TextEncoder().encode(long).length).toBeLessThanOrEqual(120);
+    // the sockets' close calls keep 120 characters: the count must be within them
+    expect(new TextEncoder().encode(long).length).toBeLessThanOrEqual(SENT_CLOSE_REASON_CHARS);
+    expect(SENT_CLOSE_REASON_CHARS).toBeLessThanOrEqual(123); // what a close frame carries
     expect(endCause(InternalClose.GATEWAY_ABORT, long).framesSent).toBe(4294967295);
     // a reason without the count (an older gateway) still reads
     expect(endCause(1000, "session closed")).toEqual({ reason: "session closed" });

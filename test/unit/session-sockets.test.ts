@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { SessionHeader } from "../../src/protocol/internal-frame";
 import {
   attachmentFromUpgrade,
@@ -175,21 +175,26 @@ describe("session sockets", () => {
     expect(woken.hasEnded(ws)).toBe(true);
   });
 
-  it("ends a connection whose frames never come after the bound: the short one after hibernation", async () => {
-    const ws = asSocket(new FakeSocket());
-    const sockets = new SessionSockets(() => [ws]);
-    sockets.opened(ws, attachmentFromUpgrade(upgrade(), "c1"));
-    let ended = 0;
-    expect(sockets.endAfterFrames("c1", 1, async () => void ended++, { waitMs: 20, wokenWaitMs: 60_000 })).toBe(true);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-    expect(ended).toBe(0);
-    await new Promise((resolve) => setTimeout(resolve, 40));
-    expect(ended).toBe(1);
-    expect(sockets.endsNow()).toEqual([]);
-    // a wake that has seen no frame of the connection: the short bound
-    const woken = new SessionSockets(() => [ws]);
-    expect(woken.endAfterFrames("c1", 3, async () => void ended++, { waitMs: 60_000, wokenWaitMs: 20 })).toBe(true);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(ended).toBe(2);
+  it("ends a connection whose frames never come after the bound: the short one after hibernation", () => {
+    vi.useFakeTimers();
+    try {
+      const ws = asSocket(new FakeSocket());
+      const sockets = new SessionSockets(() => [ws]);
+      sockets.opened(ws, attachmentFromUpgrade(upgrade(), "c1"));
+      let ended = 0;
+      expect(sockets.endAfterFrames("c1", 1, async () => void ended++, { waitMs: 20, wokenWaitMs: 60_000 })).toBe(true);
+      vi.advanceTimersByTime(19);
+      expect(ended).toBe(0);
+      vi.advanceTimersByTime(1);
+      expect(ended).toBe(1);
+      expect(sockets.endsNow()).toEqual([]);
+      // a wake that has seen no frame of the connection: the short bound
+      const woken = new SessionSockets(() => [ws]);
+      expect(woken.endAfterFrames("c1", 3, async () => void ended++, { waitMs: 60_000, wokenWaitMs: 20 })).toBe(true);
+      vi.advanceTimersByTime(20);
+      expect(ended).toBe(2);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
