@@ -95,6 +95,8 @@ export class GatewayConnection {
   private edgeCalls = 0;
   /** Routing handed back to the session: asked (the client's packets held), then done. */
   private handBack: "none" | "asked" | "done" = "none";
+  /** Set when the connection ended during the hand-back: closes the session socket once it is over. */
+  private afterHandBack?: (handedBack: boolean) => void;
 
   constructor(
     private readonly client: WebSocket,
@@ -375,9 +377,11 @@ export class GatewayConnection {
       },
       fail: (err) => {
         console.error("gateway: routing a message failed", err);
+        this.afterHandBack?.(false);
         this.abort("routing failed", ReasonCode.UNSPECIFIED_ERROR);
       },
       handedBack: () => {
+        if (this.state === "closed") return this.afterHandBack?.(true);
         if (this.state !== "open") return;
         this.handBack = "done";
         this.tellAckedCount(); // the session's Receive Maximum counts every PUBACK sent here
@@ -534,18 +538,46 @@ export class GatewayConnection {
   }
 
   private onSessionGone(): void {
-    this.finish(1000, "session closed");
+    this.finish(1000, "session closed", true);
   }
 
-  private finish(code: number, reason: string): void {
+  private finish(code: number, reason: string, sessionGone = false): void {
     if (this.state === "closed") return;
+    const wasOpen = this.state === "open";
     // Packets the client sent before it went (a DISCONNECT, say) still reach the session, first.
-    if (this.state === "open") this.session.flush();
+    if (wasOpen) this.session.flush();
     this.moveTo("closed");
     clearTimeout(this.timer);
     this.drops?.report();
     if (this.edge?.routing) this.keepAlive(this.edge.settled());
-    this.session.close(code, reason);
+    if (wasOpen && !sessionGone && this.handBack === "asked") this.closeSessionAfterHandBack(code, reason);
+    else this.session.close(code, reason);
     safeClose(this.client, 1000, reason);
+  }
+
+  /**
+   * The connection ended while routing was being handed back to the session (countEdgeCall): the
+   * packets the client sent meanwhile are held, and they still reach the session once the hand-back
+   * is over, before the session socket closes, as they would have on an open connection. A held
+   * DISCONNECT is what tells the session not to publish the will [MQTT-3.14.4-3]. If routing fails,
+   * or the hand-back is not over within EDGE_ROUTE_TIMEOUT_MS (by then every call of this connection
+   * was cancelled), the session socket closes without them, as for any connection that ends on an
+   * error.
+   */
+  private closeSessionAfterHandBack(code: number, reason: string): void {
+    let closed!: () => void;
+    this.keepAlive(new Promise<void>((resolve) => (closed = resolve)));
+    const deadline = setTimeout(() => this.afterHandBack?.(false), this.config.edgeRouteTimeoutMs);
+    this.afterHandBack = (handedBack) => {
+      this.afterHandBack = undefined;
+      clearTimeout(deadline);
+      if (handedBack) {
+        this.tellAckedCount();
+        this.session.resume();
+        this.session.flush();
+      }
+      this.session.close(code, reason);
+      closed();
+    };
   }
 }

@@ -98,7 +98,9 @@ describe("a QoS 1 PUBLISH is routed from the gateway", () => {
 describe("the gateway's call budget (EDGE_ROUTE_CALL_BUDGET): routing goes back to the session", () => {
   let budgeted: Awaited<ReturnType<typeof startBroker>>;
   beforeAll(async () => {
-    budgeted = await edgeBroker({ EDGE_ROUTE_CALL_BUDGET: "5" });
+    // A QoS 1 subscriber that does not acknowledge holds its shard's call until ACK_WAIT_MS: long
+    // here, so that the test decides when the hand-back ends.
+    budgeted = await edgeBroker({ EDGE_ROUTE_CALL_BUDGET: "5", ACK_WAIT_MS: "10000" });
   }, 60000);
   afterAll(() => budgeted?.stop());
 
@@ -147,6 +149,57 @@ describe("the gateway's call budget (EDGE_ROUTE_CALL_BUDGET): routing goes back 
     sub.close();
     pub.close();
   });
+
+  it.each([4, 5] as const)(
+    "packets sent during the hand-back still reach the session when the client leaves: no will after its DISCONNECT, MQTT v%i [MQTT-3.14.4-3]",
+    async (version) => {
+      const wsUrl = `${budgeted.base.replace("http", "ws")}/mqtt`;
+      const held = `${uid("edge-held")}/slow`;
+      const watched = `${uid("edge-held")}/watched`;
+      // The 5th gateway call goes to a subscriber that does not acknowledge: the hand-back it starts
+      // lasts until this test acknowledges (ACK_WAIT_MS is 10 s on this broker).
+      const slow = await rawClientTo(5, "mqtt", wsUrl);
+      await slow.connect({ clientId: uid("edge-held-slow") });
+      await slow.subscribe(held, 1);
+      const watcher = await rawClientTo(5, "mqtt", wsUrl);
+      await watcher.connect({ clientId: uid("edge-held-watch") });
+      watcher.autoAck = true;
+      await watcher.subscribe(watched, 1);
+      const clientId = uid("edge-held");
+      const { client, ws } = await rawClientAndSocket(version, "mqtt", wsUrl);
+      const will = { topic: watched, payload: Buffer.from("will"), qos: 1 as const, retain: false };
+      await client.connect({ clientId, will });
+      for (let i = 1; i <= 4; i++) {
+        client.send({ cmd: "publish", topic: `${held}/none`, payload: Buffer.from(`m${i}`), qos: 1, messageId: i });
+        await client.until(() => client.all("puback").length === i);
+      }
+      client.send({ cmd: "publish", topic: held, payload: Buffer.from("m5"), qos: 1, messageId: 5 });
+      // Delivered: the gateway made its 5th call, so it holds the client's next packets.
+      const delivered = await slow.next("publish");
+      const generate = (packet: mqtt.Packet) => new Uint8Array(mqtt.generate(packet, { protocolVersion: version }));
+      ws.send(
+        generate({ cmd: "publish", topic: watched, payload: Buffer.from("held"), qos: 0, retain: false, dup: false }),
+      );
+      ws.send(generate({ cmd: "disconnect" }));
+      ws.close(1000);
+      await client.waitClosed();
+      slow.send({ cmd: "puback", messageId: delivered.messageId });
+      // The held QoS 0 PUBLISH arrives; then a QoS 2 marker from the same Session object, which
+      // would have published any will before it.
+      await watcher.until(() => watcher.all("publish").length > 0, 10000, "the held PUBLISH");
+      const again = await rawClientTo(version, "mqtt", wsUrl);
+      await again.connect({ clientId });
+      again.send({ cmd: "publish", topic: watched, payload: Buffer.from("marker"), qos: 2, messageId: 1 });
+      await again.next("pubrec");
+      again.send({ cmd: "pubrel", messageId: 1 });
+      await again.next("pubcomp");
+      await watcher.until(() => watcher.all("publish").length > 1, 5000, "the marker");
+      expect(watcher.all("publish").map((p) => p.payload.toString())).toEqual(["held", "marker"]);
+      again.close();
+      watcher.close();
+      slow.close();
+    },
+  );
 });
 
 /**
