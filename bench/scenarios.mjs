@@ -621,6 +621,8 @@ export const scenarios = {
       // (for us the whole isolate: gateway, Session objects, shards). RSS also counts native buffers
       // and is noisy on garbage-collected processes.
       "JS heap KB per connection": (heapAfter - heapBefore) / n,
+      // What the scenarios before this one left in the isolate (NaN: not measured, see the log).
+      "JS heap MB before": heapBefore / 1024,
       "RSS KB per connection": (after - before) / n,
       sent: n,
       delivered: open,
