@@ -54,11 +54,12 @@ async function freePort() {
 
 /**
  * Our broker under `wrangler dev`.
- * @param {{ extraVars: Record<string, string>; profile: boolean }} options `extraVars` override the
- *   settings below; with `profile`, the heap is not read (the inspector serves one session at a time)
+ * @param {{ extraVars: Record<string, string>; profile: boolean; config?: string }} options `extraVars` override the
+ *   settings below; with `profile`, the heap is not read (the inspector serves one session at a time);
+ *   `config`: another wrangler configuration (bench/floor/wrangler.toml)
  * @returns {Promise<Broker>}
  */
-export async function startOurs({ extraVars, profile }) {
+export async function startOurs({ extraVars, profile, config }) {
   const port = await freePort();
   const inspectorPort = await freePort();
   const state = mkdtempSync(join(tmpdir(), "mqtt-bench-"));
@@ -83,6 +84,7 @@ export async function startOurs({ extraVars, profile }) {
     "npx",
     [
       ...["wrangler", "dev", "--port", String(port), "--ip", "127.0.0.1", "--inspector-port", String(inspectorPort)],
+      ...(config ? ["--config", config] : []),
       ...["--persist-to", state, ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`])],
     ],
     { detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false" } },

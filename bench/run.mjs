@@ -102,6 +102,11 @@ async function main() {
         }
       }
     }
+  } catch (err) {
+    // What the broker said last: a workerd that exited or restarted mid-run shows it here.
+    const tail = brokers[0]?.log?.().split("\n").slice(-30).join("\n");
+    console.log(`the run failed; the last lines of our broker's output:\n${tail}`);
+    throw err;
   } finally {
     brokers.forEach((b) => b.stop());
   }
