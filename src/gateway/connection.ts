@@ -97,6 +97,8 @@ export class GatewayConnection {
   private handBack: "none" | "asked" | "done" = "none";
   /** Set when the connection ended during the hand-back: closes the session socket once it is over. */
   private afterHandBack?: (handedBack: boolean) => void;
+  /** A routed message failed: no hand-back will complete (edge-route.ts), nothing held is sent. */
+  private routingFailed = false;
 
   constructor(
     private readonly client: WebSocket,
@@ -377,6 +379,7 @@ export class GatewayConnection {
       },
       fail: (err) => {
         console.error("gateway: routing a message failed", err);
+        this.routingFailed = true;
         this.afterHandBack?.(false);
         this.abort("routing failed", ReasonCode.UNSPECIFIED_ERROR);
       },
@@ -538,6 +541,7 @@ export class GatewayConnection {
   }
 
   private onSessionGone(): void {
+    this.afterHandBack?.(false); // nothing held can reach it now
     this.finish(1000, "session closed", true);
   }
 
@@ -550,7 +554,8 @@ export class GatewayConnection {
     clearTimeout(this.timer);
     this.drops?.report();
     if (this.edge?.routing) this.keepAlive(this.edge.settled());
-    if (wasOpen && !sessionGone && this.handBack === "asked") this.closeSessionAfterHandBack(code, reason);
+    const handingBack = this.handBack === "asked" && !this.routingFailed;
+    if (wasOpen && !sessionGone && handingBack) this.closeSessionAfterHandBack(code, reason);
     else this.session.close(code, reason);
     safeClose(this.client, 1000, reason);
   }
