@@ -19,6 +19,12 @@ export class BenchClient {
     this.pending = new Map();
     this.waiting = [];
     this.parser.on("packet", (p) => this.handle(p));
+    // Bytes that are not MQTT end this connection (it then fails as closed), not the whole bench,
+    // which would leave the brokers' processes behind.
+    this.parser.on("error", (err) => {
+      console.log(`  ${clientId}: malformed packet from the broker (${err.message}); closing`);
+      this.ws?.terminate();
+    });
   }
 
   /**
