@@ -45,7 +45,9 @@ const EXTRA_VARS = Object.fromEntries(
 
 async function main() {
   console.log(`starting both brokers (reps: ${REPS}) ...`);
-  const brokers = [await startOurs({ extraVars: EXTRA_VARS, profile: PROFILE }), await startAedes()];
+  const start = async () => [await startOurs({ extraVars: EXTRA_VARS, profile: PROFILE }), await startAedes()];
+  let brokers = await start();
+  let scenariosRun = 0;
   /** @type {Record<string, import("./report.mjs").ResultsByBroker>} */
   const results = {};
   /** @type {Record<string, import("./report.mjs").Cost[]>} */
@@ -57,6 +59,15 @@ async function main() {
   try {
     for (const [name, scenario] of Object.entries(scenarios)) {
       if (ONLY && !ONLY.includes(name)) continue;
+      if (scenariosRun++ > 0) {
+        // Each scenario on freshly started brokers: wrangler dev's proxy (a workerd in front of ours)
+        // keeps about 57 KB per WebSocket it has carried, and none of it is returned when idle
+        // (4,000 connects: 60 -> 290 MB, 2026-12-01). Over the whole bench it reached 2.2 GB, its
+        // inspector no longer answered (idleMemory never ended), and costWorkload1M's PUBACK p50 went
+        // from 52 - 138 ms in its first three repetitions to 568 and 769 ms in the last two.
+        brokers.forEach((b) => b.stop());
+        brokers = await start();
+      }
       results[name] = { ours: [], aedes: [] };
       for (let rep = 0; rep < REPS; rep++) {
         const order = rep % 2 === 0 ? brokers : [...brokers].reverse(); // alternate who goes first
