@@ -62,9 +62,8 @@ async function main() {
       if (scenariosRun++ > 0) {
         // Each scenario on freshly started brokers: wrangler dev's proxy (a workerd in front of ours)
         // keeps about 57 KB per WebSocket it has carried, and none of it is returned when idle
-        // (4,000 connects: 60 -> 290 MB, 2026-12-01). Over the whole bench it reached 2.2 GB, its
-        // inspector no longer answered (idleMemory never ended), and costWorkload1M's PUBACK p50 went
-        // from 52 - 138 ms in its first three repetitions to 568 and 769 ms in the last two.
+        // (4,000 connects: 60 -> 290 MB, 2026-12-01). Over the whole bench it reached 2.2 GB and its
+        // inspector no longer answered (idleMemory never ended); with fresh brokers it ended.
         brokers.forEach((b) => b.stop());
         brokers = await start();
       }
