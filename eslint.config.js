@@ -57,6 +57,11 @@ export default tseslint.config(
     rules: { "@typescript-eslint/no-require-imports": "off" },
   },
   {
+    // The connect floor's Worker (bench/connect-floor.mjs) runs under workerd, with the Workers globals.
+    files: ["bench/floor/**/*.mjs"],
+    languageOptions: { globals: { WebSocketPair: "readonly", Response: "readonly", crypto: "readonly" } },
+  },
+  {
     rules: {
       // Log and string sanitisers match control characters on purpose (src/observability/log-text.ts).
       "no-control-regex": "off",
