@@ -2,7 +2,7 @@
 // @ts-check
 /**
  * `npm run bench:connect-floor`: how fast this runtime can connect clients when each connection
- * opens a Durable Object, beside the broker and Aedes, in one run. Three servers take the same
+ * opens a Durable Object, beside the broker and Aedes, in one run. Each server below takes the same
  * `connectStorm` (1,000 new clients, 100 at a time, bench/scenarios.mjs), in alternating order:
  * - floor: bench/floor/worker.mjs under `wrangler dev`, a Worker that opens one SQLite-backed Durable
  *   Object per connection and an object that answers CONNECT with a fixed CONNACK and does nothing
@@ -52,9 +52,9 @@ async function main() {
     for (let rep = 0; rep < REPS; rep++) {
       const order = rep % 2 === 0 ? servers : [...servers].reverse();
       for (const server of order) {
-        await untilLastRunEvicted(/** @type {import("./launchers.mjs").Broker} */ (server));
-        await untilIdle(/** @type {import("./launchers.mjs").Broker[]} */ (servers));
         const broker = /** @type {import("./launchers.mjs").Broker} */ (server);
+        await untilLastRunEvicted(broker);
+        await untilIdle(/** @type {import("./launchers.mjs").Broker[]} */ (servers));
         const r = await scenarios.connectStorm(server.url, broker, { sessions: 1000, window: 1000 });
         results[server.name].rate.push(r["conns/s"]);
         results[server.name].p99.push(r["p99 CONNACK ms"]);
