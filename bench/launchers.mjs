@@ -18,9 +18,10 @@ import { groupCpuMs, groupListeningPorts, groupOpenDatabases, groupRssKb } from 
  */
 /**
  * The broker's debug counters (/debug/counters): totals by name, the calls into each counted object
- * (`byObject`), the isolate that counted them (`isolate`: a restart sets them back to zero), and when
- * they were read (`at`, the generator's performance.now(), for rates).
- * @typedef {Record<string, number> & { byObject: CallsByObject; isolate: string; at: number }} Counters
+ * (`byObject`), each counted Session object's busy ms (`sessionBusyByObject`), the isolate that counted
+ * them (`isolate`: a restart sets them back to zero), and when they were read (`at`, the generator's
+ * performance.now(), for rates).
+ * @typedef {Record<string, number> & { byObject: CallsByObject; sessionBusyByObject?: Record<string, number>; isolate: string; at: number }} Counters
  */
 
 /**

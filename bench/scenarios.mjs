@@ -235,6 +235,24 @@ function busiestBackend(run) {
 }
 
 /**
+ * The publishers' Session objects' busy wall time per message sent (NaN without counters: Aedes):
+ * what they are billed for as duration (docs/COST.md), measured by the objects (an event being handled
+ * or a `publishMany` awaited), not from the client, whose PUBACK wait also holds the hops to and from
+ * the object. Every counted session but the backends' (MAX_COUNTED_OBJECTS bounds how many are).
+ * @param {Awaited<ReturnType<typeof telemetry>>} run
+ */
+function publishersBusyMs(run) {
+  const [c0, c1] = run.countersWindow ?? [];
+  if (!c0?.sessionBusyByObject || !c1?.sessionBusyByObject) return NaN;
+  const before = c0.sessionBusyByObject;
+  let busy = 0;
+  for (const [name, ms] of Object.entries(c1.sessionBusyByObject)) {
+    if (!run.backendIds.includes(name)) busy += ms - (before[name] ?? 0);
+  }
+  return busy / run.sent;
+}
+
+/**
  * A fleet scenario's result: the delivery rate, its own `figures`, the devices' PUBACK latencies,
  * what was sent and delivered, and the counters around the message phase.
  * @param {Awaited<ReturnType<typeof telemetry>>} run
@@ -251,6 +269,7 @@ function fleetResult(run, figures) {
     "publisher PUBACK mean ms": run.latencies.length
       ? run.latencies.reduce((a, b) => a + b, 0) / run.latencies.length
       : NaN,
+    "publisher Session busy ms/msg": publishersBusyMs(run),
     sent: run.sent,
     delivered: run.delivered,
     countersWindow: run.countersWindow,

@@ -4,7 +4,7 @@
  * file), and the debug counters.
  */
 import { Hono } from "hono";
-import { callsByObjectSnapshot, isolateId, snapshot } from "../observability/counters";
+import { callsByObjectSnapshot, isolateId, sessionBusySnapshot, snapshot } from "../observability/counters";
 import type { Env } from "../env";
 import { isWebSocketUpgrade, mqttEndpoint } from "../gateway/upgrade";
 import { mountPublishEndpoints } from "./publish-endpoints";
@@ -49,11 +49,17 @@ mountPublishEndpoints(app);
 mountAdminEndpoints(app);
 mountOpenApiEndpoint(app);
 
-// This isolate's invocation and write counters, the calls into each counted object (`byObject`) and
-// the isolate's identity (a restart resets the counts), for the benchmark; off unless DEBUG_COUNTERS is set.
+// This isolate's invocation and write counters, the calls into each counted object (`byObject`), each
+// counted Session object's busy ms (`sessionBusyByObject`) and the isolate's identity (a restart resets
+// the counts), for the benchmark; off unless DEBUG_COUNTERS is set.
 app.get("/debug/counters", (c) =>
   c.env.DEBUG_COUNTERS === "true"
-    ? c.json({ ...snapshot(), byObject: callsByObjectSnapshot(), isolate: isolateId() })
+    ? c.json({
+        ...snapshot(),
+        byObject: callsByObjectSnapshot(),
+        sessionBusyByObject: sessionBusySnapshot(),
+        isolate: isolateId(),
+      })
     : c.text("Not found. The MQTT endpoint is /mqtt\n", 404),
 );
 

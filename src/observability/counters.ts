@@ -7,6 +7,11 @@
 export const counters = {
   /** Events delivered to Session objects (fetch, WebSocket message/close, alarm, RPC). */
   sessionInvocations: 0,
+  /**
+   * Wall time (ms) Session objects were busy: an event being handled or a `publishMany` call being
+   * waited for (observability/busy-clock.ts), what they are billed for as duration.
+   */
+  sessionBusyMs: 0,
   /** Session object WebSocket messages (a subset of the above; billed 20:1 when deployed). */
   sessionWebSocketMessages: 0,
   /** `deliver` calls from TopicShards into Session objects (a subset of sessionInvocations). */
@@ -99,12 +104,33 @@ const callsByObject: Record<ObjectClass, Map<string, number>> = {
  * Object's soft limit (docs/SCALE.md).
  */
 export function countObjectCall(kind: ObjectClass, name: string): void {
-  const calls = callsByObject[kind];
-  const before = calls.get(name);
-  // Deleted and set again, so the map's order is least recently called first.
-  if (before !== undefined) calls.delete(name);
-  else if (calls.size >= MAX_COUNTED_OBJECTS) calls.delete(calls.keys().next().value!);
-  calls.set(name, (before ?? 0) + 1);
+  addForObject(callsByObject[kind], name, 1);
+}
+
+/** Adds `n` to an object's count, keeping at most MAX_COUNTED_OBJECTS, the least recently counted dropped first. */
+function addForObject(counts: Map<string, number>, name: string, n: number): void {
+  const before = counts.get(name);
+  // Deleted and set again, so the map's order is least recently counted first.
+  if (before !== undefined) counts.delete(name);
+  else if (counts.size >= MAX_COUNTED_OBJECTS) counts.delete(counts.keys().next().value!);
+  counts.set(name, (before ?? 0) + n);
+}
+
+/** Busy wall time (ms) of each counted Session object (observability/busy-clock.ts), bounded as the calls. */
+const sessionBusyMs = new Map<string, number>();
+
+/**
+ * Adds a busy stretch of the Session object `name`: the benchmark's measure of what publishers'
+ * sessions are billed for as duration (docs/COST.md).
+ */
+export function countSessionBusy(name: string, ms: number): void {
+  counters.sessionBusyMs += ms;
+  addForObject(sessionBusyMs, name, ms);
+}
+
+/** Busy ms counted so far for each counted Session object (object name -> ms). */
+export function sessionBusySnapshot(): Record<string, number> {
+  return Object.fromEntries(sessionBusyMs);
 }
 
 /** Calls counted so far into each counted object, per class (object name -> calls). */

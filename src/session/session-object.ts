@@ -9,7 +9,8 @@ import { applyLogLevel } from "../observability/log";
 import { DurableObject } from "cloudflare:workers";
 import { authConfigFor } from "../auth/auth-config";
 import { configFor } from "../config";
-import { counters, countingSql, countObjectCall } from "../observability/counters";
+import { BusyClock } from "../observability/busy-clock";
+import { counters, countingSql, countObjectCall, countSessionBusy } from "../observability/counters";
 import { topicShardStub, type Env } from "../env";
 import type { Delivery, DeliveryReply } from "../protocol/message";
 import { CallRateMeter } from "../util/call-pacing";
@@ -45,6 +46,14 @@ export class SessionObject extends DurableObject<Env> {
   private readonly fromShards = new CallSequencer(MAX_ORDERED_CALLERS, CALL_GAP_MS, (ms, fn) => setTimeout(fn, ms));
   /** The shards' `deliver` calls per second, and the spacing each reply asks for (DELIVERY_CALL_RATE). */
   private readonly deliverCalls: CallRateMeter;
+  /**
+   * Wall time with an event being handled or a `publishMany` call awaited: what the object is billed
+   * for as duration (a test and bench counter, never written).
+   */
+  private readonly busy = new BusyClock(
+    () => Date.now(),
+    (ms) => countSessionBusy(this.objectName(), ms),
+  );
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -57,6 +66,10 @@ export class SessionObject extends DurableObject<Env> {
       config,
       (index) => topicShardStub(env, index),
       () => crypto.randomUUID(),
+      "session",
+      undefined,
+      // The object waits for the shard's answer (and is billed meanwhile) after its event returned.
+      (shard, messages, order) => this.busy.track(shard.publishMany(messages, order)),
     );
     const reporter = (this.reporter = new SessionReporter(env, config, (clientId, identity) =>
       hookContext(env, shards, clientId, identity),
@@ -75,17 +88,36 @@ export class SessionObject extends DurableObject<Env> {
     }
   }
 
+  /** Named by its client id (the name the gateway and the shards reach it by). */
+  private objectName(): string {
+    return this.ctx.id.name ?? this.session.clientId ?? this.ctx.id.toString();
+  }
+
   /** Counts one invocation of this object (test counters, and the registry's metrics). */
   private invoked(): void {
     counters.sessionInvocations++;
-    // Named by its client id (the name the gateway and the shards reach it by).
-    countObjectCall("session", this.ctx.id.name ?? this.session.clientId ?? this.ctx.id.toString());
+    countObjectCall("session", this.objectName());
     this.reporter.invoked();
   }
 
-  /** The gateway opens the internal WebSocket here; the first message on it is the CONNECT. */
-  override async fetch(request: Request): Promise<Response> {
+  /** One event: counted, and the object busy until it is handled. */
+  private event<T>(handle: () => T | Promise<T>): Promise<T> {
     this.invoked();
+    let work: Promise<T>;
+    try {
+      work = Promise.resolve(handle());
+    } catch (err) {
+      work = Promise.reject(err);
+    }
+    return this.busy.track(work);
+  }
+
+  /** The gateway opens the internal WebSocket here; the first message on it is the CONNECT. */
+  override fetch(request: Request): Promise<Response> {
+    return this.event(() => this.upgrade(request));
+  }
+
+  private upgrade(request: Request): Response {
     if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket") {
       return new Response("Session objects accept only the gateway's WebSocket", { status: 426 });
     }
@@ -97,8 +129,11 @@ export class SessionObject extends DurableObject<Env> {
     return new Response(null, { status: 101, webSocket: gatewaySide });
   }
 
-  override async webSocketMessage(ws: WebSocket, message: ArrayBuffer | string): Promise<void> {
-    this.invoked();
+  override webSocketMessage(ws: WebSocket, message: ArrayBuffer | string): Promise<void> {
+    return this.event(() => this.frameReceived(ws, message));
+  }
+
+  private async frameReceived(ws: WebSocket, message: ArrayBuffer | string): Promise<void> {
     counters.sessionWebSocketMessages++;
     this.deliverCalls.recordOther(Date.now()); // the limit the shards are paced by is on every event
     if (typeof message === "string") return; // the gateway sends MQTT packets only, as binary
@@ -122,8 +157,11 @@ export class SessionObject extends DurableObject<Env> {
     return this.session.receive(a, packet, expectConnect ? undefined : a.version);
   }
 
-  override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
-    this.invoked();
+  override webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    return this.event(() => this.socketClosed(ws, code, reason));
+  }
+
+  private async socketClosed(ws: WebSocket, code: number, reason: string): Promise<void> {
     const cause = endCause(code, reason);
     const a = this.sockets.attachment(ws);
     // Frames the gateway sent before closing may reach this object after the close: the connection
@@ -141,9 +179,8 @@ export class SessionObject extends DurableObject<Env> {
     await end();
   }
 
-  override async webSocketError(ws: WebSocket): Promise<void> {
-    this.invoked();
-    await this.socketGone(ws, { reason: "network: the gateway's connection failed" });
+  override webSocketError(ws: WebSocket): Promise<void> {
+    return this.event(() => this.socketGone(ws, { reason: "network: the gateway's connection failed" }));
   }
 
   private async socketGone(ws: WebSocket, cause: EndCause): Promise<void> {
@@ -151,38 +188,35 @@ export class SessionObject extends DurableObject<Env> {
     await this.session.ended(a.connId, cause);
   }
 
-  override async alarm(): Promise<void> {
-    this.invoked();
-    await this.session.alarm();
+  override alarm(): Promise<void> {
+    return this.event(() => this.session.alarm());
   }
 
   /**
    * RPC from a TopicShard: messages for this session (see Session.deliver). The reply also tells the
    * shard how far apart to make its next calls, so all shards together stay under DELIVERY_CALL_RATE.
    */
-  async deliver(batch: Delivery[], onlyIfOnline = false, order?: CallOrder): Promise<DeliveryReply> {
-    this.invoked();
-    counters.sessionDeliverCalls++;
-    const spacingMs = this.deliverCalls.record(order?.from ?? "", Date.now());
-    const declined: number[] = [];
-    const outcome = await this.fromShards.run(order, () => this.session.deliver(batch, onlyIfOnline, true, declined));
-    return declined.length ? { outcome, spacingMs, declined } : { outcome, spacingMs };
+  deliver(batch: Delivery[], onlyIfOnline = false, order?: CallOrder): Promise<DeliveryReply> {
+    return this.event(async () => {
+      counters.sessionDeliverCalls++;
+      const spacingMs = this.deliverCalls.record(order?.from ?? "", Date.now());
+      const declined: number[] = [];
+      const outcome = await this.fromShards.run(order, () => this.session.deliver(batch, onlyIfOnline, true, declined));
+      return declined.length ? { outcome, spacingMs, declined } : { outcome, spacingMs };
+    });
   }
 
   // --- administration (RPC from the admin API) ------------------------------------------------
 
-  async describe(): Promise<SessionDescription | undefined> {
-    this.invoked();
-    return this.session.describe();
+  describe(): Promise<SessionDescription | undefined> {
+    return this.event(() => this.session.describe());
   }
 
-  async adminDisconnect(): Promise<boolean> {
-    this.invoked();
-    return this.session.adminDisconnect();
+  adminDisconnect(): Promise<boolean> {
+    return this.event(() => this.session.adminDisconnect());
   }
 
-  async adminDelete(): Promise<boolean> {
-    this.invoked();
-    return this.session.adminDelete();
+  adminDelete(): Promise<boolean> {
+    return this.event(() => this.session.adminDelete());
   }
 }

@@ -5,7 +5,13 @@
 import { SELF } from "cloudflare:test";
 import type { IConnectPacket } from "mqtt-packet";
 import { describe, expect, it } from "vitest";
-import { callsByObjectSnapshot, counters, snapshot, type Counters } from "../../src/observability/counters";
+import {
+  callsByObjectSnapshot,
+  counters,
+  sessionBusySnapshot,
+  snapshot,
+  type Counters,
+} from "../../src/observability/counters";
 import { shardForTopic } from "../../src/topics/shard-rule";
 import { rawClient, runCounterAlarms } from "../support/workerd";
 import { uid } from "../support/ids";
@@ -318,6 +324,32 @@ describe("calls are counted per object, for the benchmark's hottest-object rates
     // Each message: one call into the topic's shard and at least one deliver call into the subscriber's session.
     expect(after.shard[shard]! - (before.shard[shard] ?? 0)).toBeGreaterThanOrEqual(n);
     expect(after.session[subId]! - (before.session[subId] ?? 0)).toBeGreaterThanOrEqual(n);
+    sub.close();
+    pub.close();
+  });
+});
+
+describe("a Session object's busy time, what it is billed for as duration", () => {
+  it("covers a QoS 1 PUBLISH's wait for its shard, after the event that brought it returned", async () => {
+    const topic = `${uid("busy")}/t`;
+    const sub = await rawClient(5);
+    await sub.connect({ clientId: uid("busy-sub") });
+    await sub.subscribe(topic, 1); // never acknowledges: the shard answers once the delivery is written
+    const pubId = uid("busy-pub");
+    const pub = await rawClient(5);
+    await pub.connect({ clientId: pubId });
+    await registryQuiet();
+    const busyBefore = sessionBusySnapshot()[pubId] ?? 0;
+    const sentAt = Date.now();
+    pub.send({ cmd: "publish", topic, payload: Buffer.from("x"), qos: 1, messageId: 1 });
+    await pub.next("puback");
+    const waited = Date.now() - sentAt;
+    await sub.next("publish");
+    const busy = (sessionBusySnapshot()[pubId] ?? 0) - busyBefore;
+    // The PUBACK waited for the subscriber's ACK_WAIT_MS; the publisher's object was busy for it.
+    expect(waited).toBeGreaterThanOrEqual(DEFAULT_CONFIG.ackWaitMs);
+    expect(busy).toBeGreaterThanOrEqual(DEFAULT_CONFIG.ackWaitMs);
+    expect(busy).toBeLessThanOrEqual(waited);
     sub.close();
     pub.close();
   });
