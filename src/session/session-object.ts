@@ -68,8 +68,9 @@ export class SessionObject extends DurableObject<Env> {
       () => crypto.randomUUID(),
       "session",
       undefined,
-      // The object waits for the shard's answer (and is billed meanwhile) after its event returned.
-      (shard, messages, order) => this.busy.track(shard.publishMany(messages, order)),
+      undefined,
+      // The object waits for the shards' answers (and is billed meanwhile), also after its event returned.
+      (call) => this.busy.track(call),
     );
     const reporter = (this.reporter = new SessionReporter(env, config, (clientId, identity) =>
       hookContext(env, shards, clientId, identity),

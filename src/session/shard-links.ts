@@ -38,6 +38,11 @@ export class ShardLinks {
     /** Each publish call made (the gateway counts its subrequests: edge-route.ts). */
     onPublishCall: () => void = () => undefined,
     publish: PublishCall = (shard, messages, order) => shard.publishMany(messages, order),
+    /**
+     * Sees every call the caller will wait for, from when it is asked (a Session object is busy, and
+     * billed, until the answer: observability/busy-clock.ts); returns it unchanged.
+     */
+    private readonly waitedOn: <T>(call: Promise<T>) => Promise<T> = (call) => call,
   ) {
     // One channel per shard: bounded by the shard count.
     this.shards = new OrderedChannels(shardStub, newId, Number.MAX_SAFE_INTEGER);
@@ -55,18 +60,28 @@ export class ShardLinks {
 
   /** SessionIO.route: to the topic's shard, with the messages routed in the same turn. */
   route(message: RoutedMessage): Promise<number> {
-    return this.router.route(message);
+    return this.waitedOn(this.router.route(message));
   }
 
   /** SessionIO.redistribute: through the shard that owns the message's topic. */
   redistribute(shareFilter: string, leaving: string, message: RoutedMessage): Promise<void> {
-    return this.shards.call(this.router.shardFor(message.topic), (shard, order) =>
-      shard.redistribute(shareFilter, leaving, message, order),
+    return this.waitedOn(
+      this.shards.call(this.router.shardFor(message.topic), (shard, order) =>
+        shard.redistribute(shareFilter, leaving, message, order),
+      ),
     );
   }
 
   /** SessionIO.subscribe: one call per shard; the retained messages of each `retainedFor` filter, merged. */
-  async subscribe(clientId: string, subs: Subscription[], retainedFor: string[]): Promise<RoutedMessage[][]> {
+  subscribe(clientId: string, subs: Subscription[], retainedFor: string[]): Promise<RoutedMessage[][]> {
+    return this.waitedOn(this.subscribeAll(clientId, subs, retainedFor));
+  }
+
+  private async subscribeAll(
+    clientId: string,
+    subs: Subscription[],
+    retainedFor: string[],
+  ): Promise<RoutedMessage[][]> {
     const byShard = new Map<number, { subs: Subscription[]; retainedFor: string[] }>();
     for (const sub of subs) {
       for (const index of this.shardsFor(sub.filter)) {
@@ -92,16 +107,15 @@ export class ShardLinks {
   }
 
   /** SessionIO.unsubscribe: one call per shard the filters live in. */
-  async unsubscribe(clientId: string, filters: string[]): Promise<void> {
+  unsubscribe(clientId: string, filters: string[]): Promise<void> {
     const byShard = new Map<number, string[]>();
     for (const filter of filters) {
       for (const index of this.shardsFor(filter)) byShard.set(index, [...(byShard.get(index) ?? []), filter]);
     }
-    await Promise.all(
-      [...byShard].map(([index, list]) =>
-        this.shards.call(index, (shard, order) => shard.unsubscribe(clientId, list, order)),
-      ),
+    const calls = [...byShard].map(([index, list]) =>
+      this.shards.call(index, (shard, order) => shard.unsubscribe(clientId, list, order)),
     );
+    return this.waitedOn(Promise.all(calls).then(() => undefined));
   }
 
   private shardsFor(filter: string): number[] {
