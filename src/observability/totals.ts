@@ -1,8 +1,9 @@
 /**
  * Named monotonic counters of one Durable Object (metrics), kept in memory and written to its
  * SQLite as ONE row FLUSH_AFTER_MS after the first increment that is not yet written: the object
- * schedules that write (its alarm, `schedule`), so counting costs a row per object per interval,
- * never a row per message, and no increment waits for a next one to be written.
+ * schedules that write (`schedule`: a TopicShard's timer, a ClientRegistry's alarm, which it shares
+ * with `$SYS`), so counting costs a row per object per interval (and for an alarm a row to set it and a
+ * request to run it), never a row per message, and no increment waits for a next one to be written.
  *
  * What can be lost: an object becomes evictable only after 10 s without events (Cloudflare's
  * documented lifecycle), later than FLUSH_AFTER_MS, so an idle object has written every increment
@@ -24,7 +25,7 @@ export class Totals {
   constructor(
     private readonly sql: SqlStorage,
     private readonly now: () => number,
-    /** Asks the object to call flush() at `at` (epoch ms): its alarm, merged with any other it has. */
+    /** Asks the object to call flush() at `at` (epoch ms): a timer, or its alarm merged with any other it has. */
     private readonly schedule: (at: number) => void,
   ) {
     sql.exec(`CREATE TABLE IF NOT EXISTS counter_totals (id INTEGER PRIMARY KEY, counts TEXT NOT NULL)`);

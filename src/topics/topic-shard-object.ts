@@ -71,11 +71,9 @@ export class TopicShardObject extends DurableObject<Env> {
         this.sessions.call(clientId, (session, order) => session.deliver(batch, onlyIfOnline, order)),
       Date.now,
       undefined,
-      // The shard's only alarm: its counters' write (observability/totals.ts). Billed as a row.
-      (at) => {
-        counters.metricsRowsWritten++;
-        void ctx.storage.setAlarm(at);
-      },
+      // The counters' write (observability/totals.ts), on a timer of the object's lifetime: an alarm
+      // would be billed as a row to set and a request to run, every FLUSH_AFTER_MS while it counts.
+      (at) => void setTimeout(() => this.shard.flushTotals(), Math.max(0, at - Date.now())),
       this.growth,
     );
     this.askChildrenToAdopt();
@@ -160,7 +158,10 @@ export class TopicShardObject extends DurableObject<Env> {
     if (growth.pendingChildren().length === 0) logEvent("info", "shard.growth_finished", { shard: growth.index });
   }
 
-  /** Writes the metrics counters. Not counted as an invocation: that count would need writing again. */
+  /**
+   * An alarm an earlier version set for its counters' write (they now go on a timer): writes them. Not
+   * counted as an invocation: that count would need writing again.
+   */
   override async alarm(): Promise<void> {
     counters.shardInvocations++;
     this.countCall();

@@ -107,7 +107,7 @@ export class TopicShard {
      * deliveries per session.
      */
     later: (fn: () => void) => void = (fn) => setTimeout(fn, config.deliveryBatchMs),
-    /** Asks for flushTotals() at `at` (the object's alarm); without it, counters are written only when asked. */
+    /** Asks for flushTotals() at `at` (the object's timer); without it, counters are written only when asked. */
     scheduleTotals: (at: number) => void = () => {},
     private readonly ownership: Ownership = OWNS_EVERYTHING,
   ) {
@@ -398,7 +398,7 @@ export class TopicShard {
     return out;
   }
 
-  /** Writes the counters' unwritten increments (the alarm that scheduleTotals asked for). */
+  /** Writes the counters' unwritten increments (the timer that scheduleTotals asked for). */
   flushTotals(): void {
     this.totals.flush();
   }

@@ -7,9 +7,12 @@
  */
 import { abortAllDurableObjects, env, runDurableObjectAlarm, runInDurableObject, SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { registryStub } from "../../src/env";
+import { DEFAULT_CONFIG } from "../../src/config";
+import { registryStub, topicShardStub } from "../../src/env";
+import { FLUSH_AFTER_MS } from "../../src/observability/totals";
+import { shardForTopic } from "../../src/topics/shard-rule";
 import { until } from "../support/until";
-import { rawClient, runCounterAlarms } from "../support/workerd";
+import { rawClient, flushCounters } from "../support/workerd";
 import { uid } from "../support/ids";
 
 const admin = { authorization: "Bearer workers-test-admin" };
@@ -61,6 +64,34 @@ async function jsonTotals(): Promise<Map<string, number>> {
 const wentBackwards = (before: Map<string, number>, after: Map<string, number>) =>
   [...before].filter(([k, v]) => (after.get(k) ?? -1) < v).map(([k, v]) => `${k}: ${v} -> ${after.get(k)}`);
 
+describe("a TopicShard's counters' write", () => {
+  it("comes FLUSH_AFTER_MS after its first unwritten increment, from a timer: no alarm (a row and a request each)", async () => {
+    await flushCounters(); // what earlier tests counted: nothing unwritten, no timer pending
+    const topic = `${uid("flush")}/t`;
+    const shard = topicShardStub(env, shardForTopic(topic, DEFAULT_CONFIG.shardCount, DEFAULT_CONFIG.shardLevels));
+    const written = () =>
+      runInDurableObject(shard, (_, state) => {
+        const row = state.storage.sql.exec<{ counts: string }>("SELECT counts FROM counter_totals").toArray()[0];
+        return (JSON.parse(row?.counts ?? "{}") as Record<string, number>)["published:1"] ?? 0;
+      });
+    const before = await written();
+    const pub = await rawClient(5);
+    await pub.connect({ clientId: uid("flush-pub") });
+    pub.send({ cmd: "publish", topic, payload: Buffer.from("x"), qos: 1, messageId: 1 });
+    await pub.next("puback"); // the shard has counted it
+    const countedAt = Date.now();
+    expect(await runInDurableObject(shard, (_, state) => state.storage.getAlarm())).toBeNull();
+    await until(
+      async () => (await written()) === before + 1,
+      "the shard's timer to write its counters",
+      FLUSH_AFTER_MS + 5000,
+    );
+    expect(Date.now() - countedAt).toBeGreaterThanOrEqual(FLUSH_AFTER_MS - 1000); // not at once: on its timer
+    expect(await runInDurableObject(shard, (_, state) => state.storage.getAlarm())).toBeNull();
+    pub.close();
+  });
+});
+
 describe("counters survive eviction and restart", () => {
   it("every counter in /metrics and /api/v1/metrics is at least what it was after every object restarts", async () => {
     const topic = `${uid("durable-metrics")}/t`;
@@ -98,7 +129,7 @@ describe("counters survive eviction and restart", () => {
     expect(beforeJson.get("received.0")).toBe(before.get('mqtt_messages_received_total{qos="0"}'));
 
     // The seconds pass: each object's pending alarm runs (those that counted scheduled one).
-    await runCounterAlarms();
+    await flushCounters();
     sub.close();
     await abortAllDurableObjects();
 
