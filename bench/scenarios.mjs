@@ -236,9 +236,9 @@ function busiestBackend(run) {
 
 /**
  * The publishers' Session objects' busy wall time per message sent (NaN without counters: Aedes):
- * what they are billed for as duration (docs/COST.md), measured by the objects (an event being handled
- * or a `publishMany` awaited), not from the client, whose PUBACK wait also holds the hops to and from
- * the object. Every counted session but the backends' (MAX_COUNTED_OBJECTS bounds how many are).
+ * the measure of their billed duration (docs/COST.md), by the objects (an event being handled or a shard
+ * call awaited; not pending timers nor wakes), not from the client, whose PUBACK wait also holds the
+ * hops to and from the object. Every counted session but the backends' (MAX_COUNTED_OBJECTS bounds how many are).
  * @param {Awaited<ReturnType<typeof telemetry>>} run
  */
 function publishersBusyMs(run) {

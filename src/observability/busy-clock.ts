@@ -1,9 +1,9 @@
 /**
  * How long an object had work in progress: the wall time during which at least one piece of tracked
  * work (an incoming event, an outgoing call it waits for) had not finished. Overlapping work counts
- * once. It is what Durable Objects bill as duration for an object that can hibernate: wall-clock time
- * while it runs or waits on I/O, none while it is idle (docs/COST.md). Pure: the clock and where the
- * time goes are given.
+ * once. Durable Objects bill duration while an object runs or cannot hibernate; this sees only the
+ * work it is given, not pending timers nor a wake from hibernation (docs/COST.md says what that leaves
+ * out). Pure: the clock and where the time goes are given.
  */
 export class BusyClock {
   /** Pieces of work begun and not finished. */

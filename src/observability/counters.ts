@@ -8,8 +8,8 @@ export const counters = {
   /** Events delivered to Session objects (fetch, WebSocket message/close, alarm, RPC). */
   sessionInvocations: 0,
   /**
-   * Wall time (ms) Session objects were busy: an event being handled or a `publishMany` call being
-   * waited for (observability/busy-clock.ts), what they are billed for as duration.
+   * Wall time (ms) Session objects were busy: an event being handled or a shard call being waited for
+   * (observability/busy-clock.ts); billed duration also has pending timers and wakes, not counted here.
    */
   sessionBusyMs: 0,
   /** Session object WebSocket messages (a subset of the above; billed 20:1 when deployed). */
@@ -120,8 +120,8 @@ function addForObject(counts: Map<string, number>, name: string, n: number): voi
 const sessionBusyMs = new Map<string, number>();
 
 /**
- * Adds a busy stretch of the Session object `name`: the benchmark's measure of what publishers'
- * sessions are billed for as duration (docs/COST.md).
+ * Adds a busy stretch of the Session object `name`: the benchmark's measure of publishers' sessions'
+ * billed duration (its events and shard calls; docs/COST.md).
  */
 export function countSessionBusy(name: string, ms: number): void {
   counters.sessionBusyMs += ms;

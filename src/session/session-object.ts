@@ -47,8 +47,8 @@ export class SessionObject extends DurableObject<Env> {
   /** The shards' `deliver` calls per second, and the spacing each reply asks for (DELIVERY_CALL_RATE). */
   private readonly deliverCalls: CallRateMeter;
   /**
-   * Wall time with an event being handled or a `publishMany` call awaited: what the object is billed
-   * for as duration (a test and bench counter, never written).
+   * Wall time with an event being handled or a shard call awaited: most of what the object is billed
+   * for as duration (a test and bench counter, never written; docs/COST.md says what it leaves out).
    */
   private readonly busy = new BusyClock(
     () => Date.now(),

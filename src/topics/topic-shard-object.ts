@@ -72,8 +72,16 @@ export class TopicShardObject extends DurableObject<Env> {
       Date.now,
       undefined,
       // The counters' write (observability/totals.ts), on a timer of the object's lifetime: an alarm
-      // would be billed as a row to set and a request to run, every FLUSH_AFTER_MS while it counts.
-      (at) => void setTimeout(() => this.shard.flushTotals(), Math.max(0, at - Date.now())),
+      // would be billed as a row to set and a request to run, every FLUSH_AFTER_MS while it counts. A
+      // timer whose write was already made (asked for at once, or by an old alarm) finds another due
+      // time, or none, and writes nothing: the next write stays FLUSH_AFTER_MS after its first count.
+      (at) =>
+        void setTimeout(
+          () => {
+            if (this.shard.totalsDueAt === at) this.shard.flushTotals();
+          },
+          Math.max(0, at - Date.now()),
+        ),
       this.growth,
     );
     this.askChildrenToAdopt();

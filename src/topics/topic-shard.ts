@@ -403,6 +403,11 @@ export class TopicShard {
     this.totals.flush();
   }
 
+  /** When the counters' next write is due (undefined: everything is written). */
+  get totalsDueAt(): number | undefined {
+    return this.totals.flushDueAt;
+  }
+
   /**
    * What the dashboard counts, as its tables list things: subscriptions held in this shard alone
    * (`own`) and those registered in every shard (`everywhere`: the broker-wide count takes them once),
