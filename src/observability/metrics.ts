@@ -29,7 +29,7 @@ export interface MetricsSummary extends Pick<
   deepQueues: number;
   queuedInDeepQueues: number;
   invocations: { session: number; topicShard: number };
-  /** Each rule's counts, summed over the registries (rule-tally.ts: reported by sessions, up to 5 s late). */
+  /** Each rule's counts, summed over the registries (rule-tally.ts: reported by sessions once their actions are done). */
   rules: RuleCounts;
 }
 

@@ -45,6 +45,8 @@ export interface RuleSinks {
   background?(work: Promise<unknown>): void;
   /** Counts a rule's outcome for /metrics (rule-tally.ts), for the client whose message it was. */
   count?(rule: string, outcome: keyof RuleCount, clientId: string): void;
+  /** An action under way whose outcome `count` gets before work settles (the counts wait for it: rule-tally.ts). */
+  counting?(work: Promise<unknown>): void;
 }
 
 export interface AnalyticsPoint {
@@ -202,10 +204,12 @@ export class RuleEngine {
     const queue = this.sinks.queue(binding);
     if (!queue) return Promise.reject(this.failed(rule, view, kind, new Error(`no binding ${binding}`)));
     try {
-      return queue
+      const sent = queue
         .send(body, { contentType: "json" })
         .then(() => this.succeeded(rule, view))
         .catch((err: unknown) => Promise.reject(this.failed(rule, view, kind, err)));
+      this.sinks.counting?.(sent);
+      return sent;
     } catch (err) {
       return Promise.reject(this.failed(rule, view, kind, err));
     }
@@ -232,6 +236,7 @@ export class RuleEngine {
       .then(() => this.succeeded(rule, view))
       .catch((err: unknown) => void this.failed(rule, view, "webhook", err))
       .finally(() => this.webhooksInFlight--);
+    this.sinks.counting?.(posted);
     this.sinks.background?.(posted);
     return undefined;
   }
@@ -272,6 +277,7 @@ export class RuleEngine {
       .route(copy)
       .then(() => this.succeeded(rule, view))
       .catch((err: unknown) => Promise.reject(this.failed(rule, view, "republish", err)));
+    this.sinks.counting?.(routed);
     let chained: Promise<void> | undefined;
     if (depth + 1 < this.settings.maxDepth) chained = this.apply(copy, depth + 1);
     else if (this.rules.some((r) => topicMatches(r.filter, copy.topic))) counters.ruleChainsCut++;

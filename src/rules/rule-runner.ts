@@ -29,7 +29,7 @@ export function ruleEngineFor(env: Record<string, unknown>, links: RuleRunnerLin
     const timer = new Promise<void>((resolve) => setTimeout(resolve, ms)).then(fn);
     links.background?.(timer);
   };
-  const tally = new RuleTally(later, (clientId, counts) => links.report(clientId, counts));
+  const tally = new RuleTally({ now: () => Date.now(), later }, (clientId, counts) => links.report(clientId, counts));
   const settings = { ...config, maxPayloadBytes: config.rulesMaxPayloadBytes, maxDepth: config.rulesMaxDepth };
   return new RuleEngine(rules, settings, {
     route: (message) => links.route(message).then(() => 1),
@@ -41,5 +41,9 @@ export function ruleEngineFor(env: Record<string, unknown>, links: RuleRunnerLin
     now: () => Date.now(),
     background: links.background,
     count: (rule, outcome, clientId) => tally.add(rule, outcome, clientId),
+    counting: (work) => {
+      const counted = tally.track(work); // tracked whether or not anything keeps the invocation
+      links.background?.(counted);
+    },
   });
 }

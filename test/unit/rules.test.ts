@@ -9,6 +9,7 @@ import { DEFAULT_CONFIG } from "../../src/config";
 import { counters } from "../../src/observability/counters";
 import type { RoutedMessage } from "../../src/protocol/message";
 import { RuleEngine, type AnalyticsPoint, type QueuedMessage, type RuleSinks } from "../../src/rules/rule-engine";
+import { RuleTally, type RuleCounts } from "../../src/rules/rule-tally";
 import { WEBHOOK_LIMITS } from "../../src/rules/webhook";
 import { bindingProblems, parseRules, RULES_LIMITS } from "../../src/rules/rules-config";
 import { compileTemplate, renderTemplate } from "../../src/rules/template";
@@ -333,6 +334,49 @@ describe("the rule engine", () => {
     expect(s.routed).toEqual([]);
     expect(counters.ruleActionsFailed).toBe(1);
   });
+
+  it.each([
+    ["queue", { type: "queue", binding: "Q" }],
+    ["republish", { type: "republish", topic: "out/x", qos: 1 }],
+    ["webhook", { type: "webhook", url: "https://example.com/hook" }],
+  ])(
+    "a match and its %s action's outcome reach the tally in one report, when the action is done",
+    async (_, action) => {
+      const { io, state, release } = sinks();
+      state.hold = true; // a queue send stays under way until released
+      // So do a copy's routing and a webhook's answer.
+      const held: (() => void)[] = [release];
+      const hold = <T>(value: T) => new Promise<T>((resolve) => held.push(() => resolve(value)));
+      const reports: RuleCounts[] = [];
+      const timers: (() => void)[] = [];
+      const tally = new RuleTally({ now: () => 0, later: (_ms, fn) => void timers.push(fn) }, (_c, counts) =>
+        reports.push(counts),
+      );
+      const rules = [
+        { name: "r", filter: "t/#", actions: [action, { type: "analytics", binding: "A", blobs: ["topic"] }] },
+      ];
+      const e = engine(rules, {
+        ...io,
+        route: () => hold(1),
+        fetch: () => hold(new Response("", { status: 200 })),
+        count: (rule, outcome, clientId) => tally.add(rule, outcome, clientId),
+        counting: (work) => void tally.track(work),
+      });
+      const acked = e.apply(message("t/1", "x"));
+      const turns = async () => {
+        for (let turn = 0; turn < 5; turn++) {
+          timers.splice(0).forEach((fn) => fn());
+          await new Promise((resolve) => setTimeout(resolve, 0));
+        }
+      };
+      await turns();
+      expect(reports).toEqual([]); // the action is under way
+      for (const next of held) next();
+      await acked;
+      await turns();
+      expect(reports).toEqual([{ r: { matched: 1, ok: 2, failed: 0 } }]);
+    },
+  );
 
   it("a QoS 1 republish that fails to route rejects; a QoS 0 one only counts", async () => {
     const s = sinks();
