@@ -227,27 +227,33 @@ export function encodeSimpleAck(packet: EncodablePacket, version: ProtocolVersio
   return new Uint8Array([ACK_FIRST_BYTE[ack.cmd], 2, id >> 8, id & 0xff]);
 }
 
-/** A PUBLISH without properties, encoded directly; undefined for anything else. */
+/**
+ * A PUBLISH without properties, encoded directly; undefined for anything else. One allocation per
+ * packet: the topic is written into the packet's bytes (`encodeInto`) rather than encoded apart and
+ * copied, since allocating a small buffer costs about as much as the rest of the encoding (~1.1 us
+ * each under Node 20: docs/PERFORMANCE.md "Encoding a delivery").
+ */
 export function encodeSimplePublish(packet: EncodablePacket, version: ProtocolVersion): Uint8Array | undefined {
   if (packet.cmd !== "publish" || (packet.properties && Object.keys(packet.properties).length > 0)) return undefined;
   // Defaults and a string payload, as mqtt-packet takes them, for a packet built outside this code.
   const p: Partial<Omit<PublishPacket, "payload" | "properties">> & { payload?: Uint8Array | string } = packet;
   const qos = p.qos ?? 0;
-  const topic = encoder.encode(p.topic ?? "");
+  const topic = p.topic ?? "";
+  const topicBytes = utf8Length(topic);
   const payload: Uint8Array =
     typeof p.payload === "string" ? encoder.encode(p.payload) : (p.payload ?? new Uint8Array());
   const messageId = p.messageId ?? 0;
-  if (topic.length > 65535 || (qos > 0 && !messageId)) return undefined;
-  const remaining = 2 + topic.length + (qos > 0 ? 2 : 0) + (version === 5 ? 1 : 0) + payload.length;
+  if (topicBytes > 65535 || (qos > 0 && !messageId)) return undefined;
+  const remaining = 2 + topicBytes + (qos > 0 ? 2 : 0) + (version === 5 ? 1 : 0) + payload.length;
   if (remaining > 268435455) return undefined;
   const header = pushVarInt([0x30 | (p.dup ? 8 : 0) | (qos << 1) | (p.retain ? 1 : 0)], remaining);
   const out = new Uint8Array(header.length + remaining);
   out.set(header, 0);
   let i = header.length;
-  out[i++] = topic.length >> 8;
-  out[i++] = topic.length & 255;
-  out.set(topic, i);
-  i += topic.length;
+  out[i++] = topicBytes >> 8;
+  out[i++] = topicBytes & 255;
+  if (encoder.encodeInto(topic, out.subarray(i, i + topicBytes)).written !== topicBytes) return undefined;
+  i += topicBytes;
   if (qos > 0) {
     out[i++] = messageId >> 8;
     out[i++] = messageId & 255;
@@ -255,6 +261,21 @@ export function encodeSimplePublish(packet: EncodablePacket, version: ProtocolVe
   if (version === 5) out[i++] = 0;
   out.set(payload, i);
   return out;
+}
+
+/** The length of s in UTF-8, as TextEncoder writes it (a lone surrogate becomes U+FFFD, 3 bytes). */
+export function utf8Length(s: string): number {
+  let n = s.length;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) n += 1;
+    else if (c >= 0xd800 && c <= 0xdbff && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      n += 2; // a surrogate pair: 4 bytes for its 2 units
+      i++;
+    } else n += 2;
+  }
+  return n;
 }
 
 /** A Buffer view over bytes (RPC and WebSocket deliver plain Uint8Array/ArrayBuffer). */

@@ -10,6 +10,7 @@ import {
   encodePacket,
   encodeSimpleAck,
   encodeSimplePublish,
+  utf8Length,
   parsePacket,
   parseSimplePacket,
 } from "../../src/protocol/codec";
@@ -85,6 +86,16 @@ describe("codec hot path", () => {
         expect(Buffer.from(ours!)).toEqual(mqtt.generate(packet as mqtt.IPublishPacket, { protocolVersion: version }));
       }),
       { numRuns: 400, seed: 20261125 },
+    );
+  });
+
+  it("counts a string's UTF-8 bytes as TextEncoder writes them, lone surrogates included", () => {
+    const encoder = new TextEncoder();
+    for (const s of ["", "a/b", "é", "€", "𐀀", "a\ud800", "\udc00b", "\ud800\ud800\udc00"])
+      expect(utf8Length(s), JSON.stringify(s)).toBe(encoder.encode(s).length);
+    fc.assert(
+      fc.property(fc.string({ maxLength: 60, unit: "binary" }), (s) => utf8Length(s) === encoder.encode(s).length),
+      { numRuns: 1000, seed: 20261201 },
     );
   });
 
