@@ -51,6 +51,11 @@ export const counters = {
   deliveriesWrittenLate: 0,
   /** setAlarm/deleteAlarm calls (each billed as a row written). */
   alarmWrites: 0,
+  /**
+   * QoS 0 PUBLISHes to 3.1.1 subscribers sent as the publisher's Session object encoded them, with no
+   * encoding of their own (protocol/codec.ts payloadInPublish).
+   */
+  publishesSentAsGiven: 0,
   /** PINGREQs the gateway answered without waking a Session object. */
   pingsAnsweredAtEdge: 0,
   /** Actions of matching rules started (src/rules/rule-engine.ts): queue sends and republishes. */

@@ -1,5 +1,6 @@
 /** Codec adapter over mqtt-packet: one whole packet in, one packet object out, and back. */
 import mqtt from "mqtt-packet";
+import { counters } from "../observability/counters";
 import type { ProtocolVersion } from "./constants";
 import { readFixedHeader } from "./framer";
 import type { QoS } from "./message";
@@ -244,6 +245,13 @@ export function encodeSimplePublish(packet: EncodablePacket, version: ProtocolVe
     typeof p.payload === "string" ? encoder.encode(p.payload) : (p.payload ?? new Uint8Array());
   const messageId = p.messageId ?? 0;
   if (topicBytes > 65535 || (qos > 0 && !messageId)) return undefined;
+  if (version !== 5 && qos === 0 && !p.retain && !p.dup) {
+    const given = packetAround(topic, topicBytes, payload);
+    if (given) {
+      counters.publishesSentAsGiven++;
+      return given;
+    }
+  }
   const remaining = 2 + topicBytes + (qos > 0 ? 2 : 0) + (version === 5 ? 1 : 0) + payload.length;
   if (remaining > 268435455) return undefined;
   const header = pushVarInt([0x30 | (p.dup ? 8 : 0) | (qos << 1) | (p.retain ? 1 : 0)], remaining);
@@ -261,6 +269,43 @@ export function encodeSimplePublish(packet: EncodablePacket, version: ProtocolVe
   if (version === 5) out[i++] = 0;
   out.set(payload, i);
   return out;
+}
+
+/**
+ * A copy of payload placed at the end of topic's 3.1.1 PUBLISH at QoS 0, neither retained nor DUP:
+ * the view returned is the payload, and its buffer is that whole packet. One allocation, as the plain
+ * copy it replaces. encodeSimplePublish sends the buffer as it is when asked for exactly that packet
+ * (a 3.1.1 subscriber's live QoS 0 delivery: nothing changes), so the publisher's Session object
+ * encodes it once for every such subscriber, and the bytes travel to theirs with the payload.
+ */
+export function payloadInPublish(topic: string, payload: Uint8Array): Uint8Array {
+  const publish = { cmd: "publish", topic, payload: asBuffer(payload), qos: 0, retain: false, dup: false } as const;
+  const packet = encodeSimplePublish(publish, 4);
+  if (!packet) return new Uint8Array(payload);
+  return packet.subarray(packet.length - payload.length);
+}
+
+/** Room for a topic compared by packetAround without allocating (a longer one is encoded as usual). */
+const topicScratch = new Uint8Array(1024);
+
+/**
+ * The packet that a payload from payloadInPublish sits at the end of, when that packet is topic's
+ * 3.1.1 QoS 0 PUBLISH of this payload, checked byte for byte (a copy of the message with another
+ * topic keeps the payload's buffer: it is not this packet); undefined otherwise.
+ */
+function packetAround(topic: string, topicBytes: number, payload: Uint8Array): Uint8Array | undefined {
+  if (topicBytes > topicScratch.length) return undefined;
+  const remaining = 2 + topicBytes + payload.length;
+  const header = pushVarInt([0x30], remaining);
+  const prefix = header.length + 2 + topicBytes;
+  if (payload.byteOffset !== prefix || payload.buffer.byteLength !== prefix + payload.length) return undefined;
+  const packet = new Uint8Array(payload.buffer);
+  for (let i = 0; i < header.length; i++) if (packet[i] !== header[i]) return undefined;
+  let i = header.length;
+  if (packet[i++] !== topicBytes >> 8 || packet[i++] !== (topicBytes & 255)) return undefined;
+  encoder.encodeInto(topic, topicScratch);
+  for (let k = 0; k < topicBytes; k++) if (packet[i + k] !== topicScratch[k]) return undefined;
+  return packet;
 }
 
 /** The length of s in UTF-8, as TextEncoder writes it (a lone surrogate becomes U+FFFD, 3 bytes). */

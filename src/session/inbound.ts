@@ -4,6 +4,7 @@
  * acknowledgement goes out in the order of the PUBLISHes it answers [MQTT-4.6.0-2..4].
  */
 import { fromHook, runHook, type HookMessage } from "../hooks";
+import { payloadInPublish } from "../protocol/codec";
 import { matchCode, ReasonCode } from "../protocol/constants";
 import { encodeEdgeOrder, type EdgeAckedCount, type EdgeOrder } from "../protocol/internal-frame";
 import type { QoS, RoutedMessage, UserProperty } from "../protocol/message";
@@ -467,7 +468,8 @@ export class Inbound {
       id,
       origin: this.session.meta.clientId!,
       topic: packet.topic,
-      payload: new Uint8Array(packet.payload),
+      // Copied into the PUBLISH a 3.1.1 subscriber at QoS 0 gets, which its session then sends as it is
+      payload: payloadInPublish(packet.topic, packet.payload),
       qos: packet.qos,
       retain: packet.retain === true,
       properties: this.session.version === 5 ? messagePropertiesFrom(packet.properties) : undefined,

@@ -10,6 +10,7 @@ import {
   encodePacket,
   encodeSimpleAck,
   encodeSimplePublish,
+  payloadInPublish,
   utf8Length,
   parsePacket,
   parseSimplePacket,
@@ -86,6 +87,55 @@ describe("codec hot path", () => {
         expect(Buffer.from(ours!)).toEqual(mqtt.generate(packet as mqtt.IPublishPacket, { protocolVersion: version }));
       }),
       { numRuns: 400, seed: 20261125 },
+    );
+  });
+
+  it("sends a payload from payloadInPublish as the 3.1.1 QoS 0 PUBLISH around it, and only that packet", () => {
+    fc.assert(
+      fc.property(publishArb, fc.string({ minLength: 1, maxLength: 20 }), (m, otherTopic) => {
+        const payload = payloadInPublish(m.topic, m.payload);
+        expect(payload).toEqual(m.payload);
+        // As an RPC carries it: a structured clone keeps the view into its whole buffer.
+        const carried = structuredClone(payload);
+        const view = (p: Uint8Array) => Buffer.from(p.buffer, p.byteOffset, p.byteLength);
+        const encode = (fields: Partial<typeof m>) => {
+          const f = { ...m, ...fields };
+          const packet = {
+            cmd: "publish" as const,
+            topic: f.topic,
+            payload: view(carried),
+            qos: f.qos,
+            retain: f.retain,
+            dup: f.dup,
+            messageId: f.qos ? f.messageId : undefined,
+          };
+          const ours = encodeSimplePublish(packet as never, f.version)!;
+          const theirs = mqtt.generate({ ...packet, payload: Buffer.from(m.payload) } as mqtt.IPublishPacket, {
+            protocolVersion: f.version,
+          });
+          expect(Buffer.from(ours)).toEqual(theirs);
+          return ours;
+        };
+        // The packet it was made for: the carried buffer itself, no copy.
+        expect(encode({ version: 4, qos: 0, retain: false, dup: false }).buffer).toBe(carried.buffer);
+        // Anything else is encoded: other flags, v5, or a copy of the message under another topic.
+        for (const other of [
+          { version: 5 as const, qos: 0 as const, retain: false, dup: false },
+          { version: 4 as const, qos: 1 as const, retain: false, dup: false },
+          { version: 4 as const, qos: 0 as const, retain: true, dup: false },
+          { version: 4 as const, qos: 0 as const, retain: false, dup: false, topic: otherTopic },
+        ]) {
+          if (other.topic === m.topic) continue;
+          expect(encode(other).buffer).not.toBe(carried.buffer);
+        }
+      }),
+      { numRuns: 300, seed: 20261201 },
+    );
+    // A copy under a topic of the same length: compared byte for byte, not by length.
+    const payload = payloadInPublish("a/b", new Uint8Array([1, 2, 3]));
+    const copy = { cmd: "publish" as const, topic: "a/c", payload: Buffer.from(payload.buffer, payload.byteOffset, 3) };
+    expect(Buffer.from(encodeSimplePublish({ ...copy, qos: 0, retain: false, dup: false }, 4)!)).toEqual(
+      mqtt.generate({ ...copy, qos: 0, retain: false, dup: false }, { protocolVersion: 4 }),
     );
   });
 
