@@ -235,6 +235,15 @@ export function encodeSimpleAck(packet: EncodablePacket, version: ProtocolVersio
  * each under Node 20: docs/PERFORMANCE.md "Encoding a delivery").
  */
 export function encodeSimplePublish(packet: EncodablePacket, version: ProtocolVersion): Uint8Array | undefined {
+  return encodePublishDirect(packet, version, true);
+}
+
+/** encodeSimplePublish; `mayReuse`: whether a payload's buffer that is already the packet is sent as it is. */
+function encodePublishDirect(
+  packet: EncodablePacket,
+  version: ProtocolVersion,
+  mayReuse: boolean,
+): Uint8Array | undefined {
   if (packet.cmd !== "publish" || (packet.properties && Object.keys(packet.properties).length > 0)) return undefined;
   // Defaults and a string payload, as mqtt-packet takes them, for a packet built outside this code.
   const p: Partial<Omit<PublishPacket, "payload" | "properties">> & { payload?: Uint8Array | string } = packet;
@@ -245,7 +254,7 @@ export function encodeSimplePublish(packet: EncodablePacket, version: ProtocolVe
     typeof p.payload === "string" ? encoder.encode(p.payload) : (p.payload ?? new Uint8Array());
   const messageId = p.messageId ?? 0;
   if (topicBytes > 65535 || (qos > 0 && !messageId)) return undefined;
-  if (version !== 5 && qos === 0 && !p.retain && !p.dup) {
+  if (mayReuse && version !== 5 && qos === 0 && !p.retain && !p.dup) {
     const given = packetAround(topic, topicBytes, payload);
     if (given) {
       counters.publishesSentAsGiven++;
@@ -280,7 +289,7 @@ export function encodeSimplePublish(packet: EncodablePacket, version: ProtocolVe
  */
 export function payloadInPublish(topic: string, payload: Uint8Array): Uint8Array {
   const publish = { cmd: "publish", topic, payload: asBuffer(payload), qos: 0, retain: false, dup: false } as const;
-  const packet = encodeSimplePublish(publish, 4);
+  const packet = encodePublishDirect(publish, 4, false); // always a copy: the client's frame is not kept
   if (!packet) return new Uint8Array(payload);
   return packet.subarray(packet.length - payload.length);
 }

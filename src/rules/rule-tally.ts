@@ -6,7 +6,7 @@
  *
  * When a report goes, and why no timer waits for long: a pending timer keeps a Durable Object from
  * hibernating, and Cloudflare bills duration for an object "idle in memory but unable to hibernate".
- * One report (a registry request, $0.15 per million) costs as much as ~94 ms of a 128 MB object's
+ * One report (a registry request, $0.15 per million) costs as much as ~96 ms of a 128 MB object's
  * duration ($12.50 per million GB-s), so holding counts on a timer for longer than that to save a
  * report costs more than the report. So:
  * - Counts wait while an action whose outcome is still to be counted is under way (`track`), so a

@@ -93,7 +93,7 @@ export class OutboundFlight {
    * waits here (takeWaiting), in order; settles like one sent unstored, or when written (storeWaiting).
    */
   holdUnsent(delivery: Delivery): Promise<void> {
-    this.waitingBytesHeld += queuedMessageBytes(delivery);
+    this.waitingBytesHeld += heldMessageBytes(delivery);
     return new Promise((settle) => this.waiting.push({ delivery, seq: this.store.nextSeq(), settle }));
   }
 
@@ -110,7 +110,7 @@ export class OutboundFlight {
   /** The oldest waiting message, taken out of the wait: sent (sentWaiting) or dropped (settled) next. */
   takeWaiting(): UnstoredMessage | undefined {
     const message = this.waiting.shift();
-    if (message) this.waitingBytesHeld -= queuedMessageBytes(message.delivery);
+    if (message) this.waitingBytesHeld -= heldMessageBytes(message.delivery);
     return message;
   }
 
@@ -208,4 +208,14 @@ export class OutboundFlight {
   packetIdInFlight(packetId: number): boolean {
     return this.unstored.has(packetId) || this.store.isPacketIdInFlight(packetId);
   }
+}
+
+/**
+ * What a message held in memory takes against MAX_QUEUED_BYTES: its queuedMessageBytes, and the rest
+ * of its payload's buffer, which for a client's message also holds its 3.1.1 PUBLISH's header and
+ * topic (protocol/codec.ts payloadInPublish). A written message is counted without them.
+ */
+function heldMessageBytes(d: Delivery): number {
+  const payload = d.message.payload;
+  return queuedMessageBytes(d) + (payload.buffer.byteLength - payload.byteLength);
 }

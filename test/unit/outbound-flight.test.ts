@@ -3,6 +3,7 @@
  * protocol event in its state, and the events that do not fit the state.
  */
 import { describe, expect, it } from "vitest";
+import { payloadInPublish } from "../../src/protocol/codec";
 import type { Delivery } from "../../src/protocol/message";
 import { OutboundFlight, type FlightStore } from "../../src/session/outbound-flight";
 import { OutState, type OutboundRow } from "../../src/session/store";
@@ -153,6 +154,23 @@ describe("OutboundFlight: QoS 1", () => {
     flight.takeWaiting();
     expect(flight.waitingBytes()).toBe(one);
     flight.storeWaiting(true);
+    expect(flight.waitingBytes()).toBe(0);
+  });
+
+  it("counts the whole buffer a waiting message's payload holds (a client's: its PUBLISH too)", () => {
+    const { flight } = newFlight();
+    const topic = "x".repeat(1000);
+    const plain = delivery("a", 1);
+    plain.message.topic = topic;
+    void flight.holdUnsent(plain);
+    const alone = flight.waitingBytes();
+    flight.takeWaiting();
+    const inPacket = delivery("b", 1);
+    inPacket.message.topic = topic;
+    inPacket.message.payload = payloadInPublish(topic, new Uint8Array([1]));
+    void flight.holdUnsent(inPacket);
+    expect(flight.waitingBytes() - alone).toBe(inPacket.message.payload.buffer.byteLength - 1); // header + topic
+    flight.takeWaiting();
     expect(flight.waitingBytes()).toBe(0);
   });
 
