@@ -303,6 +303,10 @@ const topicScratch = new Uint8Array(1024);
  * topic keeps the payload's buffer: it is not this packet); undefined otherwise.
  */
 function packetAround(topic: string, topicBytes: number, payload: Uint8Array): Uint8Array | undefined {
+  // Most payloads fail here at once: one the buffer does not end with, or one at its start (read back
+  // from storage, given by a hook), is in no packet.
+  if (payload.byteOffset === 0 || payload.byteOffset + payload.byteLength !== payload.buffer.byteLength)
+    return undefined;
   if (topicBytes > topicScratch.length) return undefined;
   const remaining = 2 + topicBytes + payload.length;
   const header = pushVarInt([0x30], remaining);
